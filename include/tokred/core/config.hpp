@@ -1,0 +1,26 @@
+// tokred/core/config.hpp — version, the host/device function marker and the index type.
+//
+// Everything in core/ and policy/ compiles with nothing but the standard library, with g++ and
+// with a bare `nvcc -std=c++17 -I include`, and with `-fno-exceptions -fno-rtti`.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#define TOKRED_VERSION_MAJOR 0
+#define TOKRED_VERSION_MINOR 1
+#define TOKRED_VERSION_PATCH 0
+
+/// Marks a function callable from host and device code when compiled by nvcc; empty otherwise.
+#if defined(__CUDACC__)
+#define TOKRED_HOST_DEVICE __host__ __device__
+#else
+#define TOKRED_HOST_DEVICE
+#endif
+
+namespace tokred {
+
+/// Signed index type for extents, strides and token indices (strides may be negative, as in DLPack).
+using index_t = std::ptrdiff_t;
+
+}  // namespace tokred

@@ -1,0 +1,135 @@
+// tokred/core/element.hpp — storage element types and their exact conversions to and from fp32.
+//
+// tokred stores tokens as fp32, fp16 or bf16 and always computes in fp32. The conversions are
+// integer-only, so host, device and every ISA produce the same bits: fp32 -> fp16/bf16 rounds to
+// nearest, ties to even; subnormals, infinities and NaN (kept quiet, sign and top payload bits
+// preserved) are handled exactly as IEEE 754 and `torch.Tensor.to` do.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "tokred/core/config.hpp"
+
+namespace tokred {
+
+/// IEEE 754 binary16, stored as its bit pattern. Convert with `to_float` / `from_float<f16>`.
+struct f16 {
+  std::uint16_t bits;
+};
+
+/// bfloat16 (the upper half of an fp32), stored as its bit pattern.
+struct bf16 {
+  std::uint16_t bits;
+};
+
+namespace detail {
+
+TOKRED_HOST_DEVICE inline std::uint32_t float_bits(float f) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+TOKRED_HOST_DEVICE inline float bits_float(std::uint32_t u) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_f16_bits(std::uint32_t x) noexcept {
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const std::uint32_t ax = x & 0x7FFFFFFFu;
+  if (ax > 0x7F800000u)  // NaN: force the quiet bit, keep the top payload bits
+    return static_cast<std::uint16_t>(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));
+  if (ax >= 0x477FF000u)  // >= 65520 = halfway past the largest finite half (65504): ties to inf
+    return static_cast<std::uint16_t>(sign | 0x7C00u);
+  if (ax >= 0x38800000u) {  // normal half: rebias the exponent by -112 and round the 13 low bits
+    const std::uint32_t odd = (ax >> 13) & 1u;
+    return static_cast<std::uint16_t>(sign | ((ax + 0xC8000FFFu + odd) >> 13));
+  }
+  const std::uint32_t exponent = ax >> 23;
+  if (exponent < 102u)  // below 2^-25: rounds to (signed) zero
+    return static_cast<std::uint16_t>(sign);
+  // Subnormal half: express the value in units of 2^-24 and round the dropped bits to even.
+  const std::uint32_t mantissa = (ax & 0x7FFFFFu) | 0x800000u;
+  const std::uint32_t shift = 126u - exponent;  // 14 ..= 24
+  std::uint32_t rounded = mantissa >> shift;
+  const std::uint32_t rest = mantissa & ((1u << shift) - 1u);
+  const std::uint32_t half = 1u << (shift - 1u);
+  if (rest > half || (rest == half && (rounded & 1u))) ++rounded;  // may carry into the normals
+  return static_cast<std::uint16_t>(sign | rounded);
+}
+
+TOKRED_HOST_DEVICE constexpr std::uint32_t f16_bits_to_f32_bits(std::uint16_t h) noexcept {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t exponent = (h >> 10) & 0x1Fu;
+  std::uint32_t mantissa = h & 0x3FFu;
+  if (exponent == 0x1Fu) return sign | 0x7F800000u | (mantissa << 13);  // inf / NaN
+  if (exponent == 0u) {
+    if (mantissa == 0u) return sign;
+    exponent = 113u;  // subnormal: normalise, one exponent step per shift
+    while ((mantissa & 0x400u) == 0u) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    return sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
+  }
+  return sign | ((exponent + 112u) << 23) | (mantissa << 13);
+}
+
+TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_bf16_bits(std::uint32_t x) noexcept {
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u)  // NaN: quiet it, keep sign and top payload
+    return static_cast<std::uint16_t>((x >> 16) | 0x0040u);
+  return static_cast<std::uint16_t>((x + 0x7FFFu + ((x >> 16) & 1u)) >> 16);
+}
+
+}  // namespace detail
+
+/// Widens a stored element to fp32 (exact for all three types).
+TOKRED_HOST_DEVICE inline float to_float(float x) noexcept { return x; }
+TOKRED_HOST_DEVICE inline float to_float(f16 x) noexcept {
+  return detail::bits_float(detail::f16_bits_to_f32_bits(x.bits));
+}
+TOKRED_HOST_DEVICE inline float to_float(bf16 x) noexcept {
+  return detail::bits_float(static_cast<std::uint32_t>(x.bits) << 16);
+}
+
+/// Narrows fp32 to the storage type `T`, rounding to nearest, ties to even.
+template <class T>
+TOKRED_HOST_DEVICE inline T from_float(float x) noexcept {
+  if constexpr (std::is_same_v<T, f16>) {
+    return f16{detail::f32_bits_to_f16_bits(detail::float_bits(x))};
+  } else if constexpr (std::is_same_v<T, bf16>) {
+    return bf16{detail::f32_bits_to_bf16_bits(detail::float_bits(x))};
+  } else {
+    static_assert(std::is_same_v<T, float>, "tokred: element types are float, f16 and bf16");
+    return x;
+  }
+}
+
+/// True for the element types tokred stores tokens in.
+template <class T>
+inline constexpr bool is_element_v =
+    std::is_same_v<std::remove_cv_t<T>, float> || std::is_same_v<std::remove_cv_t<T>, f16> ||
+    std::is_same_v<std::remove_cv_t<T>, bf16>;
+
+/// A printable name ("fp32", "fp16", "bf16") for diagnostics and benchmark labels.
+template <class T>
+constexpr const char* element_name() noexcept {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_same_v<U, f16>) return "fp16";
+  else if constexpr (std::is_same_v<U, bf16>) return "bf16";
+  else return "fp32";
+}
+
+}  // namespace tokred

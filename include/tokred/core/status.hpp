@@ -1,0 +1,41 @@
+// tokred/core/status.hpp — the status every checking or running function returns.
+#pragma once
+
+namespace tokred {
+
+/// Outcome of `can_implement` and `apply`. Anything but `ok` means no output was written.
+enum class [[nodiscard]] status : int {
+  ok = 0,
+  empty_input,          ///< the problem has zero tokens (N = 0) or zero-width rows
+  invalid_budget,       ///< the kept count would be 0 (k = 0, or a ratio that rounds to 0)
+  budget_exceeds_input, ///< k is larger than the tokens it selects from
+  invalid_ratio,        ///< a keep ratio outside [0, 1], or NaN
+  null_pointer,         ///< a view with a null data pointer and a non-zero extent
+  shape_mismatch,       ///< view extents disagree with the problem or with each other
+  aliasing,             ///< an output view overlaps an input view or another output
+  index_out_of_range,   ///< a caller-supplied token index lies outside [0, N)
+  workspace_too_small,  ///< the workspace is smaller than `workspace_bytes` asked for
+  invalid_exec,         ///< the exec tag is malformed (e.g. nth < 1 or ith outside [0, nth))
+  device_error,         ///< the CUDA runtime reported an error while launching
+};
+
+/// A short, stable, lower-case name for `s` (e.g. "shape_mismatch").
+constexpr const char* to_string(status s) noexcept {
+  switch (s) {
+    case status::ok: return "ok";
+    case status::empty_input: return "empty_input";
+    case status::invalid_budget: return "invalid_budget";
+    case status::budget_exceeds_input: return "budget_exceeds_input";
+    case status::invalid_ratio: return "invalid_ratio";
+    case status::null_pointer: return "null_pointer";
+    case status::shape_mismatch: return "shape_mismatch";
+    case status::aliasing: return "aliasing";
+    case status::index_out_of_range: return "index_out_of_range";
+    case status::workspace_too_small: return "workspace_too_small";
+    case status::invalid_exec: return "invalid_exec";
+    case status::device_error: return "device_error";
+  }
+  return "unknown";
+}
+
+}  // namespace tokred

@@ -1,0 +1,172 @@
+// tokred/core/view.hpp — the non-owning strided view every policy reads and writes.
+//
+// A view is a value: a pointer, `Rank` extents and `Rank` signed element strides (as in DLPack),
+// with the memory space (host or device) in its type and const-ness in its element type. It uses
+// the mdspan vocabulary — `rank()`, `extent(r)`, `stride(r)`, `data_handle()`,
+// `required_span_size()` — so adapters to mdspan, Eigen, DLPack and ggml stay a few lines each.
+//
+// Canonical axis orders (written as a trailing shape comment beside every view variable):
+//   tokens (tokens, dim)       scores (tokens,)       kept indices (kept,)
+//   positions (kept, 3)        KV (heads, tokens, head_dim)
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <type_traits>
+
+#include "tokred/core/config.hpp"
+
+namespace tokred {
+
+/// Memory-space tags: host memory (CPU backends) and CUDA device memory (CUDA backend).
+struct host_space {};
+struct device_space {};
+
+/// A strided view of `Rank` dimensions over elements of type `T` in memory space `Space`.
+///
+/// Trivially copyable; pass it by value. A default-constructed view is empty (null, extents 0),
+/// which outputs use to mean "not requested". Strides are in elements and may be zero or negative;
+/// `data_handle()` points at element (0, …, 0).
+template <class T, int Rank, class Space = host_space>
+class view {
+  static_assert(Rank >= 1, "tokred::view needs at least one dimension");
+
+ public:
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+  using space_type = Space;
+  using index_type = index_t;
+
+  constexpr view() noexcept = default;
+
+  /// A contiguous row-major view (the last extent varies fastest).
+  constexpr view(T* data, const std::array<index_t, Rank>& extents) noexcept : data_(data) {
+    index_t s = 1;
+    for (int r = Rank - 1; r >= 0; --r) {
+      extents_[r] = extents[r];
+      strides_[r] = s;
+      s *= extents[r];
+    }
+  }
+
+  /// A view with explicit element strides.
+  constexpr view(T* data, const std::array<index_t, Rank>& extents,
+                 const std::array<index_t, Rank>& strides) noexcept
+      : data_(data) {
+    for (int r = 0; r < Rank; ++r) {
+      extents_[r] = extents[r];
+      strides_[r] = strides[r];
+    }
+  }
+
+  /// A mutable view converts to a const one (never the reverse).
+  template <class U, class = std::enable_if_t<!std::is_same_v<U, T> &&
+                                              std::is_convertible_v<U (*)[], T (*)[]>>>
+  constexpr view(const view<U, Rank, Space>& other) noexcept : data_(other.data_handle()) {
+    for (int r = 0; r < Rank; ++r) {
+      extents_[r] = other.extent(r);
+      strides_[r] = other.stride(r);
+    }
+  }
+
+  TOKRED_HOST_DEVICE static constexpr int rank() noexcept { return Rank; }
+  TOKRED_HOST_DEVICE constexpr index_t extent(int r) const noexcept { return extents_[r]; }
+  TOKRED_HOST_DEVICE constexpr index_t stride(int r) const noexcept { return strides_[r]; }
+  TOKRED_HOST_DEVICE constexpr T* data_handle() const noexcept { return data_; }
+
+  /// Number of elements the view spans (the product of its extents).
+  TOKRED_HOST_DEVICE constexpr index_t size() const noexcept {
+    index_t n = 1;
+    for (int r = 0; r < Rank; ++r) n *= extents_[r];
+    return n;
+  }
+  TOKRED_HOST_DEVICE constexpr bool empty() const noexcept { return size() == 0; }
+
+  /// One more than the largest element offset reachable from `data_handle()` in the direction
+  /// of each stride's sign, i.e. the number of elements the view touches end to end.
+  TOKRED_HOST_DEVICE constexpr index_t required_span_size() const noexcept {
+    if (empty()) return 0;
+    index_t span = 1;
+    for (int r = 0; r < Rank; ++r)
+      span += (extents_[r] - 1) * (strides_[r] < 0 ? -strides_[r] : strides_[r]);
+    return span;
+  }
+
+  /// True when the last dimension is unit-stride (a row can be read as one contiguous run).
+  TOKRED_HOST_DEVICE constexpr bool has_unit_inner_stride() const noexcept {
+    return extents_[Rank - 1] <= 1 || strides_[Rank - 1] == 1;
+  }
+
+  /// Element access; `sizeof...(i) == Rank`. No bounds checks.
+  template <class... I>
+  TOKRED_HOST_DEVICE constexpr T& operator()(I... i) const noexcept {
+    static_assert(sizeof...(I) == Rank, "tokred::view: one index per dimension");
+    const index_t idx[Rank] = {static_cast<index_t>(i)...};
+    index_t offset = 0;
+    for (int r = 0; r < Rank; ++r) offset += idx[r] * strides_[r];
+    return data_[offset];
+  }
+
+ private:
+  T* data_ = nullptr;
+  index_t extents_[Rank] = {};
+  index_t strides_[Rank] = {};
+};
+
+/// A contiguous row-major host view: `make_view(p, n, d)` is `(n, d)` with strides `(d, 1)`.
+template <class T, class... I>
+constexpr view<T, static_cast<int>(sizeof...(I))> make_view(T* data, I... extents) noexcept {
+  return {data, {static_cast<index_t>(extents)...}};
+}
+
+/// As `make_view`, for device memory.
+template <class T, class... I>
+constexpr view<T, static_cast<int>(sizeof...(I)), device_space> make_device_view(
+    T* data, I... extents) noexcept {
+  return {data, {static_cast<index_t>(extents)...}};
+}
+
+/// A host view with explicit element strides.
+template <class T, std::size_t Rank>
+constexpr view<T, static_cast<int>(Rank)> make_strided_view(
+    T* data, const std::array<index_t, Rank>& extents,
+    const std::array<index_t, Rank>& strides) noexcept {
+  return {data, extents, strides};
+}
+
+namespace detail {
+
+/// The half-open byte-address interval a view touches; empty views give an empty interval.
+struct byte_interval {
+  std::uintptr_t begin = 0;
+  std::uintptr_t end = 0;
+};
+
+template <class T, int Rank, class Space>
+byte_interval byte_extent(const view<T, Rank, Space>& v) noexcept {
+  if (v.empty() || v.data_handle() == nullptr) return {};
+  index_t lo = 0;
+  index_t hi = 0;
+  for (int r = 0; r < Rank; ++r) {
+    const index_t reach = (v.extent(r) - 1) * v.stride(r);
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const auto base = reinterpret_cast<std::uintptr_t>(v.data_handle());
+  const auto elem = static_cast<index_t>(sizeof(T));
+  return {base + static_cast<std::uintptr_t>(lo * elem),
+          base + static_cast<std::uintptr_t>((hi + 1) * elem)};
+}
+
+}  // namespace detail
+
+/// True when the address ranges of `a` and `b` intersect. Conservative: two views interleaved
+/// without sharing an element (e.g. even and odd columns of one buffer) are also reported.
+template <class A, int RA, class B, int RB, class Space>
+bool may_overlap(const view<A, RA, Space>& a, const view<B, RB, Space>& b) noexcept {
+  const detail::byte_interval x = detail::byte_extent(a);
+  const detail::byte_interval y = detail::byte_extent(b);
+  if (x.begin == x.end || y.begin == y.end) return false;
+  return x.begin < y.end && y.begin < x.end;
+}
+
+}  // namespace tokred

@@ -1,0 +1,75 @@
+// tokred/core/workspace.hpp — caller-owned scratch memory and the one carve-up that sizes it.
+//
+// Policies never allocate. Each backend describes its scratch buffers once, as a sequence of
+// `arena::take` calls; `workspace_bytes` runs that sequence on a counting arena and `apply`
+// runs the very same sequence on the caller's buffer, so the size query and the use cannot
+// disagree. Any buffer of `workspace_bytes(...)` bytes works, whatever its alignment.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tokred/core/config.hpp"
+
+namespace tokred {
+
+/// Caller-owned scratch memory passed to `apply`: host memory for CPU execs, device memory for
+/// CUDA execs. `{nullptr, 0}` is fine for policies whose `workspace_bytes` is 0.
+struct workspace {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+namespace detail {
+
+/// Bump allocator over a workspace with a count-only mode (null base).
+class arena {
+ public:
+  /// Every buffer is aligned to this many bytes (a cache line; also enough for CUDA vector loads).
+  static constexpr std::size_t alignment = 64;
+
+  /// Counting arena: `take` returns null and only accumulates the size it would need.
+  constexpr arena() noexcept = default;
+  /// Carving arena over the caller's buffer.
+  explicit constexpr arena(workspace ws) noexcept
+      : base_(static_cast<std::byte*>(ws.data)), capacity_(ws.bytes) {}
+
+  /// Reserves `count` objects of type T. In counting mode returns null; in carving mode returns
+  /// null once the buffer is exhausted (then `fits()` is false and the caller must not proceed).
+  template <class T>
+  T* take(index_t count) noexcept {
+    const std::size_t bytes = static_cast<std::size_t>(count < 0 ? 0 : count) * sizeof(T);
+    if (!base_) {
+      // The worst-case alignment padding is counted for every buffer, so a carve of any base
+      // address never needs more than the count.
+      used_ += bytes + alignment - 1;
+      return nullptr;
+    }
+    const auto address = reinterpret_cast<std::uintptr_t>(base_) + used_;
+    const std::size_t pad = (alignment - address % alignment) % alignment;
+    const std::size_t need = pad + bytes;
+    if (used_ + need > capacity_) {
+      overflow_ = true;
+      used_ = capacity_;
+      return nullptr;
+    }
+    T* p = reinterpret_cast<T*>(base_ + (used_ + pad));
+    used_ += need + (alignment - 1 - pad);  // keep the carve's offsets in step with the count
+    return p;
+  }
+
+  /// Bytes reserved so far (in counting mode: the size the caller must provide).
+  constexpr std::size_t used() const noexcept { return used_; }
+  /// False once a carve ran past the caller's buffer.
+  constexpr bool fits() const noexcept { return !overflow_; }
+  constexpr bool counting() const noexcept { return base_ == nullptr; }
+
+ private:
+  std::byte* base_ = nullptr;
+  std::size_t capacity_ = 0;
+  std::size_t used_ = 0;
+  bool overflow_ = false;
+};
+
+}  // namespace detail
+}  // namespace tokred

@@ -1,0 +1,20 @@
+// tokred/tokred.hpp — everything tokred offers on the CPU, in one include.
+//
+//   #include <tokred/tokred.hpp>
+//   tokred::status s = tokred::apply(tokred::cpu{}, tokred::topk{tokred::keep_budget::count(144)},
+//                                    inputs, outputs, ws);
+//
+// CUDA backends: include <tokred/cuda/tokred.cuh> from a .cu file instead (it includes this).
+#pragma once
+
+#include "tokred/core/config.hpp"
+#include "tokred/core/contract.hpp"
+#include "tokred/core/element.hpp"
+#include "tokred/core/exec.hpp"
+#include "tokred/core/grid.hpp"
+#include "tokred/core/status.hpp"
+#include "tokred/core/view.hpp"
+#include "tokred/core/workspace.hpp"
+#include "tokred/policy/budget.hpp"
+#include "tokred/policy/selection.hpp"
+#include "tokred/cpu/selection.hpp"

@@ -1,0 +1,118 @@
+// tests/cpu/test_element.cpp — fp16 and bf16 conversions: exact, round-to-nearest-even, and
+// correct for subnormals, infinities and NaN; the SIMD loads/stores agree with the scalar ones.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <tokred/core/element.hpp>
+#include <tokred/cpu/simd.hpp>
+
+#include "support/catch.hpp"
+
+namespace {
+
+using namespace tokred;
+
+float from_bits(std::uint32_t u) { return detail::bits_float(u); }
+
+/// bf16 oracle: of the two bf16 values around x, the nearer one (in double), ties to even.
+std::uint16_t bf16_oracle(float x) {
+  const std::uint32_t u = detail::float_bits(x);
+  if (std::isnan(x)) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+  const std::uint32_t down = u & 0xFFFF0000u;
+  const std::uint32_t up = down + 0x10000u;
+  const double d_down = std::fabs(static_cast<double>(x) - from_bits(down));
+  const double d_up = std::isinf(from_bits(up)) && !std::isinf(x)
+                          ? std::fabs(static_cast<double>(x) - std::ldexp(1.0, 128) * ((u >> 31) ? -1 : 1))
+                          : std::fabs(static_cast<double>(x) - from_bits(up));
+  if (d_down < d_up) return static_cast<std::uint16_t>(down >> 16);
+  if (d_up < d_down) return static_cast<std::uint16_t>(up >> 16);
+  return static_cast<std::uint16_t>(((down >> 16) & 1u) ? up >> 16 : down >> 16);
+}
+
+/// Every 2^k-th fp32 bit pattern plus the neighbourhoods of the interesting boundaries.
+std::vector<std::uint32_t> sample_patterns() {
+  std::vector<std::uint32_t> p;
+  for (std::uint64_t u = 0; u <= 0xFFFFFFFFull; u += 65521) p.push_back(static_cast<std::uint32_t>(u));
+  const std::uint32_t edges[] = {0x00000000u, 0x00000001u, 0x33000000u, 0x33000001u, 0x337FFFFFu,
+                                 0x38800000u, 0x387FFFFFu, 0x477FE000u, 0x477FEFFFu, 0x477FF000u,
+                                 0x477FFFFFu, 0x7F7FFFFFu, 0x7F800000u, 0x7F800001u, 0x7FC00000u,
+                                 0x7FFFFFFFu, 0x3F808000u, 0x3F818000u, 0x3F800001u, 0x00800000u};
+  for (std::uint32_t e : edges)
+    for (std::uint32_t d = 0; d < 64; ++d)
+      for (std::uint32_t sign : {0u, 0x80000000u}) {
+        p.push_back((e + d) | sign);
+        p.push_back((e - d) | sign);
+      }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("fp16 narrowing matches the compiler's _Float16 on sampled and edge patterns", "[element]") {
+  std::size_t mismatches = 0;
+  for (std::uint32_t u : sample_patterns()) {
+    const float x = from_bits(u);
+    const _Float16 h = static_cast<_Float16>(x);
+    std::uint16_t want;
+    std::memcpy(&want, &h, 2);
+    const std::uint16_t got = from_float<f16>(x).bits;
+    if (std::isnan(x)) mismatches += !((got & 0x7C00u) == 0x7C00u && (got & 0x3FFu) && (got & 0x8000u) == (want & 0x8000u));
+    else mismatches += got != want;
+  }
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("fp16 widening is exact for all 65536 patterns and round-trips", "[element]") {
+  std::size_t mismatches = 0;
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    const std::uint16_t bits = static_cast<std::uint16_t>(b);
+    _Float16 h;
+    std::memcpy(&h, &bits, 2);
+    const float want = static_cast<float>(h);
+    const float got = to_float(f16{bits});
+    if (std::isnan(want)) mismatches += !std::isnan(got);
+    else mismatches += detail::float_bits(got) != detail::float_bits(want);
+    if (!std::isnan(want)) mismatches += from_float<f16>(got).bits != bits;
+  }
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("bf16 narrowing rounds to nearest even on sampled and edge patterns", "[element]") {
+  std::size_t mismatches = 0;
+  for (std::uint32_t u : sample_patterns()) mismatches += from_float<bf16>(from_bits(u)).bits != bf16_oracle(from_bits(u));
+  CHECK(mismatches == 0);
+  CHECK(from_float<bf16>(from_bits(0x3F808000u)).bits == 0x3F80);  // tie, even stays
+  CHECK(from_float<bf16>(from_bits(0x3F818000u)).bits == 0x3F82);  // tie, odd goes up
+  CHECK(from_float<bf16>(from_bits(0x7F7FFFFFu)).bits == 0x7F80);  // overflows to inf
+  CHECK(from_float<bf16>(from_bits(0x00000001u)).bits == 0x0000);  // subnormal rounds to 0
+  CHECK(from_float<bf16>(from_bits(0x00008000u)).bits == 0x0000);  // tie at the smallest step
+  CHECK(from_float<bf16>(from_bits(0x00018000u)).bits == 0x0002);
+  CHECK((from_float<bf16>(NAN).bits & 0x7FC0) == 0x7FC0);
+}
+
+TEST_CASE("SIMD loads and stores agree with the scalar conversions bit for bit", "[element][simd]") {
+  using lanes = detail::float_batch<compile_time_arch>;
+  const std::vector<std::uint32_t> patterns = sample_patterns();
+  std::vector<float> src(patterns.size());
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = from_bits(patterns[i]);
+  const index_t n = static_cast<index_t>(src.size() - src.size() % lanes::size) + 3;  // ragged tail
+
+  std::vector<bf16> as_bf16(static_cast<std::size_t>(n));
+  std::vector<f16> as_f16(static_cast<std::size_t>(n));
+  detail::convert_contiguous<compile_time_arch>(src.data(), as_bf16.data(), n);
+  detail::convert_contiguous<compile_time_arch>(src.data(), as_f16.data(), n);
+  std::vector<float> back_bf16(static_cast<std::size_t>(n)), back_f16(static_cast<std::size_t>(n));
+  detail::convert_contiguous<compile_time_arch>(as_bf16.data(), back_bf16.data(), n);
+  detail::convert_contiguous<compile_time_arch>(as_f16.data(), back_f16.data(), n);
+  std::size_t mismatches = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const float x = src[static_cast<std::size_t>(i)];
+    mismatches += as_bf16[static_cast<std::size_t>(i)].bits != from_float<bf16>(x).bits;
+    mismatches += as_f16[static_cast<std::size_t>(i)].bits != from_float<f16>(x).bits;
+    mismatches += detail::float_bits(back_bf16[static_cast<std::size_t>(i)]) != detail::float_bits(to_float(as_bf16[static_cast<std::size_t>(i)]));
+    mismatches += detail::float_bits(back_f16[static_cast<std::size_t>(i)]) != detail::float_bits(to_float(as_f16[static_cast<std::size_t>(i)]));
+  }
+  CHECK(mismatches == 0);
+}

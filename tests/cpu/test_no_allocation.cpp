@@ -1,0 +1,67 @@
+// tests/cpu/test_no_allocation.cpp — `apply` never allocates: global operator new is counted
+// while every selection policy runs on every element type.
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/catch.hpp"
+
+namespace {
+std::atomic<long> allocations{0};
+}
+
+void* operator new(std::size_t size) {
+  ++allocations;
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) { return operator new(size); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+using namespace tokred;
+using namespace tokred::testing;
+
+template <class E, class Policy>
+long allocations_during_apply(const Policy& policy) {
+  const token_grid grid{3, 12, 12};
+  const index_t n = grid.tokens(), dim = 40;
+  const std::vector<float> scores = tie_heavy_scores(n, 3);
+  const token_matrix<E> tokens = make_tokens<E>(n, dim, layout::strided, 4);
+  const index_t kept = retained_count(policy, problem{grid, dim});
+  selection_buffers<E> out(kept, dim);
+  host_workspace ws(workspace_bytes(cpu{0, 2}, policy, problem{grid, dim}));
+  const selection_inputs<E> in{grid, make_view(scores.data(), n), tokens.rows};
+  const selection_outputs<E> views = out.outputs();
+  const long before = allocations.load();
+  status s0 = apply(cpu{0, 2}, policy, in, views, ws.get());
+  status s1 = apply(cpu{1, 2}, policy, in, views, ws.get());
+  const long during = allocations.load() - before;
+  REQUIRE(s0 == status::ok);
+  REQUIRE(s1 == status::ok);
+  return during;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("apply never allocates", "[workspace][allocation]", float, f16, bf16) {
+  // The counter itself works: a vector allocation is seen.
+  const long before = allocations.load();
+  { std::vector<int> probe(10); (void)probe; }
+  REQUIRE(allocations.load() > before);
+
+  CHECK(allocations_during_apply<TestType>(topk{keep_budget::ratio(0.3, rounding::floor)}) == 0);
+  CHECK(allocations_during_apply<TestType>(topk{keep_budget::ratio(0.3, rounding::ceil), scope::per_frame}) == 0);
+  CHECK(allocations_during_apply<TestType>(uniform{keep_budget::count(40)}) == 0);
+  CHECK(allocations_during_apply<TestType>(random_subset{keep_budget::count(40), 5, scope::per_frame}) == 0);
+}

@@ -1,0 +1,58 @@
+// tests/support/buffers.hpp — owning host buffers for the outputs and workspace of a test run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include <tokred/policy/selection.hpp>
+
+namespace tokred::testing {
+
+/// Sentinel-filled outputs of a selection: `untouched()` tells whether anything was written.
+template <class E>
+struct selection_buffers {
+  static constexpr std::int64_t source_sentinel = -12345;
+  static constexpr std::int32_t position_sentinel = -777;
+
+  std::vector<E> tokens;
+  std::vector<std::int64_t> source;
+  std::vector<std::int32_t> positions;
+  index_t kept = 0, dim = 0;
+
+  selection_buffers(index_t kept_, index_t dim_)
+      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
+        source(static_cast<std::size_t>(kept_), source_sentinel),
+        positions(static_cast<std::size_t>(kept_ * 3), position_sentinel),
+        kept(kept_),
+        dim(dim_) {}
+
+  selection_outputs<E> outputs() {
+    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
+            make_view(positions.data(), kept, 3)};
+  }
+
+  bool untouched() const {
+    for (auto s : source) if (s != source_sentinel) return false;
+    for (auto p : positions) if (p != position_sentinel) return false;
+    for (auto t : tokens) if (to_float(t) != -3.5f) return false;
+    return true;
+  }
+};
+
+/// A host workspace of exactly the requested size.
+struct host_workspace {
+  std::vector<std::byte> bytes;
+  explicit host_workspace(std::size_t n) : bytes(n) {}
+  workspace get() { return {bytes.empty() ? nullptr : bytes.data(), bytes.size()}; }
+};
+
+/// Bit pattern of a stored element, for exact comparisons that also cover NaN.
+template <class E>
+std::uint32_t bits_of(E x) {
+  if constexpr (std::is_same_v<E, float>) return detail::float_bits(x);
+  else return x.bits;
+}
+
+}  // namespace tokred::testing
