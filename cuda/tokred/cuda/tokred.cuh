@@ -1,0 +1,14 @@
+// tokred/cuda/tokred.cuh — everything tokred offers, CPU and CUDA backends, in one include.
+//
+//   #include <tokred/cuda/tokred.cuh>   // from a .cu file, compiled by nvcc
+//   const tokred::topk policy{tokred::keep_budget::count(144)};
+//   tokred::status s = tokred::apply(tokred::cuda{stream}, policy, inputs, outputs, ws);
+//
+// The exec argument's type picks the backend: `tokred::cpu<>` with host views, `tokred::cuda`
+// with device views and a device workspace. Spell it `tokred::cuda`: after
+// `using namespace tokred;` a bare `cuda` is ambiguous with CUDA's own `::cuda` namespace.
+#pragma once
+
+#include "tokred/tokred.hpp"
+
+#include "tokred/cuda/selection.cuh"
