@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tokred builds with, when any is missing (Debian bookworm, as root).
+# The CUDA toolkit is optional and is used when /usr/local/cuda/bin/nvcc exists.
+set -euo pipefail
+packages=(cmake ninja-build g++ libeigen3-dev libxsimd-dev catch2 libbenchmark-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tokred: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds and runs tokred's whole test suite: the tests, examples and benchmarks compile; every
+# test runs (CUDA tests skip without a device); then the CPU tests run again under
+# AddressSanitizer and UndefinedBehaviorSanitizer. Installs missing packages first.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash tools/install_deps.sh
+jobs="$(nproc)"
+
+cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-test -j "$jobs"
+ctest --test-dir build-test -j "$jobs" --output-on-failure --no-tests=error
+
+echo "tokred: the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTOKRED_SANITIZE=ON \
+  -DTOKRED_ENABLE_CUDA=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build-sanitize -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-sanitize -j "$jobs" -L cpu --output-on-failure --no-tests=error
