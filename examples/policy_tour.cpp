@@ -1,0 +1,291 @@
+// policy_tour.cpp — one short scene per idea: views, budgets, statuses, workspace and each
+// selection policy. The docs quote the regions between the example markers verbatim; the checks
+// around them make sure the comments in those regions tell the truth.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::printf("  FAILED: %s\n", what);
+    ++failures;
+  }
+}
+
+#define TOUR_CHECK(expr) check((expr), #expr)
+
+/// A two-frame clip: 2 frames of 3 x 4 tokens, 8 fp32 values per token; token i's row holds
+/// 100·i + c in column c, so a kept row tells which token it came from.
+struct clip {
+  static constexpr tokred::index_t n = 24, dim = 8;
+  std::vector<float> rows = std::vector<float>(n * dim);  // (tokens, dim)
+  std::vector<float> scores = std::vector<float>(n);      // (tokens,)
+  clip() {
+    for (tokred::index_t i = 0; i < n; ++i) {
+      for (tokred::index_t c = 0; c < dim; ++c)
+        rows[static_cast<std::size_t>(i * dim + c)] = static_cast<float>(100 * i + c);
+      scores[static_cast<std::size_t>(i)] = static_cast<float>((i * 7) % 24);
+    }
+  }
+};
+
+void views() {
+  std::printf("views\n");
+  // example-begin views
+  float data[24 * 8] = {};                                              // 24 tokens of 8 values
+  const tokred::view<float, 2> rows = tokred::make_view(data, 24, 8);  // (tokens, dim), strides (8, 1)
+  const tokred::view<const float, 2> read_only = rows;                 // mutable converts to const
+  rows(5, 2) = 1.5f;                                                    // element 2 of token 5
+
+  // The first 4 columns of every row, e.g. the part of a wider row that a score looks at.
+  const tokred::view<const float, 2> head = tokred::make_strided_view(  // (tokens, 4)
+      static_cast<const float*>(data), std::array<tokred::index_t, 2>{24, 4},
+      std::array<tokred::index_t, 2>{8, 1});
+  // The tokens in reverse order: a negative stride, as DLPack allows.
+  const tokred::view<const float, 2> reversed = tokred::make_strided_view(  // (tokens, dim)
+      static_cast<const float*>(data + 23 * 8), std::array<tokred::index_t, 2>{24, 8},
+      std::array<tokred::index_t, 2>{-8, 1});
+  // example-end views
+  TOUR_CHECK(read_only(5, 2) == 1.5f && head(5, 2) == 1.5f && reversed(18, 2) == 1.5f);
+  TOUR_CHECK(rows.rank() == 2 && rows.extent(0) == 24 && rows.stride(0) == 8 && rows.stride(1) == 1);
+  TOUR_CHECK(head.required_span_size() == 23 * 8 + 4 && reversed.required_span_size() == 24 * 8);
+
+  // example-begin frames-view
+  // An encoder output of shape [T, H, W, D] in C order is already N = T·H·W token rows of D
+  // values, frame-major then row-major: the order a token_grid describes.
+  const tokred::token_grid grid{2, 3, 4};                        // (T, H, W): 2 frames of 3 x 4
+  static float video[2 * 3 * 4 * 8];                             // [T, H, W, D] with D = 8
+  const tokred::view<const float, 2> tokens = tokred::make_view(  // (tokens, dim) = (24, 8)
+      static_cast<const float*>(video), grid.tokens(), 8);
+  const tokred::token_position p = grid.position(17);            // (t, h, w) = (1, 1, 1)
+  // example-end frames-view
+  TOUR_CHECK(tokens.extent(0) == 24 && p.t == 1 && p.h == 1 && p.w == 1);
+}
+
+void budgets() {
+  std::printf("budgets\n");
+  // example-begin budgets
+  using tokred::keep_budget;
+  using tokred::rounding;
+  // A budget is a count, or a ratio with an explicit rounding rule. For N = 576 (24 x 24):
+  const auto a = tokred::kept_count(keep_budget::count(144), 576);                        // 144
+  const auto b = tokred::kept_count(keep_budget::ratio(0.5, rounding::floor), 576);       // 288
+  const auto c = tokred::kept_count(keep_budget::ratio(1 - 0.75, rounding::half_even), 576);  // 144
+  // Where the rules differ: 290 · 0.25 = 72.5 and 294 · 0.25 = 73.5.
+  const auto d = tokred::kept_count(keep_budget::ratio(0.25, rounding::floor), 290);      // 72
+  const auto e = tokred::kept_count(keep_budget::ratio(0.25, rounding::half_even), 290);  // 72, as Python round
+  const auto f = tokred::kept_count(keep_budget::ratio(0.25, rounding::half_even), 294);  // 74
+  const auto g = tokred::kept_count(keep_budget::ratio(0.25, rounding::ceil), 290);       // 73
+  const auto h = tokred::kept_count(keep_budget::count(600), 576);  // status budget_exceeds_input
+  // example-end budgets
+  TOUR_CHECK(a.count == 144 && b.count == 288 && c.count == 144);
+  TOUR_CHECK(d.count == 72 && e.count == 72 && f.count == 74 && g.count == 73);
+  TOUR_CHECK(h.code == tokred::status::budget_exceeds_input);
+}
+
+void topk_scene() {
+  std::printf("topk\n");
+  const clip x;
+  // example-begin topk
+  const tokred::problem prob{tokred::token_grid{2, 3, 4}, 8};  // 2 frames of 3 x 4 tokens, dim 8
+  const tokred::topk policy{tokred::keep_budget::count(6)};    // scope::global by default
+  const tokred::index_t k = tokred::retained_count(policy, prob);  // 6
+
+  std::vector<float> kept(k * 8);                  // (kept, dim)
+  std::vector<std::int64_t> source(k);             // (kept,)
+  std::vector<std::int32_t> positions(k * 3);      // (kept, 3)
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  const tokred::selection_inputs<float> in{prob.grid,
+                                           tokred::make_view(x.scores.data(), 24),    // (tokens,)
+                                           tokred::make_view(x.rows.data(), 24, 8)};  // (tokens, dim)
+  const tokred::selection_outputs<float> out{tokred::make_view(kept.data(), k, 8),
+                                             tokred::make_view(source.data(), k),
+                                             tokred::make_view(positions.data(), k, 3)};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok; source holds the 6 best-scoring tokens in ascending order
+  // example-end topk
+  TOUR_CHECK(s == tokred::status::ok && k == 6);
+  // scores are (7·i) mod 24, a permutation of 0..23: the kept tokens are those scoring 18..23.
+  std::vector<std::int64_t> expect;
+  for (std::int64_t i = 0; i < 24; ++i)
+    if (x.scores[static_cast<std::size_t>(i)] >= 18.0f) expect.push_back(i);
+  TOUR_CHECK(source == expect);
+  TOUR_CHECK(kept[8] == 100.0f * static_cast<float>(source[1]));
+
+  // example-begin topk-per-frame
+  // The same budget per frame: 3 of each frame's 12 tokens (k from the frame's H·W).
+  const tokred::topk per_frame{tokred::keep_budget::ratio(0.25, tokred::rounding::floor),
+                               tokred::scope::per_frame};
+  const tokred::index_t k2 = tokred::retained_count(per_frame, prob);  // 2 frames · 3 = 6
+  // example-end topk-per-frame
+  TOUR_CHECK(k2 == 6);
+  std::vector<std::byte> scratch2(tokred::workspace_bytes(tokred::cpu{}, per_frame, prob));
+  TOUR_CHECK(tokred::apply(tokred::cpu{}, per_frame, in, out, {scratch2.data(), scratch2.size()}) ==
+             tokred::status::ok);
+  TOUR_CHECK(std::count_if(source.begin(), source.end(), [](std::int64_t i) { return i < 12; }) == 3);
+
+  // example-begin topk-ties
+  // Ties rank by index, NaN below every number: keep 2 of {1, NaN, 3, 3, -inf}.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float tie_scores[5] = {1.0f, nan, 3.0f, 3.0f, -std::numeric_limits<float>::infinity()};
+  std::int64_t winners[2];  // (kept,) = {2, 3}
+  const tokred::selection_inputs<float> tie_in{tokred::sequence_grid(5), tokred::make_view(tie_scores, 5), {}};
+  const tokred::selection_outputs<float> tie_out{{}, tokred::make_view(winners, 2), {}};
+  // example-end topk-ties
+  std::byte tie_scratch[1024];
+  const tokred::topk keep2{tokred::keep_budget::count(2)};
+  TOUR_CHECK(tokred::workspace_bytes(tokred::cpu{}, keep2, {tokred::sequence_grid(5), 0}) <= sizeof tie_scratch);
+  TOUR_CHECK(tokred::apply(tokred::cpu{}, keep2, tie_in, tie_out, {tie_scratch, sizeof tie_scratch}) ==
+             tokred::status::ok);
+  TOUR_CHECK(winners[0] == 2 && winners[1] == 3);
+  const tokred::topk keep4{tokred::keep_budget::count(4)};
+  std::int64_t four[4];
+  TOUR_CHECK(tokred::apply(tokred::cpu{}, keep4, tie_in,
+                           tokred::selection_outputs<float>{{}, tokred::make_view(four, 4), {}},
+                           {tie_scratch, sizeof tie_scratch}) == tokred::status::ok);
+  TOUR_CHECK(four[0] == 0 && four[1] == 2 && four[2] == 3 && four[3] == 4);  // NaN (1) is last
+}
+
+void uniform_scene() {
+  std::printf("uniform\n");
+  const clip x;
+  // example-begin uniform
+  // 6 of 24 tokens, evenly spaced: floor((2j + 1) · 24 / 12) = 2, 6, 10, 14, 18, 22.
+  const tokred::uniform policy{tokred::keep_budget::ratio(0.25, tokred::rounding::floor)};
+  const tokred::problem prob{tokred::sequence_grid(24), 8};
+  std::int64_t picked[6];                           // (kept,)
+  const tokred::selection_inputs<float> in{prob.grid, {}, tokred::make_view(x.rows.data(), 24, 8)};
+  const tokred::selection_outputs<float> out{{}, tokred::make_view(picked, 6), {}};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out);  // no scores, no workspace
+  // example-end uniform
+  TOUR_CHECK(s == tokred::status::ok);
+  TOUR_CHECK(tokred::workspace_bytes(tokred::cpu{}, policy, prob) == 0);
+  const std::int64_t expect[6] = {2, 6, 10, 14, 18, 22};
+  TOUR_CHECK(std::equal(picked, picked + 6, expect));
+}
+
+void random_scene() {
+  std::printf("random_subset\n");
+  const clip x;
+  // example-begin random
+  // 6 of 24 tokens drawn at random; the seed fixes the draw on every machine and backend.
+  const tokred::random_subset policy{tokred::keep_budget::count(6), /*seed=*/42};
+  const tokred::problem prob{tokred::sequence_grid(24), 8};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+  std::int64_t picked[6];                           // (kept,) ascending
+  const tokred::selection_inputs<float> in{prob.grid, {}, tokred::make_view(x.rows.data(), 24, 8)};
+  const tokred::selection_outputs<float> out{{}, tokred::make_view(picked, 6), {}};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // example-end random
+  TOUR_CHECK(s == tokred::status::ok);
+  TOUR_CHECK(std::is_sorted(picked, picked + 6) && std::adjacent_find(picked, picked + 6) == picked + 6);
+  std::int64_t again[6];
+  TOUR_CHECK(tokred::apply(tokred::cpu{}, policy, in,
+                           tokred::selection_outputs<float>{{}, tokred::make_view(again, 6), {}},
+                           {scratch.data(), scratch.size()}) == tokred::status::ok);
+  TOUR_CHECK(std::equal(picked, picked + 6, again));
+  const std::int64_t documented[6] = {4, 8, 10, 11, 12, 15};  // docs/policies/random_subset.md
+  TOUR_CHECK(std::equal(picked, picked + 6, documented));
+  std::printf("  seed 42 keeps");
+  for (std::int64_t i : picked) std::printf(" %lld", static_cast<long long>(i));
+  std::printf("\n");
+}
+
+void gather_scene() {
+  std::printf("gather\n");
+  const clip x;
+  std::vector<float> layer2(x.rows.size());  // a second tensor with the same token order
+  for (std::size_t i = 0; i < layer2.size(); ++i) layer2[i] = -x.rows[i];
+  const tokred::token_grid grid{2, 3, 4};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(
+      tokred::cpu{}, tokred::topk{tokred::keep_budget::count(6)}, {grid, 8}));
+
+  // example-begin gather
+  // Select once on the main features, then move the same rows of another tensor of the same
+  // tokens (e.g. the deepstack features of another encoder layer) with gather.
+  std::int64_t source[6];                                   // (kept,)
+  const tokred::selection_inputs<float> in{grid, tokred::make_view(x.scores.data(), 24),
+                                           tokred::make_view(x.rows.data(), 24, 8)};
+  tokred::status s = tokred::apply(tokred::cpu{}, tokred::topk{tokred::keep_budget::count(6)}, in,
+                                   tokred::selection_outputs<float>{{}, tokred::make_view(source, 6), {}},
+                                   {scratch.data(), scratch.size()});
+
+  std::vector<tokred::bf16> kept2(6 * 8);                   // (kept, dim), converted to bf16
+  const tokred::gather_inputs<float> again{grid, tokred::make_view(source, 6),
+                                           tokred::make_view(layer2.data(), 24, 8)};
+  if (s == tokred::status::ok)
+    s = tokred::apply(tokred::cpu{}, tokred::gather{}, again,
+                      tokred::selection_outputs<tokred::bf16>{tokred::make_view(kept2.data(), 6, 8), {}, {}});
+  // example-end gather
+  TOUR_CHECK(s == tokred::status::ok);
+  for (int j = 0; j < 6; ++j)
+    TOUR_CHECK(tokred::to_float(kept2[static_cast<std::size_t>(j * 8 + 1)]) ==
+               tokred::to_float(tokred::from_float<tokred::bf16>(-100.0f * static_cast<float>(source[j]) - 1.0f)));
+
+  const std::int64_t bad[2] = {3, 24};
+  const tokred::gather_inputs<float> bad_in{grid, tokred::make_view(bad, 2), tokred::make_view(x.rows.data(), 24, 8)};
+  TOUR_CHECK(tokred::apply(tokred::cpu{}, tokred::gather{}, bad_in,
+                           tokred::selection_outputs<float>{{}, tokred::make_view(source, 2), {}}) ==
+             tokred::status::index_out_of_range);
+}
+
+void status_scene() {
+  std::printf("status\n");
+  const clip x;
+  std::vector<float> kept(30 * 8);
+  const tokred::selection_inputs<float> in{tokred::sequence_grid(24), tokred::make_view(x.scores.data(), 24),
+                                           tokred::make_view(x.rows.data(), 24, 8)};
+  const tokred::selection_outputs<float> out{tokred::make_view(kept.data(), 30, 8), {}, {}};
+  // example-begin status
+  const tokred::status s = tokred::apply(tokred::cpu{}, tokred::topk{tokred::keep_budget::count(30)}, in, out);
+  if (s != tokred::status::ok)  // nothing was written to `out`
+    std::printf("  topk: %s\n", tokred::to_string(s));  // "topk: budget_exceeds_input"
+  // example-end status
+  TOUR_CHECK(s == tokred::status::budget_exceeds_input);
+}
+
+void workspace_scene() {
+  std::printf("workspace\n");
+  // example-begin workspace-shared
+  // One buffer for several policies and thread counts: size it for the largest, once.
+  const tokred::problem prob{tokred::image_grid(24, 24), 1024};
+  const tokred::topk top{tokred::keep_budget::count(144)};
+  const tokred::random_subset baseline{tokred::keep_budget::count(144), /*seed=*/7};
+  std::size_t bytes = 0;
+  for (int nth : {1, 2, 4, 8}) {
+    bytes = std::max(bytes, tokred::workspace_bytes(tokred::cpu{0, nth}, top, prob));
+    bytes = std::max(bytes, tokred::workspace_bytes(tokred::cpu{0, nth}, baseline, prob));
+  }
+  std::vector<std::byte> scratch(bytes);  // any alignment will do
+  // example-end workspace-shared
+  // nth slices of (8·N + 63) + (8·k + 63) bytes each.
+  TOUR_CHECK(bytes == 8 * (8 * 576 + 63 + 8 * 144 + 63));
+  TOUR_CHECK(scratch.size() == bytes);
+}
+
+}  // namespace
+
+int main() {
+  views();
+  budgets();
+  topk_scene();
+  uniform_scene();
+  random_scene();
+  gather_scene();
+  status_scene();
+  workspace_scene();
+  std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
+  return failures == 0 ? 0 : 1;
+}
