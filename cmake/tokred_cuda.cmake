@@ -3,8 +3,10 @@ if(TOKRED_ENABLE_CUDA STREQUAL "OFF")
   return()
 endif()
 include(CheckLanguage)
-if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
-  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+# nvcc is usually not on PATH (the toolkit lives in /usr/local/cuda); point CMake at it unless
+# the user chose a compiler, and as a cache entry so parent projects see the same one.
+if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc CACHE FILEPATH "CUDA compiler")
 endif()
 check_language(CUDA)
 if(NOT CMAKE_CUDA_COMPILER)
@@ -27,7 +29,9 @@ set_target_properties(tokred_cuda PROPERTIES EXPORT_NAME cuda)
 target_include_directories(tokred_cuda INTERFACE
   $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/cuda>
   $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
-target_link_libraries(tokred_cuda INTERFACE tokred CUDA::cudart)
+# The static runtime is what CMake links into CUDA executables by default; naming the same one
+# here keeps consumers from linking both the static and the shared runtime.
+target_link_libraries(tokred_cuda INTERFACE tokred CUDA::cudart_static)
 if(TARGET CCCL::CCCL)
   target_link_libraries(tokred_cuda INTERFACE CCCL::CCCL)
 endif()

@@ -6,7 +6,8 @@
 //   workspace_bytes(exec, P, problem)     the scratch bytes `apply` needs on that exec
 //   apply(exec, P, inputs, outputs, ws)   run it: never allocates, never throws
 // The first two are declared beside each policy in `<tokred/policy/...>`; the last two are
-// declared here once and forwarded to `backend<P, Exec>`.
+// declared here once and forwarded to `backend<P, Exec>`. `gather` is the one exception to the
+// first: it keeps what its caller's index list names, so its count is that list's length.
 #pragma once
 
 #include <cstddef>

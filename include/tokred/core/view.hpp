@@ -30,6 +30,7 @@ struct device_space {};
 template <class T, int Rank, class Space = host_space>
 class view {
   static_assert(Rank >= 1, "tokred::view needs at least one dimension");
+  static constexpr std::size_t dims = static_cast<std::size_t>(Rank);
 
  public:
   using element_type = T;
@@ -40,9 +41,9 @@ class view {
   constexpr view() noexcept = default;
 
   /// A contiguous row-major view (the last extent varies fastest).
-  constexpr view(T* data, const std::array<index_t, Rank>& extents) noexcept : data_(data) {
+  constexpr view(T* data, const std::array<index_t, dims>& extents) noexcept : data_(data) {
     index_t s = 1;
-    for (int r = Rank - 1; r >= 0; --r) {
+    for (std::size_t r = dims; r-- > 0;) {
       extents_[r] = extents[r];
       strides_[r] = s;
       s *= extents[r];
@@ -50,10 +51,10 @@ class view {
   }
 
   /// A view with explicit element strides.
-  constexpr view(T* data, const std::array<index_t, Rank>& extents,
-                 const std::array<index_t, Rank>& strides) noexcept
+  constexpr view(T* data, const std::array<index_t, dims>& extents,
+                 const std::array<index_t, dims>& strides) noexcept
       : data_(data) {
-    for (int r = 0; r < Rank; ++r) {
+    for (std::size_t r = 0; r < dims; ++r) {
       extents_[r] = extents[r];
       strides_[r] = strides[r];
     }
@@ -64,20 +65,24 @@ class view {
                                               std::is_convertible_v<U (*)[], T (*)[]>>>
   constexpr view(const view<U, Rank, Space>& other) noexcept : data_(other.data_handle()) {
     for (int r = 0; r < Rank; ++r) {
-      extents_[r] = other.extent(r);
-      strides_[r] = other.stride(r);
+      extents_[static_cast<std::size_t>(r)] = other.extent(r);
+      strides_[static_cast<std::size_t>(r)] = other.stride(r);
     }
   }
 
   TOKRED_HOST_DEVICE static constexpr int rank() noexcept { return Rank; }
-  TOKRED_HOST_DEVICE constexpr index_t extent(int r) const noexcept { return extents_[r]; }
-  TOKRED_HOST_DEVICE constexpr index_t stride(int r) const noexcept { return strides_[r]; }
+  TOKRED_HOST_DEVICE constexpr index_t extent(int r) const noexcept {
+    return extents_[static_cast<std::size_t>(r)];
+  }
+  TOKRED_HOST_DEVICE constexpr index_t stride(int r) const noexcept {
+    return strides_[static_cast<std::size_t>(r)];
+  }
   TOKRED_HOST_DEVICE constexpr T* data_handle() const noexcept { return data_; }
 
   /// Number of elements the view spans (the product of its extents).
   TOKRED_HOST_DEVICE constexpr index_t size() const noexcept {
     index_t n = 1;
-    for (int r = 0; r < Rank; ++r) n *= extents_[r];
+    for (std::size_t r = 0; r < dims; ++r) n *= extents_[r];
     return n;
   }
   TOKRED_HOST_DEVICE constexpr bool empty() const noexcept { return size() == 0; }
@@ -87,30 +92,30 @@ class view {
   TOKRED_HOST_DEVICE constexpr index_t required_span_size() const noexcept {
     if (empty()) return 0;
     index_t span = 1;
-    for (int r = 0; r < Rank; ++r)
+    for (std::size_t r = 0; r < dims; ++r)
       span += (extents_[r] - 1) * (strides_[r] < 0 ? -strides_[r] : strides_[r]);
     return span;
   }
 
   /// True when the last dimension is unit-stride (a row can be read as one contiguous run).
   TOKRED_HOST_DEVICE constexpr bool has_unit_inner_stride() const noexcept {
-    return extents_[Rank - 1] <= 1 || strides_[Rank - 1] == 1;
+    return extents_[dims - 1] <= 1 || strides_[dims - 1] == 1;
   }
 
   /// Element access; `sizeof...(i) == Rank`. No bounds checks.
   template <class... I>
   TOKRED_HOST_DEVICE constexpr T& operator()(I... i) const noexcept {
     static_assert(sizeof...(I) == Rank, "tokred::view: one index per dimension");
-    const index_t idx[Rank] = {static_cast<index_t>(i)...};
+    const index_t idx[dims] = {static_cast<index_t>(i)...};
     index_t offset = 0;
-    for (int r = 0; r < Rank; ++r) offset += idx[r] * strides_[r];
+    for (std::size_t r = 0; r < dims; ++r) offset += idx[r] * strides_[r];
     return data_[offset];
   }
 
  private:
   T* data_ = nullptr;
-  index_t extents_[Rank] = {};
-  index_t strides_[Rank] = {};
+  index_t extents_[dims] = {};
+  index_t strides_[dims] = {};
 };
 
 /// A contiguous row-major host view: `make_view(p, n, d)` is `(n, d)` with strides `(d, 1)`.
