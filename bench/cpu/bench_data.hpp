@@ -1,0 +1,137 @@
+// bench/cpu/bench_data.hpp — what the CPU benchmarks share: the shape grid, the inputs built
+// once per shape, the memcpy baseline and the byte/token counters.
+//
+// Every benchmark of a shape reads the same token rows, scores and kept-index list, so the
+// library, the memcpy baseline and the scalar reference move exactly the same rows. Building
+// the inputs is not timed; each is built on first use and cached for the whole run.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+
+#include "reference/selection_ref.hpp"
+#include "support/cases.hpp"
+
+namespace tokred::bench {
+
+/// Tokens: the LLaVA-1.5 grid (24 × 24), and 48 × 48 and 96 × 96 grids (high-resolution tiles,
+/// short videos). Dims: a vision-tower width (1024) and an LLM width (4096).
+inline const std::vector<std::int64_t> token_counts = {576, 2304, 9216};
+inline const std::vector<std::int64_t> row_dims = {1024, 4096};
+inline const std::vector<std::int64_t> keep_pcts = {25, 50, 75};
+
+/// (tokens, dim, keep_pct): the grid the bandwidth target is stated on.
+inline void rows_grid(benchmark::internal::Benchmark* b) {
+  b->ArgsProduct({token_counts, row_dims, keep_pcts})->ArgNames({"tokens", "dim", "keep_pct"});
+}
+
+/// The square image grid of `n` tokens (all benchmark counts are squares), else a sequence.
+inline token_grid grid_of(index_t n) {
+  const auto side = static_cast<index_t>(std::lround(std::sqrt(static_cast<double>(n))));
+  return side * side == n ? image_grid(side, side) : sequence_grid(n);
+}
+
+/// Distinct score vectors per token count, cycled by the topk benchmarks. Ranking the same
+/// scores every iteration lets the branch predictor learn them: selecting from N = 576 / 2304 /
+/// 9216 scores took 3.6 / 17 / 225 us with one set (the predictor memorised the two smaller
+/// ones), 11 / 67 / 282 us with 8 sets, 16 / 70 / 257 us with 16 sets and 14 - 16 / 61 - 63 /
+/// 218 - 220 us with 32 and 64. Every image brings new scores to an engine, so 16 it is.
+inline constexpr int score_sets = 16;
+
+/// Continuous scores in [-1, 1): few exact ties, as with real attention or similarity scores,
+/// and both signs. The tie-heavy scores of the test table exercise correctness, not speed.
+inline const std::vector<float>& scores_of(index_t n, int set = 0) {
+  static std::map<std::pair<index_t, int>, std::vector<float>> cache;
+  auto [it, fresh] = cache.try_emplace({n, set});
+  if (fresh) {
+    testing::rng r(0x5C0BE5u + 0x10000u * static_cast<std::uint64_t>(set) +
+                   static_cast<std::uint64_t>(n));
+    it->second.resize(static_cast<std::size_t>(n));
+    for (float& s : it->second) s = r.uniform();
+  }
+  return it->second;
+}
+
+/// The budget every benchmark uses: `keep_pct` % of the tokens, rounded down.
+inline topk budget_of(std::int64_t keep_pct) {
+  return topk{keep_budget::ratio(static_cast<double>(keep_pct) / 100.0, rounding::floor)};
+}
+
+/// The ascending kept-index list topk selects from `scores_of(n, set)`: the rows a gather moves.
+inline const std::vector<std::int64_t>& kept_of(index_t n, std::int64_t keep_pct, int set = 0) {
+  static std::map<std::tuple<index_t, std::int64_t, int>, std::vector<std::int64_t>> cache;
+  auto [it, fresh] = cache.try_emplace({n, keep_pct, set});
+  if (fresh) it->second = ref::kept_indices(budget_of(keep_pct), grid_of(n), scores_of(n, set));
+  return it->second;
+}
+
+/// Views of all `score_sets` score vectors of `n` tokens, built before any timing.
+inline std::vector<view<const float, 1>> score_views(index_t n) {
+  std::vector<view<const float, 1>> views;
+  for (int set = 0; set < score_sets; ++set)
+    views.push_back(make_view<const float>(scores_of(n, set).data(), n));  // (tokens,)
+  return views;
+}
+
+/// The kept-index lists of all `score_sets` score vectors, built before any timing.
+inline std::vector<const std::vector<std::int64_t>*> kept_lists(index_t n, std::int64_t keep_pct) {
+  std::vector<const std::vector<std::int64_t>*> lists;
+  for (int set = 0; set < score_sets; ++set) lists.push_back(&kept_of(n, keep_pct, set));
+  return lists;
+}
+
+/// Contiguous token rows of element type E, built once per shape and kept: all shapes take
+/// 250 MB in fp32 and 125 MB in bf16. (ArgsProduct varies `tokens` fastest, so a cache of the
+/// last shape only would rebuild the rows for every benchmark.)
+template <class E>
+view<const E, 2> token_rows(index_t n, index_t dim) {
+  static std::map<std::pair<index_t, index_t>, testing::token_matrix<E>> cache;
+  auto [it, fresh] = cache.try_emplace({n, dim});
+  if (fresh) it->second = testing::make_tokens<E>(n, dim, testing::layout::contiguous, 0x70CE5u);
+  return it->second.rows;  // (tokens, dim)
+}
+
+/// The lower bound of every row gather: one memcpy per kept row, source row to output row.
+template <class E>
+void memcpy_rows(const std::vector<std::int64_t>& kept, const E* src, E* dst, index_t dim) {
+  const std::size_t row_bytes = static_cast<std::size_t>(dim) * sizeof(E);
+  for (std::size_t j = 0; j < kept.size(); ++j)
+    std::memcpy(dst + static_cast<index_t>(j) * dim, src + kept[j] * dim, row_bytes);
+}
+
+/// Counters of a benchmark that moves `kept` rows of `dim` elements from Ein to Eout, plus
+/// `other_bytes` (scores read, indices written). Items are the `items` tokens processed.
+template <class Ein, class Eout>
+void count_rows(benchmark::State& state, index_t kept, index_t dim, index_t items,
+                std::int64_t other_bytes = 0) {
+  const std::int64_t row_bytes =
+      static_cast<std::int64_t>(kept) * dim * static_cast<std::int64_t>(sizeof(Ein) + sizeof(Eout));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * (row_bytes + other_bytes));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * items);
+}
+
+/// True when rows first, middle and last of `out` hold the converted rows `kept[j]` of `rows`:
+/// a cheap check that a benchmark times a correct result.
+template <class Ein, class Eout>
+bool spot_check(const std::vector<std::int64_t>& kept, const view<const Ein, 2>& rows,  // (tokens, dim)
+                const view<const Eout, 2>& out) {                                       // (kept, dim)
+  if (kept.empty()) return true;
+  for (std::size_t j : {std::size_t{0}, kept.size() / 2, kept.size() - 1})
+    for (index_t c = 0; c < rows.extent(1); ++c) {
+      const Eout want = from_float<Eout>(to_float(rows(kept[j], c)));
+      const Eout got = out(static_cast<index_t>(j), c);
+      if (std::memcmp(&want, &got, sizeof(Eout)) != 0) return false;
+    }
+  return true;
+}
+
+}  // namespace tokred::bench
