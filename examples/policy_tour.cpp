@@ -270,8 +270,8 @@ void workspace_scene() {
   }
   std::vector<std::byte> scratch(bytes);  // any alignment will do
   // example-end workspace-shared
-  // nth slices of (8·N + 63) + (8·k + 63) bytes each.
-  TOUR_CHECK(bytes == 8 * (8 * 576 + 63 + 8 * 144 + 63));
+  // nth slices of (4·N + 63) + (8·k + 63) bytes each.
+  TOUR_CHECK(bytes == 8 * (4 * 576 + 63 + 8 * 144 + 63));
   TOUR_CHECK(scratch.size() == bytes);
 }
 

@@ -247,7 +247,10 @@ TOKRED_HOST_DEVICE constexpr std::uint32_t random_key(std::uint64_t seed, index_
 TOKRED_HOST_DEVICE constexpr std::uint32_t score_key(std::uint32_t bits) noexcept {
   if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0u;
   if ((bits & 0x7FFFFFFFu) == 0u) bits = 0u;
-  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  // Negative: flip every bit; positive: set the sign bit. Branch-free, since random scores
+  // mispredict a branch on the sign half the time.
+  const std::uint32_t negative = 0u - (bits >> 31);
+  return bits ^ (negative | 0x80000000u);
 }
 
 /// `i` of group `g`'s uniform pick `j` of `k` among `n`: floor((2j + 1)·n / (2k)).
