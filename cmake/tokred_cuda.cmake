@@ -36,3 +36,10 @@ if(TARGET CCCL::CCCL)
   target_link_libraries(tokred_cuda INTERFACE CCCL::CCCL)
 endif()
 set(TOKRED_HAVE_CUDA ON)
+
+# What tokred's own CUDA test and benchmark programs share: C++17, warnings, the architectures.
+function(tokred_cuda_program_defaults target)
+  target_compile_features(${target} PRIVATE cuda_std_17)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra>)
+  set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+endfunction()

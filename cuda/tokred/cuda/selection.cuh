@@ -419,8 +419,7 @@ struct cuda_budgeted_selection {
     if (status s = check_selection(p, std::is_same_v<Policy, topk>, in, out); s != status::ok)
       return s;
     const std::size_t need = workspace_bytes(exec, p, problem{in.grid, in.tokens.extent(1)});
-    if (ws.bytes < need) return status::workspace_too_small;
-    if (need > 0 && ws.data == nullptr) return status::null_pointer;
+    if (status s = check_workspace(ws, need); s != status::ok) return s;
     arena carver(ws);
     const cuda_selection_scratch scratch = carve(carver, p, in.grid);
     if (!carver.fits()) return status::workspace_too_small;

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "tokred/core/config.hpp"
+#include "tokred/core/status.hpp"
 
 namespace tokred {
 
@@ -19,6 +20,13 @@ struct workspace {
   void* data = nullptr;
   std::size_t bytes = 0;
 };
+
+/// `workspace_too_small` when `ws` holds fewer than `need` bytes, `null_pointer` when it has no
+/// data but bytes are needed, `ok` otherwise: the check every `apply` makes before carving.
+constexpr status check_workspace(workspace ws, std::size_t need) noexcept {
+  if (ws.bytes < need) return status::workspace_too_small;
+  return need > 0 && ws.data == nullptr ? status::null_pointer : status::ok;
+}
 
 namespace detail {
 

@@ -121,8 +121,7 @@ struct cpu_budgeted_selection {
     if (status s = check_selection(p, std::is_same_v<Policy, topk>, in, out); s != status::ok)
       return s;
     const std::size_t need = workspace_bytes(exec, p, problem{in.grid, in.tokens.extent(1)});
-    if (ws.bytes < need) return status::workspace_too_small;
-    if (need > 0 && ws.data == nullptr) return status::null_pointer;
+    if (status s = check_workspace(ws, need); s != status::ok) return s;
     arena carver(ws);
     const selection_scratch scratch = carve(carver, p, in.grid, exec.ith, exec.nth);
     if (!carver.fits()) return status::workspace_too_small;

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "tokred/core/contract.hpp"
 #include "tokred/core/element.hpp"
@@ -195,28 +196,27 @@ status check_gather(const gather_inputs<Ein, Space>& in,
 
 }  // namespace detail
 
-/// Exact number of tokens topk keeps on `prob`; 0 exactly when `can_implement` fails.
-inline index_t retained_count(const topk& p, const problem& prob) noexcept {
-  return detail::selection_count(p.keep, p.within, prob.grid).count;
-}
-inline index_t retained_count(const uniform& p, const problem& prob) noexcept {
-  return detail::selection_count(p.keep, p.within, prob.grid).count;
-}
-inline index_t retained_count(const random_subset& p, const problem& prob) noexcept {
+namespace detail {
+/// The selections whose count comes from a `keep_budget` (everything but gather).
+template <class P>
+inline constexpr bool is_budgeted_selection_v =
+    std::is_same_v<P, topk> || std::is_same_v<P, uniform> || std::is_same_v<P, random_subset>;
+}  // namespace detail
+
+/// Exact number of tokens topk, uniform or random_subset keeps on `prob`; 0 exactly when
+/// `can_implement` fails.
+template <class P, std::enable_if_t<detail::is_budgeted_selection_v<P>, int> = 0>
+index_t retained_count(const P& p, const problem& prob) noexcept {
   return detail::selection_count(p.keep, p.within, prob.grid).count;
 }
 
 /// `ok`, or the status `apply` would return for the budget on this grid (`empty_input`,
 /// `invalid_ratio`, `invalid_budget`, `budget_exceeds_input`, `shape_mismatch`).
-inline status can_implement(const topk& p, const problem& prob) noexcept {
+template <class P, std::enable_if_t<detail::is_budgeted_selection_v<P>, int> = 0>
+status can_implement(const P& p, const problem& prob) noexcept {
   return detail::selection_count(p.keep, p.within, prob.grid).code;
 }
-inline status can_implement(const uniform& p, const problem& prob) noexcept {
-  return detail::selection_count(p.keep, p.within, prob.grid).code;
-}
-inline status can_implement(const random_subset& p, const problem& prob) noexcept {
-  return detail::selection_count(p.keep, p.within, prob.grid).code;
-}
+
 /// Gather takes its count from its index list; on a grid it fails only when the grid is empty.
 inline status can_implement(const gather&, const problem& prob) noexcept {
   if (!prob.grid.valid()) return status::shape_mismatch;
