@@ -12,3 +12,5 @@
 #include "tokred/tokred.hpp"
 
 #include "tokred/cuda/selection.cuh"
+#include "tokred/cuda/grid_reduce.cuh"
+#include "tokred/cuda/dct.cuh"

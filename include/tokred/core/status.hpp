@@ -10,6 +10,7 @@ enum class [[nodiscard]] status : int {
   invalid_budget,       ///< the kept count would be 0 (k = 0, or a ratio that rounds to 0)
   budget_exceeds_input, ///< k is larger than the tokens it selects from
   invalid_ratio,        ///< a keep ratio outside [0, 1], or NaN
+  invalid_parameter,    ///< a policy parameter outside its domain (kernel, stride, padding, size)
   null_pointer,         ///< a view with a null data pointer and a non-zero extent
   shape_mismatch,       ///< view extents disagree with the problem or with each other
   aliasing,             ///< an output view overlaps an input view or another output
@@ -27,6 +28,7 @@ constexpr const char* to_string(status s) noexcept {
     case status::invalid_budget: return "invalid_budget";
     case status::budget_exceeds_input: return "budget_exceeds_input";
     case status::invalid_ratio: return "invalid_ratio";
+    case status::invalid_parameter: return "invalid_parameter";
     case status::null_pointer: return "null_pointer";
     case status::shape_mismatch: return "shape_mismatch";
     case status::aliasing: return "aliasing";

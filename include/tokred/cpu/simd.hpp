@@ -42,25 +42,65 @@ float_batch<Arch> load_floats(const E* p) noexcept {
   }
 }
 
+/// The bf16 bit patterns of a batch of floats, each in the low half of its 32-bit lane, rounded
+/// to nearest even (NaN kept quiet), as from_float<bf16> does.
+template <class Arch>
+u32_batch<Arch> bf16_bits(const float_batch<Arch>& x) noexcept {
+  const auto bits = xsimd::bitwise_cast<u32_batch<Arch>>(x);
+  const auto top = bits >> 16;
+  const auto rounded = (bits + (top & 1u) + 0x7FFFu) >> 16;
+  const auto quiet_nan = top | 0x0040u;
+  // One select in the float domain picks per lane (the NaN test is a float comparison).
+  return xsimd::bitwise_cast<u32_batch<Arch>>(
+      xsimd::select(xsimd::isnan(x), xsimd::bitwise_cast<float_batch<Arch>>(quiet_nan),
+                    xsimd::bitwise_cast<float_batch<Arch>>(rounded)));
+}
+
 /// Stores a batch of floats to `p` as storage type E, rounding to nearest even.
 template <class Arch, class E>
 void store_floats(E* p, const float_batch<Arch>& x) noexcept {
   if constexpr (std::is_same_v<E, float>) {
     x.store_unaligned(p);
   } else if constexpr (std::is_same_v<E, bf16>) {
-    const auto bits = xsimd::bitwise_cast<u32_batch<Arch>>(x);
-    const auto rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
-    const auto quiet_nan = (bits >> 16) | 0x0040u;
-    const auto is_nan = xsimd::bitwise_cast<u32_batch<Arch>>(
-        xsimd::select(xsimd::isnan(x), float_batch<Arch>(xsimd::bitwise_cast<float_batch<Arch>>(
-                                           u32_batch<Arch>(0xFFFFFFFFu))),
-                      float_batch<Arch>(0.0f)));
-    const auto result = (quiet_nan & is_nan) | (rounded & ~is_nan);
-    result.store_unaligned(reinterpret_cast<std::uint16_t*>(p));
+    bf16_bits<Arch>(x).store_unaligned(reinterpret_cast<std::uint16_t*>(p));
   } else {
     alignas(64) float lanes[float_batch<Arch>::size];
     x.store_aligned(lanes);
     for (std::size_t i = 0; i < float_batch<Arch>::size; ++i) p[i] = from_float<E>(lanes[i]);
+  }
+}
+
+/// Two batches of floats holding the 2·size elements at `p`, in an order `store_float_pair`
+/// undoes; element-wise arithmetic between pairs is indifferent to that order. For bf16 the
+/// order is even elements, then odd: one 32-bit load splits into its two halves with a shift and
+/// a mask on every ISA, where xsimd 8.1's widening load is a scalar loop (2 × 2 pooling of
+/// 24 × 24 × 1024 bf16 rows: SSE2 build 323 µs with load_floats/store_floats, 108 µs in pairs;
+/// AVX-512 build 66 and 47 µs).
+template <class Arch>
+struct float_pair {
+  float_batch<Arch> first, second;
+};
+
+template <class Arch, class E>
+float_pair<Arch> load_float_pair(const E* p) noexcept {
+  if constexpr (std::is_same_v<E, bf16>) {
+    const auto words = u32_batch<Arch>::load_unaligned(reinterpret_cast<const std::uint32_t*>(p));
+    return {xsimd::bitwise_cast<float_batch<Arch>>(words << 16),
+            xsimd::bitwise_cast<float_batch<Arch>>(words & 0xFFFF0000u)};
+  } else {
+    return {load_floats<Arch>(p), load_floats<Arch>(p + float_batch<Arch>::size)};
+  }
+}
+
+/// Stores a pair from `load_float_pair` (or arithmetic on such pairs) back to 2·size elements.
+template <class Arch, class E>
+void store_float_pair(E* p, const float_pair<Arch>& x) noexcept {
+  if constexpr (std::is_same_v<E, bf16>) {
+    const auto words = bf16_bits<Arch>(x.first) | (bf16_bits<Arch>(x.second) << 16);
+    words.store_unaligned(reinterpret_cast<std::uint32_t*>(p));
+  } else {
+    store_floats<Arch>(p, x.first);
+    store_floats<Arch>(p + float_batch<Arch>::size, x.second);
   }
 }
 

@@ -1,0 +1,336 @@
+// bench/cuda/bench_grid_reduce_cuda.cu — the CUDA grid reducers (pool, adaptive_pool, bilinear,
+// dct_lowpass) against one device-to-device cudaMemcpy moving the same bytes.
+//
+// Each reducer reads the N·D input elements once and writes the K·D outputs once, so its bound
+// is a copy of (N·D·sizeof(E) + K·D·sizeof(E)) / 2 bytes, which reads and writes that many
+// bytes. Bytes processed = input bytes + output bytes for both, so their bytes_per_second
+// compare directly (the DCT also moves its fp32 intermediates through the workspace, which are
+// not counted: the gap to the baseline shows what they cost). Items processed = input tokens.
+//
+// Shapes: frames of 24 × 24 (LLaVA-1.5 / PLLaVA), 27 × 27 (LLaVA-OneVision) and 32 × 32 tokens,
+// 8 and 64 frames, rows of D = 1024 (a vision tower) and 3584 (Qwen2-VL's LLM), fp32 and bf16.
+// The policies are the methods' own settings:
+//   pool_avg_2x2          LLaVA-OneVision's get_2dPool "average": 2 × 2, stride 2, floor
+//   bilinear_half         LLaVA-OneVision's "bilinear": ceil(side / 2) per axis
+//   adaptive_3d           PLLaVA-style AdaptiveAvgPool3d to (T/2, side/2, side/2)
+//   dct_spatial           Fourier-VLM's Qwen2-VL rule: keep max(int(side·2/3), 1) per axis
+//   dct_spatiotemporal    the low-pass to (T/2, side/2, side/2)
+// Inputs are filled on the device once per shape (outside the timed region); timing is manual,
+// a cudaEvent pair around the enqueued work. Each benchmark checks its result once, after
+// timing: frame 0 against the double oracles for the frame-local policies, and the whole output
+// for the others on their 8-frame shapes.
+#include <cuda_runtime.h>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <tokred/cuda/tokred.cuh>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "reference/dct_ref.hpp"
+#include "reference/pool_ref.hpp"
+
+namespace tokred::bench {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Device plumbing (as in bench_selection_cuda.cu).
+
+/// An owning device allocation; `ok()` is false when cudaMalloc failed.
+template <class T>
+class device_array {
+ public:
+  explicit device_array(std::size_t count) : count_(count) {
+    if (cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)) != cudaSuccess) data_ = nullptr;
+  }
+  device_array(const device_array&) = delete;
+  device_array& operator=(const device_array&) = delete;
+  ~device_array() { cudaFree(data_); }
+
+  bool ok() const { return data_ != nullptr; }
+  T* get() const { return data_; }
+  std::size_t size() const { return count_; }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t count_ = 0;
+};
+
+/// `count` elements starting at `first` copied to the host (empty on a runtime error).
+template <class T>
+std::vector<T> download(const T* first, index_t count) {
+  std::vector<T> host(static_cast<std::size_t>(count));
+  if (cudaMemcpy(host.data(), first, host.size() * sizeof(T), cudaMemcpyDeviceToHost) !=
+      cudaSuccess)
+    host.clear();
+  return host;
+}
+
+/// A stream and an event pair that time what is enqueued between `start()` and `stop()`.
+class device_timer {
+ public:
+  device_timer() {
+    ok_ = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking) == cudaSuccess &&
+          cudaEventCreate(&start_) == cudaSuccess && cudaEventCreate(&stop_) == cudaSuccess;
+  }
+  device_timer(const device_timer&) = delete;
+  device_timer& operator=(const device_timer&) = delete;
+  ~device_timer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+    cudaStreamDestroy(stream_);
+  }
+
+  bool ok() const { return ok_; }
+  cudaStream_t stream() const { return stream_; }
+  void start() { cudaEventRecord(start_, stream_); }
+  /// Seconds since `start()`, or a negative number on a runtime error.
+  double stop() {
+    cudaEventRecord(stop_, stream_);
+    float ms = 0.0f;
+    if (cudaEventSynchronize(stop_) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, start_, stop_) != cudaSuccess)
+      return -1.0;
+    return static_cast<double>(ms) * 1e-3;
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t start_ = nullptr;
+  cudaEvent_t stop_ = nullptr;
+  bool ok_ = false;
+};
+
+/// False, with the benchmark marked as skipped, when there is no CUDA device.
+bool have_device(benchmark::State& state) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    state.SkipWithError("no CUDA device");
+    return false;
+  }
+  return true;
+}
+
+/// Runs `enqueue()` once untimed (first-launch costs), then once per iteration between events.
+template <class Enqueue>
+bool time_iterations(benchmark::State& state, device_timer& timer, const Enqueue& enqueue) {
+  if (!enqueue() || cudaStreamSynchronize(timer.stream()) != cudaSuccess) {
+    state.SkipWithError("the warm-up run failed");
+    return false;
+  }
+  for (auto _ : state) {
+    timer.start();
+    const bool launched = enqueue();
+    const double seconds = timer.stop();
+    if (!launched || seconds < 0.0) {
+      state.SkipWithError("a timed run failed");
+      return false;
+    }
+    state.SetIterationTime(seconds);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs.
+
+/// Token values k/16, k in [-127, 127]: exact in fp32, fp16 and bf16, so the storage type
+/// changes the bytes moved, not the values.
+template <class E>
+__global__ void fill_tokens(E* x, index_t count) {  // (tokens · dim,)
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
+    const auto k = static_cast<int>(static_cast<std::uint64_t>(i) * 2654435761ull % 255ull) - 127;
+    x[i] = from_float<E>(static_cast<float>(k) / 16.0f);
+  }
+}
+
+/// The (tokens, dim) rows of a shape on the device, filled once and kept until the shape
+/// changes (the largest, 64 × 32 × 32 × 3584 fp32, is 940 MB).
+template <class E>
+view<const E, 2, device_space> device_rows(const token_grid& grid, index_t dim) {
+  static std::tuple<index_t, index_t, index_t, index_t> shape{-1, -1, -1, -1};
+  static std::unique_ptr<device_array<E>> rows;
+  const index_t n = grid.tokens();
+  const auto want = std::make_tuple(grid.frames, grid.height, grid.width, dim);
+  if (shape != want) {
+    rows.reset();  // free the previous shape first
+    rows = std::make_unique<device_array<E>>(static_cast<std::size_t>(n * dim));
+    if (!rows->ok()) return {};
+    fill_tokens<<<1024, 256>>>(rows->get(), n * dim);
+    if (cudaDeviceSynchronize() != cudaSuccess) return {};
+    shape = want;
+  }
+  return make_device_view<const E>(rows->get(), n, dim);  // (tokens, dim)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policies, each as its method sets it up for a (T, side, side) grid.
+
+struct pool_avg_2x2 {
+  static pool policy(const token_grid&) { return pool{}; }
+  static constexpr bool frame_local = true;
+};
+struct bilinear_half {
+  static bilinear policy(const token_grid& g) {
+    return {(g.height + 1) / 2, (g.width + 1) / 2, false};
+  }
+  static constexpr bool frame_local = true;
+};
+struct adaptive_3d {
+  static adaptive_pool policy(const token_grid& g) {
+    return {pool_kind::average, {std::max<index_t>(1, g.frames / 2), g.height / 2, g.width / 2}};
+  }
+  static constexpr bool frame_local = false;
+};
+struct dct_spatial {
+  static dct_lowpass policy(const token_grid& g) { return dct_lowpass_for_ratio(g); }
+  static constexpr bool frame_local = true;
+};
+struct dct_spatiotemporal {
+  static dct_lowpass policy(const token_grid& g) {
+    return {{std::max<index_t>(1, g.frames / 2), g.height / 2, g.width / 2},
+            dct_axes::spatiotemporal,
+            dct_output::resampled};
+  }
+  static constexpr bool frame_local = false;
+};
+
+/// (side, frames, dim): the grid every benchmark runs.
+void grid_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgsProduct({{24, 27, 32}, {8, 64}, {1024, 3584}})->ArgNames({"side", "frames", "dim"});
+}
+
+token_grid grid_of(const benchmark::State& state) {
+  return {state.range(1), state.range(0), state.range(0)};
+}
+
+/// Counters: input + output bytes, input tokens.
+void count(benchmark::State& state, std::int64_t bytes, index_t tokens) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * bytes);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * tokens);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The check after timing.
+
+template <class E>
+std::vector<double> oracle(const pool& p, const token_grid& g, const view<const E, 2>& x) {
+  return ref::pooled(p, g, x).values;
+}
+template <class E>
+std::vector<double> oracle(const adaptive_pool& p, const token_grid& g, const view<const E, 2>& x) {
+  return ref::adaptive(p, g, x).values;
+}
+template <class E>
+std::vector<double> oracle(const bilinear& p, const token_grid& g, const view<const E, 2>& x) {
+  return ref::resampled(p, g, x).values;
+}
+template <class E>
+std::vector<double> oracle(const dct_lowpass& p, const token_grid& g, const view<const E, 2>& x) {
+  return ref::dct_lowpass(p, g, x);
+}
+
+/// True when the device output of the first `frames` frames matches the double oracle on the
+/// same frames (within 1e-3 of the largest value: a check that the timed work is right, not
+/// the accuracy test, which is tests/cuda/test_grid_reduce_cuda.cu).
+template <class E, class Policy>
+bool matches_oracle(const Policy& p, const token_grid& g, index_t frames, index_t dim,
+                    const E* in, const E* out) {
+  const token_grid part{frames, g.height, g.width};
+  Policy q = p;
+  if constexpr (std::is_same_v<Policy, dct_lowpass>)
+    if (p.axes == dct_axes::spatial) q.keep.t = frames;
+  const index_t kept = output_grid(q, part).tokens();
+  const std::vector<E> x = download(in, part.tokens() * dim), y = download(out, kept * dim);
+  if (x.empty() || y.empty()) return false;
+  const std::vector<double> want = oracle(q, part, make_view<const E>(x.data(), part.tokens(), dim));
+  if (want.size() != y.size()) return false;
+  double largest = 0.0;
+  for (double v : want) largest = std::max(largest, std::fabs(v));
+  for (std::size_t i = 0; i < y.size(); ++i)
+    if (!(std::fabs(static_cast<double>(to_float(y[i])) - want[i]) <= 1e-3 * largest)) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmarks.
+
+/// Bytes one reducer run reads and writes (token rows only).
+template <class E, class Case>
+std::int64_t moved_bytes(const token_grid& g, index_t dim) {
+  const index_t kept = retained_count(Case::policy(g), problem{g, dim});
+  return static_cast<std::int64_t>((g.tokens() + kept) * dim) * static_cast<std::int64_t>(sizeof(E));
+}
+
+/// One device-to-device copy that reads and writes as many bytes as the reducer of `Case`.
+template <class E, class Case>
+void BM_cuda_memcpy_same_bytes(benchmark::State& state) {
+  if (!have_device(state)) return;
+  const token_grid g = grid_of(state);
+  const index_t dim = state.range(2);
+  const std::int64_t bytes = moved_bytes<E, Case>(g, dim);
+  const auto half = static_cast<std::size_t>(bytes / 2);
+  device_array<std::byte> from(half), to(half);
+  device_timer timer;
+  if (!from.ok() || !to.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
+  time_iterations(state, timer, [&] {
+    return cudaMemcpyAsync(to.get(), from.get(), half, cudaMemcpyDeviceToDevice,
+                           timer.stream()) == cudaSuccess;
+  });
+  count(state, bytes, g.tokens());
+}
+
+/// The reducer of `Case` on the device: token rows out (no bookkeeping outputs).
+template <class E, class Case>
+void BM_cuda_grid_reduce(benchmark::State& state) {
+  if (!have_device(state)) return;
+  const token_grid g = grid_of(state);
+  const index_t dim = state.range(2);
+  const auto policy = Case::policy(g);
+  const problem prob{g, dim};
+  const index_t kept = retained_count(policy, prob);
+  const view<const E, 2, device_space> rows = device_rows<E>(g, dim);  // (tokens, dim)
+  device_array<E> out_rows(static_cast<std::size_t>(kept * dim));      // (kept, dim)
+  const tokred::cuda probe{};
+  device_array<std::byte> ws(workspace_bytes(probe, policy, prob));
+  device_timer timer;
+  if (!rows.data_handle() || !out_rows.ok() || !ws.ok() || !timer.ok())
+    return state.SkipWithError("device setup failed");
+  const grid_inputs<E, device_space> in{g, rows};
+  grid_outputs<E, device_space> out;
+  out.tokens = make_device_view(out_rows.get(), kept, dim);  // (kept, dim)
+  const bool timed = time_iterations(state, timer, [&] {
+    return apply(tokred::cuda{timer.stream()}, policy, in, out, workspace{ws.get(), ws.size()}) ==
+           status::ok;
+  });
+  const index_t checked_frames = Case::frame_local ? 1 : g.frames <= 8 ? g.frames : 0;
+  if (timed && checked_frames > 0 &&
+      !matches_oracle(policy, g, checked_frames, dim, rows.data_handle(), out_rows.get()))
+    state.SkipWithError("the result disagrees with the reference");
+  count(state, moved_bytes<E, Case>(g, dim), g.tokens());
+}
+
+#define TOKRED_GRID_BENCH(E, Case)                                                          \
+  BENCHMARK_TEMPLATE(BM_cuda_memcpy_same_bytes, E, Case)->Apply(grid_shapes)->UseManualTime(); \
+  BENCHMARK_TEMPLATE(BM_cuda_grid_reduce, E, Case)->Apply(grid_shapes)->UseManualTime()
+
+TOKRED_GRID_BENCH(float, pool_avg_2x2);
+TOKRED_GRID_BENCH(float, bilinear_half);
+TOKRED_GRID_BENCH(float, adaptive_3d);
+TOKRED_GRID_BENCH(float, dct_spatial);
+TOKRED_GRID_BENCH(float, dct_spatiotemporal);
+TOKRED_GRID_BENCH(bf16, pool_avg_2x2);
+TOKRED_GRID_BENCH(bf16, bilinear_half);
+TOKRED_GRID_BENCH(bf16, adaptive_3d);
+TOKRED_GRID_BENCH(bf16, dct_spatial);
+TOKRED_GRID_BENCH(bf16, dct_spatiotemporal);
+
+}  // namespace
+}  // namespace tokred::bench
