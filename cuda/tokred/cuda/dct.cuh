@@ -383,7 +383,7 @@ struct backend<dct_lowpass, cuda> {
     if (status s = check_exec(exec); s != status::ok) return s;
     const detail::grid_result r = detail::check_grid_reduce(p, in, out);
     if (r.code != status::ok) return r.code;
-    const bool tokens = detail::grid_view_requested(out.tokens);
+    const bool tokens = detail::requested(out.tokens);
     const g::dct_schedule schedule = g::schedule_of(p, in.grid);
     const index_t dim = tokens ? in.tokens.extent(1) : 0;
     detail::arena counter;

@@ -234,9 +234,9 @@ meta_views meta_views_of(const grid_outputs<Eout, device_space>& out) noexcept {
   return {out.source,
           out.positions,
           out.sizes,
-          grid_view_requested(out.source),
-          grid_view_requested(out.positions),
-          grid_view_requested(out.sizes)};
+          requested(out.source),
+          requested(out.positions),
+          requested(out.sizes)};
 }
 
 /// Output j's source (detail::meta_at), its (t, h, w) on the input grid, and its size.
@@ -323,15 +323,8 @@ struct pool_rows {
 
   TOKRED_HOST_DEVICE window_plan plan(const token_grid& in, const token_grid& out,
                                       index_t j) const noexcept {
-    const pool& p = policy;
-    const token_position o = output_cell(out, j);
-    const pool_window t = pool_window_at(o.t, in.frames, p.kernel.t, p.stride.t, p.padding.t);
-    const pool_window h = pool_window_at(o.h, in.height, p.kernel.h, p.stride.h, p.padding.h);
-    const pool_window w = pool_window_at(o.w, in.width, p.kernel.w, p.stride.w, p.padding.w);
-    const index_t inside = (t.tokens.end - t.tokens.begin) * (h.tokens.end - h.tokens.begin) *
-                           (w.tokens.end - w.tokens.begin);
-    const index_t divisor = p.count_include_pad ? t.padded * h.padded * w.padded : inside;
-    return {t.tokens, h.tokens, w.tokens, {static_cast<float>(divisor), 1.0f, 1.0f}};
+    const pool_cell c = pool_cell_at(policy, in, out, j);
+    return {c.t, c.h, c.w, {static_cast<float>(c.divisor), 1.0f, 1.0f}};
   }
 
   template <class Reader, int Width>
@@ -463,7 +456,7 @@ status launch_rows(const cuda& exec, const Op& op, const token_grid& in_grid,
                    const grid_outputs<Eout, device_space>& out) {
   constexpr int width = chunk_width<Ein>;
   const meta_views meta = meta_views_of(out);
-  const bool tokens = grid_view_requested(out.tokens);
+  const bool tokens = requested(out.tokens);
   if (!tokens && !meta.any()) return status::ok;
   chunk_reader<Ein, width> reader;
   chunk_writer<Eout, width> writer;

@@ -46,14 +46,8 @@ struct pool_box {
 /// Window j of torch's avg/max_pool3d, padding clipped away.
 inline pool_box box_at(const pool& p, const token_grid& in, const token_grid& out,
                        index_t j) noexcept {
-  const token_position o = output_cell(out, j);
-  const pool_window t = pool_window_at(o.t, in.frames, p.kernel.t, p.stride.t, p.padding.t);
-  const pool_window h = pool_window_at(o.h, in.height, p.kernel.h, p.stride.h, p.padding.h);
-  const pool_window w = pool_window_at(o.w, in.width, p.kernel.w, p.stride.w, p.padding.w);
-  const index_t inside = (t.tokens.end - t.tokens.begin) * (h.tokens.end - h.tokens.begin) *
-                         (w.tokens.end - w.tokens.begin);
-  const index_t divisor = p.count_include_pad ? t.padded * h.padded * w.padded : inside;
-  return {t.tokens, h.tokens, w.tokens, p.kind, {static_cast<float>(divisor), 1.0f, 1.0f}};
+  const pool_cell c = pool_cell_at(p, in, out, j);
+  return {c.t, c.h, c.w, p.kind, {static_cast<float>(c.divisor), 1.0f, 1.0f}};
 }
 
 /// Bin j of torch's AdaptiveAvgPool3d / AdaptiveMaxPool3d.
@@ -322,8 +316,8 @@ void bilinear_row(const bilinear_box& b, const view<const Ein, 2>& tokens,  // (
 template <class Policy, class Eout>
 void emit_meta(const Policy& p, const token_grid& in, const token_grid& out_grid,
                const grid_outputs<Eout>& out, index_t j0, index_t j1) noexcept {
-  const bool src = grid_view_requested(out.source), pos = grid_view_requested(out.positions),
-             siz = grid_view_requested(out.sizes);
+  const bool src = requested(out.source), pos = requested(out.positions),
+             siz = requested(out.sizes);
   if (!src && !pos && !siz) return;
   for (index_t j = j0; j < j1; ++j) {
     const grid_meta m = meta_at(p, in, out_grid, j);
@@ -349,7 +343,7 @@ status run_grid_reduce(const cpu<Arch>& exec, const Policy& p, const grid_inputs
   const index_t j0 = share_begin(kept, exec.ith, exec.nth);
   const index_t j1 = share_begin(kept, exec.ith + 1, exec.nth);
   emit_meta(p, in.grid, r.grid, out, j0, j1);
-  if (!grid_view_requested(out.tokens)) return status::ok;
+  if (!requested(out.tokens)) return status::ok;
   for (index_t j = j0; j < j1; ++j) {
     if constexpr (std::is_same_v<Policy, bilinear>)
       bilinear_row<Arch>(box_at(p, in.grid, r.grid, j), in.tokens, out.tokens, j);

@@ -28,44 +28,13 @@ view<E, 2> row_range(const view<E, 2>& v, index_t first, index_t count) noexcept
   return {&v(first, 0), {count, v.extent(1)}, {v.stride(0), v.stride(1)}};
 }
 
-/// The checks of a layout's views, in check_grid_reduce's order: input rows against the grid,
-/// requested outputs against `kept`, then no output overlapping the input or another output.
-template <class Ein, class Eout>
-status check_layout_views(const grid_inputs<Ein>& in, const grid_outputs<Eout>& out,
-                          index_t kept) noexcept {
-  const bool tok = grid_view_requested(out.tokens), src = grid_view_requested(out.source),
-             pos = grid_view_requested(out.positions), siz = grid_view_requested(out.sizes);
-  if (tok) {
-    const index_t dim = in.tokens.extent(1);
-    if (status s = check_grid_view(in.tokens, {in.grid.tokens(), dim}); s != status::ok) return s;
-    if (dim == 0) return status::empty_input;
-    if (status s = check_grid_view(out.tokens, {kept, dim}); s != status::ok) return s;
-  }
-  if (src)
-    if (status s = check_grid_view(out.source, {kept}); s != status::ok) return s;
-  if (pos)
-    if (status s = check_grid_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
-  if (siz)
-    if (status s = check_grid_view(out.sizes, {kept}); s != status::ok) return s;
-
-  const auto hits_input = [&](const auto& o) { return tok && may_overlap(o, in.tokens); };
-  const bool hit = (tok && hits_input(out.tokens)) || (src && hits_input(out.source)) ||
-                   (pos && hits_input(out.positions)) || (siz && hits_input(out.sizes)) ||
-                   (tok && src && may_overlap(out.tokens, out.source)) ||
-                   (tok && pos && may_overlap(out.tokens, out.positions)) ||
-                   (tok && siz && may_overlap(out.tokens, out.sizes)) ||
-                   (src && pos && may_overlap(out.source, out.positions)) ||
-                   (src && siz && may_overlap(out.source, out.sizes)) ||
-                   (pos && siz && may_overlap(out.positions, out.sizes));
-  return hit ? status::aliasing : status::ok;
-}
 
 /// Writes the requested `source`, `positions` and `sizes` of this share's output rows.
 template <class Arch, class Policy, class Layout, class Eout>
 void emit_layout_meta(const cpu<Arch>& exec, const Policy& p, const Layout& l,
                       const token_grid& grid, const grid_outputs<Eout>& out) noexcept {
-  const bool src = grid_view_requested(out.source), pos = grid_view_requested(out.positions),
-             siz = grid_view_requested(out.sizes);
+  const bool src = requested(out.source), pos = requested(out.positions),
+             siz = requested(out.sizes);
   if (!src && !pos && !siz) return;
   const index_t j1 = share_begin(l.count, exec.ith + 1, exec.nth);
   for (index_t j = share_begin(l.count, exec.ith, exec.nth); j < j1; ++j) {
@@ -102,9 +71,9 @@ struct backend<slowfast, cpu<Arch>> {
     if (status s = check_exec(exec); s != status::ok) return s;
     const slowfast_layout l = layout_of(p, in.grid);
     if (l.code != status::ok) return l.code;
-    if (status s = detail::check_layout_views(in, out, l.count); s != status::ok) return s;
+    if (status s = detail::check_grid_views(in, out, l.count); s != status::ok) return s;
 
-    if (detail::grid_view_requested(out.tokens)) {
+    if (detail::requested(out.tokens)) {
       const index_t frame_tokens = in.grid.frame_tokens(), per_frame = l.slow_out.tokens();
       const pool slow = detail::slow_pool(p.slow);
       for (index_t s = 0; s < l.slow_frames; ++s) {
@@ -144,9 +113,9 @@ struct backend<thumbnail_sampling, cpu<Arch>> {
     if (status s = check_exec(exec); s != status::ok) return s;
     const thumbnail_layout l = layout_of(p, in.grid);
     if (l.code != status::ok) return l.code;
-    if (status s = detail::check_layout_views(in, out, l.count); s != status::ok) return s;
+    if (status s = detail::check_grid_views(in, out, l.count); s != status::ok) return s;
 
-    if (detail::grid_view_requested(out.tokens)) {
+    if (detail::requested(out.tokens)) {
       if (status s = sampled_rows(exec, p, l, in, out); s != status::ok) return s;
       if (status s = thumbnail_rows(exec, p, l, in, out); s != status::ok) return s;
     }

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
 #include "tokred/core/grid.hpp"
 #include "tokred/core/status.hpp"
@@ -199,15 +200,31 @@ TOKRED_HOST_DEVICE constexpr index_t flat_index(const token_grid& g, index_t t, 
   return (t * g.height + h) * g.width + w;
 }
 
+/// Pooling window j: its input tokens along each axis (padding clipped away) and torch's
+/// divisor for the average (the padded window with `count_include_pad`, else its tokens).
+struct pool_cell {
+  span1 t, h, w;
+  index_t divisor = 1;
+};
+
+TOKRED_HOST_DEVICE constexpr pool_cell pool_cell_at(const pool& p, const token_grid& in,
+                                                    const token_grid& out, index_t j) noexcept {
+  const token_position o = output_cell(out, j);
+  const pool_window t = pool_window_at(o.t, in.frames, p.kernel.t, p.stride.t, p.padding.t);
+  const pool_window h = pool_window_at(o.h, in.height, p.kernel.h, p.stride.h, p.padding.h);
+  const pool_window w = pool_window_at(o.w, in.width, p.kernel.w, p.stride.w, p.padding.w);
+  const index_t inside = (t.tokens.end - t.tokens.begin) * (h.tokens.end - h.tokens.begin) *
+                         (w.tokens.end - w.tokens.begin);
+  return {t.tokens, h.tokens, w.tokens,
+          p.count_include_pad ? t.padded * h.padded * w.padded : inside};
+}
+
 /// Pooling: the middle token of the window (padding clipped away); size = the tokens in it.
 TOKRED_HOST_DEVICE constexpr grid_meta meta_at(const pool& p, const token_grid& in,
                                                const token_grid& out, index_t j) noexcept {
-  const token_position o = output_cell(out, j);
-  const span1 t = pool_window_at(o.t, in.frames, p.kernel.t, p.stride.t, p.padding.t).tokens;
-  const span1 h = pool_window_at(o.h, in.height, p.kernel.h, p.stride.h, p.padding.h).tokens;
-  const span1 w = pool_window_at(o.w, in.width, p.kernel.w, p.stride.w, p.padding.w).tokens;
-  return {flat_index(in, middle(t), middle(h), middle(w)),
-          static_cast<float>((t.end - t.begin) * (h.end - h.begin) * (w.end - w.begin))};
+  const pool_cell c = pool_cell_at(p, in, out, j);
+  return {flat_index(in, middle(c.t), middle(c.h), middle(c.w)),
+          static_cast<float>((c.t.end - c.t.begin) * (c.h.end - c.h.begin) * (c.w.end - c.w.begin))};
 }
 
 /// Adaptive pooling: the middle token of the bin; size = the tokens in it.
@@ -290,45 +307,29 @@ inline grid_result reduced_grid(const dct_lowpass& p, const token_grid& g) noexc
   return {status::ok, {p.keep.t, p.keep.h, p.keep.w}};
 }
 
-/// Checks one requested view's extents and pointer (as for the selections).
-template <class V, std::size_t R>
-status check_grid_view(const V& v, const index_t (&extents)[R]) noexcept {
-  for (int r = 0; r < V::rank(); ++r)
-    if (v.extent(r) != extents[r]) return status::shape_mismatch;
-  return v.data_handle() == nullptr ? status::null_pointer : status::ok;
-}
-
-template <class V>
-constexpr bool grid_view_requested(const V& v) noexcept {
-  return v.data_handle() != nullptr || !v.empty();
-}
-
-/// Every check of a grid reducer, in the documented order: parameters and grid, token rows,
-/// outputs' shapes, then aliasing. Returns the output grid on success.
-template <class Policy, class Ein, class Eout, class Space>
-grid_result check_grid_reduce(const Policy& p, const grid_inputs<Ein, Space>& in,
-                              const grid_outputs<Eout, Space>& out) noexcept {
-  const grid_result r = reduced_grid(p, in.grid);
-  if (r.code != status::ok) return r;
-  const index_t n = in.grid.tokens(), kept = r.grid.tokens();
-  const bool tok = grid_view_requested(out.tokens), src = grid_view_requested(out.source),
-             pos = grid_view_requested(out.positions), siz = grid_view_requested(out.sizes);
+/// The view checks of every grid reducer and layout, in the documented order: token rows
+/// against the grid, requested outputs against `kept`, then no output overlapping the input or
+/// another output.
+template <class Ein, class Eout, class Space>
+status check_grid_views(const grid_inputs<Ein, Space>& in, const grid_outputs<Eout, Space>& out,
+                        index_t kept) noexcept {
+  const bool tok = requested(out.tokens), src = requested(out.source),
+             pos = requested(out.positions), siz = requested(out.sizes);
   if (tok) {
     const index_t dim = in.tokens.extent(1);
-    if (status s = check_grid_view(in.tokens, {n, dim}); s != status::ok) return {s, {}};
-    if (dim == 0) return {status::empty_input, {}};
-    if (status s = check_grid_view(out.tokens, {kept, dim}); s != status::ok) return {s, {}};
+    if (status s = check_view(in.tokens, {in.grid.tokens(), dim}); s != status::ok) return s;
+    if (dim == 0) return status::empty_input;
+    if (status s = check_view(out.tokens, {kept, dim}); s != status::ok) return s;
   }
   if (src)
-    if (status s = check_grid_view(out.source, {kept}); s != status::ok) return {s, {}};
+    if (status s = check_view(out.source, {kept}); s != status::ok) return s;
   if (pos)
-    if (status s = check_grid_view(out.positions, {kept, index_t{3}}); s != status::ok)
-      return {s, {}};
+    if (status s = check_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
   if (siz)
-    if (status s = check_grid_view(out.sizes, {kept}); s != status::ok) return {s, {}};
+    if (status s = check_view(out.sizes, {kept}); s != status::ok) return s;
 
   const auto hits_input = [&](const auto& o) { return tok && may_overlap(o, in.tokens); };
-  const auto hit = (tok && hits_input(out.tokens)) || (src && hits_input(out.source)) ||
+  const bool hit = (tok && hits_input(out.tokens)) || (src && hits_input(out.source)) ||
                    (pos && hits_input(out.positions)) || (siz && hits_input(out.sizes)) ||
                    (tok && src && may_overlap(out.tokens, out.source)) ||
                    (tok && pos && may_overlap(out.tokens, out.positions)) ||
@@ -336,7 +337,17 @@ grid_result check_grid_reduce(const Policy& p, const grid_inputs<Ein, Space>& in
                    (src && pos && may_overlap(out.source, out.positions)) ||
                    (src && siz && may_overlap(out.source, out.sizes)) ||
                    (pos && siz && may_overlap(out.positions, out.sizes));
-  if (hit) return {status::aliasing, {}};
+  return hit ? status::aliasing : status::ok;
+}
+
+/// Every check of a grid reducer: parameters and grid, then `check_grid_views`. Returns the
+/// output grid on success.
+template <class Policy, class Ein, class Eout, class Space>
+grid_result check_grid_reduce(const Policy& p, const grid_inputs<Ein, Space>& in,
+                              const grid_outputs<Eout, Space>& out) noexcept {
+  const grid_result r = reduced_grid(p, in.grid);
+  if (r.code != status::ok) return r;
+  if (status s = check_grid_views(in, out, r.grid.tokens()); s != status::ok) return {s, {}};
   return r;
 }
 

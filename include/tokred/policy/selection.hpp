@@ -17,6 +17,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
 #include "tokred/core/element.hpp"
 #include "tokred/core/grid.hpp"
@@ -113,23 +114,6 @@ inline count_result selection_count(const keep_budget& keep, scope within,
   const count_result per_group = kept_count(keep, g.group_tokens);
   if (per_group.code != status::ok) return per_group;
   return {status::ok, per_group.count * g.groups};
-}
-
-/// True when a view is requested (non-empty or non-null).
-template <class V>
-constexpr bool requested(const V& v) noexcept {
-  return v.data_handle() != nullptr || !v.empty();
-}
-
-/// Checks one requested view: `null_pointer` if it has no data, `shape_mismatch` if its
-/// extents differ from `extents`.
-template <class V, std::size_t R>
-status check_view(const V& v, const index_t (&extents)[R]) noexcept {
-  static_assert(R == static_cast<std::size_t>(V::rank()), "one extent per dimension");
-  for (int r = 0; r < V::rank(); ++r)
-    if (v.extent(r) != extents[r]) return status::shape_mismatch;
-  if (v.data_handle() == nullptr) return status::null_pointer;
-  return status::ok;
 }
 
 /// Shared checks of the outputs and the token rows: shapes against `kept` and the input rows,
