@@ -21,45 +21,13 @@
 #include "reference/gather_ref.hpp"
 #include "reference/selection_ref.hpp"
 #include "support/buffers.hpp"
+#include "cuda/harness.cuh"
 #include "support/cases.hpp"
-
-/// Aborts the test program on a CUDA runtime error in the harness itself (not in tokred).
-#define TOKRED_TEST_CUDA(call)                                           \
-  do {                                                                   \
-    const cudaError_t tokred_test_err_ = (call);                         \
-    if (tokred_test_err_ != cudaSuccess) {                               \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, \
-                   cudaGetErrorString(tokred_test_err_));                \
-      std::exit(2);                                                      \
-    }                                                                    \
-  } while (0)
 
 namespace {
 
 using namespace tokred;
 using namespace tokred::testing;
-
-// ---------------------------------------------------------------------------------------------
-// Bookkeeping.
-
-struct tally {
-  int passed = 0;
-  int failed = 0;
-};
-
-tally& results() {
-  static tally t;
-  return t;
-}
-
-/// Records one check; prints the first failures in full (the rest are only counted).
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++results().passed;
-    return;
-  }
-  if (++results().failed <= 60) std::printf("FAIL: %s\n", what.c_str());
-}
 
 template <class Policy>
 const char* policy_name() {
@@ -75,46 +43,6 @@ const char* policy_name() {
 
 // ---------------------------------------------------------------------------------------------
 // Device memory and the layouts of the case table.
-
-/// An owning device allocation of `count` T (at least one, so every pointer is non-null).
-template <class T>
-class device_buffer {
- public:
-  explicit device_buffer(std::size_t count) : count_(count) {
-    TOKRED_TEST_CUDA(cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)));
-  }
-  explicit device_buffer(const std::vector<T>& host) : device_buffer(host.size()) { upload(host); }
-  device_buffer(const device_buffer&) = delete;
-  device_buffer& operator=(const device_buffer&) = delete;
-  ~device_buffer() { cudaFree(data_); }
-
-  T* get() const { return data_; }
-  std::size_t size() const { return count_; }
-  void upload(const std::vector<T>& host) {
-    TOKRED_TEST_CUDA(
-        cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> host(count_);
-    TOKRED_TEST_CUDA(cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  std::size_t count_ = 0;
-};
-
-/// Where a (rows, cols) matrix in one of the case layouts sits inside its storage; mirrors
-/// `make_tokens` so inputs and outputs of a case share a layout.
-struct placement {
-  index_t storage = 1;  ///< elements of storage
-  index_t offset = 0;   ///< element (0, 0)
-  index_t row_stride = 0;
-  index_t inner = 1;
-
-  index_t at(index_t r, index_t c) const { return offset + r * row_stride + c * inner; }
-};
 
 placement place(index_t rows, index_t cols, layout how) {
   placement p;
@@ -654,11 +582,7 @@ void sweep_conversions() {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
+  if (!have_device()) return 77;
   sweep_element_type<float>();
   sweep_element_type<f16>();
   sweep_element_type<bf16>();
