@@ -20,5 +20,6 @@
 #include "tokred/policy/selection.hpp"
 #include "tokred/policy/video_layout.hpp"
 #include "tokred/cpu/pool.hpp"
+#include "tokred/cpu/dct.hpp"
 #include "tokred/cpu/selection.hpp"
 #include "tokred/cpu/video_layout.hpp"

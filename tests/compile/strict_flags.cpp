@@ -84,15 +84,54 @@ int run_element_pairs(tokred::workspace ws) {
          run_all(in, outputs(out_bf16), gathered, ws);
 }
 
+// Every grid reducer and video layout with Ein tokens in and Eout tokens out, on a 2 × 4 × 4 grid.
+template <class Ein, class Eout>
+int run_grid_reducers(tokred::workspace ws) {
+  static Ein rows[32 * 3] = {};  // (tokens, dim)
+  static Eout reduced[32 * 3];   // (kept, dim), kept <= 32
+  static std::int64_t source[32];
+  static std::int32_t positions[32 * 3];
+  static float sizes[32];
+  const tokred::grid_inputs<Ein> in{{2, 4, 4}, tokred::make_view(rows, 32, 3)};
+  const auto run_one = [&](const auto& policy) {
+    const tokred::index_t kept = tokred::retained_count(policy, tokred::problem{in.grid, 3});
+    const tokred::grid_outputs<Eout> out{tokred::make_view(reduced, kept, 3),
+                                         tokred::make_view(source, kept),
+                                         tokred::make_view(positions, kept, 3),
+                                         tokred::make_view(sizes, kept)};
+    return tokred::apply(tokred::cpu<>{}, policy, in, out, ws) != tokred::status::ok;
+  };
+  tokred::slowfast slow_fast;
+  slow_fast.slow_frames = 1;
+  slow_fast.fast_height = slow_fast.fast_width = 2;
+  tokred::thumbnail_sampling thumbnail;
+  thumbnail.sampled_tokens = 8;
+  thumbnail.thumbnail_frames = 2;
+  return run_one(tokred::pool{}) + run_one(tokred::adaptive_pool{tokred::pool_kind::max, {1, 3, 3}}) +
+         run_one(tokred::bilinear{3, 3, false}) +
+         run_one(tokred::dct_lowpass{{2, 2, 2}, tokred::dct_axes::spatial,
+                                     tokred::dct_output::resampled}) +
+         run_one(slow_fast) + run_one(thumbnail);
+}
+
+template <class Ein>
+int run_grid_pairs(tokred::workspace ws) {
+  return run_grid_reducers<Ein, float>(ws) + run_grid_reducers<Ein, tokred::f16>(ws) +
+         run_grid_reducers<Ein, tokred::bf16>(ws);
+}
+
 }  // namespace tokred_compile
 
 int run_second_tu();  // strict_flags_second_tu.cpp
 
 int main() {
-  alignas(64) static unsigned char scratch[1 << 12];
+  alignas(64) static unsigned char scratch[1 << 14];
   const tokred::workspace ws{scratch, sizeof scratch};
   const int failures = tokred_compile::run_element_pairs<float>(ws) +
                        tokred_compile::run_element_pairs<tokred::f16>(ws) +
-                       tokred_compile::run_element_pairs<tokred::bf16>(ws) + run_second_tu();
+                       tokred_compile::run_element_pairs<tokred::bf16>(ws) +
+                       tokred_compile::run_grid_pairs<float>(ws) +
+                       tokred_compile::run_grid_pairs<tokred::f16>(ws) +
+                       tokred_compile::run_grid_pairs<tokred::bf16>(ws) + run_second_tu();
   return failures == 0 ? 0 : 1;
 }
