@@ -56,35 +56,6 @@ using namespace tokred;
 using namespace tokred::testing;
 using detail::dct_engine;
 
-/// Sentinel-filled outputs of a grid reducer: `untouched()` tells whether anything was written.
-template <class E>
-struct grid_buffers {
-  std::vector<E> tokens;                // (kept, dim)
-  std::vector<std::int64_t> source;     // (kept,)
-  std::vector<std::int32_t> positions;  // (kept, 3)
-  std::vector<float> sizes;             // (kept,)
-  index_t kept = 0, dim = 0;
-
-  grid_buffers(index_t kept_, index_t dim_)
-      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
-        source(static_cast<std::size_t>(kept_), -12345),
-        positions(static_cast<std::size_t>(kept_ * 3), -777),
-        sizes(static_cast<std::size_t>(kept_), -1.0f),
-        kept(kept_),
-        dim(dim_) {}
-
-  grid_outputs<E> outputs() {
-    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-            make_view(positions.data(), kept, 3), make_view(sizes.data(), kept)};
-  }
-  bool untouched() const {
-    for (auto s : source) if (s != -12345) return false;
-    for (auto p : positions) if (p != -777) return false;
-    for (auto s : sizes) if (s != -1.0f) return false;
-    for (auto t : tokens) if (to_float(t) != -3.5f) return false;
-    return true;
-  }
-};
 
 /// Runs `p` as `nth` shares (in reverse order: the shares are independent) with one engine.
 template <dct_engine Engine, class Ein, class Eout>

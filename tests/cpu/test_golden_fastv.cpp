@@ -11,22 +11,12 @@
 #include "io/npy.hpp"
 #include "support/buffers.hpp"
 #include "support/catch.hpp"
+#include "support/golden.hpp"
 
 namespace {
 
 using namespace tokred;
 
-std::string case_dir(const std::string& name) {
-  return std::string(TOKRED_TEST_DATA_DIR) + "/golden/fastv_topk/" + name + "/";
-}
-
-io::npy_array load(const std::string& path) {
-  io::npy_array a;
-  const std::string error = io::read_npy(path, a);
-  INFO(error);
-  REQUIRE(error.empty());
-  return a;
-}
 
 /// The integer after `"key":` in a params.json (the files are flat and machine-written).
 std::int64_t json_int(const std::string& dir, const std::string& key) {
@@ -40,11 +30,11 @@ std::int64_t json_int(const std::string& dir, const std::string& key) {
 }
 
 void check_case(const std::string& name, const keep_budget& keep) {
-  const std::string dir = case_dir(name);
-  const io::npy_array scores = load(dir + "scores.npy");     // (N,) float32
-  const io::npy_array hidden = load(dir + "input.npy");      // (L, D) float32, image at [s, s+N)
-  const io::npy_array kept_ref = load(dir + "kept_indices.npy");  // (k,) int64, ascending
-  const io::npy_array rows_ref = load(dir + "tokens.npy");   // (k, D) float32
+  const std::string dir = testing::golden_case("fastv_topk", name);
+  const io::npy_array scores = testing::load_npy(dir + "scores.npy");     // (N,) float32
+  const io::npy_array hidden = testing::load_npy(dir + "input.npy");      // (L, D) float32, image at [s, s+N)
+  const io::npy_array kept_ref = testing::load_npy(dir + "kept_indices.npy");  // (k,) int64, ascending
+  const io::npy_array rows_ref = testing::load_npy(dir + "tokens.npy");   // (k, D) float32
   REQUIRE(scores.dtype == "<f4");
   REQUIRE(kept_ref.dtype == "<i8");
   const index_t n = scores.shape.at(0), dim = hidden.shape.at(1);

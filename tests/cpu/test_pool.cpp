@@ -16,6 +16,7 @@
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
 #include "support/catch.hpp"
+#include "support/golden.hpp"
 
 namespace {
 
@@ -30,14 +31,14 @@ constexpr float size_sentinel = -1.25f;
 /// Sentinel-filled outputs of a grid reducer, the token rows laid out like a case's input (so
 /// strided and reversed outputs are written too); `untouched()` tells whether anything changed.
 template <class E>
-struct grid_buffers {
+struct layout_grid_buffers {
   token_matrix<E> tokens;               // (kept, dim) in the case's layout
   std::vector<std::int64_t> source;     // (kept,)
   std::vector<std::int32_t> positions;  // (kept, 3)
   std::vector<float> sizes;             // (kept,)
   index_t kept = 0;
 
-  grid_buffers(index_t kept_, index_t dim, layout how = layout::contiguous)
+  layout_grid_buffers(index_t kept_, index_t dim, layout how = layout::contiguous)
       : tokens(make_tokens<E>(kept_, dim, how, 1)),
         source(static_cast<std::size_t>(kept_), source_sentinel),
         positions(static_cast<std::size_t>(kept_ * 3), position_sentinel),
@@ -110,7 +111,7 @@ std::vector<Eout> check_against_oracle(const Policy& policy, const shape_case& c
   CHECK(output_grid(policy, c.grid).width == want.out.width);
   CHECK(workspace_bytes(cpu{0, nth}, policy, prob) == 0);
 
-  grid_buffers<Eout> got(kept, c.dim, c.rows);
+  layout_grid_buffers<Eout> got(kept, c.dim, c.rows);
   const grid_inputs<Ein> in{c.grid, in_rows.rows};
   for (int ith = nth - 1; ith >= 0; --ith)
     REQUIRE(apply(cpu{ith, nth}, policy, in, got.outputs()) == status::ok);
@@ -238,23 +239,12 @@ std::vector<float> run_tokens(const Policy& p, const grid_inputs<float>& in) {
   return out;
 }
 
-std::string golden_dir(const std::string& name) {
-  return std::string(TOKRED_TEST_DATA_DIR) + "/golden/pooling/" + name + "/";
-}
-
-io::npy_array load(const std::string& path) {
-  io::npy_array a;
-  const std::string error = io::read_npy(path, a);
-  INFO(error);
-  REQUIRE(error.empty());
-  return a;
-}
 
 /// Runs `policy` on a golden case's input [T, H·W, D] and compares with tokens.npy [T, h·w, D].
 template <class Policy>
 double golden_max_error(const std::string& name, const Policy& policy, const token_grid& grid) {
-  const io::npy_array input = load(golden_dir(name) + "input.npy");
-  const io::npy_array expected = load(golden_dir(name) + "tokens.npy");
+  const io::npy_array input = load_npy(golden_case("pooling", name) + "input.npy");
+  const io::npy_array expected = load_npy(golden_case("pooling", name) + "tokens.npy");
   REQUIRE(input.dtype == "<f4");
   REQUIRE(expected.dtype == "<f4");
   REQUIRE(input.shape.size() == 3);
@@ -428,7 +418,7 @@ TEST_CASE("the SIMD path and the element-wise path give the same bits", "[pool]"
   const token_matrix<float> sparse = make_tokens<float>(n, dim, layout::strided, 3);
   const auto both = [&](const auto& policy) {
     const index_t kept = retained_count(policy, problem{grid, dim});
-    grid_buffers<float> a(kept, dim, layout::contiguous), b(kept, dim, layout::strided);
+    layout_grid_buffers<float> a(kept, dim, layout::contiguous), b(kept, dim, layout::strided);
     REQUIRE(apply(cpu{}, policy, grid_inputs<float>{grid, dense.rows}, a.outputs()) == status::ok);
     REQUIRE(apply(cpu{}, policy, grid_inputs<float>{grid, sparse.rows}, b.outputs()) == status::ok);
     std::size_t differ = 0;
@@ -490,7 +480,7 @@ struct bad_fixture {
   Policy policy;
   std::vector<float> rows = std::vector<float>(static_cast<std::size_t>(48 * dim), 2.0f);  // (tokens, dim)
   index_t kept;
-  grid_buffers<float> out;
+  layout_grid_buffers<float> out;
 
   explicit bad_fixture(const Policy& p)
       : policy(p), kept(retained_count(p, problem{grid, dim})), out(kept, dim) {}

@@ -19,36 +19,6 @@ using namespace tokred::testing;
 
 using index_list = std::vector<index_t>;
 
-/// Sentinel-filled outputs of a grid-shaped policy: `untouched()` tells whether anything was written.
-template <class E>
-struct layout_buffers {
-  std::vector<E> tokens;
-  std::vector<std::int64_t> source;
-  std::vector<std::int32_t> positions;
-  std::vector<float> sizes;
-  index_t kept = 0, dim = 0;
-
-  layout_buffers(index_t kept_, index_t dim_)
-      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
-        source(static_cast<std::size_t>(kept_), -12345),
-        positions(static_cast<std::size_t>(kept_ * 3), -777),
-        sizes(static_cast<std::size_t>(kept_), -1.0f),
-        kept(kept_),
-        dim(dim_) {}
-
-  grid_outputs<E> outputs() {
-    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-            make_view(positions.data(), kept, 3), make_view(sizes.data(), kept)};
-  }
-
-  bool untouched() const {
-    for (auto s : source) if (s != -12345) return false;
-    for (auto p : positions) if (p != -777) return false;
-    for (auto s : sizes) if (s != -1.0f) return false;
-    for (auto t : tokens) if (to_float(t) != -3.5f) return false;
-    return true;
-  }
-};
 
 template <class E>
 std::size_t bit_mismatches(const std::vector<E>& a, const std::vector<E>& b) {
@@ -342,11 +312,11 @@ std::vector<Eout> thumbnail_by_hand(const thumbnail_sampling& p, const token_gri
 
 /// Runs a layout as `nth` shares (in reverse order, to show the shares are independent).
 template <class Policy, class Ein, class Eout>
-layout_buffers<Eout> run_layout(const Policy& p, const token_grid& g, const view<const Ein, 2>& tokens,
+grid_buffers<Eout> run_layout(const Policy& p, const token_grid& g, const view<const Ein, 2>& tokens,
                                 int nth) {
   const index_t kept = retained_count(p, problem{g, tokens.extent(1)});
   REQUIRE(kept > 0);
-  layout_buffers<Eout> got(kept, tokens.extent(1));
+  grid_buffers<Eout> got(kept, tokens.extent(1));
   REQUIRE(workspace_bytes(cpu{0, nth}, p, problem{g, tokens.extent(1)}) == 0);
   for (int ith = nth - 1; ith >= 0; --ith)
     REQUIRE(apply(cpu{ith, nth}, p, grid_inputs<Ein>{g, tokens}, got.outputs()) == status::ok);
@@ -375,11 +345,11 @@ void check_layout_case(const Policy& p, const video_case& c, ByHand by_hand) {
   const token_matrix<Ein> x = make_tokens<Ein>(c.grid.tokens(), c.dim, c.rows, 31);
   const view<const Ein, 2> tokens = x.rows;  // (tokens, dim)
   const std::vector<Eout> want = by_hand(p, c.grid, tokens);
-  const layout_buffers<Eout> one = run_layout<Policy, Ein, Eout>(p, c.grid, tokens, 1);
+  const grid_buffers<Eout> one = run_layout<Policy, Ein, Eout>(p, c.grid, tokens, 1);
   CHECK(bit_mismatches(one.tokens, want) == 0);
   for (int nth = 2; nth <= 4; ++nth) {
     CAPTURE(nth);
-    const layout_buffers<Eout> split = run_layout<Policy, Ein, Eout>(p, c.grid, tokens, nth);
+    const grid_buffers<Eout> split = run_layout<Policy, Ein, Eout>(p, c.grid, tokens, nth);
     CHECK(bit_mismatches(split.tokens, one.tokens) == 0);
     CHECK(split.source == one.source);
     CHECK(split.positions == one.positions);
@@ -487,7 +457,7 @@ TEST_CASE("slowfast source, positions and sizes", "[slowfast]") {
   p.slow_frames = 2;
   p.fast_height = 2;
   p.fast_width = 2;
-  layout_buffers<float> got(2 * 8 + 4 * 4, 0);
+  grid_buffers<float> got(2 * 8 + 4 * 4, 0);
   grid_outputs<float> out = got.outputs();
   out.tokens = {};
   REQUIRE(apply(cpu{}, p, grid_inputs<float>{g, {}}, out) == status::ok);
@@ -506,7 +476,7 @@ TEST_CASE("slowfast source, positions and sizes", "[slowfast]") {
   CHECK(got.positions[3 * 9 + 2] == 2);
   // 2-D pooling: the window's lower middle, 4 tokens.
   p.slow = slow_aggregation::spatial_2d_max_pool;
-  layout_buffers<float> two_d(2 * 4 + 16, 0);
+  grid_buffers<float> two_d(2 * 4 + 16, 0);
   out = two_d.outputs();
   out.tokens = {};
   REQUIRE(apply(cpu{}, p, grid_inputs<float>{g, {}}, out) == status::ok);
@@ -519,7 +489,7 @@ TEST_CASE("slowfast source, positions and sizes", "[slowfast]") {
   q.slow_frames = 14;
   for (auto how : {fma32, plain32}) {
     q.arithmetic = how;
-    layout_buffers<float> b(retained_count(q, problem{long_video, 0}), 0);
+    grid_buffers<float> b(retained_count(q, problem{long_video, 0}), 0);
     out = b.outputs();
     out.tokens = {};
     REQUIRE(apply(cpu{}, q, grid_inputs<float>{long_video, {}}, out) == status::ok);
@@ -566,7 +536,7 @@ TEST_CASE("thumbnail_sampling source, positions and sizes", "[thumbnail]") {
   // F = 2 → frames 0 and 3, tiled 2 x 1 in tiles of 2 x 4: a 4 x 4 thumbnail.
   const token_grid g{4, 4, 4};
   const thumbnail_sampling p = sampling_with(5, 2, fma32);
-  layout_buffers<float> got(5 + 16, 0);
+  grid_buffers<float> got(5 + 16, 0);
   grid_outputs<float> out = got.outputs();
   out.tokens = {};
   REQUIRE(apply(cpu{}, p, grid_inputs<float>{g, {}}, out) == status::ok);
@@ -589,7 +559,7 @@ TEST_CASE("thumbnail_sampling source, positions and sizes", "[thumbnail]") {
   // Thumbnail first: the same rows, rotated.
   thumbnail_sampling y = p;
   y.order = thumbnail_order::thumbnail_first;
-  layout_buffers<float> first(21, 0);
+  grid_buffers<float> first(21, 0);
   out = first.outputs();
   out.tokens = {};
   REQUIRE(apply(cpu{}, y, grid_inputs<float>{g, {}}, out) == status::ok);
@@ -607,7 +577,7 @@ void check_rejected(const Policy& p, const token_grid& g, index_t kept, status w
                     const cpu<>& exec = cpu<>{}) {
   const index_t dim = 4;
   const token_matrix<float> x = make_tokens<float>(g.tokens() > 0 ? g.tokens() : 0, dim, layout::contiguous, 1);
-  layout_buffers<float> got(kept, dim);
+  grid_buffers<float> got(kept, dim);
   grid_inputs<float> in{g, x.rows};
   grid_outputs<float> out = got.outputs();
   mutate(in, out, got);
@@ -615,7 +585,7 @@ void check_rejected(const Policy& p, const token_grid& g, index_t kept, status w
   CHECK(got.untouched());
 }
 
-const auto no_change = [](grid_inputs<float>&, grid_outputs<float>&, layout_buffers<float>&) {};
+const auto no_change = [](grid_inputs<float>&, grid_outputs<float>&, grid_buffers<float>&) {};
 
 }  // namespace
 
@@ -642,16 +612,16 @@ TEST_CASE("slowfast rejects bad input with its documented status and writes noth
   const index_t kept = retained_count(sf(2), problem{g, 4});  // 2·8 + 6·16
   check_rejected(sf(2), g, kept + 1, status::shape_mismatch, no_change);
   check_rejected(sf(2), g, kept, status::null_pointer,
-                 [](grid_inputs<float>&, grid_outputs<float>& o, layout_buffers<float>&) {
+                 [](grid_inputs<float>&, grid_outputs<float>& o, grid_buffers<float>&) {
                    o.sizes = view<float, 1>(nullptr, {o.sizes.extent(0)});
                  });
   check_rejected(sf(2), g, kept, status::empty_input,
-                 [](grid_inputs<float>& in, grid_outputs<float>& o, layout_buffers<float>& b) {
+                 [](grid_inputs<float>& in, grid_outputs<float>& o, grid_buffers<float>& b) {
                    in.tokens = view<const float, 2>(in.tokens.data_handle(), {in.tokens.extent(0), 0});
                    o.tokens = view<float, 2>(b.tokens.data(), {b.kept, 0});
                  });
   check_rejected(sf(2), g, kept, status::aliasing,
-                 [](grid_inputs<float>&, grid_outputs<float>& o, layout_buffers<float>& b) {
+                 [](grid_inputs<float>&, grid_outputs<float>& o, grid_buffers<float>& b) {
                    o.source = view<std::int64_t, 1>(reinterpret_cast<std::int64_t*>(b.tokens.data()),
                                                     {b.kept});
                  });
@@ -681,7 +651,7 @@ TEST_CASE("thumbnail_sampling rejects bad input with its documented status and w
   REQUIRE(kept == 26);
   check_rejected(sampling_with(10, 2, fma32), g, kept - 1, status::shape_mismatch, no_change);
   check_rejected(sampling_with(10, 2, fma32), g, kept, status::aliasing,
-                 [](grid_inputs<float>& in, grid_outputs<float>& o, layout_buffers<float>&) {
+                 [](grid_inputs<float>& in, grid_outputs<float>& o, grid_buffers<float>&) {
                    o.tokens = view<float, 2>(const_cast<float*>(in.tokens.data_handle()), {o.tokens.extent(0), 4});
                  });
   check_rejected(sampling_with(10, 2, fma32), g, kept, status::invalid_exec, no_change, cpu<>{0, 0});

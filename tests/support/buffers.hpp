@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <tokred/policy/grid_reduce.hpp>
 #include <tokred/policy/selection.hpp>
 
 namespace tokred::testing {
@@ -36,6 +37,37 @@ struct selection_buffers {
   bool untouched() const {
     for (auto s : source) if (s != source_sentinel) return false;
     for (auto p : positions) if (p != position_sentinel) return false;
+    for (auto t : tokens) if (to_float(t) != -3.5f) return false;
+    return true;
+  }
+};
+
+/// Sentinel-filled outputs of a grid reducer or layout (contiguous rows): `untouched()` tells
+/// whether anything was written.
+template <class E>
+struct grid_buffers {
+  std::vector<E> tokens;                // (kept, dim)
+  std::vector<std::int64_t> source;     // (kept,)
+  std::vector<std::int32_t> positions;  // (kept, 3)
+  std::vector<float> sizes;             // (kept,)
+  index_t kept = 0, dim = 0;
+
+  grid_buffers(index_t kept_, index_t dim_)
+      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
+        source(static_cast<std::size_t>(kept_), selection_buffers<E>::source_sentinel),
+        positions(static_cast<std::size_t>(kept_ * 3), selection_buffers<E>::position_sentinel),
+        sizes(static_cast<std::size_t>(kept_), -1.0f),
+        kept(kept_),
+        dim(dim_) {}
+
+  grid_outputs<E> outputs() {
+    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
+            make_view(positions.data(), kept, 3), make_view(sizes.data(), kept)};
+  }
+  bool untouched() const {
+    for (auto s : source) if (s != selection_buffers<E>::source_sentinel) return false;
+    for (auto p : positions) if (p != selection_buffers<E>::position_sentinel) return false;
+    for (auto s : sizes) if (s != -1.0f) return false;
     for (auto t : tokens) if (to_float(t) != -3.5f) return false;
     return true;
   }

@@ -1,0 +1,25 @@
+// tests/support/golden.hpp — reading the golden cases copied under tests/data/golden/.
+#pragma once
+
+#include <string>
+
+#include "io/npy.hpp"
+#include "support/catch.hpp"
+
+namespace tokred::testing {
+
+/// The folder of one golden case, e.g. golden_case("pooling", "llava_average_27to13").
+inline std::string golden_case(const std::string& method, const std::string& name) {
+  return std::string(TOKRED_TEST_DATA_DIR) + "/golden/" + method + "/" + name + "/";
+}
+
+/// Reads a .npy file; the test fails (REQUIRE) with the reader's message if it cannot.
+inline io::npy_array load_npy(const std::string& path) {
+  io::npy_array a;
+  const std::string error = io::read_npy(path, a);
+  INFO(error);
+  REQUIRE(error.empty());
+  return a;
+}
+
+}  // namespace tokred::testing
