@@ -56,7 +56,6 @@ using namespace tokred;
 using namespace tokred::testing;
 using detail::dct_engine;
 
-
 /// Runs `p` as `nth` shares (in reverse order: the shares are independent) with one engine.
 template <dct_engine Engine, class Ein, class Eout>
 status run_dct(const dct_lowpass& p, const grid_inputs<Ein>& in, const grid_outputs<Eout>& out,

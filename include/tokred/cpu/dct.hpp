@@ -16,8 +16,9 @@
 //           a ± b. The GEMMs run on register tiles of xsimd batches straight from the packed
 //           rows; the matrices are a few KiB and stay in L1, so nothing else is packed.
 //   eigen   The dense k × n matrix and Eigen's GEMM on Maps over the same workspace.
-// The kernel engine is faster at every measured size, 1.7–2.3× from 14 × 14 to 64 × 64
-// (docs/policies/dct_lowpass.md gives the table), so `backend<dct_lowpass, cpu<Arch>>` uses it.
+// The kernel engine is faster at every measured size, 1.7–2.3× from 16 × 16 to 64 × 64 and
+// 1.2–1.9× at 14 × 14 (docs/policies/dct_lowpass.md gives the table), so
+// `backend<dct_lowpass, cpu<Arch>>` uses it.
 // `cpu_dct<Arch, dct_engine::eigen>` stays as the measured alternative and a cross-check; it is
 // compiled only when TOKRED_DCT_EIGEN is defined before this header, which keeps Eigen (0.5 s
 // of compile time per translation unit, and warnings under nvcc) out of every other includer.
@@ -240,7 +241,7 @@ inline double dct_entry(const dct_axis& ax, const dct_basis& cn, const dct_basis
   return sum;
 }
 
-/// Fills the cosine tables of axis `ax` into `cosines` ((4n + 4k,)) and returns the two bases.
+/// Fills the cosine tables of axis `ax` into `cosines` ((4n + 4k,)) and sets the two bases.
 inline void dct_bases(const dct_axis& ax, double* cosines, dct_basis& cn, dct_basis& ck) noexcept {
   for (index_t m = 0; m < 4 * ax.in; ++m) cosines[m] = dct_cos(m, ax.in);
   for (index_t m = 0; m < 4 * ax.out; ++m) cosines[4 * ax.in + m] = dct_cos(m, ax.out);
@@ -300,11 +301,6 @@ struct panel_ref {
     return {data + row * row_stride, group_stride, 0, inner, valid};
   }
 };
-
-/// A contiguous fp32 workspace panel of `groups` groups of `width` channels per row.
-inline panel_ref<float> buffer_panel(float* data, index_t groups, index_t width) noexcept {
-  return {data, groups * width, width, 1, width};
-}
 
 // Both engines move channels in pairs of batches, [c, c + 2·lanes). For bf16 input the
 // pair holds the even channels first and the odd ones second ("interleaved"): that is how
