@@ -34,13 +34,14 @@
 #include <vector>
 
 #include "reference/dct_ref.hpp"
+#include "cuda/cuda_bench.cuh"
 #include "reference/pool_ref.hpp"
 
 namespace tokred::bench {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Device plumbing (as in bench_selection_cuda.cu).
+// Device plumbing (timing and the device check are in cuda/cuda_bench.cuh).
 
 /// An owning device allocation; `ok()` is false when cudaMalloc failed.
 template <class T>
@@ -70,51 +71,6 @@ std::vector<T> download(const T* first, index_t count) {
       cudaSuccess)
     host.clear();
   return host;
-}
-
-/// A stream and an event pair that time what is enqueued between `start()` and `stop()`.
-class device_timer {
- public:
-  device_timer() {
-    ok_ = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking) == cudaSuccess &&
-          cudaEventCreate(&start_) == cudaSuccess && cudaEventCreate(&stop_) == cudaSuccess;
-  }
-  device_timer(const device_timer&) = delete;
-  device_timer& operator=(const device_timer&) = delete;
-  ~device_timer() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-    cudaStreamDestroy(stream_);
-  }
-
-  bool ok() const { return ok_; }
-  cudaStream_t stream() const { return stream_; }
-  void start() { cudaEventRecord(start_, stream_); }
-  /// Seconds since `start()`, or a negative number on a runtime error.
-  double stop() {
-    cudaEventRecord(stop_, stream_);
-    float ms = 0.0f;
-    if (cudaEventSynchronize(stop_) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, start_, stop_) != cudaSuccess)
-      return -1.0;
-    return static_cast<double>(ms) * 1e-3;
-  }
-
- private:
-  cudaStream_t stream_ = nullptr;
-  cudaEvent_t start_ = nullptr;
-  cudaEvent_t stop_ = nullptr;
-  bool ok_ = false;
-};
-
-/// False, with the benchmark marked as skipped, when there is no CUDA device.
-bool have_device(benchmark::State& state) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    state.SkipWithError("no CUDA device");
-    return false;
-  }
-  return true;
 }
 
 /// Runs `enqueue()` once untimed (first-launch costs), then once per iteration between events.
