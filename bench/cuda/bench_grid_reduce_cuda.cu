@@ -1,9 +1,11 @@
 // bench/cuda/bench_grid_reduce_cuda.cu — the CUDA grid reducers (pool, adaptive_pool, bilinear,
-// dct_lowpass) against one device-to-device cudaMemcpy moving the same bytes.
+// dct_lowpass) and the video layouts made of them (slowfast, thumbnail_sampling) against one
+// device-to-device cudaMemcpy moving the same bytes.
 //
 // Each reducer reads the N·D input elements once and writes the K·D outputs once, so its bound
 // is a copy of (N·D·sizeof(E) + K·D·sizeof(E)) / 2 bytes, which reads and writes that many
-// bytes. Bytes processed = input bytes + output bytes for both, so their bytes_per_second
+// bytes. A layout reads the rows its pieces read instead of N: slowfast (S + T)·H·W (its slow
+// frames twice), thumbnail_sampling n + F·H·W. Bytes processed = input bytes + output bytes for both, so their bytes_per_second
 // compare directly (the DCT also moves its fp32 intermediates through the workspace, which are
 // not counted: the gap to the baseline shows what they cost). Items processed = input tokens.
 //
@@ -15,10 +17,14 @@
 //   adaptive_3d           PLLaVA-style AdaptiveAvgPool3d to (T/2, side/2, side/2)
 //   dct_spatial           Fourier-VLM's Qwen2-VL rule: keep max(int(side·2/3), 1) per axis
 //   dct_spatiotemporal    the low-pass to (T/2, side/2, side/2)
+//   slowfast_paper        SlowFast-LLaVA's 1-D max slow pathway and 4 × 4 fast pathway, with the
+//                         paper's 1 slow frame in 5 (10 of 50): S = max(1, T/5)
+//   thumbnail_v2          TS-LLaVA's V2: n = N/10 sampled tokens (2880 of 28 800), F = 6
 // Inputs are filled on the device once per shape (outside the timed region); timing is manual,
 // a cudaEvent pair around the enqueued work. Each benchmark checks its result once, after
 // timing: frame 0 against the double oracles for the frame-local policies, and the whole output
-// for the others on their 8-frame shapes.
+// for the others on their 8-frame shapes; the layouts' whole output against their CPU backend
+// on the 8-frame shapes.
 #include <cuda_runtime.h>
 
 #include <benchmark/benchmark.h>
@@ -158,6 +164,41 @@ struct dct_spatiotemporal {
   static constexpr bool frame_local = false;
 };
 
+struct slowfast_paper {
+  static slowfast policy(const token_grid& g) {
+    slowfast p;
+    p.slow_frames = std::max<index_t>(1, g.frames / 5);
+    return p;
+  }
+  static index_t tokens_read(const token_grid& g) {
+    return (policy(g).slow_frames + g.frames) * g.frame_tokens();
+  }
+};
+struct thumbnail_v2 {
+  static thumbnail_sampling policy(const token_grid& g) {
+    thumbnail_sampling p;
+    p.sampled_tokens = std::max<index_t>(1, g.tokens() / 10);
+    return p;
+  }
+  static index_t tokens_read(const token_grid& g) {
+    const thumbnail_sampling p = policy(g);
+    return p.sampled_tokens + p.thumbnail_frames * g.frame_tokens();
+  }
+};
+
+/// The input rows a case reads: `Case::tokens_read` where it says, else every token once.
+template <class Case, class = void>
+struct reads_own_count : std::false_type {};
+template <class Case>
+struct reads_own_count<Case, std::void_t<decltype(Case::tokens_read(token_grid{}))>>
+    : std::true_type {};
+
+template <class Case>
+index_t tokens_read(const token_grid& g) {
+  if constexpr (reads_own_count<Case>::value) return Case::tokens_read(g);
+  else return g.tokens();
+}
+
 /// (side, frames, dim): the grid every benchmark runs.
 void grid_shapes(benchmark::internal::Benchmark* b) {
   b->ArgsProduct({{24, 27, 32}, {8, 64}, {1024, 3584}})->ArgNames({"side", "frames", "dim"});
@@ -222,7 +263,8 @@ bool matches_oracle(const Policy& p, const token_grid& g, index_t frames, index_
 template <class E, class Case>
 std::int64_t moved_bytes(const token_grid& g, index_t dim) {
   const index_t kept = retained_count(Case::policy(g), problem{g, dim});
-  return static_cast<std::int64_t>((g.tokens() + kept) * dim) * static_cast<std::int64_t>(sizeof(E));
+  return static_cast<std::int64_t>((tokens_read<Case>(g) + kept) * dim) *
+         static_cast<std::int64_t>(sizeof(E));
 }
 
 /// One device-to-device copy that reads and writes as many bytes as the reducer of `Case`.
@@ -273,6 +315,55 @@ void BM_cuda_grid_reduce(benchmark::State& state) {
   count(state, moved_bytes<E, Case>(g, dim), g.tokens());
 }
 
+/// True when a layout's device output equals its CPU backend on the same rows (within 1e-3 of
+/// the largest value, as `matches_oracle`; the parity test is tests/cuda/test_video_layout_cuda.cu).
+template <class E, class Policy>
+bool matches_cpu(const Policy& p, const token_grid& g, index_t dim, const E* in, const E* out) {
+  const index_t kept = retained_count(p, problem{g, dim});
+  const std::vector<E> x = download(in, g.tokens() * dim), y = download(out, kept * dim);
+  if (x.empty() || y.empty()) return false;
+  std::vector<E> want(y.size());
+  grid_outputs<E> cpu_out;
+  cpu_out.tokens = make_view(want.data(), kept, dim);  // (kept, dim)
+  if (apply(tokred::cpu<>{}, p, grid_inputs<E>{g, make_view<const E>(x.data(), g.tokens(), dim)},
+            cpu_out) != status::ok)
+    return false;
+  double largest = 0.0;
+  for (const E& v : want) largest = std::max(largest, std::fabs(static_cast<double>(to_float(v))));
+  for (std::size_t i = 0; i < y.size(); ++i)
+    if (!(std::fabs(static_cast<double>(to_float(y[i])) - to_float(want[i])) <= 1e-3 * largest))
+      return false;
+  return true;
+}
+
+/// The layout of `Case` on the device: token rows out (no bookkeeping outputs).
+template <class E, class Case>
+void BM_cuda_video_layout(benchmark::State& state) {
+  if (!have_device(state)) return;
+  const token_grid g = grid_of(state);
+  const index_t dim = state.range(2);
+  const auto policy = Case::policy(g);
+  const index_t kept = retained_count(policy, problem{g, dim});
+  const view<const E, 2, device_space> rows = device_rows<E>(g, dim);  // (tokens, dim)
+  device_array<E> out_rows(static_cast<std::size_t>(kept * dim));      // (kept, dim)
+  device_timer timer;
+  if (kept == 0 || !rows.data_handle() || !out_rows.ok() || !timer.ok())
+    return state.SkipWithError("device setup failed");
+  const grid_inputs<E, device_space> in{g, rows};
+  grid_outputs<E, device_space> out;
+  out.tokens = make_device_view(out_rows.get(), kept, dim);  // (kept, dim)
+  const bool timed = time_iterations(state, timer, [&] {
+    return apply(tokred::cuda{timer.stream()}, policy, in, out) == status::ok;  // no workspace
+  });
+  if (timed && g.frames <= 8 && !matches_cpu(policy, g, dim, rows.data_handle(), out_rows.get()))
+    state.SkipWithError("the result disagrees with the CPU backend");
+  count(state, moved_bytes<E, Case>(g, dim), g.tokens());
+}
+
+#define TOKRED_LAYOUT_BENCH(E, Case)                                                        \
+  BENCHMARK_TEMPLATE(BM_cuda_memcpy_same_bytes, E, Case)->Apply(grid_shapes)->UseManualTime(); \
+  BENCHMARK_TEMPLATE(BM_cuda_video_layout, E, Case)->Apply(grid_shapes)->UseManualTime()
+
 #define TOKRED_GRID_BENCH(E, Case)                                                          \
   BENCHMARK_TEMPLATE(BM_cuda_memcpy_same_bytes, E, Case)->Apply(grid_shapes)->UseManualTime(); \
   BENCHMARK_TEMPLATE(BM_cuda_grid_reduce, E, Case)->Apply(grid_shapes)->UseManualTime()
@@ -287,6 +378,10 @@ TOKRED_GRID_BENCH(bf16, bilinear_half);
 TOKRED_GRID_BENCH(bf16, adaptive_3d);
 TOKRED_GRID_BENCH(bf16, dct_spatial);
 TOKRED_GRID_BENCH(bf16, dct_spatiotemporal);
+TOKRED_LAYOUT_BENCH(float, slowfast_paper);
+TOKRED_LAYOUT_BENCH(float, thumbnail_v2);
+TOKRED_LAYOUT_BENCH(bf16, slowfast_paper);
+TOKRED_LAYOUT_BENCH(bf16, thumbnail_v2);
 
 }  // namespace
 }  // namespace tokred::bench

@@ -14,3 +14,4 @@
 #include "tokred/cuda/selection.cuh"
 #include "tokred/cuda/grid_reduce.cuh"
 #include "tokred/cuda/dct.cuh"
+#include "tokred/cuda/video_layout.cuh"

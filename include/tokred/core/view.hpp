@@ -141,6 +141,13 @@ constexpr view<T, static_cast<int>(Rank)> make_strided_view(
 
 namespace detail {
 
+/// Rows [first, first + count) of a (rows, cols) view, with its strides, in either memory space.
+template <class T, class Space>
+constexpr view<T, 2, Space> row_range(const view<T, 2, Space>& v, index_t first,
+                                      index_t count) noexcept {
+  return {v.data_handle() + first * v.stride(0), {count, v.extent(1)}, {v.stride(0), v.stride(1)}};
+}
+
 /// The half-open byte-address interval a view touches; empty views give an empty interval.
 struct byte_interval {
   std::uintptr_t begin = 0;

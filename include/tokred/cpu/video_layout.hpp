@@ -22,13 +22,6 @@
 namespace tokred {
 namespace detail {
 
-/// Rows [first, first + count) of a (rows, dim) view, with its strides. `count` >= 1.
-template <class E>
-view<E, 2> row_range(const view<E, 2>& v, index_t first, index_t count) noexcept {
-  return {&v(first, 0), {count, v.extent(1)}, {v.stride(0), v.stride(1)}};
-}
-
-
 /// Writes the requested `source`, `positions` and `sizes` of this share's output rows.
 template <class Arch, class Policy, class Layout, class Eout>
 void emit_layout_meta(const cpu<Arch>& exec, const Policy& p, const Layout& l,

@@ -130,46 +130,59 @@ struct thumbnail_layout {
 namespace detail {
 
 /// float32 `a·b + c` rounded once (torch_fma) or with the product rounded first (torch_plain).
-/// The separately rounded form goes through double, where the product of two floats is exact and
-/// a sum of two floats rounds to the same float as float addition would, so no compiler
-/// contraction can fuse it behind our back.
-inline float f32_mul_add(float a, float b, float c, bool fused) noexcept {
+/// On the host the separately rounded form goes through double, where the product of two floats
+/// is exact and a sum of two floats rounds to the same float as float addition would, so no
+/// compiler contraction can fuse it behind our back. On the device the explicitly rounded
+/// intrinsics say the same, and nvcc never contracts them whatever its -fmad flag.
+TOKRED_HOST_DEVICE inline float f32_mul_add(float a, float b, float c, bool fused) noexcept {
+#if defined(__CUDA_ARCH__)
+  return fused ? __fmaf_rn(a, b, c) : __fadd_rn(__fmul_rn(a, b), c);
+#else
   if (fused) return std::fma(a, b, c);
   const auto product = static_cast<float>(static_cast<double>(a) * static_cast<double>(b));
   return static_cast<float>(static_cast<double>(product) + static_cast<double>(c));
+#endif
 }
 
 /// Element i of torch's CPU float32 `linspace(start, end, steps)` (torch >= 2.0's scalar kernel:
 /// the first half counts up from `start`, the second half down from `end`).
-inline float torch_linspace_f32(index_t start, index_t end, index_t steps, index_t i,
-                                bool fused) noexcept {
+TOKRED_HOST_DEVICE inline float torch_linspace_f32(index_t start, index_t end, index_t steps,
+                                                   index_t i, bool fused) noexcept {
   const auto s = static_cast<float>(start);
   const auto e = static_cast<float>(end);
   if (steps == 1) return s;
+#if defined(__CUDA_ARCH__)
+  const float step = __fdiv_rn(__fsub_rn(e, s), static_cast<float>(steps - 1));  // IEEE, any flags
+#else
   const float step = (e - s) / static_cast<float>(steps - 1);
+#endif
   if (i < steps / 2) return f32_mul_add(step, static_cast<float>(i), s, fused);
   return f32_mul_add(-step, static_cast<float>(steps - 1 - i), e, fused);
 }
 
 /// A non-negative float rounded half to even, as `torch.round` does. Exact for every float
 /// (x − floor(x) is exact) and independent of the floating-point environment.
-inline index_t round_half_even(float x) noexcept {
+TOKRED_HOST_DEVICE inline index_t round_half_even(float x) noexcept {
+#if defined(__CUDA_ARCH__)
+  const float whole = floorf(x);
+#else
   const float whole = std::floor(x);
+#endif
   const float frac = x - whole;
   const auto q = static_cast<index_t>(whole);
   return frac > 0.5f || (frac == 0.5f && (q & 1)) ? q + 1 : q;
 }
 
 /// floor(num / den) rounded half to even, for num >= 0, den > 0 (the exact rule).
-constexpr index_t div_round_half_even(index_t num, index_t den) noexcept {
+TOKRED_HOST_DEVICE constexpr index_t div_round_half_even(index_t num, index_t den) noexcept {
   const index_t q = num / den, r = num - q * den;
   if (2 * r > den || (2 * r == den && (q & 1))) return q + 1;
   return q;
 }
 
 /// round(linspace(0, last, steps)[i]) clamped to [0, last], by `how` (TS-LLaVA's rule).
-inline index_t rounded_linspace(index_t last, index_t steps, index_t i,
-                                linspace_arithmetic how) noexcept {
+TOKRED_HOST_DEVICE inline index_t rounded_linspace(index_t last, index_t steps, index_t i,
+                                                  linspace_arithmetic how) noexcept {
   if (steps == 1) return 0;
   index_t v;
   if (how == linspace_arithmetic::exact)
@@ -181,7 +194,7 @@ inline index_t rounded_linspace(index_t last, index_t steps, index_t i,
 }
 
 /// The pooling that one slow frame gets, on the grid `slow_frame_grid` describes.
-constexpr pool slow_pool(slow_aggregation a) noexcept {
+TOKRED_HOST_DEVICE constexpr pool slow_pool(slow_aggregation a) noexcept {
   switch (a) {
     case slow_aggregation::spatial_1d_max_pool:
       return {pool_kind::max, {1, 1, 2}, {1, 1, 2}, {0, 0, 0}, false, true};
@@ -284,7 +297,8 @@ inline thumbnail_layout layout_of(const thumbnail_sampling& p, const token_grid&
 
 /// Slow frame s (0 <= s < S) of `p` among `frames` frames: int32(linspace(0, T, S + 1)[s]),
 /// SlowFast-LLaVA's `prepare_slowfast` rule. Requires 1 <= S (S <= T for distinct frames).
-inline index_t slow_frame(const slowfast& p, index_t frames, index_t s) noexcept {
+TOKRED_HOST_DEVICE inline index_t slow_frame(const slowfast& p, index_t frames,
+                                             index_t s) noexcept {
   if (p.arithmetic == linspace_arithmetic::exact) return s * frames / p.slow_frames;
   // float -> int32 in torch truncates toward zero; the values are >= 0, so this is floor.
   return static_cast<index_t>(detail::torch_linspace_f32(
@@ -293,13 +307,15 @@ inline index_t slow_frame(const slowfast& p, index_t frames, index_t s) noexcept
 
 /// Sampled token j (0 <= j < n) of `p` among `tokens` = T·H·W frame-major tokens:
 /// round(linspace(0, N − 1, n)[j]), TS-LLaVA's `sample_tokens` rule.
-inline index_t sampled_token(const thumbnail_sampling& p, index_t tokens, index_t j) noexcept {
+TOKRED_HOST_DEVICE inline index_t sampled_token(const thumbnail_sampling& p, index_t tokens,
+                                                index_t j) noexcept {
   return detail::rounded_linspace(tokens - 1, p.sampled_tokens, j, p.arithmetic);
 }
 
 /// Thumbnail frame f (0 <= f < F) of `p` among `frames` frames: round(linspace(0, T − 1, F)[f]),
 /// TS-LLaVA's `uniformly_sample_frames` rule. Frame f is tile (f / cols, f % cols).
-inline index_t thumbnail_frame(const thumbnail_sampling& p, index_t frames, index_t f) noexcept {
+TOKRED_HOST_DEVICE inline index_t thumbnail_frame(const thumbnail_sampling& p, index_t frames,
+                                                  index_t f) noexcept {
   return detail::rounded_linspace(frames - 1, p.thumbnail_frames, f, p.arithmetic);
 }
 
@@ -321,15 +337,31 @@ inline status can_implement(const thumbnail_sampling& p, const problem& prob) no
 
 namespace detail {
 
+/// Where a pooled output row of a layout comes from: the input frame it pools and its index on
+/// the output grid of that frame's pooling (`slow_out` for a slow row, the tile for a thumbnail
+/// row). Both backends take a layout's index math from here.
+struct layout_cell {
+  index_t frame = 0;
+  index_t index = 0;
+};
+
+/// Slow output j (0 <= j < slow_count): slow frame s = j / (tokens per slow frame) and j's place
+/// in that frame's pooled output.
+TOKRED_HOST_DEVICE inline layout_cell slow_cell_at(const slowfast& p, const slowfast_layout& l,
+                                                   index_t frames, index_t j) noexcept {
+  const index_t per_frame = l.slow_out.tokens();
+  const index_t s = j / per_frame;
+  return {slow_frame(p, frames, s), j - s * per_frame};
+}
+
 /// Output token j of a slowfast layout: the centre of its pooling window, as `meta_at` of the
 /// pool (slow) or adaptive pool (fast) that produced it, in the whole grid's flat indices.
-inline grid_meta layout_meta_at(const slowfast& p, const slowfast_layout& l,
-                                const token_grid& grid, index_t j) noexcept {
+TOKRED_HOST_DEVICE inline grid_meta layout_meta_at(const slowfast& p, const slowfast_layout& l,
+                                                   const token_grid& grid, index_t j) noexcept {
   if (j < l.slow_count) {
-    const index_t per_frame = l.slow_out.tokens();
-    const index_t s = j / per_frame;
-    grid_meta m = meta_at(slow_pool(p.slow), l.slow_frame_grid, l.slow_out, j - s * per_frame);
-    m.source += slow_frame(p, grid.frames, s) * grid.frame_tokens();
+    const layout_cell c = slow_cell_at(p, l, grid.frames, j);
+    grid_meta m = meta_at(slow_pool(p.slow), l.slow_frame_grid, l.slow_out, c.index);
+    m.source += c.frame * grid.frame_tokens();
     return m;
   }
   return meta_at(adaptive_pool{pool_kind::average, {grid.frames, p.fast_height, p.fast_width}},
@@ -337,25 +369,33 @@ inline grid_meta layout_meta_at(const slowfast& p, const slowfast_layout& l,
 }
 
 /// The adaptive pooling that turns one thumbnail frame into its tile.
-inline adaptive_pool tile_pool(const thumbnail_layout& l) noexcept {
+TOKRED_HOST_DEVICE inline adaptive_pool tile_pool(const thumbnail_layout& l) noexcept {
   return {pool_kind::average, {1, l.tile_height, l.tile_width}};
+}
+
+/// Thumbnail token k (0 <= k < thumbnail_count, raster over the thumbnail grid): the frame of
+/// the tile it falls in, and its raster index within that tile_height × tile_width tile.
+TOKRED_HOST_DEVICE inline layout_cell thumbnail_cell_at(const thumbnail_sampling& p,
+                                                        const thumbnail_layout& l, index_t frames,
+                                                        index_t k) noexcept {
+  const token_position cell = l.thumbnail.position(k);
+  const index_t tile_row = cell.h / l.tile_height, tile_col = cell.w / l.tile_width;
+  return {thumbnail_frame(p, frames, tile_row * l.tiles.cols + tile_col),
+          (cell.h - tile_row * l.tile_height) * l.tile_width + (cell.w - tile_col * l.tile_width)};
 }
 
 /// Output token j of a thumbnail_sampling layout: a sampled token itself (size 1), or the centre
 /// of the adaptive-pooling bin its thumbnail cell covers in the chosen frame.
-inline grid_meta layout_meta_at(const thumbnail_sampling& p, const thumbnail_layout& l,
-                                const token_grid& grid, index_t j) noexcept {
+TOKRED_HOST_DEVICE inline grid_meta layout_meta_at(const thumbnail_sampling& p,
+                                                   const thumbnail_layout& l,
+                                                   const token_grid& grid, index_t j) noexcept {
   const index_t k = j - l.sampled_offset;
   if (k >= 0 && k < l.sampled_count) return {sampled_token(p, grid.tokens(), k), 1.0f};
-  const token_position cell = l.thumbnail.position(j - l.thumbnail_offset);
-  const index_t tile_row = cell.h / l.tile_height, tile_col = cell.w / l.tile_width;
-  const index_t frame = thumbnail_frame(p, grid.frames, tile_row * l.tiles.cols + tile_col);
+  const layout_cell c = thumbnail_cell_at(p, l, grid.frames, j - l.thumbnail_offset);
   const token_grid frame_grid{1, grid.height, grid.width};
   const token_grid tile{1, l.tile_height, l.tile_width};
-  const index_t in_tile = (cell.h - tile_row * l.tile_height) * l.tile_width +
-                          (cell.w - tile_col * l.tile_width);
-  grid_meta m = meta_at(tile_pool(l), frame_grid, tile, in_tile);
-  m.source += frame * grid.frame_tokens();
+  grid_meta m = meta_at(tile_pool(l), frame_grid, tile, c.index);
+  m.source += c.frame * grid.frame_tokens();
   return m;
 }
 
