@@ -467,6 +467,93 @@ TEST_CASE("the SIMD shim's bf16 pairs convert exactly like the scalar conversion
   CHECK(std::memcmp(copy.data(), values.data(), values.size() * sizeof(float)) == 0);
 }
 
+/// Mismatches of the SIMD shim's bf16 conversions under architecture Arch against to_float and
+/// from_float<bf16>: every bf16 pattern widened; fp32 patterns (every top half with the low
+/// halves that decide the rounding: 0, 1, ties 0x8000, just below and above them, 0xFFFF, so
+/// NaN payloads, infinities, max finite, subnormals and ties to even) narrowed one batch, two
+/// batches and a pair at a time.
+template <class Arch>
+std::size_t bf16_shim_mismatches() {
+  using batch = detail::float_batch<Arch>;
+  constexpr std::size_t lanes = batch::size;
+  std::size_t bad = 0;
+  std::vector<bf16> all(1u << 16);  // (65536,)
+  for (std::uint32_t b = 0; b < all.size(); ++b) all[b] = bf16{static_cast<std::uint16_t>(b)};
+  alignas(64) float wide[lanes];
+  for (std::size_t i = 0; i < all.size(); i += lanes) {
+    detail::load_floats<Arch>(all.data() + i).store_aligned(wide);
+    for (std::size_t k = 0; k < lanes; ++k) bad += bits_of(wide[k]) != bits_of(to_float(all[i + k]));
+  }
+  std::vector<float> values;  // (6 · 65536,)
+  for (std::uint32_t low : {0x0000u, 0x0001u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu})
+    for (std::uint32_t top = 0; top < (1u << 16); ++top) values.push_back(detail::bits_float((top << 16) | low));
+  std::vector<bf16> one(values.size()), two(values.size()), paired(values.size());  // (6 · 65536,) each
+  for (std::size_t i = 0; i < values.size(); i += 2 * lanes) {
+    const batch a = batch::load_unaligned(values.data() + i), b = batch::load_unaligned(values.data() + i + lanes);
+    detail::store_floats<Arch>(one.data() + i, a);
+    detail::store_floats<Arch>(one.data() + i + lanes, b);
+    detail::store_floats<Arch>(two.data() + i, a, b);
+    alignas(64) float even[lanes], odd[lanes];  // a bf16 pair holds even elements, then odd
+    for (std::size_t k = 0; k < lanes; ++k) even[k] = values[i + 2 * k], odd[k] = values[i + 2 * k + 1];
+    detail::store_float_pair<Arch>(paired.data() + i, {batch::load_aligned(even), batch::load_aligned(odd)});
+  }
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const std::uint16_t want = from_float<bf16>(values[i]).bits;
+    bad += one[i].bits != want;
+    bad += two[i].bits != want;
+    bad += paired[i].bits != want;
+  }
+  // bf16 pairs interleave even and odd elements: widen every pattern, scale, narrow.
+  std::vector<bf16> out(2 * lanes);  // (2·lanes,)
+  const batch scale(1.00390625f);  // 1 + 2^-8: turns bf16 values into ties and near-ties
+  for (std::size_t i = 0; i + 2 * lanes <= all.size(); i += 2 * lanes) {
+    const detail::float_pair<Arch> x = detail::load_float_pair<Arch>(all.data() + i);
+    detail::store_float_pair<Arch>(out.data(), {x.first * scale, x.second * scale});
+    for (std::size_t k = 0; k < 2 * lanes; ++k)
+      bad += out[k].bits != from_float<bf16>(to_float(all[i + k]) * 1.00390625f).bits;
+  }
+  return bad;
+}
+
+TEST_CASE("the SIMD shim's bf16 widening and narrowing are exact on every ISA of the build", "[pool][simd]") {
+  CHECK(bf16_shim_mismatches<compile_time_arch>() == 0);
+#if XSIMD_WITH_SSE2
+  CHECK(bf16_shim_mismatches<xsimd::sse2>() == 0);
+#endif
+#if XSIMD_WITH_AVX2
+  CHECK(bf16_shim_mismatches<xsimd::avx2>() == 0);
+#endif
+#if XSIMD_WITH_AVX512BW
+  CHECK(bf16_shim_mismatches<xsimd::avx512bw>() == 0);
+#endif
+}
+
+TEST_CASE("max pooling's NaN-free fast step and its NaN fallback agree with the oracle", "[pool][simd]") {
+  // 64 channels (a full block on every ISA) plus a tail; one NaN in one channel of one token
+  // sends only that block through the exact step, the rest keeps the fast one.
+  const token_grid grid{1, 4, 4};
+  const index_t dim = 64 + 64 + 5;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  token_matrix<bf16> in = make_tokens<bf16>(grid.tokens(), dim, layout::contiguous, 7);
+  in.rows(5, 70) = from_float<bf16>(nan);
+  in.rows(0, 3) = from_float<bf16>(-0.0f);
+  in.rows(1, 3) = from_float<bf16>(0.0f);
+  const pool max{pool_kind::max, {1, 2, 2}, {1, 2, 2}, {0, 0, 0}, false, true};
+  std::vector<bf16> out(static_cast<std::size_t>(4 * dim));  // (kept, dim)
+  grid_outputs<bf16> o;
+  o.tokens = make_view(out.data(), 4, dim);
+  REQUIRE(apply(cpu{}, max, grid_inputs<bf16>{grid, in.rows}, o) == status::ok);
+  for (index_t j = 0; j < 4; ++j)
+    for (index_t c = 0; c < dim; ++c) {
+      const index_t t = (j / 2) * 8 + (j % 2) * 2;  // top-left token of window j
+      float m = -std::numeric_limits<float>::infinity();
+      for (index_t i : {t, t + 1, t + 4, t + 5}) m = detail::max_step(m, to_float(in.rows(i, c)));
+      CHECK(out[static_cast<std::size_t>(j * dim + c)].bits == from_float<bf16>(m).bits);
+    }
+  CHECK(std::isnan(to_float(out[static_cast<std::size_t>(70)])));
+  CHECK(std::signbit(to_float(out[3])));  // -0 met first
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: every case returns its documented status and writes nothing.
 

@@ -12,6 +12,8 @@
 //                   `sum / kT / kH / kW`, which rounds differently from one division)
 //   max, either     m starts at -inf; m = v whenever v > m or v is NaN: a NaN anywhere in the
 //                   window gives NaN (the last NaN in window order), +0 and -0 keep the first
+//                   (SIMD blocks take one x86 max per step and redo a block that met a NaN
+//                   with the exact select: see max_unless_nan)
 //   bilinear        (1-λh)·((1-λw)·x00 + λw·x01) + λh·((1-λw)·x10 + λw·x11) in fp32, with the
 //                   taps and λ of detail::bilinear_tap_at and torch's order of operations (see
 //                   bilinear_mix); an inf tap under a zero weight gives NaN, as in torch
@@ -80,6 +82,16 @@ float_batch<Arch> max_step(const float_batch<Arch>& m, const float_batch<Arch>& 
   return xsimd::select((v > m) || xsimd::isnan(v), v, m);
 }
 
+/// v > m ? v : m per lane: max_step for every v that is not NaN. On x86 one max instruction
+/// (MAXPS and its AVX forms return their second operand unless the first is greater), where
+/// max_step is two compares and a blend (SSE2 has no blend instruction: an and, an andnot and an
+/// or); elsewhere (NEON's max propagates NaN and orders ±0) the select.
+template <class Arch>
+float_batch<Arch> max_unless_nan(const float_batch<Arch>& m, const float_batch<Arch>& v) noexcept {
+  if constexpr (lane_isa_of<Arch>() != lane_isa::generic) return xsimd::max(v, m);
+  else return xsimd::select(v > m, v, m);
+}
+
 /// True for 2, 4, 8, …: x / d then equals x · (1 / d) bit for bit (both are the exact quotient,
 /// rounded once), and a multiply is several times cheaper than a divide.
 inline bool is_power_of_two(float d) noexcept {
@@ -137,13 +149,18 @@ float_pair<Arch> load_block(const E* p) noexcept {
 }
 
 template <class Arch, bool Paired, class E>
-void store_block(E* p, const float_pair<Arch>& x) noexcept {
-  if constexpr (Paired) {
-    store_float_pair<Arch>(p, x);
-  } else {
-    store_floats<Arch>(p, x.first);
-    store_floats<Arch>(p + float_batch<Arch>::size, x.second);
-  }
+void store_block(E* p, const float_pair<Arch>& x, bool may_hold_nan = true) noexcept {
+  if constexpr (Paired) store_float_pair<Arch>(p, x, may_hold_nan);
+  else store_floats<Arch>(p, x.first, x.second, may_hold_nan);
+}
+
+/// acc[u] = step(acc[u], block u of the row) for every row `for_rows` visits, in window order.
+template <class Arch, int Unroll, bool Paired, class Ein, class ForRows, class Step>
+void fold_rows(const ForRows& for_rows, index_t c, float_pair<Arch> (&acc)[Unroll], const Step& step) noexcept {
+  constexpr index_t size = 2 * static_cast<index_t>(float_batch<Arch>::size);
+  for_rows([&](const Ein* row) {
+    for (int u = 0; u < Unroll; ++u) acc[u] = step(acc[u], load_block<Arch, Paired>(row + c + u * size));
+  });
 }
 
 /// Reduces `Unroll` pairs of batches of channels, from column c on, over the rows of one box:
@@ -151,6 +168,7 @@ void store_block(E* p, const float_pair<Arch>& x) noexcept {
 template <class Arch, int Unroll, class Ein, class Eout, class ForRows>
 void reduce_pairs(const pool_box& box, const ForRows& for_rows, index_t c, Eout* dst) noexcept {
   using batch = float_batch<Arch>;
+  using pair = float_pair<Arch>;
   constexpr bool paired = pairs_agree<Ein, Eout>;
   constexpr index_t step = 2 * static_cast<index_t>(batch::size);
   const bool average = box.kind == pool_kind::average;
@@ -158,12 +176,8 @@ void reduce_pairs(const pool_box& box, const ForRows& for_rows, index_t c, Eout*
   float_pair<Arch> acc[Unroll];
   for (int u = 0; u < Unroll; ++u) acc[u] = {start, start};
   if (average) {
-    for_rows([&](const Ein* row) {
-      for (int u = 0; u < Unroll; ++u) {
-        const float_pair<Arch> v = load_block<Arch, paired>(row + c + u * step);
-        acc[u].first += v.first;
-        acc[u].second += v.second;
-      }
+    fold_rows<Arch, Unroll, paired, Ein>(for_rows, c, acc, [](const pair& a, const pair& v) {
+      return pair{a.first + v.first, a.second + v.second};
     });
     for (const float d : box.divisors) {
       if (d == 1.0f) continue;
@@ -175,15 +189,25 @@ void reduce_pairs(const pool_box& box, const ForRows& for_rows, index_t c, Eout*
         for (int u = 0; u < Unroll; ++u) acc[u] = {acc[u].first / divisor, acc[u].second / divisor};
       }
     }
+    for (int u = 0; u < Unroll; ++u) store_block<Arch, paired>(dst + c + u * step, acc[u]);
   } else {
-    for_rows([&](const Ein* row) {
-      for (int u = 0; u < Unroll; ++u) {
-        const float_pair<Arch> v = load_block<Arch, paired>(row + c + u * step);
-        acc[u] = {max_step<Arch>(acc[u].first, v.first), max_step<Arch>(acc[u].second, v.second)};
-      }
+    // The cheap step drops a NaN v where max_step keeps it; a NaN anywhere in the block (rare)
+    // sends the block through max_step again, so the result is max_step's bit for bit, and
+    // without one the maximum holds no NaN for the bf16 store to test for.
+    xsimd::batch_bool<float, simd_arch_t<Arch>> nan_seen(false);
+    fold_rows<Arch, Unroll, paired, Ein>(for_rows, c, acc, [&](const pair& m, const pair& v) {
+      nan_seen = nan_seen || unordered<Arch>(v.first, v.second);
+      return pair{max_unless_nan<Arch>(m.first, v.first), max_unless_nan<Arch>(m.second, v.second)};
     });
+    const bool nan = xsimd::any(nan_seen);
+    if (nan) {
+      for (int u = 0; u < Unroll; ++u) acc[u] = {start, start};
+      fold_rows<Arch, Unroll, paired, Ein>(for_rows, c, acc, [](const pair& m, const pair& v) {
+        return pair{max_step<Arch>(m.first, v.first), max_step<Arch>(m.second, v.second)};
+      });
+    }
+    for (int u = 0; u < Unroll; ++u) store_block<Arch, paired>(dst + c + u * step, acc[u], nan);
   }
-  for (int u = 0; u < Unroll; ++u) store_block<Arch, paired>(dst + c + u * step, acc[u]);
 }
 
 /// All channels of one output row in blocks of pairs, then a scalar tail.

@@ -2,14 +2,27 @@
 //
 // Everything computes in fp32. Loads widen fp32/bf16/fp16 storage to a batch of floats and
 // stores narrow it back with the exact rounding of <tokred/core/element.hpp>, so the SIMD path
-// and the scalar reference agree bit for bit.
+// and the scalar reference agree bit for bit. bf16 moves between 16- and 32-bit lanes with one
+// x86 instruction family per architecture (SSE2, AVX2, AVX-512F), everything else is xsimd.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+// g++ 12 reports the `_mm512_undefined_*` placeholders inside its own AVX-512 intrinsics as
+// (maybe-)uninitialized wherever they are inlined (GCC bug 105593): the bf16 widening and the
+// x86 max below use such intrinsics. The reports are located in the intrinsic headers, so
+// ignoring them while xsimd first includes those silences exactly these, as cpu/dct.hpp does.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <xsimd/xsimd.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include "tokred/core/element.hpp"
 #include "tokred/core/exec.hpp"
@@ -26,24 +39,59 @@ using float_batch = xsimd::batch<float, simd_arch_t<Arch>>;
 template <class Arch>
 using u32_batch = xsimd::batch<std::uint32_t, simd_arch_t<Arch>>;
 
-/// Loads `float_batch<Arch>::size` elements of storage type E from `p` as floats.
-template <class Arch, class E>
-float_batch<Arch> load_floats(const E* p) noexcept {
-  if constexpr (std::is_same_v<E, float>) {
-    return float_batch<Arch>::load_unaligned(p);
-  } else if constexpr (std::is_same_v<E, bf16>) {
-    // bf16 is the top half of an fp32: widen the 16-bit patterns and shift them up.
-    const auto bits = u32_batch<Arch>::load_unaligned(reinterpret_cast<const std::uint16_t*>(p));
-    return xsimd::bitwise_cast<float_batch<Arch>>(bits << 16);
-  } else {
-    alignas(64) float lanes[float_batch<Arch>::size];
-    for (std::size_t i = 0; i < float_batch<Arch>::size; ++i) lanes[i] = to_float(p[i]);
-    return float_batch<Arch>::load_aligned(lanes);
+// bf16 widening and narrowing. xsimd 8.1 has no conversion between 16- and 32-bit lanes: its
+// `u32_batch::load_unaligned(const uint16_t*)` and `store_unaligned(uint16_t*)` copy one lane at
+// a time through a stack buffer (GCC vectorises that copy only under -march flags). The helpers
+// below use one x86 instruction family per xsimd architecture for the lane moves and keep the
+// arithmetic in plain xsimd; other architectures take the generic xsimd code.
+
+/// The x86 integer instruction family the bf16 helpers may use for an xsimd architecture.
+enum class lane_isa { generic, sse2, avx2, avx512 };
+
+template <class Arch>
+constexpr lane_isa lane_isa_of() noexcept {
+  using A = simd_arch_t<Arch>;
+#if XSIMD_WITH_AVX512F
+  if constexpr (std::is_base_of_v<xsimd::avx512f, A>) return lane_isa::avx512;
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (std::is_base_of_v<xsimd::avx2, A>) return lane_isa::avx2;
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (std::is_base_of_v<xsimd::sse2, A>) return lane_isa::sse2;
+#endif
+  return lane_isa::generic;
+}
+
+/// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
+template <class Arch>
+float_batch<Arch> widen_bf16(const bf16* p) noexcept {
+  constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return float_batch<Arch>(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
   }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return float_batch<Arch>(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) {
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return float_batch<Arch>(_mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h)));
+  }
+#endif
+  const auto bits = u32_batch<Arch>::load_unaligned(reinterpret_cast<const std::uint16_t*>(p));
+  return xsimd::bitwise_cast<float_batch<Arch>>(bits << 16);
 }
 
 /// The bf16 bit patterns of a batch of floats, each in the low half of its 32-bit lane, rounded
-/// to nearest even (NaN kept quiet), as from_float<bf16> does.
+/// to nearest even (NaN kept quiet), as from_float<bf16> does. Exact for every input; the
+/// stores below use it only for batches that hold a NaN.
 template <class Arch>
 u32_batch<Arch> bf16_bits(const float_batch<Arch>& x) noexcept {
   const auto bits = xsimd::bitwise_cast<u32_batch<Arch>>(x);
@@ -56,13 +104,129 @@ u32_batch<Arch> bf16_bits(const float_batch<Arch>& x) noexcept {
                     xsimd::bitwise_cast<float_batch<Arch>>(rounded)));
 }
 
+/// from_float<bf16> of every lane that is not NaN, in the high half of the lane (the low half is
+/// left over from the rounding): the carry of bits + 0x7FFF + (bit 16) rounds to nearest even,
+/// and runs into the exponent exactly when the value rounds up to the next binade or to inf.
+template <class Arch>
+u32_batch<Arch> bf16_rounded_high(const float_batch<Arch>& x) noexcept {
+  const auto bits = xsimd::bitwise_cast<u32_batch<Arch>>(x);
+  return bits + ((bits >> 16) & 1u) + 0x7FFFu;
+}
+
+/// Per lane: a or b is NaN. One unordered compare on x86 (for two batches, where xsimd's isnan
+/// of each costs two compares and an or).
+template <class Arch>
+xsimd::batch_bool<float, simd_arch_t<Arch>> unordered(const float_batch<Arch>& a,
+                                                      const float_batch<Arch>& b) noexcept {
+  constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512) return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) return _mm256_cmp_ps(a, b, _CMP_UNORD_Q);
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) return _mm_cmpunord_ps(a, b);
+#endif
+  return xsimd::isnan(a) || xsimd::isnan(b);
+}
+
+/// True when a or b holds a NaN in some lane.
+template <class Arch>
+bool any_nan(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
+  return xsimd::any(unordered<Arch>(a, b));
+}
+
+/// Stores the high halves of the lanes of a and then b to 2·size consecutive 16-bit words.
+template <class Arch>
+void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a, const u32_batch<Arch>& b) noexcept {
+  constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(a, 16)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 16), _mm512_cvtepi32_epi16(_mm512_srli_epi32(b, 16)));
+    return;
+  }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) {
+    // packs works within 128-bit halves; the permute puts a's words before b's. The arithmetic
+    // shift makes every word a signed 16-bit value, so the saturating pack keeps it.
+    const __m256i packed = _mm256_packs_epi32(_mm256_srai_epi32(a, 16), _mm256_srai_epi32(b, 16));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, 0xD8));
+    return;
+  }
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) {
+    // SSE2 has only the signed-saturating pack (packus_epi32 is SSE4.1): shifting arithmetically
+    // sign-extends each half, which packs_epi32 then leaves as it is.
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm_packs_epi32(_mm_srai_epi32(a, 16), _mm_srai_epi32(b, 16)));
+    return;
+  }
+#endif
+  (a >> 16).store_unaligned(p);
+  (b >> 16).store_unaligned(p + u32_batch<Arch>::size);
+}
+
+/// Stores the high halves of the lanes of a to `size` consecutive 16-bit words.
+template <class Arch>
+void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a) noexcept {
+  constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(a, 16)));
+    return;
+  }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) {
+    const __m256i s = _mm256_srai_epi32(a, 16);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1)));
+    return;
+  }
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) {
+    const __m128i s = _mm_srai_epi32(a, 16);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(s, s));
+    return;
+  }
+#endif
+  (a >> 16).store_unaligned(p);
+}
+
+/// Stores a batch of floats to `float_batch<Arch>::size` bf16, exactly as from_float<bf16>.
+template <class Arch>
+void narrow_bf16(bf16* p, const float_batch<Arch>& x) noexcept {
+  auto* q = reinterpret_cast<std::uint16_t*>(p);
+  if (xsimd::any(xsimd::isnan(x))) return store_high_halves<Arch>(q, bf16_bits<Arch>(x) << 16);
+  store_high_halves<Arch>(q, bf16_rounded_high<Arch>(x));
+}
+
+/// Loads `float_batch<Arch>::size` elements of storage type E from `p` as floats.
+template <class Arch, class E>
+float_batch<Arch> load_floats(const E* p) noexcept {
+  if constexpr (std::is_same_v<E, float>) {
+    return float_batch<Arch>::load_unaligned(p);
+  } else if constexpr (std::is_same_v<E, bf16>) {
+    return widen_bf16<Arch>(p);
+  } else {
+    alignas(64) float lanes[float_batch<Arch>::size];
+    for (std::size_t i = 0; i < float_batch<Arch>::size; ++i) lanes[i] = to_float(p[i]);
+    return float_batch<Arch>::load_aligned(lanes);
+  }
+}
+
 /// Stores a batch of floats to `p` as storage type E, rounding to nearest even.
 template <class Arch, class E>
 void store_floats(E* p, const float_batch<Arch>& x) noexcept {
   if constexpr (std::is_same_v<E, float>) {
     x.store_unaligned(p);
   } else if constexpr (std::is_same_v<E, bf16>) {
-    bf16_bits<Arch>(x).store_unaligned(reinterpret_cast<std::uint16_t*>(p));
+    narrow_bf16<Arch>(p, x);
   } else {
     alignas(64) float lanes[float_batch<Arch>::size];
     x.store_aligned(lanes);
@@ -70,12 +234,35 @@ void store_floats(E* p, const float_batch<Arch>& x) noexcept {
   }
 }
 
+/// store_floats of two batches of bf16 when one holds a NaN: the select of bf16_bits.
+template <class Arch>
+void narrow_bf16_exact(bf16* p, const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
+  store_high_halves<Arch>(reinterpret_cast<std::uint16_t*>(p), bf16_bits<Arch>(a) << 16,
+                          bf16_bits<Arch>(b) << 16);
+}
+
+/// Stores two batches of floats to 2·size consecutive elements of E (a's, then b's).
+/// `may_hold_nan = false` promises that no lane is NaN (a maximum of NaN-free inputs) and skips
+/// the test for the exact path.
+template <class Arch, class E>
+void store_floats(E* p, const float_batch<Arch>& a, const float_batch<Arch>& b,
+                  bool may_hold_nan = true) noexcept {
+  if constexpr (std::is_same_v<E, bf16>) {
+    auto* q = reinterpret_cast<std::uint16_t*>(p);
+    if (may_hold_nan && any_nan<Arch>(a, b)) return narrow_bf16_exact<Arch>(p, a, b);
+    store_high_halves<Arch>(q, bf16_rounded_high<Arch>(a), bf16_rounded_high<Arch>(b));
+  } else {
+    store_floats<Arch>(p, a);
+    store_floats<Arch>(p + float_batch<Arch>::size, b);
+  }
+}
+
 /// Two batches of floats holding the 2·size elements at `p`, in an order `store_float_pair`
 /// undoes; element-wise arithmetic between pairs is indifferent to that order. For bf16 the
 /// order is even elements, then odd: one 32-bit load splits into its two halves with a shift and
-/// a mask on every ISA, where xsimd 8.1's widening load is a scalar loop (2 × 2 pooling of
-/// 24 × 24 × 1024 bf16 rows: SSE2 build 323 µs with load_floats/store_floats, 108 µs in pairs;
-/// AVX-512 build 66 and 47 µs).
+/// a mask on every ISA, and the store joins them again with a shift, a mask and an or (2 × 2
+/// pooling of 24 × 24 × 1024 bf16 rows: SSE2 build 323 µs with xsimd's widening load and
+/// narrowing store, 108 µs in pairs; AVX-512 build 66 and 47 µs).
 template <class Arch>
 struct float_pair {
   float_batch<Arch> first, second;
@@ -92,15 +279,27 @@ float_pair<Arch> load_float_pair(const E* p) noexcept {
   }
 }
 
+/// store_float_pair of bf16 when the pair holds a NaN: the select of bf16_bits.
+template <class Arch>
+void store_bf16_pair_exact(bf16* p, const float_pair<Arch>& x) noexcept {
+  const auto words = bf16_bits<Arch>(x.first) | (bf16_bits<Arch>(x.second) << 16);
+  words.store_unaligned(reinterpret_cast<std::uint32_t*>(p));
+}
+
 /// Stores a pair from `load_float_pair` (or arithmetic on such pairs) back to 2·size elements.
+/// bf16 rounds with bf16_rounded_high, the exact select of bf16_bits only for pairs holding a
+/// NaN (SSE2 build, 2 × 2 average pooling of 24 × 24 × 1024 bf16: 115 µs with bf16_bits for
+/// every pair, see docs/benchmarks.md for the figures after).
+/// `may_hold_nan` as for store_floats.
 template <class Arch, class E>
-void store_float_pair(E* p, const float_pair<Arch>& x) noexcept {
+void store_float_pair(E* p, const float_pair<Arch>& x, bool may_hold_nan = true) noexcept {
   if constexpr (std::is_same_v<E, bf16>) {
-    const auto words = bf16_bits<Arch>(x.first) | (bf16_bits<Arch>(x.second) << 16);
+    if (may_hold_nan && any_nan<Arch>(x.first, x.second)) return store_bf16_pair_exact<Arch>(p, x);
+    const auto words = (bf16_rounded_high<Arch>(x.first) >> 16) |
+                       (bf16_rounded_high<Arch>(x.second) & 0xFFFF0000u);
     words.store_unaligned(reinterpret_cast<std::uint32_t*>(p));
   } else {
-    store_floats<Arch>(p, x.first);
-    store_floats<Arch>(p + float_batch<Arch>::size, x.second);
+    store_floats<Arch>(p, x.first, x.second, may_hold_nan);
   }
 }
 
@@ -112,6 +311,8 @@ void convert_contiguous(const Ein* src, Eout* dst, index_t n) noexcept {
   } else {
     constexpr index_t lanes = static_cast<index_t>(float_batch<Arch>::size);
     index_t i = 0;
+    for (; i + 2 * lanes <= n; i += 2 * lanes)  // two batches: one SSE2/AVX2 pack narrows both
+      store_floats<Arch>(dst + i, load_floats<Arch>(src + i), load_floats<Arch>(src + i + lanes));
     for (; i + lanes <= n; i += lanes) store_floats<Arch>(dst + i, load_floats<Arch>(src + i));
     for (; i < n; ++i) dst[i] = from_float<Eout>(to_float(src[i]));
   }
