@@ -1,17 +1,17 @@
-// tests/cuda/harness.cuh — what every CUDA test program shares: a checked CUDA call, the
-// pass/fail tally with its closing line, owning device buffers, and the placement of a matrix in
-// one of the case table's layouts.
+// tests/cuda/harness.cuh — the frame of every CUDA test program: a checked CUDA call, the
+// pass/fail tally, the skip without a device, the one test stream, CUDA-graph capture and replay,
+// and the closing line. Device memory and layouts are in cuda/device_buffers.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include <tokred/core/config.hpp>
+#include <tokred/core/status.hpp>
 
 /// Runs a CUDA runtime call and exits with status 2 and a message if it fails.
 #define TOKRED_TEST_CUDA(call)                                           \
@@ -46,6 +46,9 @@ inline void check(bool ok, const std::string& what) {
   if (++results().failed <= 60) std::printf("FAIL: %s\n", what.c_str());
 }
 
+/// An index or count in a failure message.
+inline std::string str(index_t v) { return std::to_string(v); }
+
 /// True when a CUDA device is present; otherwise prints why the program skips.
 inline bool have_device() {
   int devices = 0;
@@ -56,44 +59,56 @@ inline bool have_device() {
   return true;
 }
 
-/// An owning device allocation of `count` T (at least one, so every pointer is non-null).
-template <class T>
-class device_buffer {
- public:
-  explicit device_buffer(std::size_t count) : count_(count) {
-    TOKRED_TEST_CUDA(cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)));
+/// The non-blocking stream every launch of a test program goes to, made on first use.
+inline cudaStream_t test_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t made = nullptr;
+    TOKRED_TEST_CUDA(cudaStreamCreateWithFlags(&made, cudaStreamNonBlocking));
+    return made;
+  }();
+  return s;
+}
+
+/// Waits for the test stream and reports (as a failure) any asynchronous kernel error.
+inline void finish(const std::string& label) {
+  const cudaError_t e = cudaStreamSynchronize(test_stream());
+  check(e == cudaSuccess, label + ": stream error " + cudaGetErrorString(e));
+}
+
+/// Captures into a CUDA graph what `enqueue` launches on the test stream, checks that capture
+/// worked and that every launch returned ok, then replays the graph twice and waits for it.
+/// `enqueue()` returns the launches' statuses, in launch order. Returns false when nothing could
+/// be replayed; the outputs then hold no result to compare.
+template <class Enqueue>
+bool capture_and_replay(const Enqueue& enqueue) {
+  cudaGraph_t graph = nullptr;
+  TOKRED_TEST_CUDA(cudaStreamBeginCapture(test_stream(), cudaStreamCaptureModeGlobal));
+  bool all_ok = true;
+  std::string statuses;
+  const std::vector<status> launched = enqueue();
+  for (const status s : launched) {
+    all_ok = all_ok && s == status::ok;
+    statuses += std::string(" ") + to_string(s);
   }
-  explicit device_buffer(const std::vector<T>& host) : device_buffer(host.size()) { upload(host); }
-  device_buffer(const device_buffer&) = delete;
-  device_buffer& operator=(const device_buffer&) = delete;
-  ~device_buffer() { cudaFree(data_); }
+  const cudaError_t captured = cudaStreamEndCapture(test_stream(), &graph);
+  check(all_ok && captured == cudaSuccess,
+        "graph capture:" + statuses + " " + cudaGetErrorString(captured));
+  if (captured != cudaSuccess) return false;
+  cudaGraphExec_t instance = nullptr;
+  TOKRED_TEST_CUDA(cudaGraphInstantiate(&instance, graph, 0));
+  for (int replay = 0; replay < 2; ++replay)
+    TOKRED_TEST_CUDA(cudaGraphLaunch(instance, test_stream()));
+  finish("graph replay");
+  TOKRED_TEST_CUDA(cudaGraphExecDestroy(instance));
+  TOKRED_TEST_CUDA(cudaGraphDestroy(graph));
+  return true;
+}
 
-  T* get() const { return data_; }
-  std::size_t size() const { return count_; }
-  void upload(const std::vector<T>& host) {
-    TOKRED_TEST_CUDA(
-        cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> host(count_);
-    TOKRED_TEST_CUDA(cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  std::size_t count_ = 0;
-};
-
-/// Where a (rows, cols) matrix sits inside its storage: element (r, c) at
-/// `offset + r·row_stride + c·inner`.
-struct placement {
-  index_t storage = 1;  ///< elements of storage
-  index_t offset = 0;   ///< element (0, 0)
-  index_t row_stride = 0;
-  index_t inner = 1;
-
-  index_t at(index_t r, index_t c) const { return offset + r * row_stride + c * inner; }
-};
+/// Releases the test stream, prints "N passed, M failed" and returns the program's exit status.
+inline int summary() {
+  TOKRED_TEST_CUDA(cudaStreamDestroy(test_stream()));
+  std::printf("%d passed, %d failed\n", results().passed, results().failed);
+  return results().failed == 0 ? 0 : 1;
+}
 
 }  // namespace tokred::testing

@@ -10,8 +10,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <tokred/cuda/tokred.cuh>
@@ -20,8 +18,9 @@
 
 #include "reference/gather_ref.hpp"
 #include "reference/selection_ref.hpp"
-#include "support/buffers.hpp"
+#include "cuda/device_buffers.cuh"
 #include "cuda/harness.cuh"
+#include "support/buffers.hpp"
 #include "support/cases.hpp"
 
 namespace {
@@ -42,55 +41,7 @@ const char* policy_name() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Device memory and the layouts of the case table.
-
-placement place(index_t rows, index_t cols, layout how) {
-  placement p;
-  if (how == layout::strided) {
-    p.row_stride = 2 * cols + 3;
-    p.inner = 2;
-    p.storage = rows * p.row_stride;
-  } else if (how == layout::reversed) {
-    p.row_stride = -cols;
-    p.offset = (rows - 1) * cols;
-    p.storage = rows * cols;
-  } else {
-    p.row_stride = cols;
-    p.storage = rows * cols;
-  }
-  if (p.storage < 1) p.storage = 1;
-  return p;
-}
-
-/// A vector of `rows` elements in a layout: strided = every third element, reversed = stride -1.
-placement place_vector(index_t rows, layout how) {
-  placement p;
-  p.row_stride = how == layout::strided ? 3 : how == layout::reversed ? -1 : 1;
-  p.offset = how == layout::reversed ? rows - 1 : 0;
-  p.storage = how == layout::strided ? 3 * rows : rows;
-  if (p.storage < 1) p.storage = 1;
-  return p;
-}
-
-/// Device storage of a placed matrix, pre-filled with `fill`.
-template <class T>
-struct placed {
-  placement where;
-  std::vector<T> image;  ///< the host image of the whole storage, padding included
-  device_buffer<T> buffer;
-
-  placed(placement w, T fill)
-      : where(w), image(static_cast<std::size_t>(w.storage), fill), buffer(image) {}
-
-  template <class V>
-  V view2(index_t rows, index_t cols) const {
-    return V(buffer.get() + where.offset, {rows, cols}, {where.row_stride, where.inner});
-  }
-  template <class V>
-  V view1(index_t rows) const {
-    return V(buffer.get() + where.offset, {rows}, {where.row_stride});
-  }
-};
+// Device outputs and scores in the layouts of the case table.
 
 /// True when two storage images agree bit for bit (NaN payloads and padding included); also
 /// counts the differing elements for the failure message.
@@ -118,14 +69,12 @@ struct output_set {
   output_set(index_t kept_, index_t dim_, layout how)
       : kept(kept_),
         dim(dim_),
-        tokens(place(kept_, dim_, how), from_float<Eout>(-3.5f)),
-        source(place_vector(kept_, how), source_fill),
-        positions(place(kept_, 3, how), position_fill) {}
+        tokens(place(kept_, dim_, layout_of(how)), kept_, dim_, from_float<Eout>(-3.5f)),
+        source(place_vector(kept_, layout_of(how)), kept_, 1, source_fill),
+        positions(place(kept_, 3, layout_of(how)), kept_, 3, position_fill) {}
 
   selection_outputs<Eout, device_space> views() const {
-    return {tokens.template view2<view<Eout, 2, device_space>>(kept, dim),
-            source.template view1<view<std::int64_t, 1, device_space>>(kept),
-            positions.template view2<view<std::int32_t, 2, device_space>>(kept, 3)};
+    return {tokens.matrix(), source.vector(), positions.matrix()};
   }
 
   /// Compares the device outputs with what moving `index` out of `rows` must give.
@@ -158,27 +107,8 @@ struct output_set {
 
   /// True when nothing was written to any output (including its padding).
   bool untouched() const {
-    std::size_t bad = 0;
-    return same_bits(tokens.buffer.download(), tokens.image, &bad) &&
-           same_bits(source.buffer.download(), source.image, &bad) &&
-           same_bits(positions.buffer.download(), positions.image, &bad);
+    return tokens.untouched() && source.untouched() && positions.untouched();
   }
-};
-
-/// A case's token rows on the device, in the case's layout (made by the shared generator).
-template <class E>
-struct device_rows {
-  token_matrix<E> host;
-  device_buffer<E> buffer;
-  view<const E, 2, device_space> rows;  // (tokens, dim)
-
-  device_rows(index_t n, index_t dim, layout how, std::uint64_t seed)
-      : host(make_tokens<E>(n, dim, how, seed)), buffer(host.storage) {
-    const index_t offset = host.rows.data_handle() - host.storage.data();
-    rows = view<const E, 2, device_space>(buffer.get() + offset, {n, dim},
-                                          {host.rows.stride(0), host.rows.stride(1)});
-  }
-  view<const E, 2> host_rows() const { return host.rows; }
 };
 
 /// Scores on the device in a case layout (strided and reversed cases get strided scores too).
@@ -189,30 +119,14 @@ struct device_scores {
 
   device_scores(std::vector<float> v, layout how)
       : values(std::move(v)),
-        storage(place_vector(static_cast<index_t>(values.size()), how), 0.0f) {
-    const index_t n = static_cast<index_t>(values.size());
-    for (index_t i = 0; i < n; ++i)
-      storage.image[static_cast<std::size_t>(storage.where.at(i, 0))] =
-          values[static_cast<std::size_t>(i)];
+        storage(place_vector(static_cast<index_t>(values.size()), layout_of(how)),
+                static_cast<index_t>(values.size()), 1, 0.0f) {
+    for (index_t i = 0; i < storage.rows; ++i)
+      storage.at(i, 0) = values[static_cast<std::size_t>(i)];
     storage.buffer.upload(storage.image);
-    view_ = storage.view1<view<const float, 1, device_space>>(n);
+    view_ = storage.vector();
   }
 };
-
-cudaStream_t test_stream() {
-  static cudaStream_t s = [] {
-    cudaStream_t made = nullptr;
-    TOKRED_TEST_CUDA(cudaStreamCreateWithFlags(&made, cudaStreamNonBlocking));
-    return made;
-  }();
-  return s;
-}
-
-/// Waits for the test stream and reports (as a failure) any asynchronous kernel error.
-void finish(const std::string& label) {
-  const cudaError_t e = cudaStreamSynchronize(test_stream());
-  check(e == cudaSuccess, label + ": stream error " + cudaGetErrorString(e));
-}
 
 // ---------------------------------------------------------------------------------------------
 // The case-table sweep.
@@ -240,9 +154,9 @@ void check_budgeted(const Policy& p, const shape_case& c, const std::string& lab
   const problem prob{c.grid, c.dim};
   const index_t kept = retained_count(p, prob);
   device_scores scores(tie_heavy_scores(n, 11 + static_cast<std::uint64_t>(n)), c.rows);
-  device_rows<Ein> rows(n, c.dim, c.rows, 5);
+  const rows_on_device<Ein> rows(n, c.dim, layout_of(c.rows), 5);
   output_set<Ein, Eout> out(kept > 0 ? kept : 1, c.dim, c.rows);
-  const selection_inputs<Ein, device_space> in{c.grid, scores.view_, rows.rows};
+  const selection_inputs<Ein, device_space> in{c.grid, scores.view_, rows.device()};
   device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{test_stream()}, p, prob));
   const status s =
       apply(tokred::cuda{test_stream()}, p, in, out.views(), workspace{ws.get(), ws.size()});
@@ -255,12 +169,12 @@ void check_budgeted(const Policy& p, const shape_case& c, const std::string& lab
   }
   check(s == status::ok, label + ": status " + to_string(s));
   const std::vector<std::int64_t> expected = ref::kept_indices(p, c.grid, scores.values);
-  out.expect(expected, c.grid, rows.host_rows(), label);
+  out.expect(expected, c.grid, rows.host(), label);
 
   // The CPU backend on the same host data must keep the same tokens.
   selection_buffers<Eout> cpu_out(kept, c.dim);
   host_workspace cpu_ws(workspace_bytes(tokred::cpu<>{}, p, prob));
-  const selection_inputs<Ein> cpu_in{c.grid, make_view(scores.values.data(), n), rows.host_rows()};
+  const selection_inputs<Ein> cpu_in{c.grid, make_view(scores.values.data(), n), rows.host()};
   const status cs = apply(tokred::cpu<>{}, p, cpu_in, cpu_out.outputs(), cpu_ws.get());
   check(cs == status::ok && cpu_out.source == expected, label + ": CPU backend disagrees");
 }
@@ -297,15 +211,15 @@ void check_gather_list(const shape_case& c, bool poison) {
   const index_t kept = static_cast<index_t>(index.size());
   const std::string label = std::string("gather ") + c.name + " " + element_name<Ein>() + "->" +
                             element_name<Eout>() + (poison ? " out-of-range" : "");
-  device_rows<Ein> rows(n, c.dim, c.rows, 9);
+  const rows_on_device<Ein> rows(n, c.dim, layout_of(c.rows), 9);
   const device_buffer<std::int64_t> dindex(index);
   output_set<Ein, Eout> out(kept, c.dim, c.rows);
   const gather_inputs<Ein, device_space> in{
-      c.grid, make_device_view<const std::int64_t>(dindex.get(), kept), rows.rows};
+      c.grid, make_device_view<const std::int64_t>(dindex.get(), kept), rows.device()};
   const status s = apply(tokred::cuda{test_stream()}, gather{}, in, out.views());
   finish(label);
   check(s == status::ok, label + ": status " + to_string(s));
-  out.expect(index, c.grid, rows.host_rows(), label);
+  out.expect(index, c.grid, rows.host(), label);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,34 +433,23 @@ void check_graph_capture() {
   const problem prob{c.grid, c.dim};
   const index_t k_top = retained_count(top, prob), k_draw = retained_count(draw, prob);
   device_scores scores(tie_heavy_scores(n, 17), c.rows);
-  device_rows<bf16> rows(n, c.dim, c.rows, 4);
+  const rows_on_device<bf16> rows(n, c.dim, layout_of(c.rows), 4);
   output_set<bf16, bf16> out_top(k_top, c.dim, c.rows), out_draw(k_draw, c.dim, c.rows);
-  const selection_inputs<bf16, device_space> in{c.grid, scores.view_, rows.rows};
+  const selection_inputs<bf16, device_space> in{c.grid, scores.view_, rows.device()};
   const tokred::cuda exec{test_stream()};
   device_buffer<std::byte> ws_top(workspace_bytes(exec, top, prob)),
       ws_draw(workspace_bytes(exec, draw, prob));
 
-  cudaGraph_t graph = nullptr;
-  TOKRED_TEST_CUDA(cudaStreamBeginCapture(test_stream(), cudaStreamCaptureModeGlobal));
-  const status s1 = apply(exec, top, in, out_top.views(), workspace{ws_top.get(), ws_top.size()});
-  const status s2 =
-      apply(exec, draw, in, out_draw.views(), workspace{ws_draw.get(), ws_draw.size()});
-  const cudaError_t captured = cudaStreamEndCapture(test_stream(), &graph);
-  check(s1 == status::ok && s2 == status::ok && captured == cudaSuccess,
-        std::string("graph capture: ") + to_string(s1) + " " + to_string(s2) + " " +
-            cudaGetErrorString(captured));
-  if (captured != cudaSuccess) return;
-  cudaGraphExec_t instance = nullptr;
-  TOKRED_TEST_CUDA(cudaGraphInstantiate(&instance, graph, 0));
-  for (int replay = 0; replay < 2; ++replay)
-    TOKRED_TEST_CUDA(cudaGraphLaunch(instance, test_stream()));
-  finish("graph replay");
-  out_top.expect(ref::kept_indices(top, c.grid, scores.values), c.grid, rows.host_rows(),
+  const bool replayed = capture_and_replay([&] {
+    return std::vector<status>{
+        apply(exec, top, in, out_top.views(), workspace{ws_top.get(), ws_top.size()}),
+        apply(exec, draw, in, out_draw.views(), workspace{ws_draw.get(), ws_draw.size()})};
+  });
+  if (!replayed) return;
+  out_top.expect(ref::kept_indices(top, c.grid, scores.values), c.grid, rows.host(),
                  "graph topk");
-  out_draw.expect(ref::kept_indices(draw, c.grid, scores.values), c.grid, rows.host_rows(),
+  out_draw.expect(ref::kept_indices(draw, c.grid, scores.values), c.grid, rows.host(),
                   "graph random_subset");
-  TOKRED_TEST_CUDA(cudaGraphExecDestroy(instance));
-  TOKRED_TEST_CUDA(cudaGraphDestroy(graph));
 }
 
 template <class E>
@@ -593,7 +496,5 @@ int main() {
   check_nothing_requested();
   check_bad_input();
   check_graph_capture();
-  TOKRED_TEST_CUDA(cudaStreamDestroy(test_stream()));
-  std::printf("%d passed, %d failed\n", results().passed, results().failed);
-  return results().failed == 0 ? 0 : 1;
+  return summary();
 }

@@ -23,15 +23,13 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <limits>
 #include <string>
 #include <tokred/cuda/tokred.cuh>
 #include <type_traits>
 #include <vector>
 
+#include "cuda/device_buffers.cuh"
+#include "cuda/grid_tests.cuh"
 #include "cuda/harness.cuh"
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
@@ -41,179 +39,8 @@ namespace {
 using namespace tokred;
 using namespace tokred::testing;
 
-std::string str(index_t v) { return std::to_string(v); }
-
-// ---------------------------------------------------------------------------------------------
-// Device memory and layouts.
-
-/// The case table's three layouts, and `padded`: unit inner stride, rows 16-byte aligned but
-/// wider than the row, so the vector paths run with a partial last chunk.
-enum class rows_layout { contiguous, strided, reversed, padded };
-
-rows_layout layout_of(layout how) {
-  return how == layout::strided    ? rows_layout::strided
-         : how == layout::reversed ? rows_layout::reversed
-                                   : rows_layout::contiguous;
-}
-
-const char* name_of(rows_layout how) {
-  switch (how) {
-    case rows_layout::contiguous: return "contiguous";
-    case rows_layout::strided: return "strided";
-    case rows_layout::reversed: return "reversed";
-    case rows_layout::padded: return "padded";
-  }
-  return "?";
-}
-
-placement place(index_t rows, index_t cols, rows_layout how) {
-  placement p;
-  switch (how) {
-    case rows_layout::strided:
-      p.row_stride = 2 * cols + 3;
-      p.inner = 2;
-      break;
-    case rows_layout::reversed:
-      p.row_stride = -cols;
-      p.offset = rows > 0 ? (rows - 1) * cols : 0;
-      break;
-    case rows_layout::padded: p.row_stride = (cols + 7) / 8 * 8 + 8; break;
-    case rows_layout::contiguous: p.row_stride = cols; break;
-  }
-  p.storage = std::max<index_t>(1, rows * std::abs(p.row_stride));
-  return p;
-}
-
-/// A vector of `n` elements: every third element (strided), stride -1 (reversed), or packed.
-placement place_vector(index_t n, rows_layout how) {
-  placement p;
-  p.row_stride = how == rows_layout::strided ? 3 : how == rows_layout::reversed ? -1 : 1;
-  p.offset = how == rows_layout::reversed && n > 0 ? n - 1 : 0;
-  p.storage = std::max<index_t>(1, how == rows_layout::strided ? 3 * n : n);
-  return p;
-}
-
-/// Device storage of a placed matrix, pre-filled with `fill`, and its host image.
-template <class T>
-struct placed {
-  placement where;
-  index_t rows, cols;
-  std::vector<T> image;
-  device_buffer<T> buffer;
-
-  placed(placement w, index_t rows_, index_t cols_, T fill)
-      : where(w), rows(rows_), cols(cols_), image(static_cast<std::size_t>(w.storage), fill),
-        buffer(image) {}
-
-  T* origin() const { return buffer.get() + where.offset; }
-  view<T, 2, device_space> matrix() const {
-    return {origin(), {rows, cols}, {where.row_stride, where.inner}};
-  }
-  view<T, 1, device_space> vector() const { return {origin(), {rows}, {where.row_stride}}; }
-  /// Element (r, c) of a downloaded copy of the storage.
-  const T& at(const std::vector<T>& now, index_t r, index_t c) const {
-    return now[static_cast<std::size_t>(where.at(r, c))];
-  }
-  /// True when nothing outside the view changed and, with `all`, nothing inside either.
-  bool untouched(const std::vector<T>& now, bool all) const {
-    std::vector<bool> in(image.size(), false);
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t c = 0; c < cols; ++c) in[static_cast<std::size_t>(where.at(r, c))] = true;
-    for (std::size_t i = 0; i < now.size(); ++i)
-      if ((all || !in[i]) && std::memcmp(&now[i], &image[i], sizeof(T)) != 0) return false;
-    return true;
-  }
-  bool untouched() const { return untouched(buffer.download(), true); }
-};
-
-/// A case's token rows, made by the shared generator, in any layout, on the host and device.
-template <class E>
-struct rows_on_device {
-  placed<E> storage;
-
-  rows_on_device(index_t n, index_t dim, rows_layout how, std::uint64_t seed)
-      : storage(place(n, dim, how), n, dim, from_float<E>(-7.0f)) {
-    const token_matrix<E> made = make_tokens<E>(n, dim, layout::contiguous, seed);
-    for (index_t i = 0; i < n; ++i)
-      for (index_t c = 0; c < dim; ++c) set(i, c, made.rows(i, c));
-    sync();
-  }
-  void set(index_t i, index_t c, E value) {
-    storage.image[static_cast<std::size_t>(storage.where.at(i, c))] = value;
-  }
-  void sync() { storage.buffer.upload(storage.image); }
-  view<const E, 2> host() const {  // (tokens, dim)
-    return {storage.image.data() + storage.where.offset,
-            {storage.rows, storage.cols},
-            {storage.where.row_stride, storage.where.inner}};
-  }
-  view<const E, 2, device_space> device() const { return storage.matrix(); }  // (tokens, dim)
-};
-
-/// Which outputs a run asks for.
-enum class request { all, tokens, meta };
-
-/// Sentinel-filled device outputs of a layout, laid out like the inputs.
-template <class E>
-struct outputs_on_device {
-  placed<E> tokens;                   // (kept, dim)
-  placed<std::int64_t> source;        // (kept,)
-  placed<std::int32_t> positions;     // (kept, 3)
-  placed<float> sizes;                // (kept,)
-
-  outputs_on_device(index_t kept, index_t dim, rows_layout how)
-      : tokens(place(kept, dim, how), kept, dim, from_float<E>(-3.5f)),
-        source(place_vector(kept, how), kept, 1, -12345),
-        positions(place(kept, 3, how == rows_layout::padded ? rows_layout::contiguous : how), kept,
-                  3, -777),
-        sizes(place_vector(kept, how), kept, 1, -1.25f) {}
-
-  grid_outputs<E, device_space> views(request what = request::all) const {
-    grid_outputs<E, device_space> o;
-    if (what != request::meta) o.tokens = tokens.matrix();
-    if (what != request::tokens) {
-      o.source = source.vector();
-      o.positions = positions.matrix();
-      o.sizes = sizes.vector();
-    }
-    return o;
-  }
-  bool untouched() const {
-    return tokens.untouched() && source.untouched() && positions.untouched() && sizes.untouched();
-  }
-};
-
-cudaStream_t test_stream() {
-  static cudaStream_t s = [] {
-    cudaStream_t made = nullptr;
-    TOKRED_TEST_CUDA(cudaStreamCreateWithFlags(&made, cudaStreamNonBlocking));
-    return made;
-  }();
-  return s;
-}
-
-/// Waits for the test stream and reports (as a failure) any asynchronous kernel error.
-void finish(const std::string& label) {
-  const cudaError_t e = cudaStreamSynchronize(test_stream());
-  check(e == cudaSuccess, label + ": stream error " + cudaGetErrorString(e));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Comparing with the CPU backend.
-
-/// One unit in the last place of storage type E at |v| (0 for fp32: its error is the 1e-5).
-template <class E>
-double storage_ulp(double v) {
-  if constexpr (std::is_same_v<E, float>) {
-    return 0.0;
-  } else {
-    constexpr int digits = std::is_same_v<E, f16> ? 11 : 8;  // significand bits
-    constexpr int min_exponent = std::is_same_v<E, f16> ? -13 : -125;
-    int exponent = 0;
-    std::frexp(std::fabs(v), &exponent);
-    return std::ldexp(1.0, std::max(exponent, min_exponent) - digits);
-  }
-}
 
 /// test_grid_reduce_cuda's tolerance, around the CPU backend's value.
 template <class E>
@@ -223,29 +50,6 @@ bool near(float got, float want) {
   if (!std::isfinite(got)) return false;
   const double w = want;
   return std::fabs(static_cast<double>(got) - w) <= 1e-5 * std::fabs(w) + storage_ulp<E>(w);
-}
-
-/// The bookkeeping outputs, identical to the CPU's; storage outside the views untouched.
-template <class Eout>
-void compare_meta(const outputs_on_device<Eout>& out, const grid_buffers<Eout>& cpu,
-                  const std::string& label) {
-  const std::vector<std::int64_t> source = out.source.buffer.download();
-  const std::vector<std::int32_t> positions = out.positions.buffer.download();
-  const std::vector<float> sizes = out.sizes.buffer.download();
-  index_t bad_source = 0, bad_positions = 0, bad_sizes = 0;
-  for (index_t j = 0; j < cpu.kept; ++j) {
-    const auto u = static_cast<std::size_t>(j);
-    bad_source += out.source.at(source, j, 0) != cpu.source[u];
-    for (index_t a = 0; a < 3; ++a)
-      bad_positions += out.positions.at(positions, j, a) != cpu.positions[3 * u + static_cast<std::size_t>(a)];
-    bad_sizes += bits_of(out.sizes.at(sizes, j, 0)) != bits_of(cpu.sizes[u]);
-  }
-  check(bad_source == 0 && out.source.untouched(source, false),
-        label + ": source (" + str(bad_source) + " differ)");
-  check(bad_positions == 0 && out.positions.untouched(positions, false),
-        label + ": positions (" + str(bad_positions) + " differ)");
-  check(bad_sizes == 0 && out.sizes.untouched(sizes, false),
-        label + ": sizes (" + str(bad_sizes) + " differ)");
 }
 
 /// The token rows: within tolerance of the CPU's and bit for bit (any NaN matches any NaN).
@@ -319,7 +123,7 @@ void run_case(const Policy& p, const token_grid& grid, index_t dim, rows_layout 
   grid_buffers<Eout> cpu(kept, dim);
   const status cpu_status = apply(tokred::cpu<>{}, p, host_in, cpu.outputs());
   check(cpu_status == status::ok, label + ": CPU status " + to_string(cpu_status));
-  if (what != request::tokens) compare_meta(out, cpu, label);
+  if (what != request::tokens) compare_meta(out, cpu.kept, cpu, label);
   else check(out.source.untouched() && out.positions.untouched() && out.sizes.untouched(),
              label + ": wrote bookkeeping that was not requested");
   if (what != request::meta) compare_tokens(out, cpu, label);
@@ -388,36 +192,25 @@ std::vector<thumbnail_sampling> thumbnail_params(const token_grid& g) {
 }
 
 template <class Ein, class Eout>
-void sweep_case(const shape_case& c, rows_layout how, const char* types) {
+void sweep_case(element_tag<Ein>, element_tag<Eout>, const shape_case& c, rows_layout how,
+                const char* types) {
   for (const slowfast& p : slowfast_params(c.grid)) run_case<Ein, Eout>(p, c, how, types);
   for (const thumbnail_sampling& p : thumbnail_params(c.grid)) run_case<Ein, Eout>(p, c, how, types);
 }
 
+/// Every case in fp32, fp16 and bf16; mixed input and output types; and the padded layout
+/// (vector loads with a partial chunk).
 void sweep_table() {
-  for (const shape_case& c : shape_cases()) {
-    const rows_layout how = layout_of(c.rows);
-    sweep_case<float, float>(c, how, "fp32");
-    sweep_case<f16, f16>(c, how, "fp16");
-    sweep_case<bf16, bf16>(c, how, "bf16");
-  }
-}
-
-/// Mixed input and output types, and the padded layout (vector loads with a partial chunk).
-void sweep_conversions_and_tails() {
-  for (const shape_case& c : shape_cases()) {
-    const rows_layout how = layout_of(c.rows);
-    sweep_case<f16, float>(c, how, "fp16->fp32");
-    sweep_case<bf16, f16>(c, how, "bf16->fp16");
-    sweep_case<float, bf16>(c, how, "fp32->bf16");
-  }
+  sweep_same_types([](auto... a) { sweep_case(a...); });
+  for_each_case([](const shape_case& c, rows_layout how) {
+    sweep_case(element_tag<f16>{}, element_tag<float>{}, c, how, "fp16->fp32");
+    sweep_case(element_tag<bf16>{}, element_tag<f16>{}, c, how, "bf16->fp16");
+    sweep_case(element_tag<float>{}, element_tag<bf16>{}, c, how, "fp32->bf16");
+  });
   const shape_case tails[] = {{"tail_video_4x6x6_d10", token_grid{4, 6, 6}, 10, layout::contiguous},
                               {"tail_video_3x5x4_d13", token_grid{3, 5, 4}, 13, layout::contiguous},
                               {"wide_2x8x8_d1000", token_grid{2, 8, 8}, 1000, layout::contiguous}};
-  for (const shape_case& c : tails) {
-    sweep_case<float, float>(c, rows_layout::padded, "fp32");
-    sweep_case<bf16, bf16>(c, rows_layout::padded, "bf16");
-    sweep_case<f16, float>(c, rows_layout::padded, "fp16->fp32");
-  }
+  sweep_padded(tails, [](auto... a) { sweep_case(a...); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,7 +251,7 @@ void check_index_arithmetic() {
     cpu_out.tokens = {};
     const status want = apply(tokred::cpu<>{}, two, grid_inputs<float>{huge, {}}, cpu_out);
     check(s == status::ok && want == status::ok, describe(two) + " 2^25 tokens: status " + to_string(s));
-    compare_meta(out, cpu, describe(two) + " 2^25 tokens");
+    compare_meta(out, cpu.kept, cpu, describe(two) + " 2^25 tokens");
     check(cpu.source[1] == (how == linspace_arithmetic::exact ? 33554434 : 33554432),
           describe(two) + " 2^25 tokens: the CPU's last pick");
   }
@@ -491,19 +284,13 @@ void check_partial_requests() {
 
 template <class E>
 void check_non_finite(const char* type) {
-  const token_grid g{3, 6, 6};
-  const index_t dim = 9;
-  rows_on_device<E> rows(g.tokens(), dim, rows_layout::contiguous, 31);
-  rows.set(7, 2, from_float<E>(std::numeric_limits<float>::quiet_NaN()));
-  rows.set(20, 5, from_float<E>(std::numeric_limits<float>::infinity()));
-  rows.set(21, 5, from_float<E>(-std::numeric_limits<float>::infinity()));
-  rows.set(50, 0, from_float<E>(std::numeric_limits<float>::infinity()));
-  rows.set(88, 8, from_float<E>(-std::numeric_limits<float>::quiet_NaN()));
-  rows.sync();
-  for (const slowfast& p : slowfast_params(g))
-    run_case<E, E>(p, g, dim, rows_layout::contiguous, rows, describe(p) + " non-finite " + type);
-  for (const thumbnail_sampling& p : thumbnail_params(g))
-    run_case<E, E>(p, g, dim, rows_layout::contiguous, rows, describe(p) + " non-finite " + type);
+  const non_finite_case<E> poisoned;
+  const auto run = [&](const auto& p) {
+    run_case<E, E>(p, poisoned.grid, poisoned.dim, rows_layout::contiguous, poisoned.rows,
+                   describe(p) + " non-finite " + type);
+  };
+  for (const slowfast& p : slowfast_params(poisoned.grid)) run(p);
+  for (const thumbnail_sampling& p : thumbnail_params(poisoned.grid)) run(p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -686,31 +473,20 @@ void check_graph_capture() {
   outputs_on_device<bf16> out_sf(retained_count(sf, prob), dim, rows_layout::contiguous),
       out_ts(retained_count(ts, prob), dim, rows_layout::contiguous);
 
-  cudaGraph_t graph = nullptr;
-  TOKRED_TEST_CUDA(cudaStreamBeginCapture(test_stream(), cudaStreamCaptureModeGlobal));
-  const status s1 = apply(exec, sf, in, out_sf.views());
-  const status s2 = apply(exec, ts, in, out_ts.views());
-  const cudaError_t captured = cudaStreamEndCapture(test_stream(), &graph);
-  check(s1 == status::ok && s2 == status::ok && captured == cudaSuccess,
-        std::string("graph capture: ") + to_string(s1) + " " + to_string(s2) + " " +
-            cudaGetErrorString(captured));
-  if (captured != cudaSuccess) return;
-  cudaGraphExec_t instance = nullptr;
-  TOKRED_TEST_CUDA(cudaGraphInstantiate(&instance, graph, 0));
-  for (int replay = 0; replay < 2; ++replay)
-    TOKRED_TEST_CUDA(cudaGraphLaunch(instance, test_stream()));
-  finish("graph replay");
+  const bool replayed = capture_and_replay([&] {
+    return std::vector<status>{apply(exec, sf, in, out_sf.views()),
+                               apply(exec, ts, in, out_ts.views())};
+  });
+  if (!replayed) return;
   const auto verify = [&](const auto& p, const outputs_on_device<bf16>& out) {
     grid_buffers<bf16> cpu(retained_count(p, prob), dim);
     const status s = apply(tokred::cpu<>{}, p, grid_inputs<bf16>{grid, rows.host()}, cpu.outputs());
     check(s == status::ok, "graph " + describe(p) + ": CPU status " + to_string(s));
-    compare_meta(out, cpu, "graph " + describe(p));
+    compare_meta(out, cpu.kept, cpu, "graph " + describe(p));
     compare_tokens(out, cpu, "graph " + describe(p));
   };
   verify(sf, out_sf);
   verify(ts, out_ts);
-  TOKRED_TEST_CUDA(cudaGraphExecDestroy(instance));
-  TOKRED_TEST_CUDA(cudaGraphDestroy(graph));
 }
 
 }  // namespace
@@ -718,7 +494,6 @@ void check_graph_capture() {
 int main() {
   if (!have_device()) return 77;
   sweep_table();
-  sweep_conversions_and_tails();
   check_index_arithmetic();
   check_partial_requests();
   check_non_finite<float>("fp32");
@@ -727,7 +502,5 @@ int main() {
   check_bad_slowfast();
   check_bad_thumbnail();
   check_graph_capture();
-  TOKRED_TEST_CUDA(cudaStreamDestroy(test_stream()));
-  std::printf("%d passed, %d failed\n", results().passed, results().failed);
-  return results().failed == 0 ? 0 : 1;
+  return summary();
 }
