@@ -114,6 +114,36 @@ int run_grid_reducers(tokred::workspace ws) {
          run_one(slow_fast) + run_one(thumbnail);
 }
 
+// Every diversity selection with Ein rows in and Eout rows out, on 2 frames of 2 × 3 tokens.
+template <class Ein, class Eout>
+int run_diversity(tokred::workspace ws) {
+  static Ein rows[12 * 3] = {};   // (tokens, dim)
+  static Ein query[1 * 3] = {};   // (queries, dim)
+  static const float scores[12] = {1, 4, 2, 3, 5, 6, 1, 4, 2, 3, 5, 6};  // (tokens,)
+  static Eout kept_rows[4 * 3];   // (kept, dim)
+  static std::int64_t source[4], picks[4];
+  static std::int32_t positions[4 * 3];
+  const tokred::diversity_inputs<Ein> in{{2, 2, 3}, tokred::make_view(rows, 12, 3), {},
+                                         tokred::make_view(scores, 12), tokred::make_view(query, 1, 3)};
+  const tokred::diversity_outputs<Eout> out{
+      {tokred::make_view(kept_rows, 4, 3), tokred::make_view(source, 4), tokred::make_view(positions, 4, 3)},
+      tokred::make_view(picks, 4)};
+  const tokred::keep_budget two = tokred::keep_budget::count(2);
+  const auto run_one = [&](const auto& policy) {
+    return tokred::apply(tokred::cpu<>{}, policy, in, out, ws) != tokred::status::ok;
+  };
+  return run_one(tokred::divprune{two, tokred::scope::per_frame}) +
+         run_one(tokred::kcenter{tokred::keep_budget::count(4)}) +
+         run_one(tokred::importance_diversity{two, tokred::scope::per_frame}) +
+         run_one(tokred::cdpruner{tokred::keep_budget::count(4), 0.5f, tokred::dpp_kernel::openvino, true});
+}
+
+template <class Ein>
+int run_diversity_pairs(tokred::workspace ws) {
+  return run_diversity<Ein, float>(ws) + run_diversity<Ein, tokred::f16>(ws) +
+         run_diversity<Ein, tokred::bf16>(ws);
+}
+
 template <class Ein>
 int run_grid_pairs(tokred::workspace ws) {
   return run_grid_reducers<Ein, float>(ws) + run_grid_reducers<Ein, tokred::f16>(ws) +
@@ -132,6 +162,9 @@ int main() {
                        tokred_compile::run_element_pairs<tokred::bf16>(ws) +
                        tokred_compile::run_grid_pairs<float>(ws) +
                        tokred_compile::run_grid_pairs<tokred::f16>(ws) +
-                       tokred_compile::run_grid_pairs<tokred::bf16>(ws) + run_second_tu();
+                       tokred_compile::run_grid_pairs<tokred::bf16>(ws) +
+                       tokred_compile::run_diversity_pairs<float>(ws) +
+                       tokred_compile::run_diversity_pairs<tokred::f16>(ws) +
+                       tokred_compile::run_diversity_pairs<tokred::bf16>(ws) + run_second_tu();
   return failures == 0 ? 0 : 1;
 }

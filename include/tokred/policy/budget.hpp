@@ -10,9 +10,9 @@ namespace tokred {
 
 /// How a keep ratio becomes a count. The originals differ, so the rule is always explicit:
 /// `floor` is Python `int(n * r)` (PyramidDrop, HiRED, EVS, PruMerge), `half_even` is Python
-/// `round(n * r)` (FastV-HF, DivPrune), `ceil` rounds up. The product is taken in double
-/// precision, as Python does.
-enum class rounding { floor, half_even, ceil };
+/// `round(n * r)` (FastV-HF, DivPrune), `half_away` is C++ `std::round` (OpenVINO's CDPruner),
+/// `ceil` rounds up. The product is taken in double precision, as Python and OpenVINO do.
+enum class rounding { floor, half_even, ceil, half_away };
 
 /// A keep budget: an absolute count `k`, or a ratio of the tokens selected from.
 struct keep_budget {
@@ -43,6 +43,7 @@ inline double round_by(double x, rounding mode) noexcept {
   switch (mode) {
     case rounding::floor: return down;
     case rounding::ceil: return std::ceil(x);
+    case rounding::half_away: return x - down < 0.5 ? down : down + 1.0;
     case rounding::half_even: {
       const double rest = x - down;
       if (rest > 0.5) return down + 1.0;

@@ -1,0 +1,169 @@
+// bench/cpu/bench_diversity.cpp — divprune, kcenter, importance_diversity and cdpruner on CPU, against a
+// memcpy of their input, the machine's FMA peak, the distance kernel alone and the scalar
+// reference (the original's algorithm: the full distance matrix, the minimum recomputed per step).
+//
+// Inputs are image-like: a few smooth spatial fields, each along a random direction of feature
+// space, plus per-token noise and a shared offset (neighbouring tokens are similar, as in real
+// encoder features), or plain i.i.d. noise (`field = 0`), where every token is about equally
+// isolated and the pruned scans and the lazy greedy save the least.
+//
+// Counters: `eager_GFLOPs` is 2·N·k·D — the multiply-adds of the k·N distance updates an eager
+// max-min greedy makes (and of the k kernel rows the DPP computes) — per second of the whole call; `GFLOPs` of the kernel benchmarks is their
+// own multiply-add rate. The targets (docs/benchmarks.md): ≥ 50 % of the measured FMA peak in the
+// distance updates, and N = 576, D = 1024, k = 56 in under 1 ms on one core.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "bench_data.hpp"
+
+#include "reference/diversity_ref.hpp"
+
+namespace tokred::bench {
+namespace {
+
+/// Token rows of a square grid of `n` tokens: `fields` smooth spatial fields along random
+/// directions plus noise, or i.i.d. noise when `fields` is 0. Built once per shape.
+template <class E>
+view<const E, 2> diverse_rows(index_t n, index_t dim, int fields) {
+  static std::map<std::tuple<index_t, index_t, int>, std::vector<E>> cache;
+  auto [it, fresh] = cache.try_emplace({n, dim, fields});
+  if (fresh) {
+    testing::rng r(0xD1CEu + static_cast<std::uint64_t>(n * 31 + dim + fields));
+    const index_t side = static_cast<index_t>(std::lround(std::sqrt(static_cast<double>(n))));
+    std::vector<float> direction(static_cast<std::size_t>(fields * dim)), phase(static_cast<std::size_t>(3 * fields));
+    for (float& v : direction) v = r.uniform();
+    for (float& v : phase) v = 3.0f * r.uniform();
+    std::vector<E>& rows = it->second;
+    rows.resize(static_cast<std::size_t>(n * dim));
+    for (index_t i = 0; i < n; ++i) {
+      const float h = static_cast<float>(i / side), w = static_cast<float>(i % side);
+      for (index_t c = 0; c < dim; ++c) {
+        float x = 0.2f + (fields > 0 ? 0.3f : 1.0f) * r.uniform();
+        for (int f = 0; f < fields; ++f) {
+          const std::size_t p = static_cast<std::size_t>(3 * f);
+          x += std::sin(0.25f * phase[p] * h + 0.25f * phase[p + 1] * w + phase[p + 2]) *
+               direction[static_cast<std::size_t>(f * dim + c)];
+        }
+        rows[static_cast<std::size_t>(i * dim + c)] = from_float<E>(x);
+      }
+    }
+  }
+  return make_view<const E>(it->second.data(), n, dim);  // (tokens, dim)
+}
+
+/// (tokens, dim, k, fields): the sizes on image-like and i.i.d. inputs.
+void diversity_grid(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : {std::pair<int, int>{576, 56}, {2304, 230}, {9216, 922}})
+    for (const int fields : {8, 0}) b->Args({n, 4096, k, fields});
+  b->Args({576, 1024, 56, 8})->Args({576, 1024, 56, 0});
+  b->ArgNames({"tokens", "dim", "k", "fields"})->Unit(benchmark::kMicrosecond);
+}
+
+template <class P, class E>
+void BM_diversity(benchmark::State& state) {
+  const index_t n = state.range(0), dim = state.range(1), k = state.range(2);
+  const P policy{keep_budget::count(k)};
+  const token_grid grid = grid_of(n);
+  const view<const E, 2> rows = diverse_rows<E>(n, dim, static_cast<int>(state.range(3)));
+  std::vector<float> scores(static_cast<std::size_t>(n));  // (tokens,) importance in [0.5, 1)
+  testing::rng r(7);
+  for (float& s : scores) s = 0.75f + 0.25f * r.uniform();
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, problem{grid, dim}));
+  std::vector<std::int64_t> source(static_cast<std::size_t>(k));  // (kept,)
+  const diversity_inputs<E> in{grid, rows, {}, make_view<const float>(scores.data(), n), {}};
+  diversity_outputs<E> out;
+  out.source = make_view(source.data(), k);
+  for (auto _ : state) {
+    if (const status s = apply(cpu<>{}, policy, in, out, {scratch.data(), scratch.size()}); s != status::ok)
+      return state.SkipWithError(to_string(s));
+    benchmark::ClobberMemory();
+  }
+  state.counters["eager_GFLOPs"] = benchmark::Counter(
+      2.0 * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(dim) * 1e-9,
+      benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// The scalar reference: the original's algorithm in double (N = 576 only: it is O(N²·D)).
+void BM_divprune_scalar_reference(benchmark::State& state) {
+  const index_t n = state.range(0), dim = state.range(1), k = state.range(2);
+  const view<const float, 2> rows = diverse_rows<float>(n, dim, static_cast<int>(state.range(3)));
+  for (auto _ : state) {
+    const std::vector<std::int64_t> picks =
+        ref::greedy_picks(ref::rule_of(divprune{keep_budget::count(k)}, rows), k);
+    benchmark::DoNotOptimize(picks.data());
+  }
+}
+
+/// One distance update: a kept row against all N rows (the inner loop of every greedy step).
+template <class E>
+void BM_distance_update(benchmark::State& state) {
+  const index_t n = state.range(0), dim = state.range(1);
+  const detail::row_set<compile_time_arch, E> set{diverse_rows<E>(n, dim, 8)};
+  std::vector<float> nearest(static_cast<std::size_t>(n), 2.0f);
+  index_t pick = 0;
+  for (auto _ : state) {
+    set.template sweep<detail::pair_op::dot>(pick, 0, n, [&](index_t j, float d) {
+      nearest[static_cast<std::size_t>(j)] = std::min(nearest[static_cast<std::size_t>(j)], d);
+    });
+    pick = (pick + 97) % n;
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * n * dim *
+                          static_cast<std::int64_t>(sizeof(E)));
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * static_cast<double>(n * dim) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// The machine's FMA peak on one core with this build's ISA: independent accumulators, no loads.
+void BM_fma_peak(benchmark::State& state) {
+  using batch = detail::float_batch<compile_time_arch>;
+  constexpr int chains = 12, steps = 4096;
+  batch acc[chains];
+  for (int c = 0; c < chains; ++c) acc[c] = batch(0.001f * static_cast<float>(c));
+  const batch a(0.999f), b(0.0001f);
+  for (auto _ : state) {
+    for (int s = 0; s < steps; ++s)
+      for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], a, b);
+    benchmark::DoNotOptimize(acc);
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(
+      2.0 * chains * steps * static_cast<double>(batch::size) * 1e-9,
+      benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// The floor of any reduction of this input: one memcpy of the N × D rows.
+template <class E>
+void BM_memcpy_input(benchmark::State& state) {
+  const index_t n = state.range(0), dim = state.range(1);
+  const view<const E, 2> rows = diverse_rows<E>(n, dim, static_cast<int>(state.range(3)));
+  std::vector<E> copy(static_cast<std::size_t>(n * dim));
+  for (auto _ : state) {
+    std::memcpy(copy.data(), rows.data_handle(), copy.size() * sizeof(E));
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * 2 * n * dim *
+                          static_cast<std::int64_t>(sizeof(E)));
+}
+
+BENCHMARK(BM_fma_peak);
+BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_distance_update, float)->ArgsProduct({token_counts, {1024, 4096}})->ArgNames({"tokens", "dim"});
+BENCHMARK_TEMPLATE(BM_distance_update, bf16)->ArgsProduct({token_counts, {1024, 4096}})->ArgNames({"tokens", "dim"});
+BENCHMARK_TEMPLATE(BM_diversity, divprune, float)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, divprune, bf16)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, kcenter, float)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, importance_diversity, float)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, cdpruner, float)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, cdpruner, bf16)->Apply(diversity_grid);
+BENCHMARK(BM_divprune_scalar_reference)
+    ->Args({576, 1024, 56, 8})
+    ->ArgNames({"tokens", "dim", "k", "fields"})
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace tokred::bench

@@ -1,0 +1,432 @@
+// tokred/cpu/diversity.hpp — CPU backends of divprune, kcenter and importance_diversity.
+//
+// All three are one greedy max-min engine over a group of n tokens:
+//
+//   first pick   divprune: the largest second-smallest distance in a column, found by a pruned
+//                scan (below); kcenter: the `first` token; importance_diversity: the top score.
+//   later picks  argmax over candidates of score_j = w_j · min over picks p of d(p, j).
+//
+// The engine never forms the n × n distance matrix. It keeps, per token, the minimum distance to
+// the picks applied so far (`nearest`) and how many picks that covers (`applied`): O(n) memory.
+// Since min only falls as picks are added, a stale `nearest` bounds the true one from above, so
+// the candidates sit in a max-heap keyed by their (possibly stale) score and index: the top is
+// brought up to date (its pending picks applied, four rows a pass) and pushed back down until the
+// top is current — that token is the argmax, exactly, ties to the lower index. Tokens that can no
+// longer win are never updated again (lazy greedy). The first pick is found the same way: each
+// candidate's running second-smallest distance only falls as more tokens are compared, so the
+// scan of a candidate stops as soon as it can no longer beat the best so far, visiting its
+// sequence neighbours (its grid neighbours along w) first.
+//
+// Every share (ith of nth) runs the selection of each group its output rows fall in, then moves
+// its rows: under scope::global every share computes the same selection, with no share waiting.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "tokred/core/contract.hpp"
+#include "tokred/core/exec.hpp"
+#include "tokred/core/workspace.hpp"
+#include "tokred/cpu/selection.hpp"
+#include "tokred/cpu/similarity.hpp"
+#include "tokred/policy/diversity.hpp"
+
+namespace tokred {
+namespace detail {
+
+/// A key whose order is the ranking order: score descending, then index ascending; NaN last.
+inline std::uint64_t rank_key(float score, index_t i) noexcept {
+  return (std::uint64_t{score_key(float_bits(score))} << 32) |
+         (0xFFFFFFFFu - static_cast<std::uint32_t>(i));
+}
+inline index_t rank_key_index(std::uint64_t key) noexcept {
+  return static_cast<index_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(key));
+}
+
+/// A binary max-heap of rank keys in caller memory.
+class key_heap {
+ public:
+  key_heap(std::uint64_t* keys, index_t size) noexcept : keys_(keys), size_(size) {
+    for (index_t at = size_ / 2; at-- > 0;) sift_down(at);
+  }
+  std::uint64_t top() const noexcept { return keys_[0]; }
+  /// The largest key below the top (0 when the heap holds one key).
+  std::uint64_t runner_up() const noexcept {
+    if (size_ < 2) return 0;
+    return size_ > 2 && keys_[2] > keys_[1] ? keys_[2] : keys_[1];
+  }
+  void pop() noexcept {
+    keys_[0] = keys_[--size_];
+    sift_down(0);
+  }
+  void replace_top(std::uint64_t key) noexcept {
+    keys_[0] = key;
+    sift_down(0);
+  }
+
+ private:
+  void sift_down(index_t at) noexcept {
+    const std::uint64_t key = keys_[at];
+    for (;;) {
+      index_t child = 2 * at + 1;
+      if (child >= size_) break;
+      if (child + 1 < size_ && keys_[child + 1] > keys_[child]) ++child;
+      if (keys_[child] <= key) break;
+      keys_[at] = keys_[child];
+      at = child;
+    }
+    keys_[at] = key;
+  }
+
+  std::uint64_t* keys_;
+  index_t size_;
+};
+
+/// The distance a max-min selection maximises.
+enum class distance_kind {
+  cosine,             ///< 1 − x_i·x_j / (‖x_i‖‖x_j‖); a zero row is at distance 1 from every row
+  squared_euclidean,  ///< ‖x_i − x_j‖² (ranks as the Euclidean distance does)
+};
+
+/// Distances between the rows of one group. `scale` holds 1/‖x_i‖ (cosine; 0 for a zero row) or 1
+/// (Euclidean), and NaN for a row whose squared norm is not finite: such a row is at distance NaN
+/// from everything, and NaN distances are ignored by the minimum.
+template <class Arch, class E, distance_kind Kind>
+struct group_distances {
+  row_set<Arch, E> rows;  // (n, dim)
+  float* scale;           // (n,)
+  float* self;            // (n,) d(i, i), as the pair kernel computes it
+
+  void prepare() const noexcept {
+    for (index_t i = 0; i < rows.size(); ++i) {
+      const float sq = rows.template pair<pair_op::dot>(i, i);
+      if (!std::isfinite(sq)) {
+        scale[i] = self[i] = std::numeric_limits<float>::quiet_NaN();
+      } else if constexpr (Kind == distance_kind::cosine) {
+        scale[i] = sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
+        self[i] = from_raw(i, i, sq);
+      } else {
+        scale[i] = 1.0f;
+        self[i] = 0.0f;
+      }
+    }
+  }
+  bool valid(index_t i) const noexcept { return !std::isnan(scale[i]); }
+
+  static constexpr pair_op op = Kind == distance_kind::cosine ? pair_op::dot : pair_op::squared_distance;
+
+  /// The distance from the pair kernel's value; symmetric in (i, j) to the last bit.
+  float from_raw(index_t i, index_t j, float raw) const noexcept {
+    if constexpr (Kind == distance_kind::cosine) return 1.0f - raw * (scale[i] * scale[j]);
+    else return raw * (scale[i] * scale[j]);  // scale is 1, or NaN for a non-finite row
+  }
+
+  /// d(i, js[c]) for c < count, into `out`.
+  void from_one(index_t i, const index_t* js, index_t count, float* out) const noexcept {
+    rows.template pairs<op>(i, js, count, out);
+    for (index_t c = 0; c < count; ++c) out[c] = from_raw(i, js[c], out[c]);
+  }
+
+  /// visit(j, d(i, j)) for every j of the group.
+  template <class Visit>
+  void sweep(index_t i, const Visit& visit) const noexcept {
+    rows.template sweep<op>(i, 0, rows.size(), [&](index_t j, float raw) { visit(j, from_raw(i, j, raw)); });
+  }
+};
+
+/// The two smallest distances seen so far in one column: the second is DivPrune's score.
+struct two_smallest {
+  float lowest, second;
+  void add(float x) noexcept {  // NaN compares false and is ignored
+    if (x < lowest) second = lowest, lowest = x;
+    else if (x < second) second = x;
+  }
+};
+
+/// The scratch one share needs to select one group of `n` tokens keeping `k`.
+struct maxmin_scratch {
+  float* scale = nullptr;             // (n,)
+  float* self = nullptr;              // (n,)
+  float* nearest = nullptr;           // (n,) min distance to the picks applied so far
+  std::int32_t* applied = nullptr;    // (n,) how many picks `nearest` covers
+  std::uint64_t* heap = nullptr;      // (n,) rank keys of the candidates
+  two_smallest* column = nullptr;     // (n,) divprune's first pick: each column's two smallest
+  index_t* picks = nullptr;           // (k,) group-local, pick order
+  std::int64_t* kept = nullptr;       // (k,) group-local, ascending
+
+  static maxmin_scratch carve(arena& a, index_t n, index_t k) {
+    maxmin_scratch s;
+    s.scale = a.take<float>(n);
+    s.self = a.take<float>(n);
+    s.nearest = a.take<float>(n);
+    s.applied = a.take<std::int32_t>(n);
+    s.heap = a.take<std::uint64_t>(n);
+    s.column = a.take<two_smallest>(n);
+    s.picks = a.take<index_t>(k);
+    s.kept = a.take<std::int64_t>(k);
+    return s;
+  }
+};
+
+/// The ring of indices around `centre` in [0, n): centre+1, centre−1, centre+2, centre−2, …
+class ring_order {
+ public:
+  ring_order(index_t centre, index_t n) noexcept : centre_(centre), n_(n) {}
+  /// Fills up to `count` next indices; returns how many (0 once the ring is exhausted).
+  index_t next(index_t* out, index_t count) noexcept {
+    index_t c = 0;
+    while (c < count && (centre_ + radius_ < n_ - 1 || centre_ - radius_ > 0 || !below_)) {
+      if (below_) {
+        ++radius_;
+        below_ = false;
+        if (centre_ + radius_ < n_) out[c++] = centre_ + radius_;
+      } else {
+        below_ = true;
+        if (centre_ - radius_ >= 0) out[c++] = centre_ - radius_;
+      }
+    }
+    return c;
+  }
+
+ private:
+  index_t centre_, n_;
+  index_t radius_ = 0;
+  bool below_ = true;  // the last index emitted was on the lower side (or none yet)
+};
+
+/// DivPrune's first pick: argmax_j of the second-smallest d(i, j) over all i (d(j, j) included;
+/// NaN distances ignored; +inf when fewer than two are finite), ties to the lower index; a
+/// non-finite row ranks last. `near` is the index offset of a token's neighbour along the grid's
+/// h axis (its width), compared first with the one along w.
+///
+/// Every token is first compared with its neighbours at offsets 1 and `near` — each such pair
+/// once, for both columns — which bounds its score from above. Candidates are then finished in
+/// order of that bound: each is compared with the rest of the group, nearest indices first,
+/// until its falling score drops below the best finished one; the first candidate whose bound is
+/// below the best ends the search. Exact: a score only falls as tokens are added.
+template <class Distances>
+index_t most_isolated(const Distances& d, index_t near, two_smallest* column,  // (n,)
+                      std::uint64_t* order) noexcept {                         // (n,)
+  const index_t n = d.rows.size();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (index_t j = 0; j < n; ++j) column[j] = {d.self[j], inf};
+  const index_t offsets[2] = {1, near > 1 && near < n ? near : 0};
+  for (index_t j = 0; j < n; ++j) {
+    index_t js[2], count = 0;
+    for (index_t o : offsets)
+      if (o > 0 && j + o < n) js[count++] = j + o;
+    float dist[2];
+    d.from_one(j, js, count, dist);
+    for (index_t c = 0; c < count; ++c) column[j].add(dist[c]), column[js[c]].add(dist[c]);
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (index_t j = 0; j < n; ++j) order[j] = rank_key(d.valid(j) ? column[j].second : nan, j);
+  std::sort(order, order + n, [](std::uint64_t a, std::uint64_t b) { return a > b; });
+
+  index_t best = rank_key_index(order[0]);
+  std::uint64_t best_key = 0;
+  index_t batch[4];
+  float dist[4];
+  for (index_t at = 0; at < n && order[at] > best_key; ++at) {
+    const index_t j = rank_key_index(order[at]);
+    if (!d.valid(j)) {  // only reached when no row is finite: the lowest index wins
+      best = j, best_key = order[at];
+      continue;
+    }
+    two_smallest& col = column[j];
+    bool beaten = false;
+    ring_order ring(j, n);
+    for (index_t count; !beaten && (count = ring.next(batch, 4)) > 0;) {
+      index_t fresh = 0;  // skip the neighbours compared above
+      for (index_t c = 0; c < count; ++c) {
+        const index_t gap = batch[c] > j ? batch[c] - j : j - batch[c];
+        if (gap != offsets[0] && gap != offsets[1]) batch[fresh++] = batch[c];
+      }
+      d.from_one(j, batch, fresh, dist);
+      for (index_t c = 0; c < fresh; ++c) col.add(dist[c]);
+      beaten = rank_key(col.second, j) < best_key;
+    }
+    if (!beaten) best = j, best_key = rank_key(col.second, j);
+  }
+  return best;
+}
+
+/// The greedy max-min selection of `k` picks after `first`; `weight(j)` multiplies token j's
+/// minimum distance (1 when unweighted). Writes scratch.picks in pick order.
+template <class Distances, class Weight>
+void greedy_maxmin(const Distances& d, index_t first, index_t k, bool allow_repeats,
+                   const Weight& weight, const maxmin_scratch& s) noexcept {
+  const index_t n = d.rows.size();
+  s.picks[0] = first;
+  index_t picked = 1;
+  if (k == 1) return;
+
+  const auto score = [&](index_t j) {
+    return d.valid(j) ? weight(j) * s.nearest[j] : std::numeric_limits<float>::quiet_NaN();
+  };
+  d.sweep(first, [&](index_t j, float x) {
+    s.nearest[j] = std::isnan(x) ? std::numeric_limits<float>::infinity() : x;
+    s.applied[j] = 1;
+  });
+  index_t candidates = 0;
+  for (index_t j = 0; j < n; ++j)
+    if (allow_repeats || j != first) s.heap[candidates++] = rank_key(score(j), j);
+  key_heap heap(s.heap, candidates);
+
+  while (picked < k) {
+    const index_t j = rank_key_index(heap.top());
+    if (!d.valid(j) || s.applied[j] == picked) {  // current: the argmax
+      s.picks[picked++] = j;
+      if (!allow_repeats) heap.pop();
+      continue;
+    }
+    // Apply the pending picks four at a time, and stop as soon as j falls below the runner-up:
+    // its bound is then good enough to wait in the heap.
+    const std::uint64_t runner_up = heap.runner_up();
+    std::uint64_t key = heap.top();
+    for (index_t from = s.applied[j]; from < picked && key >= runner_up; from += 4) {
+      const index_t count = std::min<index_t>(4, picked - from);
+      float dist[4];
+      d.from_one(j, s.picks + from, count, dist);
+      float nearest = s.nearest[j];
+      for (index_t c = 0; c < count; ++c) nearest = dist[c] < nearest ? dist[c] : nearest;
+      s.nearest[j] = nearest;
+      s.applied[j] = static_cast<std::int32_t>(from + count);
+      key = rank_key(score(j), j);
+    }
+    heap.replace_top(key);
+  }
+}
+
+/// One group's inputs to a diversity selection.
+template <class E>
+struct diversity_group {
+  view<const E, 2> rows;        // (n, dim) compared
+  view<const float, 1> scores;  // (n,) importance or relevance; may be empty
+  view<const E, 2> query;       // (queries, dim) cdpruner; may be empty
+  index_t width = 1;            // the grid's w extent: index offset of a token's neighbour along h
+};
+
+/// How one group of a diversity policy is selected: its scratch, and `select`, which fills
+/// scratch.picks (group-local, pick order) and scratch.kept (the same, ascending). The max-min
+/// policies are here; cdpruner specialises it in <tokred/cpu/dpp.hpp>.
+template <class Arch, class P>
+struct diversity_selector {
+  using scratch = maxmin_scratch;
+
+  static scratch carve(arena& a, const P&, index_t n, index_t k) { return maxmin_scratch::carve(a, n, k); }
+
+  template <class E>
+  static void select(const P& p, const diversity_group<E>& g, index_t k, const scratch& s) noexcept {
+    constexpr distance_kind kind =
+        std::is_same_v<P, kcenter> ? distance_kind::squared_euclidean : distance_kind::cosine;
+    const group_distances<Arch, E, kind> d{row_set<Arch, E>{g.rows}, s.scale, s.self};
+    d.prepare();
+    const index_t n = g.rows.extent(0);
+    if constexpr (std::is_same_v<P, importance_diversity>) {
+      index_t first = 0;
+      for (index_t j = 1; j < n; ++j)
+        if (rank_key(g.scores(j), j) > rank_key(g.scores(first), first)) first = j;
+      greedy_maxmin(d, first, k, false, [&](index_t j) { return g.scores(j); }, s);
+    } else {
+      const index_t first = [&] {
+        if constexpr (std::is_same_v<P, kcenter>) return p.first;
+        else return most_isolated(d, g.width, s.column, s.heap);
+      }();
+      bool repeats = false;
+      if constexpr (std::is_same_v<P, divprune>) repeats = p.allow_repeats;
+      greedy_maxmin(d, first, k, repeats, [](index_t) { return 1.0f; }, s);
+    }
+    for (index_t j = 0; j < k; ++j) s.kept[j] = s.picks[j];
+    std::sort(s.kept, s.kept + k);
+  }
+};
+
+/// The CPU backend every diversity policy shares: checks, the per-share carve, one selection per
+/// group whose output rows this share owns, then its rows.
+template <class Arch, class P>
+struct cpu_diversity {
+  using selector = diversity_selector<Arch, P>;
+  using scratch = typename selector::scratch;
+
+  static scratch carve(arena& a, const P& p, const token_grid& grid, int ith, int nth) {
+    const selection_groups g = groups_of(p.within, grid);
+    const index_t group_kept = diversity_count(p, grid).count / (g.groups ? g.groups : 1);
+    scratch mine;
+    for (int s = 0; s < nth; ++s) {
+      const scratch slice = selector::carve(a, p, g.group_tokens, group_kept);
+      if (s == ith) mine = slice;
+    }
+    return mine;
+  }
+
+  static std::size_t workspace_bytes(const cpu<Arch>& exec, const P& p, const problem& prob) {
+    if (can_implement(p, prob) != status::ok || check_exec(exec) != status::ok) return 0;
+    arena counter;
+    carve(counter, p, prob.grid, 0, exec.nth);
+    return counter.used();
+  }
+
+  /// importance_diversity: `invalid_parameter` unless every score is NaN or finite and ≥ 0.
+  template <class Ein>
+  static status check_scores(const diversity_inputs<Ein>& in) noexcept {
+    if constexpr (std::is_same_v<P, importance_diversity>) {
+      for (index_t i = 0; i < in.grid.tokens(); ++i) {
+        const float w = in.scores(i);
+        if (!std::isnan(w) && !(w >= 0.0f && w <= std::numeric_limits<float>::max()))
+          return status::invalid_parameter;
+      }
+    }
+    return status::ok;
+  }
+
+  template <class Ein, class Eout>
+  static status apply(const cpu<Arch>& exec, const P& p, const diversity_inputs<Ein>& in,
+                      const diversity_outputs<Eout>& out, workspace ws) {
+    if (status s = check_exec(exec); s != status::ok) return s;
+    if (status s = check_diversity(p, in, out); s != status::ok) return s;
+    if (status s = check_scores(in); s != status::ok) return s;
+    const view<const Ein, 2> rows = compared_rows(in);
+    const std::size_t need = workspace_bytes(exec, p, problem{in.grid, rows.extent(1)});
+    if (status s = check_workspace(ws, need); s != status::ok) return s;
+    arena carver(ws);
+    const scratch mine = carve(carver, p, in.grid, exec.ith, exec.nth);
+    if (!carver.fits()) return status::workspace_too_small;
+
+    const selection_groups g = groups_of(p.within, in.grid);
+    const index_t kept_total = diversity_count(p, in.grid).count;
+    const index_t group_kept = kept_total / g.groups;
+    const index_t j0 = share_begin(kept_total, exec.ith, exec.nth);
+    const index_t j1 = share_begin(kept_total, exec.ith + 1, exec.nth);
+    for (index_t group = j0 / group_kept; group * group_kept < j1; ++group) {
+      const index_t first = group * g.group_tokens;
+      const index_t row0 = group * group_kept;
+      diversity_group<Ein> one{row_range(rows, first, g.group_tokens), {}, {}, in.grid.width};
+      if (reads_query<P>(in)) one.query = in.query;
+      if (reads_scores<P>(in))
+        one.scores = view<const float, 1>(&in.scores(first), {g.group_tokens}, {in.scores.stride(0)});
+      selector::select(p, one, group_kept, mine);
+      const index_t lo = std::max(j0, row0), hi = std::min(j1, row0 + group_kept);
+      if (requested(out.picks))
+        for (index_t j = lo; j < hi; ++j) out.picks(j) = first + mine.picks[j - row0];
+      const selection_outputs<Eout>& base = out;
+      emit_rows<Arch>([&](index_t j) -> index_t { return first + mine.kept[j - row0]; }, lo, hi,
+                      in.grid, in.tokens, base);
+    }
+    return status::ok;
+  }
+};
+
+}  // namespace detail
+
+template <class Arch>
+struct backend<divprune, cpu<Arch>> : detail::cpu_diversity<Arch, divprune> {};
+template <class Arch>
+struct backend<kcenter, cpu<Arch>> : detail::cpu_diversity<Arch, kcenter> {};
+template <class Arch>
+struct backend<importance_diversity, cpu<Arch>> : detail::cpu_diversity<Arch, importance_diversity> {};
+
+}  // namespace tokred

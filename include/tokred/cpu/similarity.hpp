@@ -1,0 +1,133 @@
+// tokred/cpu/similarity.hpp — dot products and squared distances between token rows, the inner
+// loop of every similarity-driven policy (diversity, DPP).
+//
+// One canonical summation order per (Arch, element type): the row is read in chunks of two
+// batches (`load_float_pair`), the first batch of each chunk accumulates into one register and
+// the second into another, the two are added and reduced across lanes, and the elements past the
+// last whole chunk are added one by one in order. Every kernel here sums a pair in exactly that
+// order, however many pairs it handles at once, so d(i, j) has the same bits whichever kernel
+// computed it and whichever of the two rows was the shared one: results never depend on the
+// order in which an algorithm visits pairs. Rows that are not contiguous take a scalar loop.
+#pragma once
+
+#include <cstddef>
+
+#include "tokred/core/element.hpp"
+#include "tokred/cpu/simd.hpp"
+
+namespace tokred::detail {
+
+/// How a pair of rows is combined, element by element.
+enum class pair_op {
+  dot,               ///< Σ a·b
+  squared_distance,  ///< Σ (a − b)²
+};
+
+/// One step of `Op` for one lane batch: the accumulator after adding the pair's term.
+template <pair_op Op, class B>
+B accumulate(const B& a, const B& b, const B& acc) noexcept {
+  if constexpr (Op == pair_op::dot) {
+    return xsimd::fma(a, b, acc);
+  } else {
+    const B diff = a - b;
+    return xsimd::fma(diff, diff, acc);
+  }
+}
+
+/// The scalar form of the same step, for chunk tails and non-contiguous rows.
+template <pair_op Op>
+float accumulate(float a, float b, float acc) noexcept {
+  if constexpr (Op == pair_op::dot) {
+    return a * b + acc;
+  } else {
+    const float diff = a - b;
+    return diff * diff + acc;
+  }
+}
+
+/// `Op` of the shared row `a` against `M` rows `b[m]`, all contiguous and `n` long, into `out[m]`.
+/// Each pair is summed in the canonical order; the shared row is loaded once per chunk.
+template <class Arch, pair_op Op, int M, class E>
+void combine_contiguous(const E* a, const E* const (&b)[M], index_t n, float (&out)[M]) noexcept {
+  using batch = float_batch<Arch>;
+  constexpr index_t chunk = 2 * static_cast<index_t>(batch::size);
+  batch acc0[M], acc1[M];
+  for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = batch(0.0f);
+  index_t i = 0;
+  for (; i + chunk <= n; i += chunk) {
+    const float_pair<Arch> x = load_float_pair<Arch>(a + i);
+    for (int m = 0; m < M; ++m) {
+      const float_pair<Arch> y = load_float_pair<Arch>(b[m] + i);
+      acc0[m] = accumulate<Op>(x.first, y.first, acc0[m]);
+      acc1[m] = accumulate<Op>(x.second, y.second, acc1[m]);
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    float sum = xsimd::hadd(acc0[m] + acc1[m]);
+    for (index_t t = i; t < n; ++t) sum = accumulate<Op>(to_float(a[t]), to_float(b[m][t]), sum);
+    out[m] = sum;
+  }
+}
+
+/// `Op` of two rows of `n` elements with element strides `sa` and `sb`.
+template <class Arch, pair_op Op, class E>
+float combine(const E* a, index_t sa, const E* b, index_t sb, index_t n) noexcept {
+  if (sa == 1 && sb == 1) {
+    const E* rows[1] = {b};
+    float out[1];
+    combine_contiguous<Arch, Op, 1>(a, rows, n, out);
+    return out[0];
+  }
+  float sum = 0.0f;
+  for (index_t t = 0; t < n; ++t) sum = accumulate<Op>(to_float(a[t * sa]), to_float(b[t * sb]), sum);
+  return sum;
+}
+
+/// The rows of a (tokens, dim) view that similarity work reads, with the kernels over them.
+template <class Arch, class E>
+struct row_set {
+  view<const E, 2> rows;  // (tokens, dim)
+
+  index_t size() const noexcept { return rows.extent(0); }
+  index_t dim() const noexcept { return rows.extent(1); }
+  const E* row(index_t i) const noexcept { return &rows(i, 0); }
+
+  /// `Op` of rows i and j.
+  template <pair_op Op>
+  float pair(index_t i, index_t j) const noexcept {
+    return combine<Arch, Op>(row(i), rows.stride(1), row(j), rows.stride(1), dim());
+  }
+
+  /// `Op` of row `i` against rows `js[0 … count)`, into `out`: four rows per pass when the rows
+  /// are contiguous, so row i is read once for four pairs.
+  template <pair_op Op>
+  void pairs(index_t i, const index_t* js, index_t count, float* out) const noexcept {
+    index_t c = 0;
+    if (rows.stride(1) == 1) {
+      for (; c + 4 <= count; c += 4) {
+        const E* const b[4] = {row(js[c]), row(js[c + 1]), row(js[c + 2]), row(js[c + 3])};
+        float four[4];
+        combine_contiguous<Arch, Op, 4>(row(i), b, dim(), four);
+        for (int m = 0; m < 4; ++m) out[c + m] = four[m];
+      }
+    }
+    for (; c < count; ++c) out[c] = pair<Op>(i, js[c]);
+  }
+
+  /// `Op` of row `i` against every row j in [j0, j1), `visit(j, value)` for each.
+  template <pair_op Op, class Visit>
+  void sweep(index_t i, index_t j0, index_t j1, const Visit& visit) const noexcept {
+    index_t j = j0;
+    if (rows.stride(1) == 1) {
+      for (; j + 4 <= j1; j += 4) {
+        const E* const b[4] = {row(j), row(j + 1), row(j + 2), row(j + 3)};
+        float four[4];
+        combine_contiguous<Arch, Op, 4>(row(i), b, dim(), four);
+        for (int m = 0; m < 4; ++m) visit(j + m, four[m]);
+      }
+    }
+    for (; j < j1; ++j) visit(j, pair<Op>(i, j));
+  }
+};
+
+}  // namespace tokred::detail

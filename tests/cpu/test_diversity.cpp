@@ -1,0 +1,232 @@
+// tests/cpu/test_diversity.cpp — divprune, kcenter and importance_diversity on CPU: against the
+// O(n²) oracle over the shared case table (every element type, scope and thread split), against
+// the original DivPrune's outputs, and the documented results for repeats, zero rows, NaN and
+// bad input.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+
+#include "reference/diversity_ref.hpp"
+#include "reference/gather_ref.hpp"
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/diversity.hpp"
+#include "support/catch.hpp"
+#include "support/golden.hpp"
+
+namespace {
+
+using namespace tokred;
+using namespace tokred::testing;
+
+/// How far below the best candidate's score (in double) a fp32 pick may fall: the rounding
+/// error of a distance between rows of at most 64 elements, with a wide margin.
+constexpr double rounding_slack = 1e-5;
+
+template <class Ein, class Eout, class P>
+void check_against_oracle(const P& p, const shape_case& c, int nth) {
+  const index_t n = c.grid.tokens();
+  const token_matrix<Ein> rows = continuous_rows<Ein>(n, c.dim, c.rows, 3 + static_cast<std::uint64_t>(n));
+  const std::vector<float> w = importance(n, 17);
+  const diversity_inputs<Ein> in{c.grid, rows.rows, {}, make_view(w.data(), n), {}};
+  const diversity_buffers<Eout> got = run_shares<Ein, Eout>(p, in, c.dim, nth);
+
+  const detail::selection_groups g = detail::groups_of(p.within, c.grid);
+  const index_t k = got.kept / g.groups;
+  std::vector<std::int64_t> kept;
+  for (index_t group = 0; group < g.groups; ++group) {
+    const index_t first = group * g.group_tokens;
+    std::vector<double> weights;
+    if constexpr (std::is_same_v<P, importance_diversity>)
+      for (index_t i = 0; i < g.group_tokens; ++i) weights.push_back(w[static_cast<std::size_t>(first + i)]);
+    const ref::greedy_rule rule =
+        ref::rule_of(p, detail::row_range(view<const Ein, 2>(rows.rows), first, g.group_tokens), weights);
+    std::vector<std::int64_t> picks(got.picks.begin() + group * k, got.picks.begin() + (group + 1) * k);
+    for (std::int64_t& i : picks) i -= first;
+    // Every pick is a best candidate of its step, up to fp32 rounding.
+    CHECK(ref::worst_shortfall(rule, picks) <= rounding_slack);
+    std::sort(picks.begin(), picks.end());
+    for (std::int64_t i : picks) kept.push_back(first + i);
+  }
+  CHECK(got.source == kept);
+  bool repeats = false;
+  if constexpr (std::is_same_v<P, divprune>) repeats = p.allow_repeats;
+  if (!repeats) CHECK(std::adjacent_find(kept.begin(), kept.end()) == kept.end());
+  CHECK(got.positions == ref::positions_of(kept, c.grid));
+  CHECK(ref::gather_mismatches<Ein, Eout>(kept, rows.rows, got.tokens) == 0);
+}
+
+template <class P>
+P make_policy(double ratio, scope within) {
+  P p{};
+  p.keep = keep_budget::ratio(ratio, rounding::half_even);
+  p.within = within;
+  return p;
+}
+
+/// Every policy at every (ratio, scope); a three-share split at ratio 0.25. Each run rebuilds the
+/// oracle's O(n²·d) distance matrix, so the grid is kept to what covers distinct code paths.
+template <class Ein, class Eout>
+void check_all_policies(const shape_case& c, const std::vector<double>& ratios) {
+  for (const double ratio : ratios)
+    for (const scope within : {scope::global, scope::per_frame}) {
+      if (ratio == 1.0 && within == scope::per_frame) continue;  // as global, group by group
+      const int nth = ratio == 0.25 ? 3 : 1;
+      INFO(c.name << " ratio " << ratio << (within == scope::global ? " global" : " per-frame")
+                  << " nth " << nth);
+      const problem prob{c.grid, c.dim};
+      const divprune dp = make_policy<divprune>(ratio, within);
+      if (can_implement(dp, prob) != status::ok) continue;  // the ratio rounds to 0 tokens
+      check_against_oracle<Ein, Eout>(dp, c, nth);
+      divprune repeats = dp;
+      repeats.allow_repeats = true;
+      if (ratio < 1.0) check_against_oracle<Ein, Eout>(repeats, c, nth);
+      kcenter kc = make_policy<kcenter>(ratio, within);
+      kc.first = detail::groups_of(within, c.grid).group_tokens / 2;
+      check_against_oracle<Ein, Eout>(kc, c, nth);
+      check_against_oracle<Ein, Eout>(make_policy<importance_diversity>(ratio, within), c, nth);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("diversity selections match the oracle on the case table", "[diversity]") {
+  for (const shape_case& c : shape_cases()) {
+    check_all_policies<float, float>(c, {0.1, 0.25, 1.0});
+    check_all_policies<bf16, bf16>(c, {0.1, 0.25});
+    check_all_policies<f16, float>(c, {0.25});
+  }
+}
+
+TEST_CASE("DivPrune original: kept set, pick order and rows", "[diversity][golden]") {
+  for (const std::string name : {"c01_n576_d64_r0098", "c02_n576_d64_k1"}) {
+    INFO(name);
+    const std::string dir = golden_case("divprune", name);
+    const io::npy_array input = load_npy(dir + "input.npy");            // (N, D) float32
+    const io::npy_array order = load_npy(dir + "kept_indices.npy");     // (k,) pick order
+    const io::npy_array sorted = load_npy(dir + "kept_indices_sorted.npy");
+    const io::npy_array rows = load_npy(dir + "tokens.npy");            // (k, D)
+    const index_t n = input.shape.at(0), dim = input.shape.at(1);
+    const std::vector<float> x = input.as<float>();
+    const double ratio = name == "c01_n576_d64_r0098" ? 0.098 : 0.001;  // SUBSET_RATIO
+    const divprune policy = divprune::original(ratio);
+    const diversity_inputs<float> in{image_grid(24, 24), make_view(x.data(), n, dim), {}, {}, {}};
+    REQUIRE(retained_count(policy, problem{in.grid, dim}) == order.shape.at(0));
+    const diversity_buffers<float> got = run_shares<float, float>(policy, in, dim);
+    CHECK(got.picks == order.as<std::int64_t>());
+    CHECK(got.source == sorted.as<std::int64_t>());
+    CHECK(got.tokens == rows.as<float>());
+    // The default (no repeats) makes the same choices whenever the original repeats nothing.
+    divprune no_repeats = policy;
+    no_repeats.allow_repeats = false;
+    CHECK(run_shares<float, float>(no_repeats, in, dim).picks == order.as<std::int64_t>());
+  }
+}
+
+TEST_CASE("divprune: duplicates are picked again only with allow_repeats", "[diversity]") {
+  // Three copies of a and one b: b is the most isolated, then a; then every candidate is at
+  // distance 0 from a pick, and the original picks index 0 again.
+  const float x[4 * 2] = {1, 0, 1, 0, 1, 0, 0, 1};
+  const diversity_inputs<float> in{sequence_grid(4), make_view(x, 4, 2), {}, {}, {}};
+  divprune p{keep_budget::count(3)};
+  CHECK(run_shares<float, float>(p, in, 2).picks == std::vector<std::int64_t>{3, 0, 1});
+  p.allow_repeats = true;
+  const diversity_buffers<float> repeated = run_shares<float, float>(p, in, 2);
+  CHECK(repeated.picks == std::vector<std::int64_t>{3, 0, 0});
+  CHECK(repeated.source == std::vector<std::int64_t>{0, 0, 3});
+  CHECK(repeated.tokens == std::vector<float>{1, 0, 1, 0, 0, 1});
+}
+
+TEST_CASE("divprune: a zero row is at distance 1 from every row; a NaN row ranks last",
+          "[diversity]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  {
+    const float x[3 * 2] = {0, 0, 1, 0, 1, 0.1f};
+    const diversity_inputs<float> in{sequence_grid(3), make_view(x, 3, 2), {}, {}, {}};
+    CHECK(run_shares<float, float>(divprune{keep_budget::count(1)}, in, 2).picks == std::vector<std::int64_t>{0});
+  }
+  {
+    const float x[4 * 2] = {nan, 1, 1, 0, 0, 1, 1, 0.5f};
+    const diversity_inputs<float> in{sequence_grid(4), make_view(x, 4, 2), {}, {}, {}};
+    CHECK(run_shares<float, float>(divprune{keep_budget::count(4)}, in, 2).picks ==
+          std::vector<std::int64_t>{2, 1, 3, 0});
+    CHECK(run_shares<float, float>(kcenter{keep_budget::count(4)}, in, 2).picks ==
+          std::vector<std::int64_t>{0, 1, 2, 3});
+  }
+}
+
+TEST_CASE("diversity: one token, all tokens, features narrower than the rows", "[diversity]") {
+  const token_matrix<float> rows = continuous_rows<float>(24, 12, layout::contiguous, 9);
+  const diversity_inputs<float> one{sequence_grid(1), make_view(&rows.rows(0, 0), 1, 12), {}, {}, {}};
+  CHECK(run_shares<float, float>(divprune{keep_budget::count(1)}, one, 12).picks == std::vector<std::int64_t>{0});
+
+  const diversity_inputs<float> all{sequence_grid(24), rows.rows, {}, {}, {}};
+  const diversity_buffers<float> every = run_shares<float, float>(divprune{keep_budget::ratio(1.0, rounding::floor)}, all, 12);
+  std::vector<std::int64_t> sorted = every.picks;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(sorted == every.source);
+  CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+
+  // Distances from the first 4 columns only (a deepstack-style view); whole 12-wide rows move.
+  const view<const float, 2> narrow(&rows.rows(0, 0), {24, 4}, {12, 1});
+  const diversity_inputs<float> in{sequence_grid(24), rows.rows, narrow, {}, {}};
+  const divprune p{keep_budget::count(5)};
+  const diversity_buffers<float> got = run_shares<float, float>(p, in, 12);
+  CHECK(got.picks == ref::greedy_picks(ref::rule_of(p, narrow), 5));
+  CHECK(got.tokens.size() == 5 * 12);
+}
+
+TEST_CASE("diversity: bad input leaves every output untouched", "[diversity][bad-input]") {
+  const token_matrix<float> rows = continuous_rows<float>(16, 8, layout::contiguous, 4);
+  std::vector<float> w(16, 1.0f);
+  const diversity_inputs<float> in{sequence_grid(16), rows.rows, {}, make_view(w.data(), 16), {}};
+  const problem prob{in.grid, 8};
+  diversity_buffers<float> out(4, 8);
+  host_workspace ws(1 << 16);
+
+  CHECK(apply(cpu{}, divprune{keep_budget::count(0)}, in, out.outputs(), ws.get()) == status::invalid_budget);
+  CHECK(apply(cpu{}, divprune{keep_budget::count(17)}, in, out.outputs(), ws.get()) ==
+        status::budget_exceeds_input);
+  CHECK(can_implement(kcenter{keep_budget::count(4), scope::global, 16}, prob) == status::invalid_parameter);
+  CHECK(retained_count(kcenter{keep_budget::count(4), scope::global, -1}, prob) == 0);
+  CHECK(apply(cpu{1, 1}, divprune{keep_budget::count(4)}, in, out.outputs(), ws.get()) == status::invalid_exec);
+
+  const view<const float, 2> short_features(&rows.rows(0, 0), {15, 8}, {8, 1});
+  CHECK(apply(cpu{}, divprune{keep_budget::count(4)},
+              diversity_inputs<float>{in.grid, rows.rows, short_features, {}, {}}, out.outputs(),
+              ws.get()) == status::shape_mismatch);
+  CHECK(apply(cpu{}, importance_diversity{keep_budget::count(4)},
+              diversity_inputs<float>{in.grid, rows.rows, {}, {}, {}}, out.outputs(), ws.get()) ==
+        status::shape_mismatch);
+
+  diversity_outputs<float> overlapping = out.outputs();
+  overlapping.picks = make_view(out.source.data(), 4);
+  CHECK(apply(cpu{}, divprune{keep_budget::count(4)}, in, overlapping, ws.get()) == status::aliasing);
+
+  for (const float bad : {-1.0f, std::numeric_limits<float>::infinity()}) {
+    w[3] = bad;
+    CHECK(apply(cpu{}, importance_diversity{keep_budget::count(4)}, in, out.outputs(), ws.get()) ==
+          status::invalid_parameter);
+  }
+  w[3] = 1.0f;
+
+  const std::size_t need = workspace_bytes(cpu{}, divprune{keep_budget::count(4)}, prob);
+  host_workspace small(need - 1);
+  CHECK(apply(cpu{}, divprune{keep_budget::count(4)}, in, out.outputs(), small.get()) ==
+        status::workspace_too_small);
+  CHECK(out.untouched());
+}
+
+TEST_CASE("importance_diversity: a NaN score ranks last", "[diversity]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float x[3 * 2] = {1, 0, 0, 1, 1, 1};
+  const float w[3] = {nan, 0.5f, 0.25f};
+  const diversity_inputs<float> in{sequence_grid(3), make_view(x, 3, 2), {}, make_view(w, 3), {}};
+  CHECK(run_shares<float, float>(importance_diversity{keep_budget::count(3)}, in, 2).picks ==
+        std::vector<std::int64_t>{1, 2, 0});
+}

@@ -1,0 +1,173 @@
+// tests/cpu/test_dpp.cpp — cdpruner on CPU against the greedy MAP by definition (a fresh Cholesky
+// factorisation of K_SS per step, in double) over the shared case table: both kernels, relevance
+// from queries, from scores or none, the split variant, every element type, scope and thread
+// split; OpenVINO's count rule and test vector; bad input.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+
+#include "reference/dpp_ref.hpp"
+#include "reference/gather_ref.hpp"
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/catch.hpp"
+#include "support/diversity.hpp"
+
+namespace {
+
+using namespace tokred;
+using namespace tokred::testing;
+
+/// Where relevance comes from in a test run.
+enum class relevance_from { query, scores, none };
+
+/// How far below the best gain (in double) a fp32 pick may fall: rounding, plus OpenVINO's 1e-6
+/// pivot shift and skipped coefficients, with a wide margin.
+constexpr double gain_slack = 1e-4;
+
+/// Checks one DPP (a group, or a half of one) of `got_picks` (local) against the oracle.
+template <class E>
+void certify(const cdpruner& p, const view<const E, 2>& rows, const std::vector<float>& scores,
+             index_t first, const view<const E, 2>& query, relevance_from from,
+             const std::vector<std::int64_t>& got_picks) {
+  const ref::double_rows x = ref::to_double(rows);
+  std::vector<double> m(static_cast<std::size_t>(x.n), 0.0);
+  if (from == relevance_from::query) m = ref::dpp_relevance(x, ref::to_double(query));
+  if (from == relevance_from::scores)
+    for (index_t i = 0; i < x.n; ++i) m[static_cast<std::size_t>(i)] = scores[static_cast<std::size_t>(first + i)];
+  const ref::dpp_kernel_matrix kernel = ref::dpp_kernel_of(p, x, m);
+  CHECK(ref::dpp_worst_shortfall(kernel, got_picks) <= gain_slack);
+}
+
+template <class Ein, class Eout>
+void check_against_oracle(const cdpruner& p, const shape_case& c, relevance_from from, int nth) {
+  const index_t n = c.grid.tokens();
+  const token_matrix<Ein> rows = continuous_rows<Ein>(n, c.dim, c.rows, 5 + static_cast<std::uint64_t>(n));
+  const token_matrix<Ein> query = continuous_rows<Ein>(2, c.dim, layout::contiguous, 77);
+  const std::vector<float> scores = importance(n, 31);
+  diversity_inputs<Ein> in{c.grid, rows.rows, {}, {}, {}};
+  if (from == relevance_from::query) in.query = query.rows;
+  if (from == relevance_from::scores) in.scores = make_view(scores.data(), n);
+  const diversity_buffers<Eout> got = run_shares<Ein, Eout>(p, in, c.dim, nth);
+  INFO("relevance " << static_cast<int>(from) << " kernel " << static_cast<int>(p.kernel) << " w "
+                    << p.relevance_weight << " nth " << nth);
+
+  const detail::selection_groups g = detail::groups_of(p.within, c.grid);
+  const index_t k = got.kept / g.groups;
+  std::vector<std::int64_t> kept;
+  for (index_t group = 0; group < g.groups; ++group) {
+    const index_t first = group * g.group_tokens;
+    std::vector<std::int64_t> picks(got.picks.begin() + group * k, got.picks.begin() + (group + 1) * k);
+    for (std::int64_t& i : picks) i -= first;
+    const view<const Ein, 2> all = view<const Ein, 2>(rows.rows);
+    if (!p.split) {
+      certify(p, detail::row_range(all, first, g.group_tokens), scores, first, view<const Ein, 2>(query.rows), from, picks);
+    } else {
+      const index_t middle = g.group_tokens / 2, k1 = k / 2;
+      std::vector<std::int64_t> a(picks.begin(), picks.begin() + k1), b(picks.begin() + k1, picks.end());
+      for (std::int64_t& i : b) i -= middle;
+      CHECK(std::all_of(a.begin(), a.end(), [&](std::int64_t i) { return i >= 0 && i < middle; }));
+      certify(p, detail::row_range(all, first, middle), scores, first, view<const Ein, 2>(query.rows), from, a);
+      certify(p, detail::row_range(all, first + middle, g.group_tokens - middle), scores, first + middle,
+              view<const Ein, 2>(query.rows), from, b);
+    }
+    std::sort(picks.begin(), picks.end());
+    for (std::int64_t i : picks) kept.push_back(first + i);
+  }
+  CHECK(got.source == kept);
+  CHECK(std::adjacent_find(kept.begin(), kept.end()) == kept.end());
+  CHECK(got.positions == ref::positions_of(kept, c.grid));
+  CHECK(ref::gather_mismatches<Ein, Eout>(kept, rows.rows, got.tokens) == 0);
+}
+
+template <class Ein, class Eout>
+void check_variants(const shape_case& c) {
+  // The oracle is O(k·n·k²): large groups keep 5 %, small ones a quarter.
+  const double ratio = c.grid.tokens() > 300 ? 0.05 : 0.25;
+  for (const scope within : {scope::global, scope::per_frame})
+    for (const bool split : {false, true}) {
+      INFO(c.name << (within == scope::global ? " global" : " per-frame") << (split ? " split" : ""));
+      cdpruner p{keep_budget::ratio(ratio, rounding::half_away)};
+      p.within = within;
+      p.split = split;
+      if (can_implement(p, problem{c.grid, c.dim}) != status::ok) continue;
+      check_against_oracle<Ein, Eout>(p, c, relevance_from::query, split ? 3 : 1);
+      check_against_oracle<Ein, Eout>(p, c, relevance_from::scores, 1);
+      check_against_oracle<Ein, Eout>(p, c, relevance_from::none, 1);
+      for (const float w : {0.0f, 1.0f}) {
+        p.relevance_weight = w;
+        check_against_oracle<Ein, Eout>(p, c, relevance_from::query, 1);
+      }
+      p.kernel = dpp_kernel::original;
+      check_against_oracle<Ein, Eout>(p, c, relevance_from::scores, 2);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("cdpruner matches the greedy MAP by definition on the case table", "[dpp]") {
+  for (const shape_case& c : shape_cases()) {
+    check_variants<float, float>(c);
+    check_variants<bf16, bf16>(c);
+    check_variants<f16, float>(c);
+  }
+}
+
+TEST_CASE("the DPP oracle reproduces OpenVINO's own test vector", "[dpp]") {
+  // tests/cpp/test_cdpruner_dpp.cpp of openvinotoolkit/openvino.genai: k = 1 -> {1}, k = 3 -> 1, 0, 3.
+  const ref::dpp_kernel_matrix kernel{4, {.8, .3, .1, .2, .3, .9, .4, .1, .1, .4, .7, .5, .2, .1, .5, .6}};
+  CHECK(ref::dpp_picks(kernel, 1) == std::vector<std::int64_t>{1});
+  CHECK(ref::dpp_picks(kernel, 3) == std::vector<std::int64_t>{1, 0, 3});
+  CHECK(ref::dpp_gains(kernel, {1, 0})[2] == Approx(0.5206).margin(1e-4));
+}
+
+TEST_CASE("cdpruner::openvino: OpenVINO's pruning_ratio and count rule", "[dpp]") {
+  const cdpruner p = cdpruner::openvino(70);
+  CHECK(p.split);
+  CHECK(p.within == scope::per_frame);
+  CHECK(p.relevance_weight == 0.5f);
+  CHECK(retained_count(p, problem{image_grid(10, 10), 8}) == 30);    // std::round(100 · 0.3)
+  CHECK(retained_count(cdpruner::openvino(50), problem{sequence_grid(5), 8}) == 3);  // 2.5 -> 3
+  CHECK(retained_count(cdpruner::openvino(25), problem{token_grid{2, 2, 5}, 8}) == 16);  // 8 per frame
+  CHECK(can_implement(cdpruner::openvino(100), problem{sequence_grid(5), 8}) == status::invalid_budget);
+  CHECK(can_implement(cdpruner::openvino(120), problem{sequence_grid(5), 8}) == status::invalid_ratio);
+}
+
+TEST_CASE("cdpruner: split keeps floor(k/2) from the first half and the rest from the second", "[dpp]") {
+  const token_matrix<float> rows = continuous_rows<float>(9, 6, layout::contiguous, 12);
+  cdpruner p{keep_budget::count(5)};
+  p.split = true;
+  const diversity_buffers<float> got = run_shares<float, float>(p, {sequence_grid(9), rows.rows, {}, {}, {}}, 6);
+  CHECK(std::count_if(got.source.begin(), got.source.end(), [](std::int64_t i) { return i < 4; }) == 2);
+  // One token: the first half is empty and keeps nothing.
+  const diversity_buffers<float> one =
+      run_shares<float, float>(p = cdpruner{keep_budget::count(1), 0.5f, dpp_kernel::openvino, true},
+                               {sequence_grid(1), detail::row_range(view<const float, 2>(rows.rows), 0, 1), {}, {}, {}}, 6);
+  CHECK(one.source == std::vector<std::int64_t>{0});
+}
+
+TEST_CASE("cdpruner: bad input leaves every output untouched", "[dpp][bad-input]") {
+  const token_matrix<float> rows = continuous_rows<float>(16, 8, layout::contiguous, 4);
+  const token_matrix<float> query = continuous_rows<float>(2, 8, layout::contiguous, 5);
+  diversity_buffers<float> out(4, 8);
+  host_workspace ws(1 << 16);
+  const token_grid grid = sequence_grid(16);
+  for (const float w : {-0.1f, 1.5f, std::numeric_limits<float>::quiet_NaN()})
+    CHECK(apply(cpu{}, cdpruner{keep_budget::count(4), w}, diversity_inputs<float>{grid, rows.rows, {}, {}, query.rows},
+                out.outputs(), ws.get()) == status::invalid_parameter);
+  const view<const float, 2> narrow_query(query.rows.data_handle(), {2, 7}, {8, 1});
+  CHECK(apply(cpu{}, cdpruner{keep_budget::count(4)}, diversity_inputs<float>{grid, rows.rows, {}, {}, narrow_query},
+              out.outputs(), ws.get()) == status::shape_mismatch);
+  const view<const float, 2> no_queries(query.rows.data_handle(), {0, 8}, {8, 1});
+  CHECK(apply(cpu{}, cdpruner{keep_budget::count(4)}, diversity_inputs<float>{grid, rows.rows, {}, {}, no_queries},
+              out.outputs(), ws.get()) == status::empty_input);
+  std::vector<float> short_scores(15, 1.0f);
+  CHECK(apply(cpu{}, cdpruner{keep_budget::count(4)},
+              diversity_inputs<float>{grid, rows.rows, {}, make_view(short_scores.data(), 15), {}}, out.outputs(),
+              ws.get()) == status::shape_mismatch);
+  CHECK(out.untouched());
+}
