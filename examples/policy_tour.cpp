@@ -275,6 +275,131 @@ void workspace_scene() {
   TOUR_CHECK(scratch.size() == bytes);
 }
 
+/// Six tokens of dim 2 in three near-copy pairs: (0, 1) along +x, (2, 3) along +y, (4, 5) along
+/// −x; the copies drift by 0.1, 0.2 and 0.3, so the −x pair is the most spread.
+constexpr float pairs[6 * 2] = {1, 0, 1, 0.1f, 0, 1, 0.2f, 1, -1, 0, -1, -0.3f};
+
+void divprune_scene() {
+  std::printf("divprune\n");
+  // example-begin divprune
+  // Keep 3 of the 6 paired tokens: DivPrune keeps one token of each pair.
+  const tokred::divprune policy{tokred::keep_budget::count(3)};  // scope::global, no repeats
+  const tokred::problem prob{tokred::sequence_grid(6), 2};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  std::int64_t source[3];  // (kept,) ascending: {0, 2, 4}
+  std::int64_t picks[3];   // (kept,) pick order: {4, 0, 2}
+  tokred::diversity_inputs<float> in{};
+  in.grid = prob.grid;
+  in.tokens = tokred::make_view(pairs, 6, 2);  // (tokens, dim); also the compared rows
+  tokred::diversity_outputs<float> out{};
+  out.source = tokred::make_view(source, 3);
+  out.picks = tokred::make_view(picks, 3);
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok. Token 4 is picked first: its nearest neighbour is the farthest (tie with 5, lower
+  // index wins); token 0 is farthest from it, then token 2 is farthest from both.
+  // example-end divprune
+  TOUR_CHECK(s == tokred::status::ok);
+  const std::int64_t want_source[3] = {0, 2, 4}, want_picks[3] = {4, 0, 2};
+  TOUR_CHECK(std::equal(source, source + 3, want_source));
+  TOUR_CHECK(std::equal(picks, picks + 3, want_picks));
+
+  // example-begin divprune-original
+  // The original's budget: round(0.098 · 576) = 56 of LLaVA-1.5's 24 x 24 tokens, Python
+  // rounding, one global group, and its repeat quirk (allow_repeats) turned on.
+  const tokred::divprune original = tokred::divprune::original(0.098);
+  const tokred::index_t kept = tokred::retained_count(original, {tokred::image_grid(24, 24), 4096});  // 56
+  // example-end divprune-original
+  TOUR_CHECK(kept == 56 && original.allow_repeats && original.within == tokred::scope::global);
+}
+
+void kcenter_scene() {
+  std::printf("kcenter\n");
+  // example-begin kcenter
+  // Points on a line at x = 0, 1, 2, 10, 11, 5: start at token 0, then the farthest (11), then
+  // the one farthest from both (5).
+  const float line[6 * 2] = {0, 0, 1, 0, 2, 0, 10, 0, 11, 0, 5, 0};
+  const tokred::kcenter policy{tokred::keep_budget::count(3), tokred::scope::global, /*first=*/0};
+  const tokred::problem prob{tokred::sequence_grid(6), 2};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+  std::int64_t picks[3];  // (kept,) pick order: {0, 4, 5}
+  tokred::diversity_inputs<float> in{};
+  in.grid = prob.grid;
+  in.tokens = tokred::make_view(line, 6, 2);
+  tokred::diversity_outputs<float> out{};
+  out.picks = tokred::make_view(picks, 3);
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // example-end kcenter
+  TOUR_CHECK(s == tokred::status::ok);
+  const std::int64_t want[3] = {0, 4, 5};
+  TOUR_CHECK(std::equal(picks, picks + 3, want));
+}
+
+void importance_diversity_scene() {
+  std::printf("importance_diversity\n");
+  // example-begin importance-diversity
+  // The same paired tokens, with an importance per token (e.g. [CLS] attention): the first pick
+  // is the most important token, and each pair gives up its less important member.
+  const float importance[6] = {0.1f, 0.9f, 0.2f, 0.3f, 0.5f, 0.4f};  // (tokens,), each >= 0
+  const tokred::importance_diversity policy{tokred::keep_budget::count(3)};
+  const tokred::problem prob{tokred::sequence_grid(6), 2};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+  std::int64_t source[3];  // (kept,) ascending: {1, 3, 4}
+  std::int64_t picks[3];   // (kept,) pick order: {1, 4, 3}
+  tokred::diversity_inputs<float> in{};
+  in.grid = prob.grid;
+  in.tokens = tokred::make_view(pairs, 6, 2);
+  in.scores = tokred::make_view(importance, 6);
+  tokred::diversity_outputs<float> out{};
+  out.source = tokred::make_view(source, 3);
+  out.picks = tokred::make_view(picks, 3);
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // example-end importance-diversity
+  TOUR_CHECK(s == tokred::status::ok);
+  const std::int64_t want_source[3] = {1, 3, 4}, want_picks[3] = {1, 4, 3};
+  TOUR_CHECK(std::equal(source, source + 3, want_source));
+  TOUR_CHECK(std::equal(picks, picks + 3, want_picks));
+}
+
+void cdpruner_scene() {
+  std::printf("cdpruner\n");
+  // example-begin cdpruner
+  // The paired tokens again, conditioned on one query row along +y (e.g. the mean of the
+  // prompt's embeddings, as OpenVINO uses): relevance m_i is the cosine to the query.
+  const float query[1 * 2] = {0, 1};                           // (queries, dim)
+  const tokred::cdpruner policy{tokred::keep_budget::count(3)};  // OpenVINO kernel, w = 0.5, no split
+  const tokred::problem prob{tokred::sequence_grid(6), 2};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+  std::vector<float> kept(3 * 2);  // (kept, dim)
+  std::int64_t source[3];          // (kept,) ascending: {1, 2, 5}
+  std::int64_t picks[3];           // (kept,) pick order: {2, 1, 5}
+  tokred::diversity_inputs<float> in{};
+  in.grid = prob.grid;
+  in.tokens = tokred::make_view(pairs, 6, 2);
+  in.query = tokred::make_view(query, 1, 2);
+  tokred::diversity_outputs<float> out{};
+  out.tokens = tokred::make_view(kept.data(), 3, 2);
+  out.source = tokred::make_view(source, 3);
+  out.picks = tokred::make_view(picks, 3);
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok. Token 2, the most relevant, is picked first; the DPP then keeps one token of each
+  // other pair, and the kept rows come out in original order.
+  // example-end cdpruner
+  TOUR_CHECK(s == tokred::status::ok);
+  const std::int64_t want_source[3] = {1, 2, 5}, want_picks[3] = {2, 1, 5};
+  TOUR_CHECK(std::equal(source, source + 3, want_source));
+  TOUR_CHECK(std::equal(picks, picks + 3, want_picks));
+  TOUR_CHECK(kept[0] == 1.0f && kept[1] == 0.1f && kept[5] == -0.3f);  // rows 1, 2, 5 in order
+
+  // example-begin cdpruner-openvino
+  // OpenVINO GenAI's settings: pruning_ratio = 70 prunes 70 % of each frame, std::round(100 · 0.3)
+  // = 30 of each 10 x 10 frame, split into halves of 15 + 15; relevance_weight 0.5.
+  const tokred::cdpruner ov = tokred::cdpruner::openvino(70);
+  const tokred::index_t k = tokred::retained_count(ov, {tokred::token_grid{2, 10, 10}, 2});  // 2 · 30 = 60
+  // example-end cdpruner-openvino
+  TOUR_CHECK(k == 60 && ov.split && ov.within == tokred::scope::per_frame && ov.relevance_weight == 0.5f);
+}
+
 }  // namespace
 
 int main() {
@@ -284,6 +409,10 @@ int main() {
   uniform_scene();
   random_scene();
   gather_scene();
+  divprune_scene();
+  kcenter_scene();
+  importance_diversity_scene();
+  cdpruner_scene();
   status_scene();
   workspace_scene();
   std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
