@@ -5,12 +5,16 @@
 //   1. s_i = 1/sqrt(‖x_i‖² + 1e-6); relevance m from the scores, or the mean cosine to the
 //      queries (each normalised the same way), or 0; r from m by the kernel's min-max rule.
 //   2. d²_i = K_ii. Each step picks j = argmax d² over the tokens not yet picked (ties to the lower
-//      index, NaN last), computes the kernel row K_j· from one pass of dot products of row j
-//      against the group (no n × n matrix), orthogonalises it against the previous picks' rows of
-//      C (skipping coefficients below 1e-6 in magnitude, as OpenVINO does), scales it by
+//      index, NaN last). OpenVINO then computes the kernel row K_j·, orthogonalises it against the
+//      previous picks' coefficients (skipping those below 1e-6 in magnitude), scales it by
 //      1/sqrt(d²_j + 1e-6), stores it as C's next row and lowers every d²_i by its square.
-// O(k·n·D) for the kernel rows and O(k²·n) for the update; O(k·n) memory for C, as the algorithm
-// needs. Every share runs the selection of each group its rows fall in (see cpu/diversity.hpp).
+//      tokred runs that update lazily, token by token: d² only falls, so the candidates wait in a
+//      max-heap keyed by their possibly stale d², and only the top is brought up to date — each
+//      element with exactly OpenVINO's operations in OpenVINO's order, so the picks are the eager
+//      algorithm's. No n × n matrix: a kernel entry is one dot product when it is needed.
+// At most O(k·n·D) for the kernel entries and O(k²·n) for the update, far less when few tokens
+// come near the top; O(k·n) memory for C, as the algorithm needs. Every share runs the selection
+// of each group its rows fall in (see cpu/diversity.hpp).
 #pragma once
 
 #include <algorithm>
@@ -29,21 +33,25 @@ inline constexpr float dpp_epsilon = 1e-6f;
 
 /// The scratch of one cdpruner selection of `n` tokens keeping `k`.
 struct dpp_scratch {
-  float* scale = nullptr;       // (n,) 1/sqrt(‖x‖² + eps)
-  float* relevance = nullptr;   // (n,) r
-  float* gain = nullptr;        // (n,) d², the conditional variance left
-  bool* picked = nullptr;       // (n,)
-  float* coefficients = nullptr;  // (k, n) C, one row per pick
-  index_t* picks = nullptr;     // (k,) group-local, pick order
-  std::int64_t* kept = nullptr; // (k,) ascending
+  float* scale = nullptr;          // (n,) 1/sqrt(‖x‖² + eps)
+  float* relevance = nullptr;      // (n,) r
+  float* gain = nullptr;           // (n,) d², the conditional variance left (an upper bound when stale)
+  std::int32_t* applied = nullptr; // (n,) how many picks `gain` and the coefficients cover
+  std::uint64_t* heap = nullptr;   // (n,) rank keys of the candidates
+  float* coefficients = nullptr;   // (n, k) C, token-major: token i's coefficient for each pick
+  float* pivot = nullptr;          // (k,) 1/sqrt(d²_j + eps) of each pick
+  index_t* picks = nullptr;        // (k,) group-local, pick order
+  std::int64_t* kept = nullptr;    // (k,) ascending
 
   static dpp_scratch carve(arena& a, index_t n, index_t k) {
     dpp_scratch s;
     s.scale = a.take<float>(n);
     s.relevance = a.take<float>(n);
     s.gain = a.take<float>(n);
-    s.picked = a.take<bool>(n);
-    s.coefficients = a.take<float>(k * n);
+    s.applied = a.take<std::int32_t>(n);
+    s.heap = a.take<std::uint64_t>(n);
+    s.coefficients = a.take<float>(n * k);
+    s.pivot = a.take<float>(k);
     s.picks = a.take<index_t>(k);
     s.kept = a.take<std::int64_t>(k);
     return s;
@@ -92,31 +100,57 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
     const float coupled = r[i] * sim * r[j];
     return p.kernel == dpp_kernel::openvino ? sim * (1.0f - w) + coupled * w : coupled;
   };
+  // Gains, NaN read as -FLT_MAX from the start: the first update maps NaN there anyway, and a NaN
+  // gain ranks below every number, as -FLT_MAX does below every finite gain.
   for (index_t i = 0; i < n; ++i) {
-    s.gain[i] = kernel(i, i, set.template pair<pair_op::dot>(i, i));
-    s.picked[i] = false;
+    const float g = kernel(i, i, set.template pair<pair_op::dot>(i, i));
+    s.gain[i] = std::isnan(g) ? -FLT_MAX : g;
+    s.applied[i] = 0;
+    s.heap[i] = rank_key(s.gain[i], i);
   }
+  key_heap heap(s.heap, n);
 
-  for (index_t t = 0; t < k; ++t) {
-    index_t j = -1;
-    for (index_t i = 0; i < n; ++i)
-      if (!s.picked[i] && (j < 0 || rank_key(s.gain[i], i) > rank_key(s.gain[j], j))) j = i;
-    picks[t] = j;
-    s.picked[j] = true;
-    const float pivot = 1.0f / std::sqrt(s.gain[j] + dpp_epsilon);
-    float* e = s.coefficients + t * n;
-    set.template sweep<pair_op::dot>(j, 0, n, [&](index_t i, float dot) { e[i] = kernel(j, i, dot); });
+  // Token i's coefficient for pick t, and its gain after it: OpenVINO's eager update restricted
+  // to one element, in the same order of operations, so the lazy result is the eager one.
+  const auto apply_pick = [&](index_t i, index_t t, float dot) {
+    const index_t j = picks[t];
+    const float* cj = s.coefficients + j * k;
+    float* ci = s.coefficients + i * k;
+    float e = kernel(j, i, dot);
     for (index_t q = 0; q < t; ++q) {
-      const float* row = s.coefficients + q * n;
-      const float c = row[j];
+      const float c = cj[q];
       if (std::fabs(c) < dpp_epsilon) continue;
-      for (index_t i = 0; i < n; ++i) e[i] -= c * row[i];
+      e -= c * ci[q];
     }
-    for (index_t i = 0; i < n; ++i) {
-      e[i] *= pivot;
-      const float left = s.gain[i] - e[i] * e[i];
-      s.gain[i] = std::isnan(left) ? -FLT_MAX : left;
+    e *= s.pivot[t];
+    ci[t] = e;
+    const float left = s.gain[i] - e * e;
+    s.gain[i] = std::isnan(left) ? -FLT_MAX : left;
+  };
+
+  // Lazy greedy: gains only fall, so a stale gain bounds the current one from above; the heap top
+  // is brought up to date, four picks per pass of its row, until the top is current (see
+  // cpu/diversity.hpp's greedy_maxmin).
+  for (index_t picked = 0; picked < k;) {
+    const index_t i = rank_key_index(heap.top());
+    if (s.applied[i] == picked) {
+      picks[picked] = i;
+      s.pivot[picked] = 1.0f / std::sqrt(s.gain[i] + dpp_epsilon);
+      ++picked;
+      heap.pop();
+      continue;
     }
+    const std::uint64_t runner_up = heap.runner_up();
+    std::uint64_t key = heap.top();
+    for (index_t from = s.applied[i]; from < picked && key >= runner_up; from += 4) {
+      const index_t count = std::min<index_t>(4, picked - from);
+      float dots[4];
+      set.template pairs<pair_op::dot>(i, picks + from, count, dots);
+      for (index_t c = 0; c < count; ++c) apply_pick(i, from + c, dots[c]);
+      s.applied[i] = static_cast<std::int32_t>(from + count);
+      key = rank_key(s.gain[i], i);
+    }
+    heap.replace_top(key);
   }
 }
 
