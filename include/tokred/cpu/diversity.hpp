@@ -101,17 +101,18 @@ struct group_distances {
   float* self;            // (n,) d(i, i), as the pair kernel computes it
 
   void prepare() const noexcept {
-    for (index_t i = 0; i < rows.size(); ++i) {
-      const float sq = rows.template pair<pair_op::dot>(i, i);
-      if (!std::isfinite(sq)) {
-        scale[i] = self[i] = std::numeric_limits<float>::quiet_NaN();
-      } else if constexpr (Kind == distance_kind::cosine) {
-        scale[i] = sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
-        self[i] = from_raw(i, i, sq);
-      } else {
-        scale[i] = 1.0f;
-        self[i] = 0.0f;
-      }
+    for (index_t i = 0; i < rows.size(); ++i) prepare(i, rows.template pair<pair_op::dot>(i, i));
+  }
+  /// Row i's scale and self-distance from its squared norm `sq` (its dot with itself).
+  void prepare(index_t i, float sq) const noexcept {
+    if (!std::isfinite(sq)) {
+      scale[i] = self[i] = std::numeric_limits<float>::quiet_NaN();
+    } else if constexpr (Kind == distance_kind::cosine) {
+      scale[i] = sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
+      self[i] = from_raw(i, i, sq);
+    } else {
+      scale[i] = 1.0f;
+      self[i] = 0.0f;
     }
   }
   bool valid(index_t i) const noexcept { return !std::isnan(scale[i]); }
@@ -212,15 +213,29 @@ index_t most_isolated(const Distances& d, index_t near, two_smallest* column,  /
                       std::uint64_t* order) noexcept {                         // (n,)
   const index_t n = d.rows.size();
   const float inf = std::numeric_limits<float>::infinity();
-  for (index_t j = 0; j < n; ++j) column[j] = {d.self[j], inf};
   const index_t offsets[2] = {1, near > 1 && near < n ? near : 0};
+  // One pass reads each row once for three dot products: with itself (its norm) and with its two
+  // neighbours, kept raw in `column` until every norm is known.
   for (index_t j = 0; j < n; ++j) {
-    index_t js[2], count = 0;
+    index_t js[3] = {j, 0, 0}, count = 1;
     for (index_t o : offsets)
       if (o > 0 && j + o < n) js[count++] = j + o;
-    float dist[2];
-    d.from_one(j, js, count, dist);
-    for (index_t c = 0; c < count; ++c) column[j].add(dist[c]), column[js[c]].add(dist[c]);
+    float raw[3] = {0.0f, inf, inf};
+    d.rows.template pairs<pair_op::dot>(j, js, count, raw);
+    d.prepare(j, raw[0]);
+    order[j] = std::uint64_t{float_bits(raw[1])} << 32 | float_bits(raw[2]);  // parked until all norms are known
+  }
+  for (index_t j = 0; j < n; ++j) column[j] = {d.self[j], inf};
+  for (index_t j = 0; j < n; ++j) {
+    const float raw[2] = {bits_float(static_cast<std::uint32_t>(order[j] >> 32)),
+                          bits_float(static_cast<std::uint32_t>(order[j]))};
+    index_t slot = 0;
+    for (index_t o : offsets) {
+      if (o <= 0 || j + o >= n) continue;
+      const float x = d.from_raw(j, j + o, raw[slot++]);
+      column[j].add(x);
+      column[j + o].add(x);
+    }
   }
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (index_t j = 0; j < n; ++j) order[j] = rank_key(d.valid(j) ? column[j].second : nan, j);
@@ -324,7 +339,7 @@ struct diversity_selector {
     constexpr distance_kind kind =
         std::is_same_v<P, kcenter> ? distance_kind::squared_euclidean : distance_kind::cosine;
     const group_distances<Arch, E, kind> d{row_set<Arch, E>{g.rows}, s.scale, s.self};
-    d.prepare();
+    if constexpr (!std::is_same_v<P, divprune>) d.prepare();  // divprune's first pick does it
     const index_t n = g.rows.extent(0);
     if constexpr (std::is_same_v<P, importance_diversity>) {
       index_t first = 0;

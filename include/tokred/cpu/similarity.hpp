@@ -104,14 +104,24 @@ struct row_set {
   void pairs(index_t i, const index_t* js, index_t count, float* out) const noexcept {
     index_t c = 0;
     if (rows.stride(1) == 1) {
-      for (; c + 4 <= count; c += 4) {
-        const E* const b[4] = {row(js[c]), row(js[c + 1]), row(js[c + 2]), row(js[c + 3])};
-        float four[4];
-        combine_contiguous<Arch, Op, 4>(row(i), b, dim(), four);
-        for (int m = 0; m < 4; ++m) out[c + m] = four[m];
+      for (; c + 4 <= count; c += 4) block<Op, 4>(i, js + c, out + c);
+      switch (count - c) {  // the rest in one pass too
+        case 3: return block<Op, 3>(i, js + c, out + c);
+        case 2: return block<Op, 2>(i, js + c, out + c);
+        default: break;
       }
     }
     for (; c < count; ++c) out[c] = pair<Op>(i, js[c]);
+  }
+
+  /// `Op` of contiguous row `i` against the M rows `js[0 … M)`, row i read once.
+  template <pair_op Op, int M>
+  void block(index_t i, const index_t* js, float* out) const noexcept {
+    const E* b[M];
+    for (int m = 0; m < M; ++m) b[m] = row(js[m]);
+    float values[M];
+    combine_contiguous<Arch, Op, M>(row(i), b, dim(), values);
+    for (int m = 0; m < M; ++m) out[m] = values[m];
   }
 
   /// `Op` of row `i` against every row j in [j0, j1), `visit(j, value)` for each.
