@@ -56,7 +56,7 @@ view<const E, 2> diverse_rows(index_t n, index_t dim, int fields) {
   return make_view<const E>(it->second.data(), n, dim);  // (tokens, dim)
 }
 
-/// (tokens, dim, k, fields): the sizes on image-like and i.i.d. inputs.
+/// (tokens, dim, k, fields): the target sizes on image-like and i.i.d. inputs.
 void diversity_grid(benchmark::internal::Benchmark* b) {
   for (const auto& [n, k] : {std::pair<int, int>{576, 56}, {2304, 230}, {9216, 922}})
     for (const int fields : {8, 0}) b->Args({n, 4096, k, fields});
