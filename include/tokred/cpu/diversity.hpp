@@ -85,6 +85,25 @@ class key_heap {
   index_t size_;
 };
 
+/// The argmax of a lazy greedy step. The heap holds each candidate's rank key from a score that
+/// only falls as picks are added, so a stale key bounds the current one from above. While the top
+/// is stale, `advance(j, up_to)` brings it up to date by at most four more picks (up_to = the
+/// pick count) and returns its new key; it goes back into the heap as soon as it falls below the
+/// runner-up. A current top is the exact argmax, ties to the lower index. `applied[j]` counts the
+/// picks candidate j's score covers; `is_current(j)` may declare more candidates current.
+template <class IsCurrent, class Advance>
+index_t lazy_argmax(key_heap& heap, const std::int32_t* applied, index_t picked,
+                    const IsCurrent& is_current, const Advance& advance) noexcept {
+  for (;;) {
+    const index_t j = rank_key_index(heap.top());
+    if (applied[j] == picked || is_current(j)) return j;
+    const std::uint64_t runner_up = heap.runner_up();
+    std::uint64_t key = heap.top();
+    while (applied[j] < picked && key >= runner_up) key = advance(j, picked);
+    heap.replace_top(key);
+  }
+}
+
 /// The distance a max-min selection maximises.
 enum class distance_kind {
   cosine,             ///< 1 − x_i·x_j / (‖x_i‖‖x_j‖); a zero row is at distance 1 from every row
@@ -291,28 +310,22 @@ void greedy_maxmin(const Distances& d, index_t first, index_t k, bool allow_repe
     if (allow_repeats || j != first) s.heap[candidates++] = rank_key(score(j), j);
   key_heap heap(s.heap, candidates);
 
+  // A row whose distances are NaN never changes its score: it is always current.
+  const auto is_current = [&](index_t j) { return !d.valid(j); };
+  const auto advance = [&](index_t j, index_t up_to) {
+    const index_t from = s.applied[j], count = std::min<index_t>(4, up_to - from);
+    float dist[4];
+    d.from_one(j, s.picks + from, count, dist);
+    float nearest = s.nearest[j];
+    for (index_t c = 0; c < count; ++c) nearest = dist[c] < nearest ? dist[c] : nearest;
+    s.nearest[j] = nearest;
+    s.applied[j] = static_cast<std::int32_t>(from + count);
+    return rank_key(score(j), j);
+  };
   while (picked < k) {
-    const index_t j = rank_key_index(heap.top());
-    if (!d.valid(j) || s.applied[j] == picked) {  // current: the argmax
-      s.picks[picked++] = j;
-      if (!allow_repeats) heap.pop();
-      continue;
-    }
-    // Apply the pending picks four at a time, and stop as soon as j falls below the runner-up:
-    // its bound is then good enough to wait in the heap.
-    const std::uint64_t runner_up = heap.runner_up();
-    std::uint64_t key = heap.top();
-    for (index_t from = s.applied[j]; from < picked && key >= runner_up; from += 4) {
-      const index_t count = std::min<index_t>(4, picked - from);
-      float dist[4];
-      d.from_one(j, s.picks + from, count, dist);
-      float nearest = s.nearest[j];
-      for (index_t c = 0; c < count; ++c) nearest = dist[c] < nearest ? dist[c] : nearest;
-      s.nearest[j] = nearest;
-      s.applied[j] = static_cast<std::int32_t>(from + count);
-      key = rank_key(score(j), j);
-    }
-    heap.replace_top(key);
+    s.picks[picked] = lazy_argmax(heap, s.applied, picked, is_current, advance);
+    ++picked;
+    if (!allow_repeats) heap.pop();
   }
 }
 

@@ -128,29 +128,21 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
     s.gain[i] = std::isnan(left) ? -FLT_MAX : left;
   };
 
-  // Lazy greedy: gains only fall, so a stale gain bounds the current one from above; the heap top
-  // is brought up to date, four picks per pass of its row, until the top is current (see
-  // cpu/diversity.hpp's greedy_maxmin).
-  for (index_t picked = 0; picked < k;) {
-    const index_t i = rank_key_index(heap.top());
-    if (s.applied[i] == picked) {
-      picks[picked] = i;
-      s.pivot[picked] = 1.0f / std::sqrt(s.gain[i] + dpp_epsilon);
-      ++picked;
-      heap.pop();
-      continue;
-    }
-    const std::uint64_t runner_up = heap.runner_up();
-    std::uint64_t key = heap.top();
-    for (index_t from = s.applied[i]; from < picked && key >= runner_up; from += 4) {
-      const index_t count = std::min<index_t>(4, picked - from);
-      float dots[4];
-      set.template pairs<pair_op::dot>(i, picks + from, count, dots);
-      for (index_t c = 0; c < count; ++c) apply_pick(i, from + c, dots[c]);
-      s.applied[i] = static_cast<std::int32_t>(from + count);
-      key = rank_key(s.gain[i], i);
-    }
-    heap.replace_top(key);
+  // Lazy greedy (cpu/diversity.hpp's lazy_argmax): gains only fall, so a stale gain bounds the
+  // current one from above; the top is brought up to date four picks per pass of its row.
+  const auto advance = [&](index_t i, index_t up_to) {
+    const index_t from = s.applied[i], count = std::min<index_t>(4, up_to - from);
+    float dots[4];
+    set.template pairs<pair_op::dot>(i, picks + from, count, dots);
+    for (index_t c = 0; c < count; ++c) apply_pick(i, from + c, dots[c]);
+    s.applied[i] = static_cast<std::int32_t>(from + count);
+    return rank_key(s.gain[i], i);
+  };
+  for (index_t picked = 0; picked < k; ++picked) {
+    const index_t i = lazy_argmax(heap, s.applied, picked, [](index_t) { return false; }, advance);
+    picks[picked] = i;
+    s.pivot[picked] = 1.0f / std::sqrt(s.gain[i] + dpp_epsilon);
+    heap.pop();
   }
 }
 
