@@ -79,26 +79,6 @@ std::vector<T> download(const T* first, index_t count) {
   return host;
 }
 
-/// Runs `enqueue()` once untimed (first-launch costs), then once per iteration between events.
-template <class Enqueue>
-bool time_iterations(benchmark::State& state, device_timer& timer, const Enqueue& enqueue) {
-  if (!enqueue() || cudaStreamSynchronize(timer.stream()) != cudaSuccess) {
-    state.SkipWithError("the warm-up run failed");
-    return false;
-  }
-  for (auto _ : state) {
-    timer.start();
-    const bool launched = enqueue();
-    const double seconds = timer.stop();
-    if (!launched || seconds < 0.0) {
-      state.SkipWithError("a timed run failed");
-      return false;
-    }
-    state.SetIterationTime(seconds);
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Inputs.
 

@@ -74,26 +74,6 @@ view<const E, 2, device_space> device_rows(index_t n, index_t dim) {
   return make_device_view<const E>(rows->get(), n, dim);  // (tokens, dim)
 }
 
-/// Runs `enqueue()` once untimed (first-launch costs), then once per iteration between events.
-template <class Enqueue>
-bool time_iterations(benchmark::State& state, device_timer& timer, const Enqueue& enqueue) {
-  if (!enqueue() || cudaStreamSynchronize(timer.stream()) != cudaSuccess) {
-    state.SkipWithError("the warm-up run failed");
-    return false;
-  }
-  for (auto _ : state) {
-    timer.start();
-    const bool launched = enqueue();
-    const double seconds = timer.stop();
-    if (!launched || seconds < 0.0) {
-      state.SkipWithError("a timed run failed");
-      return false;
-    }
-    state.SetIterationTime(seconds);
-  }
-  return true;
-}
-
 /// True when rows first, middle and last of the device output hold the rows `kept` names.
 template <class E>
 bool check_rows(const std::vector<std::int64_t>& kept, index_t n, index_t dim,

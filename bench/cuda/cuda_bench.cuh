@@ -1,5 +1,5 @@
 // bench/cuda/cuda_bench.cuh — what every CUDA benchmark shares: a stream with an event pair
-// for manual timing, and the skip when no device is present.
+// for manual timing, the timed loop, and the skip when no device is present.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -42,6 +42,26 @@ class device_timer {
   cudaEvent_t stop_ = nullptr;
   bool ok_ = false;
 };
+
+/// Runs `enqueue()` once untimed (first-launch costs), then once per iteration between events.
+template <class Enqueue>
+bool time_iterations(benchmark::State& state, device_timer& timer, const Enqueue& enqueue) {
+  if (!enqueue() || cudaStreamSynchronize(timer.stream()) != cudaSuccess) {
+    state.SkipWithError("the warm-up run failed");
+    return false;
+  }
+  for (auto _ : state) {
+    timer.start();
+    const bool launched = enqueue();
+    const double seconds = timer.stop();
+    if (!launched || seconds < 0.0) {
+      state.SkipWithError("a timed run failed");
+      return false;
+    }
+    state.SetIterationTime(seconds);
+  }
+  return true;
+}
 
 /// False, with the benchmark marked as skipped, when there is no CUDA device.
 inline bool have_device(benchmark::State& state) {
