@@ -47,39 +47,6 @@ namespace tokred::bench {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Device plumbing (timing and the device check are in cuda/cuda_bench.cuh).
-
-/// An owning device allocation; `ok()` is false when cudaMalloc failed.
-template <class T>
-class device_array {
- public:
-  explicit device_array(std::size_t count) : count_(count) {
-    if (cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)) != cudaSuccess) data_ = nullptr;
-  }
-  device_array(const device_array&) = delete;
-  device_array& operator=(const device_array&) = delete;
-  ~device_array() { cudaFree(data_); }
-
-  bool ok() const { return data_ != nullptr; }
-  T* get() const { return data_; }
-  std::size_t size() const { return count_; }
-
- private:
-  T* data_ = nullptr;
-  std::size_t count_ = 0;
-};
-
-/// `count` elements starting at `first` copied to the host (empty on a runtime error).
-template <class T>
-std::vector<T> download(const T* first, index_t count) {
-  std::vector<T> host(static_cast<std::size_t>(count));
-  if (cudaMemcpy(host.data(), first, host.size() * sizeof(T), cudaMemcpyDeviceToHost) !=
-      cudaSuccess)
-    host.clear();
-  return host;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Inputs.
 
 /// Token values k/16, k in [-127, 127]: exact in fp32, fp16 and bf16, so the storage type

@@ -24,39 +24,7 @@ namespace tokred::bench {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Device plumbing.
-
-/// An owning device allocation; `ok()` is false when cudaMalloc failed.
-template <class T>
-class device_array {
- public:
-  explicit device_array(std::size_t count) : count_(count) {
-    if (cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)) != cudaSuccess) data_ = nullptr;
-  }
-  explicit device_array(const std::vector<T>& host) : device_array(host.size()) {
-    if (data_ && cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) !=
-                     cudaSuccess)
-      ok_ = false;
-  }
-  device_array(const device_array&) = delete;
-  device_array& operator=(const device_array&) = delete;
-  ~device_array() { cudaFree(data_); }
-
-  bool ok() const { return data_ != nullptr && ok_; }
-  T* get() const { return data_; }
-  std::size_t size() const { return count_; }
-  std::vector<T> download() const {
-    std::vector<T> host(count_);
-    if (cudaMemcpy(host.data(), data_, count_ * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
-      host.clear();
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  std::size_t count_ = 0;
-  bool ok_ = true;
-};
+// Device plumbing (timing, device arrays and the device check are in cuda/cuda_bench.cuh).
 
 /// The token rows of `token_rows<E>(n, dim)` on the device, uploaded once per shape.
 template <class E>

@@ -1,12 +1,55 @@
 // bench/cuda/cuda_bench.cuh — what every CUDA benchmark shares: a stream with an event pair
-// for manual timing, the timed loop, and the skip when no device is present.
+// for manual timing, the timed loop, owning device arrays, and the skip when no device is present.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <vector>
+
 #include <benchmark/benchmark.h>
 
+#include <tokred/core/config.hpp>
+
 namespace tokred::bench {
+
+/// `count` elements starting at `first` copied to the host (empty on a runtime error).
+template <class T>
+std::vector<T> download(const T* first, index_t count) {
+  std::vector<T> host(static_cast<std::size_t>(count));
+  if (cudaMemcpy(host.data(), first, host.size() * sizeof(T), cudaMemcpyDeviceToHost) !=
+      cudaSuccess)
+    host.clear();
+  return host;
+}
+
+/// An owning device allocation, optionally filled from the host; `ok()` is false when cudaMalloc
+/// or the upload failed.
+template <class T>
+class device_array {
+ public:
+  explicit device_array(std::size_t count) : count_(count) {
+    if (cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)) != cudaSuccess) data_ = nullptr;
+  }
+  explicit device_array(const std::vector<T>& host) : device_array(host.size()) {
+    if (data_ && cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) !=
+                     cudaSuccess)
+      ok_ = false;
+  }
+  device_array(const device_array&) = delete;
+  device_array& operator=(const device_array&) = delete;
+  ~device_array() { cudaFree(data_); }
+
+  bool ok() const { return data_ != nullptr && ok_; }
+  T* get() const { return data_; }
+  std::size_t size() const { return count_; }
+  std::vector<T> download() const { return bench::download(data_, static_cast<index_t>(count_)); }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t count_ = 0;
+  bool ok_ = true;
+};
 
 /// A stream and an event pair that time what is enqueued between `start()` and `stop()`.
 class device_timer {
