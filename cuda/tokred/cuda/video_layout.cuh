@@ -168,9 +168,8 @@ struct backend<slowfast, cuda> {
     static_assert(is_element_v<Ein> && is_element_v<Eout>,
                   "tokred: token rows are float, tokred::f16 or tokred::bf16");
     if (status s = check_exec(exec); s != status::ok) return s;
-    const slowfast_layout l = layout_of(p, in.grid);
+    const slowfast_layout l = detail::check_layout(p, in, out);
     if (l.code != status::ok) return l.code;
-    if (status s = detail::check_grid_views(in, out, l.count); s != status::ok) return s;
 
     if (detail::requested(out.tokens)) {
       if (status s = launch_slow(exec, p, l, in, out); s != status::ok) return s;
@@ -224,9 +223,8 @@ struct backend<thumbnail_sampling, cuda> {
     static_assert(is_element_v<Ein> && is_element_v<Eout>,
                   "tokred: token rows are float, tokred::f16 or tokred::bf16");
     if (status s = check_exec(exec); s != status::ok) return s;
-    const thumbnail_layout l = layout_of(p, in.grid);
+    const thumbnail_layout l = detail::check_layout(p, in, out);
     if (l.code != status::ok) return l.code;
-    if (status s = detail::check_grid_views(in, out, l.count); s != status::ok) return s;
 
     if (detail::requested(out.tokens)) {
       const selection_outputs<Eout, device_space> sampled{  // (n, dim)

@@ -62,9 +62,8 @@ struct backend<slowfast, cpu<Arch>> {
   static status apply(const cpu<Arch>& exec, const slowfast& p, const grid_inputs<Ein>& in,
                       const grid_outputs<Eout>& out, workspace) noexcept {
     if (status s = check_exec(exec); s != status::ok) return s;
-    const slowfast_layout l = layout_of(p, in.grid);
+    const slowfast_layout l = detail::check_layout(p, in, out);
     if (l.code != status::ok) return l.code;
-    if (status s = detail::check_grid_views(in, out, l.count); s != status::ok) return s;
 
     if (detail::requested(out.tokens)) {
       const index_t frame_tokens = in.grid.frame_tokens(), per_frame = l.slow_out.tokens();
@@ -104,9 +103,8 @@ struct backend<thumbnail_sampling, cpu<Arch>> {
                       const grid_inputs<Ein>& in, const grid_outputs<Eout>& out,
                       workspace) noexcept {
     if (status s = check_exec(exec); s != status::ok) return s;
-    const thumbnail_layout l = layout_of(p, in.grid);
+    const thumbnail_layout l = detail::check_layout(p, in, out);
     if (l.code != status::ok) return l.code;
-    if (status s = detail::check_grid_views(in, out, l.count); s != status::ok) return s;
 
     if (detail::requested(out.tokens)) {
       if (status s = sampled_rows(exec, p, l, in, out); s != status::ok) return s;

@@ -337,6 +337,16 @@ inline status can_implement(const thumbnail_sampling& p, const problem& prob) no
 
 namespace detail {
 
+/// Every check of a layout, as both backends make them: parameters and grid (`layout_of`), then
+/// `check_grid_views`. Returns the layout, its `code` the first failure.
+template <class Policy, class Ein, class Eout, class Space>
+auto check_layout(const Policy& p, const grid_inputs<Ein, Space>& in,
+                  const grid_outputs<Eout, Space>& out) noexcept {
+  auto l = layout_of(p, in.grid);
+  if (l.code == status::ok) l.code = check_grid_views(in, out, l.count);
+  return l;
+}
+
 /// Where a pooled output row of a layout comes from: the input frame it pools and its index on
 /// the output grid of that frame's pooling (`slow_out` for a slow row, the tile for a thumbnail
 /// row). Both backends take a layout's index math from here.
