@@ -67,8 +67,10 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   const row_set<Arch, E> set{rows};
   const index_t n = rows.extent(0), dim = rows.extent(1);
   if (k == 0) return;  // the first half of a split group of one token
-  for (index_t i = 0; i < n; ++i)
-    s.scale[i] = 1.0f / std::sqrt(set.template pair<pair_op::dot>(i, i) + dpp_epsilon);
+  for (index_t i = 0; i < n; ++i) {
+    s.gain[i] = set.template pair<pair_op::dot>(i, i);  // ‖x_i‖², kept for K_ii below
+    s.scale[i] = 1.0f / std::sqrt(s.gain[i] + dpp_epsilon);
+  }
 
   // Relevance m, then r by the kernel's min-max rule.
   float* r = s.relevance;
@@ -103,7 +105,7 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   // Gains, NaN read as -FLT_MAX from the start: the first update maps NaN there anyway, and a NaN
   // gain ranks below every number, as -FLT_MAX does below every finite gain.
   for (index_t i = 0; i < n; ++i) {
-    const float g = kernel(i, i, set.template pair<pair_op::dot>(i, i));
+    const float g = kernel(i, i, s.gain[i]);
     s.gain[i] = std::isnan(g) ? -FLT_MAX : g;
     s.applied[i] = 0;
     s.heap[i] = rank_key(s.gain[i], i);
