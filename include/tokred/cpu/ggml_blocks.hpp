@@ -268,16 +268,6 @@ inline index_t ggml_chunk(index_t rotation_block, index_t head_dim) noexcept {
   return rotation_block != 0 ? rotation_block : hadamard_block_for(0, head_dim);
 }
 
-/// The rows of share `ith` of `nth`.
-struct row_share {
-  index_t begin = 0;
-  index_t end = 0;
-};
-template <class Arch>
-row_share share_of(const cpu<Arch>& exec, index_t rows) noexcept {
-  return {share_begin(rows, exec.ith, exec.nth), share_begin(rows, exec.ith + 1, exec.nth)};
-}
-
 template <class Arch, class E>
 status check_quantize(const cpu<Arch>& exec, const ggml_quantize& p, const kv_inputs<E>& in,
                       const kv_block_outputs<>& out) noexcept {
@@ -320,9 +310,11 @@ struct backend<ggml_quantize, cpu<Arch>> {
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, dim) : 0;
     const index_t chunk = detail::ggml_chunk(rot, dim);
     const index_t block_bytes = ggml_block_bytes(p.type), cs = in.cache.stride(2);
-    const detail::row_share rows = detail::share_of(exec, in.cache.extent(0) * tokens);
+    const index_t rows = in.cache.extent(0) * tokens;
+    const index_t r0 = detail::share_begin(rows, exec.ith, exec.nth);
+    const index_t r1 = detail::share_begin(rows, exec.ith + 1, exec.nth);
     float buf[detail::hadamard_max_block];
-    for (index_t r = rows.begin; r < rows.end; ++r) {
+    for (index_t r = r0; r < r1; ++r) {
       const detail::kv_row at = detail::kv_row_at(r, tokens);
       const E* src = &in.cache(at.head, at.token, 0);
       std::uint8_t* dst = &out.blocks(at.head, at.token, 0);
@@ -353,9 +345,11 @@ struct backend<ggml_dequantize, cpu<Arch>> {
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, dim) : 0;
     const index_t chunk = detail::ggml_chunk(rot, dim);
     const index_t block_bytes = ggml_block_bytes(p.type), cs = out.cache.stride(2);
-    const detail::row_share rows = detail::share_of(exec, out.cache.extent(0) * tokens);
+    const index_t rows = out.cache.extent(0) * tokens;
+    const index_t r0 = detail::share_begin(rows, exec.ith, exec.nth);
+    const index_t r1 = detail::share_begin(rows, exec.ith + 1, exec.nth);
     float buf[detail::hadamard_max_block];
-    for (index_t r = rows.begin; r < rows.end; ++r) {
+    for (index_t r = r0; r < r1; ++r) {
       const detail::kv_row at = detail::kv_row_at(r, tokens);
       const std::uint8_t* src = &in.blocks(at.head, at.token, 0);
       E* dst = &out.cache(at.head, at.token, 0);
