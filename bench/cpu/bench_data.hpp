@@ -100,6 +100,21 @@ view<const E, 2> token_rows(index_t n, index_t dim) {
   return it->second.rows;  // (tokens, dim)
 }
 
+/// Times one `apply(cpu<>{}, policy, in, out, ws)` per iteration; false, with the benchmark's
+/// error set, when a call fails.
+template <class Policy, class In, class Out>
+bool time_apply(benchmark::State& state, const Policy& policy, const In& in, const Out& out,
+                workspace ws = {}) {
+  for (auto _ : state) {
+    if (const status s = apply(cpu<>{}, policy, in, out, ws); s != status::ok) {
+      state.SkipWithError(to_string(s));
+      return false;
+    }
+    benchmark::ClobberMemory();
+  }
+  return true;
+}
+
 /// The lower bound of every row gather: one memcpy per kept row, source row to output row.
 template <class E>
 void memcpy_rows(const std::vector<std::int64_t>& kept, const E* src, E* dst, index_t dim) {

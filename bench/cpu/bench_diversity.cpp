@@ -78,11 +78,7 @@ void BM_diversity(benchmark::State& state) {
   const diversity_inputs<E> in{grid, rows, {}, make_view<const float>(scores.data(), n), {}};
   diversity_outputs<E> out;
   out.source = make_view(source.data(), k);
-  for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, policy, in, out, {scratch.data(), scratch.size()}); s != status::ok)
-      return state.SkipWithError(to_string(s));
-    benchmark::ClobberMemory();
-  }
+  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
   state.counters["eager_GFLOPs"] = benchmark::Counter(
       2.0 * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(dim) * 1e-9,
       benchmark::Counter::kIsIterationInvariantRate);

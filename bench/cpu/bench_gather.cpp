@@ -37,13 +37,7 @@ void BM_gather(benchmark::State& state) {
   const gather_inputs<Ein> in{grid_of(n), make_view(kept.data(), kept_n), token_rows<Ein>(n, dim)};
   selection_outputs<Eout> out;
   out.tokens = make_view(out_rows.data(), kept_n, dim);  // (kept, dim)
-  for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, gather{}, in, out); s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  if (!time_apply(state, gather{}, in, out)) return;
   if (!spot_check(kept, in.tokens, view<const Eout, 2>(out.tokens)))
     state.SkipWithError("gather disagrees with the reference");
   count_rows<Ein, Eout>(state, kept_n, dim, kept_n);

@@ -62,13 +62,7 @@ void BM_quantize(benchmark::State& state) {
   const kv_inputs<E> in{make_view(x.data(), heads, tokens, head_dim)};
   const kv_block_outputs<> out{make_view(packed.data(), heads, tokens, row)};
   const ggml_quantize policy{T, state.range(1)};
-  for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, policy, in, out); s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  if (!time_apply(state, policy, in, out)) return;
   if (policy.rotation == 0) {
     std::vector<float> row0(static_cast<std::size_t>(head_dim));
     for (index_t c = 0; c < head_dim; ++c) row0[static_cast<std::size_t>(c)] = to_float(x[static_cast<std::size_t>(c)]);
@@ -93,13 +87,7 @@ void BM_dequantize(benchmark::State& state) {
   const kv_block_inputs<> in{make_view(static_cast<const std::uint8_t*>(packed.data()), heads, tokens, row)};
   const kv_outputs<E> out{make_view(y.data(), heads, tokens, head_dim)};
   const ggml_dequantize policy{T, state.range(1)};
-  for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, policy, in, out); s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  if (!time_apply(state, policy, in, out)) return;
   count(state, static_cast<std::int64_t>(y.size() * sizeof(E) + packed.size()), static_cast<std::int64_t>(y.size()));
 }
 
@@ -123,13 +111,7 @@ void BM_hadamard(benchmark::State& state) {
   std::vector<E> y(x.size());
   const kv_inputs<E> in{make_view(x.data(), heads, tokens, head_dim)};
   const kv_outputs<E> out{make_view(y.data(), heads, tokens, head_dim)};
-  for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, hadamard{}, in, out); s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  if (!time_apply(state, hadamard{}, in, out)) return;
   count(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
 }
 

@@ -127,13 +127,7 @@ void BM_reduce(benchmark::State& state) {
   const grid_inputs<E> in{g, token_rows<E>(n, dim)};
   grid_outputs<E> out;
   out.tokens = make_view(out_rows.data(), kept, dim);  // (kept, dim)
-  for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, policy, in, out); s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  if (!time_apply(state, policy, in, out)) return;
   if (!spot_check(policy, g, in.tokens, out_rows)) state.SkipWithError("disagrees with the reference");
   count_bytes<E, E>(state, rows_read(policy, g), kept, dim, n);
 }
