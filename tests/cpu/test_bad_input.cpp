@@ -67,6 +67,18 @@ TEST_CASE("ratio rounding follows Python int, round and ceil", "[bad_input][budg
   CHECK(kept_count(keep_budget::ratio(1.0, rounding::floor), 577).count == 577);
 }
 
+TEST_CASE("a floor raises the count and is checked against the input", "[bad_input][budget]") {
+  // vLLM EVS: max(tokens per frame, int(T·HW·(1 − q))), here 8 frames of 12 × 12 at q = 0.75.
+  CHECK(kept_count(keep_budget::ratio(1.0 - 0.75, rounding::floor).at_least(144), 1152).count == 288);
+  CHECK(kept_count(keep_budget::ratio(1.0 - 0.95, rounding::floor).at_least(144), 1152).count == 144);
+  CHECK(kept_count(keep_budget::ratio(0.0, rounding::floor).at_least(1), 9).count == 1);
+  CHECK(kept_count(keep_budget::count(3).at_least(5), 9).count == 5);
+  CHECK(kept_count(keep_budget::ratio(0.5, rounding::floor).at_least(10), 9).code ==
+        status::budget_exceeds_input);
+  CHECK(kept_count(keep_budget::ratio(std::nan(""), rounding::floor).at_least(4), 9).code ==
+        status::invalid_ratio);
+}
+
 TEST_CASE("zero tokens and malformed grids", "[bad_input]") {
   fixture f;
   f.grid = token_grid{0, 6, 4};

@@ -14,7 +14,8 @@ namespace tokred {
 /// `ceil` rounds up. The product is taken in double precision, as Python and OpenVINO do.
 enum class rounding { floor, half_even, ceil, half_away };
 
-/// A keep budget: an absolute count `k`, or a ratio of the tokens selected from.
+/// A keep budget: an absolute count `k`, or a ratio of the tokens selected from, optionally
+/// raised to a floor (`at_least`).
 struct keep_budget {
   enum class kind { count, ratio };
 
@@ -22,12 +23,19 @@ struct keep_budget {
   index_t k = 0;               ///< tokens to keep (when `by == count`)
   double keep_ratio = 0.0;     ///< fraction to keep, in [0, 1] (when `by == ratio`)
   rounding mode = rounding::floor;
+  index_t minimum = 0;         ///< the count is at least this (vLLM EVS keeps one frame's worth)
 
   /// Keep exactly `k` tokens.
-  static constexpr keep_budget count(index_t k) noexcept { return {kind::count, k, 0.0, {}}; }
+  static constexpr keep_budget count(index_t k) noexcept { return {kind::count, k, 0.0, {}, 0}; }
   /// Keep `mode(n · r)` of `n` tokens.
   static constexpr keep_budget ratio(double r, rounding mode) noexcept {
-    return {kind::ratio, 0, r, mode};
+    return {kind::ratio, 0, r, mode, 0};
+  }
+  /// The same budget, keeping at least `m` tokens: `max(m, count)` (checked against `n` after).
+  constexpr keep_budget at_least(index_t m) const noexcept {
+    keep_budget b = *this;
+    b.minimum = m;
+    return b;
   }
 };
 
@@ -55,7 +63,8 @@ inline double round_by(double x, rounding mode) noexcept {
 }
 
 /// Tokens `budget` keeps out of `n`: `invalid_ratio` for a ratio outside [0, 1] or NaN,
-/// `invalid_budget` when the count is 0, `budget_exceeds_input` when it is above `n`.
+/// `invalid_budget` when the count (after the floor `minimum`) is 0, `budget_exceeds_input` when
+/// it is above `n`.
 inline count_result kept_count(const keep_budget& budget, index_t n) noexcept {
   index_t k = budget.k;
   if (budget.by == keep_budget::kind::ratio) {
@@ -63,6 +72,7 @@ inline count_result kept_count(const keep_budget& budget, index_t n) noexcept {
     if (!(r >= 0.0 && r <= 1.0)) return {status::invalid_ratio, 0};  // also rejects NaN
     k = static_cast<index_t>(round_by(static_cast<double>(n) * r, budget.mode));
   }
+  if (k < budget.minimum) k = budget.minimum;
   if (k <= 0) return {status::invalid_budget, 0};
   if (k > n) return {status::budget_exceeds_input, 0};
   return {status::ok, k};

@@ -88,6 +88,15 @@ struct selection_outputs {
   view<std::int32_t, 2, Space> positions;  // (kept, 3) as (t, h, w)
 };
 
+/// Outputs of a selection whose kept count depends on the data (threshold and outlier rules):
+/// those of every selection, sized by the static upper bound that `retained_count` returns, plus
+/// `count`, where `apply` writes how many rows it filled. Rows past the count are left as they
+/// were. Engines size buffers from the bound before the data exists and read the count after.
+template <class E, class Space = host_space>
+struct counted_outputs : selection_outputs<E, Space> {
+  view<std::int64_t, 1, Space> count;  // (1,) required: the number of kept tokens
+};
+
 namespace detail {
 
 /// Tokens one budget applies to, and how many such groups there are.
