@@ -402,6 +402,30 @@ void cdpruner_scene() {
 
 }  // namespace
 
+/// PruMerge's adaptive count: the IQR outliers of the scores, then PruMerge+'s uniform extras.
+void iqr_outliers_scene() {
+  // example-begin iqr-outliers
+  // Twelve [CLS] attention scores; 12 and 30 lie above Q3 + 1.5·IQR = 11.375.
+  const float attention[12] = {1, 2, 3, 4, 30, 1, 2, 3, 4, 8, 12, 5};
+  const tokred::iqr_outliers policy = tokred::iqr_outliers::prumerge();
+  const tokred::problem prob{tokred::sequence_grid(12), 0};
+  const tokred::index_t bound = tokred::retained_count(policy, prob);  // 3: rows to allocate
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  std::vector<std::int64_t> source(static_cast<std::size_t>(bound));
+  std::int64_t count = 0;
+  tokred::counted_outputs<float> out{};
+  out.source = tokred::make_view(source.data(), bound);
+  out.count = tokred::make_view(&count, 1);
+  const tokred::selection_inputs<float> in{prob.grid, tokred::make_view(attention, 12), {}};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok, count == 2, source == {4, 10}: descending attention, as the original's topk.
+  // example-end iqr-outliers
+  TOUR_CHECK(s == tokred::status::ok);
+  TOUR_CHECK(bound == 3 && count == 2);
+  TOUR_CHECK(source[0] == 4 && source[1] == 10);
+}
+
 int main() {
   views();
   budgets();
@@ -413,6 +437,7 @@ int main() {
   kcenter_scene();
   importance_diversity_scene();
   cdpruner_scene();
+  iqr_outliers_scene();
   status_scene();
   workspace_scene();
   std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);

@@ -1,8 +1,6 @@
 // tests/cpu/test_golden_fastv.cpp — topk + gather reproduce FastV's original outputs: the kept
 // image tokens (set and order), their hidden-state rows, and the count rule of each variant.
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,18 +14,7 @@
 namespace {
 
 using namespace tokred;
-
-
-/// The integer after `"key":` in a params.json (the files are flat and machine-written).
-std::int64_t json_int(const std::string& dir, const std::string& key) {
-  std::ifstream f(dir + "params.json");
-  std::stringstream text;
-  text << f.rdbuf();
-  const std::string s = text.str();
-  const auto at = s.find("\"" + key + "\"");
-  REQUIRE(at != std::string::npos);
-  return std::stoll(s.substr(s.find(':', at) + 1));
-}
+using testing::json_int;
 
 void check_case(const std::string& name, const keep_budget& keep) {
   const std::string dir = testing::golden_case("fastv_topk", name);

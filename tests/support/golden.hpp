@@ -1,6 +1,9 @@
 // tests/support/golden.hpp — reading the golden cases copied under tests/data/golden/.
 #pragma once
 
+#include <cstdint>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "io/npy.hpp"
@@ -20,6 +23,18 @@ inline io::npy_array load_npy(const std::string& path) {
   INFO(error);
   REQUIRE(error.empty());
   return a;
+}
+
+/// The integer after `"key":` in a case's params.json (the files are flat and machine-written).
+inline std::int64_t json_int(const std::string& dir, const std::string& key) {
+  std::ifstream f(dir + "params.json");
+  std::stringstream text;
+  text << f.rdbuf();
+  const std::string s = text.str();
+  const auto at = s.find("\"" + key + "\"");
+  INFO(key);
+  REQUIRE(at != std::string::npos);
+  return std::stoll(s.substr(s.find(':', at) + 1));
 }
 
 }  // namespace tokred::testing

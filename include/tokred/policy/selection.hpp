@@ -174,6 +174,23 @@ status check_selection(const Policy& policy, bool reads_scores,
   return check_rows_and_outputs(in.tokens, n, scores, {}, out, kept.count);
 }
 
+/// The checks of a data-dependent selection's outputs: those of every selection against the
+/// static upper bound `bound`, then the required `count` (1,), which may overlap nothing.
+template <class Ein, class Eout, class Space>
+status check_counted_outputs(const view<const Ein, 2, Space>& tokens_in, index_t n,
+                             const view<const float, 1, Space>& scores,
+                             const counted_outputs<Eout, Space>& out, index_t bound) noexcept {
+  const selection_outputs<Eout, Space>& rows = out;
+  if (status s = check_rows_and_outputs(tokens_in, n, scores, {}, rows, bound); s != status::ok)
+    return s;
+  if (status s = check_view(out.count, {index_t{1}}); s != status::ok) return s;
+  if (may_overlap(out.count, scores) || may_overlap(out.count, out.source) ||
+      may_overlap(out.count, out.positions) ||
+      (requested(out.tokens) && (may_overlap(out.count, out.tokens) || may_overlap(out.count, tokens_in))))
+    return status::aliasing;
+  return status::ok;
+}
+
 /// The checks of gather that need no access to the index values.
 template <class Ein, class Eout, class Space>
 status check_gather(const gather_inputs<Ein, Space>& in,
