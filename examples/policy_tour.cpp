@@ -402,6 +402,26 @@ void cdpruner_scene() {
 
 }  // namespace
 
+/// FoPru's row strategy: whole patch rows, ranked by their summed score.
+void top_rows_scene() {
+  const clip c;
+  // example-begin top-rows
+  // Keep the best 2 of each frame's 3 patch rows: 2 rows x 4 tokens x 2 frames = 16 tokens.
+  const tokred::top_rows policy{tokred::keep_budget::count(2)};
+  const tokred::problem prob{tokred::token_grid{2, 3, 4}, clip::dim};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+  std::int64_t source[16];
+  tokred::selection_outputs<float> out{};
+  out.source = tokred::make_view(source, 16);
+  const tokred::selection_inputs<float> in{prob.grid, tokred::make_view(c.scores.data(), clip::n), {}};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok. Row sums are 42, 34, 50 in frame 0 and 42, 58, 50 in frame 1: rows 0 and 2 of
+  // frame 0 (tokens 0 … 3, 8 … 11) and rows 1 and 2 of frame 1 (tokens 16 … 23) are kept.
+  // example-end top-rows
+  TOUR_CHECK(s == tokred::status::ok);
+  TOUR_CHECK(source[0] == 0 && source[4] == 8 && source[8] == 16 && source[15] == 23);
+}
+
 /// PruMerge's adaptive count: the IQR outliers of the scores, then PruMerge+'s uniform extras.
 void iqr_outliers_scene() {
   // example-begin iqr-outliers
@@ -438,6 +458,7 @@ int main() {
   importance_diversity_scene();
   cdpruner_scene();
   iqr_outliers_scene();
+  top_rows_scene();
   status_scene();
   workspace_scene();
   std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
