@@ -422,6 +422,37 @@ void top_rows_scene() {
   TOUR_CHECK(source[0] == 0 && source[4] == 8 && source[8] == 16 && source[15] == 23);
 }
 
+/// HiRED's budget split over LLaVA-NeXT's partitions: the full image, then 2 x 2 sub-crops.
+void hired_scene() {
+  constexpr tokred::index_t per = 4 * 4, parts = 5;
+  std::vector<float> late(parts * per), early(per);
+  for (tokred::index_t i = 0; i < parts * per; ++i) late[static_cast<std::size_t>(i)] = static_cast<float>((i * 5) % 17);
+  for (tokred::index_t i = 0; i < per; ++i) early[static_cast<std::size_t>(i)] = i % 4 < 2 ? 1.0f : 0.0f;
+  // example-begin hired
+  // 5 partitions of 4 x 4 tokens: the full image, then its 2 x 2 sub-crops, row-major.
+  const tokred::hired policy{0.25, 0.5, 2, 2};  // keep 25 % of 80 tokens, half in the full image
+  const tokred::problem prob{tokred::token_grid{parts, 4, 4}, 0};
+  const tokred::index_t bound = tokred::retained_count(policy, prob);  // 20 = 10 full + 10 shared
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  std::vector<std::int64_t> source(static_cast<std::size_t>(bound));
+  std::int64_t count = 0;
+  tokred::counted_outputs<float> out{};
+  out.source = tokred::make_view(source.data(), bound);
+  out.count = tokred::make_view(&count, 1);
+  tokred::hired_inputs<float> in{};
+  in.grid = prob.grid;
+  in.scores = tokred::make_view(late.data(), parts * per);  // block-22 [CLS] attention, every partition
+  in.early_scores = tokred::make_view(early.data(), per);   // block-0 [CLS] attention, full image
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok. The 8 early marks all lie in the full image's left half, so the two left sub-crops
+  // (1 and 3) share the 10 sub-crop tokens, 5 each: count == 20.
+  // example-end hired
+  TOUR_CHECK(s == tokred::status::ok);
+  TOUR_CHECK(bound == 20 && count == 20);
+  TOUR_CHECK(source[10] / per == 1 && source[15] / per == 3);
+}
+
 /// PruMerge's adaptive count: the IQR outliers of the scores, then PruMerge+'s uniform extras.
 void iqr_outliers_scene() {
   // example-begin iqr-outliers
@@ -459,6 +490,7 @@ int main() {
   cdpruner_scene();
   iqr_outliers_scene();
   top_rows_scene();
+  hired_scene();
   status_scene();
   workspace_scene();
   std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
