@@ -21,6 +21,7 @@
 #include "tokred/policy/hired.hpp"
 #include "tokred/policy/kv_quant.hpp"
 #include "tokred/policy/outliers.hpp"
+#include "tokred/policy/positions.hpp"
 #include "tokred/policy/row_selection.hpp"
 #include "tokred/policy/selection.hpp"
 #include "tokred/policy/video_layout.hpp"
