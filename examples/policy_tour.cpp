@@ -410,7 +410,7 @@ void top_rows_scene() {
   const tokred::top_rows policy{tokred::keep_budget::count(2)};
   const tokred::problem prob{tokred::token_grid{2, 3, 4}, clip::dim};
   std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
-  std::int64_t source[16];
+  std::int64_t source[16] = {};
   tokred::selection_outputs<float> out{};
   out.source = tokred::make_view(source, 16);
   const tokred::selection_inputs<float> in{prob.grid, tokred::make_view(c.scores.data(), clip::n), {}};

@@ -26,18 +26,6 @@ std::vector<float> smooth_scores(index_t n, std::uint64_t seed) {
   return s;
 }
 
-template <class E>
-struct counted_buffers : selection_buffers<E> {
-  std::vector<std::int64_t> count{-1};
-  counted_buffers(index_t bound, index_t dim) : selection_buffers<E>(bound, dim) {}
-  counted_outputs<E> outputs() {
-    counted_outputs<E> out;
-    static_cast<selection_outputs<E>&>(out) = selection_buffers<E>::outputs();
-    out.count = make_view(count.data(), 1);
-    return out;
-  }
-};
-
 template <class Ein, class Eout>
 counted_buffers<Eout> run(const hired& p, const token_grid& grid, const std::vector<float>& scores,
                           const std::vector<float>& early, const view<const Ein, 2>& rows, int nth) {
@@ -82,7 +70,7 @@ TEMPLATE_TEST_CASE("hired matches the scalar oracle", "[hired]", float, f16, bf1
           const token_matrix<TestType> tokens = make_tokens<TestType>(n, c.dim, c.rows, 2);
           const std::vector<std::int64_t> expected = ref::hired_indices(p, c.grid, scores, early);
           const counted_buffers<TestType> got = run<TestType, TestType>(p, c.grid, scores, early, tokens.rows, nth);
-          const auto count = static_cast<std::size_t>(got.count[0]);
+          const auto count = static_cast<std::size_t>(got.count);
           REQUIRE(count == expected.size());
           REQUIRE(static_cast<index_t>(count) <= retained_count(p, prob));
           CHECK(std::vector<std::int64_t>(got.source.begin(), got.source.begin() + count) == expected);
@@ -121,7 +109,7 @@ TEST_CASE("hired splits the budget as the original does", "[hired]") {
   for (const hired& p : {hired{}, hired::original(2, 2)}) {
     const counted_buffers<float> got = run<float, float>(p, grid, scores, early, view<const float, 2>{}, 1);
     std::vector<index_t> per_part(5, 0);
-    for (std::int64_t j = 0; j < got.count[0]; ++j) ++per_part[static_cast<std::size_t>(got.source[static_cast<std::size_t>(j)] / 576)];
+    for (std::int64_t j = 0; j < got.count; ++j) ++per_part[static_cast<std::size_t>(got.source[static_cast<std::size_t>(j)] / 576)];
     CHECK(per_part == ref::hired_partition_budgets(p, grid, early));
   }
   // No mark at all (alpha = 1): the sub-crops keep nothing.
@@ -165,9 +153,9 @@ TEST_CASE("hired rejects bad input and writes nothing", "[hired][bad_input]") {
   CHECK(apply(cpu{}, p, good, out.outputs(), workspace{ws.bytes.data(), ws.bytes.size() - 1}) ==
         status::workspace_too_small);
   CHECK(out.untouched());
-  CHECK(out.count[0] == -1);
+  CHECK(out.count == counted_buffers<float>::count_sentinel);
   REQUIRE(apply(cpu{}, p, good, out.outputs(), ws.get()) == status::ok);
-  CHECK(out.count[0] > 0);
+  CHECK(out.count > 0);
 }
 
 TEST_CASE("HiRED LLaVA-NeXT 2 x 2: the original's budgets and per-partition selections", "[hired][golden]") {
@@ -198,8 +186,8 @@ TEST_CASE("HiRED LLaVA-NeXT 2 x 2: the original's budgets and per-partition sele
   const hired p = hired::original(2, 2, 0.2, 0.5);
   CHECK(ref::hired_partition_budgets(p, grid, early_full) == std::vector<index_t>{288, 69, 69, 78, 72});
   const counted_buffers<float> got = run<float, float>(p, grid, scores, early_full, view<const float, 2>{}, 2);
-  REQUIRE(got.count[0] == json_int(dir, "k_selected"));
+  REQUIRE(got.count == json_int(dir, "k_selected"));
   std::vector<unsigned char> selected(static_cast<std::size_t>(parts * per), 0);
-  for (std::int64_t j = 0; j < got.count[0]; ++j) selected[static_cast<std::size_t>(got.source[static_cast<std::size_t>(j)])] = 1;
+  for (std::int64_t j = 0; j < got.count; ++j) selected[static_cast<std::size_t>(got.source[static_cast<std::size_t>(j)])] = 1;
   CHECK(selected == masks.as<unsigned char>());
 }

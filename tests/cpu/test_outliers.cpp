@@ -30,19 +30,6 @@ std::vector<float> peaked_scores(index_t n, std::uint64_t seed) {
   return s;
 }
 
-/// Sentinel-filled counted outputs.
-template <class E>
-struct counted_buffers : selection_buffers<E> {
-  std::vector<std::int64_t> count{-1};
-  counted_buffers(index_t bound, index_t dim) : selection_buffers<E>(bound, dim) {}
-  counted_outputs<E> outputs() {
-    counted_outputs<E> out;
-    static_cast<selection_outputs<E>&>(out) = selection_buffers<E>::outputs();
-    out.count = make_view(count.data(), 1);
-    return out;
-  }
-};
-
 /// Runs `p` as `nth` shares and returns the outputs.
 template <class Ein, class Eout>
 counted_buffers<Eout> run(const iqr_outliers& p, const token_grid& grid, const std::vector<float>& scores,
@@ -64,7 +51,7 @@ void check_against_oracle(const iqr_outliers& p, const shape_case& c, const std:
   const token_matrix<Ein> tokens = make_tokens<Ein>(c.grid.tokens(), c.dim, c.rows, 3);
   const std::vector<std::int64_t> expected = ref::outlier_indices(p, scores);
   const counted_buffers<Eout> got = run<Ein, Eout>(p, c.grid, scores, tokens.rows, nth);
-  const auto count = static_cast<std::size_t>(got.count[0]);
+  const auto count = static_cast<std::size_t>(got.count);
   REQUIRE(count == expected.size());
   REQUIRE(static_cast<index_t>(count) <= got.kept);
   CHECK(std::vector<std::int64_t>(got.source.begin(), got.source.begin() + count) == expected);
@@ -79,7 +66,7 @@ void check_against_oracle(const iqr_outliers& p, const shape_case& c, const std:
 std::vector<std::int64_t> kept_by(const iqr_outliers& p, const std::vector<float>& scores) {
   const auto n = static_cast<index_t>(scores.size());
   const counted_buffers<float> got = run<float, float>(p, sequence_grid(n), scores, view<const float, 2>{}, 1);
-  return std::vector<std::int64_t>(got.source.begin(), got.source.begin() + got.count[0]);
+  return std::vector<std::int64_t>(got.source.begin(), got.source.begin() + got.count);
 }
 
 }  // namespace
@@ -160,7 +147,7 @@ TEST_CASE("iqr_outliers rejects bad input and writes nothing", "[outliers][bad_i
                           workspace w) {
     CHECK(apply(cpu{}, p, in, o, w) == want);
     CHECK(out.untouched());
-    CHECK(out.count[0] == -1);
+    CHECK(out.count == counted_buffers<float>::count_sentinel);
   };
 
   selection_inputs<float> in = good;
@@ -200,8 +187,8 @@ void check_golden(const std::string& name, const iqr_outliers& p) {
   const token_grid grid = image_grid(24, 24);
   REQUIRE(grid.tokens() == static_cast<index_t>(s.size()));
   const counted_buffers<float> got = run<float, float>(p, grid, s, view<const float, 2>{}, 2);
-  CHECK(got.count[0] == json_int(dir, "k"));
-  CHECK(std::vector<std::int64_t>(got.source.begin(), got.source.begin() + got.count[0]) ==
+  CHECK(got.count == json_int(dir, "k"));
+  CHECK(std::vector<std::int64_t>(got.source.begin(), got.source.begin() + got.count) ==
         kept.as<std::int64_t>());
 }
 

@@ -73,6 +73,17 @@ struct grid_buffers {
   }
 };
 
+/// Sentinel-filled outputs of a selection whose count depends on the data, sized by its bound.
+template <class E>
+struct counted_buffers : selection_buffers<E> {
+  static constexpr std::int64_t count_sentinel = -99;
+  std::int64_t count = count_sentinel;
+
+  counted_buffers(index_t bound, index_t dim) : selection_buffers<E>(bound, dim) {}
+  counted_outputs<E> outputs() { return {selection_buffers<E>::outputs(), make_view(&count, 1)}; }
+  bool untouched() const { return count == count_sentinel && selection_buffers<E>::untouched(); }
+};
+
 /// A host workspace of exactly the requested size.
 struct host_workspace {
   std::vector<std::byte> bytes;

@@ -1,0 +1,224 @@
+// bench/cpu/bench_feature_scores.cpp — temporal_similarity, token_norm and query_relevance on
+// CPU, the full EVS path (score + topk + gather) and DTD path (score + threshold), against a memcpy of the same input bytes and
+// the scalar reference (the double-precision oracle of the tests).
+//
+// Shapes: 32 frames × 729 tokens × 1152 (SigLIP-so400m's 27 × 27 grid and width: a long clip
+// before the projector), 8 frames × 144 tokens × 3584 (Qwen2.5-VL-7B's LLM width, 12 × 12 merged
+// tokens per temporal grid), and 576 × 4096 (one LLaVA image at a 7B LLM width).
+//
+// Every score reads its input once and writes 4 bytes per token: `bytes_per_second` counts the
+// input bytes, as does the memcpy baseline's (which also writes them), so the two rates compare
+// directly. The target (docs/benchmarks.md): temporal dissimilarity at ≥ 60 % of the memcpy rate.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "bench_data.hpp"
+
+#include <tokred/cpu/feature_scores.hpp>
+#include <tokred/cpu/threshold.hpp>
+#include <tokred/policy/feature_scores.hpp>
+#include <tokred/policy/threshold.hpp>
+
+#include "reference/feature_scores_ref.hpp"
+
+namespace tokred::bench {
+namespace {
+
+/// Video rows of T frames of `hw` tokens, built once per shape and kept: frame 0 is i.i.d. noise;
+/// after it, about one slot in six per frame takes fresh noise (a change; cosine ≈ 0 with its
+/// previous row) and the others keep their previous row plus 5 % noise (cosine ≈ 0.99), so DTD at
+/// τ = 0.5 keeps frame 0 and the changes, as on real video. The scores' cost does not depend on it.
+template <class E>
+view<const E, 2> video_rows(index_t frames, index_t hw, index_t dim) {
+  static std::map<std::tuple<index_t, index_t, index_t>, std::vector<E>> cache;
+  auto [it, fresh] = cache.try_emplace({frames, hw, dim});
+  if (fresh) {
+    std::vector<float> row(static_cast<std::size_t>(hw * dim));  // the current frame, (hw, dim)
+    testing::rng r(0xF5u + static_cast<std::uint64_t>(frames * hw + dim));
+    for (float& x : row) x = r.uniform();
+    it->second.resize(static_cast<std::size_t>(frames * hw * dim));
+    for (index_t t = 0; t < frames; ++t)
+      for (index_t j = 0; j < hw; ++j) {
+        const bool change = t > 0 && r.next() % 6 == 0;
+        for (index_t c = 0; c < dim; ++c) {
+          float& x = row[static_cast<std::size_t>(j * dim + c)];
+          x = change ? r.uniform() : x + (t > 0 ? 0.05f * r.uniform() : 0.0f);
+          it->second[static_cast<std::size_t>((t * hw + j) * dim + c)] = from_float<E>(x);
+        }
+      }
+  }
+  return make_view<const E>(it->second.data(), frames * hw, dim);  // (tokens, dim)
+}
+
+/// A token grid of T frames of `hw` tokens (square frames when hw is a square).
+token_grid video_grid(index_t frames, index_t hw) {
+  const token_grid frame = grid_of(hw);
+  return {frames, frame.height, frame.width};
+}
+
+/// (frames, frame tokens, dim): the two video shapes.
+void video_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({32, 729, 1152})->Args({8, 144, 3584})->ArgNames({"frames", "hw", "dim"});
+  b->Unit(benchmark::kMicrosecond);
+}
+
+/// (frames, frame tokens, dim): one 576-token image at 4096.
+void image_shape(benchmark::internal::Benchmark* b) {
+  b->Args({1, 576, 4096})->ArgNames({"frames", "hw", "dim"})->Unit(benchmark::kMicrosecond);
+}
+
+void count_input(benchmark::State& state, index_t n, index_t dim, std::size_t element) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * n * dim *
+                          static_cast<std::int64_t>(element));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * n);
+}
+
+/// The floor: one memcpy of the input rows.
+template <class E>
+void BM_memcpy_input(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
+  std::vector<E> copy(static_cast<std::size_t>(frames * hw * dim));
+  for (auto _ : state) {
+    std::memcpy(copy.data(), rows.data_handle(), copy.size() * sizeof(E));
+    benchmark::ClobberMemory();
+  }
+  count_input(state, frames * hw, dim, sizeof(E));
+}
+
+/// A score policy over the rows (and, for query_relevance, `state.range(3)` query rows).
+template <class P, class E>
+void BM_score(benchmark::State& state, const P& policy) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const token_grid grid = video_grid(frames, hw);
+  feature_score_inputs<E> in{grid, video_rows<E>(frames, hw, dim), {}};
+  if constexpr (std::is_same_v<P, query_relevance>) in.query = video_rows<E>(1, state.range(3), dim);
+  const problem prob{grid, dim};
+  std::vector<float> scores(static_cast<std::size_t>(score_count(policy, prob)));  // (tokens,) or (T,)
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
+  const score_outputs<> out{make_view(scores.data(), static_cast<index_t>(scores.size()))};
+  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  count_input(state, grid.tokens(), dim, sizeof(E));
+}
+
+template <class E>
+void BM_temporal_dissimilarity(benchmark::State& state) {
+  BM_score<temporal_similarity, E>(state, temporal_similarity::evs());
+}
+template <class E>
+void BM_token_norm(benchmark::State& state) {
+  BM_score<token_norm, E>(state, token_norm{});
+}
+template <class E>
+void BM_query_relevance_token(benchmark::State& state) {
+  BM_score<query_relevance, E>(state, query_relevance{});
+}
+template <class E>
+void BM_query_relevance_frame(benchmark::State& state) {
+  BM_score<query_relevance, E>(state, query_relevance{query_relevance::level::frame});
+}
+
+/// The scalar reference: the tests' oracle (double, one token at a time).
+void BM_temporal_scalar_reference(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const view<const float, 2> rows = video_rows<float>(frames, hw, dim);
+  for (auto _ : state) {
+    const std::vector<double> s = ref::temporal(temporal_similarity::evs(), video_grid(frames, hw), rows);
+    benchmark::DoNotOptimize(s.data());
+  }
+  count_input(state, frames * hw, dim, sizeof(float));
+}
+
+/// vLLM EVS end to end at q = 0.75: dissimilarity scores, the global top k, the kept rows moved
+/// with their positions.
+template <class E>
+void BM_evs_path(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const token_grid grid = video_grid(frames, hw);
+  const index_t n = grid.tokens();
+  const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
+  const topk select{evs_budget(0.75, hw)};
+  const problem prob{grid, dim};
+  const index_t k = retained_count(select, prob);
+  std::vector<float> scores(static_cast<std::size_t>(n));                  // (tokens,)
+  std::vector<E> kept(static_cast<std::size_t>(k * dim));                  // (kept, dim)
+  std::vector<std::int64_t> source(static_cast<std::size_t>(k));           // (kept,)
+  std::vector<std::int32_t> positions(static_cast<std::size_t>(k * 3));    // (kept, 3)
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, select, prob));
+  const feature_score_inputs<E> in{grid, rows, {}};
+  const score_outputs<> scored{make_view(scores.data(), n)};
+  const selection_inputs<E> ranked{grid, make_view<const float>(scores.data(), n), rows};
+  const selection_outputs<E> out{make_view(kept.data(), k, dim), make_view(source.data(), k),
+                                 make_view(positions.data(), k, 3)};
+  for (auto _ : state) {
+    status s = apply(cpu<>{}, temporal_similarity::evs(), in, scored);
+    if (s == status::ok) s = apply(cpu<>{}, select, ranked, out, {scratch.data(), scratch.size()});
+    if (s != status::ok) {
+      state.SkipWithError(to_string(s));
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  count_input(state, n, dim, sizeof(E));
+}
+
+/// TimeChat-Online DTD end to end at τ = 0.5: cosine scores, the threshold, the kept rows moved
+/// with their positions (how many depends on the data; the count is reported).
+template <class E>
+void BM_dtd_path(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const token_grid grid = video_grid(frames, hw);
+  const index_t n = grid.tokens();
+  const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
+  std::vector<float> scores(static_cast<std::size_t>(n));                // (tokens,)
+  std::vector<E> kept(static_cast<std::size_t>(n * dim));                // (bound, dim)
+  std::vector<std::int64_t> source(static_cast<std::size_t>(n));         // (bound,)
+  std::vector<std::int32_t> positions(static_cast<std::size_t>(n * 3));  // (bound, 3)
+  std::int64_t count = 0;
+  const feature_score_inputs<E> in{grid, rows, {}};
+  const score_outputs<> scored{make_view(scores.data(), n)};
+  const selection_inputs<E> thresholded{grid, make_view<const float>(scores.data(), n), rows};
+  const counted_outputs<E> out{{make_view(kept.data(), n, dim), make_view(source.data(), n),
+                                make_view(positions.data(), n, 3)},
+                               make_view(&count, 1)};
+  for (auto _ : state) {
+    status s = apply(cpu<>{}, temporal_similarity::dtd(), in, scored);
+    if (s == status::ok) s = apply(cpu<>{}, threshold::dtd(0.5f), thresholded, out);
+    if (s != status::ok) {
+      state.SkipWithError(to_string(s));
+      return;
+    }
+    benchmark::ClobberMemory();
+  }
+  state.counters["kept"] = static_cast<double>(count);
+  count_input(state, n, dim, sizeof(E));
+}
+
+BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_memcpy_input, bf16)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_temporal_dissimilarity, float)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_temporal_dissimilarity, bf16)->Apply(video_shapes);
+BENCHMARK(BM_temporal_scalar_reference)->Apply(video_shapes)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_evs_path, float)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_evs_path, bf16)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_dtd_path, float)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_dtd_path, bf16)->Apply(video_shapes);
+BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(image_shape);
+BENCHMARK_TEMPLATE(BM_memcpy_input, bf16)->Apply(image_shape);
+BENCHMARK_TEMPLATE(BM_token_norm, float)->Apply(image_shape);
+BENCHMARK_TEMPLATE(BM_token_norm, bf16)->Apply(image_shape);
+BENCHMARK_TEMPLATE(BM_query_relevance_token, float)
+    ->Args({1, 576, 4096, 1})->Args({1, 576, 4096, 16})->ArgNames({"frames", "hw", "dim", "queries"})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_query_relevance_token, bf16)
+    ->Args({1, 576, 4096, 1})->Args({1, 576, 4096, 16})->ArgNames({"frames", "hw", "dim", "queries"})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_query_relevance_frame, float)
+    ->Args({4, 144, 4096, 16})->ArgNames({"frames", "hw", "dim", "queries"})->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace tokred::bench

@@ -1,0 +1,227 @@
+// video_pruning.cpp — feature-based scores and the two video recipes built on them: vLLM's
+// Efficient Video Sampling (temporal dissimilarity + topk) and TimeChat-Online's Differential Token
+// Drop (temporal cosine + threshold), with the positions an engine needs for M-RoPE; then the L2
+// norm and query-relevance scores. The docs quote the regions between the example markers
+// verbatim; the checks around them make sure the comments in those regions tell the truth.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+#include <tokred/cpu/feature_scores.hpp>
+#include <tokred/cpu/threshold.hpp>
+#include <tokred/policy/feature_scores.hpp>
+#include <tokred/policy/threshold.hpp>
+
+namespace {
+
+int failures = 0;
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::printf("  FAILED: %s\n", what);
+    ++failures;
+  }
+}
+
+#define VIDEO_CHECK(expr) check((expr), #expr)
+
+/// A 4-frame clip of 3 x 4 tokens, 8 values each: a still background, and an object (a row of
+/// alternating signs, nearly orthogonal to the background) at slot 5, 6, 10 and 11 of frames 0–3.
+/// So only the slots the object leaves or enters change from one frame to the next: slots 5 and 6
+/// in frame 1, 6 and 10 in frame 2, 10 and 11 in frame 3.
+struct clip {
+  static constexpr tokred::index_t frames = 4, height = 3, width = 4, dim = 8;
+  static constexpr tokred::index_t n = frames * height * width;
+  std::vector<float> rows = std::vector<float>(n * dim);  // (tokens, dim) = [T, H, W, D] in C order
+  clip() {
+    const tokred::index_t object_at[frames] = {5, 6, 10, 11};
+    for (tokred::index_t i = 0; i < n; ++i) {
+      const tokred::index_t t = i / (height * width), slot = i % (height * width);
+      for (tokred::index_t c = 0; c < dim; ++c)
+        rows[static_cast<std::size_t>(i * dim + c)] =
+            slot == object_at[t] ? (c % 2 == 0 ? 3.0f : -3.0f)
+                                 : 1.0f + 0.25f * static_cast<float>((3 * slot + c) % 5);
+    }
+  }
+};
+
+/// The tokens the object's moves change, after all of frame 0.
+const std::vector<std::int64_t> moving = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 17, 18, 30, 34, 46, 47};
+
+void evs_scene() {
+  std::printf("evs\n");
+  const clip x;
+  // example-begin evs
+  // vLLM EVS at pruning rate q = 0.625 on a clip of T = 4 frames of 3 x 4 tokens (dim 8).
+  const tokred::problem prob{tokred::token_grid{4, 3, 4}, 8};
+  const double q = 0.625;
+  const tokred::temporal_similarity score = tokred::temporal_similarity::evs();  // 1 − cos, frame 0 at 255
+  const tokred::topk select{tokred::evs_budget(q, prob.grid.frame_tokens())};     // global top k
+  // The count is known before the encoder runs: max(H·W, int(T·H·W · (1 − q))) = max(12, 18).
+  const tokred::index_t k = tokred::retained_count(select, prob);  // 18
+
+  std::vector<float> dissimilarity(prob.grid.tokens());  // (tokens,)
+  const tokred::feature_score_inputs<float> frames{prob.grid, tokred::make_view(x.rows.data(), 48, 8), {}};
+  tokred::status s = tokred::apply(tokred::cpu{}, score, frames,
+                                   tokred::score_outputs<>{tokred::make_view(dissimilarity.data(), 48)});
+
+  std::vector<float> kept(k * 8);              // (kept, dim)
+  std::vector<std::int64_t> source(k);         // (kept,) ascending
+  std::vector<std::int32_t> positions(k * 3);  // (kept, 3) original (t, h, w)
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, select, prob));
+  const tokred::selection_inputs<float> ranked{prob.grid, tokred::make_view(dissimilarity.data(), 48),
+                                               frames.tokens};
+  s = tokred::apply(tokred::cpu{}, select, ranked,
+                    tokred::selection_outputs<float>{tokred::make_view(kept.data(), k, 8),
+                                                     tokred::make_view(source.data(), k),
+                                                     tokred::make_view(positions.data(), k, 3)},
+                    {scratch.data(), scratch.size()});
+  // s == ok. source: frame 0 (tokens 0–11), then the 6 slots the object left or entered:
+  // 17, 18 (frame 1), 30, 34 (frame 2), 46, 47 (frame 3). Equal scores rank by lower index,
+  // as vLLM's stable argsort does.
+  // example-end evs
+  VIDEO_CHECK(s == tokred::status::ok && k == 18);
+  VIDEO_CHECK(source == moving);
+  VIDEO_CHECK(kept[12 * 8] == x.rows[17 * 8] && positions[12 * 3] == 1 && positions[12 * 3 + 2] == 1);
+
+  // example-begin evs-mrope
+  // Qwen2.5-VL M-RoPE ids of the kept tokens, as vLLM's compute_mrope_for_media stores them:
+  // (t · tokens_per_second · second_per_grid, h, w), then offset by the position after
+  // <|vision_start|>. tokred's positions are the original (t, h, w), so the ids are exact.
+  const float tokens_per_second = 2.0f, second_per_grid = 1.0f;  // fps 2, temporal patch 2
+  const std::int64_t base = 6;                                   // position of <|vision_start|> + 1
+  std::vector<std::int64_t> mrope(k * 3);                        // (kept, 3) as (t, h, w) ids
+  for (tokred::index_t j = 0; j < k; ++j) {
+    const float t = static_cast<float>(positions[j * 3]);
+    mrope[j * 3 + 0] = base + static_cast<std::int64_t>(t * (tokens_per_second * second_per_grid));
+    mrope[j * 3 + 1] = base + positions[j * 3 + 1];
+    mrope[j * 3 + 2] = base + positions[j * 3 + 2];
+  }
+  // vLLM (EVS on): the text after the video starts at base + W = 6 + 4 = 10.
+  // example-end evs-mrope
+  VIDEO_CHECK(mrope[12 * 3] == 8 && mrope[12 * 3 + 1] == 7 && mrope[12 * 3 + 2] == 7);  // token 17 = (1, 1, 1)
+  VIDEO_CHECK(mrope[17 * 3] == 12 && mrope[17 * 3 + 1] == 8 && mrope[17 * 3 + 2] == 9);  // token 47 = (3, 2, 3)
+}
+
+void dtd_scene() {
+  std::printf("dtd\n");
+  const clip x;
+  // example-begin dtd
+  // TimeChat-Online DTD: drop a token when its cosine to the same slot of the previous frame is
+  // above τ = 0.5. The count depends on the data: buffers are sized by the bound N, and apply
+  // writes the real count.
+  const tokred::problem prob{tokred::token_grid{4, 3, 4}, 8};
+  const tokred::temporal_similarity score = tokred::temporal_similarity::dtd();  // cos, frame 0 at −inf
+  const tokred::threshold select = tokred::threshold::dtd(0.5f);                 // keep if !(cos > 0.5)
+  const tokred::index_t bound = tokred::retained_count(select, prob);           // 48 = N
+
+  std::vector<float> similarity(48);  // (tokens,)
+  const tokred::feature_score_inputs<float> frames{prob.grid, tokred::make_view(x.rows.data(), 48, 8), {}};
+  tokred::status s = tokred::apply(tokred::cpu{}, score, frames,
+                                   tokred::score_outputs<>{tokred::make_view(similarity.data(), 48)});
+
+  std::vector<std::int64_t> source(bound);         // (bound,) the first `count` rows are filled
+  std::vector<std::int32_t> positions(bound * 3);  // (bound, 3) original (t, h, w): M-RoPE ids kept
+  std::int64_t count = 0;                          // (1,)
+  tokred::counted_outputs<float> out{};
+  out.source = tokred::make_view(source.data(), bound);
+  out.positions = tokred::make_view(positions.data(), bound, 3);
+  out.count = tokred::make_view(&count, 1);
+  const tokred::selection_inputs<float> scored{prob.grid, tokred::make_view(similarity.data(), 48), {}};
+  s = tokred::apply(tokred::cpu{}, select, scored, out);  // no workspace
+  // s == ok, count == 18: frame 0 and the 6 changed slots, the tokens EVS keeps at q = 0.625.
+  // Every still background token (cosine 1) is dropped.
+  // example-end dtd
+  VIDEO_CHECK(s == tokred::status::ok && bound == 48 && count == 18);
+  VIDEO_CHECK(std::equal(moving.begin(), moving.end(), source.begin()));
+  VIDEO_CHECK(tokred::workspace_bytes(tokred::cpu{}, select, prob) == 0);
+}
+
+void shares_scene() {
+  std::printf("shares\n");
+  const clip x;
+  const tokred::problem prob{tokred::token_grid{4, 3, 4}, 8};
+  const tokred::feature_score_inputs<float> frames{prob.grid, tokred::make_view(x.rows.data(), 48, 8), {}};
+  std::vector<float> one(48), three(48);
+  VIDEO_CHECK(tokred::apply(tokred::cpu{}, tokred::temporal_similarity::evs(), frames,
+                            tokred::score_outputs<>{tokred::make_view(one.data(), 48)}) == tokred::status::ok);
+  // example-begin shares
+  // An engine's three threads each score a third of the tokens; no thread waits for another,
+  // and the scores have the same bits as one call.
+  for (int ith = 0; ith < 3; ++ith)  // in the engine: one call per thread, concurrently
+    (void)tokred::apply(tokred::cpu{ith, 3}, tokred::temporal_similarity::evs(), frames,
+                        tokred::score_outputs<>{tokred::make_view(three.data(), 48)});
+  // example-end shares
+  VIDEO_CHECK(one == three);
+}
+
+void norm_scene() {
+  std::printf("token_norm\n");
+  const clip x;
+  // example-begin token-norm
+  // The L2 norm of every token; keep the 2 largest of frame 0 (its first 12 tokens).
+  const tokred::problem prob{tokred::image_grid(3, 4), 8};
+  std::vector<float> norms(12);  // (tokens,)
+  const tokred::feature_score_inputs<float> in{prob.grid, tokred::make_view(x.rows.data(), 12, 8), {}};
+  const tokred::status s = tokred::apply(tokred::cpu{}, tokred::token_norm{}, in,
+                                         tokred::score_outputs<>{tokred::make_view(norms.data(), 12)});
+  // s == ok; the object (token 5, eight values of ±3) has norm sqrt(72) ≈ 8.49, the largest.
+  const tokred::topk two{tokred::keep_budget::count(2)};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, two, prob));
+  std::int64_t loudest[2];  // (kept,) ascending
+  (void)tokred::apply(tokred::cpu{}, two,
+                      tokred::selection_inputs<float>{prob.grid, tokred::make_view(norms.data(), 12), {}},
+                      tokred::selection_outputs<float>{{}, tokred::make_view(loudest, 2), {}},
+                      {scratch.data(), scratch.size()});
+  // loudest == {4, 5}: the object, and slot 4, whose norm ties with slot 9's (lower index wins).
+  // example-end token-norm
+  VIDEO_CHECK(s == tokred::status::ok);
+  VIDEO_CHECK(std::fabs(norms[5] - std::sqrt(72.0f)) < 1e-5f);
+  VIDEO_CHECK(loudest[0] == 4 && loudest[1] == 5 && norms[4] == norms[9]);
+}
+
+void relevance_scene() {
+  std::printf("query_relevance\n");
+  const clip x;
+  // example-begin query-relevance
+  // How relevant is each token, and each frame, to a query embedding? Here the query is the
+  // object's own row (e.g. a text prompt projected into the visual feature space).
+  const tokred::problem prob{tokred::token_grid{4, 3, 4}, 8};
+  const float* object_row = x.rows.data() + 5 * 8;                      // token 5 of frame 0
+  tokred::feature_score_inputs<float> in{prob.grid, tokred::make_view(x.rows.data(), 48, 8),
+                                         tokred::make_view(object_row, 1, 8)};  // (queries, dim)
+  std::vector<float> per_token(48);  // (tokens,) mean over query rows of cos(x_i, q)
+  tokred::status s = tokred::apply(tokred::cpu{}, tokred::query_relevance{}, in,
+                                   tokred::score_outputs<>{tokred::make_view(per_token.data(), 48)});
+  // s == ok; per_token is 1 where the object is (tokens 5, 18, 34, 47), near 0 elsewhere.
+
+  // Frame level: one score per frame, the cosine of the frame's mean token with the query.
+  const tokred::query_relevance frames{tokred::query_relevance::level::frame};
+  std::vector<float> per_frame(tokred::score_count(frames, prob));  // (T,) = 4
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, frames, prob));
+  s = tokred::apply(tokred::cpu{}, frames, in, tokred::score_outputs<>{tokred::make_view(per_frame.data(), 4)},
+                    {scratch.data(), scratch.size()});
+  // example-end query-relevance
+  VIDEO_CHECK(s == tokred::status::ok && per_frame.size() == 4);
+  for (std::size_t i : {5, 18, 34, 47}) VIDEO_CHECK(std::fabs(per_token[i] - 1.0f) < 1e-6f);
+  VIDEO_CHECK(std::fabs(per_token[0]) < 0.1f);
+  // Every frame holds the object once over the same background: the frame scores are close.
+  VIDEO_CHECK(*std::max_element(per_frame.begin(), per_frame.end()) -
+                  *std::min_element(per_frame.begin(), per_frame.end()) < 0.05f);
+}
+
+}  // namespace
+
+int main() {
+  evs_scene();
+  dtd_scene();
+  shares_scene();
+  norm_scene();
+  relevance_scene();
+  std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
+  return failures == 0 ? 0 : 1;
+}
