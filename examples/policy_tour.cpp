@@ -12,18 +12,9 @@
 
 #include <tokred/tokred.hpp>
 
+#include "scene_checks.hpp"
+
 namespace {
-
-int failures = 0;
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::printf("  FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-#define TOUR_CHECK(expr) check((expr), #expr)
 
 /// A two-frame clip: 2 frames of 3 x 4 tokens, 8 fp32 values per token; token i's row holds
 /// 100·i + c in column c, so a kept row tells which token it came from.
@@ -57,9 +48,9 @@ void views() {
       static_cast<const float*>(data + 23 * 8), std::array<tokred::index_t, 2>{24, 8},
       std::array<tokred::index_t, 2>{-8, 1});
   // example-end views
-  TOUR_CHECK(read_only(5, 2) == 1.5f && head(5, 2) == 1.5f && reversed(18, 2) == 1.5f);
-  TOUR_CHECK(rows.rank() == 2 && rows.extent(0) == 24 && rows.stride(0) == 8 && rows.stride(1) == 1);
-  TOUR_CHECK(head.required_span_size() == 23 * 8 + 4 && reversed.required_span_size() == 24 * 8);
+  SCENE_CHECK(read_only(5, 2) == 1.5f && head(5, 2) == 1.5f && reversed(18, 2) == 1.5f);
+  SCENE_CHECK(rows.rank() == 2 && rows.extent(0) == 24 && rows.stride(0) == 8 && rows.stride(1) == 1);
+  SCENE_CHECK(head.required_span_size() == 23 * 8 + 4 && reversed.required_span_size() == 24 * 8);
 
   // example-begin frames-view
   // An encoder output of shape [T, H, W, D] in C order is already N = T·H·W token rows of D
@@ -70,7 +61,7 @@ void views() {
       static_cast<const float*>(video), grid.tokens(), 8);
   const tokred::token_position p = grid.position(17);            // (t, h, w) = (1, 1, 1)
   // example-end frames-view
-  TOUR_CHECK(tokens.extent(0) == 24 && p.t == 1 && p.h == 1 && p.w == 1);
+  SCENE_CHECK(tokens.extent(0) == 24 && p.t == 1 && p.h == 1 && p.w == 1);
 }
 
 void budgets() {
@@ -89,9 +80,9 @@ void budgets() {
   const auto g = tokred::kept_count(keep_budget::ratio(0.25, rounding::ceil), 290);       // 73
   const auto h = tokred::kept_count(keep_budget::count(600), 576);  // status budget_exceeds_input
   // example-end budgets
-  TOUR_CHECK(a.count == 144 && b.count == 288 && c.count == 144);
-  TOUR_CHECK(d.count == 72 && e.count == 72 && f.count == 74 && g.count == 73);
-  TOUR_CHECK(h.code == tokred::status::budget_exceeds_input);
+  SCENE_CHECK(a.count == 144 && b.count == 288 && c.count == 144);
+  SCENE_CHECK(d.count == 72 && e.count == 72 && f.count == 74 && g.count == 73);
+  SCENE_CHECK(h.code == tokred::status::budget_exceeds_input);
 }
 
 void topk_scene() {
@@ -116,13 +107,13 @@ void topk_scene() {
   const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
   // s == ok; source holds the 6 best-scoring tokens in ascending order
   // example-end topk
-  TOUR_CHECK(s == tokred::status::ok && k == 6);
+  SCENE_CHECK(s == tokred::status::ok && k == 6);
   // scores are (7·i) mod 24, a permutation of 0..23: the kept tokens are those scoring 18..23.
   std::vector<std::int64_t> expect;
   for (std::int64_t i = 0; i < 24; ++i)
     if (x.scores[static_cast<std::size_t>(i)] >= 18.0f) expect.push_back(i);
-  TOUR_CHECK(source == expect);
-  TOUR_CHECK(kept[8] == 100.0f * static_cast<float>(source[1]));
+  SCENE_CHECK(source == expect);
+  SCENE_CHECK(kept[8] == 100.0f * static_cast<float>(source[1]));
 
   // example-begin topk-per-frame
   // The same budget per frame: 3 of each frame's 12 tokens (k from the frame's H·W).
@@ -130,11 +121,11 @@ void topk_scene() {
                                tokred::scope::per_frame};
   const tokred::index_t k2 = tokred::retained_count(per_frame, prob);  // 2 frames · 3 = 6
   // example-end topk-per-frame
-  TOUR_CHECK(k2 == 6);
+  SCENE_CHECK(k2 == 6);
   std::vector<std::byte> scratch2(tokred::workspace_bytes(tokred::cpu{}, per_frame, prob));
-  TOUR_CHECK(tokred::apply(tokred::cpu{}, per_frame, in, out, {scratch2.data(), scratch2.size()}) ==
+  SCENE_CHECK(tokred::apply(tokred::cpu{}, per_frame, in, out, {scratch2.data(), scratch2.size()}) ==
              tokred::status::ok);
-  TOUR_CHECK(std::count_if(source.begin(), source.end(), [](std::int64_t i) { return i < 12; }) == 3);
+  SCENE_CHECK(std::count_if(source.begin(), source.end(), [](std::int64_t i) { return i < 12; }) == 3);
 
   // example-begin topk-ties
   // Ties rank by index, NaN below every number: keep 2 of {1, NaN, 3, 3, -inf}.
@@ -146,16 +137,16 @@ void topk_scene() {
   // example-end topk-ties
   std::byte tie_scratch[1024];
   const tokred::topk keep2{tokred::keep_budget::count(2)};
-  TOUR_CHECK(tokred::workspace_bytes(tokred::cpu{}, keep2, {tokred::sequence_grid(5), 0}) <= sizeof tie_scratch);
-  TOUR_CHECK(tokred::apply(tokred::cpu{}, keep2, tie_in, tie_out, {tie_scratch, sizeof tie_scratch}) ==
+  SCENE_CHECK(tokred::workspace_bytes(tokred::cpu{}, keep2, {tokred::sequence_grid(5), 0}) <= sizeof tie_scratch);
+  SCENE_CHECK(tokred::apply(tokred::cpu{}, keep2, tie_in, tie_out, {tie_scratch, sizeof tie_scratch}) ==
              tokred::status::ok);
-  TOUR_CHECK(winners[0] == 2 && winners[1] == 3);
+  SCENE_CHECK(winners[0] == 2 && winners[1] == 3);
   const tokred::topk keep4{tokred::keep_budget::count(4)};
   std::int64_t four[4];
-  TOUR_CHECK(tokred::apply(tokred::cpu{}, keep4, tie_in,
+  SCENE_CHECK(tokred::apply(tokred::cpu{}, keep4, tie_in,
                            tokred::selection_outputs<float>{{}, tokred::make_view(four, 4), {}},
                            {tie_scratch, sizeof tie_scratch}) == tokred::status::ok);
-  TOUR_CHECK(four[0] == 0 && four[1] == 2 && four[2] == 3 && four[3] == 4);  // NaN (1) is last
+  SCENE_CHECK(four[0] == 0 && four[1] == 2 && four[2] == 3 && four[3] == 4);  // NaN (1) is last
 }
 
 void uniform_scene() {
@@ -170,10 +161,10 @@ void uniform_scene() {
   const tokred::selection_outputs<float> out{{}, tokred::make_view(picked, 6), {}};
   const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out);  // no scores, no workspace
   // example-end uniform
-  TOUR_CHECK(s == tokred::status::ok);
-  TOUR_CHECK(tokred::workspace_bytes(tokred::cpu{}, policy, prob) == 0);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(tokred::workspace_bytes(tokred::cpu{}, policy, prob) == 0);
   const std::int64_t expect[6] = {2, 6, 10, 14, 18, 22};
-  TOUR_CHECK(std::equal(picked, picked + 6, expect));
+  SCENE_CHECK(std::equal(picked, picked + 6, expect));
 }
 
 void random_scene() {
@@ -189,15 +180,15 @@ void random_scene() {
   const tokred::selection_outputs<float> out{{}, tokred::make_view(picked, 6), {}};
   const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
   // example-end random
-  TOUR_CHECK(s == tokred::status::ok);
-  TOUR_CHECK(std::is_sorted(picked, picked + 6) && std::adjacent_find(picked, picked + 6) == picked + 6);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(std::is_sorted(picked, picked + 6) && std::adjacent_find(picked, picked + 6) == picked + 6);
   std::int64_t again[6];
-  TOUR_CHECK(tokred::apply(tokred::cpu{}, policy, in,
+  SCENE_CHECK(tokred::apply(tokred::cpu{}, policy, in,
                            tokred::selection_outputs<float>{{}, tokred::make_view(again, 6), {}},
                            {scratch.data(), scratch.size()}) == tokred::status::ok);
-  TOUR_CHECK(std::equal(picked, picked + 6, again));
+  SCENE_CHECK(std::equal(picked, picked + 6, again));
   const std::int64_t documented[6] = {4, 8, 10, 11, 12, 15};  // docs/policies/random_subset.md
-  TOUR_CHECK(std::equal(picked, picked + 6, documented));
+  SCENE_CHECK(std::equal(picked, picked + 6, documented));
   std::printf("  seed 42 keeps");
   for (std::int64_t i : picked) std::printf(" %lld", static_cast<long long>(i));
   std::printf("\n");
@@ -229,14 +220,14 @@ void gather_scene() {
     s = tokred::apply(tokred::cpu{}, tokred::gather{}, again,
                       tokred::selection_outputs<tokred::bf16>{tokred::make_view(kept2.data(), 6, 8), {}, {}});
   // example-end gather
-  TOUR_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(s == tokred::status::ok);
   for (int j = 0; j < 6; ++j)
-    TOUR_CHECK(tokred::to_float(kept2[static_cast<std::size_t>(j * 8 + 1)]) ==
+    SCENE_CHECK(tokred::to_float(kept2[static_cast<std::size_t>(j * 8 + 1)]) ==
                tokred::to_float(tokred::from_float<tokred::bf16>(-100.0f * static_cast<float>(source[j]) - 1.0f)));
 
   const std::int64_t bad[2] = {3, 24};
   const tokred::gather_inputs<float> bad_in{grid, tokred::make_view(bad, 2), tokred::make_view(x.rows.data(), 24, 8)};
-  TOUR_CHECK(tokred::apply(tokred::cpu{}, tokred::gather{}, bad_in,
+  SCENE_CHECK(tokred::apply(tokred::cpu{}, tokred::gather{}, bad_in,
                            tokred::selection_outputs<float>{{}, tokred::make_view(source, 2), {}}) ==
              tokred::status::index_out_of_range);
 }
@@ -253,7 +244,7 @@ void status_scene() {
   if (s != tokred::status::ok)  // nothing was written to `out`
     std::printf("  topk: %s\n", tokred::to_string(s));  // "topk: budget_exceeds_input"
   // example-end status
-  TOUR_CHECK(s == tokred::status::budget_exceeds_input);
+  SCENE_CHECK(s == tokred::status::budget_exceeds_input);
 }
 
 void workspace_scene() {
@@ -271,8 +262,8 @@ void workspace_scene() {
   std::vector<std::byte> scratch(bytes);  // any alignment will do
   // example-end workspace-shared
   // nth slices of (4·N + 63) + (8·k + 63) bytes each.
-  TOUR_CHECK(bytes == 8 * (4 * 576 + 63 + 8 * 144 + 63));
-  TOUR_CHECK(scratch.size() == bytes);
+  SCENE_CHECK(bytes == 8 * (4 * 576 + 63 + 8 * 144 + 63));
+  SCENE_CHECK(scratch.size() == bytes);
 }
 
 /// Six tokens of dim 2 in three near-copy pairs: (0, 1) along +x, (2, 3) along +y, (4, 5) along
@@ -299,10 +290,10 @@ void divprune_scene() {
   // s == ok. Token 4 is picked first: its nearest neighbour is the farthest (tie with 5, lower
   // index wins); token 0 is farthest from it, then token 2 is farthest from both.
   // example-end divprune
-  TOUR_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(s == tokred::status::ok);
   const std::int64_t want_source[3] = {0, 2, 4}, want_picks[3] = {4, 0, 2};
-  TOUR_CHECK(std::equal(source, source + 3, want_source));
-  TOUR_CHECK(std::equal(picks, picks + 3, want_picks));
+  SCENE_CHECK(std::equal(source, source + 3, want_source));
+  SCENE_CHECK(std::equal(picks, picks + 3, want_picks));
 
   // example-begin divprune-original
   // The original's budget: round(0.098 · 576) = 56 of LLaVA-1.5's 24 x 24 tokens, Python
@@ -310,7 +301,7 @@ void divprune_scene() {
   const tokred::divprune original = tokred::divprune::original(0.098);
   const tokred::index_t kept = tokred::retained_count(original, {tokred::image_grid(24, 24), 4096});  // 56
   // example-end divprune-original
-  TOUR_CHECK(kept == 56 && original.allow_repeats && original.within == tokred::scope::global);
+  SCENE_CHECK(kept == 56 && original.allow_repeats && original.within == tokred::scope::global);
 }
 
 void kcenter_scene() {
@@ -330,9 +321,9 @@ void kcenter_scene() {
   out.picks = tokred::make_view(picks, 3);
   const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
   // example-end kcenter
-  TOUR_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(s == tokred::status::ok);
   const std::int64_t want[3] = {0, 4, 5};
-  TOUR_CHECK(std::equal(picks, picks + 3, want));
+  SCENE_CHECK(std::equal(picks, picks + 3, want));
 }
 
 void importance_diversity_scene() {
@@ -355,10 +346,10 @@ void importance_diversity_scene() {
   out.picks = tokred::make_view(picks, 3);
   const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
   // example-end importance-diversity
-  TOUR_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(s == tokred::status::ok);
   const std::int64_t want_source[3] = {1, 3, 4}, want_picks[3] = {1, 4, 3};
-  TOUR_CHECK(std::equal(source, source + 3, want_source));
-  TOUR_CHECK(std::equal(picks, picks + 3, want_picks));
+  SCENE_CHECK(std::equal(source, source + 3, want_source));
+  SCENE_CHECK(std::equal(picks, picks + 3, want_picks));
 }
 
 void cdpruner_scene() {
@@ -385,11 +376,11 @@ void cdpruner_scene() {
   // s == ok. Token 2, the most relevant, is picked first; the DPP then keeps one token of each
   // other pair, and the kept rows come out in original order.
   // example-end cdpruner
-  TOUR_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(s == tokred::status::ok);
   const std::int64_t want_source[3] = {1, 2, 5}, want_picks[3] = {2, 1, 5};
-  TOUR_CHECK(std::equal(source, source + 3, want_source));
-  TOUR_CHECK(std::equal(picks, picks + 3, want_picks));
-  TOUR_CHECK(kept[0] == 1.0f && kept[1] == 0.1f && kept[5] == -0.3f);  // rows 1, 2, 5 in order
+  SCENE_CHECK(std::equal(source, source + 3, want_source));
+  SCENE_CHECK(std::equal(picks, picks + 3, want_picks));
+  SCENE_CHECK(kept[0] == 1.0f && kept[1] == 0.1f && kept[5] == -0.3f);  // rows 1, 2, 5 in order
 
   // example-begin cdpruner-openvino
   // OpenVINO GenAI's settings: pruning_ratio = 70 prunes 70 % of each frame, std::round(100 · 0.3)
@@ -397,7 +388,7 @@ void cdpruner_scene() {
   const tokred::cdpruner ov = tokred::cdpruner::openvino(70);
   const tokred::index_t k = tokred::retained_count(ov, {tokred::token_grid{2, 10, 10}, 2});  // 2 · 30 = 60
   // example-end cdpruner-openvino
-  TOUR_CHECK(k == 60 && ov.split && ov.within == tokred::scope::per_frame && ov.relevance_weight == 0.5f);
+  SCENE_CHECK(k == 60 && ov.split && ov.within == tokred::scope::per_frame && ov.relevance_weight == 0.5f);
 }
 
 }  // namespace
@@ -418,8 +409,8 @@ void top_rows_scene() {
   // s == ok. Row sums are 42, 34, 50 in frame 0 and 42, 58, 50 in frame 1: rows 0 and 2 of
   // frame 0 (tokens 0 … 3, 8 … 11) and rows 1 and 2 of frame 1 (tokens 16 … 23) are kept.
   // example-end top-rows
-  TOUR_CHECK(s == tokred::status::ok);
-  TOUR_CHECK(source[0] == 0 && source[4] == 8 && source[8] == 16 && source[15] == 23);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(source[0] == 0 && source[4] == 8 && source[8] == 16 && source[15] == 23);
 }
 
 /// HiRED's budget split over LLaVA-NeXT's partitions: the full image, then 2 x 2 sub-crops.
@@ -448,9 +439,9 @@ void hired_scene() {
   // s == ok. The 8 early marks all lie in the full image's left half, so the two left sub-crops
   // (1 and 3) share the 10 sub-crop tokens, 5 each: count == 20.
   // example-end hired
-  TOUR_CHECK(s == tokred::status::ok);
-  TOUR_CHECK(bound == 20 && count == 20);
-  TOUR_CHECK(source[10] / per == 1 && source[15] / per == 3);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(bound == 20 && count == 20);
+  SCENE_CHECK(source[10] / per == 1 && source[15] / per == 3);
 }
 
 /// PruMerge's adaptive count: the IQR outliers of the scores, then PruMerge+'s uniform extras.
@@ -472,9 +463,9 @@ void iqr_outliers_scene() {
   const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
   // s == ok, count == 2, source == {4, 10}: descending attention, as the original's topk.
   // example-end iqr-outliers
-  TOUR_CHECK(s == tokred::status::ok);
-  TOUR_CHECK(bound == 3 && count == 2);
-  TOUR_CHECK(source[0] == 4 && source[1] == 10);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(bound == 3 && count == 2);
+  SCENE_CHECK(source[0] == 4 && source[1] == 10);
 }
 
 int main() {
@@ -493,6 +484,5 @@ int main() {
   hired_scene();
   status_scene();
   workspace_scene();
-  std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
-  return failures == 0 ? 0 : 1;
+  return scene::finish();
 }

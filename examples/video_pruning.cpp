@@ -11,23 +11,10 @@
 #include <vector>
 
 #include <tokred/tokred.hpp>
-#include <tokred/cpu/feature_scores.hpp>
-#include <tokred/cpu/threshold.hpp>
-#include <tokred/policy/feature_scores.hpp>
-#include <tokred/policy/threshold.hpp>
+
+#include "scene_checks.hpp"
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::printf("  FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-#define VIDEO_CHECK(expr) check((expr), #expr)
 
 /// A 4-frame clip of 3 x 4 tokens, 8 values each: a still background, and an object (a row of
 /// alternating signs, nearly orthogonal to the background) at slot 5, 6, 10 and 11 of frames 0–3.
@@ -84,9 +71,9 @@ void evs_scene() {
   // 17, 18 (frame 1), 30, 34 (frame 2), 46, 47 (frame 3). Equal scores rank by lower index,
   // as vLLM's stable argsort does.
   // example-end evs
-  VIDEO_CHECK(s == tokred::status::ok && k == 18);
-  VIDEO_CHECK(source == moving);
-  VIDEO_CHECK(kept[12 * 8] == x.rows[17 * 8] && positions[12 * 3] == 1 && positions[12 * 3 + 2] == 1);
+  SCENE_CHECK(s == tokred::status::ok && k == 18);
+  SCENE_CHECK(source == moving);
+  SCENE_CHECK(kept[12 * 8] == x.rows[17 * 8] && positions[12 * 3] == 1 && positions[12 * 3 + 2] == 1);
 
   // example-begin evs-mrope
   // Qwen2.5-VL M-RoPE ids of the kept tokens, as vLLM's compute_mrope_for_media stores them:
@@ -103,8 +90,8 @@ void evs_scene() {
   }
   // vLLM (EVS on): the text after the video starts at base + W = 6 + 4 = 10.
   // example-end evs-mrope
-  VIDEO_CHECK(mrope[12 * 3] == 8 && mrope[12 * 3 + 1] == 7 && mrope[12 * 3 + 2] == 7);  // token 17 = (1, 1, 1)
-  VIDEO_CHECK(mrope[17 * 3] == 12 && mrope[17 * 3 + 1] == 8 && mrope[17 * 3 + 2] == 9);  // token 47 = (3, 2, 3)
+  SCENE_CHECK(mrope[12 * 3] == 8 && mrope[12 * 3 + 1] == 7 && mrope[12 * 3 + 2] == 7);  // token 17 = (1, 1, 1)
+  SCENE_CHECK(mrope[17 * 3] == 12 && mrope[17 * 3 + 1] == 8 && mrope[17 * 3 + 2] == 9);  // token 47 = (3, 2, 3)
 }
 
 void dtd_scene() {
@@ -136,9 +123,9 @@ void dtd_scene() {
   // s == ok, count == 18: frame 0 and the 6 changed slots, the tokens EVS keeps at q = 0.625.
   // Every still background token (cosine 1) is dropped.
   // example-end dtd
-  VIDEO_CHECK(s == tokred::status::ok && bound == 48 && count == 18);
-  VIDEO_CHECK(std::equal(moving.begin(), moving.end(), source.begin()));
-  VIDEO_CHECK(tokred::workspace_bytes(tokred::cpu{}, select, prob) == 0);
+  SCENE_CHECK(s == tokred::status::ok && bound == 48 && count == 18);
+  SCENE_CHECK(std::equal(moving.begin(), moving.end(), source.begin()));
+  SCENE_CHECK(tokred::workspace_bytes(tokred::cpu{}, select, prob) == 0);
 }
 
 void shares_scene() {
@@ -147,7 +134,7 @@ void shares_scene() {
   const tokred::problem prob{tokred::token_grid{4, 3, 4}, 8};
   const tokred::feature_score_inputs<float> frames{prob.grid, tokred::make_view(x.rows.data(), 48, 8), {}};
   std::vector<float> one(48), three(48);
-  VIDEO_CHECK(tokred::apply(tokred::cpu{}, tokred::temporal_similarity::evs(), frames,
+  SCENE_CHECK(tokred::apply(tokred::cpu{}, tokred::temporal_similarity::evs(), frames,
                             tokred::score_outputs<>{tokred::make_view(one.data(), 48)}) == tokred::status::ok);
   // example-begin shares
   // An engine's three threads each score a third of the tokens; no thread waits for another,
@@ -156,7 +143,7 @@ void shares_scene() {
     (void)tokred::apply(tokred::cpu{ith, 3}, tokred::temporal_similarity::evs(), frames,
                         tokred::score_outputs<>{tokred::make_view(three.data(), 48)});
   // example-end shares
-  VIDEO_CHECK(one == three);
+  SCENE_CHECK(one == three);
 }
 
 void norm_scene() {
@@ -179,9 +166,9 @@ void norm_scene() {
                       {scratch.data(), scratch.size()});
   // loudest == {4, 5}: the object, and slot 4, whose norm ties with slot 9's (lower index wins).
   // example-end token-norm
-  VIDEO_CHECK(s == tokred::status::ok);
-  VIDEO_CHECK(std::fabs(norms[5] - std::sqrt(72.0f)) < 1e-5f);
-  VIDEO_CHECK(loudest[0] == 4 && loudest[1] == 5 && norms[4] == norms[9]);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(std::fabs(norms[5] - std::sqrt(72.0f)) < 1e-5f);
+  SCENE_CHECK(loudest[0] == 4 && loudest[1] == 5 && norms[4] == norms[9]);
 }
 
 void relevance_scene() {
@@ -206,11 +193,11 @@ void relevance_scene() {
   s = tokred::apply(tokred::cpu{}, frames, in, tokred::score_outputs<>{tokred::make_view(per_frame.data(), 4)},
                     {scratch.data(), scratch.size()});
   // example-end query-relevance
-  VIDEO_CHECK(s == tokred::status::ok && per_frame.size() == 4);
-  for (std::size_t i : {5, 18, 34, 47}) VIDEO_CHECK(std::fabs(per_token[i] - 1.0f) < 1e-6f);
-  VIDEO_CHECK(std::fabs(per_token[0]) < 0.1f);
+  SCENE_CHECK(s == tokred::status::ok && per_frame.size() == 4);
+  for (std::size_t i : {5, 18, 34, 47}) SCENE_CHECK(std::fabs(per_token[i] - 1.0f) < 1e-6f);
+  SCENE_CHECK(std::fabs(per_token[0]) < 0.1f);
   // Every frame holds the object once over the same background: the frame scores are close.
-  VIDEO_CHECK(*std::max_element(per_frame.begin(), per_frame.end()) -
+  SCENE_CHECK(*std::max_element(per_frame.begin(), per_frame.end()) -
                   *std::min_element(per_frame.begin(), per_frame.end()) < 0.05f);
 }
 
@@ -222,6 +209,5 @@ int main() {
   shares_scene();
   norm_scene();
   relevance_scene();
-  std::printf(failures == 0 ? "all scenes ran as documented\n" : "%d checks failed\n", failures);
-  return failures == 0 ? 0 : 1;
+  return scene::finish();
 }
