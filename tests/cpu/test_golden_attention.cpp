@@ -22,28 +22,9 @@
 namespace {
 
 using namespace tokred;
-
-/// The numbers after `"key":` in a params.json: one number, or each element of a [list].
-std::vector<double> json_numbers(const std::string& dir, const std::string& key) {
-  std::ifstream f(dir + "params.json");
-  std::stringstream text;
-  text << f.rdbuf();
-  const std::string s = text.str();
-  const auto at = s.find("\"" + key + "\"");
-  REQUIRE(at != std::string::npos);
-  std::size_t i = s.find(':', at) + 1;
-  while (s[i] == ' ' || s[i] == '\n') ++i;
-  std::vector<double> values;
-  if (s[i] != '[') return {std::stod(s.substr(i))};
-  const std::size_t end = s.find(']', i);
-  std::stringstream list(s.substr(i + 1, end - i - 1));
-  for (std::string item; std::getline(list, item, ',');) values.push_back(std::stod(item));
-  return values;
-}
-
-index_t json_int(const std::string& dir, const std::string& key) {
-  return static_cast<index_t>(json_numbers(dir, key).at(0));
-}
+using testing::json_int;
+using testing::json_number;
+using testing::json_numbers;
 
 /// The largest |got − want| / |want|.
 double worst_relative(const std::vector<float>& got, const std::vector<float>& want) {

@@ -28,31 +28,6 @@ namespace {
 using namespace tokred;
 using namespace tokred::testing;
 
-/// The text of a case's params.json (flat, machine-written).
-std::string params_of(const std::string& dir) {
-  std::ifstream f(dir + "params.json");
-  std::stringstream text;
-  text << f.rdbuf();
-  return text.str();
-}
-
-/// The number after `"key":` in params.json.
-double json_number(const std::string& json, const std::string& key) {
-  const auto at = json.find("\"" + key + "\"");
-  REQUIRE(at != std::string::npos);
-  return std::stod(json.substr(json.find(':', at) + 1));
-}
-
-/// The numbers of the array after `"key":` in params.json.
-std::vector<double> json_numbers(const std::string& json, const std::string& key) {
-  const auto at = json.find("\"" + key + "\"");
-  REQUIRE(at != std::string::npos);
-  std::stringstream items(json.substr(json.find('[', at) + 1, json.find(']', at) - json.find('[', at) - 1));
-  std::vector<double> out;
-  for (std::string item; std::getline(items, item, ',');) out.push_back(std::stod(item));
-  return out;
-}
-
 /// A golden video: `input.npy` [T, h, w, D] as N = T·h·w token rows.
 struct video {
   token_grid grid;
@@ -74,6 +49,17 @@ std::vector<bf16> as_bf16(const std::vector<float>& values) {
   for (float x : values) out.push_back(from_float<bf16>(x));
   for (std::size_t i = 0; i < values.size(); ++i) REQUIRE(to_float(out[i]) == values[i]);
   return out;
+}
+
+/// The video's rows as element type E: the float data itself, or an exact bf16 copy in `storage`.
+template <class E>
+view<const E, 2> rows_as(const video& v, std::vector<E>& storage) {
+  if constexpr (std::is_same_v<E, float>) {
+    return v.rows();
+  } else {
+    storage = as_bf16(v.values);
+    return make_view<const E>(storage.data(), v.grid.tokens(), v.dim);
+  }
 }
 
 /// Scores of `p`, computed by 1 and by 3 shares; the two must have the same bits.
@@ -125,23 +111,16 @@ template <class E>
 void check_evs(const std::string& name) {
   INFO(name << " " << element_name<E>());
   const std::string dir = golden_case("evs", name);
-  const std::string json = params_of(dir);
   const video v = load_video(dir);
   const index_t n = v.grid.tokens(), hw = v.grid.frame_tokens();
-  REQUIRE(hw == static_cast<index_t>(json_number(json, "tokens_per_frame")));
+  REQUIRE(hw == static_cast<index_t>(json_number(dir, "tokens_per_frame")));
   std::vector<E> storage;
-  view<const E, 2> rows;  // (tokens, dim)
-  if constexpr (std::is_same_v<E, float>) {
-    rows = v.rows();
-  } else {
-    storage = as_bf16(v.values);
-    rows = make_view<const E>(storage.data(), n, v.dim);
-  }
+  const view<const E, 2> rows = rows_as<E>(v, storage);  // (tokens, dim)
 
   // The count, exact before any data: max(H·W, int(T·H·W · (1 − q))).
-  const topk select{evs_budget(json_number(json, "q"), hw)};
+  const topk select{evs_budget(json_number(dir, "q"), hw)};
   const index_t k = retained_count(select, problem{v.grid, v.dim});
-  CHECK(k == static_cast<index_t>(json_number(json, "k")));
+  CHECK(k == static_cast<index_t>(json_number(dir, "k")));
 
   // The scores: 255 for frame 0 exactly, then 1 − cos within the fp32 rounding of D-long sums.
   const feature_score_inputs<E> in{v.grid, rows, {}};
@@ -179,8 +158,8 @@ void check_evs(const std::string& name) {
 
   // M-RoPE: vLLM stores compute_mrope_for_media(thw, 2, tokens_per_second, second_per_grid)[mask],
   // (t·tps·spg, h, w, W) per kept token; an engine rebuilds it from tokred's positions.
-  CHECK(mrope_rows(out.positions, v.grid, json_number(json, "tokens_per_second"),
-                   json_number(json, "video_second_per_grid")) ==
+  CHECK(mrope_rows(out.positions, v.grid, json_number(dir, "tokens_per_second"),
+                   json_number(dir, "video_second_per_grid")) ==
         load_npy(dir + "mrope_positions_kept.npy").template as<std::int64_t>());
 }
 
@@ -189,17 +168,10 @@ template <class E>
 void check_dtd(const std::string& name, double similarity_tolerance) {
   INFO(name << " " << element_name<E>());
   const std::string dir = golden_case("dtd", name);
-  const std::string json = params_of(dir);
   const video v = load_video(dir);
   const index_t n = v.grid.tokens(), hw = v.grid.frame_tokens();
   std::vector<E> storage;
-  view<const E, 2> rows;  // (tokens, dim)
-  if constexpr (std::is_same_v<E, float>) {
-    rows = v.rows();
-  } else {
-    storage = as_bf16(v.values);
-    rows = make_view<const E>(storage.data(), n, v.dim);
-  }
+  const view<const E, 2> rows = rows_as<E>(v, storage);  // (tokens, dim)
 
   // Similarities of frames 1 … T−1 against upstream's, recorded in its compute dtype.
   const feature_score_inputs<E> in{v.grid, rows, {}};
@@ -218,7 +190,7 @@ void check_dtd(const std::string& name, double similarity_tolerance) {
   CHECK(worst <= similarity_tolerance);
 
   // Drop if sim > τ (strict): the count, the kept set, mask, slots and rows, exactly.
-  const threshold select = threshold::dtd(static_cast<float>(json_number(json, "threshold")));
+  const threshold select = threshold::dtd(static_cast<float>(json_number(dir, "threshold")));
   REQUIRE(retained_count(select, problem{v.grid, v.dim}) == n);
   selection_buffers<float> out(n, v.dim);
   std::int64_t count = -1;
@@ -226,7 +198,7 @@ void check_dtd(const std::string& name, double similarity_tolerance) {
   for (int ith = 2; ith >= 0; --ith)
     REQUIRE(apply(cpu{ith, 3}, select, selection_inputs<E>{v.grid, make_view<const float>(sim.data(), n), rows},
                   counted) == status::ok);
-  REQUIRE(count == static_cast<std::int64_t>(json_number(json, "k")));
+  REQUIRE(count == static_cast<std::int64_t>(json_number(dir, "k")));
   const std::vector<std::int64_t> source(out.source.begin(), out.source.begin() + count);
   CHECK(source == load_npy(dir + "kept_indices.npy").template as<std::int64_t>());
   CHECK(mask_of(source, n) == load_npy(dir + "mask.npy").template as<std::uint8_t>());
@@ -237,8 +209,8 @@ void check_dtd(const std::string& name, double similarity_tolerance) {
   // The per-frame counts and the demo's drop ratios (its scene-transition signal).
   std::vector<double> per_frame(static_cast<std::size_t>(v.grid.frames), 0.0);
   for (std::int64_t i : source) per_frame[static_cast<std::size_t>(i / hw)] += 1.0;
-  CHECK(per_frame == json_numbers(json, "kept_per_frame"));
-  const std::vector<double> drop = json_numbers(json, "drop_ratio_list");
+  CHECK(per_frame == json_numbers(dir, "kept_per_frame"));
+  const std::vector<double> drop = json_numbers(dir, "drop_ratio_list");
   for (index_t t = 1; t < v.grid.frames; ++t)
     CHECK(std::fabs((hw - per_frame[static_cast<std::size_t>(t)]) / static_cast<double>(hw) -
                     drop[static_cast<std::size_t>(t - 1)]) < 1e-12);

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "io/npy.hpp"
 #include "support/catch.hpp"
@@ -25,8 +26,9 @@ inline io::npy_array load_npy(const std::string& path) {
   return a;
 }
 
-/// The integer after `"key":` in a case's params.json (the files are flat and machine-written).
-inline std::int64_t json_int(const std::string& dir, const std::string& key) {
+/// The numbers after `"key":` in a case's params.json (flat, machine-written): one number, or
+/// each element of a [list].
+inline std::vector<double> json_numbers(const std::string& dir, const std::string& key) {
   std::ifstream f(dir + "params.json");
   std::stringstream text;
   text << f.rdbuf();
@@ -34,7 +36,23 @@ inline std::int64_t json_int(const std::string& dir, const std::string& key) {
   const auto at = s.find("\"" + key + "\"");
   INFO(key);
   REQUIRE(at != std::string::npos);
-  return std::stoll(s.substr(s.find(':', at) + 1));
+  std::size_t i = s.find(':', at) + 1;
+  while (s[i] == ' ' || s[i] == '\n') ++i;
+  if (s[i] != '[') return {std::stod(s.substr(i))};
+  std::vector<double> values;
+  std::stringstream list(s.substr(i + 1, s.find(']', i) - i - 1));
+  for (std::string item; std::getline(list, item, ',');) values.push_back(std::stod(item));
+  return values;
+}
+
+/// The number after `"key":` in a case's params.json.
+inline double json_number(const std::string& dir, const std::string& key) {
+  return json_numbers(dir, key).at(0);
+}
+
+/// The integer after `"key":` in a case's params.json.
+inline std::int64_t json_int(const std::string& dir, const std::string& key) {
+  return static_cast<std::int64_t>(json_number(dir, key));
 }
 
 }  // namespace tokred::testing
