@@ -79,5 +79,18 @@ class arena {
   bool overflow_ = false;
 };
 
+/// The scratch of share `ith` when each of `nth` shares takes the same slice: `carve_one(a)` is
+/// called once per share, in share order, so every share sees the same layout and the count is
+/// nth slices. Returns slice `ith` (null pointers when counting).
+template <class CarveOne>
+auto carve_shares(arena& a, int ith, int nth, const CarveOne& carve_one) {
+  decltype(carve_one(a)) mine{};
+  for (int s = 0; s < nth; ++s) {
+    const auto slice = carve_one(a);
+    if (s == ith) mine = slice;
+  }
+  return mine;
+}
+
 }  // namespace detail
 }  // namespace tokred

@@ -383,12 +383,7 @@ struct cpu_diversity {
   static scratch carve(arena& a, const P& p, const token_grid& grid, int ith, int nth) {
     const selection_groups g = groups_of(p.within, grid);
     const index_t group_kept = diversity_count(p, grid).count / (g.groups ? g.groups : 1);
-    scratch mine;
-    for (int s = 0; s < nth; ++s) {
-      const scratch slice = selector::carve(a, p, g.group_tokens, group_kept);
-      if (s == ith) mine = slice;
-    }
-    return mine;
+    return carve_shares(a, ith, nth, [&](arena& s) { return selector::carve(s, p, g.group_tokens, group_kept); });
   }
 
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const P& p, const problem& prob) {

@@ -231,13 +231,10 @@ struct cpu_feature_scores {
   /// The one carve-up: `nth` slices of frame_mean_scratch (frame-level relevance only).
   template <class E>
   static frame_mean_scratch<E> carve(arena& a, const P& p, index_t dim, int ith, int nth) {
-    frame_mean_scratch<E> mine;
-    if (frame_level(p))
-      for (int s = 0; s < nth; ++s) {
-        const frame_mean_scratch<E> slice{a.take<float>(dim), a.take<E>(dim)};
-        if (s == ith) mine = slice;
-      }
-    return mine;
+    if (!frame_level(p)) return frame_mean_scratch<E>{};
+    return carve_shares(a, ith, nth, [&](arena& s) {
+      return frame_mean_scratch<E>{s.take<float>(dim), s.take<E>(dim)};
+    });
   }
 
   /// Scratch bytes: frame-level relevance needs a row of column sums and the mean token per

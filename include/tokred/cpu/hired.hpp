@@ -70,13 +70,10 @@ inline index_t decide_hired_budgets(const hired& p, const token_grid& grid,
 template <class Arch>
 struct backend<hired, cpu<Arch>> {
   static detail::hired_scratch carve(detail::arena& a, const token_grid& grid, int ith, int nth) {
-    detail::hired_scratch mine;
-    for (int s = 0; s < nth; ++s) {
-      detail::hired_scratch slice{a.take<std::uint32_t>(grid.frame_tokens()),
-                                  a.take<std::int64_t>(grid.frame_tokens()), a.take<index_t>(grid.frames)};
-      if (s == ith) mine = slice;
-    }
-    return mine;
+    return detail::carve_shares(a, ith, nth, [&](detail::arena& s) {
+      return detail::hired_scratch{s.take<std::uint32_t>(grid.frame_tokens()),
+                                   s.take<std::int64_t>(grid.frame_tokens()), s.take<index_t>(grid.frames)};
+    });
   }
 
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const hired& p, const problem& prob) {

@@ -101,13 +101,10 @@ template <class Arch>
 struct backend<iqr_outliers, cpu<Arch>> {
   static detail::outlier_scratch carve(detail::arena& a, const iqr_outliers& p, index_t n, int ith,
                                        int nth) {
-    detail::outlier_scratch mine;
-    for (int s = 0; s < nth; ++s) {
-      detail::outlier_scratch slice{a.take<float>(n), a.take<std::uint32_t>(n),
-                                    a.take<std::int64_t>(detail::outlier_bound(p, n))};
-      if (s == ith) mine = slice;
-    }
-    return mine;
+    return detail::carve_shares(a, ith, nth, [&](detail::arena& s) {
+      return detail::outlier_scratch{s.take<float>(n), s.take<std::uint32_t>(n),
+                                     s.take<std::int64_t>(detail::outlier_bound(p, n))};
+    });
   }
 
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const iqr_outliers& p,

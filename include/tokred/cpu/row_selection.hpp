@@ -16,12 +16,9 @@ template <class Arch>
 struct backend<top_rows, cpu<Arch>> {
   static detail::selection_scratch carve(detail::arena& a, index_t rows, index_t kept_rows, int ith,
                                          int nth) {
-    detail::selection_scratch mine;
-    for (int s = 0; s < nth; ++s) {
-      detail::selection_scratch slice{a.take<std::uint32_t>(rows), a.take<std::int64_t>(kept_rows)};
-      if (s == ith) mine = slice;
-    }
-    return mine;
+    return detail::carve_shares(a, ith, nth, [&](detail::arena& s) {
+      return detail::selection_scratch{s.take<std::uint32_t>(rows), s.take<std::int64_t>(kept_rows)};
+    });
   }
 
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const top_rows& p, const problem& prob) {

@@ -95,16 +95,14 @@ struct cpu_budgeted_selection {
   /// The one carve-up: `nth` slices of (keys, kept); returns slice `ith` (null when counting).
   static selection_scratch carve(arena& a, const Policy& p, const token_grid& grid, int ith,
                                  int nth) {
-    selection_scratch mine;
     if constexpr (ranks) {
       const selection_groups g = groups_of(p.within, grid);
       const index_t group_kept = selection_count(p.keep, p.within, grid).count / (g.groups ? g.groups : 1);
-      for (int s = 0; s < nth; ++s) {
-        selection_scratch slice{a.take<std::uint32_t>(g.group_tokens), a.take<std::int64_t>(group_kept)};
-        if (s == ith) mine = slice;
-      }
+      return carve_shares(a, ith, nth, [&](arena& s) {
+        return selection_scratch{s.take<std::uint32_t>(g.group_tokens), s.take<std::int64_t>(group_kept)};
+      });
     }
-    return mine;
+    return selection_scratch{};
   }
 
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const Policy& p, const problem& prob) {
