@@ -1,8 +1,9 @@
 // video_pruning.cpp — feature-based scores and the two video recipes built on them: vLLM's
 // Efficient Video Sampling (temporal dissimilarity + topk) and TimeChat-Online's Differential Token
 // Drop (temporal cosine + threshold), with the positions an engine needs for M-RoPE; then the L2
-// norm and query-relevance scores. The docs quote the regions between the example markers
-// verbatim; the checks around them make sure the comments in those regions tell the truth.
+// norm and query-relevance scores, and STC-Pruner's streaming redundancy score. The docs quote
+// the regions between the example markers verbatim; the checks around them make sure the
+// comments in those regions tell the truth.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -201,6 +202,63 @@ void relevance_scene() {
                   *std::min_element(per_frame.begin(), per_frame.end()) < 0.05f);
 }
 
+/// One frame of a stream: 3 x 4 tokens of 4 values. Channels 0 and 1 are loud noise that varies
+/// from token to token; channels 2 and 3 are quiet: (1, 0) for the background, (0, 1) for an
+/// object at slot `object`.
+std::vector<float> stream_frame(int frame, tokred::index_t object) {
+  std::vector<float> rows(12 * 4);
+  for (tokred::index_t slot = 0; slot < 12; ++slot) {
+    float* row = &rows[static_cast<std::size_t>(slot * 4)];
+    row[0] = static_cast<float>((5 * slot + 3 * frame) % 7) - 3.0f;
+    row[1] = static_cast<float>((3 * slot + frame) % 5) * 1.5f - 3.0f;
+    row[2] = slot == object ? 0.0f : 1.0f;
+    row[3] = slot == object ? 1.0f : 0.0f;
+  }
+  return rows;
+}
+
+void stc_scene() {
+  std::printf("stc\n");
+  const tokred::index_t objects[3] = {5, 6, 10};
+  // example-begin stc
+  // STC-Pruner on a stream that arrives one frame at a time (3 x 4 tokens, dim 4): each chunk is
+  // scored against its frame mean and the stream's memory; topk keeps the least redundant token.
+  const tokred::gaussian_redundancy score{};  // the lowest-variance half of the channels
+  const tokred::problem chunk{tokred::token_grid{1, 3, 4}, 4};
+  const tokred::index_t width = tokred::redundancy_channels(score, chunk.dim);  // 2
+  const tokred::topk select{tokred::keep_budget::count(1), tokred::scope::per_frame};
+
+  // The stream's memory belongs to the caller: zero chunks when a stream starts.
+  std::vector<double> sums(width);
+  std::int64_t chunks = 0;
+  std::vector<std::int64_t> channels(width);  // optional: the channels the latest chunk scored
+  const tokred::redundancy_memory<> memory{tokred::make_view(sums.data(), width),
+                                           tokred::make_view(&chunks, 1),
+                                           tokred::make_view(channels.data(), width)};
+  std::vector<std::byte> scratch(std::max(tokred::workspace_bytes(tokred::cpu{}, score, chunk),
+                                          tokred::workspace_bytes(tokred::cpu{}, select, chunk)));
+  std::vector<float> redundancy(12);  // (tokens,) −(memory term + frame term): higher is kept
+  std::vector<std::int64_t> kept(3);   // the token kept from each frame
+  tokred::status s = tokred::status::ok;
+  for (int frame = 0; frame < 3; ++frame) {
+    const std::vector<float> rows = stream_frame(frame, objects[frame]);  // the encoder's output
+    const auto tokens = tokred::make_view(rows.data(), 12, 4);
+    s = tokred::apply(tokred::cpu{}, score, tokred::redundancy_inputs<float>{chunk.grid, tokens, memory},
+                      tokred::score_outputs<>{tokred::make_view(redundancy.data(), 12)},
+                      {scratch.data(), scratch.size()});
+    if (s == tokred::status::ok)
+      s = tokred::apply(tokred::cpu{}, select,
+                        tokred::selection_inputs<float>{chunk.grid, tokred::make_view(redundancy.data(), 12), tokens},
+                        tokred::selection_outputs<float>{{}, tokred::make_view(&kept[static_cast<std::size_t>(frame)], 1), {}},
+                        {scratch.data(), scratch.size()});
+  }
+  // s == ok, chunks == 3, channels == {2, 3} (the quiet ones), kept == {5, 6, 10}: the object.
+  // example-end stc
+  SCENE_CHECK(s == tokred::status::ok && chunks == 3);
+  SCENE_CHECK(channels[0] == 2 && channels[1] == 3);
+  SCENE_CHECK(kept == std::vector<std::int64_t>({5, 6, 10}));
+}
+
 }  // namespace
 
 int main() {
@@ -209,5 +267,6 @@ int main() {
   shares_scene();
   norm_scene();
   relevance_scene();
+  stc_scene();
   return scene::finish();
 }

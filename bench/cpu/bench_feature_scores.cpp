@@ -1,14 +1,17 @@
-// bench/cpu/bench_feature_scores.cpp — temporal_similarity, token_norm and query_relevance on
-// CPU, the full EVS path (score + topk + gather) and DTD path (score + threshold), against a memcpy of the same input bytes and
-// the scalar reference (the double-precision oracle of the tests).
+// bench/cpu/bench_feature_scores.cpp — temporal_similarity, token_norm, query_relevance and
+// gaussian_redundancy on CPU, the full EVS path (score + topk + gather), DTD path (score +
+// threshold) and STC-Pruner path (score + per-frame topk + gather), against a memcpy of the same
+// input bytes and the scalar reference (the double-precision oracle of the tests).
 //
 // Shapes: 32 frames × 729 tokens × 1152 (SigLIP-so400m's 27 × 27 grid and width: a long clip
 // before the projector), 8 frames × 144 tokens × 3584 (Qwen2.5-VL-7B's LLM width, 12 × 12 merged
-// tokens per temporal grid), and 576 × 4096 (one LLaVA image at a 7B LLM width).
+// tokens per temporal grid), 576 × 4096 (one LLaVA image at a 7B LLM width), and STC's chunks of
+// 1 and 4 LLaVA-OneVision frames (196 tokens × 3584, after the projector and pooling).
 //
 // Every score reads its input once and writes 4 bytes per token: `bytes_per_second` counts the
 // input bytes, as does the memcpy baseline's (which also writes them), so the two rates compare
 // directly. The target (docs/benchmarks.md): temporal dissimilarity at ≥ 60 % of the memcpy rate.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -19,11 +22,14 @@
 #include "bench_data.hpp"
 
 #include <tokred/cpu/feature_scores.hpp>
+#include <tokred/cpu/redundancy.hpp>
 #include <tokred/cpu/threshold.hpp>
 #include <tokred/policy/feature_scores.hpp>
+#include <tokred/policy/redundancy.hpp>
 #include <tokred/policy/threshold.hpp>
 
 #include "reference/feature_scores_ref.hpp"
+#include "reference/redundancy_ref.hpp"
 
 namespace tokred::bench {
 namespace {
@@ -71,6 +77,10 @@ void image_shape(benchmark::internal::Benchmark* b) {
   b->Args({1, 576, 4096})->ArgNames({"frames", "hw", "dim"})->Unit(benchmark::kMicrosecond);
 }
 
+void stc_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({1, 196, 3584})->Args({4, 196, 3584})->ArgNames({"frames", "hw", "dim"})->Unit(benchmark::kMicrosecond);
+}
+
 void count_input(benchmark::State& state, index_t n, index_t dim, std::size_t element) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * n * dim *
                           static_cast<std::int64_t>(element));
@@ -89,6 +99,43 @@ void BM_memcpy_input(benchmark::State& state) {
   }
   count_input(state, frames * hw, dim, sizeof(E));
 }
+
+/// Times `step()` (a function returning the status of the calls it makes) per iteration; false,
+/// with the benchmark's error set, when it fails.
+template <class Step>
+bool time_steps(benchmark::State& state, Step step) {
+  for (auto _ : state) {
+    if (const status s = step(); s != status::ok) {
+      state.SkipWithError(to_string(s));
+      return false;
+    }
+    benchmark::ClobberMemory();
+  }
+  return true;
+}
+
+/// The buffers of a score + select + gather path over n tokens keeping at most k: the scores, and
+/// the kept rows with their sources and positions.
+template <class E>
+struct path_buffers {
+  index_t n, k, dim;
+  std::vector<float> scores;             // (tokens,)
+  std::vector<E> kept;                   // (kept, dim)
+  std::vector<std::int64_t> source;      // (kept,)
+  std::vector<std::int32_t> positions;   // (kept, 3)
+
+  path_buffers(index_t n_, index_t k_, index_t dim_)
+      : n(n_), k(k_), dim(dim_), scores(static_cast<std::size_t>(n_)), kept(static_cast<std::size_t>(k_ * dim_)),
+        source(static_cast<std::size_t>(k_)), positions(static_cast<std::size_t>(k_ * 3)) {}
+
+  score_outputs<> scored() { return {make_view(scores.data(), n)}; }
+  selection_inputs<E> ranked(const token_grid& grid, const view<const E, 2>& rows) const {
+    return {grid, make_view<const float>(scores.data(), n), rows};
+  }
+  selection_outputs<E> outputs() {
+    return {make_view(kept.data(), k, dim), make_view(source.data(), k), make_view(positions.data(), k, 3)};
+  }
+};
 
 /// A score policy over the rows (and, for query_relevance, `state.range(3)` query rows).
 template <class P, class E>
@@ -144,25 +191,17 @@ void BM_evs_path(benchmark::State& state) {
   const topk select{evs_budget(0.75, hw)};
   const problem prob{grid, dim};
   const index_t k = retained_count(select, prob);
-  std::vector<float> scores(static_cast<std::size_t>(n));                  // (tokens,)
-  std::vector<E> kept(static_cast<std::size_t>(k * dim));                  // (kept, dim)
-  std::vector<std::int64_t> source(static_cast<std::size_t>(k));           // (kept,)
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(k * 3));    // (kept, 3)
+  path_buffers<E> b(n, k, dim);
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, select, prob));
   const feature_score_inputs<E> in{grid, rows, {}};
-  const score_outputs<> scored{make_view(scores.data(), n)};
-  const selection_inputs<E> ranked{grid, make_view<const float>(scores.data(), n), rows};
-  const selection_outputs<E> out{make_view(kept.data(), k, dim), make_view(source.data(), k),
-                                 make_view(positions.data(), k, 3)};
-  for (auto _ : state) {
-    status s = apply(cpu<>{}, temporal_similarity::evs(), in, scored);
-    if (s == status::ok) s = apply(cpu<>{}, select, ranked, out, {scratch.data(), scratch.size()});
-    if (s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  const score_outputs<> scored = b.scored();
+  const selection_inputs<E> ranked = b.ranked(grid, rows);
+  const selection_outputs<E> out = b.outputs();
+  const bool timed = time_steps(state, [&] {
+    const status s = apply(cpu<>{}, temporal_similarity::evs(), in, scored);
+    return s != status::ok ? s : apply(cpu<>{}, select, ranked, out, {scratch.data(), scratch.size()});
+  });
+  if (!timed) return;
   count_input(state, n, dim, sizeof(E));
 }
 
@@ -174,27 +213,84 @@ void BM_dtd_path(benchmark::State& state) {
   const token_grid grid = video_grid(frames, hw);
   const index_t n = grid.tokens();
   const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
-  std::vector<float> scores(static_cast<std::size_t>(n));                // (tokens,)
-  std::vector<E> kept(static_cast<std::size_t>(n * dim));                // (bound, dim)
-  std::vector<std::int64_t> source(static_cast<std::size_t>(n));         // (bound,)
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(n * 3));  // (bound, 3)
+  path_buffers<E> b(n, n, dim);  // the static bound: every token
   std::int64_t count = 0;
   const feature_score_inputs<E> in{grid, rows, {}};
-  const score_outputs<> scored{make_view(scores.data(), n)};
-  const selection_inputs<E> thresholded{grid, make_view<const float>(scores.data(), n), rows};
-  const counted_outputs<E> out{{make_view(kept.data(), n, dim), make_view(source.data(), n),
-                                make_view(positions.data(), n, 3)},
-                               make_view(&count, 1)};
-  for (auto _ : state) {
-    status s = apply(cpu<>{}, temporal_similarity::dtd(), in, scored);
-    if (s == status::ok) s = apply(cpu<>{}, threshold::dtd(0.5f), thresholded, out);
-    if (s != status::ok) {
-      state.SkipWithError(to_string(s));
-      return;
-    }
-    benchmark::ClobberMemory();
-  }
+  const score_outputs<> scored = b.scored();
+  const selection_inputs<E> thresholded = b.ranked(grid, rows);
+  const counted_outputs<E> out{b.outputs(), make_view(&count, 1)};
+  const bool timed = time_steps(state, [&] {
+    const status s = apply(cpu<>{}, temporal_similarity::dtd(), in, scored);
+    return s != status::ok ? s : apply(cpu<>{}, threshold::dtd(0.5f), thresholded, out);
+  });
+  if (!timed) return;
   state.counters["kept"] = static_cast<double>(count);
+  count_input(state, n, dim, sizeof(E));
+}
+
+/// A stream memory for `width` channels; it keeps growing over the iterations, as a stream's does.
+struct stream_memory {
+  std::vector<double> sums;
+  std::int64_t chunks = 0;
+  explicit stream_memory(index_t width) : sums(static_cast<std::size_t>(width)) {}
+  redundancy_memory<> view() {
+    return {make_view(sums.data(), static_cast<index_t>(sums.size())), make_view(&chunks, 1), {}};
+  }
+};
+
+/// STC-Pruner's score of one chunk.
+template <class E>
+void BM_stc_score(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const token_grid grid = video_grid(frames, hw);
+  const gaussian_redundancy policy{};
+  stream_memory memory(redundancy_channels(policy, dim));
+  const redundancy_inputs<E> in{grid, video_rows<E>(frames, hw, dim), memory.view()};
+  std::vector<float> scores(static_cast<std::size_t>(grid.tokens()));
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, problem{grid, dim}));
+  const score_outputs<> out{make_view(scores.data(), grid.tokens())};
+  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  count_input(state, grid.tokens(), dim, sizeof(E));
+}
+
+/// The scalar reference of STC's score: the tests' oracle.
+void BM_stc_scalar_reference(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const view<const float, 2> rows = video_rows<float>(frames, hw, dim);
+  ref::stc_memory memory;
+  for (auto _ : state) {
+    const ref::stc_chunk c = ref::gaussian_redundancy(gaussian_redundancy{}, video_grid(frames, hw), rows, memory);
+    benchmark::DoNotOptimize(c.scores.data());
+  }
+  count_input(state, frames * hw, dim, sizeof(float));
+}
+
+/// STC-Pruner end to end: the score, the 60 least redundant tokens of every frame, their rows and
+/// positions.
+template <class E>
+void BM_stc_path(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const token_grid grid = video_grid(frames, hw);
+  const index_t n = grid.tokens();
+  const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
+  const gaussian_redundancy score{};
+  const topk select{keep_budget::count(60), scope::per_frame};
+  const problem prob{grid, dim};
+  const index_t k = retained_count(select, prob);
+  stream_memory memory(redundancy_channels(score, dim));
+  path_buffers<E> b(n, k, dim);
+  std::vector<std::byte> scratch(
+      std::max(workspace_bytes(cpu<>{}, score, prob), workspace_bytes(cpu<>{}, select, prob)));
+  const workspace ws{scratch.data(), scratch.size()};
+  const redundancy_inputs<E> in{grid, rows, memory.view()};
+  const score_outputs<> scored = b.scored();
+  const selection_inputs<E> ranked = b.ranked(grid, rows);
+  const selection_outputs<E> out = b.outputs();
+  const bool timed = time_steps(state, [&] {
+    const status s = apply(cpu<>{}, score, in, scored, ws);
+    return s != status::ok ? s : apply(cpu<>{}, select, ranked, out, ws);
+  });
+  if (!timed) return;
   count_input(state, n, dim, sizeof(E));
 }
 
@@ -219,6 +315,14 @@ BENCHMARK_TEMPLATE(BM_query_relevance_token, bf16)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_query_relevance_frame, float)
     ->Args({4, 144, 4096, 16})->ArgNames({"frames", "hw", "dim", "queries"})->Unit(benchmark::kMicrosecond);
+
+BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_memcpy_input, bf16)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_stc_score, float)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_stc_score, bf16)->Apply(stc_shapes);
+BENCHMARK(BM_stc_scalar_reference)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_stc_path, float)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_stc_path, bf16)->Apply(stc_shapes);
 
 }  // namespace
 }  // namespace tokred::bench
