@@ -1,7 +1,7 @@
 // attention_scores.cpp — attention-based importance, one scene per method: FastV, FasterVLM
-// (image and video), VTC-CLS, HiRED and PyramidDrop, each a score policy followed by topk. The
-// docs quote the regions between the example markers verbatim; the checks around them make sure
-// the comments in those regions tell the truth.
+// (image and video), VTC-CLS, HiRED, PyramidDrop and FoPru (rank and row), each a score policy
+// followed by a selection. The docs quote the regions between the example markers verbatim; the
+// checks around them make sure the comments in those regions tell the truth.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -23,9 +23,9 @@ void fill_row(float* row, tokred::index_t keys, tokred::index_t peak) {
     row[k] = static_cast<float>(std::exp(-0.1 * std::fabs(static_cast<double>(k - peak))) / z);
 }
 
-/// The kept indices of topk over `scores` (ascending).
-std::vector<std::int64_t> keep(const tokred::topk& policy, const tokred::token_grid& grid,
-                               const std::vector<float>& scores) {
+/// The kept indices of a selection over `scores` (ascending).
+template <class Selection>
+std::vector<std::int64_t> keep(const Selection& policy, const tokred::token_grid& grid, const std::vector<float>& scores) {
   const tokred::problem prob{grid, 0};
   std::vector<std::int64_t> source(static_cast<std::size_t>(tokred::retained_count(policy, prob)));
   std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
@@ -174,6 +174,69 @@ void pyramiddrop() {
   SCENE_CHECK(keep(tokred::topk{tokred::stage_budget(schedule, 576, 0)}, image, scores).size() == 288);
 }
 
+/// A [1, 16, 577, 577] softmax map whose attention falls on the patches of rows 9 … 14, columns
+/// 9 … 14 (logit 3 instead of 0, with a small deterministic ripple that breaks ties).
+std::vector<float> focused_map() {
+  const tokred::index_t heads = 16, side = 24, L = 1 + side * side;  // [CLS] + 24 × 24 patches
+  std::vector<float> attn(static_cast<std::size_t>(heads * L * L));
+  std::vector<double> e(static_cast<std::size_t>(L));
+  for (tokred::index_t h = 0; h < heads; ++h)
+    for (tokred::index_t q = 0; q < L; ++q) {
+      double z = 0.0;
+      for (tokred::index_t k = 0; k < L; ++k) {
+        const tokred::index_t r = (k - 1) / side, c = (k - 1) % side;
+        const bool focus = k > 0 && r >= 9 && r <= 14 && c >= 9 && c <= 14;
+        z += e[static_cast<std::size_t>(k)] = std::exp((focus ? 3.0 : 0.0) + 0.01 * static_cast<double>((7 * k + 3 * q + h) % 11));
+      }
+      for (tokred::index_t k = 0; k < L; ++k)
+        attn[static_cast<std::size_t>((h * L + q) * L + k)] = static_cast<float>(e[static_cast<std::size_t>(k)] / z);
+    }
+  return attn;
+}
+
+void fopru() {
+  const tokred::index_t heads = 16, L = 1 + 24 * 24;  // [CLS] + 24 × 24 patches
+  std::printf("fopru rank, row\n");
+  const std::vector<float> attn = focused_map();  // attentions[-2]: CLIP block 22, [1, H, L, L]
+  // example-begin fopru-rank
+  // FoPru, rank strategy. A patch's significance is the mean attention it receives from every
+  // patch in CLIP's select layer (block 22, [1, 16, 577, 577]; [CLS] is query 0 and key 0), or
+  // the mean it pays, whichever varies more (larger_variance, the default). Keep
+  // floor(576 · 0.25) = 144 patches, in original order.
+  const tokred::token_grid grid = tokred::image_grid(24, 24);
+  const tokred::attention_significance fopru{tokred::significance_axis::larger_variance, 1, 1};
+  const tokred::attention_significance_inputs<float> in{grid, tokred::make_view(attn.data(), 1, heads, L, L)};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, fopru, tokred::problem{grid, 0}));
+  std::vector<float> significance(576);  // (tokens,)
+  const tokred::status s = tokred::apply(tokred::cpu{}, fopru, in,
+                                         tokred::score_outputs<>{tokred::make_view(significance.data(), 576)},
+                                         {scratch.data(), scratch.size()});
+  const std::vector<std::int64_t> kept = keep(tokred::topk{tokred::keep_budget::ratio(0.25, tokred::rounding::floor)},
+                                              grid, significance);
+  // The 36 patches the attention falls on are among the 144.
+  // example-end fopru-rank
+  SCENE_CHECK(s == tokred::status::ok && kept.size() == 144);
+  SCENE_CHECK(std::is_sorted(kept.begin(), kept.end()));
+  for (std::int64_t r = 9; r <= 14; ++r)
+    for (std::int64_t c = 9; c <= 14; ++c) SCENE_CHECK(std::count(kept.begin(), kept.end(), r * 24 + c) == 1);
+  // A softmax map: the column means vary, the row means hardly, so the rule took the columns.
+  std::vector<float> received(576);
+  const tokred::status sc = tokred::apply(tokred::cpu{}, tokred::attention_significance{tokred::significance_axis::column, 1, 1},
+                                          in, tokred::score_outputs<>{tokred::make_view(received.data(), 576)},
+                                          {scratch.data(), scratch.size()});
+  SCENE_CHECK(sc == tokred::status::ok && received == significance);
+
+  // example-begin fopru-row
+  // FoPru, row strategy: the same significance summed over each patch row; keep the
+  // floor(24 · 0.25) = 6 best rows whole, 6 × 24 = 144 tokens in original order. The attention
+  // falls on rows 9 … 14, so tokens 216 … 359 are kept.
+  const std::vector<std::int64_t> rows = keep(tokred::top_rows{tokred::keep_budget::ratio(0.25, tokred::rounding::floor)},
+                                              grid, significance);
+  // example-end fopru-row
+  SCENE_CHECK(rows.size() == 144 && rows.front() == 216 && rows.back() == 359);
+  for (std::size_t i = 0; i < rows.size(); ++i) SCENE_CHECK(rows[i] == 216 + static_cast<std::int64_t>(i));
+}
+
 }  // namespace
 
 int main() {
@@ -181,5 +244,6 @@ int main() {
   fastervlm();
   vtc_cls_and_hired();
   pyramiddrop();
+  fopru();
   return scene::finish();
 }

@@ -19,13 +19,14 @@
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
 #include "support/catch.hpp"
+#include "support/score_runs.hpp"
 
 namespace {
 
 using namespace tokred;
 using namespace tokred::testing;
 
-constexpr float sentinel = -3.5f;
+constexpr float sentinel = score_sentinel;
 
 /// A tensor of rank R in one of the case layouts, with the view over it.
 template <class E, int R>
@@ -85,27 +86,6 @@ tensor<E, 3> make_rows(index_t outer, index_t rows, index_t dim, layout how, flo
     for (index_t b = 0; b < rows; ++b)
       for (index_t c = 0; c < dim; ++c) t.v(a, b, c) = from_float<E>(amplitude * r.uniform());
   return t;
-}
-
-/// Runs a score policy as `nth` shares (in reverse order) into sentinel-filled scores.
-template <class P, class In>
-std::vector<float> run_shares(const P& p, const In& in, index_t dim, int nth = 1) {
-  const index_t n = in.grid.tokens();
-  std::vector<float> scores(static_cast<std::size_t>(n), sentinel);
-  host_workspace ws(workspace_bytes(cpu{0, nth}, p, problem{in.grid, dim}));
-  for (int ith = nth - 1; ith >= 0; --ith)
-    REQUIRE(apply(cpu{ith, nth}, p, in, score_outputs<>{make_view(scores.data(), n)}, ws.get()) == status::ok);
-  return scores;
-}
-
-std::vector<std::uint32_t> bits(const std::vector<float>& x) {
-  std::vector<std::uint32_t> b;
-  for (const float v : x) b.push_back(detail::float_bits(v));
-  return b;
-}
-
-bool untouched(const std::vector<float>& x) {
-  return std::all_of(x.begin(), x.end(), [](float v) { return v == sentinel; });
 }
 
 /// The largest |got − want| / |want| over all tokens.
