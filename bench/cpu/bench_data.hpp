@@ -115,6 +115,16 @@ bool time_apply(benchmark::State& state, const Policy& policy, const In& in, con
   return true;
 }
 
+/// Times one memcpy of the contiguous `rows` per iteration: the floor of any pass over them.
+template <class E>
+void time_memcpy(benchmark::State& state, const view<const E, 2>& rows) {
+  std::vector<E> copy(static_cast<std::size_t>(rows.size()));
+  for (auto _ : state) {
+    std::memcpy(copy.data(), rows.data_handle(), copy.size() * sizeof(E));
+    benchmark::ClobberMemory();
+  }
+}
+
 /// The lower bound of every row gather: one memcpy per kept row, source row to output row.
 template <class E>
 void memcpy_rows(const std::vector<std::int64_t>& kept, const E* src, E* dst, index_t dim) {

@@ -137,11 +137,7 @@ template <class E>
 void BM_memcpy_input(benchmark::State& state) {
   const index_t n = state.range(0), dim = state.range(1);
   const view<const E, 2> rows = diverse_rows<E>(n, dim, static_cast<int>(state.range(3)));
-  std::vector<E> copy(static_cast<std::size_t>(n * dim));
-  for (auto _ : state) {
-    std::memcpy(copy.data(), rows.data_handle(), copy.size() * sizeof(E));
-    benchmark::ClobberMemory();
-  }
+  time_memcpy(state, rows);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * 2 * n * dim *
                           static_cast<std::int64_t>(sizeof(E)));
 }

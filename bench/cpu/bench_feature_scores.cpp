@@ -92,11 +92,7 @@ template <class E>
 void BM_memcpy_input(benchmark::State& state) {
   const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
   const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
-  std::vector<E> copy(static_cast<std::size_t>(frames * hw * dim));
-  for (auto _ : state) {
-    std::memcpy(copy.data(), rows.data_handle(), copy.size() * sizeof(E));
-    benchmark::ClobberMemory();
-  }
+  time_memcpy(state, rows);
   count_input(state, frames * hw, dim, sizeof(E));
 }
 
