@@ -8,6 +8,9 @@
 // order, however many pairs it handles at once, so d(i, j) has the same bits whichever kernel
 // computed it and whichever of the two rows was the shared one: results never depend on the
 // order in which an algorithm visits pairs. Rows that are not contiguous take a scalar loop.
+// Each step is `multiply_add` (<tokred/cpu/simd.hpp>): one rounding on ISAs with FMA, two
+// without, never left to the compiler's contraction, which g++ applies at some call sites and
+// not at others.
 #pragma once
 
 #include <cstddef>
@@ -23,25 +26,27 @@ enum class pair_op {
   squared_distance,  ///< Σ (a − b)²
 };
 
-/// One step of `Op` for one lane batch: the accumulator after adding the pair's term.
-template <pair_op Op, class B>
-B accumulate(const B& a, const B& b, const B& acc) noexcept {
+/// One step of `Op` for one lane batch: the accumulator after adding the pair's term, with one
+/// rounding per step on ISAs with FMA (`multiply_add`), whatever the compiler would contract.
+template <class Arch, pair_op Op>
+float_batch<Arch> accumulate(const float_batch<Arch>& a, const float_batch<Arch>& b,
+                             const float_batch<Arch>& acc) noexcept {
   if constexpr (Op == pair_op::dot) {
-    return xsimd::fma(a, b, acc);
+    return multiply_add<Arch>(a, b, acc);
   } else {
-    const B diff = a - b;
-    return xsimd::fma(diff, diff, acc);
+    const float_batch<Arch> diff = a - b;
+    return multiply_add<Arch>(diff, diff, acc);
   }
 }
 
 /// The scalar form of the same step, for chunk tails and non-contiguous rows.
-template <pair_op Op>
+template <class Arch, pair_op Op>
 float accumulate(float a, float b, float acc) noexcept {
   if constexpr (Op == pair_op::dot) {
-    return a * b + acc;
+    return multiply_add<Arch>(a, b, acc);
   } else {
     const float diff = a - b;
-    return diff * diff + acc;
+    return multiply_add<Arch>(diff, diff, acc);
   }
 }
 
@@ -58,13 +63,13 @@ void combine_contiguous(const E* a, const E* const (&b)[M], index_t n, float (&o
     const float_pair<Arch> x = load_float_pair<Arch>(a + i);
     for (int m = 0; m < M; ++m) {
       const float_pair<Arch> y = load_float_pair<Arch>(b[m] + i);
-      acc0[m] = accumulate<Op>(x.first, y.first, acc0[m]);
-      acc1[m] = accumulate<Op>(x.second, y.second, acc1[m]);
+      acc0[m] = accumulate<Arch, Op>(x.first, y.first, acc0[m]);
+      acc1[m] = accumulate<Arch, Op>(x.second, y.second, acc1[m]);
     }
   }
   for (int m = 0; m < M; ++m) {
     float sum = xsimd::hadd(acc0[m] + acc1[m]);
-    for (index_t t = i; t < n; ++t) sum = accumulate<Op>(to_float(a[t]), to_float(b[m][t]), sum);
+    for (index_t t = i; t < n; ++t) sum = accumulate<Arch, Op>(to_float(a[t]), to_float(b[m][t]), sum);
     out[m] = sum;
   }
 }
@@ -79,7 +84,7 @@ float combine(const E* a, index_t sa, const E* b, index_t sb, index_t n) noexcep
     return out[0];
   }
   float sum = 0.0f;
-  for (index_t t = 0; t < n; ++t) sum = accumulate<Op>(to_float(a[t * sa]), to_float(b[t * sb]), sum);
+  for (index_t t = 0; t < n; ++t) sum = accumulate<Arch, Op>(to_float(a[t * sa]), to_float(b[t * sb]), sum);
   return sum;
 }
 
