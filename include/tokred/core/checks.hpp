@@ -25,4 +25,27 @@ status check_view(const V& v, const index_t (&extents)[R]) noexcept {
   return status::ok;
 }
 
+/// `check_view` for an optional view: `ok` when it is not requested.
+template <class V, std::size_t R>
+status check_optional_view(const V& v, const index_t (&extents)[R]) noexcept {
+  return requested(v) ? check_view(v, extents) : status::ok;
+}
+
+/// Token rows read, `n` of them: `check_view` against (n, their width), then `empty_input` for
+/// zero-width rows.
+template <class V>
+status check_rows(const V& rows, index_t n) noexcept {
+  if (status s = check_view(rows, {n, rows.extent(1)}); s != status::ok) return s;
+  return rows.extent(1) == 0 ? status::empty_input : status::ok;
+}
+
+/// An optional output of `kept` rows copied from `n` input rows: when it is requested, the input
+/// rows (`check_rows`), then the output against (kept, their width).
+template <class In, class Out>
+status check_row_output(const In& rows_in, index_t n, const Out& rows_out, index_t kept) noexcept {
+  if (!requested(rows_out)) return status::ok;
+  if (status s = check_rows(rows_in, n); s != status::ok) return s;
+  return check_view(rows_out, {kept, rows_in.extent(1)});
+}
+
 }  // namespace tokred::detail

@@ -181,4 +181,21 @@ bool may_overlap(const view<A, RA, Space>& a, const view<B, RB, Space>& b) noexc
   return x.begin < y.end && y.begin < x.end;
 }
 
+/// True when `v` may overlap any of `others`.
+template <class V, class... Vs>
+bool overlaps_any(const V& v, const Vs&... others) noexcept {
+  return (may_overlap(v, others) || ...);
+}
+
+/// True when any two of `views` may overlap. Empty views overlap nothing, so an optional output
+/// left empty needs no special case.
+template <class V, class... Vs>
+bool any_overlap(const V& first, const Vs&... rest) noexcept {
+  if constexpr (sizeof...(Vs) == 0) {
+    return false;
+  } else {
+    return overlaps_any(first, rest...) || any_overlap(rest...);
+  }
+}
+
 }  // namespace tokred

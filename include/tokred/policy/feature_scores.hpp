@@ -130,9 +130,8 @@ status check_feature_scores(const P& p, const feature_score_inputs<E, Space>& in
   if (!in.grid.valid()) return status::shape_mismatch;
   const index_t n = in.grid.tokens();
   if (n == 0) return status::empty_input;
+  if (status s = check_rows(in.tokens, n); s != status::ok) return s;
   const index_t dim = in.tokens.extent(1);
-  if (status s = check_view(in.tokens, {n, dim}); s != status::ok) return s;
-  if (dim == 0) return status::empty_input;
   const bool reads_query = std::is_same_v<P, query_relevance>;
   if (reads_query) {
     if (in.query.extent(0) == 0) return status::empty_input;  // also a query never given

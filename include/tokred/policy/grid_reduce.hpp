@@ -313,30 +313,15 @@ inline grid_result reduced_grid(const dct_lowpass& p, const token_grid& g) noexc
 template <class Ein, class Eout, class Space>
 status check_grid_views(const grid_inputs<Ein, Space>& in, const grid_outputs<Eout, Space>& out,
                         index_t kept) noexcept {
-  const bool tok = requested(out.tokens), src = requested(out.source),
-             pos = requested(out.positions), siz = requested(out.sizes);
-  if (tok) {
-    const index_t dim = in.tokens.extent(1);
-    if (status s = check_view(in.tokens, {in.grid.tokens(), dim}); s != status::ok) return s;
-    if (dim == 0) return status::empty_input;
-    if (status s = check_view(out.tokens, {kept, dim}); s != status::ok) return s;
-  }
-  if (src)
-    if (status s = check_view(out.source, {kept}); s != status::ok) return s;
-  if (pos)
-    if (status s = check_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
-  if (siz)
-    if (status s = check_view(out.sizes, {kept}); s != status::ok) return s;
+  if (status s = check_row_output(in.tokens, in.grid.tokens(), out.tokens, kept); s != status::ok) return s;
+  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return s;
+  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
+  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return s;
 
-  const auto hits_input = [&](const auto& o) { return tok && may_overlap(o, in.tokens); };
-  const bool hit = (tok && hits_input(out.tokens)) || (src && hits_input(out.source)) ||
-                   (pos && hits_input(out.positions)) || (siz && hits_input(out.sizes)) ||
-                   (tok && src && may_overlap(out.tokens, out.source)) ||
-                   (tok && pos && may_overlap(out.tokens, out.positions)) ||
-                   (tok && siz && may_overlap(out.tokens, out.sizes)) ||
-                   (src && pos && may_overlap(out.source, out.positions)) ||
-                   (src && siz && may_overlap(out.source, out.sizes)) ||
-                   (pos && siz && may_overlap(out.positions, out.sizes));
+  // The input rows are read only for the tokens output; outputs left empty overlap nothing.
+  const bool hit = (requested(out.tokens) &&
+                    overlaps_any(in.tokens, out.tokens, out.source, out.positions, out.sizes)) ||
+                   any_overlap(out.tokens, out.source, out.positions, out.sizes);
   return hit ? status::aliasing : status::ok;
 }
 

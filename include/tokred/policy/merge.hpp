@@ -15,13 +15,13 @@
 #pragma once
 
 #include <cstdint>
-#include <limits>
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
 #include "tokred/core/grid.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
+#include "tokred/policy/selection.hpp"
 
 namespace tokred {
 
@@ -130,6 +130,9 @@ struct unmerge_outputs {
   view<E, 2, Space> tokens;  // (tokens, dim)
 };
 
+/// How many A tokens (even indices) N tokens have: the length of tome_match's outputs.
+constexpr index_t a_tokens(index_t n) noexcept { return (n + 1) / 2; }
+
 /// The A / B split of N tokens and the part of each that `protect` leading tokens cover.
 struct bipartite_split {
   index_t a = 0;            ///< |A| = ⌈N/2⌉, tokens 0, 2, 4, …
@@ -141,7 +144,7 @@ struct bipartite_split {
 /// The split of `n` tokens with `protect` protected.
 constexpr bipartite_split split_of(index_t n, index_t protect) noexcept {
   const index_t p = protect < 0 ? 0 : (protect < n ? protect : n);
-  return {(n + 1) / 2, n / 2, (p + 1) / 2, p / 2};
+  return {a_tokens(n), n / 2, (p + 1) / 2, p / 2};
 }
 
 /// The original's clamp: min(r, ⌊(N − protect) / 2⌋), and 0 whenever that is not positive.
@@ -160,13 +163,9 @@ struct merge_count {
   index_t r = 0;  ///< r_eff
 };
 
-/// Token counts tome supports: indices are 32-bit inside the CPU kernels.
-inline constexpr index_t max_merge_tokens = std::numeric_limits<std::int32_t>::max();
-
+/// The grid of a merge: one group of N tokens, whose indices are 32-bit inside the CPU kernels.
 inline status check_merge_grid(const token_grid& grid) noexcept {
-  if (!grid.valid()) return status::shape_mismatch;
-  if (grid.tokens() == 0) return status::empty_input;
-  return grid.tokens() > max_merge_tokens ? status::shape_mismatch : status::ok;
+  return check_group_grid(grid, grid.tokens());
 }
 
 inline merge_count tome_count(const tome& p, const token_grid& grid) noexcept {
@@ -185,9 +184,7 @@ view<const E, 2, Space> compared_rows(const merge_inputs<E, Space>& in) noexcept
 /// The checks of the compared rows (both policies): (N, metric_dim), metric_dim ≥ 1.
 template <class E, class Space>
 status check_compared_rows(const merge_inputs<E, Space>& in) noexcept {
-  const view<const E, 2, Space> rows = compared_rows(in);
-  if (status s = check_view(rows, {in.grid.tokens(), rows.extent(1)}); s != status::ok) return s;
-  return rows.extent(1) == 0 ? status::empty_input : status::ok;
+  return check_rows(compared_rows(in), in.grid.tokens());
 }
 
 /// Every check of tome that needs no access to values, in the documented order: parameters and
@@ -199,52 +196,31 @@ merge_count check_tome(const tome& p, const merge_inputs<Ein, Space>& in,
   const merge_count c = tome_count(p, in.grid);
   if (c.code != status::ok) return c;
   const auto fail = [](status s) { return merge_count{s, 0, 0}; };
-  const index_t n = in.grid.tokens(), kept = c.kept, a = split_of(n, p.protect).a;
+  const index_t n = in.grid.tokens(), kept = c.kept, a = a_tokens(n);
   if (status s = check_compared_rows(in); s != status::ok) return fail(s);
   const bool tok = requested(out.tokens);
-  if (tok) {
-    const index_t dim = in.tokens.extent(1);
-    if (status s = check_view(in.tokens, {n, dim}); s != status::ok) return fail(s);
-    if (dim == 0) return fail(status::empty_input);
-    if (status s = check_view(out.tokens, {kept, dim}); s != status::ok) return fail(s);
-  }
-  const bool siz_in = requested(in.sizes), src_in = requested(in.source),
-             pos_in = requested(in.positions), match_in = requested(in.similarity) || requested(in.partner);
-  if (siz_in)
-    if (status s = check_view(in.sizes, {n}); s != status::ok) return fail(s);
-  if (src_in)
-    if (status s = check_view(in.source, {n}); s != status::ok) return fail(s);
-  if (pos_in)
-    if (status s = check_view(in.positions, {n, index_t{3}}); s != status::ok) return fail(s);
-  if (match_in) {
+  if (status s = check_row_output(in.tokens, n, out.tokens, kept); s != status::ok) return fail(s);
+  if (status s = check_optional_view(in.sizes, {n}); s != status::ok) return fail(s);
+  if (status s = check_optional_view(in.source, {n}); s != status::ok) return fail(s);
+  if (status s = check_optional_view(in.positions, {n, index_t{3}}); s != status::ok) return fail(s);
+  if (requested(in.similarity) || requested(in.partner)) {  // a given matching: both halves
     if (status s = check_view(in.similarity, {a}); s != status::ok) return fail(s);
     if (status s = check_view(in.partner, {a}); s != status::ok) return fail(s);
   }
-  const bool src = requested(out.source), pos = requested(out.positions),
-             siz = requested(out.sizes), asg = requested(out.assign);
-  if (src)
-    if (status s = check_view(out.source, {kept}); s != status::ok) return fail(s);
-  if (pos)
-    if (status s = check_view(out.positions, {kept, index_t{3}}); s != status::ok) return fail(s);
-  if (siz)
-    if (status s = check_view(out.sizes, {kept}); s != status::ok) return fail(s);
-  if (asg)
-    if (status s = check_view(out.assign, {n}); s != status::ok) return fail(s);
+  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return fail(s);
+  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return fail(s);
+  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return fail(s);
+  if (status s = check_optional_view(out.assign, {n}); s != status::ok) return fail(s);
 
-  const view<const Ein, 2, Space> rows = compared_rows(in);
+  // The token rows are read only when the tokens output is requested.
+  const view<const Ein, 2, Space> read_tokens = tok ? in.tokens : view<const Ein, 2, Space>{};
   const auto hits_input = [&](const auto& o) {
-    return may_overlap(o, rows) || (tok && may_overlap(o, in.tokens)) || may_overlap(o, in.sizes) ||
-           may_overlap(o, in.source) || may_overlap(o, in.positions) ||
-           may_overlap(o, in.similarity) || may_overlap(o, in.partner);
+    return overlaps_any(o, compared_rows(in), read_tokens, in.sizes, in.source, in.positions,
+                        in.similarity, in.partner);
   };
-  const bool hit = (tok && hits_input(out.tokens)) || (src && hits_input(out.source)) ||
-                   (pos && hits_input(out.positions)) || (siz && hits_input(out.sizes)) ||
-                   (asg && hits_input(out.assign)) ||
-                   (tok && (may_overlap(out.tokens, out.source) || may_overlap(out.tokens, out.positions) ||
-                            may_overlap(out.tokens, out.sizes) || may_overlap(out.tokens, out.assign))) ||
-                   may_overlap(out.source, out.positions) || may_overlap(out.source, out.sizes) ||
-                   may_overlap(out.source, out.assign) || may_overlap(out.positions, out.sizes) ||
-                   may_overlap(out.positions, out.assign) || may_overlap(out.sizes, out.assign);
+  const bool hit = hits_input(out.tokens) || hits_input(out.source) || hits_input(out.positions) ||
+                   hits_input(out.sizes) || hits_input(out.assign) ||
+                   any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign);
   return hit ? fail(status::aliasing) : c;
 }
 
@@ -256,14 +232,10 @@ status check_tome_match(const tome_match& p, const merge_inputs<E, Space>& in,
   if (p.protect < 0) return status::invalid_parameter;
   if (status s = check_merge_grid(in.grid); s != status::ok) return s;
   if (status s = check_compared_rows(in); s != status::ok) return s;
-  const index_t a = split_of(in.grid.tokens(), p.protect).a;
+  const index_t a = a_tokens(in.grid.tokens());
   if (status s = check_view(out.similarity, {a}); s != status::ok) return s;
   if (status s = check_view(out.partner, {a}); s != status::ok) return s;
-  const view<const E, 2, Space> rows = compared_rows(in);
-  if (may_overlap(out.similarity, rows) || may_overlap(out.partner, rows) ||
-      may_overlap(out.similarity, out.partner))
-    return status::aliasing;
-  return status::ok;
+  return any_overlap(compared_rows(in), out.similarity, out.partner) ? status::aliasing : status::ok;
 }
 
 /// The checks of unmerge that need no access to values: rows, assign, output, overlaps.
@@ -272,11 +244,9 @@ status check_unmerge(const unmerge_inputs<Ein, Space>& in, const unmerge_outputs
   const index_t kept = in.tokens.extent(0), dim = in.tokens.extent(1), n = in.assign.extent(0);
   if (n == 0 || kept == 0) return status::empty_input;
   if (in.assign.data_handle() == nullptr) return status::null_pointer;
-  if (status s = check_view(in.tokens, {kept, dim}); s != status::ok) return s;
-  if (dim == 0) return status::empty_input;
+  if (status s = check_rows(in.tokens, kept); s != status::ok) return s;
   if (status s = check_view(out.tokens, {n, dim}); s != status::ok) return s;
-  if (may_overlap(out.tokens, in.tokens) || may_overlap(out.tokens, in.assign)) return status::aliasing;
-  return status::ok;
+  return overlaps_any(out.tokens, in.tokens, in.assign) ? status::aliasing : status::ok;
 }
 
 }  // namespace detail
@@ -297,8 +267,5 @@ inline status can_implement(const tome_match& p, const problem& prob) noexcept {
   if (p.protect < 0) return status::invalid_parameter;
   return detail::check_merge_grid(prob.grid);
 }
-
-/// How many A tokens (even indices) N tokens have: the length of tome_match's outputs.
-constexpr index_t a_tokens(index_t n) noexcept { return (n + 1) / 2; }
 
 }  // namespace tokred

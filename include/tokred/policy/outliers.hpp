@@ -69,9 +69,7 @@ constexpr index_t outlier_bound(const iqr_outliers& p, index_t n) noexcept {
 }
 
 inline count_result outlier_count(const iqr_outliers& p, const token_grid& grid) noexcept {
-  if (!grid.valid()) return {status::shape_mismatch, 0};
-  if (grid.tokens() == 0) return {status::empty_input, 0};
-  if (grid.tokens() > max_group_tokens) return {status::shape_mismatch, 0};
+  if (status s = check_group_grid(grid, grid.tokens()); s != status::ok) return {s, 0};
   return {status::ok, outlier_bound(p, grid.tokens())};
 }
 
@@ -90,7 +88,8 @@ status check_outliers(const iqr_outliers& p, const selection_inputs<Ein, Space>&
 }  // namespace detail
 
 /// The static upper bound of the count `iqr_outliers` keeps on `prob` (the rows to allocate);
-/// the real count is known only from the scores. 0 exactly when `can_implement` fails.
+/// the real count is known only from the scores. 0 when `can_implement` fails, and for N = 1
+/// without the spatial extras (one score cannot lie above its own upper fence).
 inline index_t retained_count(const iqr_outliers& p, const problem& prob) noexcept {
   return detail::outlier_count(p, prob.grid).count;
 }

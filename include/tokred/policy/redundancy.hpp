@@ -79,44 +79,43 @@ constexpr index_t redundancy_width(double ratio, index_t dim) noexcept {
   return static_cast<index_t>(static_cast<double>(dim) * ratio);
 }
 
-/// The checks that need no views, in order: `invalid_ratio` for a ratio outside (0, 1];
-/// `shape_mismatch` for a malformed grid; `empty_input` for N = 0 or D = 0; `invalid_ratio` when
-/// int(D · ratio) is 0.
-inline status check_redundancy_problem(const gaussian_redundancy& p, const token_grid& grid,
-                                       index_t dim) noexcept {
+/// The parameter and the grid: `invalid_ratio` for a ratio outside (0, 1] or NaN, then
+/// `shape_mismatch` for a malformed grid, `empty_input` for N = 0.
+inline status check_redundancy_grid(const gaussian_redundancy& p, const token_grid& grid) noexcept {
   if (!(p.channel_ratio > 0.0 && p.channel_ratio <= 1.0)) return status::invalid_ratio;
-  if (!grid.valid() || dim < 0) return status::shape_mismatch;
-  if (grid.tokens() == 0 || dim == 0) return status::empty_input;
+  if (!grid.valid()) return status::shape_mismatch;
+  return grid.tokens() == 0 ? status::empty_input : status::ok;
+}
+
+/// The row width: `shape_mismatch` for D < 0, `empty_input` for D = 0, `invalid_ratio` when
+/// int(D · ratio) is 0.
+inline status check_redundancy_width(const gaussian_redundancy& p, index_t dim) noexcept {
+  if (dim < 0) return status::shape_mismatch;
+  if (dim == 0) return status::empty_input;
   return redundancy_width(p.channel_ratio, dim) == 0 ? status::invalid_ratio : status::ok;
 }
 
-/// Every check of gaussian_redundancy, in the documented order: the problem, `tokens` against
-/// (N, dim), the memory (`sums` (C,), `chunks` (1,), `channels` (C,) if requested), `scores`
-/// (N,), then `aliasing` when any written view overlaps a view read or another written view.
-/// The memory's values are not read here (see the backend: only share 0 touches them).
+/// Every check of gaussian_redundancy, in the documented order: the ratio and the grid, `tokens`
+/// against (N, dim), the width, the memory (`sums` (C,), `chunks` (1,), `channels` (C,) if
+/// requested), `scores` (N,), then `aliasing` when any written view overlaps the tokens or
+/// another written view. The memory's values are not read here (see the backend: only share 0
+/// touches them).
 template <class E, class Space>
 status check_redundancy(const gaussian_redundancy& p, const redundancy_inputs<E, Space>& in,
                         const score_outputs<Space>& out) noexcept {
-  if (!(p.channel_ratio > 0.0 && p.channel_ratio <= 1.0)) return status::invalid_ratio;
-  if (!in.grid.valid()) return status::shape_mismatch;
+  if (status s = check_redundancy_grid(p, in.grid); s != status::ok) return s;
   const index_t n = in.grid.tokens(), dim = in.tokens.extent(1);
-  if (n == 0) return status::empty_input;
   if (status s = check_view(in.tokens, {n, dim}); s != status::ok) return s;
-  if (status s = check_redundancy_problem(p, in.grid, dim); s != status::ok) return s;
+  if (status s = check_redundancy_width(p, dim); s != status::ok) return s;
   const index_t width = redundancy_width(p.channel_ratio, dim);
   const redundancy_memory<Space>& m = in.memory;
   if (status s = check_view(m.sums, {width}); s != status::ok) return s;
   if (status s = check_view(m.chunks, {1}); s != status::ok) return s;
-  if (requested(m.channels))
-    if (status s = check_view(m.channels, {width}); s != status::ok) return s;
+  if (status s = check_optional_view(m.channels, {width}); s != status::ok) return s;
   if (status s = check_scores_output(out, n); s != status::ok) return s;
-  if (may_overlap(out.scores, in.tokens) || may_overlap(m.sums, in.tokens) ||
-      may_overlap(m.chunks, in.tokens) || may_overlap(m.channels, in.tokens) ||
-      may_overlap(out.scores, m.sums) || may_overlap(out.scores, m.chunks) ||
-      may_overlap(out.scores, m.channels) || may_overlap(m.sums, m.chunks) ||
-      may_overlap(m.sums, m.channels) || may_overlap(m.chunks, m.channels))
-    return status::aliasing;
-  return status::ok;
+  const bool written_over_tokens = overlaps_any(in.tokens, out.scores, m.sums, m.chunks, m.channels);
+  return written_over_tokens || any_overlap(out.scores, m.sums, m.chunks, m.channels) ? status::aliasing
+                                                                                       : status::ok;
 }
 
 }  // namespace detail
@@ -129,7 +128,8 @@ constexpr index_t redundancy_channels(const gaussian_redundancy& p, index_t dim)
 
 /// `ok`, or the status `apply` would return for this chunk shape before looking at any view.
 inline status can_implement(const gaussian_redundancy& p, const problem& prob) noexcept {
-  return detail::check_redundancy_problem(p, prob.grid, prob.dim);
+  if (status s = detail::check_redundancy_grid(p, prob.grid); s != status::ok) return s;
+  return detail::check_redundancy_width(p, prob.dim);
 }
 
 /// The number of scores `apply` writes: N = T·H·W; 0 exactly when `can_implement` fails.

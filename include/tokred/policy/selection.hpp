@@ -113,13 +113,19 @@ constexpr selection_groups groups_of(scope within, const token_grid& grid) noexc
 /// The group size tokred supports: token indices are 32-bit inside the selection kernels.
 inline constexpr index_t max_group_tokens = std::numeric_limits<std::int32_t>::max();
 
+/// The grid of a selection whose largest group holds `group_tokens`: `shape_mismatch` for a
+/// malformed grid, `empty_input` for N = 0, `shape_mismatch` for a group above 2³¹ − 1 tokens.
+inline status check_group_grid(const token_grid& grid, index_t group_tokens) noexcept {
+  if (!grid.valid()) return status::shape_mismatch;
+  if (grid.tokens() == 0) return status::empty_input;
+  return group_tokens > max_group_tokens ? status::shape_mismatch : status::ok;
+}
+
 /// The exact kept count of a budgeted selection, or why there is none.
 inline count_result selection_count(const keep_budget& keep, scope within,
                                     const token_grid& grid) noexcept {
-  if (!grid.valid()) return {status::shape_mismatch, 0};
-  if (grid.tokens() == 0) return {status::empty_input, 0};
   const selection_groups g = groups_of(within, grid);
-  if (g.group_tokens > max_group_tokens) return {status::shape_mismatch, 0};
+  if (status s = check_group_grid(grid, g.group_tokens); s != status::ok) return {s, 0};
   const count_result per_group = kept_count(keep, g.group_tokens);
   if (per_group.code != status::ok) return per_group;
   return {status::ok, per_group.count * g.groups};
@@ -132,16 +138,9 @@ status check_rows_and_outputs(const view<const Ein, 2, Space>& tokens_in, index_
                               const view<const float, 1, Space>& scores,
                               const view<const std::int64_t, 1, Space>& index,
                               const selection_outputs<Eout, Space>& out, index_t kept) noexcept {
-  if (requested(out.tokens)) {
-    const index_t dim = tokens_in.extent(1);
-    if (status s = check_view(tokens_in, {n, dim}); s != status::ok) return s;
-    if (dim == 0) return status::empty_input;
-    if (status s = check_view(out.tokens, {kept, dim}); s != status::ok) return s;
-  }
-  if (requested(out.source))
-    if (status s = check_view(out.source, {kept}); s != status::ok) return s;
-  if (requested(out.positions))
-    if (status s = check_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
+  if (status s = check_row_output(tokens_in, n, out.tokens, kept); s != status::ok) return s;
+  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return s;
+  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
 
   const bool tok = requested(out.tokens), src = requested(out.source),
              pos = requested(out.positions);
