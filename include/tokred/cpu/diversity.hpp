@@ -37,15 +37,6 @@
 namespace tokred {
 namespace detail {
 
-/// A key whose order is the ranking order: score descending, then index ascending; NaN last.
-inline std::uint64_t rank_key(float score, index_t i) noexcept {
-  return (std::uint64_t{score_key(float_bits(score))} << 32) |
-         (0xFFFFFFFFu - static_cast<std::uint32_t>(i));
-}
-inline index_t rank_key_index(std::uint64_t key) noexcept {
-  return static_cast<index_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(key));
-}
-
 /// A binary max-heap of rank keys in caller memory.
 class key_heap {
  public:

@@ -39,13 +39,6 @@ inline float cosine_of(float dot, float x_sq, float y_sq) noexcept {
   return dot / (nx * ny);
 }
 
-/// ‖row i‖²: the pair kernel of the row with itself.
-template <class Arch, class E>
-float row_squared_norm(const view<const E, 2>& rows, index_t i) noexcept {  // rows: (tokens, dim)
-  return combine<Arch, pair_op::dot>(&rows(i, 0), rows.stride(1), &rows(i, 0), rows.stride(1),
-                                     rows.extent(1));
-}
-
 /// Dot products of the row at `a` (element stride `sa`) with query rows [q0, q0 + count), into
 /// `out`: four query rows per pass when both sides are contiguous, so `a` is read once for four.
 template <class Arch, class E>
@@ -180,24 +173,6 @@ struct frame_mean_scratch {
   E* mean = nullptr;      // (dim,)
 };
 
-/// Column sums of rows [first, first + count), each column summed in row order; contiguous rows
-/// take whole batches of columns (the order per column is the same).
-template <class Arch, class E>
-void frame_column_sums(const view<const E, 2>& rows, index_t first, index_t count, float* sums) noexcept {
-  using batch = float_batch<Arch>;
-  constexpr index_t lanes = static_cast<index_t>(batch::size);
-  const index_t dim = rows.extent(1);
-  std::fill(sums, sums + dim, 0.0f);
-  for (index_t i = first; i < first + count; ++i) {
-    const E* row = &rows(i, 0);
-    index_t c = 0;
-    if (rows.stride(1) == 1)
-      for (; c + lanes <= dim; c += lanes)
-        (batch::load_unaligned(sums + c) + load_floats<Arch>(row + c)).store_unaligned(sums + c);
-    for (; c < dim; ++c) sums[c] += to_float(row[c * rows.stride(1)]);
-  }
-}
-
 /// query_relevance's frame scores of frames [t0, t1).
 template <class Arch, class E>
 void relevance_frame_scores(const token_grid& grid, const view<const E, 2>& rows,  // (tokens, dim)
@@ -213,7 +188,8 @@ void relevance_frame_scores(const token_grid& grid, const view<const E, 2>& rows
     const float mean_sq = row_squared_norm<Arch>(mean, 0);
     float sum = 0.0f;
     for (index_t q0 = 0; q0 < queries; q0 += query_chunk) {
-      query_norms<Arch>(query, q0, q_sq);
+      // One chunk of query rows (the usual case): its norms, taken before the first frame, stay.
+      if (t == t0 || queries > query_chunk) query_norms<Arch>(query, q0, q_sq);
       sum = cosine_sum<Arch>(s.mean, 1, mean_sq, query, q0, sum, q_sq);
     }
     scores(t) = sum / static_cast<float>(queries);

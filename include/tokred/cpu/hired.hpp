@@ -46,16 +46,14 @@ inline index_t decide_hired_budgets(const hired& p, const token_grid& grid,
 
   // Count the marks per sub-crop (budgets[1 + i] holds c_i for now).
   const auto key_of = [&](index_t i) { return score_key(float_bits(early_scores(i))); };
-  select_largest(key_of, per, std::min(split.marks, per), 0, scratch.keys, scratch.kept);
-  for (index_t j = 0; j < std::min(split.marks, per); ++j) ++budgets[1 + crop_of(p, grid, scratch.kept[j])];
+  select_largest(key_of, per, split.marks, 0, scratch.keys, scratch.kept);  // marks ≤ H·W
+  for (index_t j = 0; j < split.marks; ++j) ++budgets[1 + crop_of(p, grid, scratch.kept[j])];
 
-  // The original's float32 tensors: ratio = c_i / Σc, then ratio · sub_total, truncated.
-  index_t marked = 0;
-  for (index_t c = 1; c <= crops; ++c) marked += budgets[c];
+  // The original's float32 tensors: ratio = c_i / Σc (Σc = marks), then ratio · sub_total, truncated.
   const auto sub_total = static_cast<float>(split.sub_total);
   index_t used = 0;
   for (index_t c = 1; c <= crops; ++c) {
-    const float ratio = static_cast<float>(budgets[c]) / static_cast<float>(marked);
+    const float ratio = static_cast<float>(budgets[c]) / static_cast<float>(split.marks);
     index_t b = std::min(static_cast<index_t>(ratio * sub_total), per);
     b = std::min(b, split.sub_total - used);
     budgets[c] = b;

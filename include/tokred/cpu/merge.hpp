@@ -153,8 +153,8 @@ void cross_dots(const view<const E, 2>& a,  // (a_rows, dim)
 
 /// Writes the size-weighted mean of the rows `members[0 … count)` of `rows` to `out`:
 /// (Σ w_m·x_m) / total with w_m = weight(members[m]), accumulated in member order in fp32 (the
-/// first product rounded, every later one added by a multiply-add: `multiply_add` for whole
-/// batches, `std::fma` for the rest), then one division.
+/// first product rounded, every later one added by `multiply_add`, in batches and one by one
+/// alike), then one division.
 /// `total` is the members' total weight, summed in the same order by the caller.
 template <class Arch, class Ein, class Eout, class Weight>
 void weighted_mean_row(const view<const Ein, 2>& rows,  // (tokens, dim)
@@ -175,7 +175,7 @@ void weighted_mean_row(const view<const Ein, 2>& rows,  // (tokens, dim)
   }
   for (; c < dim; ++c) {
     float acc = to_float(rows(members[0], c)) * weight(members[0]);
-    for (index_t m = 1; m < count; ++m) acc = std::fma(to_float(rows(members[m], c)), weight(members[m]), acc);
+    for (index_t m = 1; m < count; ++m) acc = multiply_add<Arch>(to_float(rows(members[m], c)), weight(members[m]), acc);
     out[c * out_stride] = from_float<Eout>(acc / total);
   }
 }

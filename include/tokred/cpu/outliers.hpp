@@ -76,8 +76,7 @@ inline index_t decide_outliers(const iqr_outliers& p, const view<const float, 1>
     select_largest(key_of, n, k, 0, scratch.keys, scratch.kept);
     // The original emits torch.topk's order: descending score, here ties to the lower index.
     std::sort(scratch.kept, scratch.kept + k, [&](std::int64_t a, std::int64_t b) {
-      const std::uint32_t ka = key_of(a), kb = key_of(b);
-      return ka != kb ? ka > kb : a < b;
+      return rank_key(scores(a), a) > rank_key(scores(b), b);
     });
   }
   if (!p.spatial_extras) return k;

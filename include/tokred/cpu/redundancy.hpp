@@ -23,7 +23,6 @@
 #include "tokred/core/contract.hpp"
 #include "tokred/core/exec.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cpu/feature_scores.hpp"
 #include "tokred/cpu/similarity.hpp"
 #include "tokred/policy/redundancy.hpp"
 

@@ -87,7 +87,9 @@ constexpr bool multiply_add_fuses() noexcept {
 }
 
 /// The scalar form of `multiply_add<Arch>`, for tails and strided rows: one rounding where the
-/// ISA fuses (std::fma), two where it cannot (there the compiler has no FMA to contract into).
+/// ISA fuses (std::fma), two where it does not. Caveat: with `Arch` pinned below the translation
+/// unit's ISA (e.g. `cpu<xsimd::sse2>` in a `-march=native` build), GCC's default
+/// `-ffp-contract=fast` may still fuse the two-rounding forms here and in xsimd's generic `fma`.
 template <class Arch>
 float multiply_add(float a, float b, float c) noexcept {
   if constexpr (multiply_add_fuses<Arch>()) {
@@ -97,7 +99,6 @@ float multiply_add(float a, float b, float c) noexcept {
     return product + c;
   }
 }
-
 
 /// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
 template <class Arch>

@@ -1,5 +1,6 @@
 // tokred/cpu/similarity.hpp — dot products and squared distances between token rows, the inner
-// loop of every similarity-driven policy (diversity, DPP).
+// loop of every similarity-driven policy (diversity, DPP, ToMe, the feature scores), and the
+// squared norms and column sums of rows built on the same kernels.
 //
 // One canonical summation order per (Arch, element type): the row is read in chunks of two
 // batches (`load_float_pair`), the first batch of each chunk accumulates into one register and
@@ -13,6 +14,7 @@
 // not at others.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 
 #include "tokred/core/element.hpp"
@@ -86,6 +88,31 @@ float combine(const E* a, index_t sa, const E* b, index_t sb, index_t n) noexcep
   float sum = 0.0f;
   for (index_t t = 0; t < n; ++t) sum = accumulate<Arch, Op>(to_float(a[t * sa]), to_float(b[t * sb]), sum);
   return sum;
+}
+
+/// ‖row i‖²: the pair kernel of the row with itself.
+template <class Arch, class E>
+float row_squared_norm(const view<const E, 2>& rows, index_t i) noexcept {  // rows: (tokens, dim)
+  return combine<Arch, pair_op::dot>(&rows(i, 0), rows.stride(1), &rows(i, 0), rows.stride(1),
+                                     rows.extent(1));
+}
+
+/// Column sums of rows [first, first + count), each column summed in row order; contiguous rows
+/// take whole batches of columns (the order per column is the same).
+template <class Arch, class E>
+void frame_column_sums(const view<const E, 2>& rows, index_t first, index_t count, float* sums) noexcept {
+  using batch = float_batch<Arch>;
+  constexpr index_t lanes = static_cast<index_t>(batch::size);
+  const index_t dim = rows.extent(1);
+  std::fill(sums, sums + dim, 0.0f);
+  for (index_t i = first; i < first + count; ++i) {
+    const E* row = &rows(i, 0);
+    index_t c = 0;
+    if (rows.stride(1) == 1)
+      for (; c + lanes <= dim; c += lanes)
+        (batch::load_unaligned(sums + c) + load_floats<Arch>(row + c)).store_unaligned(sums + c);
+    for (; c < dim; ++c) sums[c] += to_float(row[c * rows.stride(1)]);
+  }
 }
 
 /// The rows of a (tokens, dim) view that similarity work reads, with the kernels over them.

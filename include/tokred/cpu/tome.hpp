@@ -29,8 +29,8 @@
 #include "tokred/core/contract.hpp"
 #include "tokred/core/exec.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cpu/diversity.hpp"  // rank_key: (score descending, index ascending, NaN last)
 #include "tokred/cpu/merge.hpp"
+#include "tokred/cpu/selection.hpp"
 #include "tokred/cpu/similarity.hpp"
 #include "tokred/policy/merge.hpp"
 
@@ -41,8 +41,7 @@ namespace detail {
 /// everything is then 0), NaN when the squared norm is not finite (its similarities are NaN).
 template <class Arch, class E>
 float cosine_scale(const view<const E, 2>& rows, index_t i) noexcept {  // (tokens, dim)
-  const E* row = &rows(i, 0);
-  const float sq = combine<Arch, pair_op::dot>(row, rows.stride(1), row, rows.stride(1), rows.extent(1));
+  const float sq = row_squared_norm<Arch>(rows, i);
   if (!std::isfinite(sq)) return std::numeric_limits<float>::quiet_NaN();
   return sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
 }
@@ -95,12 +94,27 @@ void match_range(const view<const E, 2>& rows,  // (tokens, dim)
     if (best[k] == -inf) best[k] = std::numeric_limits<float>::quiet_NaN();
 }
 
-/// The scratch of one tome share.
+/// The scratch of one tome_match share: the norms it needs and its range of the matching.
+struct match_scratch {
+  product_scratch product;
+  float* scale = nullptr;           // (tokens,) 1/‖x‖ of the A tokens, then of the B tokens
+  float* best = nullptr;            // (a,)
+  std::int64_t* partner = nullptr;  // (a,)
+
+  template <class Arch>
+  static match_scratch carve(arena& ar, index_t n) {
+    match_scratch m;
+    m.product = product_scratch::carve<Arch>(ar, a_tokens(n), n / 2);
+    m.scale = ar.take<float>(n);
+    m.best = ar.take<float>(a_tokens(n));
+    m.partner = ar.take<std::int64_t>(a_tokens(n));
+    return m;
+  }
+};
+
+/// The scratch of one tome share: the matching's, then the merge's.
 struct tome_scratch {
-  product_scratch product;            // the similarity product's panels and tiles
-  float* scale = nullptr;             // (tokens,) 1/‖x‖ of the A tokens, then of the B tokens
-  float* best = nullptr;              // (a,) similarity to the partner
-  std::int64_t* partner = nullptr;    // (a,) B index of the partner
+  match_scratch match;                // the similarity product, 1/‖x‖, best and partner
   std::uint64_t* keys = nullptr;      // (a,) rank keys of the candidates, sorted
   index_t* rep = nullptr;             // (tokens,) slot -> representative input token (K used)
   index_t* slot = nullptr;            // (tokens,) input token -> slot
@@ -112,10 +126,7 @@ struct tome_scratch {
   static tome_scratch carve(arena& ar, index_t n) {
     const bipartite_split s = split_of(n, 0);
     tome_scratch t;
-    t.product = product_scratch::carve<Arch>(ar, s.a, s.b);
-    t.scale = ar.take<float>(n);
-    t.best = ar.take<float>(s.a);
-    t.partner = ar.take<std::int64_t>(s.a);
+    t.match = match_scratch::carve<Arch>(ar, n);
     t.keys = ar.take<std::uint64_t>(s.a);
     t.rep = ar.take<index_t>(n);
     t.slot = ar.take<index_t>(n);
@@ -135,7 +146,7 @@ inline void tome_layout(const tome& p, index_t n, index_t r, const tome_scratch&
   }
   const bipartite_split s = split_of(n, p.protect);
   const index_t candidates = s.a - s.a_protected;
-  for (index_t k = s.a_protected; k < s.a; ++k) t.keys[k - s.a_protected] = rank_key(t.best[k], k);
+  for (index_t k = s.a_protected; k < s.a; ++k) t.keys[k - s.a_protected] = rank_key(t.match.best[k], k);
   std::sort(t.keys, t.keys + candidates, [](std::uint64_t x, std::uint64_t y) { return x > y; });
 
   constexpr index_t merged = -2;
@@ -157,14 +168,14 @@ inline void tome_layout(const tome& p, index_t n, index_t r, const tome_scratch&
   for (index_t q = 0; q < k_out; ++q) t.slot[t.rep[q]] = q;
 
   for (index_t j = 0; j <= s.b; ++j) t.offsets[j] = 0;
-  for (index_t q = 0; q < r; ++q) ++t.offsets[t.partner[rank_key_index(t.keys[q])] + 1];
+  for (index_t q = 0; q < r; ++q) ++t.offsets[t.match.partner[rank_key_index(t.keys[q])] + 1];
   for (index_t j = 0; j < s.b; ++j) t.offsets[j + 1] += t.offsets[j] + 1;  // + 1: the B token itself
   for (index_t j = 0; j < s.b; ++j) {
     t.members[t.offsets[j]] = 2 * j + 1;
     t.cursor[j] = t.offsets[j] + 1;
   }
   for (index_t q = 0; q < r; ++q) {  // sources in rank order, after their B token
-    const index_t k = rank_key_index(t.keys[q]), j = t.partner[k];
+    const index_t k = rank_key_index(t.keys[q]), j = t.match.partner[k];
     t.members[t.cursor[j]++] = 2 * k;
     t.slot[2 * k] = t.slot[2 * j + 1];
   }
@@ -225,23 +236,6 @@ status check_merge_values(const tome& p, const merge_inputs<E>& in, index_t r) n
   return status::ok;
 }
 
-/// The scratch of one tome_match share: the norms it needs and its range of the matching.
-struct match_scratch {
-  product_scratch product;
-  float* scale = nullptr;           // (tokens,) as tome_scratch::scale
-  float* best = nullptr;            // (a,)
-  std::int64_t* partner = nullptr;  // (a,)
-
-  template <class Arch>
-  static match_scratch carve(arena& ar, index_t n) {
-    match_scratch m;
-    m.product = product_scratch::carve<Arch>(ar, a_tokens(n), n / 2);
-    m.scale = ar.take<float>(n);
-    m.best = ar.take<float>(a_tokens(n));
-    m.partner = ar.take<std::int64_t>(a_tokens(n));
-    return m;
-  }
-};
 
 }  // namespace detail
 
@@ -281,12 +275,12 @@ struct backend<tome, cpu<Arch>> {
     if (c.r > 0) {
       if (detail::requested(in.partner)) {
         for (index_t k = 0; k < split.a; ++k) {
-          t.best[k] = in.similarity(k);
-          t.partner[k] = in.partner(k);
+          t.match.best[k] = in.similarity(k);
+          t.match.partner[k] = in.partner(k);
         }
       } else {
-        detail::match_range<Arch>(detail::compared_rows(in), split, 0, split.a, t.product, t.scale, t.best,
-                                  t.partner);
+        detail::match_range<Arch>(detail::compared_rows(in), split, 0, split.a, t.match.product, t.match.scale,
+                                  t.match.best, t.match.partner);
       }
     }
     detail::tome_layout(p, n, c.r, t);
