@@ -391,8 +391,6 @@ void cdpruner_scene() {
   SCENE_CHECK(k == 60 && ov.split && ov.within == tokred::scope::per_frame && ov.relevance_weight == 0.5f);
 }
 
-}  // namespace
-
 /// FoPru's row strategy: whole patch rows, ranked by their summed score.
 void top_rows_scene() {
   const clip c;
@@ -467,6 +465,8 @@ void iqr_outliers_scene() {
   SCENE_CHECK(bound == 3 && count == 2);
   SCENE_CHECK(source[0] == 4 && source[1] == 10);
 }
+
+}  // namespace
 
 int main() {
   views();

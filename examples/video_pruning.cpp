@@ -240,7 +240,7 @@ void stc_scene() {
   std::vector<float> redundancy(12);  // (tokens,) −(memory term + frame term): higher is kept
   std::vector<std::int64_t> kept(3);   // the token kept from each frame
   tokred::status s = tokred::status::ok;
-  for (int frame = 0; frame < 3; ++frame) {
+  for (int frame = 0; frame < 3 && s == tokred::status::ok; ++frame) {  // stop at a failure
     const std::vector<float> rows = stream_frame(frame, objects[frame]);  // the encoder's output
     const auto tokens = tokred::make_view(rows.data(), 12, 4);
     s = tokred::apply(tokred::cpu{}, score, tokred::redundancy_inputs<float>{chunk.grid, tokens, memory},

@@ -27,36 +27,6 @@
 namespace tokred::bench {
 namespace {
 
-using batch = detail::float_batch<compile_time_arch>;
-
-/// Independent multiply-add chains on registers: enough chains (12) to cover the FMA latency
-/// (4 cycles) on two ports; no loads. Returns flops per iteration.
-double fma_chains(int steps) {
-  constexpr int chains = 12;
-  batch acc[chains];
-  for (int c = 0; c < chains; ++c) acc[c] = batch(0.001f * static_cast<float>(c));
-  const batch a(0.999f), b(0.0001f);
-  for (int s = 0; s < steps; ++s)
-    for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], a, b);
-  benchmark::DoNotOptimize(acc);
-  return 2.0 * chains * steps * static_cast<double>(batch::size);
-}
-
-/// The one-core fp32 FMA peak of this build's ISA in flop/s, measured once (best of 20 runs).
-double fma_peak() {
-  static const double peak = [] {
-    double best = 0.0;
-    for (int run = 0; run < 20; ++run) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const double flops = fma_chains(1 << 16);
-      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-      best = std::max(best, flops / dt.count());
-    }
-    return best;
-  }();
-  return peak;
-}
-
 void BM_fma_peak(benchmark::State& state) {
   double flops = 0.0;
   for (auto _ : state) flops = fma_chains(4096);

@@ -8,6 +8,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -113,6 +115,35 @@ bool time_apply(benchmark::State& state, const Policy& policy, const In& in, con
     benchmark::ClobberMemory();
   }
   return true;
+}
+
+/// Independent multiply-add chains on registers: enough chains (12) to cover the FMA latency
+/// (4 cycles) on two ports; no loads. Returns flops per iteration.
+inline double fma_chains(int steps) {
+  using batch = detail::float_batch<compile_time_arch>;
+  constexpr int chains = 12;
+  batch acc[chains];
+  for (int c = 0; c < chains; ++c) acc[c] = batch(0.001f * static_cast<float>(c));
+  const batch a(0.999f), b(0.0001f);
+  for (int s = 0; s < steps; ++s)
+    for (int c = 0; c < chains; ++c) acc[c] = detail::multiply_add<compile_time_arch>(acc[c], a, b);
+  benchmark::DoNotOptimize(acc);
+  return 2.0 * chains * steps * static_cast<double>(batch::size);
+}
+
+/// The one-core fp32 FMA peak of this build's ISA in flop/s, measured once (best of 20 runs).
+inline double fma_peak() {
+  static const double peak = [] {
+    double best = 0.0;
+    for (int run = 0; run < 20; ++run) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const double flops = fma_chains(1 << 16);
+      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+      best = std::max(best, flops / dt.count());
+    }
+    return best;
+  }();
+  return peak;
 }
 
 /// Times one memcpy of the contiguous `rows` per iteration: the floor of any pass over them.

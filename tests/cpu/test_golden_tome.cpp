@@ -15,6 +15,7 @@
 #include <tokred/cpu/tome.hpp>
 
 #include "io/npy.hpp"
+#include "reference/tome_ref.hpp"
 #include "support/buffers.hpp"
 #include "support/catch.hpp"
 #include "support/golden.hpp"
@@ -91,11 +92,7 @@ void step(const std::string& dir, const std::string& suffix, const tome& p, cons
 
   // src_idx: the first r candidates by (similarity descending, A index ascending); dst_idx:
   // their partners; unm_idx: the A tokens of the first |A| − r output slots, in slot order.
-  std::vector<std::int64_t> ranked;
-  for (index_t k = (p.protect + 1) / 2; k < a; ++k) ranked.push_back(k);
-  std::stable_sort(ranked.begin(), ranked.end(), [&](std::int64_t x, std::int64_t y) {
-    return similarity[static_cast<std::size_t>(x)] > similarity[static_cast<std::size_t>(y)];
-  });
+  const std::vector<std::int64_t> ranked = ref::rank_candidates(similarity, p.protect);
   const std::vector<std::int64_t> src(ranked.begin(), ranked.begin() + r);
   std::vector<std::int64_t> dst, unm;
   for (std::int64_t k : src) {

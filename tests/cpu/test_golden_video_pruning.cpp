@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,7 +15,6 @@
 #include <tokred/policy/feature_scores.hpp>
 #include <tokred/policy/threshold.hpp>
 
-#include "io/npy.hpp"
 #include "reference/feature_scores_ref.hpp"
 #include "support/buffers.hpp"
 #include "support/catch.hpp"

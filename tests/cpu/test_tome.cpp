@@ -262,13 +262,7 @@ template <class E>
 float chained_dot(const view<const E, 2>& a, index_t i, const view<const E, 2>& b, index_t j) {
   float acc = 0.0f;
   for (index_t c = 0; c < a.extent(1); ++c) {
-    const float x = to_float(a(i, c)), y = to_float(b(j, c));
-    if constexpr (detail::multiply_add_fuses<compile_time_arch>()) {
-      acc = std::fma(x, y, acc);
-    } else {
-      const float product = x * y;  // no FMA in this build: nothing can fuse these
-      acc += product;
-    }
+    acc = detail::multiply_add<compile_time_arch>(to_float(a(i, c)), to_float(b(j, c)), acc);
   }
   return acc;
 }
