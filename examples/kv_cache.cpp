@@ -8,14 +8,10 @@
 
 #include <tokred/tokred.hpp>
 
+#include "scene_checks.hpp"
+
 int main() {
-  int failures = 0;
-  const auto check = [&failures](bool ok, const char* what) {
-    if (!ok) {
-      std::printf("  FAILED: %s\n", what);
-      ++failures;
-    }
-  };
+  using scene::check;
 
   // A small fp16 key cache: 4 heads, 8 tokens, head_dim 128.
   std::vector<tokred::f16> keys(4 * 8 * 128);
@@ -76,6 +72,5 @@ int main() {
   // example-end ggml-bad-input
   check(bad == tokred::status::invalid_parameter, "head_dim 80 refused");
 
-  std::printf("kv_cache: %s\n", failures == 0 ? "all checks passed" : "FAILED");
-  return failures == 0 ? 0 : 1;
+  return scene::finish();
 }

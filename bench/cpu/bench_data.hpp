@@ -146,6 +146,37 @@ inline double fma_peak() {
   return peak;
 }
 
+/// A contiguous `(heads, tokens, head_dim)` KV cache of uniform values in [0, 2), one per shape
+/// and element type, made once.
+template <class E>
+const std::vector<E>& kv_values(index_t heads, index_t tokens, index_t head_dim) {
+  static std::map<std::tuple<index_t, index_t, index_t>, std::vector<E>> cache;
+  auto [it, fresh] = cache.try_emplace({heads, tokens, head_dim});
+  if (fresh) {
+    testing::rng r(0xCAC4E + static_cast<std::uint64_t>(tokens));
+    it->second.resize(static_cast<std::size_t>(heads * tokens * head_dim));
+    for (E& v : it->second) v = from_float<E>(2.0f * r.uniform());
+  }
+  return it->second;
+}
+
+/// Sets the bytes and items processed per iteration.
+inline void count_per_iteration(benchmark::State& state, std::int64_t bytes, std::int64_t items) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * bytes);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * items);
+}
+
+/// Times one memcpy of a contiguous buffer per iteration; counts both copies' bytes.
+template <class E>
+void time_memcpy(benchmark::State& state, const std::vector<E>& x) {
+  std::vector<E> copy(x.size());
+  for (auto _ : state) {
+    std::memcpy(copy.data(), x.data(), x.size() * sizeof(E));
+    benchmark::ClobberMemory();
+  }
+  count_per_iteration(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
+}
+
 /// Times one memcpy of the contiguous `rows` per iteration: the floor of any pass over them.
 template <class E>
 void time_memcpy(benchmark::State& state, const view<const E, 2>& rows) {

@@ -27,30 +27,13 @@ void kv_shapes(benchmark::internal::Benchmark* b) {
 
 template <class E>
 const std::vector<E>& cache_of(index_t tokens) {
-  static std::map<index_t, std::vector<E>> cache;
-  auto [it, fresh] = cache.try_emplace(tokens);
-  if (fresh) {
-    testing::rng r(0xCAC4E + static_cast<std::uint64_t>(tokens));
-    it->second.resize(static_cast<std::size_t>(heads * tokens * head_dim));
-    for (E& v : it->second) v = from_float<E>(2.0f * r.uniform());
-  }
-  return it->second;
+  return kv_values<E>(heads, tokens, head_dim);
 }
 
-void count(benchmark::State& state, std::int64_t bytes, std::int64_t items) {
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * bytes);
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * items);
-}
 
 template <class E>
 void BM_memcpy_cache(benchmark::State& state) {
-  const std::vector<E>& x = cache_of<E>(state.range(0));
-  std::vector<E> copy(x.size());
-  for (auto _ : state) {
-    std::memcpy(copy.data(), x.data(), x.size() * sizeof(E));
-    benchmark::ClobberMemory();
-  }
-  count(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
+  time_memcpy(state, cache_of<E>(state.range(0)));
 }
 
 template <ggml_type T, class E>
@@ -69,7 +52,7 @@ void BM_quantize(benchmark::State& state) {
     if (ref::quantize_row(T, row0.data(), head_dim) != std::vector<std::uint8_t>(packed.begin(), packed.begin() + row))
       state.SkipWithError("disagrees with the reference");
   }
-  count(state, static_cast<std::int64_t>(x.size() * sizeof(E) + packed.size()), static_cast<std::int64_t>(x.size()));
+  count_per_iteration(state, static_cast<std::int64_t>(x.size() * sizeof(E) + packed.size()), static_cast<std::int64_t>(x.size()));
 }
 
 template <ggml_type T, class E>
@@ -88,7 +71,7 @@ void BM_dequantize(benchmark::State& state) {
   const kv_outputs<E> out{make_view(y.data(), heads, tokens, head_dim)};
   const ggml_dequantize policy{T, state.range(1)};
   if (!time_apply(state, policy, in, out)) return;
-  count(state, static_cast<std::int64_t>(y.size() * sizeof(E) + packed.size()), static_cast<std::int64_t>(y.size()));
+  count_per_iteration(state, static_cast<std::int64_t>(y.size() * sizeof(E) + packed.size()), static_cast<std::int64_t>(y.size()));
 }
 
 /// The oracle, fp32 input: ggml's reference algorithm, one block at a time.
@@ -100,7 +83,7 @@ void BM_quantize_ref(benchmark::State& state) {
     std::vector<std::uint8_t> packed = ref::quantize_row(T, x.data(), static_cast<index_t>(x.size()));
     benchmark::DoNotOptimize(packed.data());
   }
-  count(state, static_cast<std::int64_t>(x.size() * sizeof(float) + x.size() / 32 * ggml_block_bytes(T)),
+  count_per_iteration(state, static_cast<std::int64_t>(x.size() * sizeof(float) + x.size() / 32 * ggml_block_bytes(T)),
         static_cast<std::int64_t>(x.size()));
 }
 
@@ -112,7 +95,7 @@ void BM_hadamard(benchmark::State& state) {
   const kv_inputs<E> in{make_view(x.data(), heads, tokens, head_dim)};
   const kv_outputs<E> out{make_view(y.data(), heads, tokens, head_dim)};
   if (!time_apply(state, hadamard{}, in, out)) return;
-  count(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
+  count_per_iteration(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
 }
 
 void no_rotation(benchmark::internal::Benchmark* b) {

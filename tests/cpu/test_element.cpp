@@ -117,3 +117,23 @@ TEST_CASE("SIMD loads and stores agree with the scalar conversions bit for bit",
   }
   CHECK(mismatches == 0);
 }
+
+namespace tokred::testing {
+namespace {
+
+TEST_CASE("SIMD fp16 widening equals to_float for all 65536 patterns", "[element][simd]") {
+  using lanes = detail::float_batch<compile_time_arch>;
+  std::vector<f16> all(65536);
+  for (std::size_t i = 0; i < all.size(); ++i) all[i].bits = static_cast<std::uint16_t>(i);
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < all.size(); i += lanes::size) {
+    alignas(64) float got[lanes::size];
+    detail::load_floats<compile_time_arch>(all.data() + i).store_aligned(got);
+    for (std::size_t j = 0; j < lanes::size; ++j)
+      mismatches += detail::float_bits(got[j]) != detail::float_bits(to_float(all[i + j]));
+  }
+  CHECK(mismatches == 0);
+}
+
+}  // namespace
+}  // namespace tokred::testing

@@ -25,6 +25,14 @@ status check_view(const V& v, const index_t (&extents)[R]) noexcept {
   return status::ok;
 }
 
+/// `check_view` for a view that may hold no elements (the part of a cache that is empty so far):
+/// a null pointer is accepted when the extents make the view empty.
+template <class V, std::size_t R>
+status check_view_or_empty(const V& v, const index_t (&extents)[R]) noexcept {
+  if (status s = check_view(v, extents); s != status::null_pointer) return s;
+  return v.empty() ? status::ok : status::null_pointer;
+}
+
 /// `check_view` for an optional view: `ok` when it is not requested.
 template <class V, std::size_t R>
 status check_optional_view(const V& v, const index_t (&extents)[R]) noexcept {

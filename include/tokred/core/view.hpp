@@ -139,6 +139,14 @@ constexpr view<T, static_cast<int>(Rank)> make_strided_view(
   return {data, extents, strides};
 }
 
+/// Tokens [first, first + count) of a `(heads, tokens, head_dim)` view (a KV cache), with its
+/// strides: the prompt of a cache, one decode step's rows, the part a cache holds.
+template <class T, class Space>
+constexpr view<T, 3, Space> token_range(const view<T, 3, Space>& v, index_t first, index_t count) noexcept {
+  return {v.data_handle() != nullptr ? v.data_handle() + first * v.stride(1) : nullptr,
+          {v.extent(0), count, v.extent(2)}, {v.stride(0), v.stride(1), v.stride(2)}};
+}
+
 namespace detail {
 
 /// Rows [first, first + count) of a (rows, cols) view, with its strides, in either memory space.

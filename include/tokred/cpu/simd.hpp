@@ -100,6 +100,27 @@ float multiply_add(float a, float b, float c) noexcept {
   }
 }
 
+/// a·b per lane, rounded on its own: an empty asm statement that claims to change the product
+/// stops the compiler from fusing it into a following add (GCC's default `-ffp-contract=fast`
+/// would), so `separate_product(a, b) + c` rounds twice on every ISA and with every flag.
+template <class Arch>
+float_batch<Arch> separate_product(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
+  float_batch<Arch> product = a * b;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  auto lanes = product.data;
+  __asm__("" : "+v"(lanes));
+  product = lanes;
+#elif defined(__GNUC__) && defined(__aarch64__)
+  auto lanes = product.data;
+  __asm__("" : "+w"(lanes));
+  product = lanes;
+#else
+  volatile float one = 1.0f;  // a factor the compiler cannot see through
+  product = product * float_batch<Arch>(static_cast<float>(one));
+#endif
+  return product;
+}
+
 /// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
 template <class Arch>
 float_batch<Arch> widen_bf16(const bf16* p) noexcept {
@@ -124,6 +145,25 @@ float_batch<Arch> widen_bf16(const bf16* p) noexcept {
 #endif
   const auto bits = u32_batch<Arch>::load_unaligned(reinterpret_cast<const std::uint16_t*>(p));
   return xsimd::bitwise_cast<float_batch<Arch>>(bits << 16);
+}
+
+/// `float_batch<Arch>::size` fp16 at `p`, widened exactly as to_float(f16) does, NaN payloads
+/// included: the 16-bit patterns move into 32-bit lanes as for bf16, then exponent and mantissa
+/// shift into place and the exponent is rebiased; subnormals are normalised by one exact float
+/// subtraction (F. Giesen's branch-free conversion), infinities and NaNs rebiased once more.
+template <class Arch>
+float_batch<Arch> widen_f16(const f16* p) noexcept {
+  using ub = u32_batch<Arch>;
+  using fb = float_batch<Arch>;
+  const ub h = xsimd::bitwise_cast<ub>(widen_bf16<Arch>(reinterpret_cast<const bf16*>(p))) >> 16;
+  const ub shifted = (h & ub(0x7FFFu)) << 13;  // exponent and mantissa, at fp32's positions
+  const ub exponent = shifted & ub(0x0F800000u);
+  const ub rebiased = shifted + ub(0x38000000u);  // (127 − 15) << 23
+  const ub special = rebiased + ub(0x38000000u);  // inf / NaN: the fp32 exponent all ones
+  const fb small = xsimd::bitwise_cast<fb>(rebiased + ub(0x00800000u)) - xsimd::bitwise_cast<fb>(ub(113u << 23));
+  ub bits = xsimd::select(exponent == ub(0x0F800000u), special, rebiased);
+  bits = xsimd::select(exponent == ub(0u), xsimd::bitwise_cast<ub>(small), bits);
+  return xsimd::bitwise_cast<fb>(bits | ((h & ub(0x8000u)) << 16));
 }
 
 /// The bf16 bit patterns of a batch of floats, each in the low half of its 32-bit lane, rounded
@@ -251,9 +291,7 @@ float_batch<Arch> load_floats(const E* p) noexcept {
   } else if constexpr (std::is_same_v<E, bf16>) {
     return widen_bf16<Arch>(p);
   } else {
-    alignas(64) float lanes[float_batch<Arch>::size];
-    for (std::size_t i = 0; i < float_batch<Arch>::size; ++i) lanes[i] = to_float(p[i]);
-    return float_batch<Arch>::load_aligned(lanes);
+    return widen_f16<Arch>(p);
   }
 }
 

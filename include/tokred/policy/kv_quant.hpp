@@ -1,9 +1,10 @@
 // tokred/policy/kv_quant.hpp — KV-cache quantization: llama.cpp's (ggml's) block formats,
-// byte for byte, and the block Walsh–Hadamard rotation applied around them.
+// byte for byte, the block Walsh–Hadamard rotation applied around them, and the uniform grouped
+// quantizers of KIVI and VidKV with their packed layout.
 //
-// WHAT each policy computes; the HOW lives in <tokred/cpu/ggml_blocks.hpp> and
-// <tokred/cpu/hadamard.hpp>. This header is the KV-quantization family's (the uniform KIVI and
-// VidKV quantizers belong here too); it compiles with the standard library alone.
+// WHAT each policy computes; the HOW lives in <tokred/cpu/ggml_blocks.hpp>,
+// <tokred/cpu/hadamard.hpp> and <tokred/cpu/uniform_quant.hpp>. It compiles with the standard
+// library alone.
 //
 // A KV cache is a `(heads, tokens, head_dim)` view of fp32, fp16 or bf16 with any strides. Its
 // packed form is a `(heads, tokens, row_bytes)` byte view whose rows are ggml blocks back to back:

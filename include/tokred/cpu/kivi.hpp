@@ -1,0 +1,183 @@
+// tokred/cpu/kivi.hpp — CPU backends of kivi_append and kivi_read, built on the group kernels
+// of <tokred/cpu/uniform_quant.hpp>.
+//
+// Every share (ith of nth) owns the heads [H·ith/nth, H·(ith+1)/nth): a head's groups, residual
+// rows and ring are its own, so shares never touch the same bytes. Within a head, an append
+// first quantizes (reading old residual rows and new tokens), then writes the new tokens'
+// residual rows, so a ring row is read before it is reused. No workspace, no allocation.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "tokred/core/contract.hpp"
+#include "tokred/core/element.hpp"
+#include "tokred/core/exec.hpp"
+#include "tokred/core/workspace.hpp"
+#include "tokred/cpu/uniform_quant.hpp"
+#include "tokred/policy/kivi.hpp"
+
+namespace tokred {
+namespace detail {
+
+/// The storage problem of a cache: (heads, capacity, head_dim) from its packed values.
+template <class E, class Space>
+kv_problem kivi_storage(const kivi_cache<E, Space>& c) noexcept {
+  return {c.values.codes.extent(0), c.values.codes.extent(1), c.key_residual.extent(2)};
+}
+
+/// The cache views' checks, in order: keys packed, key residual, values packed, value residual.
+template <class E, class Space>
+status check_kivi_cache(const kivi& p, const kivi_cache<E, Space>& c, const kv_problem& s) noexcept {
+  if (status st = check_packed(c.keys, kivi_key_format(p), s); st != status::ok) return st;
+  if (status st = check_view(c.key_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
+  if (status st = check_packed(c.values, kivi_value_format(p), s); st != status::ok) return st;
+  return check_view(c.value_residual, {s.heads, p.residual, s.head_dim});
+}
+
+template <class E, class Space>
+bool kivi_cache_overlaps(const kivi_cache<E, Space>& c) noexcept {
+  return any_overlap(c.keys.codes, c.keys.scale, c.keys.zero, c.key_residual, c.values.codes, c.values.scale,
+                     c.values.zero, c.value_residual);
+}
+
+template <class V, class E, class Space>
+bool overlaps_cache(const V& v, const kivi_cache<E, Space>& c) noexcept {
+  return overlaps_any(v, c.keys.codes, c.keys.scale, c.keys.zero, c.key_residual, c.values.codes, c.values.scale,
+                      c.values.zero, c.value_residual);
+}
+
+/// Copies one row of `n` channels (strides `sa`, `sb`) between element types.
+template <class Ein, class Eout>
+void copy_channels(const Ein* a, index_t sa, Eout* b, index_t sb, index_t n) noexcept {
+  for (index_t c = 0; c < n; ++c) b[c * sb] = from_float<Eout>(to_float(a[c * sa]));
+}
+
+template <class Arch, class E>
+status check_append(const cpu<Arch>& exec, const kivi_append& p, const kivi_append_inputs<E>& in,
+                    const kivi_cache<E>& cache) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem storage = kivi_storage(cache);
+  if (status s = can_implement(p, storage); s != status::ok) return s;
+  const kv_problem added = kv_problem_of(in.keys);
+  if (status s = check_view(in.keys, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
+  if (status s = check_view(in.values, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
+  if (status s = check_kivi_cache(p.cache, cache, storage); s != status::ok) return s;
+  if (in.tokens_before < 0 || in.tokens_before + added.tokens > kivi_max_tokens(p.cache, storage.tokens))
+    return status::shape_mismatch;
+  if (kivi_cache_overlaps(cache) || overlaps_cache(in.keys, cache) || overlaps_cache(in.values, cache))
+    return status::aliasing;
+  return status::ok;
+}
+
+template <class Arch, class E, class Eout>
+status check_read(const cpu<Arch>& exec, const kivi_read& p, const kivi_read_inputs<E>& in,
+                  const kivi_read_outputs<Eout>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem storage = kivi_storage(in.cache);
+  if (status s = can_implement(p, storage); s != status::ok) return s;
+  if (status s = check_kivi_cache(p.cache, in.cache, storage); s != status::ok) return s;
+  if (in.tokens < 0 || in.tokens > kivi_max_tokens(p.cache, storage.tokens)) return status::shape_mismatch;
+  if (in.tokens == 0) return status::empty_input;
+  if (status s = check_view(out.keys, {storage.heads, in.tokens, storage.head_dim}); s != status::ok) return s;
+  if (status s = check_view(out.values, {storage.heads, in.tokens, storage.head_dim}); s != status::ok) return s;
+  if (may_overlap(out.keys, out.values) || overlaps_cache(out.keys, in.cache) || overlaps_cache(out.values, in.cache))
+    return status::aliasing;
+  return status::ok;
+}
+
+}  // namespace detail
+
+/// KIVI append on CPU: no workspace; any strides on the new tokens and the residuals.
+template <class Arch>
+struct backend<kivi_append, cpu<Arch>> {
+  static std::size_t workspace_bytes(const cpu<Arch>&, const kivi_append&, const kv_problem&) noexcept { return 0; }
+
+  template <class E>
+  static status apply(const cpu<Arch>& exec, const kivi_append& p, const kivi_append_inputs<E>& in,
+                      const kivi_cache<E>& cache, workspace) noexcept {
+    if (status s = detail::check_append(exec, p, in, cache); s != status::ok) return s;
+    const kivi& k = p.cache;
+    const uniform_format kf = kivi_key_format(k), vf = kivi_value_format(k);
+    const detail::step_rounding<Arch, E> rnd{k.round_each_op};
+    const index_t heads = in.keys.extent(0), n = in.keys.extent(1), dim = in.keys.extent(2);
+    const index_t t0 = in.tokens_before, t1 = t0 + n;
+    const kivi_counts before = kivi_counts_at(k, t0), after = kivi_counts_at(k, t1);
+    constexpr kv_scheme asym = kv_scheme::asymmetric;
+    const index_t h1 = detail::share_begin(heads, exec.ith + 1, exec.nth);
+    for (index_t h = detail::share_begin(heads, exec.ith, exec.nth); h < h1; ++h) {
+      // Keys: whole groups of the old residual and the new tokens, then the residual's new rows.
+      for (index_t g = before.keys_packed / k.group; g < after.keys_packed / k.group; ++g) {
+        detail::token_rows<E> rows;
+        for (index_t i = 0; i < k.group; ++i) {
+          const index_t t = g * k.group + i;
+          const bool old = t < t0;
+          rows.row[i] = old ? &cache.key_residual(h, t - before.keys_packed, 0) : &in.keys(h, t - t0, 0);
+          rows.stride[i] = old ? cache.key_residual.stride(2) : in.keys.stride(2);
+        }
+        detail::quantize_token_unit<asym, Arch>(kf, rnd, rows, dim, detail::token_group_at<E>(cache.keys, kf, h, g));
+      }
+      for (index_t t = std::max(t0, after.keys_packed); t < t1; ++t)
+        detail::copy_channels(&in.keys(h, t - t0, 0), in.keys.stride(2),
+                              &cache.key_residual(h, t - after.keys_packed, 0), cache.key_residual.stride(2), dim);
+      // Values: each token leaving the window alone, then the new tokens into the ring.
+      const index_t words_per_group = k.group * vf.bits / 32;
+      for (index_t t = before.values_packed; t < after.values_packed; ++t) {
+        const bool old = t < t0;
+        const E* x = old ? &cache.value_residual(h, t % k.residual, 0) : &in.values(h, t - t0, 0);
+        const index_t xs = old ? cache.value_residual.stride(2) : in.values.stride(2);
+        for (index_t g = 0; g < dim / k.group; ++g)
+          detail::quantize_channel_group<asym, Arch>(vf, rnd, x + g * k.group * xs, xs,
+                                               &cache.values.codes(h, t, g * words_per_group),
+                                               &cache.values.scale(h, t, g), &cache.values.zero(h, t, g));
+      }
+      for (index_t t = std::max(t0, after.values_packed); t < t1; ++t)
+        detail::copy_channels(&in.values(h, t - t0, 0), in.values.stride(2),
+                              &cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2), dim);
+    }
+    return status::ok;
+  }
+};
+
+/// KIVI read on CPU: no workspace; any output element type and strides.
+template <class Arch>
+struct backend<kivi_read, cpu<Arch>> {
+  static std::size_t workspace_bytes(const cpu<Arch>&, const kivi_read&, const kv_problem&) noexcept { return 0; }
+
+  template <class E, class Eout>
+  static status apply(const cpu<Arch>& exec, const kivi_read& p, const kivi_read_inputs<E>& in,
+                      const kivi_read_outputs<Eout>& out, workspace) noexcept {
+    if (status s = detail::check_read(exec, p, in, out); s != status::ok) return s;
+    const kivi& k = p.cache;
+    const auto& cache = in.cache;
+    const uniform_format kf = kivi_key_format(k), vf = kivi_value_format(k);
+    const detail::step_rounding<Arch, E> rnd{k.round_each_op};
+    const index_t heads = out.keys.extent(0), dim = out.keys.extent(2);
+    const kivi_counts held = kivi_counts_at(k, in.tokens);
+    constexpr kv_scheme asym = kv_scheme::asymmetric;
+    const index_t h1 = detail::share_begin(heads, exec.ith + 1, exec.nth);
+    for (index_t h = detail::share_begin(heads, exec.ith, exec.nth); h < h1; ++h) {
+      for (index_t g = 0; g < held.keys_packed / k.group; ++g) {
+        Eout* rows[detail::uniform_max_group];
+        for (index_t t = 0; t < k.group; ++t) rows[t] = &out.keys(h, g * k.group + t, 0);
+        detail::dequantize_token_unit<asym, Arch>(kf, false, rnd, detail::token_group_at<const E>(cache.keys, kf, h, g),
+                                               dim, rows, out.keys.stride(2));
+      }
+      for (index_t t = held.keys_packed; t < in.tokens; ++t)
+        detail::copy_channels(&cache.key_residual(h, t - held.keys_packed, 0), cache.key_residual.stride(2),
+                              &out.keys(h, t, 0), out.keys.stride(2), dim);
+      const index_t words_per_group = k.group * vf.bits / 32;
+      for (index_t t = 0; t < held.values_packed; ++t)
+        for (index_t g = 0; g < dim / k.group; ++g)
+          detail::dequantize_channel_group<asym, Arch>(vf, false, rnd, &cache.values.codes(h, t, g * words_per_group),
+                                                 cache.values.scale(h, t, g), cache.values.zero(h, t, g),
+                                                 &out.values(h, t, g * k.group), out.values.stride(2));
+      for (index_t t = held.values_packed; t < in.tokens; ++t)
+        detail::copy_channels(&cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2),
+                              &out.values(h, t, 0), out.values.stride(2), dim);
+    }
+    return status::ok;
+  }
+};
+
+}  // namespace tokred

@@ -1,0 +1,544 @@
+// tokred/cpu/uniform_quant.hpp — CPU backends of uniform_quantize, uniform_dequantize and
+// packed_key_scores, and the group kernels the KIVI cache (<tokred/cpu/kivi.hpp>) reuses.
+//
+// SIMD lanes hold channels. Along tokens (per channel), a group is `group` token rows read
+// twice — once for its statistics, once for its codes (the second pass finds them in L1) — with
+// one lane per channel, so every lane's arithmetic runs in group order on every ISA, and the
+// codes of one word row (32/bits tokens) are shifted into a batch of words, one per channel.
+// Along channels (per token), a group of one row is widened into a float buffer, its statistics
+// summed in order, the codes formed a batch at a time and packed into words in order.
+// A partial batch (head_dim not a multiple of the SIMD width) or a strided row goes through the
+// same arithmetic lane by lane through small buffers. No workspace but the scores' query
+// products; no allocation.
+//
+// Shares: quantize and dequantize split the groups (heads × token groups along tokens, heads ×
+// tokens along channels) into nth contiguous ranges; scores split the query heads.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "tokred/core/contract.hpp"
+#include "tokred/core/element.hpp"
+#include "tokred/core/exec.hpp"
+#include "tokred/core/workspace.hpp"
+#include "tokred/cpu/hadamard.hpp"
+#include "tokred/cpu/simd.hpp"
+#include "tokred/policy/uniform_quant.hpp"
+
+namespace tokred {
+namespace detail {
+
+/// The largest group, in values: the word rows of one group fit a stack array.
+inline constexpr index_t uniform_max_group = 256;
+
+/// Rounds every lane to storage type E and back (exact for float).
+template <class Arch, class E>
+float_batch<Arch> round_to(const float_batch<Arch>& x) noexcept {
+  if constexpr (std::is_same_v<E, float>) {
+    return x;
+  } else {
+    alignas(64) E lanes[float_batch<Arch>::size];
+    store_floats<Arch>(lanes, x);
+    return load_floats<Arch>(lanes);
+  }
+}
+
+/// The per-step rounding of a quantizer: none, or to E after every operation.
+template <class Arch, class E>
+struct step_rounding {
+  bool each_op = false;
+  float_batch<Arch> operator()(const float_batch<Arch>& x) const noexcept {
+    return each_op ? round_to<Arch, E>(x) : x;
+  }
+};
+
+/// The statistics of one group, per lane: min, max, Σ|x| in group order, and Σ(x − x), which is
+/// NaN exactly when the group holds a NaN or an infinity.
+template <class Arch>
+struct group_stats {
+  // Parentheses, not braces: a braced float would pick xsimd's initializer-list constructor.
+  float_batch<Arch> lo = float_batch<Arch>(std::numeric_limits<float>::infinity());
+  float_batch<Arch> hi = float_batch<Arch>(-std::numeric_limits<float>::infinity());
+  float_batch<Arch> abs_sum = float_batch<Arch>(0.0f);
+  float_batch<Arch> bad = float_batch<Arch>(0.0f);
+
+  void add(const float_batch<Arch>& x) noexcept {
+    lo = xsimd::min(lo, x);
+    hi = xsimd::max(hi, x);
+    abs_sum = abs_sum + xsimd::abs(x);
+    bad = bad + (x - x);
+  }
+};
+
+/// A group's scale and zero point per lane, as stored (rounded to E), and its kernel constants.
+template <class Arch>
+struct group_params {
+  float_batch<Arch> scale = float_batch<Arch>(0.0f);
+  float_batch<Arch> zero = float_batch<Arch>(0.0f);
+};
+
+/// A kv_scheme as a type, so each group kernel is compiled for one scheme.
+template <kv_scheme S>
+using scheme_tag = std::integral_constant<kv_scheme, S>;
+
+/// Calls `f(scheme_tag<s>{})`.
+template <class F>
+void with_scheme(kv_scheme s, F&& f) {
+  switch (s) {
+    case kv_scheme::asymmetric: return f(scheme_tag<kv_scheme::asymmetric>{});
+    case kv_scheme::symmetric: return f(scheme_tag<kv_scheme::symmetric>{});
+    case kv_scheme::sign: return f(scheme_tag<kv_scheme::sign>{});
+    case kv_scheme::ternary: return f(scheme_tag<kv_scheme::ternary>{});
+  }
+}
+
+/// The scale and zero point of a group from its statistics (see kv_scheme). NaN for groups
+/// holding a non-finite value.
+template <kv_scheme S, class Arch, class E>
+group_params<Arch> params_of(const uniform_format& f, const group_stats<Arch>& st,
+                             const step_rounding<Arch, E>& rnd) noexcept {
+  using fb = float_batch<Arch>;
+  group_params<Arch> g;
+  if constexpr (S == kv_scheme::asymmetric) {
+    g.scale = round_to<Arch, E>(rnd(st.hi - st.lo) / fb(static_cast<float>((1 << f.bits) - 1)));
+    g.zero = st.lo;
+  } else if constexpr (S == kv_scheme::symmetric) {
+    const fb amax = xsimd::max(xsimd::abs(st.lo), xsimd::abs(st.hi));
+    g.scale = round_to<Arch, E>(amax / fb(static_cast<float>((1 << (f.bits - 1)) - 1)));
+  } else {
+    g.scale = round_to<Arch, E>(st.abs_sum / fb(static_cast<float>(f.group)));
+  }
+  const auto bad = st.bad != st.bad;
+  const fb nan(std::numeric_limits<float>::quiet_NaN());
+  g.scale = xsimd::select(bad, nan, g.scale);
+  g.zero = xsimd::select(bad, nan, g.zero);
+  return g;
+}
+
+/// The codes of a batch of values (as integral floats) under a group's parameters.
+template <kv_scheme S, class Arch, class E>
+float_batch<Arch> codes_of(int bits, const float_batch<Arch>& x, const group_params<Arch>& g,
+                           const step_rounding<Arch, E>& rnd) noexcept {
+  using fb = float_batch<Arch>;
+  const fb zero_code(0.0f);
+  fb q;
+  if constexpr (S == kv_scheme::asymmetric) {
+    const fb top(static_cast<float>((1 << bits) - 1));
+    q = xsimd::min(xsimd::max(xsimd::nearbyint(rnd(rnd(x - g.zero) / g.scale)), zero_code), top);
+    q = xsimd::select(g.scale == zero_code, zero_code, q);
+  } else if constexpr (S == kv_scheme::symmetric) {
+    const fb m(static_cast<float>((1 << (bits - 1)) - 1)), mid(static_cast<float>(1 << (bits - 1)));
+    q = xsimd::min(xsimd::max(xsimd::nearbyint(rnd(x / g.scale)), -m), m) + mid;
+    q = xsimd::select(g.scale == zero_code, mid, q);
+  } else if constexpr (S == kv_scheme::sign) {
+    q = xsimd::select(x >= zero_code, fb(1.0f), zero_code);
+  } else {
+    const fb tau = g.scale * fb(0.5f);
+    q = xsimd::select(x > tau, fb(2.0f), xsimd::select(x < -tau, zero_code, fb(1.0f)));
+  }
+  return xsimd::select(g.scale != g.scale, zero_code, q);  // non-finite groups: codes 0
+}
+
+/// `x̂ = a·q + b` per lane: the scheme's dequantization as an affine map of the code.
+template <class Arch>
+struct affine_code {
+  float_batch<Arch> a, b;
+};
+
+template <kv_scheme S, class Arch>
+affine_code<Arch> affine_of(int bits, bool vidkv, const group_params<Arch>& g) noexcept {
+  using fb = float_batch<Arch>;
+  if constexpr (S == kv_scheme::asymmetric) return {g.scale, g.zero};
+  if constexpr (S == kv_scheme::symmetric) return {g.scale, -fb(static_cast<float>(1 << (bits - 1))) * g.scale};
+  if constexpr (S == kv_scheme::sign)
+    return vidkv ? affine_code<Arch>{g.scale, fb(0.0f)} : affine_code<Arch>{g.scale + g.scale, -g.scale};
+  if constexpr (S == kv_scheme::ternary)
+    return vidkv ? affine_code<Arch>{fb(1.0f), fb(-1.0f)} : affine_code<Arch>{g.scale, -g.scale};
+}
+
+/// The dequantized values of a batch of codes: `q·s + z` (asymmetric) with the product and the
+/// sum rounded separately, `(q − 2^(b−1))·s`, `(2q − 1)·s` or `(q − 1)·s` — each exactly the
+/// affine map, the integer part formed exactly first.
+template <kv_scheme S, class Arch, class E>
+float_batch<Arch> values_of(int bits, bool vidkv, const float_batch<Arch>& q, const group_params<Arch>& g,
+                            const step_rounding<Arch, E>& rnd) noexcept {
+  using fb = float_batch<Arch>;
+  if constexpr (S == kv_scheme::asymmetric) return rnd(separate_product<Arch>(q, g.scale)) + g.zero;
+  if constexpr (S == kv_scheme::symmetric) return rnd((q - fb(static_cast<float>(1 << (bits - 1)))) * g.scale);
+  if constexpr (S == kv_scheme::sign) return vidkv ? rnd(q * g.scale) : rnd((q + q - fb(1.0f)) * g.scale);
+  if constexpr (S == kv_scheme::ternary) return vidkv ? q - fb(1.0f) : rnd((q - fb(1.0f)) * g.scale);
+}
+
+/// The `n ≤ size` values at p (element stride `stride`) as a batch, zeros in the missing lanes.
+template <class Arch, class E>
+float_batch<Arch> load_lanes(const E* p, index_t stride, index_t n) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  if (n == w && stride == 1) return load_floats<Arch>(p);
+  alignas(64) float lanes[w] = {};
+  for (index_t i = 0; i < n; ++i) lanes[i] = to_float(p[i * stride]);
+  return float_batch<Arch>::load_aligned(lanes);
+}
+
+/// Stores the first `n ≤ size` lanes of x to p (element stride `stride`), rounded to E.
+template <class Arch, class E>
+void store_lanes(E* p, index_t stride, index_t n, const float_batch<Arch>& x) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  if (n == w && stride == 1) return store_floats<Arch>(p, x);
+  alignas(64) float lanes[w];
+  x.store_aligned(lanes);
+  for (index_t i = 0; i < n; ++i) p[i * stride] = from_float<E>(lanes[i]);
+}
+
+template <class Arch>
+u32_batch<Arch> load_word_lanes(const std::uint32_t* p, index_t n) noexcept {
+  constexpr index_t w = u32_batch<Arch>::size;
+  if (n == w) return u32_batch<Arch>::load_unaligned(p);
+  alignas(64) std::uint32_t lanes[w] = {};
+  for (index_t i = 0; i < n; ++i) lanes[i] = p[i];
+  return u32_batch<Arch>::load_aligned(lanes);
+}
+
+template <class Arch>
+void store_word_lanes(std::uint32_t* p, index_t n, const u32_batch<Arch>& x) noexcept {
+  constexpr index_t w = u32_batch<Arch>::size;
+  if (n == w) return x.store_unaligned(p);
+  alignas(64) std::uint32_t lanes[w];
+  x.store_aligned(lanes);
+  for (index_t i = 0; i < n; ++i) p[i] = lanes[i];
+}
+
+template <class Arch>
+u32_batch<Arch> code_words(const float_batch<Arch>& q) noexcept {
+  return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::to_int(q));
+}
+
+template <class Arch>
+float_batch<Arch> code_floats(const u32_batch<Arch>& q) noexcept {
+  return xsimd::to_float(xsimd::bitwise_cast<xsimd::batch<std::int32_t, simd_arch_t<Arch>>>(q));
+}
+
+/// Where the code of value i of a run lies: word i·bits/32, shifted by i·bits mod 32; `spills`
+/// when its high bits continue in the next word.
+struct code_slot {
+  index_t word;
+  int shift;
+  bool spills;
+};
+constexpr code_slot slot_of(index_t i, int bits) noexcept {
+  const index_t bit = i * bits;
+  return {bit / 32, static_cast<int>(bit % 32), bit % 32 + bits > 32};
+}
+
+/// The `group` token rows of one group along tokens: channel 0 of each and its channel stride
+/// (a group may span two buffers, such as a cache's residual and the tokens being appended).
+template <class E>
+struct token_rows {
+  const E* row[uniform_max_group];
+  index_t stride[uniform_max_group];
+
+  const E* at(index_t t, index_t c) const noexcept { return row[t] + c * stride[t]; }
+};
+
+/// Channels per pass of the token-group kernels (the dequantizer keeps this many channels'
+/// parameters on the stack while it writes whole rows).
+inline constexpr index_t uniform_chunk = 256;
+
+/// One group along tokens, channels [c0, c0 + n) a batch of lanes at a time: the batch's column
+/// of `group` rows is read twice (the second time from L1), once for the statistics and once
+/// for the codes, with the statistics and the words in registers. Writes `group·bits/32` word
+/// rows at `words` (row stride `ws`), and the scale and zero point.
+template <kv_scheme S, class Arch, class E, class Ep>
+void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>& rnd,
+                          const token_rows<E>& rows, index_t c0, index_t n, std::uint32_t* words,
+                          index_t ws, Ep* scale, index_t ss, Ep* zero, index_t zs) noexcept {
+  using ub = u32_batch<Arch>;
+  constexpr index_t w = float_batch<Arch>::size;
+  for (index_t b = 0; b * w < n; ++b) {
+    const index_t c = c0 + b * w, lanes = std::min(w, n - b * w);
+    group_stats<Arch> st;
+    for (index_t t = 0; t < f.group; ++t) st.add(load_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes));
+    const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
+    store_lanes<Arch>(scale + b * w * ss, ss, lanes, g.scale);
+    if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes, g.zero);
+    ub word(0u);
+    for (index_t t = 0; t < f.group; ++t) {
+      const code_slot at = slot_of(t, f.bits);
+      const ub q = code_words<Arch>(codes_of<S, Arch, E>(f.bits, load_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes), g, rnd));
+      word = word | (q << at.shift);
+      if (at.shift + f.bits >= 32) {  // the word is complete
+        store_word_lanes<Arch>(words + at.word * ws + b * w, lanes, word);
+        word = at.spills ? ub(q >> (32 - at.shift)) : ub(0u);
+      }
+    }
+  }
+}
+
+/// The codes of token t of a group along tokens, from the group's word rows.
+template <class Arch>
+u32_batch<Arch> token_codes(const std::uint32_t* words, index_t ws, index_t n, index_t t, int bits) noexcept {
+  const code_slot at = slot_of(t, bits);
+  u32_batch<Arch> q = load_word_lanes<Arch>(words + at.word * ws, n) >> at.shift;
+  if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n) << (32 - at.shift));
+  return q & u32_batch<Arch>((1u << bits) - 1u);
+}
+
+/// One group along tokens, channels [c0, c0 + n), n ≤ uniform_chunk, back to its `group` output
+/// rows (channel 0 of each, stride `cs`), each row written whole.
+template <kv_scheme S, class Arch, class E, class Eout>
+void dequantize_token_group(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
+                            const std::uint32_t* words, index_t ws, const E* scale, index_t ss,
+                            const E* zero, index_t zs, index_t c0, index_t n, Eout* const* rows,
+                            index_t cs) noexcept {
+  constexpr index_t w = float_batch<Arch>::size, most = uniform_chunk / w;
+  const index_t batches = (n + w - 1) / w;
+  const auto lanes = [&](index_t b) { return std::min(w, n - b * w); };
+  group_params<Arch> g[most];
+  for (index_t b = 0; b < batches; ++b) {
+    g[b].scale = load_lanes<Arch>(scale + b * w * ss, ss, lanes(b));
+    if constexpr (S == kv_scheme::asymmetric) g[b].zero = load_lanes<Arch>(zero + b * w * zs, zs, lanes(b));
+  }
+  for (index_t t = 0; t < f.group; ++t)
+    for (index_t b = 0; b < batches; ++b) {
+      const auto q = code_floats<Arch>(token_codes<Arch>(words + b * w, ws, lanes(b), t, f.bits));
+      store_lanes<Arch>(rows[t] + (c0 + b * w) * cs, cs, lanes(b), values_of<S, Arch, E>(f.bits, vidkv, q, g[b], rnd));
+    }
+}
+
+/// Packs `count` codes (each below 2^bits) into count·bits/32 words as a little-endian stream.
+inline void pack_codes(const std::uint32_t* q, index_t count, int bits, std::uint32_t* words) noexcept {
+  for (index_t w = 0; w < count * bits / 32; ++w) words[w] = 0;
+  for (index_t i = 0; i < count; ++i) {
+    const code_slot at = slot_of(i, bits);
+    words[at.word] |= q[i] << at.shift;
+    if (at.spills) words[at.word + 1] |= q[i] >> (32 - at.shift);
+  }
+}
+
+inline void unpack_codes(const std::uint32_t* words, index_t count, int bits, std::uint32_t* q) noexcept {
+  const std::uint32_t mask = (1u << bits) - 1u;
+  for (index_t i = 0; i < count; ++i) {
+    const code_slot at = slot_of(i, bits);
+    std::uint32_t v = words[at.word] >> at.shift;
+    if (at.spills) v |= words[at.word + 1] << (32 - at.shift);
+    q[i] = v & mask;
+  }
+}
+
+/// The lanes of x folded with `op` in lane order.
+template <class Arch, class Op>
+float reduce_lanes(const float_batch<Arch>& x, const Op& op) noexcept {
+  alignas(64) float lanes[float_batch<Arch>::size];
+  x.store_aligned(lanes);
+  float r = lanes[0];
+  for (std::size_t i = 1; i < float_batch<Arch>::size; ++i) r = op(r, lanes[i]);
+  return r;
+}
+
+/// One group along channels: `group` channels at `x` (stride `cs`) of one token, widened a batch
+/// at a time. Statistics in channel order (the same on every ISA), codes a batch at a time, then
+/// packed in order.
+template <kv_scheme S, class Arch, class E, class Ep>
+void quantize_channel_group(const uniform_format& f, const step_rounding<Arch, E>& rnd, const E* x,
+                            index_t cs, std::uint32_t* words, Ep* scale, Ep* zero) noexcept {
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size;
+  alignas(64) float v[uniform_max_group];
+  alignas(64) std::uint32_t q[uniform_max_group];
+  group_stats<Arch> lanes;  // min, max and non-finite flags per lane: any order gives the same
+  for (index_t i = 0; i < f.group; i += w) {
+    const fb xi = load_lanes<Arch>(x + i * cs, cs, w);
+    xi.store_aligned(v + i);
+    lanes.add(xi);
+  }
+  group_stats<Arch> st;  // broadcast: every lane holds the group's statistics
+  st.lo = fb(reduce_lanes<Arch>(lanes.lo, [](float a, float b) { return a < b ? a : b; }));
+  st.hi = fb(reduce_lanes<Arch>(lanes.hi, [](float a, float b) { return a > b ? a : b; }));
+  st.bad = fb(xsimd::hadd(lanes.bad));
+  if constexpr (S == kv_scheme::sign || S == kv_scheme::ternary) {
+    float abs_sum = 0.0f;  // in channel order
+    for (index_t i = 0; i < f.group; ++i) abs_sum += std::fabs(v[i]);
+    st.abs_sum = fb(abs_sum);
+  }
+  const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
+  store_lanes<Arch>(scale, 0, 1, g.scale);  // every lane holds the group's scale
+  if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero, 0, 1, g.zero);
+  for (index_t i = 0; i < f.group; i += w)
+    code_words<Arch>(codes_of<S, Arch, E>(f.bits, fb::load_aligned(v + i), g, rnd)).store_aligned(q + i);
+  pack_codes(q, f.group, f.bits, words);
+}
+
+/// One group along channels back to `group` channels at `y` (stride `cs`).
+template <kv_scheme S, class Arch, class E, class Eout>
+void dequantize_channel_group(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
+                              const std::uint32_t* words, E scale, E zero, Eout* y, index_t cs) noexcept {
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size;
+  alignas(64) std::uint32_t q[uniform_max_group];
+  unpack_codes(words, f.group, f.bits, q);
+  group_params<Arch> g;
+  g.scale = fb(to_float(scale));
+  if constexpr (S == kv_scheme::asymmetric) g.zero = fb(to_float(zero));
+  for (index_t i = 0; i < f.group; i += w)
+    store_lanes<Arch>(y + i * cs, cs, w,
+                      values_of<S, Arch, E>(f.bits, vidkv, code_floats<Arch>(u32_batch<Arch>::load_aligned(q + i)), g, rnd));
+}
+
+/// Where one group along tokens is packed: its first word row (channel 0), the row stride, and
+/// its scale and zero point rows (channel 0) with their channel strides.
+template <class Ep>
+struct token_group_out {
+  std::conditional_t<std::is_const_v<Ep>, const std::uint32_t, std::uint32_t>* words;
+  index_t word_stride;
+  Ep* scale;
+  index_t scale_stride;
+  Ep* zero;  // null for the schemes without one
+  index_t zero_stride;
+};
+
+/// A whole group along tokens, every channel, `uniform_chunk` channels per pass.
+template <kv_scheme S, class Arch, class E, class Ep>
+void quantize_token_unit(const uniform_format& f, const step_rounding<Arch, E>& rnd, const token_rows<E>& rows,
+                         index_t dim, const token_group_out<Ep>& o) noexcept {
+  for (index_t c = 0; c < dim; c += uniform_chunk)
+    quantize_token_group<S, Arch>(f, rnd, rows, c, std::min(uniform_chunk, dim - c), o.words + c, o.word_stride,
+                                  o.scale + c * o.scale_stride, o.scale_stride,
+                                  S == kv_scheme::asymmetric ? o.zero + c * o.zero_stride : nullptr, o.zero_stride);
+}
+
+/// A whole packed group along tokens back to its rows, every channel.
+template <kv_scheme S, class Arch, class E, class Eout>
+void dequantize_token_unit(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
+                           const token_group_out<const E>& in, index_t dim, Eout* const* rows, index_t cs) noexcept {
+  for (index_t c = 0; c < dim; c += uniform_chunk)
+    dequantize_token_group<S, Arch>(f, vidkv, rnd, in.words + c, in.word_stride, in.scale + c * in.scale_stride,
+                                    in.scale_stride,
+                                    S == kv_scheme::asymmetric ? in.zero + c * in.zero_stride : nullptr,
+                                    in.zero_stride, c, std::min(uniform_chunk, dim - c), rows, cs);
+}
+
+/// Shared checks of the three policies' cache sides, in the documented order: exec, the
+/// format against the problem, the float cache, the packed views, then overlaps.
+template <class Arch, class Ef, class Ep>
+status check_uniform_io(const cpu<Arch>& exec, const uniform_format& f, const Ef& cache,
+                        const Ep& packed) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(cache);
+  if (status s = check_uniform(f, prob); s != status::ok) return s;
+  if (status s = check_view(cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
+  if (status s = check_packed(packed, f, prob); s != status::ok) return s;
+  const bool zero_used = f.scheme == kv_scheme::asymmetric;
+  if (overlaps_any(cache, packed.codes, packed.scale) || may_overlap(packed.codes, packed.scale) ||
+      (zero_used && overlaps_any(packed.zero, cache, packed.codes, packed.scale)))
+    return status::aliasing;
+  return status::ok;
+}
+
+/// Runs share `ith` of `nth` of a problem's units, with the scheme as a compile-time tag:
+/// `group(tag, h, g)` for each (head, token group) along tokens, `row(tag, h, t)` for each
+/// (head, token) along channels, in order.
+template <class Arch, class Group, class Row>
+void for_each_unit(const cpu<Arch>& exec, const uniform_format& f, const kv_problem& p, const Group& group,
+                   const Row& row) noexcept {
+  const bool along_tokens = f.axis == kv_group_axis::tokens;
+  const index_t per_head = along_tokens ? p.tokens / f.group : p.tokens, units = p.heads * per_head;
+  const index_t u0 = share_begin(units, exec.ith, exec.nth), u1 = share_begin(units, exec.ith + 1, exec.nth);
+  with_scheme(f.scheme, [&](auto tag) {
+    for (index_t u = u0; u < u1; ++u) {
+      if (along_tokens) group(tag, u / per_head, u % per_head);
+      else row(tag, u / per_head, u % per_head);
+    }
+  });
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// The packed place of group `g` of head `h` along tokens, in a packed cache.
+template <class Ep, class Packed>
+token_group_out<Ep> token_group_at(const Packed& packed, const uniform_format& f, index_t h, index_t g) noexcept {
+  const bool zero = f.scheme == kv_scheme::asymmetric;
+  return {&packed.codes(h, g * f.group * f.bits / 32, 0), packed.codes.stride(1), &packed.scale(h, g, 0),
+          packed.scale.stride(2), zero ? &packed.zero(h, g, 0) : nullptr, packed.zero.stride(2)};
+}
+
+}  // namespace detail
+
+/// Uniform quantization on CPU: no workspace; fp32, fp16 and bf16 caches with any strides;
+/// packed codes with inner stride 1.
+template <class Arch>
+struct backend<uniform_quantize, cpu<Arch>> {
+  static std::size_t workspace_bytes(const cpu<Arch>&, const uniform_quantize&, const kv_problem&) noexcept {
+    return 0;
+  }
+
+  template <class E>
+  static status apply(const cpu<Arch>& exec, const uniform_quantize& p, const kv_inputs<E>& in,
+                      const uniform_packed<E>& out, workspace) noexcept {
+    const uniform_format& f = p.format;
+    if (status s = detail::check_uniform_io(exec, f, in.cache, out); s != status::ok) return s;
+    const kv_problem prob = detail::kv_problem_of(in.cache);
+    const detail::step_rounding<Arch, E> rnd{p.round_each_op};
+    const auto& x = in.cache;
+    const index_t words_per_group = f.group * f.bits / 32;
+    detail::for_each_unit(
+        exec, f, prob,
+        [&](auto tag, index_t h, index_t g) {
+          detail::token_rows<E> rows;
+          for (index_t t = 0; t < f.group; ++t) rows.row[t] = &x(h, g * f.group + t, 0), rows.stride[t] = x.stride(2);
+          detail::quantize_token_unit<decltype(tag)::value, Arch>(f, rnd, rows, prob.head_dim,
+                                                                  detail::token_group_at<E>(out, f, h, g));
+        },
+        [&](auto tag, index_t h, index_t t) {
+          constexpr kv_scheme S = decltype(tag)::value;
+          for (index_t g = 0; g < prob.head_dim / f.group; ++g)
+            detail::quantize_channel_group<S, Arch>(f, rnd, &x(h, t, g * f.group), x.stride(2),
+                                                    &out.codes(h, t, g * words_per_group), &out.scale(h, t, g),
+                                                    S == kv_scheme::asymmetric ? &out.zero(h, t, g) : nullptr);
+        });
+    return status::ok;
+  }
+};
+
+/// Uniform dequantization on CPU: no workspace; any output element type and strides.
+template <class Arch>
+struct backend<uniform_dequantize, cpu<Arch>> {
+  static std::size_t workspace_bytes(const cpu<Arch>&, const uniform_dequantize&, const kv_problem&) noexcept {
+    return 0;
+  }
+
+  template <class E, class Eout>
+  static status apply(const cpu<Arch>& exec, const uniform_dequantize& p, const uniform_packed<const E>& in,
+                      const kv_outputs<Eout>& out, workspace) noexcept {
+    const uniform_format& f = p.format;
+    if (status s = detail::check_uniform_io(exec, f, out.cache, in); s != status::ok) return s;
+    const kv_problem prob = detail::kv_problem_of(out.cache);
+    const detail::step_rounding<Arch, E> rnd{p.round_each_op};
+    const auto& y = out.cache;
+    const index_t words_per_group = f.group * f.bits / 32;
+    detail::for_each_unit(
+        exec, f, prob,
+        [&](auto tag, index_t h, index_t g) {
+          Eout* rows[detail::uniform_max_group];
+          for (index_t t = 0; t < f.group; ++t) rows[t] = &y(h, g * f.group + t, 0);
+          detail::dequantize_token_unit<decltype(tag)::value, Arch>(
+              f, p.vidkv_dequant, rnd, detail::token_group_at<const E>(in, f, h, g), prob.head_dim, rows, y.stride(2));
+        },
+        [&](auto tag, index_t h, index_t t) {
+          constexpr kv_scheme S = decltype(tag)::value;
+          for (index_t g = 0; g < prob.head_dim / f.group; ++g)
+            detail::dequantize_channel_group<S, Arch>(f, p.vidkv_dequant, rnd, &in.codes(h, t, g * words_per_group),
+                                                      in.scale(h, t, g),
+                                                      S == kv_scheme::asymmetric ? in.zero(h, t, g) : E{},
+                                                      &y(h, t, g * f.group), y.stride(2));
+        });
+    return status::ok;
+  }
+};
+
+}  // namespace tokred

@@ -1,0 +1,422 @@
+// tests/cpu/test_uniform_quant.cpp — uniform grouped quantization (KIVI, VidKV) against the
+// scalar oracle over the case table, the originals' own outputs, error bounds and bad input.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <tokred/tokred.hpp>
+
+#include "reference/uniform_quant_ref.hpp"
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/catch.hpp"
+#include "support/golden.hpp"
+#include "support/kv_cache.hpp"
+
+namespace tokred::testing {
+namespace {
+
+/// A packed cache in contiguous buffers filled with sentinels (codes 0xA5A5A5A5, params −7).
+template <class E>
+struct packed_buffers {
+  kv_extents code_extents, param_extents;
+  std::vector<std::uint32_t> codes;
+  std::vector<E> scale, zero;
+
+  packed_buffers(const uniform_format& f, const kv_problem& p)
+      : code_extents(uniform_code_extents(f, p)), param_extents(uniform_param_extents(f, p)),
+        codes(static_cast<std::size_t>(code_extents.heads * code_extents.rows * code_extents.cols), 0xA5A5A5A5u),
+        scale(static_cast<std::size_t>(param_extents.heads * param_extents.rows * param_extents.cols), from_float<E>(-7.0f)),
+        zero(scale) {}
+
+  uniform_packed<E> out() {
+    return {view<std::uint32_t, 3>(codes.data(), {code_extents.heads, code_extents.rows, code_extents.cols}),
+            view<E, 3>(scale.data(), {param_extents.heads, param_extents.rows, param_extents.cols}),
+            view<E, 3>(zero.data(), {param_extents.heads, param_extents.rows, param_extents.cols})};
+  }
+  uniform_packed<const E> in() const {
+    return {view<const std::uint32_t, 3>(codes.data(), {code_extents.heads, code_extents.rows, code_extents.cols}),
+            view<const E, 3>(scale.data(), {param_extents.heads, param_extents.rows, param_extents.cols}),
+            view<const E, 3>(zero.data(), {param_extents.heads, param_extents.rows, param_extents.cols})};
+  }
+};
+
+template <class E>
+status quantize(const uniform_format& f, const view<E, 3>& cache, packed_buffers<E>& out, bool each_op = false,
+                cpu<> exec = {}) {
+  return apply(exec, uniform_quantize{f, each_op}, kv_inputs<E>{cache}, out.out());
+}
+
+template <class E>
+status dequantize(const uniform_format& f, const packed_buffers<E>& in, const view<E, 3>& cache,
+                  bool each_op = false, bool vidkv = false, cpu<> exec = {}) {
+  return apply(exec, uniform_dequantize{f, each_op, vidkv}, in.in(), kv_outputs<E>{cache});
+}
+
+std::string describe(const uniform_format& f) {
+  const char* schemes[] = {"asymmetric", "symmetric", "sign", "ternary"};
+  return std::string(schemes[static_cast<int>(f.scheme)]) + " b" + std::to_string(f.bits) + " g" +
+         std::to_string(f.group) + (f.axis == kv_group_axis::tokens ? " tokens" : " channels");
+}
+
+/// Every format the tests sweep: 1 … 8-bit asymmetric, symmetric at 2, 3, 4 and 8, sign and
+/// ternary, along both axes, group 32 (and 64 for a few).
+std::vector<uniform_format> formats() {
+  std::vector<uniform_format> out;
+  for (kv_group_axis axis : {kv_group_axis::tokens, kv_group_axis::channels}) {
+    for (int bits = 1; bits <= 8; ++bits) out.push_back({bits, 32, axis, kv_scheme::asymmetric});
+    for (int bits : {2, 3, 4, 8}) out.push_back({bits, 32, axis, kv_scheme::symmetric});
+    out.push_back({1, 32, axis, kv_scheme::sign});
+    out.push_back({2, 32, axis, kv_scheme::ternary});
+    out.push_back({3, 64, axis, kv_scheme::asymmetric});
+    out.push_back({4, 64, axis, kv_scheme::symmetric});
+  }
+  return out;
+}
+
+/// Quantizes and dequantizes `cache` and compares codes, scale, zero and values bit for bit
+/// with the oracle; nth = 1 and 3 give the same words.
+template <class E>
+void check_against_oracle(const uniform_format& f, const view<E, 3>& cache, bool each_op, bool vidkv) {
+  INFO(describe(f) << " " << element_name<E>() << (each_op ? " each-op" : "") << (vidkv ? " vidkv" : ""));
+  const kv_problem prob{cache.extent(0), cache.extent(1), cache.extent(2)};
+  const ref::uniform_result want = ref::uniform_roundtrip<E>(
+      f, each_op, vidkv, prob.heads, prob.tokens, prob.head_dim,
+      [&](index_t h, index_t t, index_t c) { return to_float(cache(h, t, c)); });
+  packed_buffers<E> one(f, prob), three(f, prob);
+  REQUIRE(quantize(f, cache, one, each_op) == status::ok);
+  for (int ith = 0; ith < 3; ++ith) REQUIRE(quantize(f, cache, three, each_op, cpu<>{ith, 3}) == status::ok);
+  CHECK(one.codes == want.codes);
+  CHECK(three.codes == one.codes);
+  bool params_equal = true;
+  for (std::size_t i = 0; i < want.scale.size(); ++i) {
+    params_equal = params_equal && bits_of(one.scale[i]) == bits_of(from_float<E>(want.scale[i]));
+    if (f.scheme == kv_scheme::asymmetric)
+      params_equal = params_equal && bits_of(one.zero[i]) == bits_of(from_float<E>(want.zero[i]));
+    else
+      params_equal = params_equal && bits_of(one.zero[i]) == bits_of(from_float<E>(-7.0f));  // not written
+  }
+  CHECK(params_equal);
+
+  std::vector<E> back(static_cast<std::size_t>(prob.heads * prob.tokens * prob.head_dim), from_float<E>(-9.0f));
+  const view<E, 3> y(back.data(), {prob.heads, prob.tokens, prob.head_dim});
+  REQUIRE(dequantize(f, one, y, each_op, vidkv) == status::ok);
+  bool values_equal = true;
+  for (std::size_t i = 0; i < back.size(); ++i)
+    values_equal = values_equal && bits_of(back[i]) == bits_of(from_float<E>(want.values[i]));
+  CHECK(values_equal);
+  std::vector<E> back3(back.size(), from_float<E>(-9.0f));
+  for (int ith = 0; ith < 3; ++ith)
+    REQUIRE(dequantize(f, one, view<E, 3>(back3.data(), {prob.heads, prob.tokens, prob.head_dim}), each_op, vidkv,
+                       cpu<>{ith, 3}) == status::ok);
+  CHECK(std::memcmp(back3.data(), back.data(), back.size() * sizeof(E)) == 0);
+}
+
+template <class E>
+void sweep(index_t heads, index_t tokens, index_t dim, kv_layout how, std::uint64_t seed) {
+  kv_cache<E> k = make_cache<E>(heads, tokens, dim, how);
+  fill(k.cache, seed);
+  for (const uniform_format& f : formats()) {
+    const kv_problem prob{heads, tokens, dim};
+    if (can_implement(uniform_quantize{f}, prob) != status::ok) continue;
+    check_against_oracle<E>(f, k.cache, false, false);
+    if (f.scheme == kv_scheme::sign || f.scheme == kv_scheme::ternary) check_against_oracle<E>(f, k.cache, false, true);
+    if (!std::is_same_v<E, float>) check_against_oracle<E>(f, k.cache, true, false);
+  }
+}
+
+TEST_CASE("case table: codes, scales and values equal the oracle for every format", "[uniform_quant]") {
+  for (const shape_case& c : shape_cases()) {
+    INFO(c.name);
+    // Along tokens the case's width runs as is (partial SIMD batches); along channels the next
+    // multiple of 32. Tokens: the case's count rounded down to groups, at most 256.
+    const index_t tokens = std::max<index_t>(64, std::min<index_t>(256, c.grid.tokens() / 64 * 64));
+    const kv_layout how = c.rows == layout::strided    ? kv_layout::strided
+                          : c.rows == layout::reversed ? kv_layout::reversed
+                          : c.dim % 2                  ? kv_layout::cells
+                                                       : kv_layout::contiguous;
+    sweep<float>(2, tokens, c.dim, how, 11);
+    sweep<float>(1, 64, (c.dim + 31) / 32 * 32, how, 12);
+    sweep<f16>(1, 64, c.dim, how, 13);
+    sweep<bf16>(1, 64, (c.dim + 31) / 32 * 32, how, 14);
+  }
+}
+
+// --- the originals' own outputs --------------------------------------------------------------
+
+/// A golden array as floats, or as 32-bit words (codes).
+std::vector<float> floats(const std::string& dir, const char* name) { return load_npy(dir + name).as<float>(); }
+std::vector<std::uint32_t> words(const std::string& dir, const char* name) {
+  const io::npy_array a = load_npy(dir + name);
+  REQUIRE(a.dtype == "<i4");
+  return a.as<std::uint32_t>();
+}
+
+template <class E>
+std::vector<E> stored(const std::vector<float>& x) {
+  std::vector<E> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = from_float<E>(x[i]);
+  return out;
+}
+
+template <class E>
+std::vector<float> widened(const std::vector<E>& x) {
+  std::vector<float> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = to_float(x[i]);
+  return out;
+}
+
+/// KIVI's prefill (jy-yuan/KIVI quant/new_pack.py): keys along tokens, the first Tk tokens;
+/// values along channels, the first Tv tokens. `each_op` as the fp16 run computes.
+template <class E>
+void check_kivi_case(const char* name, bool each_op, int* tie_codes) {
+  const std::string dir = golden_case("kivi", name);
+  const index_t heads = json_int(dir, "num_heads"), tokens = json_int(dir, "T"), dim = json_int(dir, "head_dim");
+  const int bits = static_cast<int>(json_int(dir, "k_bits"));
+  const index_t group = json_int(dir, "group_size");
+  const index_t tk = json_int(dir, "k_quantized_tokens"), tv = json_int(dir, "v_quantized_tokens");
+  REQUIRE(json_int(dir, "v_bits") == bits);
+  const uniform_format keys{bits, group, kv_group_axis::tokens}, values{bits, group, kv_group_axis::channels};
+
+  for (const bool is_key : {true, false}) {
+    INFO((is_key ? "keys" : "values") << (each_op ? " each-op" : ""));
+    const uniform_format& f = is_key ? keys : values;
+    const index_t n = is_key ? tk : tv;
+    std::vector<E> input = stored<E>(floats(dir, is_key ? "input_k.npy" : "input_v.npy"));
+    // The first n tokens of each head: a (heads, n, dim) view with the full cache's head stride.
+    const view<E, 3> cache(input.data(), {heads, n, dim}, {tokens * dim, dim, 1});
+    packed_buffers<E> out(f, {heads, n, dim});
+    REQUIRE(quantize(f, cache, out, each_op) == status::ok);
+    const std::vector<std::uint32_t> want_codes = words(dir, is_key ? "k_codes.npy" : "v_codes.npy");
+    const std::vector<float> want_scale = floats(dir, is_key ? "k_scale.npy" : "v_scale.npy");
+    const std::vector<float> want_zero = floats(dir, is_key ? "k_mn.npy" : "v_mn.npy");
+    const std::vector<float> want_values = floats(dir, is_key ? "k_dequant.npy" : "v_dequant.npy");
+    REQUIRE(out.codes.size() == want_codes.size());
+    CHECK(widened(out.zero) == want_zero);
+
+    std::vector<E> back(static_cast<std::size_t>(heads * n * dim));
+    REQUIRE(dequantize(f, out, view<E, 3>(back.data(), {heads, n, dim}), each_op) == status::ok);
+    if (each_op || std::is_same_v<E, float>) {
+      CHECK(widened(out.scale) == want_scale);
+      CHECK(out.codes == want_codes);
+      CHECK(widened(back) == want_values);
+      continue;
+    }
+    // fp32 arithmetic on an fp16 cache: the scale is (max − min)/3 rounded once, where KIVI
+    // rounds max − min first, and a code may differ by one where KIVI's fp16 quotient lands on a
+    // half. Every value stays within one step of KIVI's.
+    const std::vector<float> got = widened(back);
+    bool within_a_step = true;
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t t = 0; t < n; ++t)
+        for (index_t d = 0; d < dim; ++d) {
+          const std::size_t i = static_cast<std::size_t>((h * n + t) * dim + d);
+          const std::size_t p = static_cast<std::size_t>(is_key ? (h * (n / group) + t / group) * dim + d
+                                                                : (h * n + t) * (dim / group) + d / group);
+          within_a_step = within_a_step && std::fabs(got[i] - want_values[i]) <= 1.01f * want_scale[p];
+        }
+    CHECK(within_a_step);
+    for (std::size_t w = 0; w < want_codes.size(); ++w)
+      for (int i = 0; i < 32 / bits; ++i)
+        *tie_codes += ((out.codes[w] ^ want_codes[w]) >> (i * bits) & ((1u << bits) - 1u)) != 0;
+  }
+}
+
+TEST_CASE("golden: KIVI's fp32 and fp16 prefill codes, scales and dequantized values", "[uniform_quant][golden]") {
+  int ties = 0;
+  check_kivi_case<float>("k2v2_g32_r32_fp32_T100", false, &ties);
+  CHECK(ties == 0);
+  check_kivi_case<f16>("k2v2_g32_r32_fp16_T100", true, &ties);
+  CHECK(ties == 0);
+  check_kivi_case<f16>("k2v2_g32_r32_fp16_T100", false, &ties);
+  CHECK(ties > 0);  // the case has fp16 half-step ties: the compatibility switch is needed
+  CHECK(ties < 60);  // 15 of 20,992 codes on this case
+}
+
+TEST_CASE("golden: VidKV's 1-, 1.58-, 2- and 4-bit per-channel quantizers", "[uniform_quant][golden]") {
+  const std::string dir = golden_case("vidkv", "unit_bits_1_1p58_2_4_g32");
+  const index_t heads = json_int(dir, "num_heads"), tokens = json_int(dir, "T"), dim = json_int(dir, "head_dim");
+  const index_t group = json_int(dir, "q_group_size");
+  std::vector<float> input = floats(dir, "input.npy");
+  const view<float, 3> cache(input.data(), {heads, tokens, dim});
+  struct bits_case {
+    const char* suffix;
+    uniform_format format;
+  };
+  const bits_case cases[] = {{"b1", {1, group, kv_group_axis::tokens, kv_scheme::sign}},
+                             {"b1p58", {2, group, kv_group_axis::tokens, kv_scheme::ternary}},
+                             {"b2", {2, group, kv_group_axis::tokens, kv_scheme::asymmetric}},
+                             {"b4", {4, group, kv_group_axis::tokens, kv_scheme::asymmetric}}};
+  for (const bits_case& c : cases) {
+    INFO(c.suffix);
+    const std::string suffix = std::string(c.suffix) + ".npy";
+    packed_buffers<float> out(c.format, {heads, tokens, dim});
+    REQUIRE(quantize(c.format, cache, out) == status::ok);
+    // VidKV stores codes (heads, dim, words) and parameters (heads, dim, groups): channel-major.
+    const std::vector<std::uint32_t> want_codes = words(dir, ("codes_" + suffix).c_str());
+    const std::vector<float> want_scale = floats(dir, ("scale_" + suffix).c_str());
+    const std::vector<float> want_dequant = floats(dir, ("dequant_" + suffix).c_str());
+    const index_t rows = out.code_extents.rows, groups = out.param_extents.rows;
+    bool codes_equal = true, scales_close = true;
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t d = 0; d < dim; ++d) {
+        for (index_t w = 0; w < rows; ++w)
+          codes_equal = codes_equal && out.codes[static_cast<std::size_t>((h * rows + w) * dim + d)] ==
+                                           want_codes[static_cast<std::size_t>((h * dim + d) * rows + w)];
+        for (index_t g = 0; g < groups; ++g) {
+          const float got = out.scale[static_cast<std::size_t>((h * groups + g) * dim + d)];
+          const float want = want_scale[static_cast<std::size_t>((h * dim + d) * groups + g)];
+          scales_close = scales_close && std::fabs(got - want) <= 1e-6f * std::fabs(want);
+        }
+      }
+    CHECK(codes_equal);
+    CHECK(scales_close);
+    // VidKV's dequantization (the compatibility switch) reproduces its values; the default is
+    // the consistent form: ±s for sign, (q − 1)·s for ternary.
+    std::vector<float> back(input.size()), fixed(input.size());
+    REQUIRE(dequantize(c.format, out, view<float, 3>(back.data(), {heads, tokens, dim}), false, true) == status::ok);
+    REQUIRE(dequantize(c.format, out, view<float, 3>(fixed.data(), {heads, tokens, dim})) == status::ok);
+    bool values_close = true, consistent = true;
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t t = 0; t < tokens; ++t)
+        for (index_t d = 0; d < dim; ++d) {
+          const std::size_t i = static_cast<std::size_t>((h * tokens + t) * dim + d);
+          values_close = values_close && std::fabs(back[i] - want_dequant[i]) <= 1e-5f;
+          const float s = out.scale[static_cast<std::size_t>((h * groups + t / group) * dim + d)];
+          const float x = input[i];
+          if (c.format.scheme == kv_scheme::sign) consistent = consistent && fixed[i] == (x >= 0 ? s : -s);
+          if (c.format.scheme == kv_scheme::ternary)
+            consistent = consistent && fixed[i] == (x > 0.5f * s ? s : x < -0.5f * s ? -s : 0.0f);
+        }
+    CHECK(values_close);
+    CHECK(consistent);
+  }
+}
+
+// --- error bounds and documented results ------------------------------------------------------
+
+TEST_CASE("min-max and absmax formats round-trip within half a step", "[uniform_quant]") {
+  kv_cache<float> k = make_cache<float>(2, 128, 96, kv_layout::contiguous);
+  fill(k.cache, 21);
+  for (const uniform_format& f : formats()) {
+    if (f.scheme != kv_scheme::asymmetric && f.scheme != kv_scheme::symmetric) continue;
+    INFO(describe(f));
+    const kv_problem prob{2, 128, 96};
+    if (can_implement(uniform_quantize{f}, prob) != status::ok) continue;
+    packed_buffers<float> out(f, prob);
+    REQUIRE(quantize(f, k.cache, out) == status::ok);
+    std::vector<float> back(2 * 128 * 96);
+    REQUIRE(dequantize(f, out, make_view(back.data(), 2, 128, 96)) == status::ok);
+    double worst = 0.0;
+    for (index_t h = 0; h < 2; ++h)
+      for (index_t t = 0; t < 128; ++t)
+        for (index_t d = 0; d < 96; ++d) {
+          const index_t g = f.axis == kv_group_axis::tokens ? (h * (128 / f.group) + t / f.group) * 96 + d
+                                                            : (h * 128 + t) * (96 / f.group) + d / f.group;
+          const double s = out.scale[static_cast<std::size_t>(g)];
+          const double z = f.scheme == kv_scheme::asymmetric ? out.zero[static_cast<std::size_t>(g)] : 0.0;
+          const double x = k.cache(h, t, d), e = std::fabs(x - back[static_cast<std::size_t>((h * 128 + t) * 96 + d)]);
+          // Half a step, plus the fp32 roundings of x − z, of the scale, of q·s and of q·s + z.
+          const double rounding = 2.4e-7 * (std::fabs(x) + std::fabs(z) + std::ldexp(s, f.bits));
+          worst = std::fmax(worst, e / (0.5 * s + rounding + 1e-30));
+        }
+    CHECK(worst <= 1.0);
+  }
+}
+
+TEST_CASE("constant, zero and non-finite groups give their documented results", "[uniform_quant]") {
+  for (kv_scheme scheme : {kv_scheme::asymmetric, kv_scheme::symmetric, kv_scheme::sign, kv_scheme::ternary}) {
+    const uniform_format f{scheme == kv_scheme::sign ? 1 : 2, 32, kv_group_axis::tokens, scheme};
+    INFO(describe(f));
+    std::vector<float> x(64 * 4, 0.0f);
+    for (int t = 0; t < 32; ++t) {
+      x[static_cast<std::size_t>(t * 4 + 0)] = 1.5f;                      // constant channel
+      x[static_cast<std::size_t>(t * 4 + 2)] = t == 5 ? NAN : 0.25f * t;  // a NaN
+      x[static_cast<std::size_t>(t * 4 + 3)] = t == 9 ? -INFINITY : 1.0f;  // an infinity
+    }
+    const view<float, 3> cache(x.data(), {1, 64, 4});
+    packed_buffers<float> out(f, {1, 64, 4});
+    REQUIRE(quantize(f, cache, out) == status::ok);
+    std::vector<float> back(x.size());
+    REQUIRE(dequantize(f, out, make_view(back.data(), 1, 64, 4)) == status::ok);
+    for (int t = 0; t < 32; ++t) {
+      if (scheme == kv_scheme::asymmetric) CHECK(back[static_cast<std::size_t>(t * 4)] == 1.5f);
+      CHECK(back[static_cast<std::size_t>(t * 4 + 1)] == 0.0f);  // all zero: scale 0, exact
+      CHECK(std::isnan(back[static_cast<std::size_t>(t * 4 + 2)]));
+      CHECK(std::isnan(back[static_cast<std::size_t>(t * 4 + 3)]));
+    }
+    CHECK(out.scale[1] == 0.0f);
+    CHECK(std::isnan(out.scale[2]));
+    CHECK(std::isnan(out.scale[3]));
+    CHECK(out.codes[2] == 0u);  // codes of a non-finite group are 0
+  }
+}
+
+// --- bad input ----------------------------------------------------------------------------------
+
+TEST_CASE("bad input: every status, packed cache and output untouched", "[uniform_quant][bad_input]") {
+  const uniform_format f{2, 32, kv_group_axis::tokens};
+  std::vector<float> x(2 * 64 * 32, 0.5f);
+  const view<float, 3> cache(x.data(), {2, 64, 32});
+  const kv_problem prob{2, 64, 32};
+  packed_buffers<float> out(f, prob);
+  const std::vector<std::uint32_t> codes0 = out.codes;
+  const std::vector<float> scale0 = out.scale;
+  const auto untouched = [&] { return out.codes == codes0 && out.scale == scale0 && out.zero == scale0; };
+  const auto q = [&](const uniform_quantize& p, const view<float, 3>& c, const uniform_packed<float>& o,
+                     cpu<> exec = {}) { return apply(exec, p, kv_inputs<float>{c}, o); };
+
+  CHECK(q({{0, 32}}, cache, out.out()) == status::invalid_parameter);   // bits 0
+  CHECK(q({{9, 32}}, cache, out.out()) == status::invalid_parameter);   // bits 9
+  CHECK(q({{2, 48}}, cache, out.out()) == status::invalid_parameter);   // group not a multiple of 32
+  CHECK(q({{2, 512}}, cache, out.out()) == status::invalid_parameter);  // group above 256
+  CHECK(q({{2, 128}}, cache, out.out()) == status::invalid_parameter);  // group larger than the tokens
+  CHECK(q({{1, 32, kv_group_axis::tokens, kv_scheme::symmetric}}, cache, out.out()) == status::invalid_parameter);
+  CHECK(q({{2, 32, kv_group_axis::tokens, kv_scheme::sign}}, cache, out.out()) == status::invalid_parameter);
+  CHECK(q({{1, 32, kv_group_axis::tokens, kv_scheme::ternary}}, cache, out.out()) == status::invalid_parameter);
+  CHECK(q({{2, 64, kv_group_axis::channels}}, cache, out.out()) == status::invalid_parameter);  // head_dim 32 < 64
+  CHECK(q({f}, view<float, 3>(x.data(), {2, 0, 32}), out.out()) == status::empty_input);
+  CHECK(q({f}, cache, out.out(), cpu<>{2, 2}) == status::invalid_exec);
+
+  uniform_packed<float> bad = out.out();
+  bad.codes = view<std::uint32_t, 3>(out.codes.data(), {2, 3, 32});
+  CHECK(q({f}, cache, bad) == status::shape_mismatch);  // codes rows
+  bad = out.out();
+  bad.codes = view<std::uint32_t, 3>(out.codes.data(), {2, 4, 32}, {256, 64, 2});
+  CHECK(q({f}, cache, bad) == status::shape_mismatch);  // codes inner stride 2
+  bad = out.out();
+  bad.scale = view<float, 3>(nullptr, {2, 2, 32});
+  CHECK(q({f}, cache, bad) == status::null_pointer);
+  bad = out.out();
+  bad.zero = view<float, 3>(out.zero.data(), {2, 1, 32});
+  CHECK(q({f}, cache, bad) == status::shape_mismatch);  // zero used by the asymmetric scheme
+  bad = out.out();
+  bad.scale = view<float, 3>(x.data(), {2, 2, 32});
+  CHECK(q({f}, cache, bad) == status::aliasing);  // scale over the input
+  bad = out.out();
+  bad.zero = bad.scale;
+  CHECK(q({f}, cache, bad) == status::aliasing);  // zero over scale
+  CHECK(untouched());
+
+  // The symmetric schemes never touch zero: an empty view is fine.
+  const uniform_format sym{2, 32, kv_group_axis::tokens, kv_scheme::symmetric};
+  uniform_packed<float> no_zero = out.out();
+  no_zero.zero = {};
+  CHECK(q({sym}, cache, no_zero) == status::ok);
+
+  // Dequantize refuses the same way and leaves its output untouched.
+  REQUIRE(q({f}, cache, out.out()) == status::ok);
+  std::vector<float> y(x.size(), -3.0f);
+  CHECK(apply(cpu<>{}, uniform_dequantize{{2, 32, kv_group_axis::channels, kv_scheme::asymmetric}}, out.in(),
+              kv_outputs<float>{make_view(y.data(), 2, 64, 32)}) == status::shape_mismatch);
+  CHECK(apply(cpu<>{}, uniform_dequantize{f}, out.in(),
+              kv_outputs<float>{view<float, 3>(reinterpret_cast<float*>(out.codes.data()), {2, 64, 32})}) ==
+        status::aliasing);
+  CHECK(std::all_of(y.begin(), y.end(), [](float v) { return v == -3.0f; }));
+}
+
+}  // namespace
+}  // namespace tokred::testing
