@@ -18,6 +18,17 @@
 #define TOKRED_HOST_DEVICE
 #endif
 
+/// Forces inlining of a small helper that sits in an innermost loop, where g++ would otherwise
+/// leave it out of line (it did for the bf16 loads of the DCT and the code extraction of the
+/// uniform dequantizer: a call per batch of lanes).
+#if defined(__GNUC__)
+#define TOKRED_FORCE_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define TOKRED_FORCE_INLINE __forceinline
+#else
+#define TOKRED_FORCE_INLINE inline
+#endif
+
 namespace tokred {
 
 /// Signed index type for extents, strides and token indices (strides may be negative, as in DLPack).

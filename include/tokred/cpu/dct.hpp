@@ -60,14 +60,8 @@
 #include "tokred/policy/grid_reduce.hpp"
 
 // The per-pair loads and stores sit in the innermost loops; g++ 12 left the bf16 ones out of
-// line (SSE2, 27 × 27 × 1152 bf16: the input pass took 375 µs against 197 µs for fp32).
-#if defined(__GNUC__)
-#define TOKRED_DCT_INLINE inline __attribute__((always_inline))
-#elif defined(_MSC_VER)
-#define TOKRED_DCT_INLINE __forceinline
-#else
-#define TOKRED_DCT_INLINE inline
-#endif
+// line (SSE2, 27 × 27 × 1152 bf16: the input pass took 375 µs against 197 µs for fp32), hence
+// TOKRED_FORCE_INLINE on them.
 
 namespace tokred {
 namespace detail {
@@ -332,7 +326,7 @@ float_pair<Arch> load_pair_edge(const panel_ref<const E>& s, const E* p, index_t
 /// inside, g++ called it for every pair: SSE2 bf16 input pass of 27 × 27 × 1152, 600 µs
 /// against 150 µs inlined).
 template <class Arch, bool Interleaved, class E>
-TOKRED_DCT_INLINE float_pair<Arch> load_pair(const panel_ref<const E>& s, index_t row,
+TOKRED_FORCE_INLINE float_pair<Arch> load_pair(const panel_ref<const E>& s, index_t row,
                                              index_t group, index_t c) noexcept {
   using batch = float_batch<Arch>;
   constexpr index_t lanes = static_cast<index_t>(batch::size);
@@ -362,7 +356,7 @@ void store_pair_edge(const panel_ref<E>& d, E* p, index_t c, const float_pair<Ar
 /// Stores a pair (interleaved or in order) to channels [c, c + 2·lanes) of (row, group),
 /// rounding to E; padding channels are dropped.
 template <class Arch, bool Interleaved, class E>
-TOKRED_DCT_INLINE void store_pair(const panel_ref<E>& d, index_t row, index_t group, index_t c,
+TOKRED_FORCE_INLINE void store_pair(const panel_ref<E>& d, index_t row, index_t group, index_t c,
                                   const float_pair<Arch>& x) noexcept {
   constexpr index_t lanes = static_cast<index_t>(float_batch<Arch>::size);
   if (c >= d.valid) return;
@@ -905,7 +899,6 @@ struct cpu_dct {
 
 }  // namespace detail
 
-#undef TOKRED_DCT_INLINE
 
 /// dct_lowpass on the CPU: the even/odd register-tile kernel (see the file comment).
 /// Workspace: `workspace_bytes(cpu{ith, nth}, policy, problem)`, needed only when `tokens` is

@@ -275,6 +275,29 @@ void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a) noexcept {
   (a >> 16).store_unaligned(p);
 }
 
+/// The fp16 bit patterns of a batch of floats, each in the high half of its 32-bit lane, exactly
+/// as from_float<f16> rounds them (nearest even; overflow to inf; NaN quiet with its top payload
+/// bits): normal halves rebias the exponent and round the 13 dropped bits with the carry trick of
+/// f32_bits_to_f16_bits; subnormal and zero halves come from one float addition of 2^-1 scaled
+/// magic (F. Giesen's conversion), whose rounding to nearest even is the half's.
+template <class Arch>
+u32_batch<Arch> f16_bits_high(const float_batch<Arch>& x) noexcept {
+  using ub = u32_batch<Arch>;
+  using fb = float_batch<Arch>;
+  const ub bits = xsimd::bitwise_cast<ub>(x);
+  const ub sign = (bits >> 16) & ub(0x8000u);
+  const ub ax = bits & ub(0x7FFFFFFFu);
+  const ub odd = (ax >> 13) & ub(1u);
+  const ub normal = (ax + ub(0xC8000FFFu) + odd) >> 13;
+  const fb denorm_magic = xsimd::bitwise_cast<fb>(ub(126u << 23));  // 0.5: the half's ulp lands on bit 0
+  const ub subnormal = xsimd::bitwise_cast<ub>(xsimd::bitwise_cast<fb>(ax) + denorm_magic) - ub(126u << 23);
+  const ub nan = ub(0x7E00u) | ((ax >> 13) & ub(0x3FFu));
+  ub h = xsimd::select(ax < ub(0x38800000u), subnormal, normal);
+  h = xsimd::select(ax >= ub(0x477FF000u), ub(0x7C00u), h);
+  h = xsimd::select(ax > ub(0x7F800000u), nan, h);
+  return (h | sign) << 16;
+}
+
 /// Stores a batch of floats to `float_batch<Arch>::size` bf16, exactly as from_float<bf16>.
 template <class Arch>
 void narrow_bf16(bf16* p, const float_batch<Arch>& x) noexcept {
@@ -303,9 +326,7 @@ void store_floats(E* p, const float_batch<Arch>& x) noexcept {
   } else if constexpr (std::is_same_v<E, bf16>) {
     narrow_bf16<Arch>(p, x);
   } else {
-    alignas(64) float lanes[float_batch<Arch>::size];
-    x.store_aligned(lanes);
-    for (std::size_t i = 0; i < float_batch<Arch>::size; ++i) p[i] = from_float<E>(lanes[i]);
+    store_high_halves<Arch>(reinterpret_cast<std::uint16_t*>(p), f16_bits_high<Arch>(x));
   }
 }
 

@@ -38,7 +38,7 @@ inline constexpr index_t uniform_max_group = 256;
 
 /// Rounds every lane to storage type E and back (exact for float).
 template <class Arch, class E>
-float_batch<Arch> round_to(const float_batch<Arch>& x) noexcept {
+TOKRED_FORCE_INLINE float_batch<Arch> round_to(const float_batch<Arch>& x) noexcept {
   if constexpr (std::is_same_v<E, float>) {
     return x;
   } else {
@@ -52,7 +52,7 @@ float_batch<Arch> round_to(const float_batch<Arch>& x) noexcept {
 template <class Arch, class E>
 struct step_rounding {
   bool each_op = false;
-  float_batch<Arch> operator()(const float_batch<Arch>& x) const noexcept {
+  TOKRED_FORCE_INLINE float_batch<Arch> operator()(const float_batch<Arch>& x) const noexcept {
     return each_op ? round_to<Arch, E>(x) : x;
   }
 };
@@ -67,7 +67,7 @@ struct group_stats {
   float_batch<Arch> abs_sum = float_batch<Arch>(0.0f);
   float_batch<Arch> bad = float_batch<Arch>(0.0f);
 
-  void add(const float_batch<Arch>& x) noexcept {
+  TOKRED_FORCE_INLINE void add(const float_batch<Arch>& x) noexcept {
     lo = xsimd::min(lo, x);
     hi = xsimd::max(hi, x);
     abs_sum = abs_sum + xsimd::abs(x);
@@ -100,7 +100,7 @@ void with_scheme(kv_scheme s, F&& f) {
 /// The scale and zero point of a group from its statistics (see kv_scheme). NaN for groups
 /// holding a non-finite value.
 template <kv_scheme S, class Arch, class E>
-group_params<Arch> params_of(const uniform_format& f, const group_stats<Arch>& st,
+TOKRED_FORCE_INLINE group_params<Arch> params_of(const uniform_format& f, const group_stats<Arch>& st,
                              const step_rounding<Arch, E>& rnd) noexcept {
   using fb = float_batch<Arch>;
   group_params<Arch> g;
@@ -120,28 +120,37 @@ group_params<Arch> params_of(const uniform_format& f, const group_stats<Arch>& s
   return g;
 }
 
-/// The codes of a batch of values (as integral floats) under a group's parameters.
+/// The codes of a batch of values under a group's parameters. The quotient is clamped to the
+/// code range first and then rounded to the nearest integer, ties to even, by the conversion
+/// itself (cvtps2dq and its kin, under the default rounding mode): the same codes as rounding
+/// first and clamping after.
 template <kv_scheme S, class Arch, class E>
-float_batch<Arch> codes_of(int bits, const float_batch<Arch>& x, const group_params<Arch>& g,
-                           const step_rounding<Arch, E>& rnd) noexcept {
+TOKRED_FORCE_INLINE u32_batch<Arch> codes_of(int bits, const float_batch<Arch>& x, const group_params<Arch>& g,
+                         const step_rounding<Arch, E>& rnd) noexcept {
   using fb = float_batch<Arch>;
   const fb zero_code(0.0f);
   fb q;
   if constexpr (S == kv_scheme::asymmetric) {
     const fb top(static_cast<float>((1 << bits) - 1));
-    q = xsimd::min(xsimd::max(xsimd::nearbyint(rnd(rnd(x - g.zero) / g.scale)), zero_code), top);
+    q = xsimd::min(xsimd::max(rnd(rnd(x - g.zero) / g.scale), zero_code), top);
     q = xsimd::select(g.scale == zero_code, zero_code, q);
   } else if constexpr (S == kv_scheme::symmetric) {
+    // Rounded first, then offset by 2^(b−1) as integers (adding first would round the sum);
+    // non-finite groups take −2^(b−1), which the offset makes code 0.
+    using ib = xsimd::batch<std::int32_t, simd_arch_t<Arch>>;
     const fb m(static_cast<float>((1 << (bits - 1)) - 1)), mid(static_cast<float>(1 << (bits - 1)));
-    q = xsimd::min(xsimd::max(xsimd::nearbyint(rnd(x / g.scale)), -m), m) + mid;
-    q = xsimd::select(g.scale == zero_code, mid, q);
+    q = xsimd::min(xsimd::max(rnd(x / g.scale), -m), m);
+    q = xsimd::select(g.scale == zero_code, zero_code, q);
+    q = xsimd::select(g.scale != g.scale, -mid, q);
+    return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(q) + ib(1 << (bits - 1)));
   } else if constexpr (S == kv_scheme::sign) {
     q = xsimd::select(x >= zero_code, fb(1.0f), zero_code);
   } else {
     const fb tau = g.scale * fb(0.5f);
     q = xsimd::select(x > tau, fb(2.0f), xsimd::select(x < -tau, zero_code, fb(1.0f)));
   }
-  return xsimd::select(g.scale != g.scale, zero_code, q);  // non-finite groups: codes 0
+  q = xsimd::select(g.scale != g.scale, zero_code, q);  // non-finite groups: codes 0
+  return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(q));
 }
 
 /// `x̂ = a·q + b` per lane: the scheme's dequantization as an affine map of the code.
@@ -151,7 +160,7 @@ struct affine_code {
 };
 
 template <kv_scheme S, class Arch>
-affine_code<Arch> affine_of(int bits, bool vidkv, const group_params<Arch>& g) noexcept {
+TOKRED_FORCE_INLINE affine_code<Arch> affine_of(int bits, bool vidkv, const group_params<Arch>& g) noexcept {
   using fb = float_batch<Arch>;
   if constexpr (S == kv_scheme::asymmetric) return {g.scale, g.zero};
   if constexpr (S == kv_scheme::symmetric) return {g.scale, -fb(static_cast<float>(1 << (bits - 1))) * g.scale};
@@ -165,7 +174,7 @@ affine_code<Arch> affine_of(int bits, bool vidkv, const group_params<Arch>& g) n
 /// sum rounded separately, `(q − 2^(b−1))·s`, `(2q − 1)·s` or `(q − 1)·s` — each exactly the
 /// affine map, the integer part formed exactly first.
 template <kv_scheme S, class Arch, class E>
-float_batch<Arch> values_of(int bits, bool vidkv, const float_batch<Arch>& q, const group_params<Arch>& g,
+TOKRED_FORCE_INLINE float_batch<Arch> values_of(int bits, bool vidkv, const float_batch<Arch>& q, const group_params<Arch>& g,
                             const step_rounding<Arch, E>& rnd) noexcept {
   using fb = float_batch<Arch>;
   if constexpr (S == kv_scheme::asymmetric) return rnd(separate_product<Arch>(q, g.scale)) + g.zero;
@@ -176,7 +185,7 @@ float_batch<Arch> values_of(int bits, bool vidkv, const float_batch<Arch>& q, co
 
 /// The `n ≤ size` values at p (element stride `stride`) as a batch, zeros in the missing lanes.
 template <class Arch, class E>
-float_batch<Arch> load_lanes(const E* p, index_t stride, index_t n) noexcept {
+TOKRED_FORCE_INLINE float_batch<Arch> load_lanes(const E* p, index_t stride, index_t n) noexcept {
   constexpr index_t w = float_batch<Arch>::size;
   if (n == w && stride == 1) return load_floats<Arch>(p);
   alignas(64) float lanes[w] = {};
@@ -186,7 +195,7 @@ float_batch<Arch> load_lanes(const E* p, index_t stride, index_t n) noexcept {
 
 /// Stores the first `n ≤ size` lanes of x to p (element stride `stride`), rounded to E.
 template <class Arch, class E>
-void store_lanes(E* p, index_t stride, index_t n, const float_batch<Arch>& x) noexcept {
+TOKRED_FORCE_INLINE void store_lanes(E* p, index_t stride, index_t n, const float_batch<Arch>& x) noexcept {
   constexpr index_t w = float_batch<Arch>::size;
   if (n == w && stride == 1) return store_floats<Arch>(p, x);
   alignas(64) float lanes[w];
@@ -195,7 +204,7 @@ void store_lanes(E* p, index_t stride, index_t n, const float_batch<Arch>& x) no
 }
 
 template <class Arch>
-u32_batch<Arch> load_word_lanes(const std::uint32_t* p, index_t n) noexcept {
+TOKRED_FORCE_INLINE u32_batch<Arch> load_word_lanes(const std::uint32_t* p, index_t n) noexcept {
   constexpr index_t w = u32_batch<Arch>::size;
   if (n == w) return u32_batch<Arch>::load_unaligned(p);
   alignas(64) std::uint32_t lanes[w] = {};
@@ -204,7 +213,7 @@ u32_batch<Arch> load_word_lanes(const std::uint32_t* p, index_t n) noexcept {
 }
 
 template <class Arch>
-void store_word_lanes(std::uint32_t* p, index_t n, const u32_batch<Arch>& x) noexcept {
+TOKRED_FORCE_INLINE void store_word_lanes(std::uint32_t* p, index_t n, const u32_batch<Arch>& x) noexcept {
   constexpr index_t w = u32_batch<Arch>::size;
   if (n == w) return x.store_unaligned(p);
   alignas(64) std::uint32_t lanes[w];
@@ -213,12 +222,7 @@ void store_word_lanes(std::uint32_t* p, index_t n, const u32_batch<Arch>& x) noe
 }
 
 template <class Arch>
-u32_batch<Arch> code_words(const float_batch<Arch>& q) noexcept {
-  return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::to_int(q));
-}
-
-template <class Arch>
-float_batch<Arch> code_floats(const u32_batch<Arch>& q) noexcept {
+TOKRED_FORCE_INLINE float_batch<Arch> code_floats(const u32_batch<Arch>& q) noexcept {
   return xsimd::to_float(xsimd::bitwise_cast<xsimd::batch<std::int32_t, simd_arch_t<Arch>>>(q));
 }
 
@@ -229,7 +233,7 @@ struct code_slot {
   int shift;
   bool spills;
 };
-constexpr code_slot slot_of(index_t i, int bits) noexcept {
+TOKRED_FORCE_INLINE constexpr code_slot slot_of(index_t i, int bits) noexcept {
   const index_t bit = i * bits;
   return {bit / 32, static_cast<int>(bit % 32), bit % 32 + bits > 32};
 }
@@ -249,9 +253,9 @@ struct token_rows {
 inline constexpr index_t uniform_chunk = 256;
 
 /// One group along tokens, channels [c0, c0 + n) a batch of lanes at a time: the batch's column
-/// of `group` rows is read twice (the second time from L1), once for the statistics and once
-/// for the codes, with the statistics and the words in registers. Writes `group·bits/32` word
-/// rows at `words` (row stride `ws`), and the scale and zero point.
+/// of `group` rows is widened once into a stack tile while its statistics accumulate in
+/// registers, then coded from the tile into words shifted together in a register. Writes
+/// `group·bits/32` word rows at `words` (row stride `ws`), and the scale and zero point.
 template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>& rnd,
                           const token_rows<E>& rows, index_t c0, index_t n, std::uint32_t* words,
@@ -260,15 +264,19 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
   constexpr index_t w = float_batch<Arch>::size;
   for (index_t b = 0; b * w < n; ++b) {
     const index_t c = c0 + b * w, lanes = std::min(w, n - b * w);
+    float_batch<Arch> tile[uniform_max_group];
     group_stats<Arch> st;
-    for (index_t t = 0; t < f.group; ++t) st.add(load_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes));
+    for (index_t t = 0; t < f.group; ++t) {
+      tile[t] = load_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes);
+      st.add(tile[t]);
+    }
     const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
     store_lanes<Arch>(scale + b * w * ss, ss, lanes, g.scale);
     if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes, g.zero);
     ub word(0u);
     for (index_t t = 0; t < f.group; ++t) {
       const code_slot at = slot_of(t, f.bits);
-      const ub q = code_words<Arch>(codes_of<S, Arch, E>(f.bits, load_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes), g, rnd));
+      const ub q = codes_of<S, Arch, E>(f.bits, tile[t], g, rnd);
       word = word | (q << at.shift);
       if (at.shift + f.bits >= 32) {  // the word is complete
         store_word_lanes<Arch>(words + at.word * ws + b * w, lanes, word);
@@ -280,7 +288,7 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
 
 /// The codes of token t of a group along tokens, from the group's word rows.
 template <class Arch>
-u32_batch<Arch> token_codes(const std::uint32_t* words, index_t ws, index_t n, index_t t, int bits) noexcept {
+TOKRED_FORCE_INLINE u32_batch<Arch> token_codes(const std::uint32_t* words, index_t ws, index_t n, index_t t, int bits) noexcept {
   const code_slot at = slot_of(t, bits);
   u32_batch<Arch> q = load_word_lanes<Arch>(words + at.word * ws, n) >> at.shift;
   if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n) << (32 - at.shift));
@@ -310,7 +318,26 @@ void dequantize_token_group(const uniform_format& f, bool vidkv, const step_roun
 }
 
 /// Packs `count` codes (each below 2^bits) into count·bits/32 words as a little-endian stream.
+/// Widths dividing 32 take whole words of 32/bits codes, unrolled; 3, 5, 6 and 7 bits walk the
+/// stream.
+template <int Bits>
+void pack_words(const std::uint32_t* q, index_t count, std::uint32_t* words) noexcept {
+  constexpr int per = 32 / Bits;
+  for (index_t w = 0; w < count / per; ++w) {
+    std::uint32_t word = 0;
+    for (int i = 0; i < per; ++i) word |= q[w * per + i] << (i * Bits);
+    words[w] = word;
+  }
+}
+
 inline void pack_codes(const std::uint32_t* q, index_t count, int bits, std::uint32_t* words) noexcept {
+  switch (bits) {
+    case 1: return pack_words<1>(q, count, words);
+    case 2: return pack_words<2>(q, count, words);
+    case 4: return pack_words<4>(q, count, words);
+    case 8: return pack_words<8>(q, count, words);
+    default: break;
+  }
   for (index_t w = 0; w < count * bits / 32; ++w) words[w] = 0;
   for (index_t i = 0; i < count; ++i) {
     const code_slot at = slot_of(i, bits);
@@ -319,7 +346,23 @@ inline void pack_codes(const std::uint32_t* q, index_t count, int bits, std::uin
   }
 }
 
+/// Unpacks what pack_codes packed.
+template <int Bits>
+void unpack_words(const std::uint32_t* words, index_t count, std::uint32_t* q) noexcept {
+  constexpr int per = 32 / Bits;
+  constexpr std::uint32_t mask = (1u << Bits) - 1u;
+  for (index_t w = 0; w < count / per; ++w)
+    for (int i = 0; i < per; ++i) q[w * per + i] = (words[w] >> (i * Bits)) & mask;
+}
+
 inline void unpack_codes(const std::uint32_t* words, index_t count, int bits, std::uint32_t* q) noexcept {
+  switch (bits) {
+    case 1: return unpack_words<1>(words, count, q);
+    case 2: return unpack_words<2>(words, count, q);
+    case 4: return unpack_words<4>(words, count, q);
+    case 8: return unpack_words<8>(words, count, q);
+    default: break;
+  }
   const std::uint32_t mask = (1u << bits) - 1u;
   for (index_t i = 0; i < count; ++i) {
     const code_slot at = slot_of(i, bits);
@@ -368,7 +411,7 @@ void quantize_channel_group(const uniform_format& f, const step_rounding<Arch, E
   store_lanes<Arch>(scale, 0, 1, g.scale);  // every lane holds the group's scale
   if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero, 0, 1, g.zero);
   for (index_t i = 0; i < f.group; i += w)
-    code_words<Arch>(codes_of<S, Arch, E>(f.bits, fb::load_aligned(v + i), g, rnd)).store_aligned(q + i);
+    codes_of<S, Arch, E>(f.bits, fb::load_aligned(v + i), g, rnd).store_aligned(q + i);
   pack_codes(q, f.group, f.bits, words);
 }
 
