@@ -35,6 +35,7 @@
 #include "tokred/policy/threshold.hpp"
 #include "tokred/policy/uniform_quant.hpp"
 #include "tokred/policy/video_layout.hpp"
+#include "tokred/policy/vidkv.hpp"
 #include "tokred/cpu/attention_scores.hpp"
 #include "tokred/cpu/attention_significance.hpp"
 #include "tokred/cpu/pool.hpp"
@@ -57,3 +58,4 @@
 #include "tokred/cpu/tome.hpp"
 #include "tokred/cpu/uniform_quant.hpp"
 #include "tokred/cpu/video_layout.hpp"
+#include "tokred/cpu/vidkv.hpp"

@@ -384,7 +384,15 @@ TEST_CASE("scores over a KIVI cache: packed keys, then the residual", "[packed_s
           status::ok);
   std::vector<double> magnitude;
   const std::vector<double> want = reference_logits(queries, 4, seen, 2, 90, 64, &magnitude);
-  for (std::size_t i = 0; i < scores.size(); ++i) CHECK(std::fabs(scores[i] - want[i]) <= 1e-6 * magnitude[i] + 1e-12);
+  // The packed keys' rounding scales with Σ|q|·(|x̂| + 2|z|) (see check_scores): 64 packed keys,
+  // zero points (kv head, group of 32, channel) in a capacity of 96.
+  for (index_t h = 0; h < 4; ++h)
+    for (index_t t = 0; t < 64; ++t)
+      for (index_t d = 0; d < 64; ++d)
+        magnitude[static_cast<std::size_t>(h * 90 + t)] +=
+            2.0 * std::fabs(cache.key_zero[static_cast<std::size_t>(((h / 2) * 3 + t / 32) * 64 + d)]) *
+            std::fabs(queries[static_cast<std::size_t>(h * 64 + d)]);
+  for (std::size_t i = 0; i < scores.size(); ++i) CHECK(std::fabs(scores[i] - want[i]) <= 2e-6 * magnitude[i] + 1e-12);
 }
 
 // --- bad input ----------------------------------------------------------------------------------

@@ -100,12 +100,13 @@ float multiply_add(float a, float b, float c) noexcept {
   }
 }
 
-/// a·b per lane, rounded on its own: an empty asm statement that claims to change the product
-/// stops the compiler from fusing it into a following add (GCC's default `-ffp-contract=fast`
-/// would), so `separate_product(a, b) + c` rounds twice on every ISA and with every flag.
-template <class Arch>
-float_batch<Arch> separate_product(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
-  float_batch<Arch> product = a * b;
+/// a·b per lane (float or double batches), rounded on its own: an empty asm statement that
+/// claims to change the product stops the compiler from fusing it into a following add (GCC's
+/// default `-ffp-contract=fast` would), so `separate_product(a, b) + c` rounds twice on every ISA
+/// and with every flag.
+template <class Batch>
+Batch separate_product(const Batch& a, const Batch& b) noexcept {
+  Batch product = a * b;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   auto lanes = product.data;
   __asm__("" : "+v"(lanes));
@@ -115,8 +116,8 @@ float_batch<Arch> separate_product(const float_batch<Arch>& a, const float_batch
   __asm__("" : "+w"(lanes));
   product = lanes;
 #else
-  volatile float one = 1.0f;  // a factor the compiler cannot see through
-  product = product * float_batch<Arch>(static_cast<float>(one));
+  volatile typename Batch::value_type one = 1;  // a factor the compiler cannot see through
+  product = product * Batch(static_cast<typename Batch::value_type>(one));
 #endif
   return product;
 }

@@ -113,7 +113,7 @@ TOKRED_FORCE_INLINE group_params<Arch> params_of(const uniform_format& f, const 
   } else {
     g.scale = round_to<Arch, E>(st.abs_sum / fb(static_cast<float>(f.group)));
   }
-  const auto bad = st.bad != st.bad;
+  const auto bad = unordered<Arch>(st.bad, st.bad);  // NaN (xsimd's != is ordered on AVX)
   const fb nan(std::numeric_limits<float>::quiet_NaN());
   g.scale = xsimd::select(bad, nan, g.scale);
   g.zero = xsimd::select(bad, nan, g.zero);
@@ -141,7 +141,7 @@ TOKRED_FORCE_INLINE u32_batch<Arch> codes_of(int bits, const float_batch<Arch>& 
     const fb m(static_cast<float>((1 << (bits - 1)) - 1)), mid(static_cast<float>(1 << (bits - 1)));
     q = xsimd::min(xsimd::max(rnd(x / g.scale), -m), m);
     q = xsimd::select(g.scale == zero_code, zero_code, q);
-    q = xsimd::select(g.scale != g.scale, -mid, q);
+    q = xsimd::select(unordered<Arch>(g.scale, g.scale), -mid, q);
     return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(q) + ib(1 << (bits - 1)));
   } else if constexpr (S == kv_scheme::sign) {
     q = xsimd::select(x >= zero_code, fb(1.0f), zero_code);
@@ -149,7 +149,7 @@ TOKRED_FORCE_INLINE u32_batch<Arch> codes_of(int bits, const float_batch<Arch>& 
     const fb tau = g.scale * fb(0.5f);
     q = xsimd::select(x > tau, fb(2.0f), xsimd::select(x < -tau, zero_code, fb(1.0f)));
   }
-  q = xsimd::select(g.scale != g.scale, zero_code, q);  // non-finite groups: codes 0
+  q = xsimd::select(unordered<Arch>(g.scale, g.scale), zero_code, q);  // non-finite groups: codes 0
   return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(q));
 }
 
@@ -177,7 +177,7 @@ template <kv_scheme S, class Arch, class E>
 TOKRED_FORCE_INLINE float_batch<Arch> values_of(int bits, bool vidkv, const float_batch<Arch>& q, const group_params<Arch>& g,
                             const step_rounding<Arch, E>& rnd) noexcept {
   using fb = float_batch<Arch>;
-  if constexpr (S == kv_scheme::asymmetric) return rnd(separate_product<Arch>(q, g.scale)) + g.zero;
+  if constexpr (S == kv_scheme::asymmetric) return rnd(separate_product(q, g.scale)) + g.zero;
   if constexpr (S == kv_scheme::symmetric) return rnd((q - fb(static_cast<float>(1 << (bits - 1)))) * g.scale);
   if constexpr (S == kv_scheme::sign) return vidkv ? rnd(q * g.scale) : rnd((q + q - fb(1.0f)) * g.scale);
   if constexpr (S == kv_scheme::ternary) return vidkv ? q - fb(1.0f) : rnd((q - fb(1.0f)) * g.scale);

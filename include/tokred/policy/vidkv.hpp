@@ -1,0 +1,319 @@
+// tokred/policy/vidkv.hpp — VidKV (KD-TAO/VidKV): 1.x-bit KV caches for video LLMs. Keys in
+// mixed precision — the channels with the largest range at 2 bits per channel, the rest through
+// a DFT over channels at 1 bit per spectral component — values per channel at 1, 1.58 or 2–8
+// bits, and VidKV's streaming cache, which re-quantizes everything it holds at each flush.
+//
+// WHAT the operations compute; the HOW lives in <tokred/cpu/vidkv.hpp>. Compiles with the
+// standard library alone.
+//
+// Mixed-precision keys of a chunk `(heads, tokens, head_dim D)`, tokens a multiple of the group G:
+//
+//   range       r_c = max − min of channel c over every head and token of the chunk (fp32)
+//   difficult   the k channels of largest range (ties: lower channel first; NaN ranges last),
+//               k = ⌊D·(bits − 1)⌋ in double, or 32 when that is 0 and bits > 1 (VidKV's rule)
+//   easy        the other n = D − k channels
+//   difficult   2-bit asymmetric per channel along tokens: uniform_format {2, G, tokens}
+//   spectral    per token, the DFT X_m = Σ_j x_j·e^(−2πi·jm/n) of its n easy values (ascending
+//               channel order), as 2n reals Re X_0, Im X_0, Re X_1, … (torch's view_as_real);
+//               1-bit `sign` per component along tokens: uniform_format {1, G, tokens, sign}
+//   dequantized difficult: q·s + z; easy: Re of the inverse DFT (1/n)·Σ_m X̂_m·e^(+2πi·jm/n) of
+//               the dequantized spectrum, each back in its channel
+//
+// DFT arithmetic (the same bits on every ISA and share count): twiddles cos and sin of
+// 2π·r/n (r = jm mod n) in double; the sums run over the pairs (j, n − j), 0 < j < n − j, since
+// cos is even and sin odd about n/2 — Re X_m = x_0 + Σ (x_j + x_(n−j))·cos + x_(n/2)·cos(πm),
+// Im X_m = −Σ (x_j − x_(n−j))·sin — in index order, each product rounded on its own (never
+// fused). Bins 0 … ⌊n/2⌋ are computed and bin n − m is the conjugate of bin m, as torch's
+// real-input FFT fills it; the imaginary parts of bin 0 and (n even) bin n/2 are +0, exactly as
+// torch returns them — a DFT that leaves ±1e−16 there would flip those sign codes. The inverse
+// pairs the bins the same way: y_j = ((R_0 + Σ (R_m + R_(n−m))·cos + R_(n/2)·cos(πj)) −
+// Σ (I_m − I_(n−m))·sin) / n. The spectrum is rounded to fp32, then to the element type; the
+// inverse divides by n in double, then rounds to fp32 and to the output type.
+//
+// The 1-bit spectral codes take 2n bits per token for n channels: 1.5-bit keys at D = 128 store
+// 64·2 + 128·1 = 256 code bits per token, 2 per channel, plus the groups' scales.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "tokred/core/checks.hpp"
+#include "tokred/core/contract.hpp"
+#include "tokred/core/status.hpp"
+#include "tokred/core/view.hpp"
+#include "tokred/policy/kv_quant.hpp"
+#include "tokred/policy/uniform_quant.hpp"
+
+namespace tokred {
+
+/// How VidKV quantizes keys (its `nbits[0]`, `q_group_size`).
+///
+/// `mixed = true` (VidKV's list form `nbits = [bits, …]`): `bits` in [1, 2]; ⌊D·(bits − 1)⌋
+/// channels at 2 bits, the rest through the DFT at 1 bit (bits = 1: every channel through the
+/// DFT; bits = 2: every channel at 2 bits). `mixed = false` (VidKV's scalar `nbits`): `bits` 1
+/// (every channel through the DFT, as VidKV's `nbits = 1`), 1.58 (ternary per channel), 2, 4 or 8
+/// (asymmetric per channel).
+struct vidkv_keys {
+  double bits = 1.5;           ///< see above; VidKV's paper setting 1.5
+  bool mixed = true;           ///< VidKV's list form of `nbits`
+  index_t group = 32;          ///< G, tokens per group: a multiple of 32 in [32, 256]
+  bool round_each_op = false;  ///< compatibility: uniform_quantize::round_each_op (and the range rounded to E)
+};
+
+/// VidKV's rule for the difficult channel count: ⌊D·(bits − 1)⌋ in double, 32 when that is 0 but
+/// bits > 1. May exceed D (then no layout exists).
+constexpr index_t vidkv_difficult_channels(double bits, index_t head_dim) noexcept {
+  const double ratio = bits - 1.0;
+  const double k = static_cast<double>(head_dim) * ratio;
+  if (!(k >= 0.0) || k > static_cast<double>(head_dim)) return head_dim + 1;  // outside the domain
+  const auto whole = static_cast<index_t>(k);
+  return ratio > 0.0 && whole == 0 ? 32 : whole;
+}
+
+/// Where a key chunk's channels go: `difficult` channels quantized directly in
+/// `difficult_format`, `easy` channels through the DFT into 2·easy spectral components in
+/// `spectral_format`. For uniform keys (`mixed = false`, bits ≠ 1) every channel is difficult.
+struct vidkv_key_layout {
+  index_t difficult = 0;  ///< k
+  index_t easy = 0;       ///< n = D − k
+  uniform_format difficult_format;
+  uniform_format spectral_format;
+};
+
+namespace detail {
+
+/// VidKV's 1.58 bits: ternary codes in 2 bits.
+constexpr bool is_ternary_bits(double bits) noexcept { return bits == 1.58; }
+
+/// The per-channel format of VidKV's scalar bit widths: 1 (sign), 1.58 (ternary), 2, 4, 8
+/// (asymmetric); `bits = 0` in the result marks any other width.
+constexpr uniform_format vidkv_channel_format(double bits, index_t group) noexcept {
+  if (is_ternary_bits(bits)) return {2, group, kv_group_axis::tokens, kv_scheme::ternary};
+  if (bits == 1.0) return {1, group, kv_group_axis::tokens, kv_scheme::sign};
+  if (bits == 2.0 || bits == 4.0 || bits == 8.0)
+    return {static_cast<int>(bits), group, kv_group_axis::tokens, kv_scheme::asymmetric};
+  return {0, group, kv_group_axis::tokens, kv_scheme::asymmetric};
+}
+
+/// Keys go through the mixed (difficult + spectral) path: the list form, or VidKV's `nbits = 1`.
+constexpr bool vidkv_keys_mixed(const vidkv_keys& k) noexcept { return k.mixed || k.bits == 1.0; }
+
+}  // namespace detail
+
+constexpr vidkv_key_layout vidkv_key_layout_of(const vidkv_keys& k, index_t head_dim) noexcept {
+  vidkv_key_layout l;
+  l.spectral_format = {1, k.group, kv_group_axis::tokens, kv_scheme::sign};
+  if (!detail::vidkv_keys_mixed(k)) {
+    l.difficult = head_dim;
+    l.difficult_format = detail::vidkv_channel_format(k.bits, k.group);
+    return l;
+  }
+  l.difficult = vidkv_difficult_channels(k.bits, head_dim);
+  l.easy = head_dim - l.difficult;
+  l.difficult_format = {2, k.group, kv_group_axis::tokens, kv_scheme::asymmetric};
+  return l;
+}
+
+/// Packed keys of a `(heads, tokens, head_dim)` chunk. `E` is the chunk's element type, const
+/// for packed keys that are read. The spectral part has no zero point (its `zero` may be empty).
+template <class E, class Space = host_space>
+struct vidkv_packed_keys {
+  using space = Space;
+  using index = std::conditional_t<std::is_const_v<E>, const std::int64_t, std::int64_t>;
+  view<index, 1, Space> channels;      // (head_dim,): the k difficult channels ascending, then the n easy ones ascending
+  uniform_packed<E, Space> difficult;  // difficult_format over (heads, tokens, k)
+  uniform_packed<E, Space> spectral;   // spectral_format over (heads, tokens, 2n)
+};
+
+template <class E, class Space>
+constexpr vidkv_packed_keys<const E, Space> read_only(const vidkv_packed_keys<E, Space>& p) noexcept {
+  return {p.channels, read_only(p.difficult), read_only(p.spectral)};
+}
+
+/// The extents of packed keys for a chunk (see uniform_code_extents / uniform_param_extents).
+struct vidkv_key_extents {
+  kv_extents difficult_codes, difficult_params, spectral_codes, spectral_params;
+};
+
+constexpr vidkv_key_extents vidkv_packed_key_extents(const vidkv_keys& k, const kv_problem& p) noexcept {
+  const vidkv_key_layout l = vidkv_key_layout_of(k, p.head_dim);
+  const kv_problem d{p.heads, p.tokens, l.difficult}, s{p.heads, p.tokens, 2 * l.easy};
+  return {uniform_code_extents(l.difficult_format, d), uniform_param_extents(l.difficult_format, d),
+          uniform_code_extents(l.spectral_format, s), uniform_param_extents(l.spectral_format, s)};
+}
+
+/// Quantizes a chunk of keys (kv_inputs<E>, `(heads, tokens, head_dim)`) into
+/// vidkv_packed_keys<E>: VidKV's `dynamic_quantize_key` (mixed) or its per-channel `_quantize`.
+struct vidkv_key_quantize {
+  vidkv_keys keys;
+};
+
+/// Dequantizes vidkv_packed_keys<const E> into kv_outputs<Eout>: VidKV's
+/// `dynamic_dequantize_key`. The spectral part dequantizes to ±s (the consistent 1-bit code);
+/// `vidkv_dequant` gives VidKV's {0, s} before the inverse DFT instead (and VidKV's q − 1 for
+/// ternary keys).
+struct vidkv_key_dequantize {
+  vidkv_keys keys;
+  bool vidkv_dequant = false;  ///< compatibility: VidKV's `sign` ({0, s}) and `ternary` (q − 1)
+};
+
+// --- the streaming cache ----------------------------------------------------------------------
+
+/// A VidKV cache's configuration (`QuantizedCacheVLM`: `nbits`, `q_group_size`,
+/// `residual_length`, axis −1 for keys and values). Paper setting: keys 1.5 bits (mixed),
+/// values 1.58 bits, G = 32, R = 128.
+struct vidkv {
+  double key_bits = 1.5;       ///< vidkv_keys::bits
+  double value_bits = 1.58;    ///< 1 (sign), 1.58 (ternary), 2, 4, 8 (asymmetric), per channel
+  bool mixed_keys = true;      ///< vidkv_keys::mixed (VidKV's list form `nbits = [key_bits, value_bits]`)
+  index_t group = 32;          ///< G for keys and values: a multiple of 32 in [32, 256]
+  index_t residual = 128;      ///< R: the decode flush threshold, a positive multiple of G
+  bool round_each_op = false;  ///< compatibility: PyTorch's per-operation fp16/bf16 rounding
+  bool vidkv_dequant = false;  ///< compatibility: VidKV's {0, s} and q − 1 dequantization
+};
+
+constexpr vidkv_keys vidkv_keys_of(const vidkv& p) noexcept {
+  return {p.key_bits, p.mixed_keys, p.group, p.round_each_op};
+}
+
+/// The values' packed format (per channel along tokens).
+constexpr uniform_format vidkv_value_format(const vidkv& p) noexcept {
+  return detail::vidkv_channel_format(p.value_bits, p.group);
+}
+
+/// Where the tokens of a cache are: the first `packed` tokens quantized (a multiple of G), the
+/// next `residual` in full precision. The caller keeps it and advances it with vidkv_after.
+struct vidkv_state {
+  index_t packed = 0;
+  index_t residual = 0;
+};
+
+/// Whether appending tokens to a cache in state `s` that is not empty re-quantizes it (VidKV's
+/// decode flush): residual + 1 ≥ R. (VidKV also requires `residual.dim() == 4`, which its empty
+/// residual, a 1-D `torch.zeros(0)`, fails; with R ≥ G ≥ 32 an empty residual never reaches the
+/// threshold anyway.)
+constexpr bool vidkv_flushes(const vidkv& p, vidkv_state s) noexcept { return s.residual + 1 >= p.residual; }
+
+/// The state after appending `n` tokens (VidKV's `update`): an empty cache (a prefill) packs
+/// the first n − n mod G and keeps n mod G; a flush packs everything; otherwise the residual grows.
+constexpr vidkv_state vidkv_after(const vidkv& p, vidkv_state s, index_t n) noexcept {
+  if (s.packed == 0 && s.residual == 0) return {p.group > 0 ? n - n % p.group : 0, p.group > 0 ? n % p.group : n};
+  if (vidkv_flushes(p, s)) return {s.packed + s.residual + n, 0};
+  return {s.packed, s.residual + n};
+}
+
+/// The storage of a VidKV cache with capacity C (packed tokens, a multiple of G). `E` is the
+/// element type, const for a cache that is read.
+template <class E, class Space = host_space>
+struct vidkv_cache {
+  using space = Space;
+  vidkv_packed_keys<E, Space> keys;  // vidkv_packed_key_extents(vidkv_keys_of(config), (heads, C, head_dim))
+  view<E, 3, Space> key_residual;    // (heads, R, head_dim): tokens [packed, packed + residual)
+  uniform_packed<E, Space> values;   // vidkv_value_format over (heads, C, head_dim)
+  view<E, 3, Space> value_residual;  // (heads, R, head_dim)
+};
+
+template <class E, class Space>
+constexpr vidkv_cache<const E, Space> read_only(const vidkv_cache<E, Space>& c) noexcept {
+  return {read_only(c.keys), c.key_residual, read_only(c.values), c.value_residual};
+}
+
+/// The keys and values attention sees at a step (VidKV's `update` return value): the packed
+/// tokens dequantized, the residual, then the `n` incoming tokens (`n` may be 0: the cache as it
+/// is). At a prefill (empty cache) that is the incoming tokens themselves.
+struct vidkv_read {
+  vidkv cache;
+};
+
+/// Inputs of `vidkv_read`.
+template <class E, class Space = host_space>
+struct vidkv_read_inputs {
+  using space = Space;
+  vidkv_cache<const E, Space> cache;
+  vidkv_state state;
+  view<const E, 3, Space> keys;    // (heads, n, head_dim): the incoming tokens; n may be 0
+  view<const E, 3, Space> values;  // (heads, n, head_dim)
+};
+
+/// Outputs of `vidkv_read`.
+template <class E, class Space = host_space>
+struct vidkv_read_outputs {
+  using space = Space;
+  view<E, 3, Space> keys;    // (heads, packed + residual + n, head_dim)
+  view<E, 3, Space> values;  // (heads, packed + residual + n, head_dim)
+};
+
+/// Appends `n` tokens to a cache in state `state`, as VidKV's `update` does (see vidkv_after):
+/// a prefill quantizes the first n − n mod G tokens and keeps the rest; a decode step appends to
+/// the residual, or — when it flushes — re-quantizes the whole sequence from scratch: VidKV
+/// quantizes the tensor its `update` returns, [dequantized packed, residual, incoming], so the
+/// step's `vidkv_read` outputs are the input of the flush (`seen_keys`, `seen_values`). Nothing
+/// else is allocated: the engine holds those outputs for attention anyway.
+struct vidkv_append {
+  vidkv cache;
+};
+
+/// Inputs of `vidkv_append`.
+template <class E, class Space = host_space>
+struct vidkv_append_inputs {
+  using space = Space;
+  view<const E, 3, Space> keys;         // (heads, n, head_dim): the incoming tokens
+  view<const E, 3, Space> values;       // (heads, n, head_dim)
+  vidkv_state state;                    // before the append
+  view<const E, 3, Space> seen_keys;    // (heads, packed + residual + n, head_dim): vidkv_read's keys; read when flushing
+  view<const E, 3, Space> seen_values;  // the same for values; both may be empty when not flushing
+};
+
+namespace detail {
+
+constexpr bool valid_group(index_t g) noexcept { return g >= 32 && g <= 256 && g % 32 == 0; }
+
+constexpr bool valid_vidkv_keys(const vidkv_keys& k, index_t head_dim) noexcept {
+  if (!valid_group(k.group)) return false;
+  if (k.mixed) return k.bits >= 1.0 && k.bits <= 2.0 && vidkv_difficult_channels(k.bits, head_dim) <= head_dim;
+  return vidkv_channel_format(k.bits, k.group).bits != 0;
+}
+
+constexpr status check_vidkv_keys(const vidkv_keys& k, const kv_problem& p) noexcept {
+  if (status s = check_kv_problem(p); s != status::ok) return s;
+  return valid_vidkv_keys(k, p.head_dim) && p.tokens % k.group == 0 ? status::ok : status::invalid_parameter;
+}
+
+/// The checks of a VidKV configuration against a cache of `capacity` packed tokens.
+constexpr status check_vidkv(const vidkv& p, const kv_problem& storage) noexcept {
+  if (storage.heads < 0 || storage.tokens < 0 || storage.head_dim < 0) return status::shape_mismatch;
+  if (storage.heads == 0 || storage.head_dim == 0) return status::empty_input;
+  if (!valid_vidkv_keys(vidkv_keys_of(p), storage.head_dim) || vidkv_value_format(p).bits == 0 ||
+      p.residual <= 0 || p.residual % p.group != 0 || storage.tokens % p.group != 0)
+    return status::invalid_parameter;
+  return status::ok;
+}
+
+}  // namespace detail
+
+/// `ok`, or why the keys cannot be quantized: `shape_mismatch` (a negative extent),
+/// `empty_input` (no heads, tokens or channels), `invalid_parameter` (a group that is not a
+/// multiple of 32 in [32, 256], tokens not a multiple of it, mixed bits outside [1, 2] or whose
+/// difficult count exceeds head_dim — bits just above 1 with head_dim < 32 — or uniform bits
+/// other than 1, 1.58, 2, 4, 8).
+constexpr status can_implement(const vidkv_key_quantize& p, const kv_problem& prob) noexcept {
+  return detail::check_vidkv_keys(p.keys, prob);
+}
+constexpr status can_implement(const vidkv_key_dequantize& p, const kv_problem& prob) noexcept {
+  return detail::check_vidkv_keys(p.keys, prob);
+}
+
+/// `ok`, or why the configuration cannot serve a cache of `storage` = (heads, capacity C,
+/// head_dim): `shape_mismatch` (a negative extent), `empty_input` (no heads or no channels),
+/// `invalid_parameter` (the keys as for vidkv_key_quantize, value bits other than 1, 1.58, 2,
+/// 4, 8, a residual R that is not a positive multiple of G, C not a multiple of G). C = 0 is
+/// allowed: a cache that never packs (it refuses an append that would).
+constexpr status can_implement(const vidkv_append& p, const kv_problem& storage) noexcept {
+  return detail::check_vidkv(p.cache, storage);
+}
+constexpr status can_implement(const vidkv_read& p, const kv_problem& storage) noexcept {
+  return detail::check_vidkv(p.cache, storage);
+}
+
+}  // namespace tokred
