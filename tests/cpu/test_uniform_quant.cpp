@@ -387,6 +387,16 @@ TEST_CASE("bad input: every status, packed cache and output untouched", "[unifor
   bad = out.out();
   bad.codes = view<std::uint32_t, 3>(out.codes.data(), {2, 4, 32}, {256, 64, 2});
   CHECK(q({f}, cache, bad) == status::shape_mismatch);  // codes inner stride 2
+  // Codes cast from a byte buffer at an odd address: refused before anything is read or written.
+  std::vector<std::uint32_t> spare(out.codes.size() + 1);
+  auto* odd = reinterpret_cast<std::uint32_t*>(reinterpret_cast<unsigned char*>(spare.data()) + 1);
+  bad = out.out();
+  bad.codes = view<std::uint32_t, 3>(odd, {2, 4, 32});
+  CHECK(q({f}, cache, bad) == status::misaligned);
+  std::vector<float> y0(x.size(), -3.0f);
+  CHECK(apply(cpu<>{}, uniform_dequantize{f}, uniform_packed<const float>{bad.codes, out.in().scale, out.in().zero},
+              kv_outputs<float>{make_view(y0.data(), 2, 64, 32)}) == status::misaligned);
+  CHECK(std::all_of(y0.begin(), y0.end(), [](float v) { return v == -3.0f; }));
   bad = out.out();
   bad.scale = view<float, 3>(nullptr, {2, 2, 32});
   CHECK(q({f}, cache, bad) == status::null_pointer);

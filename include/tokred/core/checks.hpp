@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "tokred/core/config.hpp"
 #include "tokred/core/status.hpp"
@@ -23,6 +24,14 @@ status check_view(const V& v, const index_t (&extents)[R]) noexcept {
     if (v.extent(r) != extents[r]) return status::shape_mismatch;
   if (v.data_handle() == nullptr) return status::null_pointer;
   return status::ok;
+}
+
+/// `misaligned` when a view's data pointer is not a multiple of its element type's alignment
+/// (reachable only through a cast from bytes); checked before anything is read.
+template <class V>
+status check_alignment(const V& v) noexcept {
+  using element = typename V::element_type;
+  return reinterpret_cast<std::uintptr_t>(v.data_handle()) % alignof(element) == 0 ? status::ok : status::misaligned;
 }
 
 /// `check_view` for a view that may hold no elements (the part of a cache that is empty so far):

@@ -18,6 +18,7 @@ enum class [[nodiscard]] status : int {
   workspace_too_small,  ///< the workspace is smaller than `workspace_bytes` asked for
   invalid_exec,         ///< the exec tag is malformed (e.g. nth < 1 or ith outside [0, nth))
   device_error,         ///< the CUDA runtime reported an error while launching
+  misaligned,           ///< a view's data pointer is not aligned for its element type
 };
 
 /// A short, stable, lower-case name for `s` (e.g. "shape_mismatch").
@@ -36,6 +37,7 @@ constexpr const char* to_string(status s) noexcept {
     case status::workspace_too_small: return "workspace_too_small";
     case status::invalid_exec: return "invalid_exec";
     case status::device_error: return "device_error";
+    case status::misaligned: return "misaligned";
   }
   return "unknown";
 }

@@ -188,14 +188,16 @@ constexpr status check_uniform(const uniform_format& f, const kv_problem& p) noe
   return along % f.group == 0 ? status::ok : status::invalid_parameter;
 }
 
-/// The packed views' checks, in order: codes (extents, null pointer, inner stride 1), scale,
-/// then zero for the asymmetric scheme. Views without elements may be null (nothing packed yet).
+/// The packed views' checks, in order: codes (extents, null pointer, inner stride 1, 4-byte
+/// alignment), scale, then zero for the asymmetric scheme. Views without elements may be null
+/// (nothing packed yet).
 template <class E, class Space>
 status check_packed(const uniform_packed<E, Space>& packed, const uniform_format& f,
                     const kv_problem& p) noexcept {
   const kv_extents c = uniform_code_extents(f, p), s = uniform_param_extents(f, p);
   if (status st = check_view_or_empty(packed.codes, {c.heads, c.rows, c.cols}); st != status::ok) return st;
   if (packed.codes.stride(2) != 1 && !packed.codes.empty()) return status::shape_mismatch;
+  if (status st = check_alignment(packed.codes); st != status::ok) return st;
   if (status st = check_view_or_empty(packed.scale, {s.heads, s.rows, s.cols}); st != status::ok) return st;
   if (f.scheme != kv_scheme::asymmetric) return status::ok;
   return check_view_or_empty(packed.zero, {s.heads, s.rows, s.cols});
