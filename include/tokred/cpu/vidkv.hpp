@@ -90,6 +90,40 @@ inline void fold_values(const dft_fold& f, const double* v, index_t group, doubl
     for (index_t t = 0; t < group; ++t) folded[f.middle() * group + t] = v[f.n / 2 * group + t];
 }
 
+/// The two folded sums both transforms are made of, for output index k (a bin of the forward
+/// DFT, a channel of the inverse) and the tokens [b0, b0 + dft_batches·w) of the group:
+/// c = row_0 + Σ_m sum-row_m·cos(2π·km/n) + middle-row·cos(πk) (n even) and
+/// s = Σ_m difference-row_m·sin(2π·km/n), m = 1 … h in order, each product rounded on its own.
+template <class Arch>
+TOKRED_FORCE_INLINE void folded_sums(const dft_twiddles& tw, const dft_fold& f, const double* folded, index_t group,
+                                     index_t k, index_t b0, double_batch<Arch> (&c_sum)[dft_batches],
+                                     double_batch<Arch> (&s_sum)[dft_batches]) noexcept {
+  using db = double_batch<Arch>;
+  constexpr index_t w = db::size;
+  const index_t n = tw.n;
+  for (index_t i = 0; i < dft_batches; ++i) {
+    c_sum[i] = db::load_aligned(folded + f.sum(0) * group + b0 + i * w);
+    s_sum[i] = db(0.0);
+  }
+  index_t r = 0;  // k·m mod n
+  for (index_t m = 1; m <= f.h; ++m) {
+    r += k;
+    if (r >= n) r -= n;
+    const db c(tw.cos[r]), s(tw.sin[r]);
+    const double* a = folded + f.sum(m) * group + b0;
+    const double* b = folded + f.difference(m) * group + b0;
+    for (index_t i = 0; i < dft_batches; ++i) {
+      c_sum[i] = c_sum[i] + separate_product(db::load_aligned(a + i * w), c);
+      s_sum[i] = s_sum[i] + separate_product(db::load_aligned(b + i * w), s);
+    }
+  }
+  if (f.e) {
+    const db c(tw.cos[k % 2 == 0 ? 0 : n / 2]);  // cos(π·k)
+    for (index_t i = 0; i < dft_batches; ++i)
+      c_sum[i] = c_sum[i] + separate_product(db::load_aligned(folded + f.middle() * group + b0 + i * w), c);
+  }
+}
+
 /// The spectra of a group's tokens from their folded easy values (dft_fold rows of G doubles):
 /// for each bin m ≤ n/2, Re X_m = v_0 + Σ_j (v_j + v_(n−j))·cos(2π·jm/n) + v_(n/2)·cos(πm) and
 /// Im X_m = −Σ_j (v_j − v_(n−j))·sin(2π·jm/n), j = 1 … h in order, each product rounded on its
@@ -108,27 +142,7 @@ void forward_dft(const dft_twiddles& tw, const double* folded, index_t group, fl
     const bool mirrored = m > 0 && 2 * m < n;
     for (index_t b0 = 0; b0 < group; b0 += pass) {
       db c_sum[dft_batches], s_sum[dft_batches];
-      for (index_t i = 0; i < dft_batches; ++i) {
-        c_sum[i] = db::load_aligned(folded + f.sum(0) * group + b0 + i * w);
-        s_sum[i] = db(0.0);
-      }
-      index_t r = 0;  // j·m mod n
-      for (index_t j = 1; j <= f.h; ++j) {
-        r += m;
-        if (r >= n) r -= n;
-        const db c(tw.cos[r]), s(tw.sin[r]);
-        const double* p = folded + f.sum(j) * group + b0;
-        const double* q = folded + f.difference(j) * group + b0;
-        for (index_t i = 0; i < dft_batches; ++i) {
-          c_sum[i] = c_sum[i] + separate_product(db::load_aligned(p + i * w), c);
-          s_sum[i] = s_sum[i] + separate_product(db::load_aligned(q + i * w), s);
-        }
-      }
-      if (f.e) {
-        const db c(tw.cos[m % 2 == 0 ? 0 : n / 2]);  // cos(π·m)
-        for (index_t i = 0; i < dft_batches; ++i)
-          c_sum[i] = c_sum[i] + separate_product(db::load_aligned(folded + f.middle() * group + b0 + i * w), c);
-      }
+      folded_sums<Arch>(tw, f, folded, group, m, b0, c_sum, s_sum);
       for (index_t i = 0; i < dft_batches; ++i) {
         c_sum[i].store_aligned(re + i * w);
         (-s_sum[i]).store_aligned(im + i * w);
@@ -164,27 +178,7 @@ void inverse_dft(const dft_twiddles& tw, const double* folded, index_t group, co
   for (index_t j = 0; j < n; ++j)
     for (index_t b0 = 0; b0 < group; b0 += pass) {
       db c_sum[dft_batches], s_sum[dft_batches];
-      for (index_t i = 0; i < dft_batches; ++i) {
-        c_sum[i] = db::load_aligned(folded + f.sum(0) * group + b0 + i * w);
-        s_sum[i] = db(0.0);
-      }
-      index_t r = 0;  // j·m mod n
-      for (index_t m = 1; m <= f.h; ++m) {
-        r += j;
-        if (r >= n) r -= n;
-        const db c(tw.cos[r]), s(tw.sin[r]);
-        const double* a = folded + f.sum(m) * group + b0;
-        const double* b = folded + f.difference(m) * group + b0;
-        for (index_t i = 0; i < dft_batches; ++i) {
-          c_sum[i] = c_sum[i] + separate_product(db::load_aligned(a + i * w), c);
-          s_sum[i] = s_sum[i] + separate_product(db::load_aligned(b + i * w), s);
-        }
-      }
-      if (f.e) {
-        const db c(tw.cos[j % 2 == 0 ? 0 : n / 2]);  // cos(π·j)
-        for (index_t i = 0; i < dft_batches; ++i)
-          c_sum[i] = c_sum[i] + separate_product(db::load_aligned(folded + f.middle() * group + b0 + i * w), c);
-      }
+      folded_sums<Arch>(tw, f, folded, group, j, b0, c_sum, s_sum);
       for (index_t i = 0; i < dft_batches; ++i) ((c_sum[i] - s_sum[i]) / count).store_aligned(y + i * w);
       for (index_t t = 0; t < pass; ++t) store(j, b0 + t, static_cast<float>(y[t]));
     }
