@@ -120,17 +120,18 @@ struct backend<kivi_append, cpu<Arch>> {
       for (index_t t = std::max(t0, after.keys_packed); t < t1; ++t)
         detail::copy_channels(&in.keys(h, t - t0, 0), in.keys.stride(2),
                               &cache.key_residual(h, t - after.keys_packed, 0), cache.key_residual.stride(2), dim);
-      // Values: each token leaving the window alone, then the new tokens into the ring.
-      const index_t words_per_group = k.group * vf.bits / 32;
-      for (index_t t = before.values_packed; t < after.values_packed; ++t) {
-        const bool old = t < t0;
-        const E* x = old ? &cache.value_residual(h, t % k.residual, 0) : &in.values(h, t - t0, 0);
-        const index_t xs = old ? cache.value_residual.stride(2) : in.values.stride(2);
-        for (index_t g = 0; g < dim / k.group; ++g)
-          detail::quantize_channel_group<asym, Arch>(vf, rnd, x + g * k.group * xs, xs,
-                                               &cache.values.codes(h, t, g * words_per_group),
-                                               &cache.values.scale(h, t, g), &cache.values.zero(h, t, g));
-      }
+      // Values: the tokens leaving the window — old ones from the ring one at a time, new ones
+      // as one run — then the new tokens into the ring.
+      const index_t old_end = std::min(t0, after.values_packed);
+      for (index_t t = before.values_packed; t < old_end; ++t)
+        detail::quantize_token_run<asym, Arch>(vf, rnd, &cache.value_residual(h, t % k.residual, 0), 0,
+                                               cache.value_residual.stride(2), 1, dim,
+                                               detail::token_run_at<E>(cache.values, vf, h, t));
+      const index_t new_begin = std::max(t0, before.values_packed);
+      if (new_begin < after.values_packed)
+        detail::quantize_token_run<asym, Arch>(vf, rnd, &in.values(h, new_begin - t0, 0), in.values.stride(1),
+                                               in.values.stride(2), after.values_packed - new_begin, dim,
+                                               detail::token_run_at<E>(cache.values, vf, h, new_begin));
       for (index_t t = std::max(t0, after.values_packed); t < t1; ++t)
         detail::copy_channels(&in.values(h, t - t0, 0), in.values.stride(2),
                               &cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2), dim);

@@ -188,9 +188,9 @@ template <class Arch, class E>
 TOKRED_FORCE_INLINE float_batch<Arch> load_lanes(const E* p, index_t stride, index_t n) noexcept {
   constexpr index_t w = float_batch<Arch>::size;
   if (n == w && stride == 1) return load_floats<Arch>(p);
-  alignas(64) float lanes[w] = {};
-  for (index_t i = 0; i < n; ++i) lanes[i] = to_float(p[i * stride]);
-  return float_batch<Arch>::load_aligned(lanes);
+  alignas(64) E lanes[w] = {};  // gathered as stored, widened as a batch (zero bits: +0)
+  for (index_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
+  return load_floats<Arch>(lanes);
 }
 
 /// Stores the first `n ≤ size` lanes of x to p (element stride `stride`), rounded to E.
@@ -213,12 +213,12 @@ TOKRED_FORCE_INLINE u32_batch<Arch> load_word_lanes(const std::uint32_t* p, inde
 }
 
 template <class Arch>
-TOKRED_FORCE_INLINE void store_word_lanes(std::uint32_t* p, index_t n, const u32_batch<Arch>& x) noexcept {
+TOKRED_FORCE_INLINE void store_word_lanes(std::uint32_t* p, index_t stride, index_t n, const u32_batch<Arch>& x) noexcept {
   constexpr index_t w = u32_batch<Arch>::size;
-  if (n == w) return x.store_unaligned(p);
+  if (n == w && stride == 1) return x.store_unaligned(p);
   alignas(64) std::uint32_t lanes[w];
   x.store_aligned(lanes);
-  for (index_t i = 0; i < n; ++i) p[i] = lanes[i];
+  for (index_t i = 0; i < n; ++i) p[i * stride] = lanes[i];
 }
 
 template <class Arch>
@@ -252,14 +252,17 @@ struct token_rows {
 /// parameters on the stack while it writes whole rows).
 inline constexpr index_t uniform_chunk = 256;
 
-/// One group along tokens, channels [c0, c0 + n) a batch of lanes at a time: the batch's column
-/// of `group` rows is widened once into a stack tile while its statistics accumulate in
+/// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
+/// lanes [c0, c0 + n) a batch at a time: along tokens the rows are tokens and the lanes channels;
+/// along channels (quantize_token_run) the rows are channels and the lanes tokens. The batch's
+/// column of `group` rows is widened once into a stack tile while its statistics accumulate in
 /// registers, then coded from the tile into words shifted together in a register. Writes
-/// `group·bits/32` word rows at `words` (row stride `ws`), and the scale and zero point.
+/// `group·bits/32` words at `words` (word stride `ws`, lane stride `wl`), and the scale and zero
+/// point (lane strides `ss`, `zs`).
 template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>& rnd,
                           const token_rows<E>& rows, index_t c0, index_t n, std::uint32_t* words,
-                          index_t ws, Ep* scale, index_t ss, Ep* zero, index_t zs) noexcept {
+                          index_t ws, index_t wl, Ep* scale, index_t ss, Ep* zero, index_t zs) noexcept {
   using ub = u32_batch<Arch>;
   constexpr index_t w = float_batch<Arch>::size;
   for (index_t b = 0; b * w < n; ++b) {
@@ -279,7 +282,7 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
       const ub q = codes_of<S, Arch, E>(f.bits, tile[t], g, rnd);
       word = word | (q << at.shift);
       if (at.shift + f.bits >= 32) {  // the word is complete
-        store_word_lanes<Arch>(words + at.word * ws + b * w, lanes, word);
+        store_word_lanes<Arch>(words + at.word * ws + b * w * wl, wl, lanes, word);
         word = at.spills ? ub(q >> (32 - at.shift)) : ub(0u);
       }
     }
@@ -382,37 +385,45 @@ float reduce_lanes(const float_batch<Arch>& x, const Op& op) noexcept {
   return r;
 }
 
-/// One group along channels: `group` channels at `x` (stride `cs`) of one token, widened a batch
-/// at a time. Statistics in channel order (the same on every ISA), codes a batch at a time, then
-/// packed in order.
+/// Where a run of consecutive tokens' groups along channels is packed: the first token's word 0,
+/// scale and zero point of group 0, with their token strides and the parameters' group strides.
+template <class Ep>
+struct token_run_out {
+  std::uint32_t* words;
+  index_t word_token_stride;
+  Ep* scale;
+  index_t scale_token_stride, scale_group_stride;
+  Ep* zero;  // null for the schemes without one
+  index_t zero_token_stride, zero_group_stride;
+};
+
+/// Every group along channels of `count` consecutive tokens (the first at `x`, token stride `ts`,
+/// channel stride `cs`), SIMD lanes holding tokens: a group's channels are the rows of
+/// quantize_token_group, so a token's statistics run in channel order and its codes fill its
+/// words in order, whatever the lanes.
 template <kv_scheme S, class Arch, class E, class Ep>
-void quantize_channel_group(const uniform_format& f, const step_rounding<Arch, E>& rnd, const E* x,
-                            index_t cs, std::uint32_t* words, Ep* scale, Ep* zero) noexcept {
-  using fb = float_batch<Arch>;
-  constexpr index_t w = fb::size;
-  alignas(64) float v[uniform_max_group];
-  alignas(64) std::uint32_t q[uniform_max_group];
-  group_stats<Arch> lanes;  // min, max and non-finite flags per lane: any order gives the same
-  for (index_t i = 0; i < f.group; i += w) {
-    const fb xi = load_lanes<Arch>(x + i * cs, cs, w);
-    xi.store_aligned(v + i);
-    lanes.add(xi);
+void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& rnd, const E* x, index_t ts,
+                        index_t cs, index_t count, index_t dim, const token_run_out<Ep>& o) noexcept {
+  const index_t words_per_group = f.group * f.bits / 32;
+  for (index_t g = 0; g < dim / f.group; ++g) {
+    token_rows<E> rows;
+    for (index_t i = 0; i < f.group; ++i) rows.row[i] = x + (g * f.group + i) * cs, rows.stride[i] = ts;
+    for (index_t t = 0; t < count; t += uniform_chunk)
+      quantize_token_group<S, Arch>(
+          f, rnd, rows, t, std::min(uniform_chunk, count - t), o.words + g * words_per_group + t * o.word_token_stride,
+          1, o.word_token_stride, o.scale + g * o.scale_group_stride + t * o.scale_token_stride, o.scale_token_stride,
+          S == kv_scheme::asymmetric ? o.zero + g * o.zero_group_stride + t * o.zero_token_stride : nullptr,
+          o.zero_token_stride);
   }
-  group_stats<Arch> st;  // broadcast: every lane holds the group's statistics
-  st.lo = fb(reduce_lanes<Arch>(lanes.lo, [](float a, float b) { return a < b ? a : b; }));
-  st.hi = fb(reduce_lanes<Arch>(lanes.hi, [](float a, float b) { return a > b ? a : b; }));
-  st.bad = fb(xsimd::hadd(lanes.bad));
-  if constexpr (S == kv_scheme::sign || S == kv_scheme::ternary) {
-    float abs_sum = 0.0f;  // in channel order
-    for (index_t i = 0; i < f.group; ++i) abs_sum += std::fabs(v[i]);
-    st.abs_sum = fb(abs_sum);
-  }
-  const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
-  store_lanes<Arch>(scale, 0, 1, g.scale);  // every lane holds the group's scale
-  if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero, 0, 1, g.zero);
-  for (index_t i = 0; i < f.group; i += w)
-    codes_of<S, Arch, E>(f.bits, fb::load_aligned(v + i), g, rnd).store_aligned(q + i);
-  pack_codes(q, f.group, f.bits, words);
+}
+
+/// Where tokens [t, …) of head h are packed along channels in a packed cache.
+template <class Ep, class Packed>
+token_run_out<Ep> token_run_at(const Packed& packed, const uniform_format& f, index_t h, index_t t) noexcept {
+  const bool zero = f.scheme == kv_scheme::asymmetric;
+  return {&packed.codes(h, t, 0),       packed.codes.stride(1), &packed.scale(h, t, 0),
+          packed.scale.stride(1),       packed.scale.stride(2), zero ? &packed.zero(h, t, 0) : nullptr,
+          packed.zero.stride(1),        packed.zero.stride(2)};
 }
 
 /// One group along channels back to `group` channels at `y` (stride `cs`).
@@ -448,7 +459,7 @@ template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_unit(const uniform_format& f, const step_rounding<Arch, E>& rnd, const token_rows<E>& rows,
                          index_t dim, const token_group_out<Ep>& o) noexcept {
   for (index_t c = 0; c < dim; c += uniform_chunk)
-    quantize_token_group<S, Arch>(f, rnd, rows, c, std::min(uniform_chunk, dim - c), o.words + c, o.word_stride,
+    quantize_token_group<S, Arch>(f, rnd, rows, c, std::min(uniform_chunk, dim - c), o.words + c, o.word_stride, 1,
                                   o.scale + c * o.scale_stride, o.scale_stride,
                                   S == kv_scheme::asymmetric ? o.zero + c * o.zero_stride : nullptr, o.zero_stride);
 }
@@ -482,18 +493,20 @@ status check_uniform_io(const cpu<Arch>& exec, const uniform_format& f, const Ef
 }
 
 /// Runs share `ith` of `nth` of a problem's units, with the scheme as a compile-time tag:
-/// `group(tag, h, g)` for each (head, token group) along tokens, `row(tag, h, t)` for each
-/// (head, token) along channels, in order.
-template <class Arch, class Group, class Row>
-void for_each_unit(const cpu<Arch>& exec, const uniform_format& f, const kv_problem& p, const Group& group,
-                   const Row& row) noexcept {
+/// `group(tag, h, g)` for each (head, token group) along tokens, `run(tag, h, t, count)` for each
+/// run of `run_length` tokens (the last may be shorter) of a head along channels, in order.
+template <class Arch, class Group, class Run>
+void for_each_unit(const cpu<Arch>& exec, const uniform_format& f, const kv_problem& p, index_t run_length,
+                   const Group& group, const Run& run) noexcept {
   const bool along_tokens = f.axis == kv_group_axis::tokens;
-  const index_t per_head = along_tokens ? p.tokens / f.group : p.tokens, units = p.heads * per_head;
+  const index_t per_head = along_tokens ? p.tokens / f.group : (p.tokens + run_length - 1) / run_length;
+  const index_t units = p.heads * per_head;
   const index_t u0 = share_begin(units, exec.ith, exec.nth), u1 = share_begin(units, exec.ith + 1, exec.nth);
   with_scheme(f.scheme, [&](auto tag) {
     for (index_t u = u0; u < u1; ++u) {
-      if (along_tokens) group(tag, u / per_head, u % per_head);
-      else row(tag, u / per_head, u % per_head);
+      const index_t h = u / per_head, i = u % per_head;
+      if (along_tokens) group(tag, h, i);
+      else run(tag, h, i * run_length, std::min(run_length, p.tokens - i * run_length));
     }
   });
 }
@@ -528,21 +541,17 @@ struct backend<uniform_quantize, cpu<Arch>> {
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const detail::step_rounding<Arch, E> rnd{p.round_each_op};
     const auto& x = in.cache;
-    const index_t words_per_group = f.group * f.bits / 32;
     detail::for_each_unit(
-        exec, f, prob,
+        exec, f, prob, detail::uniform_chunk,
         [&](auto tag, index_t h, index_t g) {
           detail::token_rows<E> rows;
           for (index_t t = 0; t < f.group; ++t) rows.row[t] = &x(h, g * f.group + t, 0), rows.stride[t] = x.stride(2);
           detail::quantize_token_unit<decltype(tag)::value, Arch>(f, rnd, rows, prob.head_dim,
                                                                   detail::token_group_at<E>(out, f, h, g));
         },
-        [&](auto tag, index_t h, index_t t) {
-          constexpr kv_scheme S = decltype(tag)::value;
-          for (index_t g = 0; g < prob.head_dim / f.group; ++g)
-            detail::quantize_channel_group<S, Arch>(f, rnd, &x(h, t, g * f.group), x.stride(2),
-                                                    &out.codes(h, t, g * words_per_group), &out.scale(h, t, g),
-                                                    S == kv_scheme::asymmetric ? &out.zero(h, t, g) : nullptr);
+        [&](auto tag, index_t h, index_t t, index_t count) {
+          detail::quantize_token_run<decltype(tag)::value, Arch>(f, rnd, &x(h, t, 0), x.stride(1), x.stride(2), count,
+                                                                 prob.head_dim, detail::token_run_at<E>(out, f, h, t));
         });
     return status::ok;
   }
@@ -565,14 +574,14 @@ struct backend<uniform_dequantize, cpu<Arch>> {
     const auto& y = out.cache;
     const index_t words_per_group = f.group * f.bits / 32;
     detail::for_each_unit(
-        exec, f, prob,
+        exec, f, prob, 1,
         [&](auto tag, index_t h, index_t g) {
           Eout* rows[detail::uniform_max_group];
           for (index_t t = 0; t < f.group; ++t) rows[t] = &y(h, g * f.group + t, 0);
           detail::dequantize_token_unit<decltype(tag)::value, Arch>(
               f, p.vidkv_dequant, rnd, detail::token_group_at<const E>(in, f, h, g), prob.head_dim, rows, y.stride(2));
         },
-        [&](auto tag, index_t h, index_t t) {
+        [&](auto tag, index_t h, index_t t, index_t) {
           constexpr kv_scheme S = decltype(tag)::value;
           for (index_t g = 0; g < prob.head_dim / f.group; ++g)
             detail::dequantize_channel_group<S, Arch>(f, p.vidkv_dequant, rnd, &in.codes(h, t, g * words_per_group),
