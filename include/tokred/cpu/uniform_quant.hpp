@@ -1,18 +1,19 @@
 // tokred/cpu/uniform_quant.hpp — CPU backends of uniform_quantize, uniform_dequantize and
 // packed_key_scores, and the group kernels the KIVI cache (<tokred/cpu/kivi.hpp>) reuses.
 //
-// SIMD lanes hold channels. Along tokens (per channel), a group is `group` token rows read
-// twice — once for its statistics, once for its codes (the second pass finds them in L1) — with
-// one lane per channel, so every lane's arithmetic runs in group order on every ISA, and the
-// codes of one word row (32/bits tokens) are shifted into a batch of words, one per channel.
-// Along channels (per token), a group of one row is widened into a float buffer, its statistics
-// summed in order, the codes formed a batch at a time and packed into words in order.
-// A partial batch (head_dim not a multiple of the SIMD width) or a strided row goes through the
-// same arithmetic lane by lane through small buffers. No workspace but the scores' query
-// products; no allocation.
+// One quantization kernel serves both axes: a group's `group` values are rows, read as a SIMD
+// batch of lanes each — widened once into a stack tile while the statistics accumulate, then
+// coded from the tile, the codes of one word shifted together into a batch of words. Along
+// tokens (per channel) the rows are tokens and the lanes channels; along channels (per token)
+// the rows are channels and the lanes tokens. Either way every lane's arithmetic runs in group
+// order on every ISA. Dequantizing along tokens writes whole token rows; along channels it
+// unpacks one token's group and converts it a batch at a time. A partial batch or a strided
+// row goes through the same arithmetic lane by lane through small buffers. No workspace but
+// the scores' query products; no allocation.
 //
-// Shares: quantize and dequantize split the groups (heads × token groups along tokens, heads ×
-// tokens along channels) into nth contiguous ranges; scores split the query heads.
+// Shares: quantize splits (head, token group) units along tokens and (head, run of up to 256
+// tokens) along channels; dequantize (head, token group) and (head, token); scores split the
+// query heads. Every unit's output is its own, so any split gives the same bits.
 #pragma once
 
 #include <algorithm>
@@ -320,36 +321,8 @@ void dequantize_token_group(const uniform_format& f, bool vidkv, const step_roun
     }
 }
 
-/// Packs `count` codes (each below 2^bits) into count·bits/32 words as a little-endian stream.
-/// Widths dividing 32 take whole words of 32/bits codes, unrolled; 3, 5, 6 and 7 bits walk the
-/// stream.
-template <int Bits>
-void pack_words(const std::uint32_t* q, index_t count, std::uint32_t* words) noexcept {
-  constexpr int per = 32 / Bits;
-  for (index_t w = 0; w < count / per; ++w) {
-    std::uint32_t word = 0;
-    for (int i = 0; i < per; ++i) word |= q[w * per + i] << (i * Bits);
-    words[w] = word;
-  }
-}
-
-inline void pack_codes(const std::uint32_t* q, index_t count, int bits, std::uint32_t* words) noexcept {
-  switch (bits) {
-    case 1: return pack_words<1>(q, count, words);
-    case 2: return pack_words<2>(q, count, words);
-    case 4: return pack_words<4>(q, count, words);
-    case 8: return pack_words<8>(q, count, words);
-    default: break;
-  }
-  for (index_t w = 0; w < count * bits / 32; ++w) words[w] = 0;
-  for (index_t i = 0; i < count; ++i) {
-    const code_slot at = slot_of(i, bits);
-    words[at.word] |= q[i] << at.shift;
-    if (at.spills) words[at.word + 1] |= q[i] >> (32 - at.shift);
-  }
-}
-
-/// Unpacks what pack_codes packed.
+/// Unpacks `count` codes of `bits` bits from their little-endian stream of words. Widths
+/// dividing 32 take whole words of 32/bits codes, unrolled; 3, 5, 6 and 7 bits walk the stream.
 template <int Bits>
 void unpack_words(const std::uint32_t* words, index_t count, std::uint32_t* q) noexcept {
   constexpr int per = 32 / Bits;
@@ -373,16 +346,6 @@ inline void unpack_codes(const std::uint32_t* words, index_t count, int bits, st
     if (at.spills) v |= words[at.word + 1] << (32 - at.shift);
     q[i] = v & mask;
   }
-}
-
-/// The lanes of x folded with `op` in lane order.
-template <class Arch, class Op>
-float reduce_lanes(const float_batch<Arch>& x, const Op& op) noexcept {
-  alignas(64) float lanes[float_batch<Arch>::size];
-  x.store_aligned(lanes);
-  float r = lanes[0];
-  for (std::size_t i = 1; i < float_batch<Arch>::size; ++i) r = op(r, lanes[i]);
-  return r;
 }
 
 /// Where a run of consecutive tokens' groups along channels is packed: the first token's word 0,

@@ -152,18 +152,14 @@ packed_score_inputs<E, Space> kivi_key_scores(const kivi& p, const kivi_cache<co
 namespace detail {
 
 constexpr bool valid_kivi(const kivi& p) noexcept {
-  return valid_uniform_format(kivi_key_format(p)) && valid_uniform_format(kivi_value_format(p)) &&
-         p.residual > 0 && p.residual % p.group == 0;
+  return valid_uniform_format(kivi_key_format(p)) && valid_uniform_format(kivi_value_format(p));
 }
 
 /// The checks of a KIVI configuration against a cache of `capacity` packed tokens: the problem,
 /// the formats, the residual, capacity a multiple of the group, head_dim of the group.
 constexpr status check_kivi(const kivi& p, const kv_problem& storage) noexcept {
-  if (storage.heads < 0 || storage.tokens < 0 || storage.head_dim < 0) return status::shape_mismatch;
-  if (storage.heads == 0 || storage.head_dim == 0) return status::empty_input;
-  if (!valid_kivi(p) || storage.tokens % p.group != 0 || storage.head_dim % p.group != 0)
-    return status::invalid_parameter;
-  return status::ok;
+  if (status s = check_cache_storage(storage, p.group, p.residual); s != status::ok) return s;
+  return valid_kivi(p) && storage.head_dim % p.group == 0 ? status::ok : status::invalid_parameter;
 }
 
 }  // namespace detail

@@ -194,6 +194,18 @@ constexpr status check_ggml(ggml_type type, index_t rotation, const kv_problem& 
   return status::ok;
 }
 
+/// The storage checks every streaming KV cache shares, for (heads, capacity C, head_dim) with
+/// groups of `group` tokens and a full-precision window of `residual`: `shape_mismatch` for a
+/// negative extent, `empty_input` for no heads or channels, `invalid_parameter` for a residual
+/// that is not a positive multiple of the group or C not a multiple of it. C = 0 is allowed.
+constexpr status check_cache_storage(const kv_problem& storage, index_t group, index_t residual) noexcept {
+  if (storage.heads < 0 || storage.tokens < 0 || storage.head_dim < 0) return status::shape_mismatch;
+  if (storage.heads == 0 || storage.head_dim == 0) return status::empty_input;
+  if (group <= 0 || residual <= 0 || residual % group != 0 || storage.tokens % group != 0)
+    return status::invalid_parameter;
+  return status::ok;
+}
+
 template <class V>
 kv_problem kv_problem_of(const V& cache) noexcept {
   return {cache.extent(0), cache.extent(1), cache.extent(2)};

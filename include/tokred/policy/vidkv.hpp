@@ -282,12 +282,10 @@ constexpr status check_vidkv_keys(const vidkv_keys& k, const kv_problem& p) noex
 
 /// The checks of a VidKV configuration against a cache of `capacity` packed tokens.
 constexpr status check_vidkv(const vidkv& p, const kv_problem& storage) noexcept {
-  if (storage.heads < 0 || storage.tokens < 0 || storage.head_dim < 0) return status::shape_mismatch;
-  if (storage.heads == 0 || storage.head_dim == 0) return status::empty_input;
-  if (!valid_vidkv_keys(vidkv_keys_of(p), storage.head_dim) || vidkv_value_format(p).bits == 0 ||
-      p.residual <= 0 || p.residual % p.group != 0 || storage.tokens % p.group != 0)
-    return status::invalid_parameter;
-  return status::ok;
+  if (status s = check_cache_storage(storage, p.group, p.residual); s != status::ok) return s;
+  return valid_vidkv_keys(vidkv_keys_of(p), storage.head_dim) && vidkv_value_format(p).bits != 0
+             ? status::ok
+             : status::invalid_parameter;
 }
 
 }  // namespace detail
