@@ -7,7 +7,8 @@
 //   2. Encode. Here: made-up fp32 features and one made-up score per token.
 //   3. Reduce straight into the placeholder rows of the LLM's bf16 input-embedding buffer, on the
 //      engine's own threads (tokred::cpu{ith, nth}); tokred converts fp32 to bf16 on the way.
-//   4. Build M-RoPE position ids for the whole prompt from the kept tokens' (t, h, w).
+//   4. Build M-RoPE position ids for the whole prompt from the kept tokens' (t, h, w): the
+//      Qwen-VL (3, L) ids of Hugging Face and vLLM, and llama.cpp's planar llama_pos array.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -18,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include <tokred/policy/mrope.hpp>
 #include <tokred/tokred.hpp>
 
 namespace {
@@ -48,14 +50,6 @@ void embed_text(int id, tokred::bf16* row) {
   for (tokred::index_t c = 0; c < dim; ++c)
     row[c] = tokred::from_float<tokred::bf16>(0.01f * static_cast<float>(id * 7 + c));
 }
-
-/// M-RoPE position ids (t, h, w) of one prompt token, in the style of Qwen2-VL: text tokens carry
-/// their running index on all three axes; a visual token carries its original (t, h, w) plus the
-/// index at which the video starts; the text after the video continues one past the largest
-/// position of the full grid, so it does not depend on which tokens were kept.
-struct mrope_id {
-  std::int32_t t, h, w;
-};
 
 }  // namespace
 
@@ -114,24 +108,40 @@ int main() {
   // example-end threads
 
   // example-begin mrope
-  // Step 4: M-RoPE ids for the whole prompt from the kept tokens' original (t, h, w).
-  std::vector<mrope_id> ids(static_cast<std::size_t>(prompt));
-  for (tokred::index_t i = 0; i < text_before; ++i) {
-    const auto p = static_cast<std::int32_t>(i);
-    ids[static_cast<std::size_t>(i)] = {p, p, p};
-  }
-  const auto start = static_cast<std::int32_t>(text_before);
-  for (tokred::index_t j = 0; j < visual; ++j) {
-    const std::int32_t* p = &thw[static_cast<std::size_t>(j * 3)];  // (t, h, w) of kept token j
-    ids[static_cast<std::size_t>(text_before + j)] = {start + p[0], start + p[1], start + p[2]};
-  }
-  const auto after = static_cast<std::int32_t>(
-      start + std::max({frames - 1, rows - 1, cols - 1}) + 1);  // past the full grid
-  for (tokred::index_t i = 0; i < text_after; ++i) {
-    const auto p = static_cast<std::int32_t>(after + i);
-    ids[static_cast<std::size_t>(text_before + visual + i)] = {p, p, p};
-  }
+  // Step 4: M-RoPE ids for the whole prompt, as Qwen2-VL numbers them: rows t, h, w of (3, L).
+  // Text counts up on all three rows; a kept token gets its original (t, h, w) plus the span's
+  // start; the text after the video continues past the full grid, whichever tokens were kept.
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(3 * prompt));  // (3, prompt)
+  auto columns = [&](tokred::index_t first, tokred::index_t count) {     // (3, count) of them
+    return tokred::view<std::int64_t, 2>(ids.data() + first, {3, count}, {prompt, 1});
+  };
+  const tokred::view<const std::int32_t, 2> kept_thw = tokred::make_view(thw.data(), visual, 3);  // (visual, 3)
+  tokred::mrope_span_end video_end;
+  tokred::status s = tokred::qwen_text_positions(0, columns(0, text_before));
+  if (s == tokred::status::ok)
+    s = tokred::qwen_mrope_positions(tokred::qwen_mrope::qwen2_vl(), prob.grid, kept_thw, text_before,
+                                     columns(text_before, visual), video_end);
+  if (s == tokred::status::ok)
+    s = tokred::qwen_text_positions(video_end.next, columns(text_before + visual, text_after));
   // example-end mrope
+  // example-begin mtmd
+  // The same prompt for llama.cpp's M-RoPE models: a llama_pos array of 4 planes (t, y, x,
+  // unused), and n_past advanced past the video by max(T, H, W), as libmtmd advances it.
+  std::vector<std::int32_t> llama_pos(static_cast<std::size_t>(4 * prompt));  // (4, prompt)
+  auto planes = [&](tokred::index_t first, tokred::index_t count) {           // (4, count) of them
+    return tokred::view<std::int32_t, 2>(llama_pos.data() + first, {4, count}, {prompt, 1});
+  };
+  std::int64_t n_past = 0;
+  if (s == tokred::status::ok) s = tokred::mtmd_text_positions(n_past, planes(0, text_before));
+  n_past += text_before;
+  if (s == tokred::status::ok) s = tokred::mtmd_positions(prob.grid, kept_thw, n_past, planes(text_before, visual));
+  n_past += tokred::mtmd_n_pos(prob.grid);
+  if (s == tokred::status::ok) s = tokred::mtmd_text_positions(n_past, planes(text_before + visual, text_after));
+  // example-end mtmd
+  if (s != tokred::status::ok) {
+    std::printf("positions failed: %s\n", tokred::to_string(s));
+    return 1;
+  }
 
   // The same reduction in one call, to show that the thread count does not change a bit.
   std::vector<tokred::bf16> single(static_cast<std::size_t>(visual * dim));  // (visual, dim)
@@ -178,10 +188,24 @@ int main() {
       if (i == text_before + 3) std::printf("  ...\n");
       continue;
     }
-    const mrope_id& id = ids[static_cast<std::size_t>(i)];
+    const auto id = [&](tokred::index_t row) {  // row t, h or w of token i
+      return static_cast<long long>(ids[static_cast<std::size_t>(row * prompt + i)]);
+    };
     const bool is_visual = i >= text_before && i < text_before + visual;
-    std::printf("  %3lld  %-6s (%2d, %2d, %2d)\n", static_cast<long long>(i),
-                is_visual ? "visual" : "text", id.t, id.h, id.w);
+    std::printf("  %3lld  %-6s (%2lld, %2lld, %2lld)\n", static_cast<long long>(i),
+                is_visual ? "visual" : "text", id(0), id(1), id(2));
   }
-  return same ? 0 : 1;
+
+  // Qwen2-VL's temporal id is the frame index and its text resumes at start + max(T, H, W): the
+  // very numbers libmtmd writes, so the two layouts must agree token for token.
+  bool agree = video_end.next == text_before + std::max({frames, rows, cols});
+  for (tokred::index_t i = 0; i < prompt; ++i) {
+    for (tokred::index_t row = 0; row < 3; ++row)
+      agree = agree && ids[static_cast<std::size_t>(row * prompt + i)] ==
+                           llama_pos[static_cast<std::size_t>(row * prompt + i)];
+    agree = agree && llama_pos[static_cast<std::size_t>(3 * prompt + i)] == 0;
+  }
+  std::printf("text after the video starts at %lld; Qwen2-VL ids and llama.cpp planes %s\n",
+              static_cast<long long>(video_end.next), agree ? "agree" : "DIFFER");
+  return same && agree ? 0 : 1;
 }
