@@ -1,7 +1,8 @@
-// merging.cpp — ToMe's token merging, one scene per idea: one merge with its provenance, merges
+// merging.cpp — token merging, one scene per idea: one ToMe merge with its provenance, merges
 // chained across layers with size tracking and proportional attention, the matching split over
-// threads, and unmerge. The docs quote the regions between the example markers verbatim; the
-// checks around them make sure the comments in those regions tell the truth.
+// threads, unmerge, and VisionZip's dominant and contextual tokens. The docs quote the regions
+// between the example markers verbatim; the checks around them make sure the comments in those
+// regions tell the truth.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -12,6 +13,7 @@
 
 #include <tokred/tokred.hpp>
 #include <tokred/cpu/tome.hpp>
+#include <tokred/cpu/visionzip.hpp>
 
 #include "scene_checks.hpp"
 
@@ -194,6 +196,70 @@ void unmerge_scene() {
   SCENE_CHECK((std::vector<float>(full, full + 10) == std::vector<float>{1, 1, 1, 1, 2, 2, 3, 3, 3, 3}));
 }
 
+/// A CLIP-style output: a [CLS] row, then 4 x 4 patches of 2 values whose direction depends on
+/// the image half: the top half (h < 2) turns from angle 0 by 0.1 per patch column, the bottom
+/// half from 1.5. The [CLS] row's attention (summed over heads) favours the four centre patches.
+std::vector<float> clip_rows() {
+  std::vector<float> rows = {0.0f, 1.0f};  // (1 + 16, 2), [CLS] first
+  for (int h = 0; h < 4; ++h)
+    for (int w = 0; w < 4; ++w) {
+      const double angle = 0.1 * w + (h >= 2 ? 1.5 : 0.0);
+      rows.push_back(static_cast<float>(std::cos(angle)));
+      rows.push_back(static_cast<float>(std::sin(angle)));
+    }
+  return rows;
+}
+
+void visionzip_scene() {
+  std::printf("visionzip\n");
+  const std::vector<float> clip = clip_rows();
+  std::vector<float> cls_attention(16, 0.01f);  // (N,) head-sum [CLS] attention per patch
+  for (int j : {5, 6, 9, 10}) cls_attention[static_cast<std::size_t>(j)] = 0.2f;
+  // example-begin visionzip
+  // VisionZip on [CLS] + 4 x 4 patches (17 rows): keep [CLS] and the 4 patches the [CLS] query
+  // attends to most (dominant = 5 counts [CLS], as the original's argument does), and merge the
+  // other 12 rows into 2 contextual tokens by cosine of their keys. The rows are their own keys
+  // here; inside CLIP pass the same layer's head-mean keys as `in.metric`.
+  const tokred::visionzip policy{/*dominant=*/5, /*contextual=*/2};
+  const tokred::problem prob{tokred::image_grid(4, 4), 2};
+  const tokred::index_t kept = tokred::retained_count(policy, prob);  // 5 + 2 = 7
+  const tokred::index_t rows = tokred::visionzip_rows(policy, prob);  // 16 patches + [CLS] = 17
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  std::vector<float> reduced(kept * 2);           // (kept, dim) dominant rows, then contextual
+  std::vector<std::int64_t> source(kept);         // (kept,) the row kept, or the contextual target
+  std::vector<std::int32_t> positions(kept * 3);  // (kept, 3) its (t, h, w); [CLS]: (-1, -1, -1)
+  std::vector<float> sizes(kept);                 // (kept,) rows each output stands for
+  std::vector<std::int64_t> assign(rows);         // (rows,) output slot of every input row
+  tokred::visionzip_inputs<float> in{};
+  in.grid = prob.grid;
+  in.tokens = tokred::make_view<const float>(clip.data(), rows, 2);      // (rows, dim)
+  in.scores = tokred::make_view<const float>(cls_attention.data(), 16);  // (N,)
+  const tokred::merge_outputs<float> out{
+      tokred::make_view(reduced.data(), kept, 2), tokred::make_view(source.data(), kept),
+      tokred::make_view(positions.data(), kept, 3), tokred::make_view(sizes.data(), kept),
+      tokred::make_view(assign.data(), rows)};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok. Dominant: [CLS], then patches 5, 6, 9, 10 (rows 6, 7, 10, 11) in row order. The 12
+  // other rows give step = 12 / 2 = 6: targets the 1st and 7th of them, patch 0 (row 1) and
+  // patch 8 (row 9). The top half joins the first, the bottom half the second.
+  // source = {0, 6, 7, 10, 11, 1, 9}, sizes = {1, 1, 1, 1, 1, 6, 6}; reduced row 5 is
+  // row 1 + mean(rows 2, 3, 4, 5, 8): the original's target + mean, not a plain mean.
+  // example-end visionzip
+  SCENE_CHECK(s == tokred::status::ok && kept == 7 && rows == 17);
+  SCENE_CHECK((source == std::vector<std::int64_t>{0, 6, 7, 10, 11, 1, 9}));
+  SCENE_CHECK((sizes == std::vector<float>{1, 1, 1, 1, 1, 6, 6}));
+  SCENE_CHECK(positions[0] == -1 && positions[1] == -1 && positions[2] == -1);
+  SCENE_CHECK(positions[15] == 0 && positions[16] == 0 && positions[17] == 0);  // patch 0
+  SCENE_CHECK(positions[18] == 0 && positions[19] == 2 && positions[20] == 0);  // patch 8
+  for (int c = 0; c < 2; ++c) {
+    const float members = clip[2 * 2 + c] + clip[3 * 2 + c] + clip[4 * 2 + c] + clip[5 * 2 + c] + clip[8 * 2 + c];
+    SCENE_CHECK(std::abs(reduced[5 * 2 + c] - (clip[1 * 2 + c] + members / 5)) < 1e-6f);
+  }
+  SCENE_CHECK(assign[0] == 0 && assign[2] == 5 && assign[8] == 5 && assign[12] == 6 && assign[16] == 6);
+  std::printf("  17 rows -> 7 tokens, sources 0 6 7 10 11 1 9\n");
+}
+
 }  // namespace
 
 int main() {
@@ -201,5 +267,6 @@ int main() {
   layers();
   threads();
   unmerge_scene();
+  visionzip_scene();
   return scene::finish();
 }
