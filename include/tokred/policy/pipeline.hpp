@@ -1,0 +1,380 @@
+// tokred/policy/pipeline.hpp — a chain of reductions as one policy: pool → merge → select, with
+// the provenance of every output token traced back to the original tokens.
+//
+// `pipeline<Stages...>` has the contract of a single policy: `retained_count` of the whole chain
+// exact from the shapes, one `workspace_bytes` holding every intermediate buffer, one `apply`.
+// The HOW lives in <tokred/cpu/pipeline.hpp>. A stage is any of
+//   grid reducers   pool, adaptive_pool, bilinear, dct_lowpass     a smaller grid out
+//   selections      topk, uniform, random_subset                    a subset, original order
+//   diversity       divprune, kcenter, importance_diversity, cdpruner
+//   merges          tome, tome_share                                tome_share: r as a share of N
+//   dct_share       Fourier-VLM's low-pass with its side-ratio rule, on whatever grid arrives
+//   scored<S, Sel>  a feature score S computed on the stage's tokens, then the selection Sel
+// Data-dependent counts (threshold, iqr_outliers) and policies with their own input layouts
+// (hired, the video layouts) are not stages: run them before or after a chain.
+//
+// What flows between stages: the tokens (in the input element type), their grid, and for every
+// token the original token it stands for (`source`) and how many originals it stands for
+// (`sizes`). Each stage sees the grid the previous one produced:
+//   grid reducers        their output grid (T', H', W')
+//   per-frame selections (T, 1, k): k tokens in each of the T frames
+//   everything else      the sequence grid (1, 1, K)
+//
+// Outputs, each optional (an empty view means "not requested"):
+//   tokens    (kept, dim)  the last stage's tokens
+//   source    (kept,)      the original token each output stands for: the stage-by-stage
+//                          composition of every stage's own source (a merge's or a pool's
+//                          representative, a selection's kept index)
+//   positions (kept, 3)    the original (t, h, w) of that source token
+//   sizes     (kept,)      how many original tokens the output stands for: the originals whose
+//                          `assign` is that slot (0 for an upsampled cell that no original maps to)
+//   assign    (tokens,)    for every original token, its output slot, or −1 if a stage dropped it
+// Every stage's own assignment composes into `assign`: a selection maps a kept token to its slot
+// and drops the rest; a merge maps as it merged; a grid reducer maps each input token to the one
+// output cell that covers it (`stage_cell`), so pooling's floor mode drops the cut-off border.
+// Sizes therefore always sum to the originals not dropped. ToMe inside a chain weighs its averages
+// by these sizes, as repeated ToMe layers do.
+//
+// Scores: topk and importance_diversity read the caller's `scores` of the ORIGINAL tokens; after
+// an earlier stage each token carries the score of its source token. `scored<S, Sel>` computes
+// fresh scores on the stage's own tokens instead.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "tokred/core/checks.hpp"
+#include "tokred/core/contract.hpp"
+#include "tokred/core/grid.hpp"
+#include "tokred/core/status.hpp"
+#include "tokred/core/view.hpp"
+#include "tokred/policy/diversity.hpp"
+#include "tokred/policy/feature_scores.hpp"
+#include "tokred/policy/grid_reduce.hpp"
+#include "tokred/policy/merge.hpp"
+#include "tokred/policy/selection.hpp"
+
+namespace tokred {
+
+/// ToMe with r given as a share of the stage's input tokens: r = floor(share · N), then ToMe's
+/// own clamp. A chain's stage counts are known only once the shapes are, so this is how a
+/// pipeline says "merge a quarter of whatever arrives here".
+struct tome_share {
+  double share = 0.0;   ///< in [0, 1]; r = floor(share · N), the product in double
+  index_t protect = 0;  ///< as tome::protect
+};
+
+/// Fourier-VLM's DCT low-pass with its ratio rule: `dct_lowpass_for_ratio(grid, ratio)` on the
+/// stage's grid (each frame's sides scaled by the ratio, frames kept whole).
+struct dct_share {
+  double ratio = 2.0 / 3.0;  ///< in (0, 1]
+};
+
+/// A selection that ranks by a feature score computed on the stage's own tokens: S is
+/// token_norm, query_relevance (token level) or temporal_similarity; Sel is topk or
+/// importance_diversity.
+template <class Score, class Select>
+struct scored {
+  Score score{};
+  Select select{};
+};
+
+/// A chain of reduction stages, applied left to right.
+template <class... Stages>
+struct pipeline {
+  static_assert(sizeof...(Stages) > 0, "tokred: a pipeline needs at least one stage");
+  std::tuple<Stages...> stages;
+};
+
+template <class... Stages>
+constexpr pipeline<std::decay_t<Stages>...> make_pipeline(Stages&&... stages) {
+  return {std::tuple<std::decay_t<Stages>...>(std::forward<Stages>(stages)...)};
+}
+
+/// Inputs of a pipeline. `query`, when given, reaches every cdpruner stage (its relevance) and
+/// scored<query_relevance, …>, which requires it.
+template <class E, class Space = host_space>
+struct pipeline_inputs {
+  using space = Space;
+  token_grid grid;                     ///< (T, H, W), N = T·H·W original tokens
+  view<const E, 2, Space> tokens;      // (tokens, dim)
+  view<const float, 1, Space> scores;  // (tokens,) of the originals: for topk and
+                                       //   importance_diversity stages (required by them only)
+  view<const E, 2, Space> query;       // (queries, dim) for cdpruner and scored<query_relevance, …>
+};
+
+/// Outputs of a pipeline. Each view is optional: leave it empty to skip it.
+template <class E, class Space = host_space>
+struct pipeline_outputs {
+  using space = Space;
+  view<E, 2, Space> tokens;                // (kept, dim)
+  view<std::int64_t, 1, Space> source;     // (kept,)
+  view<std::int32_t, 2, Space> positions;  // (kept, 3) as (t, h, w)
+  view<float, 1, Space> sizes;             // (kept,)
+  view<std::int64_t, 1, Space> assign;     // (tokens,)
+};
+
+namespace detail {
+
+/// What a stage makes of its input problem: a status, its output count and output grid, and
+/// what it reads besides the tokens.
+struct stage_shape {
+  status code = status::ok;
+  index_t kept = 0;
+  token_grid grid;         ///< the grid the next stage sees
+  bool reads_scores = false;  ///< the caller's scores, carried to the stage's tokens (required)
+  bool reads_query = false;   ///< the caller's query rows (required)
+};
+
+constexpr stage_shape failed_stage(status s) noexcept { return {s, 0, {}, false, false}; }
+
+/// The grid after a budgeted selection of `kept` tokens.
+constexpr token_grid selected_grid(scope within, const token_grid& in, index_t kept) noexcept {
+  return within == scope::per_frame ? token_grid{in.frames, 1, kept / in.frames} : sequence_grid(kept);
+}
+
+template <class P>
+inline constexpr bool is_grid_stage_v = std::is_same_v<P, pool> || std::is_same_v<P, adaptive_pool> ||
+                                        std::is_same_v<P, bilinear> || std::is_same_v<P, dct_lowpass>;
+
+template <class P>
+inline constexpr bool is_select_stage_v = is_budgeted_selection_v<P> || is_diversity_v<P>;
+
+template <class S>
+inline constexpr bool is_stage_score_v = std::is_same_v<S, token_norm> ||
+                                         std::is_same_v<S, query_relevance> ||
+                                         std::is_same_v<S, temporal_similarity>;
+
+/// The concrete policy of a stage given the problem it meets: ToMe's r from its share, the DCT's
+/// kept block from its ratio; every other stage is its own policy.
+inline tome resolve(const tome_share& p, const problem& prob) noexcept {
+  return {static_cast<index_t>(p.share * static_cast<double>(prob.grid.tokens())), p.protect};
+}
+inline dct_lowpass resolve(const dct_share& p, const problem& prob) noexcept {
+  return dct_lowpass_for_ratio(prob.grid, p.ratio);
+}
+template <class P>
+const P& resolve(const P& p, const problem&) noexcept {
+  return p;
+}
+
+template <class P>
+inline constexpr bool is_resolved_stage_v = std::is_same_v<P, tome_share> || std::is_same_v<P, dct_share>;
+
+template <class P>
+stage_shape stage_output(const P& p, const problem& prob) noexcept;
+template <class Score, class Select>
+stage_shape stage_output_scored(const scored<Score, Select>& p, const problem& prob) noexcept;
+template <class P>
+stage_shape stage_output_scored(const P&, const problem&) noexcept;
+
+template <class P>
+stage_shape stage_output(const P& p, const problem& prob) noexcept {
+  if (prob.dim <= 0) return failed_stage(prob.dim == 0 ? status::empty_input : status::shape_mismatch);
+  if constexpr (is_grid_stage_v<P>) {
+    const grid_result r = reduced_grid(p, prob.grid);
+    if (r.code != status::ok) return failed_stage(r.code);
+    return {status::ok, r.grid.tokens(), r.grid, false, false};
+  } else if constexpr (is_select_stage_v<P>) {
+    if (status s = can_implement(p, prob); s != status::ok) return failed_stage(s);
+    const index_t kept = retained_count(p, prob);
+    return {status::ok, kept, selected_grid(p.within, prob.grid, kept),
+            std::is_same_v<P, topk> || std::is_same_v<P, importance_diversity>, false};
+  } else if constexpr (std::is_same_v<P, tome>) {
+    if (status s = can_implement(p, prob); s != status::ok) return failed_stage(s);
+    const index_t kept = retained_count(p, prob);
+    return {status::ok, kept, sequence_grid(kept), false, false};
+  } else if constexpr (std::is_same_v<P, tome_share>) {
+    if (!(p.share >= 0.0 && p.share <= 1.0)) return failed_stage(status::invalid_ratio);
+    return stage_output(resolve(p, prob), prob);
+  } else if constexpr (std::is_same_v<P, dct_share>) {
+    if (!(p.ratio > 0.0 && p.ratio <= 1.0)) return failed_stage(status::invalid_ratio);
+    return stage_output(resolve(p, prob), prob);
+  } else {
+    return stage_output_scored(p, prob);
+  }
+}
+
+template <class Score, class Select>
+stage_shape stage_output_scored(const scored<Score, Select>& p, const problem& prob) noexcept {
+  static_assert(is_stage_score_v<Score>,
+                "tokred: scored<S, Sel> takes token_norm, query_relevance or temporal_similarity");
+  static_assert(std::is_same_v<Select, topk> || std::is_same_v<Select, importance_diversity>,
+                "tokred: scored<S, Sel> selects with topk or importance_diversity");
+  if constexpr (std::is_same_v<Score, query_relevance>) {
+    if (p.score.at != query_relevance::level::token) return failed_stage(status::invalid_parameter);
+  }
+  if (status s = can_implement(p.score, prob); s != status::ok) return failed_stage(s);
+  stage_shape shape = stage_output(p.select, prob);
+  shape.reads_scores = false;
+  shape.reads_query = std::is_same_v<Score, query_relevance>;
+  return shape;
+}
+
+/// Fallback for a type that is no stage: one readable error instead of a page of overloads.
+template <class P>
+stage_shape stage_output_scored(const P&, const problem&) noexcept {
+  static_assert(dependent_false<P>,
+                "tokred: not a pipeline stage (see the list in <tokred/policy/pipeline.hpp>)");
+  return failed_stage(status::invalid_parameter);
+}
+
+/// Index of the output cell whose stretch of the axis holds input coordinate x: floor(x·out/in).
+constexpr index_t stretch_cell(index_t x, index_t in, index_t out) noexcept { return x * out / in; }
+
+/// The pooling window along one axis that covers coordinate x: of the windows holding x, the one
+/// whose centre o·s − p + (k − 1)/2 is nearest, ties to the lower; −1 when none holds x (the
+/// border a floor mode cuts off). Window o covers [o·s − p, o·s − p + k).
+constexpr index_t pool_cell_along(index_t x, index_t k, index_t s, index_t p, index_t out) noexcept {
+  const index_t reach = x + p - k;  // window o holds x iff reach < o·s <= x + p
+  const index_t lo = reach < 0 ? 0 : reach / s + 1;
+  index_t hi = (x + p) / s;
+  if (hi > out - 1) hi = out - 1;
+  index_t best = -1, best_gap = 0;
+  for (index_t o = lo; o <= hi; ++o) {  // at most ⌈k/s⌉ windows; distances doubled to stay whole
+    const index_t gap = 2 * (x + p) - (k - 1) - 2 * o * s;
+    const index_t abs_gap = gap < 0 ? -gap : gap;
+    if (best < 0 || abs_gap < best_gap) {
+      best = o;
+      best_gap = abs_gap;
+    }
+  }
+  return best;
+}
+
+/// The output cell of a grid reducer that covers input token i (the `assign` of a grid stage),
+/// or −1 when no cell does. Pooling: the window holding it whose centre is nearest. Adaptive pooling, bilinear and
+/// the DCT low-pass: the cell whose equal stretch of each axis holds it, floor(x·out/in) — a
+/// partition of the input (inside the adaptive bin, and the DCT's own size rule).
+template <class P>
+index_t stage_cell(const P& p, const token_grid& in, const token_grid& out, index_t i) noexcept {
+  const token_position x = in.position(i);
+  index_t t, h, w;
+  if constexpr (std::is_same_v<P, pool>) {
+    t = pool_cell_along(x.t, p.kernel.t, p.stride.t, p.padding.t, out.frames);
+    h = pool_cell_along(x.h, p.kernel.h, p.stride.h, p.padding.h, out.height);
+    w = pool_cell_along(x.w, p.kernel.w, p.stride.w, p.padding.w, out.width);
+    if (t < 0 || h < 0 || w < 0) return -1;
+  } else {
+    t = stretch_cell(x.t, in.frames, out.frames);
+    h = stretch_cell(x.h, in.height, out.height);
+    w = stretch_cell(x.w, in.width, out.width);
+  }
+  return flat_index(out, t, h, w);
+}
+
+/// Calls f(stage) for stage `index` of the tuple.
+template <class Tuple, class F, std::size_t... I>
+void visit_stage_at(const Tuple& stages, std::size_t index, F&& f, std::index_sequence<I...>) {
+  ((I == index ? (void)f(std::get<I>(stages)) : (void)0), ...);
+}
+
+/// The shape of every stage of a chain, in order, and the chain's result: the first failed
+/// stage's status, or the final count and grid. `Chain` offers `stage_count()` and
+/// `visit(i, f)`.
+struct chain_shape {
+  status code = status::ok;
+  std::size_t failed_stage = 0;  ///< the stage that failed (when code != ok)
+  index_t kept = 0;
+  token_grid grid;
+  bool reads_scores = false;
+  bool reads_query = false;
+};
+
+template <class Chain, class OnStage>
+chain_shape walk_chain(const Chain& chain, const problem& prob, OnStage&& on_stage) {
+  chain_shape out{status::ok, 0, prob.grid.tokens(), prob.grid, false, false};
+  if (!prob.grid.valid()) return {status::shape_mismatch, 0, 0, {}, false, false};
+  if (prob.grid.tokens() == 0) return {status::empty_input, 0, 0, {}, false, false};
+  problem at = prob;
+  for (std::size_t i = 0; i < chain.stage_count(); ++i) {
+    stage_shape s;
+    chain.visit(i, [&](const auto& stage) { s = stage_output(stage, at); });
+    if (s.code != status::ok) return {s.code, i, 0, {}, false, false};
+    on_stage(i, at, s);
+    out.reads_scores = out.reads_scores || s.reads_scores;
+    out.reads_query = out.reads_query || s.reads_query;
+    out.kept = s.kept;
+    out.grid = s.grid;
+    at = {s.grid, prob.dim};
+  }
+  return out;
+}
+
+template <class Chain>
+chain_shape chain_output(const Chain& chain, const problem& prob) {
+  return walk_chain(chain, prob, [](std::size_t, const problem&, const stage_shape&) {});
+}
+
+/// A typed pipeline seen through the chain interface.
+template <class... Stages>
+struct tuple_chain {
+  const std::tuple<Stages...>& stages;
+  static constexpr std::size_t stage_count() noexcept { return sizeof...(Stages); }
+  template <class F>
+  void visit(std::size_t i, F&& f) const {
+    visit_stage_at(stages, i, std::forward<F>(f), std::index_sequence_for<Stages...>{});
+  }
+};
+
+template <class... Stages>
+tuple_chain<Stages...> as_chain(const pipeline<Stages...>& p) noexcept {
+  return {p.stages};
+}
+
+/// The view checks of a pipeline, in order: tokens against the grid, scores (when a stage reads
+/// them), query (when one does), the outputs against `kept` and N, then no output overlapping an
+/// input or another output.
+template <class Ein, class Eout, class Space>
+status check_pipeline_views(const pipeline_inputs<Ein, Space>& in, const pipeline_outputs<Eout, Space>& out,
+                            const chain_shape& shape, index_t dim) noexcept {
+  const index_t n = in.grid.tokens();
+  if (status s = check_view(in.tokens, {n, dim}); s != status::ok) return s;
+  if (shape.reads_scores)
+    if (status s = check_view(in.scores, {n}); s != status::ok) return s;
+  if (shape.reads_query || requested(in.query)) {  // cdpruner reads a query when one is given
+    if (status s = check_view(in.query, {in.query.extent(0), dim}); s != status::ok) return s;
+    if (in.query.extent(0) == 0) return status::empty_input;
+  }
+  const index_t kept = shape.kept;
+  if (status s = check_optional_view(out.tokens, {kept, dim}); s != status::ok) return s;
+  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return s;
+  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
+  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return s;
+  if (status s = check_optional_view(out.assign, {n}); s != status::ok) return s;
+  const view<const float, 1, Space> scores = shape.reads_scores ? in.scores : view<const float, 1, Space>{};
+  const view<const Ein, 2, Space>& query = in.query;
+  const auto hits_input = [&](const auto& o) {
+    return requested(o) && overlaps_any(o, in.tokens, scores, query);
+  };
+  if (hits_input(out.tokens) || hits_input(out.source) || hits_input(out.positions) ||
+      hits_input(out.sizes) || hits_input(out.assign))
+    return status::aliasing;
+  return any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign) ? status::aliasing
+                                                                                   : status::ok;
+}
+
+}  // namespace detail
+
+/// Exact number of tokens the whole chain returns on `prob`; 0 exactly when `can_implement` fails.
+template <class... Stages>
+index_t retained_count(const pipeline<Stages...>& p, const problem& prob) {
+  return detail::chain_output(detail::as_chain(p), prob).kept;
+}
+
+/// `ok`, or the status of the first stage that cannot run on the shape the chain gives it.
+template <class... Stages>
+status can_implement(const pipeline<Stages...>& p, const problem& prob) {
+  return detail::chain_output(detail::as_chain(p), prob).code;
+}
+
+/// The grid the chain's last stage produces (all zero when it cannot run).
+template <class... Stages>
+token_grid output_grid(const pipeline<Stages...>& p, const problem& prob) {
+  return detail::chain_output(detail::as_chain(p), prob).grid;
+}
+
+}  // namespace tokred
