@@ -27,61 +27,35 @@ namespace {
 using namespace tokred;
 using namespace tokred::testing;
 
-/// Sentinel-filled outputs of framefusion, sized by the bound: `untouched()` tells whether
-/// anything was written.
+/// Sentinel-filled outputs of framefusion, sized by the bound: a merge's five outputs plus the
+/// count, ratio and phase; `untouched()` tells whether anything was written.
 template <class E>
-struct ff_buffers {
-  std::vector<E> tokens;                // (rows, dim)
-  std::vector<std::int64_t> source;     // (rows,)
-  std::vector<std::int32_t> positions;  // (rows, 3)
-  std::vector<float> sizes;             // (rows,)
-  std::vector<std::int64_t> assign;     // (rows,)
+struct ff_buffers : merge_buffers<E> {
   std::int64_t count = -99;
   double ratio = -1.0;
   std::int32_t phase = -1;
-  index_t rows = 0, dim = 0;
+  index_t rows = 0;
 
-  ff_buffers(index_t rows_, index_t dim_)
-      : tokens(static_cast<std::size_t>(rows_ * dim_), from_float<E>(-3.5f)),
-        source(static_cast<std::size_t>(rows_), -12345),
-        positions(static_cast<std::size_t>(rows_ * 3), -777),
-        sizes(static_cast<std::size_t>(rows_), -1.0f),
-        assign(static_cast<std::size_t>(rows_), -12345),
-        rows(rows_), dim(dim_) {}
+  ff_buffers(index_t rows_, index_t dim_) : merge_buffers<E>(rows_, rows_, dim_), rows(rows_) {}
 
   framefusion_outputs<E> outputs() {
-    framefusion_outputs<E> o;
-    o.tokens = make_view(tokens.data(), rows, dim);
-    o.source = make_view(source.data(), rows);
-    o.positions = make_view(positions.data(), rows, 3);
-    o.sizes = make_view(sizes.data(), rows);
-    o.assign = make_view(assign.data(), rows);
+    framefusion_outputs<E> o = merge_buffers<E>::template outputs<framefusion_outputs<E>>();
     o.count = make_view(&count, 1);
     o.ratio = make_view(&ratio, 1);
     o.phase = make_view(&phase, 1);
     return o;
   }
   bool untouched() const {
-    return count == -99 && ratio == -1.0 && phase == -1 &&
-           std::all_of(tokens.begin(), tokens.end(), [](E t) { return to_float(t) == -3.5f; }) &&
-           std::all_of(source.begin(), source.end(), [](std::int64_t s) { return s == -12345; }) &&
-           std::all_of(positions.begin(), positions.end(), [](std::int32_t p) { return p == -777; }) &&
-           std::all_of(sizes.begin(), sizes.end(), [](float s) { return s == -1.0f; }) &&
-           std::all_of(assign.begin(), assign.end(), [](std::int64_t a) { return a == -12345; });
+    return count == -99 && ratio == -1.0 && phase == -1 && merge_buffers<E>::untouched();
   }
   /// Every output, bit for bit (rows past the count included: they must stay untouched).
   bool same_bits(const ff_buffers& o) const {
-    const auto bytes_equal = [](const auto& x, const auto& y) {
-      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
-    };
-    return bytes_equal(tokens, o.tokens) && source == o.source && positions == o.positions &&
-           bytes_equal(sizes, o.sizes) && assign == o.assign && count == o.count && ratio == o.ratio &&
-           phase == o.phase;
+    return merge_buffers<E>::same_bits(o) && count == o.count && ratio == o.ratio && phase == o.phase;
   }
   /// The first `count` token values, as floats.
   std::vector<float> kept_tokens() const {
     std::vector<float> t;
-    for (std::int64_t i = 0; i < count * dim; ++i) t.push_back(to_float(tokens[static_cast<std::size_t>(i)]));
+    for (std::int64_t i = 0; i < count * this->dim; ++i) t.push_back(to_float(this->tokens[static_cast<std::size_t>(i)]));
     return t;
   }
 };

@@ -11,6 +11,7 @@
 #include <tokred/tokred.hpp>
 #include <tokred/cpu/pipeline.hpp>
 
+#include "support/buffers.hpp"
 #include "support/cases.hpp"
 #include "support/catch.hpp"
 
@@ -144,33 +145,11 @@ provenance follow(const std::vector<const step<E>*>& steps, index_t n) {
   return p;
 }
 
-/// The outputs of a chain, sentinel-filled.
+/// The outputs of a chain, sentinel-filled: a merge's five outputs.
 template <class E>
-struct chain_buffers {
-  std::vector<E> tokens;
-  std::vector<std::int64_t> source;
-  std::vector<std::int32_t> positions;
-  std::vector<float> sizes;
-  std::vector<std::int64_t> assign;
-  index_t kept, n, dim;
-  chain_buffers(index_t kept_, index_t n_, index_t dim_)
-      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
-        source(static_cast<std::size_t>(kept_), -12345),
-        positions(static_cast<std::size_t>(kept_ * 3), -777),
-        sizes(static_cast<std::size_t>(kept_), -1.0f),
-        assign(static_cast<std::size_t>(n_), -12345),
-        kept(kept_), n(n_), dim(dim_) {}
-  pipeline_outputs<E> outputs() {
-    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-            make_view(positions.data(), kept, 3), make_view(sizes.data(), kept), make_view(assign.data(), n)};
-  }
-  bool untouched() const {
-    return std::all_of(tokens.begin(), tokens.end(), [](E t) { return to_float(t) == -3.5f; }) &&
-           std::all_of(source.begin(), source.end(), [](std::int64_t s) { return s == -12345; }) &&
-           std::all_of(positions.begin(), positions.end(), [](std::int32_t p) { return p == -777; }) &&
-           std::all_of(sizes.begin(), sizes.end(), [](float s) { return s == -1.0f; }) &&
-           std::all_of(assign.begin(), assign.end(), [](std::int64_t a) { return a == -12345; });
-  }
+struct chain_buffers : merge_buffers<E> {
+  using merge_buffers<E>::merge_buffers;
+  pipeline_outputs<E> outputs() { return merge_buffers<E>::template outputs<pipeline_outputs<E>>(); }
 };
 
 template <class P, class E>

@@ -28,46 +28,6 @@ using namespace tokred::testing;
 /// How far (in double) a fp32 similarity may sit from the oracle's: rows of at most 64 values.
 constexpr double rounding_slack = 1e-5;
 
-/// Sentinel-filled outputs of a merge: `untouched()` tells whether anything was written.
-template <class E>
-struct merge_buffers {
-  std::vector<E> tokens;                // (kept, dim)
-  std::vector<std::int64_t> source;     // (kept,)
-  std::vector<std::int32_t> positions;  // (kept, 3)
-  std::vector<float> sizes;             // (kept,)
-  std::vector<std::int64_t> assign;     // (tokens,)
-  index_t kept = 0, n = 0, dim = 0;
-
-  merge_buffers(index_t kept_, index_t n_, index_t dim_)
-      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
-        source(static_cast<std::size_t>(kept_), -12345),
-        positions(static_cast<std::size_t>(kept_ * 3), -777),
-        sizes(static_cast<std::size_t>(kept_), -1.0f),
-        assign(static_cast<std::size_t>(n_), -12345),
-        kept(kept_), n(n_), dim(dim_) {}
-
-  merge_outputs<E> outputs() {
-    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-            make_view(positions.data(), kept, 3), make_view(sizes.data(), kept),
-            make_view(assign.data(), n)};
-  }
-  bool untouched() const {
-    return std::all_of(tokens.begin(), tokens.end(), [](E t) { return to_float(t) == -3.5f; }) &&
-           std::all_of(source.begin(), source.end(), [](std::int64_t s) { return s == -12345; }) &&
-           std::all_of(positions.begin(), positions.end(), [](std::int32_t p) { return p == -777; }) &&
-           std::all_of(sizes.begin(), sizes.end(), [](float s) { return s == -1.0f; }) &&
-           std::all_of(assign.begin(), assign.end(), [](std::int64_t a) { return a == -12345; });
-  }
-  /// Every output, bit for bit.
-  bool same_bits(const merge_buffers& o) const {
-    const auto bytes_equal = [](const auto& x, const auto& y) {
-      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
-    };
-    return bytes_equal(tokens, o.tokens) && source == o.source && positions == o.positions &&
-           bytes_equal(sizes, o.sizes) && assign == o.assign;
-  }
-};
-
 /// The matching tome_match writes, run as `nth` shares in reverse order.
 struct match_buffers {
   std::vector<float> similarity;

@@ -30,53 +30,13 @@ using namespace tokred::testing;
 /// How far (in double) a fp32 cosine may sit from the oracle's: rows of at most 64 values.
 constexpr double rounding_slack = 1e-5;
 
-/// Sentinel-filled outputs of visionzip: `untouched()` tells whether anything was written.
-template <class E>
-struct vzip_buffers {
-  std::vector<E> tokens;                // (kept, dim)
-  std::vector<std::int64_t> source;     // (kept,)
-  std::vector<std::int32_t> positions;  // (kept, 3)
-  std::vector<float> sizes;             // (kept,)
-  std::vector<std::int64_t> assign;     // (rows,)
-  index_t kept = 0, rows = 0, dim = 0;
-
-  vzip_buffers(index_t kept_, index_t rows_, index_t dim_)
-      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
-        source(static_cast<std::size_t>(kept_), -12345),
-        positions(static_cast<std::size_t>(kept_ * 3), -777),
-        sizes(static_cast<std::size_t>(kept_), -1.0f),
-        assign(static_cast<std::size_t>(rows_), -12345),
-        kept(kept_), rows(rows_), dim(dim_) {}
-
-  merge_outputs<E> outputs() {
-    return {make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-            make_view(positions.data(), kept, 3), make_view(sizes.data(), kept),
-            make_view(assign.data(), rows)};
-  }
-  bool untouched() const {
-    return std::all_of(tokens.begin(), tokens.end(), [](E t) { return to_float(t) == -3.5f; }) &&
-           std::all_of(source.begin(), source.end(), [](std::int64_t s) { return s == -12345; }) &&
-           std::all_of(positions.begin(), positions.end(), [](std::int32_t p) { return p == -777; }) &&
-           std::all_of(sizes.begin(), sizes.end(), [](float s) { return s == -1.0f; }) &&
-           std::all_of(assign.begin(), assign.end(), [](std::int64_t a) { return a == -12345; });
-  }
-  /// Every output, bit for bit.
-  bool same_bits(const vzip_buffers& o) const {
-    const auto bytes_equal = [](const auto& x, const auto& y) {
-      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
-    };
-    return bytes_equal(tokens, o.tokens) && source == o.source && positions == o.positions &&
-           bytes_equal(sizes, o.sizes) && assign == o.assign;
-  }
-};
-
 /// visionzip run as `nth` shares, in reverse order.
 template <class Ein, class Eout>
-vzip_buffers<Eout> run_vzip(const visionzip& p, const visionzip_inputs<Ein>& in, index_t dim, int nth = 1) {
+merge_buffers<Eout> run_vzip(const visionzip& p, const visionzip_inputs<Ein>& in, index_t dim, int nth = 1) {
   const problem prob{in.grid, dim};
   const index_t kept = retained_count(p, prob);
   REQUIRE(kept > 0);
-  vzip_buffers<Eout> out(kept, visionzip_rows(p, prob), dim);
+  merge_buffers<Eout> out(kept, visionzip_rows(p, prob), dim);
   host_workspace ws(workspace_bytes(cpu{0, nth}, p, prob));
   for (int ith = nth - 1; ith >= 0; --ith)
     REQUIRE(apply(cpu{ith, nth}, p, in, out.outputs(), ws.get()) == status::ok);
@@ -105,12 +65,12 @@ std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>&
 /// assign; with contextual tokens every row is assigned and the sizes add up to the rows, without
 /// them the remaining rows are dropped.
 template <class E>
-void check_invariants(const visionzip& p, const vzip_buffers<E>& got) {
+void check_invariants(const visionzip& p, const merge_buffers<E>& got) {
   for (index_t q = 0; q < got.kept; ++q) {
     INFO("slot " << q);
     const std::int64_t src = got.source[static_cast<std::size_t>(q)];
     REQUIRE(src >= 0);
-    REQUIRE(src < got.rows);
+    REQUIRE(src < got.n);
     CHECK(got.assign[static_cast<std::size_t>(src)] == q);
     const auto members = std::count(got.assign.begin(), got.assign.end(), static_cast<std::int64_t>(q));
     CHECK(static_cast<float>(members) == got.sizes[static_cast<std::size_t>(q)]);
@@ -119,11 +79,11 @@ void check_invariants(const visionzip& p, const vzip_buffers<E>& got) {
   const double total = std::accumulate(got.sizes.begin(), got.sizes.end(), 0.0);
   const auto dropped = std::count(got.assign.begin(), got.assign.end(), std::int64_t{-1});
   if (p.contextual > 0) {
-    CHECK(total == static_cast<double>(got.rows));
+    CHECK(total == static_cast<double>(got.n));
     CHECK(dropped == 0);
   } else {
     CHECK(total == static_cast<double>(p.dominant));
-    CHECK(dropped == got.rows - p.dominant);
+    CHECK(dropped == got.n - p.dominant);
   }
   CHECK(std::all_of(got.assign.begin(), got.assign.end(), [&](std::int64_t a) { return a >= -1 && a < got.kept; }));
   if (p.cls_token) CHECK(got.assign[0] == 0);
@@ -150,7 +110,7 @@ void check_against_oracle(const visionzip& p, const shape_case& c, bool separate
   REQUIRE(can_implement(p, prob) == status::ok);
   REQUIRE(retained_count(p, prob) == p.dominant + p.contextual);
   REQUIRE(visionzip_rows(p, prob) == rows);
-  const vzip_buffers<Eout> got = run_vzip<Ein, Eout>(p, in, c.dim);
+  const merge_buffers<Eout> got = run_vzip<Ein, Eout>(p, in, c.dim);
 
   // The dominant rows and the targets: exact.
   ref::visionzip_decisions d = ref::visionzip_select(p, n, scores);
@@ -271,7 +231,7 @@ void check_golden(const std::string& name) {
   in.tokens = make_view<const float>(x.data(), rows, dim);
   in.metric = make_view<const float>(keys.data(), rows, metric.shape.at(1));
   in.scores = make_view<const float>(s.data(), n);
-  const vzip_buffers<float> got = run_vzip<float, float>(p, in, dim, 1);
+  const merge_buffers<float> got = run_vzip<float, float>(p, in, dim, 1);
   for (int nth : {2, 3}) CHECK(run_vzip<float, float>(p, in, dim, nth).same_bits(got));
 
   CHECK(got.source == load_npy(dir + "kept_indices.npy").as<std::int64_t>());
@@ -303,7 +263,7 @@ void check_golden(const std::string& name) {
     CHECK(std::abs(computed[static_cast<std::size_t>(j)] - s[static_cast<std::size_t>(j)]) <=
           1e-6f * std::abs(s[static_cast<std::size_t>(j)]));
   in.scores = make_view<const float>(computed.data(), n);
-  const vzip_buffers<float> again = run_vzip<float, float>(p, in, dim, 2);
+  const merge_buffers<float> again = run_vzip<float, float>(p, in, dim, 2);
   CHECK(again.source == got.source);
   CHECK(again.assign == got.assign);
 }
@@ -339,7 +299,7 @@ TEST_CASE("visionzip: order, step, target + mean, positions, sizes on a small im
   in.metric = make_view<const float>(keys.data(), rows, 2);
   in.scores = make_view<const float>(scores.data(), n);
   const visionzip p{4, 2};
-  const vzip_buffers<float> got = run_vzip<float, float>(p, in, 3, 2);
+  const merge_buffers<float> got = run_vzip<float, float>(p, in, 3, 2);
   // R = rows 1 2 3 6 7 8 9 11 12 (|R| = 9, C = 2, step 4): targets R[0] = row 1, (1, 0.1), and
   // R[4] = row 7, (1, 0.7). Row 2 at 11° lies nearest row 1 (6°); rows 8 and 11 (39°, 48°) and
   // the rows along y nearest row 7 (35°).
@@ -361,7 +321,7 @@ TEST_CASE("visionzip: order, step, target + mean, positions, sizes on a small im
     CHECK(got.tokens[static_cast<std::size_t>(3 * 3 + c)] == 100 + fc);  // row 10
   }
   // group_mean: the plain mean of the group, target included; same decisions.
-  const vzip_buffers<float> mean = run_vzip<float, float>(visionzip{4, 2, true, contextual_merge::group_mean}, in, 3, 3);
+  const merge_buffers<float> mean = run_vzip<float, float>(visionzip{4, 2, true, contextual_merge::group_mean}, in, 3, 3);
   CHECK(mean.assign == got.assign);
   for (index_t c = 0; c < 3; ++c)
     CHECK(mean.tokens[static_cast<std::size_t>(5 * 3 + c)] == static_cast<float>(70 + 490 + 7 * c) / 7.0f);
@@ -370,7 +330,7 @@ TEST_CASE("visionzip: order, step, target + mean, positions, sizes on a small im
   visionzip_inputs<float> patches = in;
   patches.tokens = make_view<const float>(x.data() + 3, n, 3);
   patches.metric = make_view<const float>(keys.data() + 2, n, 2);
-  const vzip_buffers<float> plain = run_vzip<float, float>(visionzip{4, 2, false}, patches, 3, 1);
+  const merge_buffers<float> plain = run_vzip<float, float>(visionzip{4, 2, false}, patches, 3, 1);
   CHECK(std::vector<std::int64_t>(plain.source.begin(), plain.source.begin() + 4) == std::vector<std::int64_t>{3, 4, 8, 9});
   CHECK(plain.positions[0] == 0);
   CHECK(plain.positions[2] == 3);  // patch 3 at (0, 0, 3)
@@ -392,24 +352,24 @@ TEST_CASE("visionzip: ties, zero and NaN metric rows, empty targets", "[visionzi
   in.tokens = make_view(x, 6, 1);
   in.metric = make_view(keys, 6, 2);
   in.scores = make_view(scores.data(), 6);
-  const vzip_buffers<float> got = run_vzip<float, float>(visionzip{1, 2, false}, in, 1, 2);
+  const merge_buffers<float> got = run_vzip<float, float>(visionzip{1, 2, false}, in, 1, 2);
   CHECK(got.source == std::vector<std::int64_t>{2, 0, 3});
   CHECK(got.assign == std::vector<std::int64_t>{1, 1, 0, 2, 1, 1});
   CHECK(got.sizes == std::vector<float>{1, 4, 1});
   CHECK(got.tokens == std::vector<float>{3, 1 + (2 + 5 + 6) / 3.0f, 4});  // target row 3 has no member: its row
 
   // A target with no member, target_plus_mean: exactly its row (+0); group_mean: the same.
-  const vzip_buffers<float> mean = run_vzip<float, float>(visionzip{1, 2, false, contextual_merge::group_mean}, in, 1, 1);
+  const merge_buffers<float> mean = run_vzip<float, float>(visionzip{1, 2, false, contextual_merge::group_mean}, in, 1, 1);
   CHECK(mean.tokens == std::vector<float>{3, (1 + 2 + 5 + 6) / 4.0f, 4});
 
   // contextual = 0: the dominant tokens alone, the rest dropped.
-  const vzip_buffers<float> pruned = run_vzip<float, float>(visionzip{3, 0, false}, in, 1, 3);
+  const merge_buffers<float> pruned = run_vzip<float, float>(visionzip{3, 0, false}, in, 1, 3);
   CHECK(pruned.source == std::vector<std::int64_t>{1, 2, 5});
   CHECK(pruned.assign == std::vector<std::int64_t>{-1, 0, 1, -1, -1, 2});
   CHECK(pruned.tokens == std::vector<float>{2, 3, 6});
 
   // dominant + contextual = rows: every row kept as itself.
-  const vzip_buffers<float> all = run_vzip<float, float>(visionzip{2, 4, false}, in, 1, 2);
+  const merge_buffers<float> all = run_vzip<float, float>(visionzip{2, 4, false}, in, 1, 2);
   CHECK(all.source == std::vector<std::int64_t>{2, 5, 0, 1, 3, 4});
   CHECK(all.sizes == std::vector<float>(6, 1.0f));
 }
@@ -425,7 +385,7 @@ TEST_CASE("visionzip: the stride runs over the remaining list (|R| = 77, C = 70:
   in.tokens = x.rows;
   in.scores = make_view<const float>(scores.data(), n);
   const visionzip p{500, 70};
-  const vzip_buffers<float> got = run_vzip<float, float>(p, in, 8, 3);
+  const merge_buffers<float> got = run_vzip<float, float>(p, in, 8, 3);
   const ref::visionzip_decisions d = ref::visionzip_select(p, n, scores);
   REQUIRE(d.remaining.size() == 77);
   CHECK(std::vector<std::int64_t>(got.source.begin() + 500, got.source.end()) ==
@@ -433,7 +393,7 @@ TEST_CASE("visionzip: the stride runs over the remaining list (|R| = 77, C = 70:
   check_invariants(p, got);
   // |R| = 523, C = 10 (the paper's setting): step 52, targets R[0], R[52], …, R[468].
   const visionzip paper{};
-  const vzip_buffers<float> tens = run_vzip<float, float>(paper, in, 8, 1);
+  const merge_buffers<float> tens = run_vzip<float, float>(paper, in, 8, 1);
   const ref::visionzip_decisions e = ref::visionzip_select(paper, n, scores);
   REQUIRE(e.remaining.size() == 523);
   for (std::size_t q = 0; q < 10; ++q) CHECK(tens.source[54 + q] == e.remaining[52 * q]);
@@ -449,7 +409,7 @@ TEST_CASE("visionzip: bad input leaves every output untouched", "[visionzip][bad
   in.scores = make_view<const float>(scores.data(), n);
   const visionzip p{5, 3};
   const problem prob{in.grid, dim};
-  vzip_buffers<float> out(8, rows, dim);
+  merge_buffers<float> out(8, rows, dim);
   host_workspace ws(workspace_bytes(cpu{}, p, prob));
 
   CHECK(apply(cpu{1, 1}, p, in, out.outputs(), ws.get()) == status::invalid_exec);
@@ -524,7 +484,7 @@ TEST_CASE("visionzip: bad input leaves every output untouched", "[visionzip][bad
   std::vector<float> nan_scores(static_cast<std::size_t>(n), std::numeric_limits<float>::quiet_NaN());
   bad = in;
   bad.scores = make_view<const float>(nan_scores.data(), n);
-  const vzip_buffers<float> all_nan = run_vzip<float, float>(p, bad, dim, 2);
+  const merge_buffers<float> all_nan = run_vzip<float, float>(p, bad, dim, 2);
   CHECK(std::vector<std::int64_t>(all_nan.source.begin(), all_nan.source.begin() + 5) ==
         std::vector<std::int64_t>{0, 1, 2, 3, 4});  // all tie: the lowest patches
 }

@@ -1,12 +1,15 @@
 // tests/support/buffers.hpp — owning host buffers for the outputs and workspace of a test run.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include <tokred/policy/grid_reduce.hpp>
+#include <tokred/policy/merge.hpp>
 #include <tokred/policy/selection.hpp>
 
 namespace tokred::testing {
@@ -70,6 +73,53 @@ struct grid_buffers {
     for (auto s : sizes) if (s != -1.0f) return false;
     for (auto t : tokens) if (to_float(t) != -3.5f) return false;
     return true;
+  }
+};
+
+/// Sentinel-filled outputs of a merge (or anything with a merge's five outputs: a pipeline, a
+/// FrameFusion layer): `untouched()` tells whether anything was written, `same_bits` compares
+/// every output bit for bit.
+template <class E>
+struct merge_buffers {
+  std::vector<E> tokens;                // (kept, dim)
+  std::vector<std::int64_t> source;     // (kept,)
+  std::vector<std::int32_t> positions;  // (kept, 3)
+  std::vector<float> sizes;             // (kept,)
+  std::vector<std::int64_t> assign;     // (tokens,)
+  index_t kept = 0, n = 0, dim = 0;
+
+  merge_buffers(index_t kept_, index_t n_, index_t dim_)
+      : tokens(static_cast<std::size_t>(kept_ * dim_), from_float<E>(-3.5f)),
+        source(static_cast<std::size_t>(kept_), -12345),
+        positions(static_cast<std::size_t>(kept_ * 3), -777),
+        sizes(static_cast<std::size_t>(kept_), -1.0f),
+        assign(static_cast<std::size_t>(n_), -12345),
+        kept(kept_), n(n_), dim(dim_) {}
+
+  /// The five views, as `Outputs` (merge_outputs, pipeline_outputs, or a struct extending them).
+  template <class Outputs = merge_outputs<E>>
+  Outputs outputs() {
+    Outputs o{};
+    o.tokens = make_view(tokens.data(), kept, dim);
+    o.source = make_view(source.data(), kept);
+    o.positions = make_view(positions.data(), kept, 3);
+    o.sizes = make_view(sizes.data(), kept);
+    o.assign = make_view(assign.data(), n);
+    return o;
+  }
+  bool untouched() const {
+    return std::all_of(tokens.begin(), tokens.end(), [](E t) { return to_float(t) == -3.5f; }) &&
+           std::all_of(source.begin(), source.end(), [](std::int64_t s) { return s == -12345; }) &&
+           std::all_of(positions.begin(), positions.end(), [](std::int32_t p) { return p == -777; }) &&
+           std::all_of(sizes.begin(), sizes.end(), [](float s) { return s == -1.0f; }) &&
+           std::all_of(assign.begin(), assign.end(), [](std::int64_t a) { return a == -12345; });
+  }
+  bool same_bits(const merge_buffers& o) const {
+    const auto bytes_equal = [](const auto& x, const auto& y) {
+      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
+    };
+    return bytes_equal(tokens, o.tokens) && source == o.source && positions == o.positions &&
+           bytes_equal(sizes, o.sizes) && assign == o.assign;
   }
 };
 

@@ -235,27 +235,32 @@ stage_build with_score(const spec_args& a, const Select& select) {
   return bad_value(a, "score", "input, norm, query or temporal");
 }
 
+/// Reads `mode` (avg or max) into a pooling kind.
+inline bool read_pool_kind(const spec_args& a, pool_kind& out, stage_build& fail) {
+  const std::string_view m = a.text("mode");
+  if (m == "avg") out = pool_kind::average;
+  else if (m == "max") out = pool_kind::max;
+  else return fail = bad_value(a, "mode", "avg or max"), false;
+  return true;
+}
+
 inline stage_build build_pool(const spec_args& a) {
   pool p;
+  stage_build fail;
   if (!parse_size(a.text("kernel"), p.kernel)) return bad_value(a, "kernel", "a size HxW or TxHxW");
   p.stride = p.kernel;
   if (a.text("stride") != "kernel" && !parse_size(a.text("stride"), p.stride))
     return bad_value(a, "stride", "a size HxW or TxHxW, or 'kernel'");
-  const std::string_view m = a.text("mode");
-  if (m == "avg") p.kind = pool_kind::average;
-  else if (m == "max") p.kind = pool_kind::max;
-  else return bad_value(a, "mode", "avg or max");
+  if (!read_pool_kind(a, p.kind, fail)) return fail;
   if (!parse_flag(a.text("ceil"), p.ceil_mode)) return bad_value(a, "ceil", "true or false");
   return {p, {}, 0};
 }
 
 inline stage_build build_adaptive(const spec_args& a) {
   adaptive_pool p;
+  stage_build fail;
   if (!parse_size(a.text("size"), p.size, false)) return bad_value(a, "size", "a size TxHxW");
-  const std::string_view m = a.text("mode");
-  if (m == "avg") p.kind = pool_kind::average;
-  else if (m == "max") p.kind = pool_kind::max;
-  else return bad_value(a, "mode", "avg or max");
+  if (!read_pool_kind(a, p.kind, fail)) return fail;
   return {p, {}, 0};
 }
 
