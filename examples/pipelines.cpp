@@ -1,6 +1,6 @@
 // pipelines.cpp — chains of reductions as one policy: a typed pipeline, the same chain from a
-// spec string, the provenance that traces every output back to the originals, and the errors a
-// bad spec gets. Each scene checks what its comments claim.
+// spec string, the provenance that traces every output back to the originals, VisionZip after
+// pooling, and the errors a bad spec gets. Each scene checks what its comments claim.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -108,6 +108,64 @@ void spec_chain() {
   SCENE_CHECK(a == b);
 }
 
+void visionzip_chain() {
+  std::printf("VisionZip after pooling, from a spec\n");
+  const tokred::token_grid grid = tokred::image_grid(24, 24);
+  const tokred::index_t dim = 64;
+  const std::vector<float> features = make_features(grid, dim);
+  std::vector<float> cls_attention(static_cast<std::size_t>(grid.tokens()));  // a stand-in: one per patch
+  for (tokred::index_t i = 0; i < grid.tokens(); ++i)
+    cls_attention[static_cast<std::size_t>(i)] = features[static_cast<std::size_t>(i * dim)] + 0.001f * static_cast<float>(i % 13);
+  // example-begin visionzip
+  // Pool 2x2 (576 -> 144), then VisionZip: keep the 28 pooled tokens whose source patch the [CLS]
+  // query attends to most, and merge the other 116 into 4 contextual tokens: 32 in all. A chain's
+  // tokens have no [CLS] row, so the spec builds visionzip{28, 4, /*cls_token=*/false}.
+  const tokred::spec_result parsed = tokred::parse_pipeline("pool(2x2) | visionzip(dominant=28, contextual=4)");
+  const tokred::any_pipeline& chain = parsed.pipeline;
+  const tokred::problem prob{grid, dim};
+  const tokred::index_t kept = tokred::retained_count(chain, prob);  // 28 + 4 = 32
+
+  std::vector<float> tokens(kept * dim), sizes(kept);
+  std::vector<std::int64_t> source(kept), assign(grid.tokens());
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu<>{}, chain, prob));
+  tokred::pipeline_inputs<float> in;
+  in.grid = grid;
+  in.tokens = tokred::make_view(features.data(), grid.tokens(), dim);        // (tokens, dim)
+  in.scores = tokred::make_view(cls_attention.data(), grid.tokens());        // (tokens,) per original
+  tokred::pipeline_outputs<float> out;                                       // positions not requested
+  out.tokens = tokred::make_view(tokens.data(), kept, dim);                  // (kept, dim)
+  out.source = tokred::make_view(source.data(), kept);                       // (kept,)
+  out.sizes = tokred::make_view(sizes.data(), kept);                         // (kept,)
+  out.assign = tokred::make_view(assign.data(), grid.tokens());              // (tokens,)
+  const tokred::status s = tokred::apply(tokred::cpu<>{}, chain, in, out, {scratch.data(), scratch.size()});
+  // s == ok. Each dominant token is one 2x2 window: size 4. Each contextual token stands for the
+  // windows merged into it, 4 originals each; nothing is dropped, so the sizes add up to 576.
+  // example-end visionzip
+  SCENE_CHECK(parsed.ok());
+  SCENE_CHECK(chain.spec() ==
+              "pool(kernel=2x2, stride=kernel, mode=avg, ceil=false) | "
+              "visionzip(dominant=28, contextual=4, merge=target_plus_mean)");
+  SCENE_CHECK(kept == 32);
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(std::all_of(sizes.begin(), sizes.begin() + 28, [](float z) { return z == 4.0f; }));
+  SCENE_CHECK(std::all_of(sizes.begin() + 28, sizes.end(), [](float z) { return z >= 4.0f && std::fmod(z, 4.0f) == 0.0f; }));
+  SCENE_CHECK(std::accumulate(sizes.begin(), sizes.end(), 0.0) == 576.0);
+  SCENE_CHECK(std::none_of(assign.begin(), assign.end(), [](std::int64_t a) { return a < 0; }));
+  bool own_slot = true;
+  for (tokred::index_t j = 0; j < kept; ++j) own_slot = own_slot && assign[source[j]] == j;
+  SCENE_CHECK(own_slot);
+  // The same chain typed: visionzip with cls_token = false.
+  const auto typed = tokred::make_pipeline(tokred::pool{}, tokred::visionzip{28, 4, false});
+  std::vector<std::int64_t> typed_source(kept);
+  tokred::pipeline_outputs<float> typed_out;
+  typed_out.source = tokred::make_view(typed_source.data(), kept);
+  scratch.resize(tokred::workspace_bytes(tokred::cpu<>{}, typed, prob));
+  SCENE_CHECK(tokred::apply(tokred::cpu<>{}, typed, in, typed_out, {scratch.data(), scratch.size()}) == tokred::status::ok);
+  SCENE_CHECK(typed_source == source);
+  std::printf("  %s: %lld tokens, the contextual ones standing for %g, %g, %g and %g originals\n",
+              chain.spec().c_str(), static_cast<long long>(kept), sizes[28], sizes[29], sizes[30], sizes[31]);
+}
+
 void bad_specs() {
   std::printf("bad specs\n");
   // example-begin errors
@@ -137,6 +195,7 @@ void bad_specs() {
 int main() {
   typed_chain();
   spec_chain();
+  visionzip_chain();
   bad_specs();
   return scene::finish();
 }

@@ -172,7 +172,9 @@ int run_pipelines(tokred::workspace ws) {
   return run_one(tokred::make_pipeline(tokred::pool{}, tokred::tome{1, 0},
                                        tokred::scored<tokred::token_norm, tokred::topk>{{}, tokred::topk{two}})) +
          run_one(tokred::make_pipeline(tokred::dct_share{0.5}, tokred::topk{two}, tokred::divprune{two})) +
-         run_one(tokred::parse_pipeline("bilinear(3x3) | tome(r=0.25) | kcenter(keep=2)").pipeline);
+         run_one(tokred::parse_pipeline("bilinear(3x3) | tome(r=0.25) | kcenter(keep=2)").pipeline) +
+         run_one(tokred::make_pipeline(tokred::pool{}, tokred::visionzip{2, 1, false})) +
+         run_one(tokred::parse_pipeline("visionzip(dominant=3, contextual=1) | topk(keep=2)").pipeline);
 }
 
 template <class Ein>

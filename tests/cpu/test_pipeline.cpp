@@ -1,7 +1,8 @@
 // tests/cpu/test_pipeline.cpp — pipeline<Stages...> on CPU: a chain equals its stages run one by
 // one through their own apply (tokens bit for bit, provenance composed by hand), the counts and
 // grids each stage hands on, the assignment of grid stages on hand-computed cases, the chain
-// invariants, and bad input.
+// invariants, the visionzip stage (equal to the policy run directly on any number of shares),
+// and bad input.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -118,6 +119,36 @@ step<E> select_step(const P& p, const view<const E, 2>& rows, const token_grid& 
   return s;
 }
 
+/// visionzip without a [CLS] row run alone on the stage's rows, with the scores carried to them;
+/// its own assign (ToMe-style: every input's slot, −1 when contextual = 0 drops it).
+template <class E>
+step<E> vzip_step(const visionzip& p, const view<const E, 2>& rows, const token_grid& g, const std::vector<float>& scores) {
+  const index_t dim = rows.extent(1), kept = retained_count(p, problem{g, dim});
+  step<E> s;
+  s.tokens.resize(static_cast<std::size_t>(kept * dim));
+  s.source.resize(static_cast<std::size_t>(kept));
+  s.assign.resize(static_cast<std::size_t>(g.tokens()));
+  visionzip_inputs<E> in;
+  in.grid = g;
+  in.tokens = rows;
+  in.scores = make_view(scores.data(), g.tokens());
+  merge_outputs<E> out;
+  out.tokens = make_view(s.tokens.data(), kept, dim);
+  out.source = make_view(s.source.data(), kept);
+  out.assign = make_view(s.assign.data(), g.tokens());
+  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, p, problem{g, dim}));
+  REQUIRE(apply(cpu<>{}, p, in, out, workspace{ws.data(), ws.size()}) == status::ok);
+  s.grid = sequence_grid(kept);
+  return s;
+}
+
+/// The scores of the originals carried to a stage's tokens through the composed source.
+std::vector<float> carried(const std::vector<float>& scores, const std::vector<std::int64_t>& source) {
+  std::vector<float> out;
+  for (std::int64_t src : source) out.push_back(scores[static_cast<std::size_t>(src)]);
+  return out;
+}
+
 /// The chain's expected provenance from the steps: every original followed through each step's
 /// assign; sizes counted as the originals that land in each slot; source chained back.
 struct provenance {
@@ -162,6 +193,15 @@ template <class E>
 void require_same_bits(const std::vector<E>& a, const std::vector<E>& b) {
   REQUIRE(a.size() == b.size());
   REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(E)) == 0);
+}
+
+/// Sizes add up to the originals not dropped, and each output's source lands in that output.
+template <class E>
+void require_chain_invariants(const chain_buffers<E>& out) {
+  const auto kept_originals = std::count_if(out.assign.begin(), out.assign.end(), [](std::int64_t a) { return a >= 0; });
+  REQUIRE(std::accumulate(out.sizes.begin(), out.sizes.end(), 0.0) == static_cast<double>(kept_originals));
+  for (std::size_t j = 0; j < out.source.size(); ++j)
+    REQUIRE(out.assign[static_cast<std::size_t>(out.source[j])] == static_cast<std::int64_t>(j));
 }
 
 template <class E>
@@ -294,6 +334,190 @@ TEST_CASE("pipeline: scored<token_norm, topk> ranks by the norms of the stage's 
   REQUIRE(retained_count(chain, problem{grid, dim}) == 12);
   REQUIRE(run(chain, in, out) == status::ok);
   require_chain_matches(out, s2, follow<float>({&s1, &s2}, n), grid);
+}
+
+TEMPLATE_TEST_CASE("pipeline: a visionzip stage is the policy run directly, on 1, 2 and 3 shares", "[pipeline][visionzip]",
+                   float, f16, bf16) {
+  using E = TestType;
+  struct shape {
+    token_grid grid;
+    index_t dominant, contextual;
+  };
+  for (const shape c : {shape{image_grid(24, 24), 54, 10}, shape{image_grid(27, 27), 40, 12},
+                        shape{token_grid{4, 9, 10}, 30, 6}, shape{image_grid(5, 5), 25, 0}}) {
+    for (const contextual_merge merge : {contextual_merge::target_plus_mean, contextual_merge::group_mean}) {
+      const token_grid grid = c.grid;
+      const index_t dim = 40, n = grid.tokens(), kept = c.dominant + c.contextual;
+      INFO("grid " << grid.frames << "x" << grid.height << "x" << grid.width << ", " << c.dominant << " + " << c.contextual);
+      const token_matrix<E> m = make_tokens<E>(n, dim, layout::strided, 31);
+      const std::vector<float> scores = tie_heavy_scores(n, 17);
+      const visionzip p{c.dominant, c.contextual, false, merge};
+      const auto chain = make_pipeline(p);
+      const problem prob{grid, dim};
+      REQUIRE(can_implement(chain, prob) == status::ok);
+      REQUIRE(retained_count(chain, prob) == kept);
+      REQUIRE(same_grid(output_grid(chain, prob), sequence_grid(kept)));
+
+      pipeline_inputs<E> in;
+      in.grid = grid;
+      in.tokens = m.rows;
+      in.scores = make_view(scores.data(), n);
+      chain_buffers<E> got(kept, n, dim);
+      REQUIRE(run(chain, in, got) == status::ok);
+      require_chain_invariants(got);
+
+      // Without a [CLS] row the policy's own positions are grid.position(source), and its sizes
+      // count its input rows: all five outputs agree with the chain's, bit for bit.
+      visionzip_inputs<E> vi;
+      vi.grid = grid;
+      vi.tokens = m.rows;
+      vi.scores = in.scores;
+      for (int nth : {1, 2, 3}) {
+        INFO("nth " << nth);
+        merge_buffers<E> direct(kept, n, dim);
+        host_workspace ws(workspace_bytes(cpu<>{0, nth}, p, prob));
+        for (int ith = nth - 1; ith >= 0; --ith)
+          REQUIRE(apply(cpu<>{ith, nth}, p, vi, direct.outputs(), ws.get()) == status::ok);
+        REQUIRE(direct.same_bits(got));
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("pipeline: pool | visionzip | topk equals the stages run one by one", "[pipeline][visionzip]", float,
+                   f16, bf16) {
+  using E = TestType;
+  for (const token_grid grid : {image_grid(24, 24), image_grid(27, 27), token_grid{4, 9, 10}}) {
+    const index_t dim = 24, n = grid.tokens();
+    const token_matrix<E> m = make_tokens<E>(n, dim, layout::reversed, 5);
+    const view<const E, 2> rows = m.rows;  // (tokens, dim)
+    const std::vector<float> scores = tie_heavy_scores(n, 23);
+
+    const step<E> s1 = pool_step(rows, grid);
+    const visionzip vz{s1.grid.tokens() / 4, s1.grid.tokens() / 10, false, contextual_merge::target_plus_mean};
+    const step<E> s2 = vzip_step(vz, view<const E, 2>(make_view(s1.tokens.data(), s1.grid.tokens(), dim)), s1.grid,
+                                 carried(scores, s1.source));
+    // topk after visionzip ranks each output by the score of its original: a dominant token's,
+    // or a contextual token's target's.
+    const topk t{keep_budget::ratio(0.5, rounding::floor)};
+    std::vector<std::int64_t> through;  // the originals s2's outputs stand on
+    for (std::int64_t j : s2.source) through.push_back(s1.source[static_cast<std::size_t>(j)]);
+    const step<E> s3 = select_step(t, view<const E, 2>(make_view(s2.tokens.data(), s2.grid.tokens(), dim)), s2.grid,
+                                   carried(scores, through));
+
+    const auto chain = make_pipeline(pool{}, vz, t);
+    const problem prob{grid, dim};
+    REQUIRE(retained_count(chain, prob) == s3.grid.tokens());
+    REQUIRE(same_grid(output_grid(chain, prob), s3.grid));
+    pipeline_inputs<E> in;
+    in.grid = grid;
+    in.tokens = rows;
+    in.scores = make_view(scores.data(), n);
+    chain_buffers<E> out(s3.grid.tokens(), n, dim);
+    REQUIRE(run(chain, in, out) == status::ok);
+    require_chain_matches(out, s3, follow<E>({&s1, &s2, &s3}, n), grid);
+    require_chain_invariants(out);
+  }
+}
+
+TEST_CASE("pipeline: visionzip after ToMe merges stage tokens unweighted and counts originals in sizes", "[pipeline][visionzip]") {
+  const token_grid grid = image_grid(12, 12);
+  const index_t dim = 16, n = grid.tokens();
+  const token_matrix<float> m = make_tokens<float>(n, dim, layout::contiguous, 8);
+  const view<const float, 2> rows = m.rows;  // (tokens, dim)
+  const std::vector<float> scores = tie_heavy_scores(n, 3);
+  const std::vector<float> ones(static_cast<std::size_t>(n), 1.0f);
+  const step<float> s1 = tome_step(rows, grid, ones, 40);
+  const visionzip vz{20, 6, false, contextual_merge::group_mean};
+  const step<float> s2 = vzip_step(vz, view<const float, 2>(make_view(s1.tokens.data(), s1.grid.tokens(), dim)),
+                                   s1.grid, carried(scores, s1.source));
+
+  const auto chain = make_pipeline(tome{40, 0}, vz);
+  pipeline_inputs<float> in;
+  in.grid = grid;
+  in.tokens = rows;
+  in.scores = make_view(scores.data(), n);
+  chain_buffers<float> out(26, n, dim);
+  REQUIRE(run(chain, in, out) == status::ok);
+  require_chain_matches(out, s2, follow<float>({&s1, &s2}, n), grid);
+  require_chain_invariants(out);
+  // Every original lands somewhere (contextual > 0), and some dominant token holds a ToMe merge.
+  REQUIRE(std::accumulate(out.sizes.begin(), out.sizes.end(), 0.0) == static_cast<double>(n));
+  REQUIRE(*std::max_element(out.sizes.begin(), out.sizes.begin() + 20) > 1.0f);
+}
+
+TEST_CASE("pipeline: visionzip with contextual = 0 keeps the dominant tokens and drops the rest", "[pipeline][visionzip]") {
+  const token_grid grid{2, 6, 6};
+  const index_t dim = 8, n = grid.tokens();
+  const token_matrix<float> m = make_tokens<float>(n, dim, layout::contiguous, 4);
+  std::vector<float> scores(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) scores[static_cast<std::size_t>(i)] = static_cast<float>(i % 7);  // 6 wins
+  pipeline_inputs<float> in;
+  in.grid = grid;
+  in.tokens = m.rows;
+  in.scores = make_view(scores.data(), n);
+  chain_buffers<float> out(10, n, dim);
+  REQUIRE(run(make_pipeline(visionzip{10, 0, false, contextual_merge::target_plus_mean}), in, out) == status::ok);
+  // The ten 6s (i = 6, 13, …, 69) in row order, each standing for itself.
+  for (index_t j = 0; j < 10; ++j) REQUIRE(out.source[static_cast<std::size_t>(j)] == 6 + 7 * j);
+  REQUIRE(out.sizes == std::vector<float>(10, 1.0f));
+  REQUIRE(std::count(out.assign.begin(), out.assign.end(), std::int64_t{-1}) == n - 10);
+  require_chain_invariants(out);
+}
+
+TEST_CASE("pipeline: a visionzip stage's bad parameters and shapes get their status, outputs untouched", "[pipeline][visionzip][bad-input]") {
+  const token_grid grid = image_grid(8, 8);
+  const index_t dim = 8, n = grid.tokens();
+  token_matrix<float> m = make_tokens<float>(n, dim, layout::contiguous, 2);
+  const std::vector<float> scores(static_cast<std::size_t>(n), 1.0f);
+  pipeline_inputs<float> in;
+  in.grid = grid;
+  in.tokens = m.rows;
+  in.scores = make_view(scores.data(), n);
+  const problem prob{grid, dim};
+  const auto expect = [&](const auto& chain, status want, index_t kept) {
+    REQUIRE(can_implement(chain, prob) == want);
+    REQUIRE(retained_count(chain, prob) == 0);
+    REQUIRE(workspace_bytes(cpu<>{}, chain, prob) == 0);
+    chain_buffers<float> out(kept, n, dim);
+    std::vector<std::byte> ws(1 << 16);
+    REQUIRE(apply(cpu<>{}, chain, in, out.outputs(), workspace{ws.data(), ws.size()}) == want);
+    REQUIRE(out.untouched());
+  };
+  // A chain's tokens have no [CLS] row: the policy's default cls_token = true is refused.
+  expect(make_pipeline(visionzip{}), status::invalid_parameter, 64);
+  expect(make_pipeline(pool{}, visionzip{4, 2, true, contextual_merge::target_plus_mean}), status::invalid_parameter, 6);
+  expect(make_pipeline(visionzip{-1, 2, false, contextual_merge::group_mean}), status::invalid_parameter, 1);
+  expect(make_pipeline(visionzip{0, 0, false, contextual_merge::group_mean}), status::invalid_budget, 1);
+  // 16 pooled tokens: 12 + 5 is one too many; 12 + 4 keeps every one.
+  expect(make_pipeline(pool{}, visionzip{12, 5, false, contextual_merge::group_mean}), status::budget_exceeds_input, 17);
+  REQUIRE(retained_count(make_pipeline(pool{}, visionzip{12, 4, false, contextual_merge::group_mean}), prob) == 16);
+
+  const auto chain = make_pipeline(pool{}, visionzip{6, 2, false, contextual_merge::target_plus_mean});
+  REQUIRE(retained_count(chain, prob) == 8);
+  {
+    chain_buffers<float> out(8, n, dim);
+    pipeline_inputs<float> no_scores = in;  // visionzip reads the carried scores
+    no_scores.scores = {};
+    REQUIRE(run(chain, no_scores, out) == status::shape_mismatch);
+    REQUIRE(out.untouched());
+  }
+  {
+    chain_buffers<float> out(8, n, dim);
+    REQUIRE(run(chain, in, out, 2) == status::invalid_exec);
+    REQUIRE(out.untouched());
+  }
+  {
+    chain_buffers<float> out(8, n, dim);
+    std::vector<std::byte> ws(workspace_bytes(cpu<>{}, chain, prob) - 1);
+    REQUIRE(apply(cpu<>{}, chain, in, out.outputs(), workspace{ws.data(), ws.size()}) == status::workspace_too_small);
+    REQUIRE(out.untouched());
+  }
+  {
+    chain_buffers<float> out(8, n, dim);
+    REQUIRE(run(chain, in, out) == status::ok);
+    REQUIRE_FALSE(out.untouched());
+  }
 }
 
 TEST_CASE("pipeline: grid stages assign every input to the cell that covers it", "[pipeline]") {

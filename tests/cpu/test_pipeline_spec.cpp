@@ -108,9 +108,61 @@ TEST_CASE("pipeline spec: stages parse to their policies with the documented def
       parse_pipeline("importance(keep=8, score=temporal)").pipeline.stages[0]));
 }
 
+TEST_CASE("pipeline spec: visionzip parses without a [CLS] row, runs as the typed stage, and fits the shapes",
+          "[pipeline][spec][visionzip]") {
+  const spec_result d = parse_pipeline("visionzip");
+  const visionzip& v = stage_as<visionzip>(d, 0);
+  REQUIRE(v.dominant == 54);
+  REQUIRE(v.contextual == 10);
+  REQUIRE_FALSE(v.cls_token);
+  REQUIRE(v.merge == contextual_merge::target_plus_mean);
+  REQUIRE(d.pipeline.spec() == "visionzip(dominant=54, contextual=10, merge=target_plus_mean)");
+  REQUIRE(parse_pipeline(d.pipeline.spec()).pipeline.spec() == d.pipeline.spec());
+
+  const spec_result r = parse_pipeline("pool(2x2) | visionzip(24, 6, group_mean) | topk(keep=16)");
+  const visionzip& w = stage_as<visionzip>(r, 1);
+  REQUIRE((w.dominant == 24 && w.contextual == 6 && !w.cls_token && w.merge == contextual_merge::group_mean));
+  REQUIRE(r.pipeline.spec() ==
+          "pool(kernel=2x2, stride=kernel, mode=avg, ceil=false) | "
+          "visionzip(dominant=24, contextual=6, merge=group_mean) | topk(keep=16, round=floor, within=global, score=input)");
+  REQUIRE(parse_pipeline(r.pipeline.spec()).pipeline.spec() == r.pipeline.spec());
+
+  const token_grid grid{2, 12, 12};
+  const index_t dim = 20, n = grid.tokens();
+  const token_matrix<float> m = make_tokens<float>(n, dim, layout::strided, 13);
+  const std::vector<float> scores = tie_heavy_scores(n, 6);
+  pipeline_inputs<float> in;
+  in.grid = grid;
+  in.tokens = m.rows;
+  in.scores = make_view(scores.data(), n);
+  const auto typed = make_pipeline(pool{}, visionzip{24, 6, false, contextual_merge::group_mean},
+                                   topk{keep_budget::count(16)});
+  const problem prob{grid, dim};
+  REQUIRE(retained_count(r.pipeline, prob) == 16);
+  const auto a = run_chain(r.pipeline, in);
+  const auto b = run_chain(typed, in);
+  REQUIRE(a.code == status::ok);
+  REQUIRE(b.code == status::ok);
+  REQUIRE(std::memcmp(a.tokens.data(), b.tokens.data(), a.tokens.size() * sizeof(float)) == 0);
+  REQUIRE(a.source == b.source);
+  REQUIRE(a.positions == b.positions);
+  REQUIRE(a.sizes == b.sizes);
+  REQUIRE(a.assign == b.assign);
+
+  // Counts are absolute: 72 pooled tokens hold 24 + 6 but not the default 54 + 10 = 64 after a
+  // 3 x 3 pool (32 tokens). A count past any grid is refused there too, without overflow.
+  REQUIRE(retained_count(parse_pipeline("pool(2x2) | visionzip").pipeline, prob) == 64);
+  const spec_result small = parse_pipeline("pool(3x3) | visionzip");
+  REQUIRE(can_implement(small.pipeline, prob) == status::budget_exceeds_input);
+  REQUIRE(failing_stage(small.pipeline, prob) == 1);
+  const spec_result huge = parse_pipeline("visionzip(9223372036854775807, 1)");
+  REQUIRE(can_implement(huge.pipeline, prob) == status::budget_exceeds_input);
+  REQUIRE(retained_count(huge.pipeline, prob) == 0);
+}
+
 TEST_CASE("pipeline spec: every catalogue entry parses with only its required parameters", "[pipeline][spec]") {
   const std::vector<stage_info> catalog = pipeline_catalog();
-  REQUIRE(catalog.size() == 12);
+  REQUIRE(catalog.size() == 13);
   for (const stage_info& info : catalog) {
     std::string spec = std::string(info.name) + "(";
     bool first = true;
@@ -172,7 +224,7 @@ TEST_CASE("pipeline spec: each bad spec gets one precise error", "[pipeline][spe
   require_error("   ", "empty spec: name at least one stage, e.g. pool(2x2)", 3);
   require_error("pool|tomee(r=4)",
                 "unknown policy 'tomee' (known: pool, adaptive, bilinear, dct, topk, uniform, random, divprune, "
-                "kcenter, importance, cdpruner, tome)",
+                "kcenter, importance, cdpruner, tome, visionzip)",
                 5);
   require_error("tome(r=4, q=1)", "unknown parameter 'q' for tome (it takes r, protect)", 10);
   require_error("tome(r=4, r=5)", "duplicate parameter 'r' for tome", 10);
@@ -203,6 +255,16 @@ TEST_CASE("pipeline spec: each bad spec gets one precise error", "[pipeline][spe
   require_error("pool(=2x2)", "'=' without a parameter name", 5);
   require_error("pool(2x2;3)", "unexpected ';' in the arguments of pool", 8);
   require_error("tome(r=)", "expected a value, found ')'", 7);
+  require_error("visionzip(dominant=-1)", "parameter 'dominant' of visionzip: '-1' is not a count >= 0", 19);
+  require_error("visionzip(0.5)", "parameter 'dominant' of visionzip: '0.5' is not a count >= 0", 10);
+  require_error("visionzip(dominant=0, contextual=0)",
+                "parameter 'contextual' of visionzip: '0' is not a count >= 0, with dominant + contextual >= 1", 33);
+  require_error("visionzip(8, -2)",
+                "parameter 'contextual' of visionzip: '-2' is not a count >= 0, with dominant + contextual >= 1", 13);
+  require_error("pool | visionzip(merge=sum)",
+                "parameter 'merge' of visionzip: 'sum' is not target_plus_mean or group_mean", 23);
+  require_error("visionzip(cls_token=true)",
+                "unknown parameter 'cls_token' for visionzip (it takes dominant, contextual, merge)", 10);
 
   const std::string too_long(max_spec_length + 1, 'a');
   require_error(too_long.c_str(), "spec is 4097 characters; the limit is 4096", max_spec_length);

@@ -25,6 +25,7 @@
 #include "tokred/cpu/pool.hpp"
 #include "tokred/cpu/selection.hpp"
 #include "tokred/cpu/tome.hpp"
+#include "tokred/cpu/visionzip.hpp"
 #include "tokred/policy/pipeline.hpp"
 
 namespace tokred {
@@ -62,7 +63,8 @@ std::size_t stage_workspace_bytes(const P& p, const problem& prob) {
   const cpu<Arch> one{0, 1};
   if constexpr (is_resolved_stage_v<P>) {
     return stage_workspace_bytes<Arch>(resolve(p, prob), prob);
-  } else if constexpr (is_grid_stage_v<P> || is_select_stage_v<P> || std::is_same_v<P, tome>) {
+  } else if constexpr (is_grid_stage_v<P> || is_select_stage_v<P> || std::is_same_v<P, tome> ||
+                       std::is_same_v<P, visionzip>) {
     return workspace_bytes(one, p, prob);
   } else {
     const std::size_t a = workspace_bytes(one, p.score, prob);
@@ -122,6 +124,16 @@ status run_stage(const P& p, const stage_inputs<Ein>& in, const stage_outputs<Eo
     mo.source = out.source;
     mo.assign = out.assign;
     return apply(one, p, mi, mo, ws);
+  } else if constexpr (std::is_same_v<P, visionzip>) {
+    visionzip_inputs<Ein> vi;  // no metric: the stage's tokens are their own keys
+    vi.grid = in.grid;
+    vi.tokens = in.tokens;
+    vi.scores = in.scores;
+    merge_outputs<Eout> mo;
+    mo.tokens = out.tokens;
+    mo.source = out.source;
+    mo.assign = out.assign;
+    return apply(one, p, vi, mo, ws);
   } else {
     feature_score_inputs<Ein> fi;
     fi.grid = in.grid;

@@ -8,10 +8,15 @@
 //   selections      topk, uniform, random_subset                    a subset, original order
 //   diversity       divprune, kcenter, importance_diversity, cdpruner
 //   merges          tome, tome_share                                tome_share: r as a share of N
+//                   visionzip (cls_token = false)                   dominant by the carried scores,
+//                                                                   the rest merged into contextual
 //   dct_share       Fourier-VLM's low-pass with its side-ratio rule, on whatever grid arrives
 //   scored<S, Sel>  a feature score S computed on the stage's tokens, then the selection Sel
 // Data-dependent counts (threshold, iqr_outliers) and policies with their own input layouts
-// (hired, the video layouts) are not stages: run them before or after a chain.
+// (hired) are not stages: run them before or after a chain. Nor are the video layouts (slowfast,
+// thumbnail_sampling): they read some originals twice (a slow frame feeds both pathways; a
+// thumbnail frame feeds the thumbnail and the sampled tokens), which one `assign` slot per
+// original cannot describe.
 //
 // What flows between stages: the tokens (in the input element type), their grid, and for every
 // token the original token it stands for (`source`) and how many originals it stands for
@@ -35,9 +40,15 @@
 // Sizes therefore always sum to the originals not dropped. ToMe inside a chain weighs its averages
 // by these sizes, as repeated ToMe layers do.
 //
-// Scores: topk and importance_diversity read the caller's `scores` of the ORIGINAL tokens; after
-// an earlier stage each token carries the score of its source token. `scored<S, Sel>` computes
-// fresh scores on the stage's own tokens instead.
+// Scores: topk, importance_diversity and visionzip read the caller's `scores` of the ORIGINAL
+// tokens; after an earlier stage each token carries the score of its source token. `scored<S,
+// Sel>` computes fresh scores on the stage's own tokens instead.
+//
+// VisionZip in a chain: the stage's tokens are patches with no [CLS] row, so the stage takes
+// `cls_token = false` (`invalid_parameter` otherwise) and all `dominant` tokens are patches. The
+// carried scores stand in for the [CLS] attention and the stage's tokens are their own keys. Its
+// contextual tokens average stage tokens as VisionZip does, unweighted by `sizes`; their sizes in
+// the chain count the originals they stand for.
 #pragma once
 
 #include <cstddef>
@@ -56,6 +67,7 @@
 #include "tokred/policy/grid_reduce.hpp"
 #include "tokred/policy/merge.hpp"
 #include "tokred/policy/selection.hpp"
+#include "tokred/policy/visionzip.hpp"
 
 namespace tokred {
 
@@ -187,6 +199,11 @@ stage_shape stage_output(const P& p, const problem& prob) noexcept {
     if (status s = can_implement(p, prob); s != status::ok) return failed_stage(s);
     const index_t kept = retained_count(p, prob);
     return {status::ok, kept, sequence_grid(kept), false, false};
+  } else if constexpr (std::is_same_v<P, visionzip>) {
+    if (p.cls_token) return failed_stage(status::invalid_parameter);  // a chain's tokens have no [CLS] row
+    if (status s = can_implement(p, prob); s != status::ok) return failed_stage(s);
+    const index_t kept = retained_count(p, prob);
+    return {status::ok, kept, sequence_grid(kept), true, false};
   } else if constexpr (std::is_same_v<P, tome_share>) {
     if (!(p.share >= 0.0 && p.share <= 1.0)) return failed_stage(status::invalid_ratio);
     return stage_output(resolve(p, prob), prob);

@@ -36,7 +36,7 @@ namespace tokred {
 /// Every stage a spec can name.
 using any_stage =
     std::variant<pool, adaptive_pool, bilinear, dct_lowpass, dct_share, topk, uniform, random_subset, divprune,
-                 kcenter, importance_diversity, cdpruner, tome, tome_share, scored<token_norm, topk>,
+                 kcenter, importance_diversity, cdpruner, tome, tome_share, visionzip, scored<token_norm, topk>,
                  scored<query_relevance, topk>, scored<temporal_similarity, topk>,
                  scored<token_norm, importance_diversity>, scored<query_relevance, importance_diversity>,
                  scored<temporal_similarity, importance_diversity>>;
@@ -366,6 +366,21 @@ inline stage_build build_tome(const spec_args& a) {
   return {tome_share{share, protect}, {}, 0};
 }
 
+/// VisionZip without a [CLS] row (a chain's tokens are patches): counts >= 0, at least one token.
+inline stage_build build_visionzip(const spec_args& a) {
+  visionzip p;
+  p.cls_token = false;
+  if (!parse_int(a.text("dominant"), p.dominant) || p.dominant < 0)
+    return bad_value(a, "dominant", "a count >= 0");
+  if (!parse_int(a.text("contextual"), p.contextual) || p.contextual < 0 || (p.dominant == 0 && p.contextual == 0))
+    return bad_value(a, "contextual", "a count >= 0, with dominant + contextual >= 1");
+  const std::string_view m = a.text("merge");
+  if (m == "target_plus_mean") p.merge = contextual_merge::target_plus_mean;
+  else if (m == "group_mean") p.merge = contextual_merge::group_mean;
+  else return bad_value(a, "merge", "target_plus_mean or group_mean");
+  return {p, {}, 0};
+}
+
 /// The catalogue, with the builder of each entry (same order).
 struct stage_entry {
   stage_info info;
@@ -430,6 +445,12 @@ inline const std::vector<stage_entry>& stage_entries() {
         {{"r", "", "tokens merged: a count (40) or a share of the stage's tokens (0.25)"},
          {"protect", "0", "leading tokens that never merge (class token: 1)"}}},
        build_tome},
+      {{"visionzip", "the top-scoring tokens kept, the rest merged into contextual tokens by cosine",
+        "dominant + contextual", "VisionZip (arXiv 2412.04467)",
+        {{"dominant", "54", "tokens kept by score (the caller's, carried by source); no [CLS] row in a chain"},
+         {"contextual", "10", "contextual tokens the rest is merged into; 0 drops the rest"},
+         {"merge", "target_plus_mean", "target_plus_mean (the original) or group_mean"}}},
+       build_visionzip},
   };
   return entries;
 }

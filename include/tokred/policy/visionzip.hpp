@@ -95,9 +95,10 @@ inline visionzip_shape visionzip_count(const visionzip& p, const token_grid& gri
   const bool known = p.merge == contextual_merge::target_plus_mean || p.merge == contextual_merge::group_mean;
   if (p.dominant < cls || p.contextual < 0 || !known) return {status::invalid_parameter};
   if (status s = check_group_grid(grid, grid.tokens() + cls); s != status::ok) return {s};
-  const index_t rows = grid.tokens() + cls, kept = p.dominant + p.contextual;
-  if (kept == 0) return {status::invalid_budget};
-  if (kept > rows) return {status::budget_exceeds_input};
+  const index_t rows = grid.tokens() + cls;
+  if (p.dominant == 0 && p.contextual == 0) return {status::invalid_budget};
+  if (p.dominant > rows || p.contextual > rows - p.dominant) return {status::budget_exceeds_input};  // no overflow
+  const index_t kept = p.dominant + p.contextual;
   const index_t remaining = rows - p.dominant;
   const index_t step = p.contextual == 0 ? 0 : (remaining / p.contextual > 1 ? remaining / p.contextual : 1);
   return {status::ok, rows, p.dominant - cls, remaining, step, kept};
