@@ -704,6 +704,15 @@ TEST_CASE("adaptive and bilinear target sizes below 1", "[pool][bad_input]") {
   check_invalid(bilinear{4, -1, true});
 }
 
+TEST_CASE("adaptive and bilinear targets whose token count overflows index_t", "[pool][bad_input]") {
+  const index_t big = std::numeric_limits<index_t>::max() / 2;
+  check_invalid(adaptive_pool{pool_kind::max, {199999999996, 12199999999996, 12}});
+  check_invalid(adaptive_pool{pool_kind::average, {1, big, 3}});
+  check_invalid(bilinear{big, 3, false});
+  // The largest countable target is accepted by the shape rule (it is never run here).
+  CHECK(detail::reduced_grid(adaptive_pool{pool_kind::average, {1, big, 2}}, image_grid(4, 4)).code == status::ok);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The examples on the policy pages (docs/policies/pool.md, adaptive_pool.md, bilinear.md).
 

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
@@ -282,15 +283,22 @@ inline grid_result reduced_grid(const pool& p, const token_grid& g) noexcept {
   return {status::ok, out};
 }
 
+/// A target grid of positive extents whose token count T·H·W fits `index_t` (a larger one
+/// could not be counted, let alone stored).
+constexpr bool countable_target(index_t t, index_t h, index_t w) noexcept {
+  constexpr index_t most = std::numeric_limits<index_t>::max();
+  return t >= 1 && h >= 1 && w >= 1 && h <= most / w && t <= most / (h * w);
+}
+
 inline grid_result reduced_grid(const adaptive_pool& p, const token_grid& g) noexcept {
   if (status s = check_input_grid(g); s != status::ok) return {s, {}};
-  if (p.size.t < 1 || p.size.h < 1 || p.size.w < 1) return {status::invalid_parameter, {}};
+  if (!countable_target(p.size.t, p.size.h, p.size.w)) return {status::invalid_parameter, {}};
   return {status::ok, {p.size.t, p.size.h, p.size.w}};
 }
 
 inline grid_result reduced_grid(const bilinear& p, const token_grid& g) noexcept {
   if (status s = check_input_grid(g); s != status::ok) return {s, {}};
-  if (p.height < 1 || p.width < 1) return {status::invalid_parameter, {}};
+  if (!countable_target(g.frames, p.height, p.width)) return {status::invalid_parameter, {}};
   return {status::ok, {g.frames, p.height, p.width}};
 }
 
