@@ -11,14 +11,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-bash tools/install_deps.sh  # installs missing Debian packages; apt-get runs only if one is
-
-generator=()
-[[ -f build/CMakeCache.txt ]] || generator=(-G Ninja)  # keep whatever generator build/ has
-echo "demo: configuring build/ (Release)"
-cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DTOKRED_BUILD_TESTS=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=ON >/dev/null
-echo "demo: building examples/reduce_sample"
-cmake --build build --target reduce_sample  # one source file
+bash tools/build_target.sh reduce_sample  # one source file
 echo
 ./build/examples/reduce_sample "$@"

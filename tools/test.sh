@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds and runs tokred's whole test suite: the tests, examples and benchmarks compile; every
-# test runs (CUDA tests skip without a device); then the CPU tests run again under
-# AddressSanitizer and UndefinedBehaviorSanitizer. Installs missing packages first.
+# Builds and runs tokred's whole test suite: the tests, examples, benchmarks and the tokred program
+# compile; every test runs (CUDA tests skip without a device; the program's test reads its outputs
+# back with numpy); the file readers and the spec parser are fuzzed for a bounded number of runs;
+# then the CPU tests run again under AddressSanitizer and UndefinedBehaviorSanitizer. Installs
+# missing packages first.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,8 +14,11 @@ cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-test -j "$jobs"
 ctest --test-dir build-test -j "$jobs" --output-on-failure --no-tests=error
 
+echo "tokred: fuzzing the file readers and the spec parser"
+bash tools/fuzz.sh
+
 echo "tokred: the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTOKRED_SANITIZE=ON \
-  -DTOKRED_ENABLE_CUDA=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF >/dev/null
+  -DTOKRED_ENABLE_CUDA=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF -DTOKRED_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-sanitize -j "$jobs"
 ctest --test-dir build-sanitize -j "$jobs" -L cpu --output-on-failure --no-tests=error

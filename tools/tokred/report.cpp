@@ -1,0 +1,281 @@
+// tools/tokred/report.cpp — the bench report in Markdown, JSON and CSV (see report.hpp).
+#include "tokred/report.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+
+namespace tokred::cli {
+
+namespace {
+
+/// Means over the items where a method ran at one budget.
+struct method_summary {
+  std::string method, family;
+  double budget = 0;
+  int ran = 0, items = 0;
+  double kept = 0, rel_l2 = 0, mean_cos = 0, attention = 0, coverage_rel = 0, median_us = 0, memcpy_multiple = 0;
+};
+
+/// The inputs summarized together: still images (T = 1) and videos (T > 1).
+struct item_group {
+  const char* title;
+  bool video;
+  bool holds(const bench_row& row) const { return (row.frames > 1) == video; }
+};
+constexpr item_group item_groups[] = {{"images", false}, {"videos", true}};
+
+std::vector<method_summary> summarize(const bench_report& r, const item_group& group) {
+  std::vector<method_summary> out;
+  for (const method_entry& m : r.methods)
+    for (double b : r.budgets) {
+      method_summary s{m.name, m.family, b};
+      for (const bench_row& row : r.rows) {
+        if (row.method != m.name || row.budget != b || !group.holds(row)) continue;
+        ++s.items;
+        if (!row.ran()) continue;
+        ++s.ran;
+        s.kept += row.kept_fraction();
+        s.rel_l2 += row.fidelity.rel_l2;
+        s.mean_cos += row.fidelity.mean_cos;
+        s.attention += row.fidelity.attention;
+        s.coverage_rel += row.fidelity.coverage_rel;
+        s.median_us += row.time.median_us;
+        s.memcpy_multiple += row.memcpy_multiple();
+      }
+      if (s.items == 0) continue;
+      if (s.ran > 0)
+        for (double* v : {&s.kept, &s.rel_l2, &s.mean_cos, &s.attention, &s.coverage_rel, &s.median_us,
+                          &s.memcpy_multiple})
+          *v /= s.ran;
+      out.push_back(s);
+    }
+  return out;
+}
+
+std::string grid_text(const token_grid& g) { return fmt::format("{}×{}×{}", g.frames, g.height, g.width); }
+
+/// A CSV field: quoted when it holds a comma, a quote or a newline.
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+const char* metric_notes =
+    "- **kept**: output tokens over input tokens (merged and pooled tokens count once).\n"
+    "- **reconstruction**: every original token is replaced by the output it landed in (its merge "
+    "group or pooling window, from `assign`), or by its nearest output token (Euclidean) when it was "
+    "dropped; relative L2 = ‖X − X̂‖_F / ‖X‖_F, and the mean cosine between x_i and x̂_i.\n"
+    "- **attention error**: ‖A − Â‖_F / ‖A‖_F with A = softmax(Q Xᵀ/√D) X over the original tokens and "
+    "Â = softmax(Q Yᵀ/√D + log s) Y over the outputs, s the number of originals each stands for "
+    "(ToMe's proportional attention).\n"
+    "- **coverage**: the largest distance from an original token to its nearest output token, over "
+    "the mean token norm of the input.\n"
+    "- **median µs / p90**: wall-clock time of one `apply` (single thread, warm caches, outputs "
+    "preallocated), after the warm-up runs; **× memcpy** divides it by the median memcpy of the input "
+    "token rows, the floor any method that reads its input pays.\n";
+
+}  // namespace
+
+std::string report_markdown(const bench_report& r) {
+  std::string md = "# tokred bench\n\n";
+  md += fmt::format(
+      "tokred {} · compute type: {} · up to {} timed runs after up to {} warm-up runs{}, one thread · seed {} · "
+      "budgets {}\n\n",
+      r.tokred_version, r.compute_dtype == "auto" ? "as stored" : r.compute_dtype, r.repetitions, r.warmup,
+      r.max_time > 0 ? fmt::format(" (at least 3, {} s of runs at most per measurement)", r.max_time) : "", r.seed,
+      fmt::join(r.budgets, ", "));
+  md += "Random, uniform and downsample (average pooling) are the baselines every method should beat.\n\n";
+
+  md += "## Inputs\n\n| item | file | grid (T×H×W) | tokens | dim | stored | ranking score | queries | memcpy µs |\n"
+        "|---|---|---|---:|---:|---|---|---|---:|\n";
+  for (const bench_item& it : r.items)
+    md += fmt::format("| {} | `{}` | {} | {} | {} | {} | {} | {} | {:.1f} |\n", it.name, it.spec,
+                      grid_text(it.grid), it.grid.tokens(), it.dim, it.dtype, it.scorer, it.queries, it.memcpy_us);
+
+  for (const item_group& g : item_groups) {
+    const std::vector<method_summary> rows = summarize(r, g);
+    if (rows.empty()) continue;
+    md += fmt::format(
+        "\n## Summary: {} (means over the inputs)\n\n"
+        "| method | family | budget | kept | recon. rel. L2 | mean cos | attention error | coverage | "
+        "median µs | × memcpy | inputs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        g.title);
+    for (const method_summary& s : rows) {
+      if (s.ran == 0) {
+        md += fmt::format("| {} | {} | {} | — | — | — | — | — | — | — | 0 of {} |\n", s.method, s.family, s.budget,
+                          s.items);
+        continue;
+      }
+      md += fmt::format(
+          "| {} | {} | {} | {:.3f} | {:.4f} | {:.4f} | {:.4f} | {:.3f} | {:.1f} | {:.1f} | {} of {} |\n", s.method,
+          s.family, s.budget, s.kept, s.rel_l2, s.mean_cos, s.attention, s.coverage_rel, s.median_us,
+          s.memcpy_multiple, s.ran, s.items);
+    }
+  }
+
+  if (!r.plots.empty()) {
+    md += "\n## Plots\n\n";
+    for (const std::string& p : r.plots) md += fmt::format("![{}]({})\n\n", p, p);
+  } else if (!r.plot_note.empty()) {
+    md += fmt::format("\n## Plots\n\n{}\n", r.plot_note);
+  }
+
+  if (!r.kv.empty()) {
+    md += "\n## KV-cache quantization (each item's tokens as keys and values)\n\n"
+          "| item | scheme | bits / value | MSE keys | MSE values | attention KL | median µs | × memcpy |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|\n";
+    for (const kv_row& k : r.kv) {
+      if (!k.note.empty()) {
+        md += fmt::format("| {} | {} | — | — | — | — | — | {} |\n", k.item, k.scheme, k.note);
+        continue;
+      }
+      md += fmt::format("| {} | {} | {:.3f} | {:.3e} | {:.3e} | {:.3e} | {:.1f} | {:.1f} |\n", k.item, k.scheme,
+                        k.bits_per_value, k.mse_keys, k.mse_values, k.attention_kl, k.time.median_us,
+                        k.memcpy_us > 0 ? k.time.median_us / k.memcpy_us : 0.0);
+    }
+  }
+
+  md += "\n## Methods\n\n| method | family | source | ranks by a score | spec (first item, first budget) |\n"
+        "|---|---|---|---|---|\n";
+  for (const method_entry& m : r.methods) {
+    std::string spec = "—";
+    for (const bench_row& row : r.rows)
+      if (row.method == m.name && row.ran()) {
+        spec = fmt::format("`{}`", row.spec);
+        break;
+      }
+    md += fmt::format("| {} | {} | {} | {} | {} |\n", m.name, m.family, m.paper, m.ranks_by_score ? "yes" : "no",
+                      spec);
+  }
+
+  std::string skipped;
+  for (const bench_row& row : r.rows)
+    if (!row.ran()) skipped += fmt::format("- {} on {} at {}: {}\n", row.method, row.item, row.budget, row.note);
+  if (!skipped.empty()) md += "\n## Not run\n\n" + skipped;
+
+  md += "\n## Metrics\n\n";
+  md += metric_notes;
+  md += "\nEvery row, per item, is in `results.csv` and `results.json`.\n";
+  return md;
+}
+
+nlohmann::ordered_json report_json(const bench_report& r) {
+  nlohmann::ordered_json items = nlohmann::ordered_json::array(), rows = nlohmann::ordered_json::array(), kv = nlohmann::ordered_json::array(),
+                 methods = nlohmann::ordered_json::array();
+  for (const method_entry& m : r.methods)
+    methods.push_back({{"name", m.name}, {"family", m.family}, {"source", m.paper}, {"ranks_by_score", m.ranks_by_score}});
+  for (const bench_item& it : r.items)
+    items.push_back({{"name", it.name},
+                     {"file", it.spec},
+                     {"dtype", it.dtype},
+                     {"grid", {it.grid.frames, it.grid.height, it.grid.width}},
+                     {"dim", it.dim},
+                     {"scorer", it.scorer},
+                     {"queries", it.queries},
+                     {"query_rows", it.query_rows},
+                     {"memcpy_us", it.memcpy_us}});
+  for (const bench_row& row : r.rows) {
+    nlohmann::ordered_json j = {{"item", row.item},     {"frames", row.frames}, {"method", row.method},
+                                {"family", row.family}, {"budget", row.budget}};
+    if (!row.ran()) {
+      j["note"] = row.note;
+    } else {
+      j.update({{"spec", row.spec},
+                {"tokens_in", row.tokens_in},
+                {"kept", row.kept},
+                {"kept_fraction", row.kept_fraction()},
+                {"median_us", row.time.median_us},
+                {"p90_us", row.time.p90_us},
+                {"repetitions", row.time.repetitions},
+                {"memcpy_us", row.memcpy_us},
+                {"memcpy_multiple", row.memcpy_multiple()},
+                {"recon_rel_l2", row.fidelity.rel_l2},
+                {"recon_mean_cos", row.fidelity.mean_cos},
+                {"attention_rel_err", row.fidelity.attention},
+                {"coverage", row.fidelity.coverage},
+                {"coverage_rel", row.fidelity.coverage_rel}});
+    }
+    rows.push_back(j);
+  }
+  for (const kv_row& k : r.kv) {
+    nlohmann::ordered_json j = {{"item", k.item}, {"scheme", k.scheme}};
+    if (!k.note.empty())
+      j["note"] = k.note;
+    else
+      j.update({{"bits_per_value", k.bits_per_value},
+                {"median_us", k.time.median_us},
+                {"p90_us", k.time.p90_us},
+                {"memcpy_us", k.memcpy_us},
+                {"mse_keys", k.mse_keys},
+                {"mse_values", k.mse_values},
+                {"attention_kl", k.attention_kl}});
+    kv.push_back(j);
+  }
+  return {{"tokred_version", r.tokred_version},
+          {"compute_dtype", r.compute_dtype},
+          {"budgets", r.budgets},
+          {"repetitions", r.repetitions},
+          {"warmup", r.warmup},
+          {"max_time_s", r.max_time},
+          {"seed", r.seed},
+          {"methods", methods},
+          {"items", items},
+          {"results", rows},
+          {"kv", kv},
+          {"plots", r.plots}};
+}
+
+std::string report_csv(const bench_report& r) {
+  std::string csv =
+      "item,frames,method,family,budget,spec,tokens_in,kept,kept_fraction,median_us,p90_us,memcpy_us,memcpy_multiple,"
+      "recon_rel_l2,recon_mean_cos,attention_rel_err,coverage,coverage_rel,note\n";
+  for (const bench_row& row : r.rows) {
+    csv += fmt::format("{},{},{},{},{},{},", csv_field(row.item), row.frames, csv_field(row.method), row.family,
+                       row.budget, csv_field(row.spec));
+    if (row.ran())
+      csv += fmt::format("{},{},{:.6f},{:.3f},{:.3f},{:.3f},{:.4f},{:.6g},{:.6g},{:.6g},{:.6g},{:.6g},\n",
+                         row.tokens_in, row.kept, row.kept_fraction(), row.time.median_us, row.time.p90_us,
+                         row.memcpy_us, row.memcpy_multiple(), row.fidelity.rel_l2, row.fidelity.mean_cos,
+                         row.fidelity.attention, row.fidelity.coverage, row.fidelity.coverage_rel);
+    else
+      csv += fmt::format(",,,,,,,,,,,,{}\n", csv_field(row.note));
+  }
+  return csv;
+}
+
+std::string kv_csv(const bench_report& r) {
+  std::string csv = "item,scheme,bits_per_value,median_us,p90_us,memcpy_us,mse_keys,mse_values,attention_kl,note\n";
+  for (const kv_row& k : r.kv)
+    csv += k.note.empty()
+               ? fmt::format("{},{},{:.4f},{:.3f},{:.3f},{:.3f},{:.6g},{:.6g},{:.6g},\n", csv_field(k.item), k.scheme,
+                             k.bits_per_value, k.time.median_us, k.time.p90_us, k.memcpy_us, k.mse_keys,
+                             k.mse_values, k.attention_kl)
+               : fmt::format("{},{},,,,,,,,{}\n", csv_field(k.item), k.scheme, csv_field(k.note));
+  return csv;
+}
+
+std::string summary_table(const bench_report& r) {
+  std::string t;
+  for (const item_group& g : item_groups) {
+    const std::vector<method_summary> rows = summarize(r, g);
+    if (rows.empty()) continue;
+    t += fmt::format("{}{} (means over the inputs)\n", t.empty() ? "" : "\n", g.title);
+    t += fmt::format("{:<11} {:>6} {:>6} {:>9} {:>9} {:>9} {:>10} {:>9}\n", "method", "budget", "kept", "recon L2",
+                     "attn err", "coverage", "median us", "x memcpy");
+    for (const method_summary& s : rows) {
+      if (s.ran == 0) {
+        t += fmt::format("{:<11} {:>6} {:>6}\n", s.method, s.budget, "n/a");
+        continue;
+      }
+      t += fmt::format("{:<11} {:>6} {:>6.3f} {:>9.4f} {:>9.4f} {:>9.3f} {:>10.1f} {:>9.1f}\n", s.method, s.budget,
+                       s.kept, s.rel_l2, s.attention, s.coverage_rel, s.median_us, s.memcpy_multiple);
+    }
+  }
+  return t;
+}
+
+}  // namespace tokred::cli

@@ -1,0 +1,246 @@
+"""End-to-end test of the `tokred` program, reading its outputs back with numpy.
+
+    python3 test_cli.py PATH/TO/tokred SAMPLE_DIR
+
+Runs `tokred list`, `tokred run` on every input format (.npy v1, float32 and float16, (N, D),
+(T, N, D) and (T, H, W, D) shapes, .npz stored and compressed, .safetensors F32 / F16 / BF16) and
+checks the outputs against numpy: a top-k by token norm recomputed here, provenance invariants and
+the files' dtypes and shapes. Then every bad input gets a one-line error and a non-zero exit code,
+and a small `tokred bench` writes its report twice with the same figures.
+"""
+import csv
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+TOKRED, SAMPLE = sys.argv[1], sys.argv[2]
+ASTRONAUT = os.path.join(SAMPLE, "astronaut_mixed5.npy")
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def tokred(*args):
+    return subprocess.run([TOKRED, *args], capture_output=True, text=True)
+
+
+def run_ok(out, *args):
+    p = tokred("run", "--out", out, *args)
+    check(p.returncode == 0, f"run {args} exit {p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+def load_outputs(out):
+    names = ["tokens", "source", "positions", "sizes", "assign"]
+    return {n: np.load(os.path.join(out, n + ".npy")) for n in names}, json.load(open(os.path.join(out, "meta.json")))
+
+
+def write_safetensors(path, name, array, dtype):
+    if dtype == "BF16":
+        u = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        data = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+    else:
+        data = np.ascontiguousarray(array, dtype={"F32": np.float32, "F16": np.float16}[dtype]).tobytes()
+    header = json.dumps({"__metadata__": {"format": "pt"},
+                         name: {"dtype": dtype, "shape": list(array.shape), "data_offsets": [0, len(data)]}})
+    header += " " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header.encode() + data)
+
+
+def numpy_topk_by_norm(x, keep):
+    """The kept indices of topk(score=norm): highest norm first, ties to the lower index, in order."""
+    norms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1)).astype(np.float32)
+    order = sorted(range(len(norms)), key=lambda i: (-norms[i], i))
+    return np.array(sorted(order[:keep]), dtype=np.int64)
+
+
+def test_list():
+    p = tokred("list")
+    check(p.returncode == 0 and "tome" in p.stdout and "keep" in p.stdout, "list prints the catalogue")
+    p = tokred("list", "--json")
+    names = {s["name"] for s in json.loads(p.stdout)["stages"]}
+    check({"pool", "topk", "divprune", "cdpruner", "tome", "random", "uniform"} <= names, f"list --json names {names}")
+
+
+def test_run_topk(tmp):
+    x = np.load(ASTRONAUT)  # (1, 17, 17, 768) float16
+    flat = x.reshape(-1, x.shape[-1])
+    out = os.path.join(tmp, "topk")
+    run_ok(out, "--pipeline", "topk(keep=0.25, score=norm)", "--input", ASTRONAUT)
+    o, meta = load_outputs(out)
+    want = numpy_topk_by_norm(flat.astype(np.float32), 72)  # int(289 * 0.25)
+    check(o["tokens"].dtype == np.float32 and o["tokens"].shape == (72, 768), "tokens float32 (72, 768)")
+    check(o["source"].dtype == np.int64 and np.array_equal(o["source"], want), "topk source = numpy's top-k by norm")
+    check(np.array_equal(o["tokens"], flat[want].astype(np.float32)), "kept rows are the input rows, exactly")
+    t, h, w = np.unravel_index(want, x.shape[:3])
+    check(o["positions"].dtype == np.int64 and np.array_equal(o["positions"], np.stack([t, h, w], 1)),
+          "positions are the (t, h, w) of the source")
+    check(np.array_equal(o["sizes"], np.ones(72, np.float32)), "a selection's sizes are 1")
+    assign = np.full(289, -1, np.int64)
+    assign[want] = np.arange(72)
+    check(np.array_equal(o["assign"], assign), "assign: slot of each kept token, -1 for the dropped")
+    check(meta["tokens_in"] == 289 and meta["tokens_out"] == 72 and meta["grid"] == [1, 17, 17],
+          "meta.json counts and grid")
+    check(meta["pipeline"] == "topk(keep=0.25, round=floor, within=global, score=norm)", f"canonical {meta['pipeline']}")
+    check(meta["compute_dtype"] == "f16" and meta["input"]["shape"] == [1, 17, 17, 768], "meta.json input")
+
+
+def test_run_merge(tmp):
+    out = os.path.join(tmp, "chain")
+    run_ok(out, "--pipeline", "pool(2x2) | tome(r=0.25) | divprune(keep=16)", "--input", ASTRONAUT)
+    o, meta = load_outputs(out)
+    # pool(2x2) of 17x17 -> 8x8 = 64; ToMe merges 16 -> 48; DivPrune keeps 16.
+    check(o["tokens"].shape == (16, 768) and meta["tokens_out"] == 16, "chain count 16")
+    landed = o["assign"] >= 0
+    check(o["sizes"].sum() == landed.sum(), "sizes sum to the originals that landed")
+    check(np.array_equal(o["assign"][o["source"]], np.arange(16)), "every source lands in its own slot")
+    # The avg-pooled, merged token is the size-weighted mean of its originals in fp16 compute, so
+    # the mean of the originals assigned to a slot approximates the slot's token.
+    x = np.load(ASTRONAUT).reshape(-1, 768).astype(np.float32)
+    means = np.stack([x[o["assign"] == j].mean(0) for j in range(16)])
+    err = np.abs(means - o["tokens"]).max() / np.abs(means).max()
+    check(err < 2e-2, f"outputs are the means of the originals assigned to them (max rel diff {err:.2e})")
+
+
+def test_formats(tmp):
+    x = np.load(ASTRONAUT)
+    flat = x.reshape(289, 768)
+    base = os.path.join(tmp, "base")
+    run_ok(base, "--pipeline", "topk(keep=0.25, score=norm)", "--input", ASTRONAUT, "--dtype", "f32")
+    ref, _ = load_outputs(base)
+    cases = []
+    np.save(os.path.join(tmp, "nd.npy"), flat.astype(np.float32))
+    cases.append(("nd.npy", ["--grid", "1,17,17"], True))
+    np.save(os.path.join(tmp, "tnd.npy"), x.reshape(1, 289, 768))
+    cases.append(("tnd.npy", [], True))
+    np.savez(os.path.join(tmp, "stored.npz"), feats=x, other=np.zeros(3))
+    cases.append(("stored.npz:feats", [], True))
+    np.savez_compressed(os.path.join(tmp, "deflated.npz"), feats=x)
+    cases.append(("deflated.npz", [], True))
+    for dt, same in (("F32", True), ("F16", True), ("BF16", False)):
+        write_safetensors(os.path.join(tmp, f"x_{dt}.safetensors"), "vision.out", x.astype(np.float32), dt)
+        cases.append((f"x_{dt}.safetensors:vision.out", [], same))
+    for i, (spec, extra, same) in enumerate(cases):
+        out = os.path.join(tmp, f"fmt{i}")
+        run_ok(out, "--pipeline", "topk(keep=0.25, score=norm)", "--input", os.path.join(tmp, spec),
+               "--dtype", "f32", *extra)
+        o, meta = load_outputs(out)
+        check(meta["grid"] == [1, 17, 17], f"{spec}: grid {meta['grid']}")
+        check(o["tokens"].shape == (72, 768), f"{spec}: tokens shape")
+        if same:
+            check(np.array_equal(o["source"], ref["source"]) and np.array_equal(o["tokens"], ref["tokens"]),
+                  f"{spec}: same result as the .npy input")
+
+
+def test_errors(tmp):
+    x = np.load(ASTRONAUT)
+    good = ["--pipeline", "topk(keep=0.25, score=norm)"]
+
+    def bad(name, args, needle):
+        p = tokred(*args)
+        lines = p.stderr.strip().splitlines()
+        check(p.returncode != 0, f"{name}: non-zero exit")
+        check(len(lines) == 1 and needle in p.stderr, f"{name}: one line naming '{needle}', got {p.stderr!r}")
+        check(p.stdout == "", f"{name}: nothing on stdout")
+
+    out = os.path.join(tmp, "err_out")
+    bad("unknown method", ["run", "--pipeline", "pool | tomee(r=8)", "--input", ASTRONAUT, "--out", out],
+        "unknown policy 'tomee'")
+    raw = open(ASTRONAUT, "rb").read()
+    open(os.path.join(tmp, "trunc_header.npy"), "wb").write(raw[:40])
+    bad("truncated header", ["run", *good, "--input", os.path.join(tmp, "trunc_header.npy"), "--out", out], "trunc")
+    open(os.path.join(tmp, "trunc_data.npy"), "wb").write(raw[:5000])
+    bad("shape larger than the file", ["run", *good, "--input", os.path.join(tmp, "trunc_data.npy"), "--out", out],
+        "trunc_data.npy")
+    np.save(os.path.join(tmp, "fortran.npy"), np.asfortranarray(x.reshape(289, 768)[:, :5].astype(np.float32)))
+    bad("fortran order", ["run", *good, "--input", os.path.join(tmp, "fortran.npy"), "--out", out], "ortran")
+    np.save(os.path.join(tmp, "ints.npy"), np.zeros((4, 8), np.int8))
+    bad("unsupported dtype", ["run", *good, "--input", os.path.join(tmp, "ints.npy"), "--out", out], "ints.npy")
+    bad("grid mismatch", ["run", *good, "--input", ASTRONAUT, "--grid", "1,16,16", "--out", out], "--grid")
+    bad("scores needed", ["run", "--pipeline", "topk(keep=8)", "--input", ASTRONAUT, "--out", out], "--scores")
+    bad("budget too large", ["run", "--pipeline", "pool(2x2) | topk(keep=100, score=norm)", "--input", ASTRONAUT,
+                             "--out", out], "budget_exceeds_input")
+    open(os.path.join(tmp, "junk.safetensors"), "wb").write(struct.pack("<Q", 12) + b"{not json}  ")
+    bad("malformed safetensors", ["run", *good, "--input", os.path.join(tmp, "junk.safetensors"), "--out", out],
+        "junk.safetensors")
+    bad("missing member", ["run", *good, "--input", os.path.join(tmp, "stored.npz:nope"), "--out", out], "nope")
+    bad("missing file", ["run", *good, "--input", os.path.join(tmp, "absent.npy"), "--out", out], "absent.npy")
+    # An output directory holding someone else's file is refused and the file survives.
+    users = os.path.join(tmp, "users_dir")
+    os.makedirs(users)
+    open(os.path.join(users, "thesis.tex"), "w").write("keep me")
+    bad("foreign output dir", ["run", *good, "--input", ASTRONAUT, "--out", users], "thesis.tex")
+    check(open(os.path.join(users, "thesis.tex")).read() == "keep me" and os.listdir(users) == ["thesis.tex"],
+          "the user's directory is untouched")
+    bad("bench unknown method", ["bench", "--methods", "nope", "--out", os.path.join(tmp, "r0")], "nope")
+    bad("bench bad budget", ["bench", "--budgets", "1.5", "--out", os.path.join(tmp, "r0")], "1.5")
+    p = tokred("run", "--pipeline")
+    check(p.returncode == 2, "a command line that does not parse exits with 2")
+
+
+def bench_numbers(path):
+    """results.csv without its timing columns."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("median_us", "p90_us", "memcpy_us", "memcpy_multiple"):
+            r.pop(k)
+    return rows
+
+
+def test_bench(tmp):
+    data = os.path.join(tmp, "bench_data")
+    os.makedirs(data)
+    x = np.load(ASTRONAUT)
+    np.save(os.path.join(data, "image.npy"), x)
+    np.save(os.path.join(data, "clip.npy"), np.concatenate([x, x * np.float16(0.9) + np.float16(0.1)]))
+    args = ["bench", "--data", data, "--budgets", "0.5,0.1", "--repetitions", "2", "--warmup", "0"]
+    first, second = os.path.join(tmp, "report1"), os.path.join(tmp, "report2")
+    p = tokred(*args, "--out", first)
+    check(p.returncode == 0, f"bench exit {p.returncode}: {p.stderr.strip()}")
+    check("report: " in p.stdout and "downsample" in p.stdout, "bench prints the summary and the report path")
+    tokred(*args, "--out", second, "--quiet")
+    results = json.load(open(os.path.join(first, "results.json")))
+    methods = {m["name"] for m in results["methods"]}
+    check({"random", "uniform", "downsample", "topk", "divprune", "tome"} <= methods, f"bench methods {methods}")
+    ran = [r for r in results["results"] if "note" not in r]
+    check(len(results["results"]) == 2 * 2 * len(methods), "one row per item x method x budget")
+    check(all(0 < r["kept_fraction"] <= 0.51 for r in ran), "kept fractions follow the budgets")
+    check(all(np.isfinite([r["attention_rel_err"], r["recon_rel_l2"], r["coverage_rel"]]).all()
+              and r["attention_rel_err"] >= 0 and r["recon_rel_l2"] >= 0 and -1 <= r["recon_mean_cos"] <= 1
+              for r in ran), "fidelity figures finite and in range")
+    temporal = [r for r in results["results"] if r["method"] == "temporal"]
+    check(any("note" in r for r in temporal if r["item"] == "image"), "temporal does not run on an image")
+    check(bench_numbers(os.path.join(first, "results.csv")) == bench_numbers(os.path.join(second, "results.csv")),
+          "the same seed gives the same figures")
+    md = open(os.path.join(first, "report.md")).read()
+    check("## Summary" in md and "| random |" in md and "| uniform |" in md and "| downsample |" in md,
+          "the report has the baselines in its summary")
+    try:
+        import matplotlib  # noqa: F401
+        check(all(os.path.getsize(os.path.join(first, f)) > 1000 for f in ("fidelity.png", "latency.png")),
+              "plots drawn")
+    except ImportError:
+        check("No plots" in md, "the report says why it has no plots")
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    test_list()
+    test_run_topk(tmp)
+    test_run_merge(tmp)
+    test_formats(tmp)
+    test_errors(tmp)
+    test_bench(tmp)
+
+print(f"{len(failures)} failure(s)")
+sys.exit(1 if failures else 0)
