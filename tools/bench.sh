@@ -10,6 +10,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo/tools/install_deps.sh" python3-matplotlib  # the report's plots
 bash "$repo/tools/build_target.sh" tokred_cli
 echo
 "$repo/build/tools/tokred" bench "$@"  # paths in the options are relative to where you are

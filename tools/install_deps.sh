@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages tokred builds with, when any is missing (Debian bookworm, as root).
+# Installs the Debian packages tokred builds with, when any is missing (Debian bookworm, as root),
+# and any extra packages named on the command line (tools/bench.sh adds python3-matplotlib for
+# the report's plots).
 # The CUDA toolkit is optional and is used when /usr/local/cuda/bin/nvcc exists. The command-line
-# program needs CLI11, nlohmann-json, fmt and zlib; its report plots and tests use Debian's numpy
-# and matplotlib; the readers' fuzz targets build with clang and its libFuzzer runtime.
+# program needs CLI11, nlohmann-json, fmt and zlib; its test reads its outputs back with Debian's
+# numpy; the readers' fuzz targets build with clang and its libFuzzer runtime.
 set -euo pipefail
 packages=(cmake ninja-build g++ libeigen3-dev libxsimd-dev catch2 libbenchmark-dev
-          libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev python3-numpy python3-matplotlib
-          clang libclang-rt-14-dev)
+          libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev python3-numpy
+          clang libclang-rt-14-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
