@@ -35,17 +35,11 @@
 #include <string>
 #include <vector>
 
-// g++ 12 reports the `_mm512_undefined_*` placeholders inside its own AVX-512 intrinsics as
-// (maybe-)uninitialized wherever Eigen uses them (GCC bug 105593); see <tokred/cpu/dct.hpp>.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+// Eigen brings in the x86 intrinsics: see TOKRED_INTRINSIC_HEADERS_BEGIN (core/config.hpp).
+#include "tokred/core/config.hpp"
+TOKRED_INTRINSIC_HEADERS_BEGIN
 #include <Eigen/Core>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+TOKRED_INTRINSIC_HEADERS_END
 
 #include "tokred/core/element.hpp"
 #include "tokred/core/exec.hpp"

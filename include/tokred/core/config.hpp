@@ -35,3 +35,19 @@ namespace tokred {
 using index_t = std::ptrdiff_t;
 
 }  // namespace tokred
+
+/// Bracket the first #include of a header that brings in x86 intrinsics (xsimd, Eigen):
+/// g++ 12 reports the `_mm512_undefined_*` placeholders inside its own AVX-512 intrinsics as
+/// (maybe-)uninitialized wherever they are inlined (GCC bug 105593). The reports are located in
+/// the intrinsic headers, so ignoring them while those are first included silences exactly these
+/// and nothing of the includer's.
+#if defined(__GNUC__) && !defined(__clang__)
+#define TOKRED_INTRINSIC_HEADERS_BEGIN                             \
+  _Pragma("GCC diagnostic push")                                   \
+  _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")     \
+  _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define TOKRED_INTRINSIC_HEADERS_END _Pragma("GCC diagnostic pop")
+#else
+#define TOKRED_INTRINSIC_HEADERS_BEGIN
+#define TOKRED_INTRINSIC_HEADERS_END
+#endif

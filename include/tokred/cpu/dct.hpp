@@ -35,22 +35,14 @@
 #include <cstdint>
 #include <type_traits>
 
-// g++ 12 reports the `_mm512_undefined_*` placeholders inside its own AVX-512 intrinsics as
-// (maybe-)uninitialized wherever Eigen or xsimd use them (GCC bug 105593). The warnings are
-// located in the intrinsic headers, so ignoring them while those are first included silences
-// exactly these reports and nothing of the includer's.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+// Eigen and xsimd bring in the x86 intrinsics: see TOKRED_INTRINSIC_HEADERS_BEGIN (core/config.hpp).
+#include "tokred/core/config.hpp"
+TOKRED_INTRINSIC_HEADERS_BEGIN
 #if defined(TOKRED_DCT_EIGEN)
 #include <Eigen/Core>
 #endif
 #include <xsimd/xsimd.hpp>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+TOKRED_INTRINSIC_HEADERS_END
 
 #include "tokred/core/contract.hpp"
 #include "tokred/core/element.hpp"

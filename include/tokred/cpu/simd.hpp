@@ -11,19 +11,11 @@
 #include <cstring>
 #include <type_traits>
 
-// g++ 12 reports the `_mm512_undefined_*` placeholders inside its own AVX-512 intrinsics as
-// (maybe-)uninitialized wherever they are inlined (GCC bug 105593): the bf16 widening and the
-// x86 max below use such intrinsics. The reports are located in the intrinsic headers, so
-// ignoring them while xsimd first includes those silences exactly these, as cpu/dct.hpp does.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+// xsimd brings in the x86 intrinsics: see TOKRED_INTRINSIC_HEADERS_BEGIN (core/config.hpp).
+#include "tokred/core/config.hpp"
+TOKRED_INTRINSIC_HEADERS_BEGIN
 #include <xsimd/xsimd.hpp>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+TOKRED_INTRINSIC_HEADERS_END
 
 #include "tokred/core/element.hpp"
 #include "tokred/core/exec.hpp"
