@@ -114,26 +114,24 @@ status run_stage(const P& p, const stage_inputs<Ein>& in, const stage_outputs<Eo
     if (status s = apply(one, p, di, dout, ws); s != status::ok) return s;
     assign_from_source(source, out.assign);
     return status::ok;
-  } else if constexpr (std::is_same_v<P, tome>) {
-    merge_inputs<Ein> mi;
-    mi.grid = in.grid;
-    mi.tokens = in.tokens;
-    mi.sizes = in.sizes;
-    merge_outputs<Eout> mo;
+  } else if constexpr (std::is_same_v<P, tome> || std::is_same_v<P, visionzip>) {
+    merge_outputs<Eout> mo;  // both merges write rows, source and assign
     mo.tokens = out.tokens;
     mo.source = out.source;
     mo.assign = out.assign;
-    return apply(one, p, mi, mo, ws);
-  } else if constexpr (std::is_same_v<P, visionzip>) {
-    visionzip_inputs<Ein> vi;  // no metric: the stage's tokens are their own keys
-    vi.grid = in.grid;
-    vi.tokens = in.tokens;
-    vi.scores = in.scores;
-    merge_outputs<Eout> mo;
-    mo.tokens = out.tokens;
-    mo.source = out.source;
-    mo.assign = out.assign;
-    return apply(one, p, vi, mo, ws);
+    if constexpr (std::is_same_v<P, tome>) {
+      merge_inputs<Ein> mi;
+      mi.grid = in.grid;
+      mi.tokens = in.tokens;
+      mi.sizes = in.sizes;
+      return apply(one, p, mi, mo, ws);
+    } else {
+      visionzip_inputs<Ein> vi;  // no metric: the stage's tokens are their own keys
+      vi.grid = in.grid;
+      vi.tokens = in.tokens;
+      vi.scores = in.scores;
+      return apply(one, p, vi, mo, ws);
+    }
   } else {
     feature_score_inputs<Ein> fi;
     fi.grid = in.grid;

@@ -224,6 +224,12 @@ inline bool read_scope(const spec_args& a, scope& out, stage_build& fail) {
   return true;
 }
 
+/// The budget (`keep`, `round`) and its scope (`within`) every selection stage reads.
+template <class Select>
+bool read_selection(const spec_args& a, Select& p, stage_build& fail) {
+  return read_budget(a, p.keep, fail) && read_scope(a, p.within, fail);
+}
+
 /// A selection with a `score` parameter: the caller's scores, or a feature score of the stage.
 template <class Select>
 stage_build with_score(const spec_args& a, const Select& select) {
@@ -293,21 +299,21 @@ inline stage_build build_dct(const spec_args& a) {
 inline stage_build build_topk(const spec_args& a) {
   topk p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   return with_score(a, p);
 }
 
 inline stage_build build_uniform(const spec_args& a) {
   uniform p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   return {p, {}, 0};
 }
 
 inline stage_build build_random(const spec_args& a) {
   random_subset p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   index_t seed = 0;
   if (!parse_int(a.text("seed"), seed) || seed < 0) return bad_value(a, "seed", "an integer >= 0");
   p.seed = static_cast<std::uint64_t>(seed);
@@ -317,7 +323,7 @@ inline stage_build build_random(const spec_args& a) {
 inline stage_build build_divprune(const spec_args& a) {
   divprune p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   if (!parse_flag(a.text("repeats"), p.allow_repeats)) return bad_value(a, "repeats", "true or false");
   return {p, {}, 0};
 }
@@ -325,7 +331,7 @@ inline stage_build build_divprune(const spec_args& a) {
 inline stage_build build_kcenter(const spec_args& a) {
   kcenter p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   if (!parse_int(a.text("first"), p.first) || p.first < 0) return bad_value(a, "first", "an index >= 0");
   return {p, {}, 0};
 }
@@ -333,14 +339,14 @@ inline stage_build build_kcenter(const spec_args& a) {
 inline stage_build build_importance(const spec_args& a) {
   importance_diversity p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   return with_score(a, p);
 }
 
 inline stage_build build_cdpruner(const spec_args& a) {
   cdpruner p;
   stage_build fail;
-  if (!read_budget(a, p.keep, fail) || !read_scope(a, p.within, fail)) return fail;
+  if (!read_selection(a, p, fail)) return fail;
   double w = 0.0;
   if (!parse_real(a.text("weight"), w) || !(w >= 0.0 && w <= 1.0)) return bad_value(a, "weight", "a number in [0, 1]");
   p.relevance_weight = static_cast<float>(w);
