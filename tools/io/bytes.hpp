@@ -87,6 +87,28 @@ inline std::uint64_t load_le64(const unsigned char* p) noexcept {
   return static_cast<std::uint64_t>(load_le32(p)) | (static_cast<std::uint64_t>(load_le32(p + 4)) << 32);
 }
 
+/// How a run of decimal digits read (see read_decimal).
+enum class decimal { ok, none, too_large, leading_zero };
+
+/// Reads the decimal digits of `s` from `i` on, advancing `i` past them, as a value in
+/// [0, 2^63) into `out`. In order: `too_large` as soon as the value would pass 2^63 - 1, `none`
+/// when there is no digit, `leading_zero` for a zero followed by more digits, else `ok`.
+inline decimal read_decimal(std::string_view s, std::size_t& i, std::uint64_t& out) noexcept {
+  const std::size_t begin = i;
+  constexpr auto most = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  std::uint64_t v = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+    const auto digit = static_cast<std::uint64_t>(s[i] - '0');
+    if (v > (most - digit) / 10) return decimal::too_large;
+    v = v * 10 + digit;
+    ++i;
+  }
+  if (i == begin) return decimal::none;
+  if (s[begin] == '0' && i - begin > 1) return decimal::leading_zero;
+  out = v;
+  return decimal::ok;
+}
+
 /// `a * b` into `out`; false on overflow of 64 bits.
 inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) noexcept {
   if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return false;

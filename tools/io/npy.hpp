@@ -33,6 +33,7 @@ struct npy_array {
   std::vector<std::int64_t> shape;
   std::vector<unsigned char> bytes;
 
+  /// Elements in `shape` (1 for a 0-d array).
   std::int64_t elements() const {
     std::int64_t n = 1;
     for (auto e : shape) n *= e;
@@ -158,15 +159,12 @@ class npy_dict_parser {
     const std::size_t begin = i_;
     if (at('-')) return reject("negative dimension");
     std::uint64_t v = 0;
-    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
-      const auto digit = static_cast<std::uint64_t>(s_[i_] - '0');
-      if (v > (static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - digit) / 10)
-        return reject_at(begin, "dimension too large");
-      v = v * 10 + digit;
-      ++i_;
+    switch (read_decimal(s_, i_, v)) {
+      case decimal::too_large: return reject_at(begin, "dimension too large");
+      case decimal::none: return reject("expected a dimension");
+      case decimal::leading_zero: return reject_at(begin, "dimension with a leading zero");
+      case decimal::ok: break;
     }
-    if (i_ == begin) return reject("expected a dimension");
-    if (s_[begin] == '0' && i_ - begin > 1) return reject_at(begin, "dimension with a leading zero");
     out = static_cast<std::int64_t>(v);
     return true;
   }

@@ -254,15 +254,12 @@ class safetensors_json {
     const std::size_t begin = i_;
     if (at('-')) return reject("header: negative integer");
     std::uint64_t v = 0;
-    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
-      const auto digit = static_cast<std::uint64_t>(s_[i_] - '0');
-      if (v > (static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - digit) / 10)
-        return reject_at(begin, "header: integer too large");
-      v = v * 10 + digit;
-      ++i_;
+    switch (read_decimal(s_, i_, v)) {
+      case decimal::too_large: return reject_at(begin, "header: integer too large");
+      case decimal::none: return reject("header: expected an integer");
+      case decimal::leading_zero: return reject_at(begin, "header: integer with a leading zero");
+      case decimal::ok: break;
     }
-    if (i_ == begin) return reject("header: expected an integer");
-    if (s_[begin] == '0' && i_ - begin > 1) return reject_at(begin, "header: integer with a leading zero");
     if (at('.') || at('e') || at('E')) return reject_at(begin, "header: expected an integer, not a fraction");
     out = v;
     return true;

@@ -28,20 +28,10 @@
 
 namespace tokred::io {
 
-/// A tensor in host memory: dtype "f32", "f16", "bf16", "i64" or "i32", its shape, and its
-/// bytes (little-endian, C order).
-struct host_tensor {
-  std::string dtype;
-  std::vector<std::int64_t> shape;
-  std::vector<unsigned char> bytes;
-
-  /// Elements in `shape` (1 for a 0-d tensor).
-  std::int64_t elements() const {
-    std::int64_t n = 1;
-    for (auto e : shape) n *= e;
-    return n;
-  }
-};
+/// A tensor in host memory, as any reader returns it once its dtype is named in the program's
+/// terms: "f32", "f16", "bf16", "i64" or "i32" (where an npy_array holds a NumPy descriptor), its
+/// shape, and its bytes (little-endian, C order).
+using host_tensor = npy_array;
 
 /// Bytes per element of a host_tensor dtype; 0 for anything else.
 inline std::size_t host_item_size(std::string_view dtype) {
