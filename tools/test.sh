@@ -18,7 +18,9 @@ echo "tokred: fuzzing the file readers and the spec parser"
 bash tools/fuzz.sh
 
 echo "tokred: the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer"
-cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTOKRED_SANITIZE=ON \
+# -g1 (line tables only) instead of Debug's -g: the reports keep file and line, and the build
+# takes about a quarter less time.
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DTOKRED_SANITIZE=ON \
   -DTOKRED_ENABLE_CUDA=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF -DTOKRED_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-sanitize -j "$jobs"
 ctest --test-dir build-sanitize -j "$jobs" -L cpu --output-on-failure --no-tests=error
