@@ -131,6 +131,26 @@ void choose_queries(const token_input& in, const std::vector<float>& given, inde
   rows = static_cast<index_t>(queries.size() / static_cast<std::size_t>(in.dim));
 }
 
+/// The budgets a method runs at: each of the bench's, or only 0 ("its own count").
+std::vector<double> budgets_of(const bench_method& m, const std::vector<double>& budgets) {
+  return m.own_count ? std::vector<double>{0.0} : budgets;
+}
+
+/// Binds method `m` at `budget` to the input: its pipeline, or its own runner. Returns why it does
+/// not run, empty when `out` holds the reducer and `spec` what it applies.
+std::string make_method(const bench_method& m, double budget, const token_input& in, const side_inputs& side,
+                        element compute, const method_context& ctx, std::unique_ptr<reducer>& out,
+                        std::string& spec) {
+  std::string why;
+  if (m.runner) return m.runner(budget, in, side, compute, ctx, out, spec);
+  const std::string text = m.spec(budget, in.grid, ctx, why);
+  if (text.empty()) return why;
+  const spec_result parsed = parse_pipeline(text);
+  if (!parsed.ok()) return fmt::format("internal: the spec '{}' does not parse: {}", text, parsed.error);
+  spec = parsed.pipeline.spec();
+  return make_reducer(parsed.pipeline, in, side, compute, out);
+}
+
 /// The fidelity of one reduction against its item (whose originals' attention is computed once).
 fidelity_figures measure(const bench::item_reference& item, const token_input& in, const reduction& r) {
   const bench::reduced_tokens y{make_view(r.tokens.data(), r.kept, in.dim),
@@ -193,10 +213,14 @@ int bench_command(const bench_options& opt) {
   report.warmup = opt.warmup;
   report.max_time = opt.max_time;
   report.seed = opt.seed;
-  for (const bench_method* m : methods) report.methods.push_back({m->name, m->family, m->paper, m->ranks_by_score});
+  std::size_t runs = 0;
+  for (const bench_method* m : methods) {
+    report.methods.push_back({m->name, m->family, m->paper, m->ranks_by_score, m->own_count});
+    runs += budgets_of(*m, opt.budgets).size();
+  }
 
   const std::size_t schemes = opt.kv ? std::size(bench::kv_codecs) : 0;
-  progress bar(inputs.size() * (methods.size() * opt.budgets.size() + schemes), !opt.quiet);
+  progress bar(inputs.size() * (runs + schemes), !opt.quiet);
   for (const token_input& in : inputs) {
     const element compute = opt.dtype == "auto" ? in.stored : fixed;
     bench_item item;
@@ -230,8 +254,8 @@ int bench_command(const bench_options& opt) {
                               : fmt::format("{} evenly spaced input tokens", side.query_rows);
 
     for (const bench_method* m : methods)
-      for (double budget : opt.budgets) {
-        bar.step(fmt::format("{} on {} at {}", m->name, in.name, budget));
+      for (double budget : budgets_of(*m, opt.budgets)) {
+        bar.step(fmt::format("{} on {} at {}", m->name, in.name, m->own_count ? "its own count" : ratio_text(budget)));
         bench_row row;
         row.item = in.name;
         row.method = m->name;
@@ -239,18 +263,10 @@ int bench_command(const bench_options& opt) {
         row.budget = budget;
         row.frames = in.grid.frames;
         row.tokens_in = in.grid.tokens();
-        std::string why;
-        const std::string spec = m->spec(budget, in.grid, ctx, why);
-        if (spec.empty()) {
-          row.note = why;
-          report.rows.push_back(row);
-          continue;
-        }
-        const spec_result parsed = parse_pipeline(spec);
-        if (!parsed.ok()) return fail(fmt::format("internal: the spec '{}' does not parse: {}", spec, parsed.error));
         std::unique_ptr<reducer> r;
-        if (std::string e = make_reducer(parsed.pipeline, in, side, compute, r); !e.empty()) {
-          row.note = e;
+        if (std::string why = make_method(*m, budget, in, side, compute, ctx, r, row.spec); !why.empty()) {
+          row.note = why;
+          row.spec.clear();
           report.rows.push_back(row);
           continue;
         }
@@ -260,12 +276,12 @@ int bench_command(const bench_options& opt) {
                               opt.max_time);
         if (s != status::ok) {
           row.note = fmt::format("apply failed: {}", to_string(s));
+          row.spec.clear();
           report.rows.push_back(row);
           continue;
         }
         reduction out;
         r->collect(out);
-        row.spec = parsed.pipeline.spec();
         row.kept = out.kept;
         row.memcpy_us = item.memcpy_us;
         row.fidelity = measure(reference, in, out);

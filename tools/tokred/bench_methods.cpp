@@ -1,6 +1,8 @@
 // tools/tokred/bench_methods.cpp — the bench's method table (see bench_methods.hpp).
 #include "tokred/bench_methods.hpp"
 
+#include "tokred/direct_methods.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -15,15 +17,14 @@ std::string ratio_text(double budget) {
   return s == "0.0" || s == "1.0" ? std::string{} : s;
 }
 
+const char* score_name(const method_context& ctx) { return ctx.caller_scores ? "input" : "norm"; }
+
 namespace {
 
 /// The side a fraction `budget` of the area keeps of `side`: round(side * sqrt(budget)), >= 1.
 index_t kept_side(index_t side, double budget) {
   return std::max<index_t>(1, static_cast<index_t>(std::lround(static_cast<double>(side) * std::sqrt(budget))));
 }
-
-/// The score a ranking stage reads: the caller's, or the L2 norm the library computes.
-const char* score_of(const method_context& ctx) { return ctx.caller_scores ? "input" : "norm"; }
 
 std::string keep_spec(const char* stage, double budget, const char* extra = "") {
   return fmt::format("{}(keep={}{})", stage, ratio_text(budget), extra);
@@ -47,15 +48,27 @@ std::string dct_spec(double b, const token_grid& g, const method_context&, std::
   if (g.height == 1) return why = "the input has no 2-D grid", std::string{};
   return fmt::format("dct(keep={})", ratio_text(std::sqrt(b)));
 }
+/// torch's pooling with a fixed window of about 1/budget tokens: kh = round(1/sqrt(budget)) rows by
+/// kw = round(1/(budget·kh)) columns (0.5: 1×2, 0.25: 2×2, 0.1: 3×3, 0.05: 4×5), floor mode.
+std::string pool_spec(double b, const token_grid& g, const method_context&, std::string& why) {
+  if (g.height == 1) return why = "the input has no 2-D grid", std::string{};
+  const auto kh = std::max<long>(1, std::lround(1.0 / std::sqrt(b)));
+  const auto kw = std::max<long>(1, std::lround(1.0 / (b * static_cast<double>(kh))));
+  if (kh > g.height || kw > g.width) return why = fmt::format("a {}x{} window exceeds the grid", kh, kw), std::string{};
+  return fmt::format("pool(kernel={}x{})", kh, kw);
+}
 std::string topk_spec(double b, const token_grid&, const method_context& ctx, std::string&) {
-  return keep_spec("topk", b, fmt::format(", score={}", score_of(ctx)).c_str());
+  return keep_spec("topk", b, fmt::format(", score={}", score_name(ctx)).c_str());
+}
+std::string relevance_spec(double b, const token_grid&, const method_context&, std::string&) {
+  return keep_spec("topk", b, ", score=query");
 }
 std::string temporal_spec(double b, const token_grid& g, const method_context&, std::string& why) {
   if (g.frames < 2) return why = "needs a video (T >= 2)", std::string{};
   return keep_spec("topk", b, ", score=temporal");
 }
 std::string importance_spec(double b, const token_grid&, const method_context& ctx, std::string&) {
-  return keep_spec("importance", b, fmt::format(", score={}", score_of(ctx)).c_str());
+  return keep_spec("importance", b, fmt::format(", score={}", score_name(ctx)).c_str());
 }
 std::string divprune_spec(double b, const token_grid&, const method_context&, std::string&) {
   return keep_spec("divprune", b);
@@ -88,19 +101,34 @@ std::string tome_spec(double b, const token_grid&, const method_context&, std::s
 
 const std::vector<bench_method>& bench_methods() {
   static const std::vector<bench_method> methods = {
-      {"random", "baseline", "a seeded random subset", false, random_spec},
-      {"uniform", "baseline", "evenly spaced tokens", false, uniform_spec},
-      {"downsample", "baseline", "average pooling to the kept grid", false, downsample_spec},
-      {"bilinear", "pooling", "bilinear resampling (LLaVA-style projector)", false, bilinear_spec},
-      {"dct", "pooling", "Fourier-VLM (arXiv 2508.06038)", false, dct_spec},
-      {"topk", "pruning", "FastV / FasterVLM (arXiv 2403.06764, 2412.01818)", true, topk_spec},
-      {"temporal", "pruning", "temporal redundancy: vLLM EVS, TimeChat-Online DTD", false, temporal_spec},
-      {"divprune", "diversity", "DivPrune (arXiv 2503.02175)", false, divprune_spec},
-      {"kcenter", "diversity", "k-center greedy (Gonzalez 1985)", false, kcenter_spec},
-      {"importance", "diversity", "importance-weighted DivPrune", true, importance_spec},
-      {"cdpruner", "diversity", "CDPruner (arXiv 2506.10967)", false, cdpruner_spec},
-      {"tome", "merging", "ToMe (arXiv 2210.09461)", false, tome_spec},
-      {"visionzip", "merging", "VisionZip (arXiv 2412.04467)", true, visionzip_spec},
+      {"random", "baseline", "a seeded random subset", false, random_spec, nullptr, false},
+      {"uniform", "baseline", "evenly spaced tokens", false, uniform_spec, nullptr, false},
+      {"downsample", "baseline", "average pooling to the kept grid", false, downsample_spec, nullptr, false},
+      {"pool", "pooling", "LLaVA-OneVision get_2dPool (arXiv 2408.03326)", false, pool_spec, nullptr, false},
+      {"bilinear", "pooling", "bilinear resampling (LLaVA-style projector)", false, bilinear_spec, nullptr, false},
+      {"dct", "pooling", "Fourier-VLM (arXiv 2508.06038)", false, dct_spec, nullptr, false},
+      {"topk", "pruning", "FastV / FasterVLM (arXiv 2403.06764, 2412.01818)", true, topk_spec, nullptr, false},
+      {"relevance", "pruning", "cosine relevance to the queries (Free Video-LLM, arXiv 2410.10441)", false,
+       relevance_spec, nullptr, false},
+      {"fastv", "pruning", "FastV's attention score (arXiv 2403.06764)", false, nullptr, make_fastv, false},
+      {"fopru", "pruning", "FoPru's row strategy (arXiv 2411.14164)", false, nullptr, make_fopru, false},
+      {"prumerge", "pruning", "LLaVA-PruMerge's outliers (arXiv 2403.15388)", true, nullptr, make_prumerge, true},
+      {"prumerge+", "pruning", "PruMerge+'s outliers and extras (arXiv 2403.15388)", true, nullptr,
+       make_prumerge_plus, true},
+      {"hired", "pruning", "HiRED (arXiv 2408.10945)", true, nullptr, make_hired, false},
+      {"temporal", "pruning", "temporal redundancy: vLLM EVS (arXiv 2510.14624)", false, temporal_spec, nullptr,
+       false},
+      {"dtd", "pruning", "TimeChat-Online DTD (arXiv 2504.17343)", false, nullptr, make_dtd, true},
+      {"stc", "pruning", "STC-Pruner (arXiv 2512.00891)", false, nullptr, make_stc, false},
+      {"divprune", "diversity", "DivPrune (arXiv 2503.02175)", false, divprune_spec, nullptr, false},
+      {"kcenter", "diversity", "k-center greedy (Gonzalez 1985)", false, kcenter_spec, nullptr, false},
+      {"importance", "diversity", "importance-weighted DivPrune", true, importance_spec, nullptr, false},
+      {"cdpruner", "diversity", "CDPruner (arXiv 2506.10967)", false, cdpruner_spec, nullptr, false},
+      {"tome", "merging", "ToMe (arXiv 2210.09461)", false, tome_spec, nullptr, false},
+      {"visionzip", "merging", "VisionZip (arXiv 2412.04467)", true, visionzip_spec, nullptr, false},
+      {"framefusion", "merging", "FrameFusion (arXiv 2501.01986)", true, nullptr, make_framefusion, false},
+      {"slowfast", "layout", "SlowFast-LLaVA (arXiv 2407.15841)", false, nullptr, make_slowfast, false},
+      {"thumbnail", "layout", "TS-LLaVA (arXiv 2411.11066)", false, nullptr, make_thumbnail, false},
   };
   return methods;
 }

@@ -1,12 +1,17 @@
-// tools/tokred/bench_methods.hpp — the methods `tokred bench` compares, each as the pipeline spec
-// that keeps a given fraction of an input's tokens.
+// tools/tokred/bench_methods.hpp — the methods `tokred bench` compares: each as the pipeline spec
+// that keeps a given fraction of an input's tokens, or as its own runner (tokred/direct_methods.hpp)
+// where a spec cannot say it.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <tokred/core/grid.hpp>
+
+#include "tokred/features.hpp"
+#include "tokred/reduce.hpp"
 
 namespace tokred::cli {
 
@@ -16,18 +21,35 @@ struct method_context {
   std::uint64_t seed = 0;
 };
 
+/// The spec keeping about `budget` of the tokens of `grid`; "" when the method does not apply
+/// (with the reason in `why`).
+using spec_maker = std::string (*)(double budget, const token_grid& grid, const method_context& ctx,
+                                   std::string& why);
+
+/// A method a spec cannot express, bound to one input: `out` gets the reducer and `description`
+/// the call it makes (the report's spec column). Returns why it does not apply, empty when it does.
+using runner_function = std::string(double budget, const token_input& in, const side_inputs& side, element e,
+                                    const method_context& ctx, std::unique_ptr<reducer>& out,
+                                    std::string& description);
+using runner_maker = runner_function*;
+
 struct bench_method {
   const char* name;
-  const char* family;  ///< baseline, pooling, pruning, diversity, merging
+  const char* family;  ///< baseline, pooling, pruning, diversity, merging, layout
   const char* paper;
   bool ranks_by_score;  ///< reads a score: the caller's, else the tokens' L2 norm
-  /// The spec keeping about `budget` of the tokens of `grid`; "" when the method does not apply
-  /// (with the reason in `why`).
-  std::string (*spec)(double budget, const token_grid& grid, const method_context& ctx, std::string& why);
+  spec_maker spec;      ///< the spec, or null for a runner
+  runner_maker runner = nullptr;
+  /// The method decides its own count from the data (PruMerge's outliers, DTD's threshold): it runs
+  /// once per input at its original's parameters, its row's budget is 0 ("own").
+  bool own_count = false;
 };
 
 /// Every method, baselines first.
 const std::vector<bench_method>& bench_methods();
+
+/// The ranking score a method reads, as a spec names it: "input" (the caller's) or "norm".
+const char* score_name(const method_context& ctx);
 
 /// `budget` as a spec ratio: decimal, with a point, at most six decimals ("0.25"); "" if it would
 /// round to 0 or 1.

@@ -43,12 +43,13 @@ def mean_by_method(rows, column):
 
 
 def draw_lines(ax, series, methods):
-    colours = plt.get_cmap("tab20")
+    palettes = (plt.get_cmap("tab20"), plt.get_cmap("tab20b"))  # 40 distinct colours
     for method in series:
         i = methods.index(method)
         xs, ys = zip(*series[method])
         style = "--" if method in BASELINES else "-"
-        ax.plot(xs, ys, style, marker=MARKERS[i % len(MARKERS)], markersize=4, color=colours(i % 20), label=method)
+        colour = palettes[(i // 20) % 2](i % 20)
+        ax.plot(xs, ys, style, marker=MARKERS[i % len(MARKERS)], markersize=4, color=colour, label=method)
 
 
 def main(report_dir):

@@ -27,13 +27,6 @@ std::string cannot_run(const any_pipeline& p, const problem& prob, status why) {
 }
 
 template <class E>
-std::vector<E> converted(const std::vector<float>& x) {
-  std::vector<E> out(x.size());
-  std::transform(x.begin(), x.end(), out.begin(), [](float v) { return from_float<E>(v); });
-  return out;
-}
-
-template <class E>
 class typed_reducer final : public reducer {
  public:
   typed_reducer(const any_pipeline& p, const token_input& in, const side_inputs& side)

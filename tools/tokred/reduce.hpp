@@ -2,12 +2,14 @@
 // buffer allocated up front so that `apply` can be timed on its own.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <tokred/core/element.hpp>
 #include <tokred/core/grid.hpp>
 #include <tokred/core/status.hpp>
 #include <tokred/policy/pipeline_spec.hpp>
@@ -53,6 +55,14 @@ class reducer {
 /// (naming the stage and the reason) or lacks an input it needs; empty on success.
 std::string make_reducer(const any_pipeline& p, const token_input& in, const side_inputs& side, element e,
                          std::unique_ptr<reducer>& out);
+
+/// `x` rounded to the element type `E` (round to nearest even; exact for float).
+template <class E>
+std::vector<E> converted(const std::vector<float>& x) {
+  std::vector<E> out(x.size());
+  std::transform(x.begin(), x.end(), out.begin(), [](float v) { return from_float<E>(v); });
+  return out;
+}
 
 /// The L2 norm of every token (the library's `token_norm`): the stand-in score when the data
 /// carries no attention.

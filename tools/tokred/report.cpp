@@ -26,10 +26,21 @@ struct item_group {
 };
 constexpr item_group item_groups[] = {{"images", false}, {"videos", true}};
 
+/// The budget of a summary row standing for every budget of a method that ran at none.
+constexpr double not_applicable = -1;
+
+/// The budget column: the fraction, "own" for a method that decides its own count, "any" for a
+/// method that ran at no budget.
+std::string budget_label(double budget) {
+  if (budget == not_applicable) return "any";
+  return budget == 0 ? std::string("own") : fmt::format("{}", budget);
+}
+
 std::vector<method_summary> summarize(const bench_report& r, const item_group& group) {
   std::vector<method_summary> out;
-  for (const method_entry& m : r.methods)
-    for (double b : r.budgets) {
+  for (const method_entry& m : r.methods) {
+    const std::size_t first = out.size();
+    for (double b : m.own_count ? std::vector<double>{0.0} : r.budgets) {
       method_summary s{m.name, m.family, b};
       for (const bench_row& row : r.rows) {
         if (row.method != m.name || row.budget != b || !group.holds(row)) continue;
@@ -51,6 +62,13 @@ std::vector<method_summary> summarize(const bench_report& r, const item_group& g
           *v /= s.ran;
       out.push_back(s);
     }
+    // A method that ran at no budget gets one row.
+    if (out.size() > first + 1 &&
+        std::all_of(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(), [](const method_summary& s) { return s.ran == 0; })) {
+      out.resize(first + 1);
+      out.back().budget = not_applicable;
+    }
+  }
   return out;
 }
 
@@ -77,6 +95,45 @@ const char* metric_notes =
     "- **median µs / p90**: wall-clock time of one `apply` (single thread, warm caches, outputs "
     "preallocated), after the warm-up runs; **× memcpy** divides it by the median memcpy of the input "
     "token rows, the floor any method that reads its input pays.\n";
+
+/// Where the library's policies that are not a row of the tables above are.
+const char* policies_elsewhere =
+    "\n### Policies measured elsewhere\n\n"
+    "- `gather` ends every selection above; `token_norm` is the ranking score when no `--scores` are given "
+    "(topk, importance, visionzip, prumerge); `query_relevance` ranks `relevance`; `temporal_similarity` "
+    "ranks `temporal` (EVS) and `dtd`; `framefusion_similarity` is part of `framefusion`; `tome_match`, "
+    "`log_size_bias`, `unmerge` and `compose_assign` are parts of `tome`.\n"
+    "- `attention_score` computes fastv's score from stored attention weights, which the data do not carry; "
+    "`fused_attention_score` (the `fastv` row) computes the same from the rows.\n"
+    "- The KV-cache schemes (ggml blocks, `uniform_quantize` for KIVI and VidKV, their streaming caches) are "
+    "the KV table.\n"
+    "- Not token reductions, so not measured here: `pyramid_schedule` (PyramidDrop's per-layer keep counts), "
+    "`sequence_positions` and the M-RoPE position ids.\n";
+
+/// The rows that did not run, one line per method and reason: the inputs, each with the budgets
+/// it failed at unless that was every budget the method runs at.
+std::string not_run(const bench_report& r) {
+  std::string md;
+  for (const method_entry& m : r.methods) {
+    const std::size_t budgets = m.own_count ? 1 : r.budgets.size();
+    std::vector<std::string> notes;  // in order of first appearance
+    for (const bench_row& row : r.rows)
+      if (row.method == m.name && !row.ran() && std::find(notes.begin(), notes.end(), row.note) == notes.end())
+        notes.push_back(row.note);
+    for (const std::string& note : notes) {
+      std::vector<std::string> where;
+      for (const bench_item& it : r.items) {
+        std::vector<double> at;
+        for (const bench_row& row : r.rows)
+          if (row.method == m.name && row.item == it.name && !row.ran() && row.note == note) at.push_back(row.budget);
+        if (at.empty()) continue;
+        where.push_back(at.size() == budgets ? it.name : fmt::format("{} (at {})", it.name, fmt::join(at, ", ")));
+      }
+      md += fmt::format("- **{}** on {}: {}\n", m.name, fmt::join(where, ", "), note);
+    }
+  }
+  return md.empty() ? md : "\n## Not run\n\n" + md;
+}
 
 }  // namespace
 
@@ -106,13 +163,13 @@ std::string report_markdown(const bench_report& r) {
         g.title);
     for (const method_summary& s : rows) {
       if (s.ran == 0) {
-        md += fmt::format("| {} | {} | {} | — | — | — | — | — | — | — | 0 of {} |\n", s.method, s.family, s.budget,
-                          s.items);
+        md += fmt::format("| {} | {} | {} | — | — | — | — | — | — | — | 0 of {} |\n", s.method, s.family,
+                          budget_label(s.budget), s.items);
         continue;
       }
       md += fmt::format(
           "| {} | {} | {} | {:.3f} | {:.4f} | {:.4f} | {:.4f} | {:.3f} | {:.1f} | {:.1f} | {} of {} |\n", s.method,
-          s.family, s.budget, s.kept, s.rel_l2, s.mean_cos, s.attention, s.coverage_rel, s.median_us,
+          s.family, budget_label(s.budget), s.kept, s.rel_l2, s.mean_cos, s.attention, s.coverage_rel, s.median_us,
           s.memcpy_multiple, s.ran, s.items);
     }
   }
@@ -152,10 +209,12 @@ std::string report_markdown(const bench_report& r) {
                       spec);
   }
 
-  std::string skipped;
-  for (const bench_row& row : r.rows)
-    if (!row.ran()) skipped += fmt::format("- {} on {} at {}: {}\n", row.method, row.item, row.budget, row.note);
-  if (!skipped.empty()) md += "\n## Not run\n\n" + skipped;
+  md += "\nMethods marked *own* in the budget column decide their count from the data (PruMerge's outliers, "
+        "DTD's threshold): they run once per input at their original's parameters, and the kept column shows "
+        "what they chose.\n";
+  md += policies_elsewhere;
+
+  md += not_run(r);
 
   md += "\n## Metrics\n\n";
   md += metric_notes;
@@ -167,7 +226,11 @@ nlohmann::ordered_json report_json(const bench_report& r) {
   nlohmann::ordered_json items = nlohmann::ordered_json::array(), rows = nlohmann::ordered_json::array(), kv = nlohmann::ordered_json::array(),
                  methods = nlohmann::ordered_json::array();
   for (const method_entry& m : r.methods)
-    methods.push_back({{"name", m.name}, {"family", m.family}, {"source", m.paper}, {"ranks_by_score", m.ranks_by_score}});
+    methods.push_back({{"name", m.name},
+                       {"family", m.family},
+                       {"source", m.paper},
+                       {"ranks_by_score", m.ranks_by_score},
+                       {"own_count", m.own_count}});
   for (const bench_item& it : r.items)
     items.push_back({{"name", it.name},
                      {"file", it.spec},
@@ -268,10 +331,11 @@ std::string summary_table(const bench_report& r) {
                      "attn err", "coverage", "median us", "x memcpy");
     for (const method_summary& s : rows) {
       if (s.ran == 0) {
-        t += fmt::format("{:<11} {:>6} {:>6}\n", s.method, s.budget, "n/a");
+        t += fmt::format("{:<11} {:>6} {:>6}\n", s.method, budget_label(s.budget), "n/a");
         continue;
       }
-      t += fmt::format("{:<11} {:>6} {:>6.3f} {:>9.4f} {:>9.4f} {:>9.3f} {:>10.1f} {:>9.1f}\n", s.method, s.budget,
+      t += fmt::format("{:<11} {:>6} {:>6.3f} {:>9.4f} {:>9.4f} {:>9.3f} {:>10.1f} {:>9.1f}\n", s.method,
+                       budget_label(s.budget),
                        s.kept, s.rel_l2, s.attention, s.coverage_rel, s.median_us, s.memcpy_multiple);
     }
   }

@@ -38,7 +38,7 @@ struct fidelity_figures {
 /// One method at one budget on one item.
 struct bench_row {
   std::string item, method, family;
-  double budget = 0;
+  double budget = 0;  ///< 0 for a method that decides its own count
   std::string spec;  ///< canonical, every parameter after defaults; "" when it did not run
   std::string note;  ///< why it did not run; "" when it ran
   index_t frames = 1;  ///< T of the item: images (1) and videos are summarized apart
@@ -64,6 +64,7 @@ struct kv_row {
 struct method_entry {
   std::string name, family, paper;
   bool ranks_by_score = false;
+  bool own_count = false;  ///< decides its count from the data: one row per item, budget 0
 };
 
 struct bench_report {

@@ -11,6 +11,7 @@ and a small `tokred bench` writes its report twice with the same figures.
 import csv
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -198,12 +199,65 @@ def bench_numbers(path):
     return rows
 
 
+EVERY_METHOD = {"random", "uniform", "downsample", "pool", "bilinear", "dct", "topk", "relevance", "fastv", "fopru",
+                "prumerge", "prumerge+", "hired", "temporal", "dtd", "stc", "divprune", "kcenter", "importance",
+                "cdpruner", "tome", "visionzip", "framefusion", "slowfast", "thumbnail"}
+
+
+def iqr_outlier_count(scores):
+    """PruMerge's kept count: int(N * c / N) for the c scores above Q3 + 1.5 (Q3 - Q1)."""
+    q1, q3 = np.percentile(scores.astype(np.float32), [25, 75])
+    fence = np.float32(q3 + 1.5 * (q3 - q1))
+    c = int((scores > fence).sum())
+    return int(len(scores) * (c / len(scores)))
+
+
+def check_runner_counts(results, inputs):
+    """The counts of the methods run by their own code, recomputed from the inputs."""
+    for r in results["results"]:
+        x = inputs[r["item"]].astype(np.float32)
+        t, h, w = (x.shape[0], x.shape[1], x.shape[2]) if x.ndim == 4 else (1, x.shape[0], x.shape[1])
+        x = x.reshape(t * h * w, -1)
+        n, b, method = t * h * w, r["budget"], r["method"]
+        if method == "hired":
+            check("note" in r and "sub-crops" in r["note"], "hired says why it does not run")
+            continue
+        if "note" in r:
+            continue
+        norms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1)).astype(np.float32)
+        expected = None
+        if method == "prumerge":
+            expected = iqr_outlier_count(norms)
+        elif method == "dtd":
+            f = x.reshape(t, h * w, -1).astype(np.float64)
+            cos = (f[1:] * f[:-1]).sum(-1) / np.sqrt((f[1:] ** 2).sum(-1) * (f[:-1] ** 2).sum(-1))
+            expected = h * w + int((cos <= 0.5).sum())
+        elif method in ("stc",):
+            expected = t * int(h * w * b)
+        elif method == "fopru":
+            expected = t * w * int(h * b)
+        elif method in ("fastv", "framefusion"):
+            expected = int(n * b)
+        elif method == "slowfast":
+            slow, fh, fw = re.search(r"slow_frames=(\d+).*fast=(\d+)x(\d+)", r["spec"]).groups()
+            expected = int(slow) * (h * w // 2) + t * int(fh) * int(fw)
+        elif method == "thumbnail":
+            sampled, frames = map(int, re.search(r"sampled_tokens=(\d+), thumbnail_frames=(\d+)", r["spec"]).groups())
+            rows = max(i for i in range(1, frames + 1) if frames % i == 0 and i * i <= frames)
+            rows, cols = frames // rows, rows
+            expected = sampled + rows * (h // rows) * cols * (w // cols)
+        if expected is not None:
+            check(r["kept"] == expected, f"{method} on {r['item']} at {b} kept {r['kept']}, expected {expected}")
+
+
 def test_bench(tmp):
     data = os.path.join(tmp, "bench_data")
     os.makedirs(data)
     x = np.load(ASTRONAUT)
     np.save(os.path.join(data, "image.npy"), x)
-    np.save(os.path.join(data, "clip.npy"), np.concatenate([x, x * np.float16(0.9) + np.float16(0.1)]))
+    # Two frames of different images: about 250 of the 289 slots are below DTD's threshold.
+    cat = np.load(os.path.join(SAMPLE, "chelsea_cat_mixed5.npy"))
+    np.save(os.path.join(data, "clip.npy"), np.concatenate([x, cat]))
     args = ["bench", "--data", data, "--budgets", "0.5,0.1", "--repetitions", "2", "--warmup", "0"]
     first, second = os.path.join(tmp, "report1"), os.path.join(tmp, "report2")
     p = tokred(*args, "--out", first)
@@ -212,10 +266,16 @@ def test_bench(tmp):
     tokred(*args, "--out", second, "--quiet")
     results = json.load(open(os.path.join(first, "results.json")))
     methods = {m["name"] for m in results["methods"]}
-    check({"random", "uniform", "downsample", "topk", "divprune", "tome"} <= methods, f"bench methods {methods}")
+    check(methods == EVERY_METHOD, f"bench methods {sorted(methods)}")
+    own = {m["name"] for m in results["methods"] if m["own_count"]}
+    check(own == {"prumerge", "prumerge+", "dtd"}, f"methods deciding their own count {sorted(own)}")
     ran = [r for r in results["results"] if "note" not in r]
-    check(len(results["results"]) == 2 * 2 * len(methods), "one row per item x method x budget")
-    check(all(0 < r["kept_fraction"] <= 0.51 for r in ran), "kept fractions follow the budgets")
+    check(len(results["results"]) == 2 * (2 * len(methods - own) + len(own)),
+          "one row per item x method x budget, one per item for a method deciding its own count")
+    check(all(r["budget"] == 0 for r in results["results"] if r["method"] in own), "own-count rows have budget 0")
+    check(all(0 < r["kept_fraction"] <= 0.51 for r in ran if r["method"] not in own | {"slowfast"}),
+          "kept fractions follow the budgets")
+    check_runner_counts(results, {"image": x.astype(np.float32), "clip": np.load(os.path.join(data, "clip.npy"))})
     check(all(np.isfinite([r["attention_rel_err"], r["recon_rel_l2"], r["coverage_rel"]]).all()
               and r["attention_rel_err"] >= 0 and r["recon_rel_l2"] >= 0 and -1 <= r["recon_mean_cos"] <= 1
               for r in ran), "fidelity figures finite and in range")
