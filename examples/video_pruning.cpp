@@ -1,6 +1,7 @@
 // video_pruning.cpp — feature-based scores and the two video recipes built on them: vLLM's
 // Efficient Video Sampling (temporal dissimilarity + topk) and TimeChat-Online's Differential Token
-// Drop (temporal cosine + threshold), with the positions an engine needs for M-RoPE; then the L2
+// Drop (temporal cosine + threshold), with the positions an engine needs for M-RoPE, and DTD on a
+// live stream one frame at a time (temporal_stream); then the L2
 // norm and query-relevance scores, and STC-Pruner's streaming redundancy score. The docs quote
 // the regions between the example markers verbatim; the checks around them make sure the
 // comments in those regions tell the truth.
@@ -127,6 +128,42 @@ void dtd_scene() {
   SCENE_CHECK(s == tokred::status::ok && bound == 48 && count == 18);
   SCENE_CHECK(std::equal(moving.begin(), moving.end(), source.begin()));
   SCENE_CHECK(tokred::workspace_bytes(tokred::cpu{}, select, prob) == 0);
+}
+
+void dtd_stream_scene() {
+  std::printf("dtd stream\n");
+  const clip x;
+  // example-begin dtd-stream
+  // The same DTD on a live stream: one frame per call, compared with the previous frame kept in a
+  // caller-owned state of one frame, whatever the stream's length. Frame t's kept tokens come out
+  // as soon as it arrives, with stream indices t·H·W + slot and positions (t, h, w).
+  const tokred::temporal_stream dtd = tokred::temporal_stream::dtd(0.5f);
+  const tokred::token_grid frame{1, 3, 4};                        // one frame of H × W = 3 × 4
+  const tokred::problem prob{frame, 8};
+  const tokred::index_t bound = tokred::retained_count(dtd, prob);  // 12: a frame can keep all
+
+  std::vector<float> previous(12 * 8), norms(12);  // the state: the last frame's rows, their norms
+  std::int64_t frames_seen = 0;                      // 0 starts a stream
+  const tokred::temporal_state<float> state{tokred::make_view(previous.data(), 12, 8),
+                                            tokred::make_view(norms.data(), 12),
+                                            tokred::make_view(&frames_seen, 1)};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, dtd, prob));
+  std::vector<std::int64_t> source(bound), kept;
+  std::int64_t count = 0;
+  tokred::counted_outputs<float> out{};
+  out.source = tokred::make_view(source.data(), bound);
+  out.count = tokred::make_view(&count, 1);
+  tokred::status s = tokred::status::ok;
+  for (tokred::index_t t = 0; t < 4 && s == tokred::status::ok; ++t) {  // frames as they arrive
+    const tokred::temporal_stream_inputs<float> arrived{
+        frame, t, tokred::make_view(x.rows.data() + t * 12 * 8, 12, 8), state};
+    s = tokred::apply(tokred::cpu{}, dtd, arrived, out, {scratch.data(), scratch.size()});
+    kept.insert(kept.end(), source.begin(), source.begin() + count);  // hand frame t's tokens on
+  }
+  // s == ok; kept holds the 18 tokens the batch DTD above keeps, in the same order.
+  // example-end dtd-stream
+  SCENE_CHECK(s == tokred::status::ok && bound == 12 && frames_seen == 4);
+  SCENE_CHECK(kept == moving);
 }
 
 void shares_scene() {
@@ -264,6 +301,7 @@ void stc_scene() {
 int main() {
   evs_scene();
   dtd_scene();
+  dtd_stream_scene();
   shares_scene();
   norm_scene();
   relevance_scene();

@@ -221,4 +221,36 @@ bool spot_check(const std::vector<std::int64_t>& kept, const view<const Ein, 2>&
   return true;
 }
 
+/// Video rows of T frames of `hw` tokens, built once per shape and kept: frame 0 is i.i.d. noise;
+/// after it, about one slot in six per frame takes fresh noise (a change; cosine ≈ 0 with its
+/// previous row) and the others keep their previous row plus 5 % noise (cosine ≈ 0.99), so DTD at
+/// τ = 0.5 keeps frame 0 and the changes, as on real video. The scores' cost does not depend on it.
+template <class E>
+inline view<const E, 2> video_rows(index_t frames, index_t hw, index_t dim) {
+  static std::map<std::tuple<index_t, index_t, index_t>, std::vector<E>> cache;
+  auto [it, fresh] = cache.try_emplace({frames, hw, dim});
+  if (fresh) {
+    std::vector<float> row(static_cast<std::size_t>(hw * dim));  // the current frame, (hw, dim)
+    testing::rng r(0xF5u + static_cast<std::uint64_t>(frames * hw + dim));
+    for (float& x : row) x = r.uniform();
+    it->second.resize(static_cast<std::size_t>(frames * hw * dim));
+    for (index_t t = 0; t < frames; ++t)
+      for (index_t j = 0; j < hw; ++j) {
+        const bool change = t > 0 && r.next() % 6 == 0;
+        for (index_t c = 0; c < dim; ++c) {
+          float& x = row[static_cast<std::size_t>(j * dim + c)];
+          x = change ? r.uniform() : x + (t > 0 ? 0.05f * r.uniform() : 0.0f);
+          it->second[static_cast<std::size_t>((t * hw + j) * dim + c)] = from_float<E>(x);
+        }
+      }
+  }
+  return make_view<const E>(it->second.data(), frames * hw, dim);  // (tokens, dim)
+}
+
+/// A token grid of T frames of `hw` tokens (square frames when hw is a square).
+inline token_grid video_grid(index_t frames, index_t hw) {
+  const token_grid frame = grid_of(hw);
+  return {frames, frame.height, frame.width};
+}
+
 }  // namespace tokred::bench
