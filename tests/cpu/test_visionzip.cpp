@@ -66,16 +66,30 @@ std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>&
 /// them the remaining rows are dropped.
 template <class E>
 void check_invariants(const visionzip& p, const merge_buffers<E>& got) {
+  // One pass counts each slot's members; the per-slot facts are tallied and checked once (a
+  // check per slot would cost more than the facts under the sanitizers).
+  std::vector<std::int64_t> members(static_cast<std::size_t>(got.kept), 0);
+  const bool assign_in_range =
+      std::all_of(got.assign.begin(), got.assign.end(), [&](std::int64_t a) { return a >= -1 && a < got.kept; });
+  REQUIRE(assign_in_range);
+  for (std::int64_t a : got.assign)
+    if (a >= 0) ++members[static_cast<std::size_t>(a)];
+  index_t bad_source = 0, bad_home = 0, bad_size = 0, bad_dominant = 0;
   for (index_t q = 0; q < got.kept; ++q) {
-    INFO("slot " << q);
     const std::int64_t src = got.source[static_cast<std::size_t>(q)];
-    REQUIRE(src >= 0);
-    REQUIRE(src < got.n);
-    CHECK(got.assign[static_cast<std::size_t>(src)] == q);
-    const auto members = std::count(got.assign.begin(), got.assign.end(), static_cast<std::int64_t>(q));
-    CHECK(static_cast<float>(members) == got.sizes[static_cast<std::size_t>(q)]);
-    if (q < p.dominant) CHECK(got.sizes[static_cast<std::size_t>(q)] == 1.0f);
+    const float size = got.sizes[static_cast<std::size_t>(q)];
+    if (src < 0 || src >= got.n) {
+      ++bad_source;
+      continue;
+    }
+    bad_home += got.assign[static_cast<std::size_t>(src)] != q;
+    bad_size += static_cast<float>(members[static_cast<std::size_t>(q)]) != size;
+    bad_dominant += q < p.dominant && size != 1.0f;
   }
+  CHECK(bad_source == 0);    // every source is an input row
+  CHECK(bad_home == 0);      // every slot's source maps to it
+  CHECK(bad_size == 0);      // each slot stands for its members
+  CHECK(bad_dominant == 0);  // a dominant slot stands for itself alone
   const double total = std::accumulate(got.sizes.begin(), got.sizes.end(), 0.0);
   const auto dropped = std::count(got.assign.begin(), got.assign.end(), std::int64_t{-1});
   if (p.contextual > 0) {
@@ -85,7 +99,6 @@ void check_invariants(const visionzip& p, const merge_buffers<E>& got) {
     CHECK(total == static_cast<double>(p.dominant));
     CHECK(dropped == got.n - p.dominant);
   }
-  CHECK(std::all_of(got.assign.begin(), got.assign.end(), [&](std::int64_t a) { return a >= -1 && a < got.kept; }));
   if (p.cls_token) CHECK(got.assign[0] == 0);
 }
 
@@ -119,24 +132,31 @@ void check_against_oracle(const visionzip& p, const shape_case& c, bool separate
   REQUIRE(got.source == want_source);
 
   // Each row of R joins a best target, up to rounding; the expected outputs follow its choice.
+  // Failures are tallied and checked once per run.
+  index_t outside = 0, target_elsewhere = 0;
+  double worst_shortfall = 0;
   for (std::int64_t i : d.remaining) {
-    INFO("row " << i);
     if (p.contextual == 0) continue;
     const std::int64_t slot = got.assign[static_cast<std::size_t>(i)];
-    REQUIRE(slot >= p.dominant);
-    REQUIRE(slot < got.kept);
+    if (slot < p.dominant || slot >= got.kept) {
+      ++outside;
+      continue;
+    }
     const std::int64_t joined = slot - p.dominant;
     d.joins[static_cast<std::size_t>(i)] = joined;
     if (std::find(d.targets.begin(), d.targets.end(), i) != d.targets.end()) {
-      CHECK(d.targets[static_cast<std::size_t>(joined)] == i);
+      target_elsewhere += d.targets[static_cast<std::size_t>(joined)] != i;
       continue;
     }
     const std::vector<double> cos = ref::target_cosines(metric, d, i);
     double best = -std::numeric_limits<double>::infinity();
     for (double v : cos)
       if (!std::isnan(v)) best = std::max(best, v);
-    CHECK(best - cos[static_cast<std::size_t>(joined)] <= rounding_slack);
+    worst_shortfall = std::max(worst_shortfall, best - cos[static_cast<std::size_t>(joined)]);
   }
+  REQUIRE(outside == 0);         // every remaining row joins a contextual slot
+  CHECK(target_elsewhere == 0);  // a target joins its own slot
+  CHECK(worst_shortfall <= rounding_slack);
   const ref::visionzip_result want = ref::visionzip_outputs(p, c.grid, view<const Ein, 2>(x.rows), d);
   CHECK(got.source == want.source);
   CHECK(got.positions == want.positions);
