@@ -4,9 +4,12 @@
 // Written from the research spec (reference/merge_pool_dct_kv.md §13.2–13.3) for obviousness:
 // one 32-value block at a time, the formula of each format as the spec's table states it, bytes
 // assembled one field at a time. Every fp32 step ggml rounds is rounded here through `f32()`, a
-// volatile store, so no compiler can fuse a multiply and an add. The Hadamard oracle is the
-// matrix product with H[i][j] = (−1)^popcount(i & j) / √n in double. Uses none of tokred's
-// detail:: helpers (only the fp16 conversion of core/element.hpp).
+// volatile store, so no compiler can fuse a multiply and an add. On request (`mul_add::fused`)
+// the quantizer computes each of ggml's multiply-then-add steps with one rounding instead
+// (std::fma), as ggml's C does when a compiler contracts it: the tests build inputs on which the
+// two differ with it. The Hadamard oracle is the matrix product with
+// H[i][j] = (−1)^popcount(i & j) / √n in double. Uses none of tokred's detail:: helpers (only the
+// fp16 conversion of core/element.hpp).
 #pragma once
 
 #include <cfloat>
@@ -54,6 +57,16 @@ inline void put_high_bits(std::vector<std::uint8_t>& out, const int (&q)[32]) {
   for (int b = 0; b < 4; ++b) out.push_back(static_cast<std::uint8_t>(qh >> (8 * b)));
 }
 
+/// How ggml's multiply-then-add steps (x·id + 8.5, 16.5 or 0.5; the iq4_nl sums) are rounded:
+/// `separate`, ggml's reference (the product rounded to fp32, then the sum); `fused`, the same C
+/// code contracted into fused multiply-adds (one rounding), which is not the reference.
+enum class mul_add { separate, fused };
+
+/// a·b + c rounded as `how` says.
+inline float rounded_mul_add(float a, float b, float c, mul_add how) {
+  return how == mul_add::fused ? f32(std::fma(a, b, c)) : f32(f32(a * b) + c);
+}
+
 inline bool any_non_finite(const float* x) {
   for (int j = 0; j < 32; ++j)
     if (!std::isfinite(x[j])) return true;
@@ -61,7 +74,7 @@ inline bool any_non_finite(const float* x) {
 }
 
 /// Quantizes 32 values to one block of `type`.
-inline block_result quantize_block(ggml_type type, const float* x) {
+inline block_result quantize_block(ggml_type type, const float* x, mul_add how = mul_add::separate) {
   block_result r;
   if (any_non_finite(x)) {  // tokred's documented result: d (and m) NaN, other bytes 0
     r.bytes.assign(static_cast<std::size_t>(ggml_block_bytes(type)), 0);
@@ -99,7 +112,7 @@ inline block_result quantize_block(ggml_type type, const float* x) {
       r.d = f32(v / static_cast<float>(-half));
       const float id = r.d != 0.0f ? f32(1.0f / r.d) : 0.0f;
       for (int j = 0; j < 32; ++j) {
-        const float t = f32(f32(x[j] * id) + (static_cast<float>(half) + 0.5f));
+        const float t = rounded_mul_add(x[j], id, static_cast<float>(half) + 0.5f, how);
         const int c = static_cast<int>(std::trunc(t));
         q[j] = c > 2 * half - 1 ? 2 * half - 1 : c;
       }
@@ -115,7 +128,7 @@ inline block_result quantize_block(ggml_type type, const float* x) {
       r.d = f32(f32(hi - lo) / static_cast<float>(levels - 1));
       const float id = r.d != 0.0f ? f32(1.0f / r.d) : 0.0f;
       for (int j = 0; j < 32; ++j) {
-        const float t = f32(f32(f32(x[j] - lo) * id) + 0.5f);
+        const float t = rounded_mul_add(f32(x[j] - lo), id, 0.5f, how);
         const int c = static_cast<int>(std::trunc(t));
         // q4_1 clamps to 15; q5_1 does not clamp and keeps the low bits of its uint8 code.
         q[j] = levels == 16 ? (c > 15 ? 15 : c) : (c & 0xFF);
@@ -147,8 +160,8 @@ inline block_result quantize_block(ggml_type type, const float* x) {
         q[j] = best;
         const float k = static_cast<float>(iq4nl_levels[best]);
         const float w = f32(x[j] * x[j]);
-        sumqx = f32(sumqx + f32(f32(w * k) * x[j]));
-        sumq2 = f32(sumq2 + f32(f32(w * k) * k));
+        sumqx = rounded_mul_add(f32(w * k), x[j], sumqx, how);
+        sumq2 = rounded_mul_add(f32(w * k), k, sumq2, how);
       }
       r.d = sumq2 > 0.0f ? f32(sumqx / sumq2) : 0.0f;
       put_half(r.bytes, r.d);
