@@ -1,6 +1,6 @@
 // attention_scores.cpp — attention-based importance, one scene per method: FastV, FasterVLM
 // (image and video), VTC-CLS, HiRED, PyramidDrop and FoPru (rank and row), each a score policy
-// followed by a selection. The docs quote the regions between the example markers verbatim; the
+// followed by a selection; then the KV-cache compaction an engine performs at FastV's boundary. The docs quote the regions between the example markers verbatim; the
 // checks around them make sure the comments in those regions tell the truth.
 #include <algorithm>
 #include <cmath>
@@ -239,11 +239,42 @@ void fopru() {
 
 }  // namespace
 
+void kv_compaction() {
+  std::printf("kv compaction\n");
+  // example-begin kv-compact
+  // FastV after layer K = 2: the sequence is 35 prompt tokens, 576 image tokens, 65 text tokens,
+  // and topk kept 288 of the image tokens (`source`, ascending). Every layer's cache drops the
+  // other rows: the surviving sequence rows, then one compaction in place per layer.
+  const tokred::index_t heads = 8, head_dim = 64, prefix = 35, image = 576, rows = 35 + 576 + 65;
+  std::vector<std::int64_t> source(288);
+  for (std::int64_t j = 0; j < 288; ++j) source[static_cast<std::size_t>(j)] = 2 * j;  // from topk
+  std::vector<std::int64_t> keep(prefix + 288 + 65);
+  tokred::status s = tokred::kept_sequence_rows(tokred::make_view<const std::int64_t>(source.data(), 288), prefix,
+                                                image, rows, tokred::make_view(keep.data(), 388));
+  // keep == {0 … 34, 35, 37, 39, … 609, 611 … 675}: 388 rows.
+
+  // One layer's cache, token-major as llama.cpp and vLLM store it: (rows, heads, head_dim).
+  std::vector<tokred::f16> k(rows * heads * head_dim), v(rows * heads * head_dim);
+  const auto as_heads = [&](tokred::f16* data, tokred::index_t n) {  // seen as (heads, n, head_dim)
+    return tokred::view<tokred::f16, 3>(data, {heads, n, head_dim}, {head_dim, heads * head_dim, 1});
+  };
+  const tokred::kv_compact_inputs<tokred::f16> cache{tokred::make_view<const std::int64_t>(keep.data(), 388),
+                                                      as_heads(k.data(), rows), as_heads(v.data(), rows)};
+  s = tokred::apply(tokred::cpu{}, tokred::kv_compact{}, cache,
+                    tokred::kv_compact_outputs<tokred::f16>{as_heads(k.data(), 388), as_heads(v.data(), 388)});
+  // s == ok: rows 0 … 387 of K and V now hold the surviving rows; the cache length is 388.
+  // example-end kv-compact
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(keep[35] == 35 && keep[36] == 37 && keep[35 + 287] == 35 + 574 && keep[35 + 288] == 611 &&
+              keep.back() == rows - 1);
+}
+
 int main() {
   fastv();
   fastervlm();
   vtc_cls_and_hired();
   pyramiddrop();
   fopru();
+  kv_compaction();
   return scene::finish();
 }
