@@ -10,7 +10,10 @@ cd "$root"
 bash tools/install_deps.sh
 jobs="$(nproc)"
 
-cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# CUDA code is compiled for one architecture here (sm_90, the H100/H200 the CUDA tests run on):
+# that it compiles is what a machine without a GPU can check, and one architecture halves nvcc's
+# time. A normal build compiles for sm_80 and sm_90.
+cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 cmake --build build-test -j "$jobs"
 ctest --test-dir build-test -j "$jobs" --output-on-failure --no-tests=error
 
