@@ -19,12 +19,12 @@ std::string ratio_text(double budget) {
 
 const char* score_name(const method_context& ctx) { return ctx.caller_scores ? "input" : "norm"; }
 
-namespace {
-
-/// The side a fraction `budget` of the area keeps of `side`: round(side * sqrt(budget)), >= 1.
 index_t kept_side(index_t side, double budget) {
   return std::max<index_t>(1, static_cast<index_t>(std::lround(static_cast<double>(side) * std::sqrt(budget))));
 }
+
+namespace {
+
 
 std::string keep_spec(const char* stage, double budget, const char* extra = "") {
   return fmt::format("{}(keep={}{})", stage, ratio_text(budget), extra);

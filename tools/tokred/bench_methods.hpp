@@ -51,6 +51,9 @@ const std::vector<bench_method>& bench_methods();
 /// The ranking score a method reads, as a spec names it: "input" (the caller's) or "norm".
 const char* score_name(const method_context& ctx);
 
+/// The side a fraction `budget` of a grid's area keeps of `side`: round(side · √budget), ≥ 1.
+index_t kept_side(index_t side, double budget);
+
 /// `budget` as a spec ratio: decimal, with a point, at most six decimals ("0.25"); "" if it would
 /// round to 0 or 1.
 std::string ratio_text(double budget);

@@ -120,34 +120,44 @@ class caller_score {
   const float* scores_;
 };
 
-/// TimeChat-Online DTD's score: the cosine of each token to its slot in the previous frame.
-template <class E>
-class dtd_score {
+/// What every score the runner computes holds: its policy, one score per token, the workspace.
+template <class P>
+class computed_score {
  public:
-  dtd_score(const token_input& in, const side_inputs&)
-      : scores_(size_of(in.grid.tokens())), bytes_(tokred::workspace_bytes(cpu<>{}, policy_, problem{in.grid, in.dim})) {}
   std::size_t workspace_bytes() const { return bytes_; }
-  status operator()(const token_grid& grid, const view<const E, 2>& rows, workspace ws) {
-    return tokred::apply(cpu<>{}, policy_, feature_score_inputs<E>{grid, rows, {}},
-                         score_outputs<>{make_view(scores_.data(), grid.tokens())}, ws);
-  }
   const float* scores() const { return scores_.data(); }
 
+ protected:
+  computed_score(const P& policy, index_t tokens, const problem& prob)
+      : policy_(policy), scores_(size_of(tokens)), bytes_(tokred::workspace_bytes(cpu<>{}, policy, prob)) {}
+  /// Scores [first, first + count) as the policy's output.
+  score_outputs<> outputs(index_t first, index_t count) { return {make_view(scores_.data() + first, count)}; }
+
+  P policy_;
+
  private:
-  temporal_similarity policy_ = temporal_similarity::dtd();
   std::vector<float> scores_;
   std::size_t bytes_;
 };
 
+/// TimeChat-Online DTD's score: the cosine of each token to its slot in the previous frame.
+template <class E>
+class dtd_score : public computed_score<temporal_similarity> {
+ public:
+  dtd_score(const token_input& in, const side_inputs&)
+      : computed_score(temporal_similarity::dtd(), in.grid.tokens(), problem{in.grid, in.dim}) {}
+  status operator()(const token_grid& grid, const view<const E, 2>& rows, workspace ws) {
+    return tokred::apply(cpu<>{}, policy_, feature_score_inputs<E>{grid, rows, {}}, outputs(0, grid.tokens()), ws);
+  }
+};
+
 /// STC-Pruner's score: the video streamed one frame per chunk through a fresh memory.
 template <class E>
-class stc_score {
+class stc_score : public computed_score<gaussian_redundancy> {
  public:
   stc_score(const token_input& in, const side_inputs&)
-      : scores_(size_of(in.grid.tokens())),
-        sums_(size_of(detail::redundancy_width(policy_.channel_ratio, in.dim))),
-        bytes_(tokred::workspace_bytes(cpu<>{}, policy_, problem{frame_of(in.grid), in.dim})) {}
-  std::size_t workspace_bytes() const { return bytes_; }
+      : computed_score(gaussian_redundancy{}, in.grid.tokens(), problem{frame_of(in.grid), in.dim}),
+        sums_(size_of(detail::redundancy_width(policy_.channel_ratio, in.dim))) {}
   status operator()(const token_grid& grid, const view<const E, 2>& rows, workspace ws) {
     chunks_ = 0;  // a new stream
     const token_grid frame = frame_of(grid);
@@ -156,74 +166,56 @@ class stc_score {
                                      make_view(&chunks_, 1), {}};
     for (index_t t = 0; t < grid.frames; ++t) {
       const redundancy_inputs<E> chunk{frame, make_view(rows.data_handle() + t * per * d, per, d), memory};
-      if (const status s = tokred::apply(cpu<>{}, policy_, chunk,
-                                         score_outputs<>{make_view(scores_.data() + t * per, per)}, ws);
-          s != status::ok)
+      if (const status s = tokred::apply(cpu<>{}, policy_, chunk, outputs(t * per, per), ws); s != status::ok)
         return s;
     }
     return status::ok;
   }
-  const float* scores() const { return scores_.data(); }
 
  private:
   static token_grid frame_of(const token_grid& g) { return {1, g.height, g.width}; }
-  gaussian_redundancy policy_;
-  std::vector<float> scores_;
   std::vector<double> sums_;
   std::int64_t chunks_ = 0;
-  std::size_t bytes_;
 };
 
 /// FastV's score without an attention matrix: the attention the query rows pay each token, one
 /// head of the full width, the tokens as keys.
 template <class E>
-class fastv_score {
+class fastv_score : public computed_score<fused_attention_score> {
  public:
   fastv_score(const token_input& in, const side_inputs& side)
-      : query_(converted<E>(*side.query)),
-        rows_(side.query_rows),
-        scores_(size_of(in.grid.tokens())),
-        bytes_(tokred::workspace_bytes(cpu<>{}, policy_, problem{in.grid, in.dim})) {}
-  std::size_t workspace_bytes() const { return bytes_; }
+      : computed_score(fused_attention_score{}, in.grid.tokens(), problem{in.grid, in.dim}),
+        query_(converted<E>(*side.query)),
+        rows_(side.query_rows) {}
   status operator()(const token_grid& grid, const view<const E, 2>& rows, workspace ws) {
     const index_t d = rows.extent(1);
     const fused_attention_inputs<E> in{grid, make_view(static_cast<const E*>(query_.data()), rows_, 1, d),
                                        make_view(rows.data_handle(), 1, grid.tokens(), d)};
-    return tokred::apply(cpu<>{}, policy_, in, score_outputs<>{make_view(scores_.data(), grid.tokens())}, ws);
+    return tokred::apply(cpu<>{}, policy_, in, outputs(0, grid.tokens()), ws);
   }
-  const float* scores() const { return scores_.data(); }
 
  private:
-  fused_attention_score policy_;
   std::vector<E> query_;
   index_t rows_;
-  std::vector<float> scores_;
-  std::size_t bytes_;
 };
 
 /// FoPru's significance: the column or row means of each frame's attention map (the stand-in map
 /// of `self_attention_maps`, made before timing as an encoder would hand it over).
 template <class E>
-class fopru_score {
+class fopru_score : public computed_score<attention_significance> {
  public:
   fopru_score(const token_input& in, const side_inputs&)
-      : maps_(self_attention_maps(in)),
-        scores_(size_of(in.grid.tokens())),
-        bytes_(tokred::workspace_bytes(cpu<>{}, policy_, problem{in.grid, 0})) {}
-  std::size_t workspace_bytes() const { return bytes_; }
+      : computed_score(attention_significance{}, in.grid.tokens(), problem{in.grid, 0}),
+        maps_(self_attention_maps(in)) {}
   status operator()(const token_grid& grid, const view<const E, 2>&, workspace ws) {
     const index_t n = grid.frame_tokens();
     const attention_significance_inputs<float> in{grid, make_view(static_cast<const float*>(maps_.data()),
                                                                   grid.frames, index_t{1}, n, n)};
-    return tokred::apply(cpu<>{}, policy_, in, score_outputs<>{make_view(scores_.data(), grid.tokens())}, ws);
+    return tokred::apply(cpu<>{}, policy_, in, outputs(0, grid.tokens()), ws);
   }
-  const float* scores() const { return scores_.data(); }
 
  private:
-  attention_significance policy_;
   std::vector<float> maps_;
-  std::vector<float> scores_;
-  std::size_t bytes_;
 };
 
 /// A selection over the scores of `Score`, computed inside the timed call. `Counted` selections
@@ -394,11 +386,6 @@ std::string select(const Select& p, const token_input& in, const side_inputs& si
   return {};
 }
 
-/// round(side · sqrt(fraction)), at least 1: the side of a grid holding `fraction` of the area.
-index_t side_for(index_t side, double fraction) {
-  return std::max<index_t>(1, static_cast<index_t>(std::lround(static_cast<double>(side) * std::sqrt(fraction))));
-}
-
 }  // namespace
 
 std::string make_prumerge(double, const token_input& in, const side_inputs& side, element e,
@@ -466,8 +453,8 @@ std::string make_slowfast(double budget, const token_input& in, const side_input
   if (std::string why = needs_video(in); !why.empty()) return why;
   const token_grid& g = in.grid;
   slowfast p;
-  p.fast_height = side_for(g.height, budget / 4);
-  p.fast_width = side_for(g.width, budget / 4);
+  p.fast_height = kept_side(g.height, budget / 4);
+  p.fast_width = kept_side(g.width, budget / 4);
   const double target = budget * static_cast<double>(g.tokens());
   const double fast = static_cast<double>(g.frames * p.fast_height * p.fast_width);
   const double per_slow_frame = static_cast<double>(g.frame_tokens() / 2);  // MaxPool1d(2, 2) halves a frame
