@@ -99,6 +99,28 @@ void query_norms(const view<const E, 2>& query, index_t q0, float* q_sq) noexcep
 inline constexpr index_t temporal_block_bytes = 16 * 1024;
 inline constexpr index_t temporal_block_max = 64;
 
+/// temporal_similarity's score of one row against the row in its slot of the previous frame,
+/// whose squared norm is `prev_sq`; `cur_sq` gets the row's own squared norm (the next frame's
+/// `prev_sq`). Unit-stride rows take one pass of the pair kernel for the dot product and the norm.
+/// The batch scores and temporal_stream both score through this, so they agree bit for bit.
+template <class Arch, class E>
+float temporal_pair(const temporal_similarity& p, const E* cur, index_t cur_stride, const E* prev,
+                    index_t prev_stride, index_t dim, float prev_sq, float& cur_sq) noexcept {
+  float dot;
+  if (cur_stride == 1 && prev_stride == 1) {
+    const E* const b[2] = {prev, cur};
+    float values[2];
+    combine_contiguous<Arch, pair_op::dot, 2>(cur, b, dim, values);
+    dot = values[0];
+    cur_sq = values[1];
+  } else {
+    dot = combine<Arch, pair_op::dot>(cur, cur_stride, prev, prev_stride, dim);
+    cur_sq = combine<Arch, pair_op::dot>(cur, cur_stride, cur, cur_stride, dim);
+  }
+  const float c = cosine_of(dot, cur_sq, prev_sq);
+  return p.is == temporal_similarity::measure::dissimilarity ? 1.0f - c : c;
+}
+
 /// temporal_similarity's scores of tokens [i0, i1).
 template <class Arch, class E>
 void temporal_scores(const temporal_similarity& p, const token_grid& grid,
@@ -106,10 +128,8 @@ void temporal_scores(const temporal_similarity& p, const token_grid& grid,
                      const view<float, 1>& scores,  // (tokens,)
                      index_t i0, index_t i1) noexcept {
   const index_t hw = grid.frame_tokens(), dim = rows.extent(1);
-  const bool contiguous = rows.stride(1) == 1;
   const index_t row_bytes = dim * static_cast<index_t>(sizeof(E));
   const index_t block = std::clamp<index_t>(temporal_block_bytes / row_bytes, 1, temporal_block_max);
-  const bool dissimilarity = p.is == temporal_similarity::measure::dissimilarity;
   float sq[temporal_block_max];  // ‖x‖² of the block's rows in the frame visited last
   for (index_t j0 = 0; j0 < hw; j0 += block) {
     const index_t j1 = std::min(j0 + block, hw);
@@ -125,21 +145,8 @@ void temporal_scores(const temporal_similarity& p, const token_grid& grid,
         // The previous frame's row was this share's current row one frame ago, unless it lies
         // before the share's range.
         const float prev_sq = i - hw >= i0 ? slot_sq : row_squared_norm<Arch>(rows, i - hw);
-        float dot, cur_sq;
-        if (contiguous) {
-          const E* const b[2] = {&rows(i - hw, 0), &rows(i, 0)};
-          float values[2];
-          combine_contiguous<Arch, pair_op::dot, 2>(&rows(i, 0), b, dim, values);
-          dot = values[0];
-          cur_sq = values[1];
-        } else {
-          dot = combine<Arch, pair_op::dot>(&rows(i, 0), rows.stride(1), &rows(i - hw, 0),
-                                            rows.stride(1), dim);
-          cur_sq = row_squared_norm<Arch>(rows, i);
-        }
-        slot_sq = cur_sq;
-        const float c = cosine_of(dot, cur_sq, prev_sq);
-        scores(i) = dissimilarity ? 1.0f - c : c;
+        scores(i) = temporal_pair<Arch>(p, &rows(i, 0), rows.stride(1), &rows(i - hw, 0), rows.stride(1), dim,
+                                        prev_sq, slot_sq);
       }
     }
   }

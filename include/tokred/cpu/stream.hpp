@@ -103,30 +103,14 @@ struct backend<temporal_stream, cpu<Arch>> {
     const index_t n = in.frame.tokens(), dim = in.tokens.extent(1);
     const view<const E, 2> previous = in.state.previous;
     const bool first = in.state.frames(0) == 0;
-    const bool dissimilarity = score.is == temporal_similarity::measure::dissimilarity;
-    const bool contiguous = in.tokens.stride(1) == 1 && previous.stride(1) == 1;
     for (index_t i = 0; i < n; ++i) {
       if (first) {
         scores(i) = score.first_frame;
         in.state.norms(i) = detail::row_squared_norm<Arch>(in.tokens, i);
-        keep_row(in, i);
-        continue;
-      }
-      float dot, cur_sq;
-      if (contiguous) {
-        const E* const b[2] = {&previous(i, 0), &in.tokens(i, 0)};
-        float values[2];
-        detail::combine_contiguous<Arch, detail::pair_op::dot, 2>(&in.tokens(i, 0), b, dim, values);
-        dot = values[0];
-        cur_sq = values[1];
       } else {
-        dot = detail::combine<Arch, detail::pair_op::dot>(&in.tokens(i, 0), in.tokens.stride(1), &previous(i, 0),
-                                                          previous.stride(1), dim);
-        cur_sq = detail::row_squared_norm<Arch>(in.tokens, i);
+        scores(i) = detail::temporal_pair<Arch>(score, &in.tokens(i, 0), in.tokens.stride(1), &previous(i, 0),
+                                                previous.stride(1), dim, in.state.norms(i), in.state.norms(i));
       }
-      const float c = detail::cosine_of(dot, cur_sq, in.state.norms(i));
-      scores(i) = dissimilarity ? 1.0f - c : c;
-      in.state.norms(i) = cur_sq;
       keep_row(in, i);
     }
   }
