@@ -131,11 +131,6 @@ void choose_queries(const token_input& in, const std::vector<float>& given, inde
   rows = static_cast<index_t>(queries.size() / static_cast<std::size_t>(in.dim));
 }
 
-/// The budgets a method runs at: each of the bench's, or only 0 ("its own count").
-std::vector<double> budgets_of(const bench_method& m, const std::vector<double>& budgets) {
-  return m.own_count ? std::vector<double>{0.0} : budgets;
-}
-
 /// Binds method `m` at `budget` to the input: its pipeline, or its own runner. Returns why it does
 /// not run, empty when `out` holds the reducer and `spec` what it applies.
 std::string make_method(const bench_method& m, double budget, const token_input& in, const side_inputs& side,
@@ -216,7 +211,7 @@ int bench_command(const bench_options& opt) {
   std::size_t runs = 0;
   for (const bench_method* m : methods) {
     report.methods.push_back({m->name, m->family, m->paper, m->ranks_by_score, m->own_count});
-    runs += budgets_of(*m, opt.budgets).size();
+    runs += budgets_of(m->own_count, opt.budgets).size();
   }
 
   const std::size_t schemes = opt.kv ? std::size(bench::kv_codecs) : 0;
@@ -254,7 +249,7 @@ int bench_command(const bench_options& opt) {
                               : fmt::format("{} evenly spaced input tokens", side.query_rows);
 
     for (const bench_method* m : methods)
-      for (double budget : budgets_of(*m, opt.budgets)) {
+      for (double budget : budgets_of(m->own_count, opt.budgets)) {
         bar.step(fmt::format("{} on {} at {}", m->name, in.name, m->own_count ? "its own count" : ratio_text(budget)));
         bench_row row;
         row.item = in.name;

@@ -40,7 +40,7 @@ std::vector<method_summary> summarize(const bench_report& r, const item_group& g
   std::vector<method_summary> out;
   for (const method_entry& m : r.methods) {
     const std::size_t first = out.size();
-    for (double b : m.own_count ? std::vector<double>{0.0} : r.budgets) {
+    for (double b : budgets_of(m.own_count, r.budgets)) {
       method_summary s{m.name, m.family, b};
       for (const bench_row& row : r.rows) {
         if (row.method != m.name || row.budget != b || !group.holds(row)) continue;
@@ -115,7 +115,7 @@ const char* policies_elsewhere =
 std::string not_run(const bench_report& r) {
   std::string md;
   for (const method_entry& m : r.methods) {
-    const std::size_t budgets = m.own_count ? 1 : r.budgets.size();
+    const std::size_t budgets = budgets_of(m.own_count, r.budgets).size();
     std::vector<std::string> notes;  // in order of first appearance
     for (const bench_row& row : r.rows)
       if (row.method == m.name && !row.ran() && std::find(notes.begin(), notes.end(), row.note) == notes.end())

@@ -82,6 +82,11 @@ struct bench_report {
   std::string plot_note;           ///< why there are no plots
 };
 
+/// The budgets a method runs at: each of the bench's, or only 0 ("its own count").
+inline std::vector<double> budgets_of(bool own_count, const std::vector<double>& budgets) {
+  return own_count ? std::vector<double>{0.0} : budgets;
+}
+
 std::string report_markdown(const bench_report& r);
 nlohmann::ordered_json report_json(const bench_report& r);
 std::string report_csv(const bench_report& r);
