@@ -136,12 +136,17 @@ BENCHMARK(BM_fma_peak);
 BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_distance_update, float)->ArgsProduct({token_counts, {1024, 4096}})->ArgNames({"tokens", "dim"});
 BENCHMARK_TEMPLATE(BM_distance_update, bf16)->ArgsProduct({token_counts, {1024, 4096}})->ArgNames({"tokens", "dim"});
+BENCHMARK_TEMPLATE(BM_distance_update, f16)->ArgsProduct({token_counts, {1024, 4096}})->ArgNames({"tokens", "dim"});
 BENCHMARK_TEMPLATE(BM_diversity, divprune, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, divprune, bf16)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, divprune, f16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, float)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, kcenter, bf16)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, kcenter, f16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, importance_diversity, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, cdpruner, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, cdpruner, bf16)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, cdpruner, f16)->Apply(diversity_grid);
 BENCHMARK(BM_divprune_scalar_reference)
     ->Args({576, 1024, 56, 8})
     ->ArgNames({"tokens", "dim", "k", "fields"})

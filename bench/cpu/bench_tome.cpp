@@ -122,8 +122,15 @@ BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(tome_grid);
 BENCHMARK(BM_eigen_gemm)->Apply(tome_grid);
 BENCHMARK_TEMPLATE(BM_tome_match, float)->Apply(tome_grid);
 BENCHMARK_TEMPLATE(BM_tome, float)->Apply(tome_grid);
-BENCHMARK_TEMPLATE(BM_tome_match, bf16)->Args({2304, 4096})->ArgNames({"tokens", "dim"})->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_tome, bf16)->Args({2304, 4096})->ArgNames({"tokens", "dim"})->Unit(benchmark::kMillisecond);
+/// The 16-bit rows at a vision-tower shape and at the GEMM target's, against the fp32 rows above.
+void half_grid(benchmark::internal::Benchmark* b) {
+  b->Args({576, 1024})->Args({2304, 4096})->ArgNames({"tokens", "dim"})->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK_TEMPLATE(BM_tome_match, bf16)->Apply(half_grid);
+BENCHMARK_TEMPLATE(BM_tome, bf16)->Apply(half_grid);
+BENCHMARK_TEMPLATE(BM_tome_match, f16)->Apply(half_grid);
+BENCHMARK_TEMPLATE(BM_tome, f16)->Apply(half_grid);
 BENCHMARK(BM_tome_scalar_reference)
     ->Args({576, 1024})
     ->Args({576, 4096})

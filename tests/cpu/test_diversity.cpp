@@ -103,6 +103,101 @@ TEST_CASE("diversity selections match the oracle on the case table", "[diversity
   }
 }
 
+/// The bits of `Op` between every pair of rows under architecture Arch, through every kernel a
+/// selection uses: one pair, one row against blocks of 4, 3 and 2 rows, the sweep of one row
+/// over all of them; then the column sums.
+template <class Arch, detail::pair_op Op, class E>
+std::vector<std::uint32_t> pair_bits(const view<const E, 2>& rows) {  // (n, dim)
+  const detail::row_set<Arch, E> set{rows};
+  const index_t n = set.size();
+  std::vector<index_t> all(static_cast<std::size_t>(n));
+  for (index_t j = 0; j < n; ++j) all[static_cast<std::size_t>(j)] = j;
+  std::vector<std::uint32_t> bits;
+  std::vector<float> out(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) {
+    for (index_t j = 0; j < n; ++j) bits.push_back(detail::float_bits(set.template pair<Op>(i, j)));
+    set.template pairs<Op>(i, all.data(), n, out.data());
+    for (float x : out) bits.push_back(detail::float_bits(x));
+    set.template sweep<Op>(i, 0, n, [&](index_t, float x) { bits.push_back(detail::float_bits(x)); });
+  }
+  std::vector<float> sums(static_cast<std::size_t>(set.dim()));
+  detail::frame_column_sums<Arch>(rows, 0, n, sums.data());
+  for (float x : sums) bits.push_back(detail::float_bits(x));
+  return bits;
+}
+
+template <class Arch>
+void check_pair_bits(const view<const f16, 2>& half, const view<const float, 2>& full) {
+  CHECK(pair_bits<Arch, detail::pair_op::dot>(half) == pair_bits<Arch, detail::pair_op::dot>(full));
+  CHECK(pair_bits<Arch, detail::pair_op::squared_distance>(half) ==
+        pair_bits<Arch, detail::pair_op::squared_distance>(full));
+}
+
+TEST_CASE("the distance kernels give f16 rows the bits of fp32 rows of the same values", "[diversity][simd]") {
+  // f16 rows are summed in the fp32 order and widen exactly (where the build has x86's conversion
+  // instruction, with it: it returns a signalling NaN quiet, as the first fp32 operation on it
+  // does). Every dot product, squared distance and column sum must have the fp32 bits, with
+  // subnormals, infinities, a zero row and a signalling NaN among the values. Each sum meets at
+  // most one NaN: which of two NaN operands a multiply-add passes on is the compiler's choice
+  // (it may swap a product's factors), in the fp32 path as in any other. Widths around every
+  // SIMD chunk (2 × 4, 8, 16 floats); the NaN sits in the SIMD part from 32 columns on.
+  for (const index_t dim : {3, 7, 15, 16, 17, 32, 33, 64, 100, 300}) {
+    INFO("dim " << dim);
+    const index_t n = 9, last = dim - 1, middle = dim / 2;
+    token_matrix<f16> half = continuous_rows<f16>(n, dim, layout::contiguous, 40 + static_cast<std::uint64_t>(dim));
+    view<f16, 2> x = half.rows;
+    const std::uint16_t subnormal[] = {0x0001, 0x83FF, 0x0200};
+    x(1, 0).bits = subnormal[0];
+    x(1, middle).bits = subnormal[1];
+    x(1, last).bits = subnormal[2];
+    x(2, last).bits = 0x7C00;    // +inf
+    x(3, 0).bits = 0xFC00;       // −inf
+    x(3, last).bits = 0x7BFF;    // the largest finite half
+    x(4, middle).bits = 0xFD55;  // a signalling NaN with a sign and a payload
+    for (index_t c = 0; c < dim; ++c) x(5, c).bits = c % 2 ? 0x8000 : 0x0000;  // ±0: a zero row
+    for (index_t c = 0; c < dim; ++c) x(6, c).bits = subnormal[c % 3];         // subnormals only
+    const token_matrix<float> full = widened(half, layout::contiguous);
+    const view<const f16, 2> h = half.rows;
+    const view<const float, 2> f = full.rows;
+    check_pair_bits<compile_time_arch>(h, f);
+#if XSIMD_WITH_FMA3_AVX2  // in an AVX-512 build, F16C's 8-lane conversion too
+    // (An architecture pinned without FMA below the build's ISA is left out: GCC may contract
+    // its two-rounding multiply-adds in one instantiation and not in the other.)
+    check_pair_bits<xsimd::fma3<xsimd::avx2>>(h, f);
+#endif
+  }
+}
+
+TEST_CASE("diversity: f16 rows select as fp32 rows of the same values", "[diversity]") {
+  // The documented contract: computing in fp32 from exact conversions, in the order fp32 rows
+  // are summed in, so the picks are the fp32 picks and the rows moved the same values.
+  for (const shape_case& c : shape_cases()) {
+    const index_t n = c.grid.tokens();
+    const token_matrix<f16> half = continuous_rows<f16>(n, c.dim, c.rows, 3 + static_cast<std::uint64_t>(n));
+    const token_matrix<float> full = widened(half, c.rows);
+    const std::vector<float> w = importance(n, 17);
+    const diversity_inputs<f16> in_half{c.grid, half.rows, {}, make_view(w.data(), n), {}};
+    const diversity_inputs<float> in_full{c.grid, full.rows, {}, make_view(w.data(), n), {}};
+    const auto same = [&](const auto& p) {
+      const diversity_buffers<float> a = run_shares<f16, float>(p, in_half, c.dim, 2);
+      const diversity_buffers<float> b = run_shares<float, float>(p, in_full, c.dim, 2);
+      return a.picks == b.picks && a.source == b.source && a.tokens == b.tokens;
+    };
+    for (const double ratio : {0.1, 0.5})
+      for (const scope within : {scope::global, scope::per_frame}) {
+        INFO(c.name << " ratio " << ratio << (within == scope::global ? " global" : " per-frame"));
+        const divprune dp = make_policy<divprune>(ratio, within);
+        if (can_implement(dp, problem{c.grid, c.dim}) != status::ok) continue;
+        CHECK(same(dp));
+        divprune repeats = dp;
+        repeats.allow_repeats = true;
+        CHECK(same(repeats));
+        CHECK(same(make_policy<kcenter>(ratio, within)));
+        CHECK(same(make_policy<importance_diversity>(ratio, within)));
+      }
+  }
+}
+
 TEST_CASE("DivPrune original: kept set, pick order and rows", "[diversity][golden]") {
   for (const std::string name : {"c01_n576_d64_r0098", "c02_n576_d64_k1"}) {
     INFO(name);

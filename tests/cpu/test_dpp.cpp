@@ -109,6 +109,39 @@ void check_variants(const shape_case& c) {
 
 }  // namespace
 
+TEST_CASE("cdpruner: f16 rows and queries select as fp32 ones of the same values", "[dpp]") {
+  // The documented contract: fp32 arithmetic from exact conversions, in the order fp32 rows are
+  // summed in, so the picks are the fp32 picks and the rows moved the same values.
+  for (const shape_case& c : shape_cases()) {
+    const index_t n = c.grid.tokens();
+    const token_matrix<f16> half = continuous_rows<f16>(n, c.dim, c.rows, 5 + static_cast<std::uint64_t>(n));
+    const token_matrix<f16> half_query = continuous_rows<f16>(3, c.dim, c.rows, 78);
+    const token_matrix<float> full = widened(half, c.rows), full_query = widened(half_query, c.rows);
+    const std::vector<float> scores = importance(n, 31);
+    for (const scope within : {scope::global, scope::per_frame})
+      for (const bool split : {false, true})
+        for (const relevance_from from : {relevance_from::query, relevance_from::scores, relevance_from::none}) {
+          INFO(c.name << (within == scope::global ? " global" : " per-frame") << (split ? " split" : "")
+                      << " relevance " << static_cast<int>(from));
+          cdpruner p{keep_budget::ratio(0.25, rounding::half_away)};
+          p.within = within;
+          p.split = split;
+          if (from == relevance_from::none) p.kernel = dpp_kernel::original;
+          if (can_implement(p, problem{c.grid, c.dim}) != status::ok) continue;
+          diversity_inputs<f16> in_half{c.grid, half.rows, {}, {}, {}};
+          diversity_inputs<float> in_full{c.grid, full.rows, {}, {}, {}};
+          if (from == relevance_from::query) in_half.query = half_query.rows, in_full.query = full_query.rows;
+          if (from == relevance_from::scores)
+            in_half.scores = in_full.scores = make_view(scores.data(), n);
+          const diversity_buffers<float> a = run_shares<f16, float>(p, in_half, c.dim, 2);
+          const diversity_buffers<float> b = run_shares<float, float>(p, in_full, c.dim, 2);
+          CHECK(a.picks == b.picks);
+          CHECK(a.source == b.source);
+          CHECK(a.tokens == b.tokens);
+        }
+  }
+}
+
 TEST_CASE("cdpruner matches the greedy MAP by definition on the case table", "[dpp]") {
   for (const shape_case& c : shape_cases()) {
     check_variants<float, float>(c);

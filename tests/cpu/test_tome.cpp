@@ -216,6 +216,36 @@ TEST_CASE("tome matches the oracle on the case table", "[tome]") {
   }
 }
 
+TEST_CASE("tome: f16 rows merge as fp32 rows of the same values, bit for bit", "[tome]") {
+  // The documented contract: fp32 arithmetic from exact conversions (where the build has x86's
+  // conversion instruction, with it: it returns a signalling NaN quiet, as the first fp32
+  // operation on it does), in the order fp32 rows are summed in. So the similarities, the
+  // matching and the merged fp32 rows have the fp32 bits, with subnormal values and a
+  // signalling NaN, whose payload reaches the merged row, among the inputs.
+  for (const shape_case& c : shape_cases()) {
+    const index_t n = c.grid.tokens(), last = c.dim - 1;
+    token_matrix<f16> half = continuous_rows<f16>(n, c.dim, c.rows, 19 + static_cast<std::uint64_t>(n));
+    if (n > 3) {
+      half.rows(1, 0).bits = 0x0001;
+      half.rows(1, last).bits = 0x83FF;
+      half.rows(n - 2, last).bits = 0x7C01;
+    }
+    const token_matrix<float> full = widened(half, c.rows);
+    merge_inputs<f16> in_half{};
+    merge_inputs<float> in_full{};
+    in_half.grid = in_full.grid = c.grid;
+    in_half.tokens = half.rows;
+    in_full.tokens = full.rows;
+    for (const tome& p : policies_for(n)) {
+      INFO(c.name << " r " << p.r << " protect " << p.protect);
+      const match_buffers a = run_match(p.protect, in_half, 2), b = run_match(p.protect, in_full, 2);
+      CHECK(a.partner == b.partner);
+      CHECK(std::memcmp(a.similarity.data(), b.similarity.data(), a.similarity.size() * sizeof(float)) == 0);
+      CHECK(run_tome<f16, float>(p, in_half, c.dim, 2).same_bits(run_tome<float, float>(p, in_full, c.dim, 2)));
+    }
+  }
+}
+
 /// The dot product as the similarity product defines it: a chain of multiply-adds in k order
 /// from 0, each rounded once where the build's ISA has FMA, else the product and the sum each.
 template <class E>

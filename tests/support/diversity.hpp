@@ -54,6 +54,16 @@ token_matrix<E> continuous_rows(index_t n, index_t dim, layout how, std::uint64_
   return m;
 }
 
+/// fp32 rows holding exactly the values of `m` (widened by to_float), in the same layout.
+template <class E>
+token_matrix<float> widened(const token_matrix<E>& m, layout how) {
+  const index_t n = m.rows.extent(0), dim = m.rows.extent(1);
+  token_matrix<float> f = make_tokens<float>(n, dim, how, 0);
+  for (index_t i = 0; i < n; ++i)
+    for (index_t c = 0; c < dim; ++c) f.rows(i, c) = to_float(m.rows(i, c));
+  return f;
+}
+
 /// Importance scores in [0.5, 1).
 inline std::vector<float> importance(index_t n, std::uint64_t seed) {
   rng r(seed);

@@ -3,7 +3,7 @@
 // squared norms and column sums of rows built on the same kernels.
 //
 // One canonical summation order per (Arch, element type): the row is read in chunks of two
-// batches (`load_float_pair`), the first batch of each chunk accumulates into one register and
+// batches (`load_operand_pair`), the first batch of each chunk accumulates into one register and
 // the second into another, the two are added and reduced across lanes, and the elements past the
 // last whole chunk are added one by one in order. Every kernel here sums a pair in exactly that
 // order, however many pairs it handles at once, so d(i, j) has the same bits whichever kernel
@@ -11,7 +11,9 @@
 // order in which an algorithm visits pairs. Rows that are not contiguous take a scalar loop.
 // Each step is `multiply_add` (<tokred/cpu/simd.hpp>): one rounding on ISAs with FMA, two
 // without, never left to the compiler's contraction, which g++ applies at some call sites and
-// not at others.
+// not at others. Rows are read with `load_operands` (<tokred/cpu/simd.hpp>): everything read
+// here only enters arithmetic, so fp16 takes the hardware conversion where the build has one,
+// and every result has the bits the exact widening gives.
 #pragma once
 
 #include <algorithm>
@@ -62,9 +64,9 @@ void combine_contiguous(const E* a, const E* const (&b)[M], index_t n, float (&o
   for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = batch(0.0f);
   index_t i = 0;
   for (; i + chunk <= n; i += chunk) {
-    const float_pair<Arch> x = load_float_pair<Arch>(a + i);
+    const float_pair<Arch> x = load_operand_pair<Arch>(a + i);
     for (int m = 0; m < M; ++m) {
-      const float_pair<Arch> y = load_float_pair<Arch>(b[m] + i);
+      const float_pair<Arch> y = load_operand_pair<Arch>(b[m] + i);
       acc0[m] = accumulate<Arch, Op>(x.first, y.first, acc0[m]);
       acc1[m] = accumulate<Arch, Op>(x.second, y.second, acc1[m]);
     }
@@ -110,7 +112,7 @@ void frame_column_sums(const view<const E, 2>& rows, index_t first, index_t coun
     index_t c = 0;
     if (rows.stride(1) == 1)
       for (; c + lanes <= dim; c += lanes)
-        (batch::load_unaligned(sums + c) + load_floats<Arch>(row + c)).store_unaligned(sums + c);
+        (batch::load_unaligned(sums + c) + load_operands<Arch>(row + c)).store_unaligned(sums + c);
     for (; c < dim; ++c) sums[c] += to_float(row[c * rows.stride(1)]);
   }
 }
