@@ -5,6 +5,9 @@
 // on the data, so the outputs are `counted_outputs`: sized by the static upper bound that
 // `retained_count` returns, with the real count written to `count`.
 //
+// PruMerge's merge step, which takes this selection's `source` as its kept list, is
+// `prumerge_merge` in <tokred/policy/prumerge.hpp>.
+//
 // Outputs (kept rows first, in the original's order — see `iqr_outliers`):
 //   tokens    (bound, dim)  the kept rows
 //   source    (bound,)      the original index of each kept token
