@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds and runs tokred's whole test suite: the tests, examples, benchmarks and the tokred program
-# compile; every test runs (CUDA tests skip without a device; the program's test reads its outputs
-# back with numpy); the file readers and the spec parser are fuzzed for a bounded number of runs;
-# then the CPU tests run again under AddressSanitizer and UndefinedBehaviorSanitizer. Installs
-# missing packages first.
+# Builds and runs tokred's whole test suite. A Release build compiles the library's headers one by
+# one, the examples, benchmarks, the tokred program and the CUDA tests, and runs every test it has
+# (CUDA tests skip without a device; the program's test reads its outputs back with numpy); the
+# file readers and the spec parser are fuzzed for a bounded number of runs; then the CPU tests are
+# built with AddressSanitizer and UndefinedBehaviorSanitizer and run there. The CPU tests are
+# compiled and run once, in the sanitizer build: the same checks, with memory and undefined
+# behaviour watched, for one compile of each test program. Installs missing packages first.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,14 +15,15 @@ jobs="$(nproc)"
 # CUDA code is compiled for one architecture here (sm_90, the H100/H200 the CUDA tests run on):
 # that it compiles is what a machine without a GPU can check, and one architecture halves nvcc's
 # time. A normal build compiles for sm_80 and sm_90.
-cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DTOKRED_BUILD_CPU_TESTS=OFF >/dev/null
 cmake --build build-test -j "$jobs"
 ctest --test-dir build-test -j "$jobs" --output-on-failure --no-tests=error
 
 echo "tokred: fuzzing the file readers and the spec parser"
 bash tools/fuzz.sh
 
-echo "tokred: the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer"
+echo "tokred: the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 # -g1 (line tables only) instead of Debug's -g: the reports keep file and line, and the build
 # takes about a quarter less time.
 cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DTOKRED_SANITIZE=ON \
