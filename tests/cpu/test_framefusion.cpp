@@ -102,14 +102,6 @@ token_matrix<E> video_rows(const token_grid& grid, index_t dim, layout how, std:
   return m;
 }
 
-/// The rounding of one stored output value of type E (relative), for comparisons with doubles.
-template <class E>
-double output_eps() {
-  if constexpr (std::is_same_v<E, f16>) return std::ldexp(1.0, -10);
-  else if constexpr (std::is_same_v<E, bf16>) return std::ldexp(1.0, -7);
-  else return 0.0;
-}
-
 /// The merge invariants: every slot's source maps to it and comes first among its rows; sizes
 /// count the originals assigned to a slot (unit input sizes) and add up to the rows; with uniform
 /// weights Σ_q size_q·x_q = Σ_r x_r (mass conservation), in double, within fp32 rounding.

@@ -82,14 +82,6 @@ prumerge_buffers<Eout> run_merge(const prumerge_merge& p, const prumerge_inputs<
   return out;
 }
 
-/// The rounding of one stored output value of type E (relative), for comparisons with doubles.
-template <class E>
-double output_eps() {
-  if constexpr (std::is_same_v<E, f16>) return std::ldexp(1.0, -10);
-  else if constexpr (std::is_same_v<E, bf16>) return std::ldexp(1.0, -7);
-  else return 0.0;
-}
-
 /// The number of token values outside the fp32 error bound of a sequential sum of the oracle's
 /// terms ((terms + 2)·2⁻²³ of their magnitude) plus the output type's rounding.
 template <class E>

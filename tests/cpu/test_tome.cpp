@@ -65,14 +65,6 @@ merge_buffers<Eout> run_tome(const tome& p, merge_inputs<Ein> in, index_t dim, i
   return out;
 }
 
-/// The rounding of one stored output value of type E (relative), for comparisons with doubles.
-template <class E>
-double output_eps() {
-  if constexpr (std::is_same_v<E, f16>) return std::ldexp(1.0, -10);
-  else if constexpr (std::is_same_v<E, bf16>) return std::ldexp(1.0, -7);
-  else return 0.0;
-}
-
 /// The number of token values outside the tolerance of the oracle's double rows.
 template <class E>
 std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>& want) {

@@ -43,14 +43,6 @@ merge_buffers<Eout> run_vzip(const visionzip& p, const visionzip_inputs<Ein>& in
   return out;
 }
 
-/// The rounding of one stored output value of type E (relative), for comparisons with doubles.
-template <class E>
-double output_eps() {
-  if constexpr (std::is_same_v<E, f16>) return std::ldexp(1.0, -10);
-  else if constexpr (std::is_same_v<E, bf16>) return std::ldexp(1.0, -7);
-  else return 0.0;
-}
-
 /// The number of token values outside the tolerance of the oracle's double rows: `scale` is the
 /// size of the values summed into one (a contextual row adds up to |R| rows).
 template <class E>

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -13,6 +14,14 @@
 #include <tokred/policy/selection.hpp>
 
 namespace tokred::testing {
+
+/// The rounding of one stored output value of type E (relative), for comparisons with doubles.
+template <class E>
+double output_eps() {
+  if constexpr (std::is_same_v<E, f16>) return std::ldexp(1.0, -10);
+  else if constexpr (std::is_same_v<E, bf16>) return std::ldexp(1.0, -7);
+  else return 0.0;
+}
 
 /// Sentinel-filled outputs of a selection: `untouched()` tells whether anything was written.
 template <class E>
