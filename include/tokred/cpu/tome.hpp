@@ -236,6 +236,32 @@ status check_merge_values(const tome& p, const merge_inputs<E>& in, index_t r) n
   return status::ok;
 }
 
+/// Step 1 for every A token into `t.match`: computed, or the given matching (`in.partner` and
+/// `in.similarity`) copied in. Also the first step of the policies built on tome (dymu, aim).
+template <class Arch, class E>
+void tome_matching(index_t protect, const merge_inputs<E>& in, const tome_scratch& t) noexcept {
+  const bipartite_split split = split_of(in.grid.tokens(), protect);
+  if (requested(in.partner)) {
+    for (index_t k = 0; k < split.a; ++k) {
+      t.match.best[k] = in.similarity(k);
+      t.match.partner[k] = in.partner(k);
+    }
+  } else {
+    match_range<Arch>(compared_rows(in), split, 0, split.a, t.match.product, t.match.scale, t.match.best,
+                      t.match.partner);
+  }
+}
+
+/// Steps 2–4 once `t.match` holds the matching (or r = 0): the layout of the N − r outputs, then
+/// share ith's slots of them and its assign entries.
+template <class Arch, class Ein, class Eout>
+void tome_merge(const cpu<Arch>& exec, const tome& p, const merge_inputs<Ein>& in,
+                const merge_outputs<Eout>& out, index_t r, const tome_scratch& t) noexcept {
+  const index_t n = in.grid.tokens(), kept = n - r;
+  tome_layout(p, n, r, t);
+  tome_write<Arch>(in, out, r, t, share_begin(kept, exec.ith, exec.nth), share_begin(kept, exec.ith + 1, exec.nth),
+                   share_begin(n, exec.ith, exec.nth), share_begin(n, exec.ith + 1, exec.nth));
+}
 
 }  // namespace detail
 
@@ -270,24 +296,8 @@ struct backend<tome, cpu<Arch>> {
     if (!carver.fits()) return status::workspace_too_small;
     if (status s = detail::check_merge_values(p, in, c.r); s != status::ok) return s;
 
-    const index_t n = in.grid.tokens();
-    const bipartite_split split = split_of(n, p.protect);
-    if (c.r > 0) {
-      if (detail::requested(in.partner)) {
-        for (index_t k = 0; k < split.a; ++k) {
-          t.match.best[k] = in.similarity(k);
-          t.match.partner[k] = in.partner(k);
-        }
-      } else {
-        detail::match_range<Arch>(detail::compared_rows(in), split, 0, split.a, t.match.product, t.match.scale,
-                                  t.match.best, t.match.partner);
-      }
-    }
-    detail::tome_layout(p, n, c.r, t);
-    detail::tome_write<Arch>(in, out, c.r, t, detail::share_begin(c.kept, exec.ith, exec.nth),
-                             detail::share_begin(c.kept, exec.ith + 1, exec.nth),
-                             detail::share_begin(n, exec.ith, exec.nth),
-                             detail::share_begin(n, exec.ith + 1, exec.nth));
+    if (c.r > 0) detail::tome_matching<Arch>(p.protect, in, t);
+    detail::tome_merge(exec, p, in, out, c.r, t);
     return status::ok;
   }
 };
