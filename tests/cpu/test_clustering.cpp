@@ -38,16 +38,6 @@ merge_buffers<Eout> run_dpc(const dpc_knn& p, const merge_inputs<Ein>& in, index
   return out;
 }
 
-/// The number of token values outside the tolerance of the oracle's double rows (values below 8
-/// in magnitude, means of fp32 sums).
-template <class E>
-std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>& want) {
-  std::size_t bad = got.size() == want.size() ? 0 : got.size() + want.size();
-  for (std::size_t i = 0; i < got.size() && i < want.size(); ++i)
-    bad += !(std::abs(to_float(got[i]) - want[i]) <= 1e-5 + output_eps<E>() * std::abs(want[i]));
-  return bad;
-}
-
 /// The merge invariants: every input has a slot, each slot's source maps to it, each slot stands
 /// for as many inputs as its size says (without carried sizes), and the sizes add up to N.
 template <class E>

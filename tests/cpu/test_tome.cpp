@@ -65,15 +65,6 @@ merge_buffers<Eout> run_tome(const tome& p, merge_inputs<Ein> in, index_t dim, i
   return out;
 }
 
-/// The number of token values outside the tolerance of the oracle's double rows.
-template <class E>
-std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>& want) {
-  std::size_t bad = got.size() == want.size() ? 0 : got.size() + want.size();
-  for (std::size_t i = 0; i < got.size() && i < want.size(); ++i)
-    bad += !(std::abs(to_float(got[i]) - want[i]) <= 1e-5 + output_eps<E>() * std::abs(want[i]));
-  return bad;
-}
-
 /// The count the original's clamp gives: N − min(r, (N − protect) // 2), nothing merged when ≤ 0.
 index_t expected_kept(index_t n, index_t r, index_t protect) {
   const index_t room = n - protect;

@@ -23,6 +23,16 @@ double output_eps() {
   else return 0.0;
 }
 
+/// The number of values of `got` outside 1e-5 + output_eps<E>()·|want| of the oracle's double
+/// values `want` (a size difference counts every value of both).
+template <class E>
+std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>& want) {
+  std::size_t bad = got.size() == want.size() ? 0 : got.size() + want.size();
+  for (std::size_t i = 0; i < got.size() && i < want.size(); ++i)
+    bad += !(std::abs(to_float(got[i]) - want[i]) <= 1e-5 + output_eps<E>() * std::abs(want[i]));
+  return bad;
+}
+
 /// Sentinel-filled outputs of a selection: `untouched()` tells whether anything was written.
 template <class E>
 struct selection_buffers {
