@@ -41,14 +41,8 @@ void BM_dpc_knn(benchmark::State& state) {
   const dpc_knn policy = policy_of(n);
   const problem prob{sequence_grid(n), dim};
   const index_t kept = retained_count(policy, prob);
-  std::vector<E> tokens(static_cast<std::size_t>(kept * dim));       // (kept, dim)
-  std::vector<float> sizes(static_cast<std::size_t>(kept));          // (kept,)
-  std::vector<std::int64_t> source(static_cast<std::size_t>(kept));  // (kept,)
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(kept * 3));
-  std::vector<std::int64_t> assign(static_cast<std::size_t>(n));     // (tokens,)
-  const merge_outputs<E> out{make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-                             make_view(positions.data(), kept, 3), make_view(sizes.data(), kept),
-                             make_view(assign.data(), n)};
+  merge_storage<E> storage(kept, n, dim);
+  const merge_outputs<E> out = storage.outputs();
   merge_inputs<E> in{};
   in.grid = prob.grid;
   in.tokens = token_rows<E>(n, dim);

@@ -187,6 +187,38 @@ void time_memcpy(benchmark::State& state, const view<const E, 2>& rows) {
   }
 }
 
+/// Owning buffers for every output of a merge of `tokens` inputs into (at most) `rows` output
+/// rows of `dim` values, and for the written-row count of the counted forms.
+template <class E>
+struct merge_storage {
+  std::vector<E> tokens;               // (rows, dim)
+  std::vector<std::int64_t> source;    // (rows,)
+  std::vector<std::int32_t> positions;  // (rows, 3)
+  std::vector<float> sizes;            // (rows,)
+  std::vector<std::int64_t> assign;    // (tokens,)
+  std::int64_t count = 0;
+  index_t rows = 0, dim = 0;
+
+  merge_storage(index_t rows_, index_t inputs, index_t dim_)
+      : tokens(static_cast<std::size_t>(rows_ * dim_)), source(static_cast<std::size_t>(rows_)),
+        positions(static_cast<std::size_t>(rows_ * 3)), sizes(static_cast<std::size_t>(rows_)),
+        assign(static_cast<std::size_t>(inputs)), rows(rows_), dim(dim_) {}
+
+  merge_outputs<E> outputs() {
+    return {make_view(tokens.data(), rows, dim), make_view(source.data(), rows),
+            make_view(positions.data(), rows, 3), make_view(sizes.data(), rows),
+            make_view(assign.data(), static_cast<index_t>(assign.size()))};
+  }
+
+  /// Points an output struct that adds a required `count` to merge_outputs (framefusion_outputs,
+  /// counted_merge_outputs) at these buffers.
+  template <class Counted>
+  void attach(Counted& out) {
+    static_cast<merge_outputs<E>&>(out) = outputs();
+    out.count = make_view(&count, 1);
+  }
+};
+
 /// The lower bound of every row gather: one memcpy per kept row, source row to output row.
 template <class E>
 void memcpy_rows(const std::vector<std::int64_t>& kept, const E* src, E* dst, index_t dim) {

@@ -37,16 +37,8 @@ void BM_dycoke(benchmark::State& state) {
   dycoke_inputs<E> in{};
   in.grid = grid;
   in.tokens = token_rows<E>(n, dim);
-  std::vector<E> tokens(static_cast<std::size_t>(kept * dim));      // (kept, dim)
-  std::vector<float> sizes(static_cast<std::size_t>(kept));         // (kept,)
-  std::vector<std::int64_t> source(static_cast<std::size_t>(kept)), assign(static_cast<std::size_t>(n));
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(kept * 3));
-  merge_outputs<E> out;
-  out.tokens = make_view(tokens.data(), kept, dim);
-  out.source = make_view(source.data(), kept);
-  out.positions = make_view(positions.data(), kept, 3);
-  out.sizes = make_view(sizes.data(), kept);
-  out.assign = make_view(assign.data(), n);
+  merge_storage<E> storage(kept, n, dim);
+  const merge_outputs<E> out = storage.outputs();
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, problem{grid, dim}));
   if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
   state.counters["kept"] = static_cast<double>(kept);

@@ -66,22 +66,13 @@ void BM_framefusion(benchmark::State& state) {
   in.grid = grid;
   in.tokens = video_rows<E>(grid, dim);
   const framefusion policy{};
-  std::vector<E> tokens(static_cast<std::size_t>(n * dim));          // (rows, dim)
-  std::vector<float> sizes(static_cast<std::size_t>(n));             // (rows,)
-  std::vector<std::int64_t> source(static_cast<std::size_t>(n)), assign(source);
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(n * 3));
-  std::int64_t count = 0;
-  framefusion_outputs<E> out;
-  out.tokens = make_view(tokens.data(), n, dim);
-  out.source = make_view(source.data(), n);
-  out.positions = make_view(positions.data(), n, 3);
-  out.sizes = make_view(sizes.data(), n);
-  out.assign = make_view(assign.data(), n);
-  out.count = make_view(&count, 1);
+  merge_storage<E> storage(n, n, dim);  // sized by the bound: every row
+  framefusion_outputs<E> out{};
+  storage.attach(out);
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, problem{grid, dim}));
   if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
-  state.counters["kept"] = static_cast<double>(count);
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * (2 * n + count) * dim *
+  state.counters["kept"] = static_cast<double>(storage.count);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * (2 * n + storage.count) * dim *
                           static_cast<std::int64_t>(sizeof(E)));
 }
 

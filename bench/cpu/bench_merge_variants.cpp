@@ -48,24 +48,15 @@ void BM_dymu(benchmark::State& state) {
   const index_t n = image_tokens;
   const dymu policy{quarter_theta()};
   const problem prob{grid_of(n), dim};
-  std::vector<E> tokens(static_cast<std::size_t>(n * dim));  // (N, dim): sized by the bound
-  std::vector<float> sizes(static_cast<std::size_t>(n));
-  std::vector<std::int64_t> source(static_cast<std::size_t>(n)), assign(static_cast<std::size_t>(n));
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(n * 3));
-  std::int64_t count = 0;
+  merge_storage<E> storage(n, n, dim);  // sized by the bound: every row
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
   merge_inputs<E> in{};
   in.grid = prob.grid;
   in.tokens = token_rows<E>(n, dim);
   counted_merge_outputs<E> out{};
-  out.tokens = make_view(tokens.data(), n, dim);
-  out.source = make_view(source.data(), n);
-  out.positions = make_view(positions.data(), n, 3);
-  out.sizes = make_view(sizes.data(), n);
-  out.assign = make_view(assign.data(), n);
-  out.count = make_view(&count, 1);
+  storage.attach(out);
   if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
-  state.counters["kept"] = static_cast<double>(count);
+  state.counters["kept"] = static_cast<double>(storage.count);
 }
 
 /// tome with the r dymu's θ lets through: the cost dymu adds is the count.
@@ -75,17 +66,12 @@ void BM_tome_same_r(benchmark::State& state) {
   const tome policy{n / 4, 0};
   const problem prob{grid_of(n), dim};
   const index_t kept = retained_count(policy, prob);
-  std::vector<E> tokens(static_cast<std::size_t>(kept * dim));
-  std::vector<float> sizes(static_cast<std::size_t>(kept));
-  std::vector<std::int64_t> source(static_cast<std::size_t>(kept)), assign(static_cast<std::size_t>(n));
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(kept * 3));
+  merge_storage<E> storage(kept, n, dim);
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
   merge_inputs<E> in{};
   in.grid = prob.grid;
   in.tokens = token_rows<E>(n, dim);
-  const merge_outputs<E> out{make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-                             make_view(positions.data(), kept, 3), make_view(sizes.data(), kept),
-                             make_view(assign.data(), n)};
+  const merge_outputs<E> out = storage.outputs();
   if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
   state.counters["kept"] = static_cast<double>(kept);
 }
@@ -107,15 +93,10 @@ void BM_aim(benchmark::State& state) {
   const aim policy{2, state.range(0) != 0};
   const problem prob{video_grid, dim};
   const index_t n = video_grid.tokens(), kept = retained_count(policy, prob);
-  std::vector<E> tokens(static_cast<std::size_t>(kept * dim));
-  std::vector<float> sizes(static_cast<std::size_t>(kept));
-  std::vector<std::int64_t> source(static_cast<std::size_t>(kept)), assign(static_cast<std::size_t>(n));
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(kept * 3));
+  merge_storage<E> storage(kept, n, dim);
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
   const aim_inputs<E> in{video_grid, token_rows<E>(n, dim)};
-  const merge_outputs<E> out{make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-                             make_view(positions.data(), kept, 3), make_view(sizes.data(), kept),
-                             make_view(assign.data(), n)};
+  const merge_outputs<E> out = storage.outputs();
   if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
   state.counters["kept"] = static_cast<double>(kept);
 }

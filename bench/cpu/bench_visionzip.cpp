@@ -55,14 +55,8 @@ void BM_visionzip(benchmark::State& state) {
   const visionzip policy = policy_of(frames);
   const problem prob{data.grid, dim};
   const index_t kept = retained_count(policy, prob), rows = visionzip_rows(policy, prob);
-  std::vector<E> tokens(static_cast<std::size_t>(kept * dim));       // (kept, dim)
-  std::vector<float> sizes(static_cast<std::size_t>(kept));          // (kept,)
-  std::vector<std::int64_t> source(static_cast<std::size_t>(kept));  // (kept,)
-  std::vector<std::int32_t> positions(static_cast<std::size_t>(kept * 3));
-  std::vector<std::int64_t> assign(static_cast<std::size_t>(rows));  // (rows,)
-  const merge_outputs<E> out{make_view(tokens.data(), kept, dim), make_view(source.data(), kept),
-                             make_view(positions.data(), kept, 3), make_view(sizes.data(), kept),
-                             make_view(assign.data(), rows)};
+  merge_storage<E> storage(kept, rows, dim);
+  const merge_outputs<E> out = storage.outputs();
   std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
   if (!time_apply(state, policy, data.inputs(), out, {scratch.data(), scratch.size()})) return;
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * (rows + kept) * dim *
