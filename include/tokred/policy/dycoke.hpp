@@ -38,8 +38,9 @@ namespace tokred {
 ///             s_p = cos(x_{f,p}, x_{r,p}) and drops the rest (the most similar)
 ///   output    frames 0 … 2⌊T/2⌋ − 1 in frame order, each whole or its kept tokens
 ///
-/// Every other frame of index below 2⌊T/2⌋ stays whole; the references are always whole
-/// frames. Two quirks of the original are reproduced:
+/// Every other frame of index below 2⌊T/2⌋ stays whole. A reference is compared with its
+/// original rows, also where it is itself pruned (for T > 4 frame 3 is compared with frame 2,
+/// which is pruned against frame 0). Two quirks of the original are reproduced:
 ///   * odd T: the last frame is never appended — it is dropped entirely (assign −1);
 ///   * the group loop stops at i < T − 4, so the last group's frame i + 2 stays whole: at T = 32
 ///     frames 0, 4, …, 28 and 30 stay whole and 23 frames keep n_keep each, 9·196 + 23·58 = 3098

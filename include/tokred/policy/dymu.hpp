@@ -74,7 +74,7 @@ index_t dymu_r(const dymu& p, index_t n, const Best& best) noexcept {
   const bipartite_split s = split_of(n, p.protect);
   index_t r = 0;
   for (index_t k = s.a_protected; k < s.a; ++k) r += best(k) > p.theta;
-  r = std::min(r, effective_r(tome{r, p.protect}, n));
+  r = effective_r(tome{r, p.protect}, n);
   return p.max_r > 0 ? std::min(r, p.max_r) : r;
 }
 

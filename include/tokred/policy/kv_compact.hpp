@@ -75,6 +75,14 @@ status check_cache(const view<const E, 3, Space>& in, const view<E, 3, Space>& o
   return status::ok;
 }
 
+/// `index_out_of_range` unless the values of `v` rise strictly and lie in [0, limit).
+template <class Space>
+status check_ascending_below(const view<const std::int64_t, 1, Space>& v, std::int64_t limit) noexcept {
+  for (index_t j = 0; j < v.extent(0); ++j)
+    if (v(j) < (j == 0 ? 0 : v(j - 1) + 1) || v(j) >= limit) return status::index_out_of_range;
+  return status::ok;
+}
+
 /// Every check of kv_compact, in the documented order: the keep list (extent, data, order and
 /// range), the keys and their output, the values and theirs, the outputs against each other.
 template <class E, class Space>
@@ -82,8 +90,7 @@ status check_kv_compact(const kv_compact_inputs<E, Space>& in, const kv_compact_
   const index_t kept = in.keep.extent(0), rows = in.keys.extent(1);
   if (kept < 0 || rows < 0) return status::shape_mismatch;
   if (kept > 0 && in.keep.data_handle() == nullptr) return status::null_pointer;
-  for (index_t j = 0; j < kept; ++j)
-    if (in.keep(j) < (j == 0 ? 0 : in.keep(j - 1) + 1) || in.keep(j) >= rows) return status::index_out_of_range;
+  if (status s = check_ascending_below(in.keep, rows); s != status::ok) return s;
   if (status s = check_cache(in.keys, out.keys, kept, in); s != status::ok) return s;
   if (!requested(in.values) && requested(out.values)) return status::shape_mismatch;
   if (requested(in.values)) {
@@ -118,8 +125,7 @@ inline status kept_sequence_rows(const view<const std::int64_t, 1>& source, std:
   if (kept < 0 || rows.extent(0) != span_start + kept + after) return status::shape_mismatch;
   if (status s = detail::check_view_or_empty(rows, {rows.extent(0)}); s != status::ok) return s;
   if (status s = detail::check_view_or_empty(source, {kept}); s != status::ok) return s;
-  for (index_t j = 0; j < kept; ++j)
-    if (source(j) < (j == 0 ? 0 : source(j - 1) + 1) || source(j) >= span_length) return status::index_out_of_range;
+  if (status s = detail::check_ascending_below(source, span_length); s != status::ok) return s;
   if (may_overlap(rows, source)) return status::aliasing;
   index_t r = 0;
   for (std::int64_t i = 0; i < span_start; ++i) rows(r++) = i;

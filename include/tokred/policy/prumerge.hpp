@@ -22,6 +22,7 @@
 #include "tokred/core/grid.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
+#include "tokred/policy/merge.hpp"
 #include "tokred/policy/selection.hpp"
 
 namespace tokred {
@@ -104,7 +105,7 @@ struct prumerge_shape {
 inline status prumerge_check(const prumerge_merge& p, const token_grid& grid) noexcept {
   const bool known = p.weights == prumerge_weights::sum || p.weights == prumerge_weights::normalized;
   if (p.neighbours < 0 || !known) return status::invalid_parameter;
-  if (status s = check_group_grid(grid, grid.tokens()); s != status::ok) return s;
+  if (status s = check_merge_grid(grid); s != status::ok) return s;
   return p.neighbours > grid.tokens() - 1 ? status::budget_exceeds_input : status::ok;
 }
 
