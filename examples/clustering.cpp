@@ -1,7 +1,8 @@
 // clustering.cpp — merging by clustering: DPC-kNN picks one center per cluster of similar
-// tokens, every other token joins its nearest center, and each cluster becomes one token
-// (HoliTom's merge of a window's static tokens). The docs quote the region between the example
-// markers verbatim; the checks around it make sure its comments tell the truth.
+// tokens, every other token joins its nearest center, and each cluster becomes one token; HoliTom
+// does that to the still tokens of a video window and keeps the moving ones by attention. The
+// docs quote the regions between the example markers verbatim; the checks around them make sure
+// their comments tell the truth.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +11,7 @@
 
 #include <tokred/tokred.hpp>
 #include <tokred/cpu/clustering.hpp>
+#include <tokred/cpu/holitom.hpp>
 
 #include "scene_checks.hpp"
 
@@ -69,9 +71,80 @@ void clustering_scene() {
               static_cast<long long>(source[2]));
 }
 
+/// 4 frames of 2 x 3 patches of 2 values: the top row and the first bottom patch never change
+/// (two pairs of near-equal rows), the last two bottom patches flip sign every frame.
+std::vector<float> still_and_moving_video() {
+  const float frame[6][2] = {{1.0f, 1.0f}, {1.25f, 1.0f}, {4.0f, 0.0f}, {4.0f, 0.25f}, {1.0f, 2.0f}, {-2.0f, 1.0f}};
+  std::vector<float> x;
+  for (int t = 0; t < 4; ++t)
+    for (int p = 0; p < 6; ++p) {
+      const float sign = p >= 4 && t % 2 == 1 ? -1.0f : 1.0f;
+      x.insert(x.end(), {sign * frame[p][0], sign * frame[p][1]});
+    }
+  return x;
+}
+
+void holitom_scene() {
+  std::printf("holitom\n");
+  const std::vector<float> video = still_and_moving_video();
+  const std::vector<float> attention = {0.1f, 0.1f, 0.1f, 0.1f, 0.4f, 0.2f,   // frame 0: patch 4 gets more
+                                        0.1f, 0.1f, 0.1f, 0.1f, 0.1f, 0.5f,   // frame 1: patch 5
+                                        0.1f, 0.1f, 0.1f, 0.1f, 0.3f, 0.3f,   // frame 2: a tie
+                                        0.1f, 0.1f, 0.1f, 0.1f, 0.2f, 0.4f};  // frame 3: patch 5
+  // example-begin holitom
+  // HoliTom on a 4-frame video of 2 x 3 patches (2 values each), keeping r = 25 % of its 24 tokens.
+  // Four patches stay still through all 4 frames (cosine > τ = 0.8 between frames), so the
+  // segmentation makes one window of 4 frames, saving 4·3 = 12 tokens; the rescaled ratio is
+  // r' = min(0.25 / (12/24), 1) = 0.5. The 4 still patches become their means over the window,
+  // then round(4·0.5) = 2 DPC-kNN clusters; each frame keeps ⌈2·0.5⌉ = 1 of its 2 moving patches,
+  // the one with the most attention.
+  tokred::holitom policy{};
+  policy.retain_ratio = 0.25;
+  const tokred::problem prob{tokred::token_grid{4, 2, 3}, 2};
+  const tokred::index_t bound = tokred::retained_count(policy, prob);  // 24: the count depends on the data
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  std::vector<float> merged(bound * 2);            // (bound, dim) rows [0, count) written
+  std::vector<std::int64_t> source(bound);         // (bound,) each row's representative token
+  std::vector<float> sizes(bound);                 // (bound,) tokens each row stands for
+  std::vector<std::int64_t> assign(24);            // (tokens,) every token's row, −1: dropped
+  std::vector<std::int64_t> count(1), window_start(4);
+  tokred::holitom_inputs<float> in{};
+  in.grid = prob.grid;
+  in.tokens = tokred::make_view<const float>(video.data(), 24, 2);   // (tokens, dim) pooled features
+  in.attention = tokred::make_view<const float>(attention.data(), 24);  // (tokens,) received attention
+  tokred::holitom_outputs<float> out{};
+  out.tokens = tokred::make_view(merged.data(), bound, 2);
+  out.source = tokred::make_view(source.data(), bound);
+  out.sizes = tokred::make_view(sizes.data(), bound);
+  out.assign = tokred::make_view(assign.data(), 24);
+  out.count = tokred::make_view(count.data(), 1);
+  out.window_start = tokred::make_view(window_start.data(), 4);
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok, count = {6}, window_start = {0, 0, 0, 0}. The window's two still clusters first
+  // (centers: patches 0 and 2 of frame 0, each standing for 2 patches × 4 frames), then one
+  // moving patch per frame: source = {0, 2, 4, 11, 16, 23}, sizes = {8, 8, 1, 1, 1, 1}. Frame 2's
+  // tie goes to the lower patch. Cluster 0 is 0.6·(1, 1) + 0.4·(1.25, 1) = (1.1, 1).
+  // example-end holitom
+  SCENE_CHECK(s == tokred::status::ok && bound == 24);
+  SCENE_CHECK((count == std::vector<std::int64_t>{6}));
+  SCENE_CHECK((window_start == std::vector<std::int64_t>{0, 0, 0, 0}));
+  source.resize(6);
+  sizes.resize(6);
+  SCENE_CHECK((source == std::vector<std::int64_t>{0, 2, 4, 11, 16, 23}));
+  SCENE_CHECK((sizes == std::vector<float>{8, 8, 1, 1, 1, 1}));
+  SCENE_CHECK(std::abs(merged[0] - 1.1f) < 1e-6f && std::abs(merged[1] - 1.0f) < 1e-6f);
+  SCENE_CHECK(std::abs(merged[2] - 4.0f) < 1e-6f && std::abs(merged[3] - 0.1f) < 1e-6f);
+  SCENE_CHECK(assign[1] == 0 && assign[21] == 1 && assign[5] == -1 && assign[11] == 3);
+  std::printf("  %lld rows, sources %lld %lld %lld %lld %lld %lld\n", static_cast<long long>(count[0]),
+              static_cast<long long>(source[0]), static_cast<long long>(source[1]), static_cast<long long>(source[2]),
+              static_cast<long long>(source[3]), static_cast<long long>(source[4]), static_cast<long long>(source[5]));
+}
+
 }  // namespace
 
 int main() {
   clustering_scene();
+  holitom_scene();
   return scene::finish();
 }

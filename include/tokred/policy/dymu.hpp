@@ -50,14 +50,6 @@ struct dymu {
   merge_order order = merge_order::original;
 };
 
-/// Outputs of dymu: those of every merge sized by the bound N (tokens (N, dim), source (N,),
-/// positions (N, 3), sizes (N,), each optional; assign (N,) optional), plus `count`, required,
-/// where `apply` writes how many rows it filled (N − r_eff).
-template <class E, class Space = host_space>
-struct counted_merge_outputs : merge_outputs<E, Space> {
-  view<std::int64_t, 1, Space> count;  // (1,) required: the number of output tokens
-};
-
 namespace detail {
 
 /// The parameter and grid checks of dymu: `invalid_parameter` (NaN θ, negative protect or

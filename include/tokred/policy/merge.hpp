@@ -107,6 +107,14 @@ struct merge_outputs {
   view<std::int64_t, 1, Space> assign;     // (tokens,)
 };
 
+/// Outputs of a merge whose count depends on the data (dymu, holitom): `merge_outputs` sized by
+/// the policy's static upper bound (`retained_count`), plus `count`, required, where `apply`
+/// writes how many rows it filled. Rows and entries past the count are left as they were.
+template <class E, class Space = host_space>
+struct counted_merge_outputs : merge_outputs<E, Space> {
+  view<std::int64_t, 1, Space> count;  // (1,) required: the number of output tokens
+};
+
 /// Outputs of tome_match, both required: indexed by A token k (token 2k).
 template <class Space = host_space>
 struct match_outputs {
