@@ -1,8 +1,9 @@
 // clustering.cpp — merging by clustering: DPC-kNN picks one center per cluster of similar
 // tokens, every other token joins its nearest center, and each cluster becomes one token; HoliTom
-// does that to the still tokens of a video window and keeps the moving ones by attention. The
-// docs quote the regions between the example markers verbatim; the checks around them make sure
-// their comments tell the truth.
+// does that to the still tokens of a video window and keeps the moving ones by attention, then
+// folds image tokens into their most similar kept ones inside the LLM. The docs quote the
+// regions between the example markers verbatim; the checks around them make sure their comments
+// tell the truth.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <tokred/tokred.hpp>
 #include <tokred/cpu/clustering.hpp>
 #include <tokred/cpu/holitom.hpp>
+#include <tokred/cpu/holitom_inner.hpp>
 
 #include "scene_checks.hpp"
 
@@ -141,10 +143,49 @@ void holitom_scene() {
               static_cast<long long>(source[3]), static_cast<long long>(source[4]), static_cast<long long>(source[5]));
 }
 
+void holitom_inner_scene() {
+  std::printf("holitom_inner\n");
+  // 6 image tokens of 2 values at the merge layer, and the last query's attention to them.
+  const std::vector<float> hidden = {1, 0.25f, 1, 0, 0.8f, 0.6f, 0.6f, 0.8f, 4, 3, 0, 2};
+  const std::vector<float> attention = {0.1f, 0.5f, 0.2f, 0.7f, 0.1f, 0.6f};
+  // example-begin holitom_inner
+  // HoliTom's merge inside the LLM: keep round(6·(1 − 0.5)) = 3 image tokens, those the last query
+  // attends to most (3, 5, 1), and fold every other token into its most cosine-similar kept one,
+  // in index order, by halving: h ← (h + x) / 2.
+  const tokred::holitom_inner policy{/*r=*/0.5};
+  const tokred::problem prob{tokred::sequence_grid(6), 2};
+  const tokred::index_t kept = tokred::retained_count(policy, prob);  // 3
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, policy, prob));
+
+  std::vector<float> merged(kept * 2);     // (kept, dim) the kept tokens, in index order
+  std::vector<std::int64_t> source(kept);  // (kept,) their indices: RoPE positions start + source
+  std::vector<float> sizes(kept);          // (kept,) 1 + the tokens folded in
+  std::vector<std::int64_t> assign(6);     // (tokens,) every token's row
+  const tokred::holitom_inner_inputs<float> in{tokred::make_view<const float>(hidden.data(), 6, 2),
+                                               tokred::make_view<const float>(attention.data(), 6)};
+  const tokred::holitom_inner_outputs<float> out{
+      tokred::make_view(merged.data(), kept, 2), tokred::make_view(source.data(), kept),
+      tokred::make_view(sizes.data(), kept), tokred::make_view(assign.data(), 6)};
+  const tokred::status s = tokred::apply(tokred::cpu{}, policy, in, out, {scratch.data(), scratch.size()});
+  // s == ok. source = {1, 3, 5}, assign = {0, 0, 1, 1, 1, 2}, sizes = {2, 3, 1}: token 0 joins
+  // token 1 (1, 0) → (1, 0.125); tokens 2 and 4 join token 3 (0.6, 0.8) → (0.7, 0.7) → (2.35, 1.85).
+  // example-end holitom_inner
+  SCENE_CHECK(s == tokred::status::ok && kept == 3);
+  SCENE_CHECK((source == std::vector<std::int64_t>{1, 3, 5}));
+  SCENE_CHECK((assign == std::vector<std::int64_t>{0, 0, 1, 1, 1, 2}));
+  SCENE_CHECK((sizes == std::vector<float>{2, 3, 1}));
+  SCENE_CHECK(merged[0] == 1.0f && merged[1] == 0.125f);
+  SCENE_CHECK(std::abs(merged[2] - 2.35f) < 1e-6f && std::abs(merged[3] - 1.85f) < 1e-6f);
+  SCENE_CHECK(merged[4] == 0.0f && merged[5] == 2.0f);
+  std::printf("  kept %lld %lld %lld\n", static_cast<long long>(source[0]), static_cast<long long>(source[1]),
+              static_cast<long long>(source[2]));
+}
+
 }  // namespace
 
 int main() {
   clustering_scene();
   holitom_scene();
+  holitom_inner_scene();
   return scene::finish();
 }

@@ -7,6 +7,10 @@
 // (cosine ≈ 0.99), so windows form at τ = 0.8. r = 0.25 (the paper's 25 % setting), D = 0 (the
 // default: dynamic tokens by attention alone) and D = 0.5 (half of them DPC-kNN clusters).
 // Counters: `kept` the output rows, `windows` the windows found.
+//
+// holitom_inner: the merge inside the LLM on L = 1568 and 3136 image tokens (8 and 16 frames of
+// 196) of width 3584, r = 0.5; the product of the L/2 other rows with the L/2 kept ones is
+// L²/4·C multiply-adds: `flops` gives its rate against the one-core FMA peak in `peak_flops`.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -14,7 +18,9 @@
 #include "bench_data.hpp"
 
 #include <tokred/cpu/holitom.hpp>
+#include <tokred/cpu/holitom_inner.hpp>
 
+#include "reference/holitom_inner_ref.hpp"
 #include "reference/holitom_ref.hpp"
 
 namespace tokred::bench {
@@ -88,10 +94,61 @@ void BM_holitom_scalar_reference(benchmark::State& state) {
   }
 }
 
+/// (image tokens, dim) of the inner merge.
+void inner_grid(benchmark::internal::Benchmark* b) {
+  b->ArgsProduct({{1568, 3136}, {3584}})->ArgNames({"tokens", "dim"})->Unit(benchmark::kMillisecond);
+}
+
+/// The product's multiply-adds as a rate, with the FMA peak beside it.
+void count_inner_flops(benchmark::State& state, index_t n, index_t dim) {
+  const double kept = static_cast<double>(n / 2), rest = static_cast<double>(n) - kept;
+  state.counters["flops"] = benchmark::Counter(2.0 * kept * rest * static_cast<double>(dim), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_flops"] = fma_peak();
+}
+
+/// holitom_inner, every output requested, one share.
+template <class E>
+void BM_holitom_inner(benchmark::State& state) {
+  const index_t n = state.range(0), dim = state.range(1);
+  const holitom_inner policy{0.5};
+  const problem prob{sequence_grid(n), dim};
+  const index_t kept = retained_count(policy, prob);
+  merge_storage<E> storage(kept, n, dim);
+  const holitom_inner_outputs<E> out{make_view(storage.tokens.data(), kept, dim), make_view(storage.source.data(), kept),
+                                     make_view(storage.sizes.data(), kept), make_view(storage.assign.data(), n)};
+  const holitom_inner_inputs<E> in{token_rows<E>(n, dim), make_view<const float>(attention_of(n).data(), n)};
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
+  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  count_inner_flops(state, n, dim);
+}
+
+/// The floor of holitom_inner: one memcpy of its input rows.
+template <class E>
+void BM_memcpy_inner_input(benchmark::State& state) {
+  const view<const E, 2> rows = token_rows<E>(state.range(0), state.range(1));
+  time_memcpy(state, rows);
+}
+
+/// The scalar reference of holitom_inner: the oracle.
+void BM_holitom_inner_scalar_reference(benchmark::State& state) {
+  const index_t n = state.range(0), dim = state.range(1);
+  const view<const float, 2> rows = token_rows<float>(n, dim);
+  for (auto _ : state) {
+    const ref::holitom_inner_result r = ref::holitom_inner_run(holitom_inner{0.5}, rows, attention_of(n));
+    benchmark::DoNotOptimize(r.tokens.data());
+  }
+  count_inner_flops(state, n, dim);
+}
+
 BENCHMARK_TEMPLATE(BM_memcpy_input, float)->ArgsProduct({{8, 32}, {1024, 3584}})->ArgNames({"frames", "dim"})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_holitom, float)->Apply(shape_grid);
 BENCHMARK_TEMPLATE(BM_holitom, bf16)->Apply(shape_grid);
 BENCHMARK(BM_holitom_scalar_reference)->Apply(shape_grid)->Iterations(1);
+BENCHMARK_TEMPLATE(BM_memcpy_inner_input, float)->Apply(inner_grid);
+BENCHMARK_TEMPLATE(BM_holitom_inner, float)->Apply(inner_grid);
+BENCHMARK_TEMPLATE(BM_holitom_inner, bf16)->Apply(inner_grid);
+// The oracle is O(L²·C) in double with the norms recomputed per pair: the smaller size, once.
+BENCHMARK(BM_holitom_inner_scalar_reference)->Args({1568, 3584})->ArgNames({"tokens", "dim"})->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace
 }  // namespace tokred::bench
