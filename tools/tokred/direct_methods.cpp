@@ -345,17 +345,6 @@ class framefusion_runner final : public direct_reducer<E> {
   std::vector<float> merged_sizes_, head_scores_;
 };
 
-/// Makes `Runner<E>` for the compute type `e`.
-template <template <class> class Runner, class... Args>
-std::unique_ptr<reducer> for_element(element e, const Args&... args) {
-  switch (e) {
-    case element::f16: return std::make_unique<Runner<f16>>(args...);
-    case element::bf16: return std::make_unique<Runner<bf16>>(args...);
-    case element::f32: break;
-  }
-  return std::make_unique<Runner<float>>(args...);
-}
-
 template <class Select, bool Counted, template <class> class Score>
 struct selection_by {
   template <class E>

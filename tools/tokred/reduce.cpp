@@ -95,11 +95,7 @@ std::string make_reducer(const any_pipeline& p, const token_input& in, const sid
     return "the pipeline reads the caller's scores (visionzip, or score=input): give --scores, or rank "
            "by a score computed from the tokens (score=norm, score=query or score=temporal)";
   if (shape.reads_query && !side.query) return "the pipeline needs query rows: give --query";
-  switch (e) {
-    case element::f32: out = std::make_unique<typed_reducer<float>>(p, in, side); break;
-    case element::f16: out = std::make_unique<typed_reducer<f16>>(p, in, side); break;
-    case element::bf16: out = std::make_unique<typed_reducer<bf16>>(p, in, side); break;
-  }
+  out = for_element<typed_reducer>(e, p, in, side);
   return {};
 }
 

@@ -51,6 +51,17 @@ class reducer {
   virtual index_t kept() const = 0;
 };
 
+/// Makes `Runner<E>` from `args` for the compute type `e`.
+template <template <class> class Runner, class... Args>
+std::unique_ptr<reducer> for_element(element e, const Args&... args) {
+  switch (e) {
+    case element::f16: return std::make_unique<Runner<f16>>(args...);
+    case element::bf16: return std::make_unique<Runner<bf16>>(args...);
+    case element::f32: break;
+  }
+  return std::make_unique<Runner<float>>(args...);
+}
+
 /// Binds `p` to `in` computing in `e`. An error message when the pipeline cannot run on the input
 /// (naming the stage and the reason) or lacks an input it needs; empty on success.
 std::string make_reducer(const any_pipeline& p, const token_input& in, const side_inputs& side, element e,

@@ -110,6 +110,15 @@ const char* policies_elsewhere =
     "- Not token reductions, so not measured here: `pyramid_schedule` (PyramidDrop's per-layer keep counts), "
     "`sequence_positions` and the M-RoPE position ids.\n";
 
+/// The budgets at which `method` did not run on `item` for the reason `note`, in row order.
+std::vector<double> failed_budgets(const bench_report& r, const std::string& method, const std::string& item,
+                                   const std::string& note) {
+  std::vector<double> at;
+  for (const bench_row& row : r.rows)
+    if (row.method == method && row.item == item && !row.ran() && row.note == note) at.push_back(row.budget);
+  return at;
+}
+
 /// The rows that did not run, one line per method and reason: the inputs, each with the budgets
 /// it failed at unless that was every budget the method runs at.
 std::string not_run(const bench_report& r) {
@@ -123,9 +132,7 @@ std::string not_run(const bench_report& r) {
     for (const std::string& note : notes) {
       std::vector<std::string> where;
       for (const bench_item& it : r.items) {
-        std::vector<double> at;
-        for (const bench_row& row : r.rows)
-          if (row.method == m.name && row.item == it.name && !row.ran() && row.note == note) at.push_back(row.budget);
+        const std::vector<double> at = failed_budgets(r, m.name, it.name, note);
         if (at.empty()) continue;
         where.push_back(at.size() == budgets ? it.name : fmt::format("{} (at {})", it.name, fmt::join(at, ", ")));
       }

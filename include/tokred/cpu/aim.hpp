@@ -110,12 +110,7 @@ void aim_frame(const aim& p, const aim_inputs<Ein>& in, const merge_outputs<Eout
   if (requested(out.source))
     for (index_t q = 0; q < kept; ++q) out.source(f * kept + q) = source[q];
   if (requested(out.positions))
-    for (index_t q = 0; q < kept; ++q) {
-      const token_position at = in.grid.position(source[q]);
-      out.positions(f * kept + q, 0) = at.t;
-      out.positions(f * kept + q, 1) = at.h;
-      out.positions(f * kept + q, 2) = at.w;
-    }
+    for (index_t q = 0; q < kept; ++q) write_position(out.positions, f * kept + q, in.grid, source[q]);
   if (requested(out.sizes)) {
     for (index_t q = 0; q < kept; ++q) out.sizes(f * kept + q) = 0.0f;
     for (index_t i = 0; i < n; ++i) out.sizes(f * kept + s.total[i]) += 1.0f;

@@ -180,9 +180,7 @@ void cluster_row(const dpc_knn& p, const view<const Ein, 2>& tokens,  // (tokens
     return weighted_mean_row<Arch>(tokens, group, count, weight, total, out, out_stride);
   const Ein* center = &tokens(group[0], 0);
   if (count == 1) return copy_row<Arch>(center, tokens.stride(1), out, out_stride, dim);
-  float members = weight(group[1]);
-  for (index_t m = 2; m < count; ++m) members += weight(group[m]);
-  weighted_mean_row<Arch>(tokens, group + 1, count - 1, weight, members, mean, 1);
+  weighted_mean_row<Arch>(tokens, group + 1, count - 1, weight, total_weight(group + 1, count - 1, weight), mean, 1);
   const float rest = 1.0f - p.beta;
   for (index_t c = 0; c < dim; ++c) {
     const float x = to_float(center[c * tokens.stride(1)]);
@@ -194,27 +192,15 @@ void cluster_row(const dpc_knn& p, const view<const Ein, 2>& tokens,  // (tokens
 template <class Arch, class Ein, class Eout>
 void cluster_write(const dpc_knn& p, const merge_inputs<Ein>& in, const merge_outputs<Eout>& out,
                    const dpc_scratch& s) noexcept {
-  const bool has_sizes = requested(in.sizes);
-  const auto weight = [&](index_t i) { return has_sizes ? in.sizes(i) : 1.0f; };
+  const auto weight = carried_weight(in.sizes);
   for (index_t q = 0; q < p.clusters; ++q) {
     const index_t* group = s.members + s.offsets[q];
-    const index_t count = s.offsets[q + 1] - s.offsets[q], c = group[0];
-    float total = weight(group[0]);
-    for (index_t m = 1; m < count; ++m) total += weight(group[m]);
+    const index_t count = s.offsets[q + 1] - s.offsets[q];
+    const float total = total_weight(group, count, weight);
     if (requested(out.sizes)) out.sizes(q) = total;
     if (requested(out.tokens))
       cluster_row<Arch>(p, in.tokens, group, count, weight, total, s.mean, &out.tokens(q, 0), out.tokens.stride(1));
-    if (requested(out.source)) out.source(q) = requested(in.source) ? in.source(c) : c;
-    if (requested(out.positions)) {
-      if (requested(in.positions)) {
-        for (int k = 0; k < 3; ++k) out.positions(q, k) = in.positions(c, k);
-      } else {
-        const token_position at = in.grid.position(c);
-        out.positions(q, 0) = at.t;
-        out.positions(q, 1) = at.h;
-        out.positions(q, 2) = at.w;
-      }
-    }
+    write_provenance(in, out, q, group[0]);  // the center's
   }
   if (requested(out.assign))
     for (index_t i = 0; i < in.grid.tokens(); ++i) out.assign(i) = s.slot[i];
@@ -229,11 +215,7 @@ status check_cluster_values(const merge_inputs<E>& in) noexcept {
   const index_t n = in.grid.tokens();
   for (index_t i = 0; i < n; ++i)
     if (!std::isfinite(row_squared_norm<Arch>(rows, i))) return status::invalid_parameter;
-  if (requested(in.sizes))
-    for (index_t i = 0; i < n; ++i)
-      if (!(in.sizes(i) > 0.0f && in.sizes(i) <= std::numeric_limits<float>::max()))
-        return status::invalid_parameter;
-  return status::ok;
+  return check_carried_sizes(in.sizes);
 }
 
 }  // namespace detail

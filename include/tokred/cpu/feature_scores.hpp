@@ -101,23 +101,15 @@ inline constexpr index_t temporal_block_max = 64;
 
 /// temporal_similarity's score of one row against the row in its slot of the previous frame,
 /// whose squared norm is `prev_sq`; `cur_sq` gets the row's own squared norm (the next frame's
-/// `prev_sq`). Unit-stride rows take one pass of the pair kernel for the dot product and the norm.
-/// The batch scores and temporal_stream both score through this, so they agree bit for bit.
+/// `prev_sq`). Unit-stride rows take one pass of the pair kernel for the dot product and the norm
+/// (`dot_and_sq`). The batch scores and temporal_stream both score through this, so they agree
+/// bit for bit.
 template <class Arch, class E>
 float temporal_pair(const temporal_similarity& p, const E* cur, index_t cur_stride, const E* prev,
                     index_t prev_stride, index_t dim, float prev_sq, float& cur_sq) noexcept {
-  float dot;
-  if (cur_stride == 1 && prev_stride == 1) {
-    const E* const b[2] = {prev, cur};
-    float values[2];
-    combine_contiguous<Arch, pair_op::dot, 2>(cur, b, dim, values);
-    dot = values[0];
-    cur_sq = values[1];
-  } else {
-    dot = combine<Arch, pair_op::dot>(cur, cur_stride, prev, prev_stride, dim);
-    cur_sq = combine<Arch, pair_op::dot>(cur, cur_stride, cur, cur_stride, dim);
-  }
-  const float c = cosine_of(dot, cur_sq, prev_sq);
+  const dot_sq d = dot_and_sq<Arch>(cur, cur_stride, prev, prev_stride, dim);
+  cur_sq = d.sq;
+  const float c = cosine_of(d.dot, cur_sq, prev_sq);
   return p.is == temporal_similarity::measure::dissimilarity ? 1.0f - c : c;
 }
 

@@ -71,8 +71,7 @@ template <class Arch, class E, class Write>
 void framefusion_similarities(const view<const E, 2>& metric,  // (rows, metric_dim)
                               const index_t* prev, float* squares, index_t r0, index_t r1,
                               const Write& write) noexcept {
-  const index_t dim = metric.extent(1);
-  const bool contiguous = metric.stride(1) == 1;
+  const index_t dim = metric.extent(1), stride = metric.stride(1);
   for (index_t r = r0; r < r1; ++r) {
     const index_t p = prev[r];
     if (p < 0) {
@@ -81,19 +80,9 @@ void framefusion_similarities(const view<const E, 2>& metric,  // (rows, metric_
       continue;
     }
     const float p_sq = p >= r0 ? squares[p] : row_squared_norm<Arch>(metric, p);
-    float dot, r_sq;
-    if (contiguous) {
-      const E* const b[2] = {&metric(p, 0), &metric(r, 0)};
-      float values[2];
-      combine_contiguous<Arch, pair_op::dot, 2>(&metric(r, 0), b, dim, values);
-      dot = values[0];
-      r_sq = values[1];
-    } else {
-      dot = combine<Arch, pair_op::dot>(&metric(r, 0), metric.stride(1), &metric(p, 0), metric.stride(1), dim);
-      r_sq = row_squared_norm<Arch>(metric, r);
-    }
-    squares[r] = r_sq;
-    write(r, framefusion_cosine(dot, r_sq, p_sq));
+    const dot_sq d = dot_and_sq<Arch>(&metric(r, 0), stride, &metric(p, 0), stride, dim);
+    squares[r] = d.sq;
+    write(r, framefusion_cosine(d.dot, d.sq, p_sq));
   }
 }
 
@@ -199,14 +188,12 @@ template <class Arch, class Ein, class Eout>
 void framefusion_write(const framefusion& p, const framefusion_inputs<Ein>& in,
                        const framefusion_outputs<Eout>& out, const framefusion_scratch& v, index_t q0,
                        index_t q1, index_t i0, index_t i1) noexcept {
-  const bool carried = requested(in.sizes);
-  const auto size_of = [&](index_t r) { return carried ? in.sizes(r) : 1.0f; };
+  const auto size_of = carried_weight(in.sizes);
   const auto one = [](index_t) { return 1.0f; };
   for (index_t q = q0; q < q1; ++q) {
     const index_t* group = v.groups + v.offsets[q];
     const index_t count = v.offsets[q + 1] - v.offsets[q], head = group[0];
-    float size = size_of(head);
-    for (index_t m = 1; m < count; ++m) size += size_of(group[m]);
+    const float size = total_weight(group, count, size_of);
     if (requested(out.sizes)) out.sizes(q) = size;
     if (requested(out.tokens)) {
       Eout* row = &out.tokens(q, 0);
@@ -220,12 +207,7 @@ void framefusion_write(const framefusion& p, const framefusion_inputs<Ein>& in,
     }
     const index_t source = requested(in.source) ? static_cast<index_t>(in.source(head)) : head;
     if (requested(out.source)) out.source(q) = source;
-    if (requested(out.positions)) {
-      const token_position at = in.grid.position(source);
-      out.positions(q, 0) = at.t;
-      out.positions(q, 1) = at.h;
-      out.positions(q, 2) = at.w;
-    }
+    if (requested(out.positions)) write_position(out.positions, q, in.grid, source);
   }
   if (requested(out.assign))
     for (index_t i = i0; i < i1; ++i) out.assign(i) = v.slot[i];
@@ -240,10 +222,7 @@ status check_framefusion_values(const framefusion_inputs<E>& in, bool sizes) noe
   if (requested(in.source))
     for (index_t r = 0; r < rows; ++r)
       if (in.source(r) < 0 || in.source(r) >= n) return status::index_out_of_range;
-  if (sizes && requested(in.sizes))
-    for (index_t r = 0; r < rows; ++r)
-      if (!(in.sizes(r) > 0.0f && std::isfinite(in.sizes(r)))) return status::invalid_parameter;
-  return status::ok;
+  return sizes ? check_carried_sizes(in.sizes) : status::ok;
 }
 
 }  // namespace detail

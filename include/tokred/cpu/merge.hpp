@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "tokred/core/contract.hpp"
@@ -166,11 +167,33 @@ void cross_dots(const view<const E, 2>& a,  // (a_rows, dim)
   }
 }
 
+/// The weight of input token i in a merge's means: its carried size, or 1 when none are carried.
+inline auto carried_weight(const view<const float, 1>& sizes) noexcept {  // (tokens,) or empty
+  const bool carried = requested(sizes);
+  return [sizes, carried](index_t i) { return carried ? sizes(i) : 1.0f; };
+}
+
+/// Σ weight(members[m]) in member order: the `total` of `weighted_mean_row`.
+template <class Weight>
+float total_weight(const index_t* members, index_t count, const Weight& weight) noexcept {
+  float total = weight(members[0]);
+  for (index_t m = 1; m < count; ++m) total += weight(members[m]);
+  return total;
+}
+
+/// The value check of carried sizes: `invalid_parameter` for one that is not a positive finite
+/// number, `ok` otherwise and when none are carried.
+inline status check_carried_sizes(const view<const float, 1>& sizes) noexcept {  // (tokens,) or empty
+  for (index_t i = 0; i < sizes.extent(0); ++i)
+    if (!(sizes(i) > 0.0f && sizes(i) <= std::numeric_limits<float>::max())) return status::invalid_parameter;
+  return status::ok;
+}
+
 /// Writes the size-weighted mean of the rows `members[0 … count)` of `rows` to `out`:
 /// (Σ w_m·x_m) / total with w_m = weight(members[m]), accumulated in member order in fp32 (the
 /// first product rounded, every later one added by `multiply_add`, in batches and one by one
 /// alike), then one division.
-/// `total` is the members' total weight, summed in the same order by the caller.
+/// `total` is the members' total weight, summed in the same order (`total_weight`).
 template <class Arch, class Ein, class Eout, class Weight>
 void weighted_mean_row(const view<const Ein, 2>& rows,  // (tokens, dim)
                        const index_t* members, index_t count, const Weight& weight, float total,
@@ -193,6 +216,30 @@ void weighted_mean_row(const view<const Ein, 2>& rows,  // (tokens, dim)
     for (index_t m = 1; m < count; ++m) acc = multiply_add<Arch>(to_float(rows(members[m], c)), weight(members[m]), acc);
     out[c * out_stride] = from_float<Eout>(acc / total);
   }
+}
+
+/// Writes (t, h, w) of output row q: row c of the `carried` positions when they are given (an
+/// earlier merge's), else grid.position(c); (−1, −1, −1) for c < 0, a row that stands for no
+/// grid cell (a [CLS] token, PruMerge's extra token).
+inline void write_position(const view<std::int32_t, 2>& positions,  // (rows, 3)
+                           index_t q, const token_grid& grid, index_t c,
+                           const view<const std::int32_t, 2>& carried = {}) noexcept {  // (tokens, 3)
+  if (c >= 0 && requested(carried)) {
+    for (int k = 0; k < 3; ++k) positions(q, k) = carried(c, k);
+    return;
+  }
+  const token_position at = c < 0 ? token_position{-1, -1, -1} : grid.position(c);
+  positions(q, 0) = at.t;
+  positions(q, 1) = at.h;
+  positions(q, 2) = at.w;
+}
+
+/// Writes output row q's source and position, those of input token i: the carried ones of an
+/// earlier merge when given.
+template <class Ein, class Eout>
+void write_provenance(const merge_inputs<Ein>& in, const merge_outputs<Eout>& out, index_t q, index_t i) noexcept {
+  if (requested(out.source)) out.source(q) = requested(in.source) ? in.source(i) : i;
+  if (requested(out.positions)) write_position(out.positions, q, in.grid, i, in.positions);
 }
 
 }  // namespace detail

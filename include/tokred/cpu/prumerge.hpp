@@ -56,43 +56,19 @@ struct prumerge_scratch {
   }
 };
 
-/// Step 1 for the `M` kept tokens `ids`: the dot of each one's key with every key, into
-/// dots[m·N + j]. Every key row j is the shared row of one block against the M kept keys; the
-/// canonical order makes each pair's bits those of any other kernel.
-template <class Arch, int M, class E>
-void group_dots(const view<const E, 2>& keys,  // (tokens, key_dim), unit inner stride
-                const std::int64_t* ids, float* dots) noexcept {
-  const index_t n = keys.extent(0), dim = keys.extent(1);
-  const E* kept[M];
-  for (int m = 0; m < M; ++m) kept[m] = &keys(ids[m], 0);
-  for (index_t j = 0; j < n; ++j) {
-    float values[M];
-    combine_contiguous<Arch, pair_op::dot, M>(&keys(j, 0), kept, dim, values);
-    for (int m = 0; m < M; ++m) dots[m * n + j] = values[m];
-  }
-}
-
 /// Step 1 for the `count` ≤ prumerge_group kept tokens `ids`: cosine[m·N + j] = cos(k_ids[m], k_j),
-/// the dot scaled by both keys' cosine_scale (`scale`); entry ids[m] of row m is unused.
+/// the dot scaled by both keys' cosine_scale (`scale`); entry ids[m] of row m is unused. Every key
+/// row j is the shared row of one `row_set::pairs` pass against the kept keys (held in L1); the
+/// canonical order makes each pair's bits those of any other kernel.
 template <class Arch, class E>
 void group_cosines(const view<const E, 2>& keys,  // (tokens, key_dim)
-                   const std::int64_t* ids, index_t count, const float* scale, float* cosine) noexcept {
-  const index_t n = keys.extent(0);
-  if (keys.stride(1) == 1) {
-    switch (count) {
-      case 4: group_dots<Arch, 4>(keys, ids, cosine); break;
-      case 3: group_dots<Arch, 3>(keys, ids, cosine); break;
-      case 2: group_dots<Arch, 2>(keys, ids, cosine); break;
-      default: group_dots<Arch, 1>(keys, ids, cosine); break;
-    }
-  } else {
-    const row_set<Arch, E> rows{keys};
-    for (index_t m = 0; m < count; ++m)
-      for (index_t j = 0; j < n; ++j) cosine[m * n + j] = rows.template pair<pair_op::dot>(ids[m], j);
-  }
-  for (index_t m = 0; m < count; ++m) {
-    const float si = scale[ids[m]];
-    for (index_t j = 0; j < n; ++j) cosine[m * n + j] = cosine[m * n + j] * si * scale[j];
+                   const index_t* ids, index_t count, const float* scale, float* cosine) noexcept {
+  const row_set<Arch, E> rows{keys};
+  const index_t n = rows.size();
+  for (index_t j = 0; j < n; ++j) {
+    float dots[prumerge_group];
+    rows.template pairs<pair_op::dot>(j, ids, count, dots);
+    for (index_t m = 0; m < count; ++m) cosine[m * n + j] = dots[m] * scale[ids[m]] * scale[j];
   }
 }
 
@@ -184,15 +160,6 @@ inline prumerge_finish finish_of(const prumerge_merge& p, const view<const float
   return f;
 }
 
-/// Writes (t, h, w) of `token` to row q of `positions`, (−1, −1, −1) for token −1.
-inline void write_position(const view<std::int32_t, 2>& positions, index_t q, const token_grid& grid,
-                           index_t token) noexcept {
-  const token_position at = token < 0 ? token_position{-1, -1, -1} : grid.position(token);
-  positions(q, 0) = at.t;
-  positions(q, 1) = at.h;
-  positions(q, 2) = at.w;
-}
-
 /// Output rows [q0, q1) of the kept tokens (q1 ≤ kept).
 template <class Arch, class Ein, class Eout>
 void prumerge_kept_rows(const prumerge_merge& p, const prumerge_inputs<Ein>& in, const prumerge_outputs<Eout>& out,
@@ -205,7 +172,7 @@ void prumerge_kept_rows(const prumerge_merge& p, const prumerge_inputs<Ein>& in,
   const index_t n = keys.extent(0);
   for (index_t g = q0; g < q1; g += prumerge_group) {
     const index_t count = std::min(prumerge_group, q1 - g);
-    std::int64_t ids[prumerge_group];
+    index_t ids[prumerge_group];
     for (index_t t = 0; t < count; ++t) ids[t] = in.kept(g + t);
     if (search) group_cosines<Arch>(keys, ids, count, s.scale, s.cosine);
     for (index_t q = g; q < g + count; ++q) {

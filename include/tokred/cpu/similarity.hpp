@@ -92,6 +92,25 @@ float combine(const E* a, index_t sa, const E* b, index_t sb, index_t n) noexcep
   return sum;
 }
 
+/// The dot product x·y and the squared norm ‖x‖², each with the bits `combine` gives it alone.
+struct dot_sq {
+  float dot = 0.0f;
+  float sq = 0.0f;
+};
+
+/// x·y and ‖x‖² of two rows of `n` elements (element strides `sx`, `sy`): one pass of the pair
+/// kernel, x read once, when both are contiguous; two `combine` calls otherwise.
+template <class Arch, class E>
+dot_sq dot_and_sq(const E* x, index_t sx, const E* y, index_t sy, index_t n) noexcept {
+  if (sx == 1 && sy == 1) {
+    const E* const b[2] = {y, x};
+    float values[2];
+    combine_contiguous<Arch, pair_op::dot, 2>(x, b, n, values);
+    return {values[0], values[1]};
+  }
+  return {combine<Arch, pair_op::dot>(x, sx, y, sy, n), combine<Arch, pair_op::dot>(x, sx, x, sx, n)};
+}
+
 /// ‖row i‖²: the pair kernel of the row with itself.
 template <class Arch, class E>
 float row_squared_norm(const view<const E, 2>& rows, index_t i) noexcept {  // rows: (tokens, dim)

@@ -185,8 +185,7 @@ inline void tome_layout(const tome& p, index_t n, index_t r, const tome_scratch&
 template <class Arch, class Ein, class Eout>
 void tome_write(const merge_inputs<Ein>& in, const merge_outputs<Eout>& out, index_t r,
                 const tome_scratch& t, index_t q0, index_t q1, index_t i0, index_t i1) noexcept {
-  const bool has_sizes = requested(in.sizes);
-  const auto weight = [&](index_t i) { return has_sizes ? in.sizes(i) : 1.0f; };
+  const auto weight = carried_weight(in.sizes);
   for (index_t q = q0; q < q1; ++q) {
     const index_t i = t.rep[q];
     const index_t* group = t.rep + q;
@@ -196,22 +195,11 @@ void tome_write(const merge_inputs<Ein>& in, const merge_outputs<Eout>& out, ind
       group = t.members + t.offsets[j];
       count = t.offsets[j + 1] - t.offsets[j];
     }
-    float total = weight(group[0]);
-    for (index_t m = 1; m < count; ++m) total += weight(group[m]);
+    const float total = total_weight(group, count, weight);
     if (requested(out.sizes)) out.sizes(q) = total;
     if (requested(out.tokens))
       weighted_mean_row<Arch>(in.tokens, group, count, weight, total, &out.tokens(q, 0), out.tokens.stride(1));
-    if (requested(out.source)) out.source(q) = requested(in.source) ? in.source(i) : i;
-    if (requested(out.positions)) {
-      if (requested(in.positions)) {
-        for (int c = 0; c < 3; ++c) out.positions(q, c) = in.positions(i, c);
-      } else {
-        const token_position at = in.grid.position(i);
-        out.positions(q, 0) = at.t;
-        out.positions(q, 1) = at.h;
-        out.positions(q, 2) = at.w;
-      }
-    }
+    write_provenance(in, out, q, i);
   }
   if (requested(out.assign))
     for (index_t i = i0; i < i1; ++i) out.assign(i) = t.slot[i];
@@ -223,13 +211,9 @@ void tome_write(const merge_inputs<Ein>& in, const merge_outputs<Eout>& out, ind
 /// [b_protected, b).
 template <class E>
 status check_merge_values(const tome& p, const merge_inputs<E>& in, index_t r) noexcept {
-  const index_t n = in.grid.tokens();
-  if (requested(in.sizes))
-    for (index_t i = 0; i < n; ++i)
-      if (!(in.sizes(i) > 0.0f && in.sizes(i) <= std::numeric_limits<float>::max()))
-        return status::invalid_parameter;
+  if (status s = check_carried_sizes(in.sizes); s != status::ok) return s;
   if (r > 0 && requested(in.partner)) {
-    const bipartite_split s = split_of(n, p.protect);
+    const bipartite_split s = split_of(in.grid.tokens(), p.protect);
     for (index_t k = s.a_protected; k < s.a; ++k)
       if (in.partner(k) < s.b_protected || in.partner(k) >= s.b) return status::index_out_of_range;
   }

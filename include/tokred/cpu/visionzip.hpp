@@ -206,12 +206,7 @@ void visionzip_write(const visionzip& p, const visionzip_inputs<Ein>& in, const 
     if (requested(out.source)) out.source(q) = i;
     if (requested(out.sizes))
       out.sizes(q) = q < p.dominant ? 1.0f : static_cast<float>(1 + v.offsets[q - p.dominant + 1] - v.offsets[q - p.dominant]);
-    if (requested(out.positions)) {
-      const token_position at = i < cls ? token_position{-1, -1, -1} : in.grid.position(i - cls);
-      out.positions(q, 0) = at.t;
-      out.positions(q, 1) = at.h;
-      out.positions(q, 2) = at.w;
-    }
+    if (requested(out.positions)) write_position(out.positions, q, in.grid, i - cls);  // [CLS]: −1
   }
   if (requested(out.assign))
     for (index_t i = i0; i < i1; ++i) out.assign(i) = v.slot[i];

@@ -79,13 +79,7 @@ status check_aim(const aim& p, const aim_inputs<Ein, Space>& in, const merge_out
   const index_t n = in.grid.tokens(), kept = c.count * in.grid.frames;
   if (status s = check_rows(in.tokens, n); s != status::ok) return s;
   if (status s = check_optional_view(out.tokens, {kept, in.tokens.extent(1)}); s != status::ok) return s;
-  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return s;
-  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
-  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return s;
-  if (status s = check_optional_view(out.assign, {n}); s != status::ok) return s;
-  const bool hit = overlaps_any(in.tokens, out.tokens, out.source, out.positions, out.sizes, out.assign) ||
-                   any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign);
-  return hit ? status::aliasing : status::ok;
+  return check_merge_outputs(out, kept, n, in.tokens);
 }
 
 }  // namespace detail

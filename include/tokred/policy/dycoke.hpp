@@ -148,17 +148,9 @@ count_result check_dycoke(const dycoke& p, const dycoke_inputs<Ein, Space>& in,
   const index_t n = in.grid.tokens(), kept = c.count;
   if (status s = check_rows(compared_rows(in), n); s != status::ok) return fail(s);
   if (status s = check_row_output(in.tokens, n, out.tokens, kept); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.assign, {n}); s != status::ok) return fail(s);
-
   const view<const Ein, 2, Space> read_tokens = requested(out.tokens) ? in.tokens : view<const Ein, 2, Space>{};
-  const auto hits_input = [&](const auto& o) { return overlaps_any(o, compared_rows(in), read_tokens); };
-  const bool hit = hits_input(out.tokens) || hits_input(out.source) || hits_input(out.positions) ||
-                   hits_input(out.sizes) || hits_input(out.assign) ||
-                   any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign);
-  return hit ? fail(status::aliasing) : c;
+  const status s = check_merge_outputs(out, kept, n, compared_rows(in), read_tokens);
+  return s != status::ok ? fail(s) : c;
 }
 
 }  // namespace detail

@@ -195,6 +195,34 @@ status check_compared_rows(const merge_inputs<E, Space>& in) noexcept {
   return check_rows(compared_rows(in), in.grid.tokens());
 }
 
+/// The checks of the provenance an earlier merge carried in, each optional: sizes and source
+/// (N,), positions (N, 3).
+template <class E, class Space>
+status check_carried(const merge_inputs<E, Space>& in) noexcept {
+  const index_t n = in.grid.tokens();
+  if (status s = check_optional_view(in.sizes, {n}); s != status::ok) return s;
+  if (status s = check_optional_view(in.source, {n}); s != status::ok) return s;
+  return check_optional_view(in.positions, {n, index_t{3}});
+}
+
+/// The checks of a merge's outputs other than the token rows (which the caller checks against
+/// the rows they come from), in order: source, positions, sizes (kept,) and assign (tokens,),
+/// each optional; then `aliasing` when any output may overlap one of `inputs` (every view the
+/// merge reads) or another output.
+template <class E, class Space, class... Inputs>
+status check_merge_outputs(const merge_outputs<E, Space>& out, index_t kept, index_t tokens,
+                           const Inputs&... inputs) noexcept {
+  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return s;
+  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return s;
+  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return s;
+  if (status s = check_optional_view(out.assign, {tokens}); s != status::ok) return s;
+  const auto hits_input = [&](const auto& o) { return overlaps_any(o, inputs...); };
+  const bool hit = hits_input(out.tokens) || hits_input(out.source) || hits_input(out.positions) ||
+                   hits_input(out.sizes) || hits_input(out.assign) ||
+                   any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign);
+  return hit ? status::aliasing : status::ok;
+}
+
 /// Every check of tome that needs no access to values, in the documented order: parameters and
 /// grid, compared rows, token rows (when out.tokens is requested), the carried inputs (sizes,
 /// source, positions, the given matching), the outputs, overlaps. Returns the count on success.
@@ -206,30 +234,17 @@ merge_count check_tome(const tome& p, const merge_inputs<Ein, Space>& in,
   const auto fail = [](status s) { return merge_count{s, 0, 0}; };
   const index_t n = in.grid.tokens(), kept = c.kept, a = a_tokens(n);
   if (status s = check_compared_rows(in); s != status::ok) return fail(s);
-  const bool tok = requested(out.tokens);
   if (status s = check_row_output(in.tokens, n, out.tokens, kept); s != status::ok) return fail(s);
-  if (status s = check_optional_view(in.sizes, {n}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(in.source, {n}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(in.positions, {n, index_t{3}}); s != status::ok) return fail(s);
+  if (status s = check_carried(in); s != status::ok) return fail(s);
   if (requested(in.similarity) || requested(in.partner)) {  // a given matching: both halves
     if (status s = check_view(in.similarity, {a}); s != status::ok) return fail(s);
     if (status s = check_view(in.partner, {a}); s != status::ok) return fail(s);
   }
-  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.assign, {n}); s != status::ok) return fail(s);
-
   // The token rows are read only when the tokens output is requested.
-  const view<const Ein, 2, Space> read_tokens = tok ? in.tokens : view<const Ein, 2, Space>{};
-  const auto hits_input = [&](const auto& o) {
-    return overlaps_any(o, compared_rows(in), read_tokens, in.sizes, in.source, in.positions,
-                        in.similarity, in.partner);
-  };
-  const bool hit = hits_input(out.tokens) || hits_input(out.source) || hits_input(out.positions) ||
-                   hits_input(out.sizes) || hits_input(out.assign) ||
-                   any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign);
-  return hit ? fail(status::aliasing) : c;
+  const view<const Ein, 2, Space> read_tokens = requested(out.tokens) ? in.tokens : view<const Ein, 2, Space>{};
+  const status s = check_merge_outputs(out, kept, n, compared_rows(in), read_tokens, in.sizes, in.source,
+                                       in.positions, in.similarity, in.partner);
+  return s != status::ok ? fail(s) : c;
 }
 
 /// Every check of tome_match, in order: protect and grid, compared rows, both outputs (a_tokens,),

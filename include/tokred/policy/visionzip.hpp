@@ -123,17 +123,9 @@ visionzip_shape check_visionzip(const visionzip& p, const visionzip_inputs<Ein, 
   if (status s = check_view(in.scores, {in.grid.tokens()}); s != status::ok) return fail(s);
   if (status s = check_rows(compared_rows(in), rows); s != status::ok) return fail(s);
   if (status s = check_row_output(in.tokens, rows, out.tokens, kept); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.source, {kept}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.positions, {kept, index_t{3}}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.sizes, {kept}); s != status::ok) return fail(s);
-  if (status s = check_optional_view(out.assign, {rows}); s != status::ok) return fail(s);
-
   const view<const Ein, 2, Space> read_tokens = requested(out.tokens) ? in.tokens : view<const Ein, 2, Space>{};
-  const auto hits_input = [&](const auto& o) { return overlaps_any(o, in.scores, compared_rows(in), read_tokens); };
-  const bool hit = hits_input(out.tokens) || hits_input(out.source) || hits_input(out.positions) ||
-                   hits_input(out.sizes) || hits_input(out.assign) ||
-                   any_overlap(out.tokens, out.source, out.positions, out.sizes, out.assign);
-  return hit ? fail(status::aliasing) : shape;
+  const status s = check_merge_outputs(out, kept, rows, in.scores, compared_rows(in), read_tokens);
+  return s != status::ok ? fail(s) : shape;
 }
 
 }  // namespace detail
