@@ -211,10 +211,7 @@ void cluster_write(const dpc_knn& p, const merge_inputs<Ein>& in, const merge_ou
 /// carried size that is not a positive finite number.
 template <class Arch, class E>
 status check_cluster_values(const merge_inputs<E>& in) noexcept {
-  const view<const E, 2> rows = compared_rows(in);
-  const index_t n = in.grid.tokens();
-  for (index_t i = 0; i < n; ++i)
-    if (!std::isfinite(row_squared_norm<Arch>(rows, i))) return status::invalid_parameter;
+  if (status s = check_finite_rows<Arch>(compared_rows(in)); s != status::ok) return s;
   return check_carried_sizes(in.sizes);
 }
 

@@ -207,7 +207,7 @@ void holitom_window(const holitom& p, double ratio, index_t start, index_t end, 
   const holitom_inputs<Ein>& in = writer.in;
   const holitom_outputs<Eout>& out = writer.out;
   const index_t hw = in.grid.frame_tokens(), dim = in.tokens.extent(1), w = end - start + 1;
-  const dpc_knn still_policy{0, p.k, p.beta, p.merge};
+  const dpc_knn cluster_policy{0, p.k, p.beta, p.merge};  // the row formula of both clusterings
 
   // Still and dynamic positions: still over every pair of the window (none in a one-frame one).
   index_t still_count = 0, n = 0;
@@ -229,9 +229,9 @@ void holitom_window(const holitom& p, double ratio, index_t start, index_t end, 
     }
     cluster_rows<Arch>(means, still_clusters, p.k, s.still_clusters);
   }
+  const auto still_center = [&](index_t q) { return s.statics[s.still_clusters.members[s.still_clusters.offsets[q]]]; };
   const auto write_still = [&](index_t q) {
-    const index_t center = s.statics[s.still_clusters.members[s.still_clusters.offsets[q]]];
-    s.still_slot[q] = writer.cluster(still_policy, means, s.still_clusters, q, start * hw + center, static_cast<float>(w));
+    s.still_slot[q] = writer.cluster(cluster_policy, means, s.still_clusters, q, start * hw + still_center(q), static_cast<float>(w));
   };
   if (p.layout == holitom_layout::windows)
     for (index_t q = 0; q < still_clusters; ++q) write_still(q);
@@ -251,7 +251,7 @@ void holitom_window(const holitom& p, double ratio, index_t start, index_t end, 
     index_t items = 0;
     if (p.layout == holitom_layout::frame_rows && t == start)
       for (index_t q = 0; q < still_clusters; ++q)
-        s.items[items++] = {s.statics[s.still_clusters.members[s.still_clusters.offsets[q]]], holitom_item_kind::still_cluster, q};
+        s.items[items++] = {still_center(q), holitom_item_kind::still_cluster, q};
     for (index_t d = 0; d < dominant; ++d)
       s.items[items++] = {s.dynamics[s.dominant[d]], holitom_item_kind::dominant, static_cast<index_t>(s.dominant[d])};
     if (contextual > 0) {
@@ -271,7 +271,6 @@ void holitom_window(const holitom& p, double ratio, index_t start, index_t end, 
     if (p.layout == holitom_layout::frame_rows)
       std::sort(s.items, s.items + items, [](const holitom_item& a, const holitom_item& b) { return a.p < b.p; });
 
-    const dpc_knn context_policy{0, p.k, p.beta, p.merge};
     const bool newlines = p.layout == holitom_layout::frame_rows && requested(in.newline);
     for (index_t m = 0; m < items; ++m) {
       const holitom_item& item = s.items[m];
@@ -279,7 +278,7 @@ void holitom_window(const holitom& p, double ratio, index_t start, index_t end, 
         case holitom_item_kind::still_cluster: write_still(item.id); break;
         case holitom_item_kind::dominant: s.dynamic_slot[item.id] = writer.copy(base + item.p); break;
         case holitom_item_kind::contextual:
-          s.context_slot[item.id] = writer.cluster(context_policy, gathered, s.context_clusters, item.id, base + item.p, 1.0f);
+          s.context_slot[item.id] = writer.cluster(cluster_policy, gathered, s.context_clusters, item.id, base + item.p, 1.0f);
           break;
       }
       const index_t h = item.p / in.grid.width;
@@ -300,21 +299,13 @@ void holitom_window(const holitom& p, double ratio, index_t start, index_t end, 
         out.assign(t * hw + s.statics[i]) = still_clusters > 0 ? s.still_slot[s.still_clusters.slot[i]] : -1;
 }
 
-/// The value check of holitom, made by every share before anything is written:
-/// `invalid_parameter` for a token row whose squared norm is not finite in fp32.
-template <class Arch, class E>
-status check_holitom_values(const holitom_inputs<E>& in) noexcept {
-  for (index_t i = 0; i < in.grid.tokens(); ++i)
-    if (!std::isfinite(row_squared_norm<Arch>(in.tokens, i))) return status::invalid_parameter;
-  return status::ok;
-}
-
 }  // namespace detail
 
 /// holitom on CPU. See the top of this file for the steps; share 0 does all the work, the other
 /// shares check and return. Checks, in order: the exec (`invalid_exec`); `detail::check_holitom`
 /// (parameters and grid; token rows and out.tokens; attention; newline; outputs; overlaps); the
-/// workspace; `detail::check_holitom_values` (non-finite token rows).
+/// workspace; `detail::check_finite_rows` (non-finite token rows, `invalid_parameter`), made by
+/// every share before anything is written.
 /// Workspace: 4·(H·W)² bytes of distances (twice with D > 0) plus about 4·H·W·dim (twice with
 /// D > 0), 4·N and 40·H·W, the same for any nth.
 template <class Arch>
@@ -333,7 +324,7 @@ struct backend<holitom, cpu<Arch>> {
     if (status s = detail::check_holitom(p, in, out); s != status::ok) return s;
     const std::size_t need = workspace_bytes(exec, p, problem{in.grid, in.tokens.extent(1)});
     if (status s = check_workspace(ws, need); s != status::ok) return s;
-    if (status s = detail::check_holitom_values<Arch>(in); s != status::ok) return s;
+    if (status s = detail::check_finite_rows<Arch>(in.tokens); s != status::ok) return s;
     if (exec.ith != 0) return status::ok;
 
     detail::arena carver(ws);

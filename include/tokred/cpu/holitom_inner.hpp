@@ -109,21 +109,13 @@ void inner_targets(index_t rest, index_t kept, index_t dim, const holitom_inner_
   });
 }
 
-/// The value check of holitom_inner, made by every share before anything is written:
-/// `invalid_parameter` for a token row whose squared norm is not finite in fp32.
-template <class Arch, class E>
-status check_inner_values(const holitom_inner_inputs<E>& in) noexcept {
-  for (index_t i = 0; i < in.tokens.extent(0); ++i)
-    if (!std::isfinite(row_squared_norm<Arch>(in.tokens, i))) return status::invalid_parameter;
-  return status::ok;
-}
-
 }  // namespace detail
 
 /// holitom_inner on CPU. See the top of this file for the steps; share 0 does all the work, the
 /// other shares check and return. Checks, in order: the exec (`invalid_exec`);
 /// `detail::check_holitom_inner` (count; token rows and out.tokens; attention; outputs;
-/// overlaps); the workspace; `detail::check_inner_values` (non-finite token rows).
+/// overlaps); the workspace; `detail::check_finite_rows` (non-finite token rows,
+/// `invalid_parameter`), made by every share before anything is written.
 /// Workspace: 4·L·dim bytes of fp32 rows, the product's panels and about 40·L, for any nth.
 template <class Arch>
 struct backend<holitom_inner, cpu<Arch>> {
@@ -144,7 +136,7 @@ struct backend<holitom_inner, cpu<Arch>> {
     const index_t n = in.tokens.extent(0), dim = in.tokens.extent(1), kept = c.count, rest = n - kept;
     const std::size_t need = workspace_bytes(exec, p, problem{sequence_grid(n), dim});
     if (status s = check_workspace(ws, need); s != status::ok) return s;
-    if (status s = detail::check_inner_values<Arch>(in); s != status::ok) return s;
+    if (status s = detail::check_finite_rows<Arch>(in.tokens); s != status::ok) return s;
     if (exec.ith != 0) return status::ok;
 
     detail::arena carver(ws);

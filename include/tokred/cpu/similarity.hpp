@@ -17,9 +17,12 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "tokred/core/element.hpp"
+#include "tokred/core/status.hpp"
+#include "tokred/core/view.hpp"
 #include "tokred/cpu/simd.hpp"
 
 namespace tokred::detail {
@@ -116,6 +119,16 @@ template <class Arch, class E>
 float row_squared_norm(const view<const E, 2>& rows, index_t i) noexcept {  // rows: (tokens, dim)
   return combine<Arch, pair_op::dot>(&rows(i, 0), rows.stride(1), &rows(i, 0), rows.stride(1),
                                      rows.extent(1));
+}
+
+/// `invalid_parameter` when some row's squared norm is not finite in fp32 (a NaN or inf value, or
+/// values too large to square), else `ok`: the value check of the policies whose distances or
+/// cosines would turn such a row into NaN decisions.
+template <class Arch, class E>
+status check_finite_rows(const view<const E, 2>& rows) noexcept {  // rows: (tokens, dim)
+  for (index_t i = 0; i < rows.extent(0); ++i)
+    if (!std::isfinite(row_squared_norm<Arch>(rows, i))) return status::invalid_parameter;
+  return status::ok;
 }
 
 /// Column sums of rows [first, first + count), each column summed in row order; contiguous rows
