@@ -296,6 +296,95 @@ void stc_scene() {
   SCENE_CHECK(kept == std::vector<std::int64_t>({5, 6, 10}));
 }
 
+void stc_pruner_scene() {
+  std::printf("stc_pruner\n");
+  const tokred::index_t objects[3] = {5, 6, 10};
+  // example-begin stc-pruner
+  // STC-Pruner in one call per chunk: the same stream (3 x 4 tokens, dim 4, one frame a chunk);
+  // each call scores its chunk against the frame mean and the stream's memory, keeps the least
+  // redundant token of each frame, and names it by its index in the whole stream.
+  const tokred::stc_pruner pruner{tokred::gaussian_redundancy{}, tokred::keep_budget::count(1)};
+  const tokred::problem chunk{tokred::token_grid{1, 3, 4}, 4};
+  const tokred::index_t width = tokred::redundancy_channels(pruner.score, chunk.dim);  // 2
+
+  std::vector<double> sums(width);  // the stream's memory: zero chunks when a stream starts
+  std::int64_t chunks = 0;
+  const tokred::redundancy_memory<> memory{tokred::make_view(sums.data(), width), tokred::make_view(&chunks, 1), {}};
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, pruner, chunk));
+  const tokred::index_t per_chunk = tokred::retained_count(pruner, chunk);  // 1 token of 1 frame
+  std::vector<float> kept_rows(3 * 4);         // full rows, for the LLM
+  std::vector<std::int64_t> kept(3);           // their indices in the stream
+  std::vector<std::int32_t> positions(3 * 3);  // their (t, h, w)
+  tokred::status s = tokred::status::ok;
+  for (int frame = 0; frame < 3 && s == tokred::status::ok; ++frame) {  // stop at a failure
+    const std::vector<float> rows = stream_frame(frame, objects[frame]);  // the encoder's output
+    const std::size_t at = static_cast<std::size_t>(frame * per_chunk);
+    const auto tokens = tokred::make_view(rows.data(), 12, 4);
+    s = tokred::apply(tokred::cpu{}, pruner, tokred::stc_pruner_inputs<float>{chunk.grid, frame, tokens, memory},
+                      tokred::selection_outputs<float>{tokred::make_view(&kept_rows[at * 4], per_chunk, 4),
+                                                       tokred::make_view(&kept[at], per_chunk),
+                                                       tokred::make_view(&positions[at * 3], per_chunk, 3)},
+                      {scratch.data(), scratch.size()});
+  }
+  // s == ok, chunks == 3, kept == {5, 18, 34} (frame·12 + the object's slot),
+  // positions == {(0, 1, 1), (1, 1, 2), (2, 2, 2)}.
+  // example-end stc-pruner
+  SCENE_CHECK(s == tokred::status::ok && chunks == 3);
+  SCENE_CHECK(kept == std::vector<std::int64_t>({5, 18, 34}));
+  SCENE_CHECK(positions == std::vector<std::int32_t>({0, 1, 1, 1, 1, 2, 2, 2, 2}));
+  for (std::size_t f = 0; f < 3; ++f) SCENE_CHECK(kept_rows[f * 4 + 2] == 0.0f && kept_rows[f * 4 + 3] == 1.0f);
+}
+
+/// One vision-encoder layer's keys for a frame of 3 x 4 tokens (width 4): a background key that
+/// varies a little along w, and an object's key at slot `object`.
+std::vector<float> layer_keys(tokred::index_t object) {
+  std::vector<float> keys(12 * 4);
+  for (tokred::index_t slot = 0; slot < 12; ++slot) {
+    float* key = &keys[static_cast<std::size_t>(slot * 4)];
+    key[0] = 1.0f + 0.1f * static_cast<float>(slot % 4);
+    key[1] = 0.5f;
+    key[2] = slot == object ? 2.0f : 0.0f;
+    key[3] = 0.0f;
+  }
+  return keys;
+}
+
+void stc_cacher_scene() {
+  std::printf("stc_cacher\n");
+  const tokred::index_t objects[3] = {5, 6, 6};
+  std::vector<std::vector<std::int64_t>> recomputed_per_chunk;
+  // example-begin stc-cacher
+  // STC-Cacher in one vision-encoder layer, one frame a chunk (3 x 4 tokens): a reference chunk
+  // runs the layer in full and caches its keys and outputs; in the others the layer computes the
+  // keys and recomputes only the tokens whose keys moved away from the cached ones.
+  const tokred::stc_cacher cacher{0.2, 2};  // u = int(12 · 0.2) = 2 a frame; chunks 0, 2, … refresh
+  const tokred::problem frame{tokred::token_grid{1, 3, 4}, 4};
+  std::vector<float> cached_keys;  // the layer's cache of the reference frame (with its outputs)
+  std::vector<std::int64_t> recompute(tokred::retained_count(cacher, frame));  // (u,)
+  std::vector<std::byte> scratch(tokred::workspace_bytes(tokred::cpu{}, cacher, frame));
+  tokred::status s = tokred::status::ok;
+  for (tokred::index_t chunk = 0; chunk < 3 && s == tokred::status::ok; ++chunk) {
+    const std::vector<float> keys = layer_keys(objects[chunk]);  // this layer's K projection
+    if (tokred::is_reference_chunk(cacher, chunk)) {
+      cached_keys = keys;  // ... and the full layer's attention and MLP outputs
+      continue;
+    }
+    s = tokred::apply(tokred::cpu{}, cacher,
+                      tokred::stc_cacher_inputs<float>{frame.grid, tokred::make_view(keys.data(), 12, 4),
+                                                       tokred::make_view(cached_keys.data(), 12, 4)},
+                      tokred::selection_outputs<float>{{}, tokred::make_view(recompute.data(), 2), {}},
+                      {scratch.data(), scratch.size()});
+    // The engine now computes Q and V for the `recompute` rows, their attention against every
+    // fresh key, and their MLP, and takes the cached outputs for the other rows.
+    recomputed_per_chunk.push_back(recompute);
+  }
+  // s == ok; chunk 1 recomputes {5, 6}, where the object left and arrived; chunk 2 is a reference.
+  // example-end stc-cacher
+  SCENE_CHECK(s == tokred::status::ok);
+  SCENE_CHECK(recomputed_per_chunk.size() == 1);
+  SCENE_CHECK(recomputed_per_chunk[0] == std::vector<std::int64_t>({5, 6}));
+}
+
 }  // namespace
 
 int main() {
@@ -306,5 +395,7 @@ int main() {
   norm_scene();
   relevance_scene();
   stc_scene();
+  stc_pruner_scene();
+  stc_cacher_scene();
   return scene::finish();
 }

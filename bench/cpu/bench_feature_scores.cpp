@@ -1,12 +1,14 @@
 // bench/cpu/bench_feature_scores.cpp — temporal_similarity, token_norm, query_relevance and
 // gaussian_redundancy on CPU, the full EVS path (score + topk + gather), DTD path (score +
-// threshold) and STC-Pruner path (score + per-frame topk + gather), against a memcpy of the same
-// input bytes and the scalar reference (the double-precision oracle of the tests).
+// threshold), stc_pruner (STC-Pruner in one call: score, per-frame topk, gather) and stc_cacher
+// (STC-Cacher's recompute choice in one encoder layer), against a memcpy of the same input bytes
+// and the scalar reference (the double-precision oracle of the tests).
 //
 // Shapes: 32 frames × 729 tokens × 1152 (SigLIP-so400m's 27 × 27 grid and width: a long clip
 // before the projector), 8 frames × 144 tokens × 3584 (Qwen2.5-VL-7B's LLM width, 12 × 12 merged
-// tokens per temporal grid), 576 × 4096 (one LLaVA image at a 7B LLM width), and STC's chunks of
-// 1 and 4 LLaVA-OneVision frames (196 tokens × 3584, after the projector and pooling).
+// tokens per temporal grid), 576 × 4096 (one LLaVA image at a 7B LLM width), STC's chunks of
+// 1 and 4 LLaVA-OneVision frames (196 tokens × 3584, after the projector and pooling), and
+// STC-Cacher's chunks of 1 and 4 frames of keys in one SigLIP layer (729 tokens × 1152).
 //
 // Every score reads its input once and writes 4 bytes per token: `bytes_per_second` counts the
 // input bytes, as does the memcpy baseline's (which also writes them), so the two rates compare
@@ -20,13 +22,18 @@
 
 #include <tokred/cpu/feature_scores.hpp>
 #include <tokred/cpu/redundancy.hpp>
+#include <tokred/cpu/stc_cacher.hpp>
+#include <tokred/cpu/stc_pruner.hpp>
 #include <tokred/cpu/threshold.hpp>
 #include <tokred/policy/feature_scores.hpp>
 #include <tokred/policy/redundancy.hpp>
+#include <tokred/policy/stc_cacher.hpp>
+#include <tokred/policy/stc_pruner.hpp>
 #include <tokred/policy/threshold.hpp>
 
 #include "reference/feature_scores_ref.hpp"
 #include "reference/redundancy_ref.hpp"
+#include "reference/stc_cacher_ref.hpp"
 
 namespace tokred::bench {
 namespace {
@@ -44,6 +51,12 @@ void image_shape(benchmark::internal::Benchmark* b) {
 
 void stc_shapes(benchmark::internal::Benchmark* b) {
   b->Args({1, 196, 3584})->Args({4, 196, 3584})->ArgNames({"frames", "hw", "dim"})->Unit(benchmark::kMicrosecond);
+}
+
+/// (frames, frame tokens, key width): STC-Cacher's chunks of 1 and 4 frames in one layer of
+/// LLaVA-OneVision's SigLIP (27 × 27 tokens, width 1152).
+void cacher_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({1, 729, 1152})->Args({4, 729, 1152})->ArgNames({"frames", "hw", "dim"})->Unit(benchmark::kMicrosecond);
 }
 
 void count_input(benchmark::State& state, index_t n, index_t dim, std::size_t element) {
@@ -226,33 +239,60 @@ void BM_stc_scalar_reference(benchmark::State& state) {
   count_input(state, frames * hw, dim, sizeof(float));
 }
 
-/// STC-Pruner end to end: the score, the 60 least redundant tokens of every frame, their rows and
-/// positions.
+/// STC-Pruner end to end in one stc_pruner call: the score, the 60 least redundant tokens of
+/// every frame, their rows, sources and positions.
 template <class E>
-void BM_stc_path(benchmark::State& state) {
+void BM_stc_pruner(benchmark::State& state) {
   const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
   const token_grid grid = video_grid(frames, hw);
   const index_t n = grid.tokens();
-  const view<const E, 2> rows = video_rows<E>(frames, hw, dim);
-  const gaussian_redundancy score{};
-  const topk select{keep_budget::count(60), scope::per_frame};
+  const stc_pruner policy{};
   const problem prob{grid, dim};
-  const index_t k = retained_count(select, prob);
-  stream_memory memory(redundancy_channels(score, dim));
-  path_buffers<E> b(n, k, dim);
-  std::vector<std::byte> scratch(
-      std::max(workspace_bytes(cpu<>{}, score, prob), workspace_bytes(cpu<>{}, select, prob)));
-  const workspace ws{scratch.data(), scratch.size()};
-  const redundancy_inputs<E> in{grid, rows, memory.view()};
-  const score_outputs<> scored = b.scored();
-  const selection_inputs<E> ranked = b.ranked(grid, rows);
-  const selection_outputs<E> out = b.outputs();
-  const bool timed = time_steps(state, [&] {
-    const status s = apply(cpu<>{}, score, in, scored, ws);
-    return s != status::ok ? s : apply(cpu<>{}, select, ranked, out, ws);
-  });
-  if (!timed) return;
+  stream_memory memory(redundancy_channels(policy.score, dim));
+  path_buffers<E> b(n, retained_count(policy, prob), dim);
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
+  const stc_pruner_inputs<E> in{grid, 0, video_rows<E>(frames, hw, dim), memory.view()};
+  if (!time_apply(state, policy, in, b.outputs(), {scratch.data(), scratch.size()})) return;
   count_input(state, n, dim, sizeof(E));
+}
+
+/// One layer's keys of a chunk of `frames` frames and the reference frame's keys: frames 1 … F and
+/// frame 0 of one clip (about one slot in six changes per frame).
+template <class E>
+struct cacher_keys {
+  view<const E, 2> clip, keys, reference;
+  cacher_keys(index_t frames, index_t hw, index_t dim)
+      : clip(video_rows<E>(frames + 1, hw, dim)),
+        keys(clip.data_handle() + hw * dim, {frames * hw, dim}, {dim, 1}),
+        reference(clip.data_handle(), {hw, dim}, {dim, 1}) {}
+};
+
+/// STC-Cacher's choice of the tokens one layer recomputes in a chunk.
+template <class E>
+void BM_stc_cacher(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const cacher_keys<E> k(frames, hw, dim);
+  const stc_cacher policy{};
+  const problem prob{video_grid(frames, hw), dim};
+  std::vector<std::int64_t> chosen(static_cast<std::size_t>(retained_count(policy, prob)));
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
+  const stc_cacher_inputs<E> in{prob.grid, k.keys, k.reference};
+  const selection_outputs<E> out{{}, make_view(chosen.data(), static_cast<index_t>(chosen.size())), {}};
+  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  count_input(state, frames * hw, dim, sizeof(E));
+}
+
+/// The scalar reference of STC-Cacher's choice: the tests' oracle.
+void BM_stc_cacher_scalar_reference(benchmark::State& state) {
+  const index_t frames = state.range(0), hw = state.range(1), dim = state.range(2);
+  const cacher_keys<float> k(frames, hw, dim);
+  const token_grid grid = video_grid(frames, hw);
+  for (auto _ : state) {
+    const std::vector<std::int64_t> chosen =
+        ref::stc_recompute(stc_cacher{}, grid, ref::stc_similarities(grid, k.keys, k.reference));
+    benchmark::DoNotOptimize(chosen.data());
+  }
+  count_input(state, frames * hw, dim, sizeof(float));
 }
 
 BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(video_shapes);
@@ -282,8 +322,14 @@ BENCHMARK_TEMPLATE(BM_memcpy_input, bf16)->Apply(stc_shapes);
 BENCHMARK_TEMPLATE(BM_stc_score, float)->Apply(stc_shapes);
 BENCHMARK_TEMPLATE(BM_stc_score, bf16)->Apply(stc_shapes);
 BENCHMARK(BM_stc_scalar_reference)->Apply(stc_shapes);
-BENCHMARK_TEMPLATE(BM_stc_path, float)->Apply(stc_shapes);
-BENCHMARK_TEMPLATE(BM_stc_path, bf16)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_stc_pruner, float)->Apply(stc_shapes);
+BENCHMARK_TEMPLATE(BM_stc_pruner, bf16)->Apply(stc_shapes);
+
+BENCHMARK_TEMPLATE(BM_memcpy_input, float)->Apply(cacher_shapes);
+BENCHMARK_TEMPLATE(BM_memcpy_input, bf16)->Apply(cacher_shapes);
+BENCHMARK_TEMPLATE(BM_stc_cacher, float)->Apply(cacher_shapes);
+BENCHMARK_TEMPLATE(BM_stc_cacher, bf16)->Apply(cacher_shapes);
+BENCHMARK(BM_stc_cacher_scalar_reference)->Apply(cacher_shapes);
 
 }  // namespace
 }  // namespace tokred::bench

@@ -1,6 +1,7 @@
-// tests/cpu/test_golden_stc.cpp — gaussian_redundancy followed by a per-frame topk reproduces
-// STC-Pruner on outputs recorded from the original code: chunk after chunk of one stream sharing
-// one memory, the channels each chunk picks, the scores, the kept indices and the kept rows.
+// tests/cpu/test_golden_stc.cpp — STC-Pruner on outputs recorded from the original code, chunk
+// after chunk of one stream sharing one memory: gaussian_redundancy's channels and scores, the
+// kept indices and rows of gaussian_redundancy followed by a per-frame topk, and the same kept
+// indices and rows from stc_pruner in one call per chunk (in the stream's terms).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -9,6 +10,7 @@
 #include <tokred/tokred.hpp>
 #include <tokred/cpu/redundancy.hpp>
 #include <tokred/policy/redundancy.hpp>
+#include <tokred/policy/stc_pruner.hpp>
 
 #include "support/buffers.hpp"
 #include "support/catch.hpp"
@@ -62,6 +64,9 @@ void check_stc(const std::string& name, index_t side) {
                                    make_view(picked.data(), width)};
   host_workspace ws(workspace_bytes(cpu{}, score, problem{grid, dim}));
   host_workspace select_ws(workspace_bytes(cpu{}, select, problem{grid, dim}));
+  const stc_pruner pruner{score, keep_budget::count(k)};
+  redundancy_memory_buffers pruner_memory(width);  // the one-call form's own stream
+  host_workspace pruner_ws(workspace_bytes(cpu{}, pruner, problem{grid, dim}));
   for (std::size_t c = 0; c < chunks; ++c) {
     INFO("chunk " << c);
     const std::vector<float> x = chunk_of(features, c, static_cast<std::size_t>(rows * dim));
@@ -87,6 +92,18 @@ void check_stc(const std::string& name, index_t side) {
                   out.outputs(), select_ws.get()) == status::ok);
     CHECK(out.source == chunk_of(kept, c, static_cast<std::size_t>(kept_per_chunk)));
     CHECK(out.tokens == chunk_of(tokens, c, static_cast<std::size_t>(kept_per_chunk * dim)));
+
+    // In one call: the same rows, sources in the stream (chunk c starts at frame c·T).
+    const index_t first_frame = static_cast<index_t>(c) * grid.frames;
+    selection_buffers<float> one(kept_per_chunk, dim);
+    REQUIRE(apply(cpu{}, pruner, stc_pruner_inputs<float>{grid, first_frame, chunk, pruner_memory.view()},
+                  one.outputs(), pruner_ws.get()) == status::ok);
+    std::vector<std::int64_t> in_chunk = one.source;
+    for (std::int64_t& i : in_chunk) i -= first_frame * tpf;
+    CHECK(in_chunk == out.source);
+    CHECK(one.tokens == out.tokens);
+    CHECK(pruner_memory.sums == sums);
+    CHECK(pruner_memory.channels == picked);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <tokred/policy/redundancy.hpp>
 
 #include "reference/redundancy_ref.hpp"
+#include "support/buffers.hpp"
 #include "support/cases.hpp"
 #include "support/catch.hpp"
 #include "support/diversity.hpp"
@@ -23,27 +24,11 @@ using namespace tokred;
 using namespace tokred::testing;
 
 constexpr float sentinel = -4321.0f;
-constexpr std::int64_t channel_sentinel = -9;
-
-/// A caller-owned memory: sums, chunk count and the latest channels.
-struct memory_buffers {
-  std::vector<double> sums;
-  std::int64_t chunks = 0;
-  std::vector<std::int64_t> channels;
-
-  explicit memory_buffers(index_t width)
-      : sums(static_cast<std::size_t>(width), 0.0), channels(static_cast<std::size_t>(width), channel_sentinel) {}
-
-  redundancy_memory<> view() {
-    return {make_view(sums.data(), static_cast<index_t>(sums.size())), make_view(&chunks, 1),
-            make_view(channels.data(), static_cast<index_t>(channels.size()))};
-  }
-};
 
 /// One chunk run as `nth` shares (in reverse order) into sentinel-filled scores.
 template <class E>
 std::vector<float> run_chunk(const gaussian_redundancy& p, const token_grid& grid,
-                             const tokred::view<const E, 2>& tokens, memory_buffers& memory, int nth) {
+                             const tokred::view<const E, 2>& tokens, redundancy_memory_buffers& memory, int nth) {
   const problem prob{grid, tokens.extent(1)};
   std::vector<float> scores(static_cast<std::size_t>(grid.tokens()), sentinel);
   host_workspace ws(workspace_bytes(cpu{0, nth}, p, prob));
@@ -76,7 +61,7 @@ void check_stream(const shape_case& c, const gaussian_redundancy& p) {
   const index_t width = redundancy_channels(p, c.dim);
   INFO(c.name << " " << element_name<E>() << " ratio " << p.channel_ratio << " C " << width);
   REQUIRE(width > 0);
-  memory_buffers one(width), three(width);
+  redundancy_memory_buffers one(width), three(width);
   ref::stc_memory oracle;
   for (std::uint64_t chunk = 0; chunk < 3; ++chunk) {
     INFO("chunk " << chunk);
@@ -114,7 +99,7 @@ TEST_CASE("gaussian_redundancy: one token, a zero row, NaN and a fresh stream", 
   const gaussian_redundancy p{};
   SECTION("one token is its own frame mean: the frame term is g(0) = 5") {
     const std::vector<float> x = {0.5f, -1.0f, 2.0f, 0.25f};
-    memory_buffers m(2);
+    redundancy_memory_buffers m(2);
     const std::vector<float> s = run_chunk(p, image_grid(1, 1), make_view<const float>(x.data(), 1, 4), m, 1);
     // The memory is the token itself: both distances are 0.
     CHECK(s[0] == -10.0f);
@@ -124,7 +109,7 @@ TEST_CASE("gaussian_redundancy: one token, a zero row, NaN and a fresh stream", 
   SECTION("a zero row normalises to zero, not NaN") {
     std::vector<float> x(3 * 4, 0.0f);
     for (int c = 0; c < 4; ++c) x[static_cast<std::size_t>(4 + c)] = 1.0f + static_cast<float>(c);
-    memory_buffers m(2);
+    redundancy_memory_buffers m(2);
     const std::vector<float> s = run_chunk(p, sequence_grid(3), make_view<const float>(x.data(), 3, 4), m, 1);
     for (float v : s) CHECK(std::isfinite(v));
     ref::stc_memory oracle;
@@ -135,18 +120,18 @@ TEST_CASE("gaussian_redundancy: one token, a zero row, NaN and a fresh stream", 
     const shape_case c{"nan", sequence_grid(9), 6, layout::contiguous};
     token_matrix<float> rows = continuous_rows<float>(9, 6, layout::contiguous, 5);
     rows.rows(4, 1) = std::numeric_limits<float>::quiet_NaN();
-    memory_buffers m(3);
+    redundancy_memory_buffers m(3);
     const std::vector<float> s = run_chunk(p, c.grid, tokred::view<const float, 2>(rows.rows), m, 1);
     for (std::int64_t ch : m.channels) CHECK(ch != 1);
     for (float v : s) CHECK(std::isfinite(v));
     // With every channel scored, the NaN reaches every score of the chunk through the memory.
-    memory_buffers all(6);
+    redundancy_memory_buffers all(6);
     for (float v : run_chunk(gaussian_redundancy{1.0}, c.grid, tokred::view<const float, 2>(rows.rows), all, 1))
       CHECK(std::isnan(v));
   }
   SECTION("chunks == 0 ignores whatever the sums held") {
     const token_matrix<float> rows = continuous_rows<float>(16, 8, layout::contiguous, 11);
-    memory_buffers clean(4), dirty(4);
+    redundancy_memory_buffers clean(4), dirty(4);
     for (double& v : dirty.sums) v = 1e30;
     CHECK(same_bits(run_chunk(p, sequence_grid(16), tokred::view<const float, 2>(rows.rows), clean, 1),
                     run_chunk(p, sequence_grid(16), tokred::view<const float, 2>(rows.rows), dirty, 1)));
@@ -161,7 +146,7 @@ TEST_CASE("gaussian_redundancy: bad input leaves the scores and the memory untou
   const tokred::view<const float, 2> tokens = rows.rows;
   const gaussian_redundancy p{};
   std::vector<float> scores(static_cast<std::size_t>(n), sentinel);
-  memory_buffers m(4);
+  redundancy_memory_buffers m(4);
   m.chunks = 2;
   m.sums = {1.0, 2.0, 3.0, 4.0};
   const std::vector<double> sums_before = m.sums;
@@ -170,7 +155,7 @@ TEST_CASE("gaussian_redundancy: bad input leaves the scores and the memory untou
 
   const auto untouched = [&] {
     for (float s : scores) if (s != sentinel) return false;
-    for (std::int64_t c : m.channels) if (c != channel_sentinel) return false;
+    for (std::int64_t c : m.channels) if (c != redundancy_memory_buffers::channel_sentinel) return false;
     return m.chunks == 2 && m.sums == sums_before;
   };
   const auto run = [&](const gaussian_redundancy& q, const redundancy_inputs<float>& in,

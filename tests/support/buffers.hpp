@@ -11,6 +11,7 @@
 
 #include <tokred/policy/grid_reduce.hpp>
 #include <tokred/policy/merge.hpp>
+#include <tokred/policy/redundancy.hpp>
 #include <tokred/policy/selection.hpp>
 
 namespace tokred::testing {
@@ -34,6 +35,12 @@ std::size_t row_mismatches(const std::vector<E>& got, const std::vector<double>&
 }
 
 /// Sentinel-filled outputs of a selection: `untouched()` tells whether anything was written.
+/// Whether two vectors hold the same bytes (NaN equal to itself, -0 apart from +0).
+template <class T>
+bool same_bytes(const std::vector<T>& x, const std::vector<T>& y) {
+  return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(T)) == 0);
+}
+
 template <class E>
 struct selection_buffers {
   static constexpr std::int64_t source_sentinel = -12345;
@@ -56,11 +63,37 @@ struct selection_buffers {
             make_view(positions.data(), kept, 3)};
   }
 
+  bool same_bits(const selection_buffers& o) const {
+    return same_bytes(tokens, o.tokens) && source == o.source && positions == o.positions;
+  }
+
   bool untouched() const {
     for (auto s : source) if (s != source_sentinel) return false;
     for (auto p : positions) if (p != position_sentinel) return false;
     for (auto t : tokens) if (to_float(t) != -3.5f) return false;
     return true;
+  }
+};
+
+/// A caller-owned stream memory of gaussian_redundancy (and stc_pruner): sums, chunk count and the
+/// latest channels, a fresh stream (chunks = 0, channels filled with `channel_sentinel`).
+struct redundancy_memory_buffers {
+  static constexpr std::int64_t channel_sentinel = -9;
+
+  std::vector<double> sums;
+  std::int64_t chunks = 0;
+  std::vector<std::int64_t> channels;
+
+  explicit redundancy_memory_buffers(index_t width)
+      : sums(static_cast<std::size_t>(width), 0.0), channels(static_cast<std::size_t>(width), channel_sentinel) {}
+
+  redundancy_memory<> view() {
+    return {make_view(sums.data(), static_cast<index_t>(sums.size())), make_view(&chunks, 1),
+            make_view(channels.data(), static_cast<index_t>(channels.size()))};
+  }
+
+  bool operator==(const redundancy_memory_buffers& o) const {
+    return sums == o.sums && chunks == o.chunks && channels == o.channels;
   }
 };
 
@@ -134,11 +167,8 @@ struct merge_buffers {
            std::all_of(assign.begin(), assign.end(), [](std::int64_t a) { return a == -12345; });
   }
   bool same_bits(const merge_buffers& o) const {
-    const auto bytes_equal = [](const auto& x, const auto& y) {
-      return x.size() == y.size() && (x.empty() || std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0])) == 0);
-    };
-    return bytes_equal(tokens, o.tokens) && source == o.source && positions == o.positions &&
-           bytes_equal(sizes, o.sizes) && assign == o.assign;
+    return same_bytes(tokens, o.tokens) && source == o.source && positions == o.positions &&
+           same_bytes(sizes, o.sizes) && assign == o.assign;
   }
 };
 

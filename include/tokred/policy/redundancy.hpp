@@ -95,6 +95,15 @@ inline status check_redundancy_width(const gaussian_redundancy& p, index_t dim) 
   return redundancy_width(p.channel_ratio, dim) == 0 ? status::invalid_ratio : status::ok;
 }
 
+/// The memory's shapes for a memory width C: `sums` (C,), `chunks` (1,), `channels` (C,) if
+/// requested. Its values are not read.
+template <class Space>
+status check_redundancy_memory(const redundancy_memory<Space>& m, index_t width) noexcept {
+  if (status s = check_view(m.sums, {width}); s != status::ok) return s;
+  if (status s = check_view(m.chunks, {index_t{1}}); s != status::ok) return s;
+  return check_optional_view(m.channels, {width});
+}
+
 /// Every check of gaussian_redundancy, in the documented order: the ratio and the grid, `tokens`
 /// against (N, dim), the width, the memory (`sums` (C,), `chunks` (1,), `channels` (C,) if
 /// requested), `scores` (N,), then `aliasing` when any written view overlaps the tokens or
@@ -107,12 +116,10 @@ status check_redundancy(const gaussian_redundancy& p, const redundancy_inputs<E,
   const index_t n = in.grid.tokens(), dim = in.tokens.extent(1);
   if (status s = check_view(in.tokens, {n, dim}); s != status::ok) return s;
   if (status s = check_redundancy_width(p, dim); s != status::ok) return s;
-  const index_t width = redundancy_width(p.channel_ratio, dim);
-  const redundancy_memory<Space>& m = in.memory;
-  if (status s = check_view(m.sums, {width}); s != status::ok) return s;
-  if (status s = check_view(m.chunks, {1}); s != status::ok) return s;
-  if (status s = check_optional_view(m.channels, {width}); s != status::ok) return s;
+  if (status s = check_redundancy_memory(in.memory, redundancy_width(p.channel_ratio, dim)); s != status::ok)
+    return s;
   if (status s = check_scores_output(out, n); s != status::ok) return s;
+  const redundancy_memory<Space>& m = in.memory;
   const bool written_over_tokens = overlaps_any(in.tokens, out.scores, m.sums, m.chunks, m.channels);
   return written_over_tokens || any_overlap(out.scores, m.sums, m.chunks, m.channels) ? status::aliasing
                                                                                        : status::ok;
