@@ -55,9 +55,12 @@ struct backend<stc_pruner, cpu<Arch>> {
         s != status::ok)
       return s;
 
+    // The selection's checks passed above (its scores live in the workspace, which no output may
+    // share): it returns ok.
     const topk per_frame{p.keep, scope::per_frame};
     const selection_inputs<Ein> ranked{in.chunk, view<const float, 1>(scores), in.tokens};
-    (void)backend<topk, cpu<Arch>>::apply(cpu<Arch>{}, per_frame, ranked, out, buffers.steps);
+    if (status s = backend<topk, cpu<Arch>>::apply(cpu<Arch>{}, per_frame, ranked, out, buffers.steps); s != status::ok)
+      return s;
 
     const index_t kept = retained_count(p, prob), first = in.first_frame * in.chunk.frame_tokens();
     for (index_t j = 0; j < kept; ++j) {
