@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "tokred/core/config.hpp"
 
@@ -49,5 +50,18 @@ constexpr token_grid image_grid(index_t height, index_t width) noexcept {
 
 /// A grid for a flat sequence of N tokens with no spatial structure (1 × 1 × N).
 constexpr token_grid sequence_grid(index_t tokens) noexcept { return {1, 1, tokens}; }
+
+namespace detail {
+
+/// Whether frames [first_frame, first_frame + T) of a stream of `chunk`'s (H, W) frames have flat
+/// token indices that fit index_t and frame indices that fit a position's int32 t: first_frame ≥
+/// 0, (first_frame + T)·H·W ≤ max index_t and first_frame + T − 1 ≤ 2³¹ − 1. `chunk` holds tokens.
+constexpr bool stream_frames_fit(const token_grid& chunk, index_t first_frame) noexcept {
+  const index_t frames_most = std::numeric_limits<index_t>::max() / chunk.frame_tokens();
+  const index_t last_most = std::numeric_limits<std::int32_t>::max();
+  return first_frame >= 0 && first_frame <= frames_most - chunk.frames && first_frame + chunk.frames - 1 <= last_most;
+}
+
+}  // namespace detail
 
 }  // namespace tokred

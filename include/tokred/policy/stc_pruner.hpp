@@ -16,7 +16,6 @@
 #pragma once
 
 #include <cstdint>
-#include <limits>
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
@@ -63,14 +62,6 @@ inline count_result stc_pruner_count(const stc_pruner& p, const problem& prob) n
   return selection_count(p.keep, scope::per_frame, prob.grid);
 }
 
-/// Whether the chunk's frames have stream indices, flat token indices and a t that fit their
-/// outputs: first_frame ≥ 0, (first_frame + T)·H·W ≤ max index_t, first_frame + T − 1 ≤ 2³¹ − 1.
-inline bool stc_frames_fit(const token_grid& chunk, index_t first_frame) noexcept {
-  const index_t frames_most = std::numeric_limits<index_t>::max() / chunk.frame_tokens();
-  const index_t last_most = std::numeric_limits<std::int32_t>::max();
-  return first_frame >= 0 && first_frame <= frames_most - chunk.frames && first_frame + chunk.frames - 1 <= last_most;
-}
-
 /// Every check of stc_pruner, in the documented order: parameters and chunk shape, the frame
 /// index, the token rows, the memory, the outputs, then `aliasing` when any written view (an
 /// output or the memory) overlaps the tokens or another written view.
@@ -80,7 +71,7 @@ status check_stc_pruner(const stc_pruner& p, const stc_pruner_inputs<Ein, Space>
   const index_t dim = in.tokens.extent(1);
   const count_result kept = stc_pruner_count(p, problem{in.chunk, dim});
   if (kept.code != status::ok) return kept.code;
-  if (!stc_frames_fit(in.chunk, in.first_frame)) return status::index_out_of_range;
+  if (!stream_frames_fit(in.chunk, in.first_frame)) return status::index_out_of_range;
   const index_t n = in.chunk.tokens();
   if (status s = check_view(in.tokens, {n, dim}); s != status::ok) return s;
   if (status s = check_redundancy_memory(in.memory, redundancy_channels(p.score, dim)); s != status::ok) return s;

@@ -18,7 +18,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
@@ -115,9 +114,7 @@ status check_stream(const temporal_stream& p, const temporal_stream_inputs<Ein, 
   const index_t n = in.frame.tokens();
   if (status s = check_view(in.state.frames, {index_t{1}}); s != status::ok) return s;
   // The next frame of the stream, with a flat index and a t that fit their outputs.
-  const index_t most = std::min<index_t>(std::numeric_limits<index_t>::max() / n - 1,
-                                         std::numeric_limits<std::int32_t>::max());
-  if (in.index < 0 || in.index > most || in.state.frames(0) != in.index) return status::index_out_of_range;
+  if (!stream_frames_fit(in.frame, in.index) || in.state.frames(0) != in.index) return status::index_out_of_range;
   if (status s = check_view(in.tokens, {n, in.tokens.extent(1)}); s != status::ok) return s;
   const index_t dim = in.tokens.extent(1);
   if (dim == 0) return status::empty_input;
