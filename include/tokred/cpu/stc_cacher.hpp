@@ -1,9 +1,10 @@
 // tokred/cpu/stc_cacher.hpp — the CPU backend of stc_cacher.
 //
-// The reference frame's squared key norms first (T rows), then one pass of the pair kernel per
-// key row for its dot product with the reference key in its slot and its own squared norm
-// (`dot_and_sq`), the cosine as temporal_similarity computes it (`cosine_of`), negated so that the
-// topk backend, per frame, keeps the least similar tokens with its ties and NaN rule.
+// The reference frame's squared key norms first (T rows), then each key's cosine to the reference
+// key in its slot exactly as temporal_similarity scores a slot against the previous frame
+// (`temporal_pair`: the dot product and the key's squared norm in one pass of the pair kernel),
+// negated so that the topk backend, per frame, keeps the least similar tokens with its ties and
+// NaN rule.
 //
 // One chunk of one layer is a small unit of work (a frame of 729 keys × 1152 is under a million
 // products), so share 0 does all of it and the other shares check the inputs and return having
@@ -46,11 +47,12 @@ struct backend<stc_cacher, cpu<Arch>> {
     const scratch buffers = carve(a, p, prob);
     const index_t slots = in.chunk.frame_tokens(), n = in.chunk.tokens(), width = in.keys.extent(1);
     for (index_t j = 0; j < slots; ++j) buffers.reference_sq[j] = detail::row_squared_norm<Arch>(in.reference, j);
+    constexpr temporal_similarity cosine{temporal_similarity::measure::cosine, 0.0f};
     for (index_t i = 0; i < n; ++i) {
       const index_t j = i % slots;
-      const detail::dot_sq d = detail::dot_and_sq<Arch>(&in.keys(i, 0), in.keys.stride(1), &in.reference(j, 0),
-                                                        in.reference.stride(1), width);
-      buffers.scores[i] = -detail::cosine_of(d.dot, d.sq, buffers.reference_sq[j]);
+      float key_sq = 0.0f;  // not needed again
+      buffers.scores[i] = -detail::temporal_pair<Arch>(cosine, &in.keys(i, 0), in.keys.stride(1), &in.reference(j, 0),
+                                                       in.reference.stride(1), width, buffers.reference_sq[j], key_sq);
     }
 
     const topk least_similar{detail::stc_recompute_budget(p), scope::per_frame};
