@@ -10,6 +10,7 @@
 
 #include <tokred/tokred.hpp>
 
+#include "reference/gather_ref.hpp"
 #include "reference/stc_cacher_ref.hpp"
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
@@ -58,18 +59,8 @@ void check_case(const shape_case& c, const stc_cacher& p) {
       ref::stc_recompute(p, c.grid, ref::stc_similarities(c.grid, in.keys, in.reference));
   const selection_buffers<Eout> got = run_cacher<Ein, Eout>(p, in);
   CHECK(got.source == want);
-  std::vector<std::int32_t> positions;
-  std::size_t bad_rows = 0;
-  for (std::size_t q = 0; q < want.size(); ++q) {
-    const token_position at = c.grid.position(want[q]);
-    positions.insert(positions.end(), {static_cast<std::int32_t>(at.t), static_cast<std::int32_t>(at.h),
-                                       static_cast<std::int32_t>(at.w)});
-    for (index_t d = 0; d < c.dim; ++d)
-      bad_rows += bits_of(got.tokens[q * static_cast<std::size_t>(c.dim) + static_cast<std::size_t>(d)]) !=
-                  bits_of(from_float<Eout>(to_float(in.keys(want[q], d))));
-  }
-  CHECK(got.positions == positions);
-  CHECK(bad_rows == 0);
+  CHECK(got.positions == ref::positions_of(want, c.grid));
+  CHECK(ref::gather_mismatches(want, in.keys, got.tokens) == 0);
   for (int nth : {2, 3}) CHECK(run_cacher<Ein, Eout>(p, in, nth).same_bits(got));
 }
 

@@ -10,6 +10,7 @@
 
 #include <tokred/tokred.hpp>
 
+#include "reference/gather_ref.hpp"
 #include "reference/selection_ref.hpp"
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
@@ -29,8 +30,8 @@ selection_buffers<Eout> run_pruner(const stc_pruner& p, const stc_pruner_inputs<
 }
 
 /// The two-step form on the same chunk: the library's redundancy (tested against its own oracle
-/// in test_redundancy.cpp), then the topk oracle per frame, the rows converted one by one, and
-/// the chunk's indices moved to the stream's.
+/// in test_redundancy.cpp), then the topk oracle per frame, the rows gathered by the gather oracle,
+/// and the chunk's indices moved to the stream's.
 template <class Ein, class Eout>
 void expect_two_steps(const stc_pruner& p, const stc_pruner_inputs<Ein>& in, const selection_buffers<Eout>& got) {
   const token_grid& g = in.chunk;
@@ -42,21 +43,11 @@ void expect_two_steps(const stc_pruner& p, const stc_pruner_inputs<Ein>& in, con
   const std::vector<std::int64_t> kept = ref::kept_indices(topk{p.keep, scope::per_frame}, g, scores);
   REQUIRE(static_cast<index_t>(kept.size()) == got.kept);
 
-  std::vector<std::int64_t> source;
-  std::vector<std::int32_t> positions;
-  std::size_t bad_rows = 0;
-  for (std::size_t j = 0; j < kept.size(); ++j) {
-    const token_position at = g.position(kept[j]);
-    source.push_back(kept[j] + in.first_frame * g.frame_tokens());
-    positions.insert(positions.end(), {static_cast<std::int32_t>(in.first_frame + at.t),
-                                       static_cast<std::int32_t>(at.h), static_cast<std::int32_t>(at.w)});
-    for (index_t c = 0; c < dim; ++c)
-      bad_rows += bits_of(got.tokens[j * static_cast<std::size_t>(dim) + static_cast<std::size_t>(c)]) !=
-                  bits_of(from_float<Eout>(to_float(in.tokens(kept[j], c))));
-  }
+  std::vector<std::int64_t> source = kept;  // in the stream: the frames before the chunk first
+  for (std::int64_t& i : source) i += in.first_frame * g.frame_tokens();
   CHECK(got.source == source);
-  CHECK(got.positions == positions);
-  CHECK(bad_rows == 0);
+  CHECK(got.positions == ref::positions_of(source, g));  // t = the frame's index in the stream
+  CHECK(ref::gather_mismatches(kept, in.tokens, got.tokens) == 0);
 }
 
 /// Three chunks of one stream on one case, each a chunk of the case's T frames (frames 0 … T − 1,
