@@ -85,10 +85,21 @@ void check_case(const shape_case& c, index_t queries) {
                                       temporal_similarity{temporal_similarity::measure::cosine, 7.0f}})
     check(p, ref::temporal(p, c.grid, view<const E, 2>(rows.rows)), tolerance, false);
   const double mean_tolerance = tolerance + std::ldexp(static_cast<double>(queries), -24);
+  const view<const E, 2> x(rows.rows), q(query.rows);
   for (const auto level : {query_relevance::level::token, query_relevance::level::frame}) {
     const query_relevance p{level};
-    check(p, ref::relevance(p, c.grid, view<const E, 2>(rows.rows), view<const E, 2>(query.rows)),
-          mean_tolerance, false);
+    check(p, ref::relevance(p, c.grid, x, q), mean_tolerance, false);
+    // Dot products: within the fp32 bound scaled by ‖x‖·‖q‖, and the same bits for any share split.
+    const query_relevance dot{level, query_relevance::measure::dot};
+    const std::vector<double> want = ref::relevance(dot, c.grid, x, q), scale = ref::relevance(dot, c.grid, x, q, true);
+    const std::vector<float> one = run_shares(dot, in, 1);
+    REQUIRE(one.size() == want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      INFO("score " << i);
+      CHECK(std::fabs(one[i] - want[i]) <= mean_tolerance * std::max(1.0, scale[i]));
+    }
+    CHECK(same_bits(one, run_shares(dot, in, 2)));
+    CHECK(same_bits(one, run_shares(dot, in, 3)));
   }
 }
 
@@ -145,6 +156,23 @@ TEST_CASE("feature scores: zero rows score cosine 0 (dissimilarity 1), never NaN
   // The query is the zero row itself: every cosine is 0.
   CHECK(run_shares(query_relevance{}, in) == std::vector<float>{0, 0, 0, 0});
   CHECK(run_shares(query_relevance{query_relevance::level::frame}, in) == std::vector<float>{0, 0});
+}
+
+TEST_CASE("query_relevance, dot: the mean raw dot product with the query rows, by hand", "[feature_scores]") {
+  // Two frames of two tokens; query rows (1, 0, 2) and (0, 1, 0).
+  const float x[4 * 3] = {0, 0, 0, 1, 2, 2, 3, 4, 0, -1, 0, 5};
+  const float q[2 * 3] = {1, 0, 2, 0, 1, 0};
+  const feature_score_inputs<float> in{token_grid{2, 1, 2}, make_view(x, 4, 3), make_view(q, 2, 3)};
+  const query_relevance dot{query_relevance::level::token, query_relevance::measure::dot};
+  // Token 1: (5 + 2) / 2; token 2: (3 + 4) / 2; token 3: (9 + 0) / 2. A zero row scores 0.
+  CHECK(run_shares(dot, in, 2) == std::vector<float>{0.0f, 3.5f, 3.5f, 4.5f});
+  // Frame means (0.5, 1, 1) and (1, 2, 2.5): (2.5 + 1) / 2 and (6 + 2) / 2.
+  const query_relevance frames{query_relevance::level::frame, query_relevance::measure::dot};
+  CHECK(run_shares(frames, in) == std::vector<float>{1.75f, 4.0f});
+  // Unlike the cosine, the dot product is not scale-free: a doubled query doubles every score.
+  const float q2[3] = {2, 0, 4};
+  const feature_score_inputs<float> doubled{in.grid, in.tokens, make_view(q2, 1, 3)};
+  CHECK(run_shares(dot, doubled) == std::vector<float>{0.0f, 10.0f, 6.0f, 18.0f});
 }
 
 TEST_CASE("feature scores: a NaN or infinite element makes the scores its row enters NaN",

@@ -84,24 +84,30 @@ std::vector<E> frame_mean(const token_grid& grid, const view<const E, 2>& rows, 
   return mean;
 }
 
-/// query_relevance: the mean over query rows of the cosine of each token (or frame mean) with it.
+/// query_relevance: the mean over query rows of the cosine (or the dot product, `measure::dot`)
+/// of each token (or frame mean) with it. With `magnitude`, the mean of ‖x‖·‖q‖ instead: the
+/// scale of a dot product's rounding error (Cauchy–Schwarz bounds Σ|x_c·q_c| by it).
 template <class E>
 std::vector<double> relevance(const query_relevance& p, const token_grid& grid,
-                              const view<const E, 2>& rows,     // (tokens, dim)
-                              const view<const E, 2>& query) {  // (queries, dim)
+                              const view<const E, 2>& rows,    // (tokens, dim)
+                              const view<const E, 2>& query,   // (queries, dim)
+                              bool magnitude = false) {
   const index_t queries = query.extent(0);
-  const auto mean_cosine = [&](const view<const E, 2>& a, index_t i) {
+  const auto mean_relevance = [&](const view<const E, 2>& a, index_t i) {
     double sum = 0.0;
-    for (index_t q = 0; q < queries; ++q) sum += cosine(a, i, query, q);
+    for (index_t q = 0; q < queries; ++q) {
+      if (magnitude) sum += std::sqrt(dot(a, i, a, i) * dot(query, q, query, q));
+      else sum += p.is == query_relevance::measure::dot ? dot(a, i, query, q) : cosine(a, i, query, q);
+    }
     return sum / static_cast<double>(queries);
   };
   std::vector<double> out;
   if (p.at == query_relevance::level::token) {
-    for (index_t i = 0; i < grid.tokens(); ++i) out.push_back(mean_cosine(rows, i));
+    for (index_t i = 0; i < grid.tokens(); ++i) out.push_back(mean_relevance(rows, i));
   } else {
     for (index_t t = 0; t < grid.frames; ++t) {
       const std::vector<E> mean = frame_mean(grid, rows, t);
-      out.push_back(mean_cosine(view<const E, 2>(mean.data(), {1, rows.extent(1)}), 0));
+      out.push_back(mean_relevance(view<const E, 2>(mean.data(), {1, rows.extent(1)}), 0));
     }
   }
   return out;

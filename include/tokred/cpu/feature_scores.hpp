@@ -72,21 +72,31 @@ void query_dots(const E* a, index_t sa, const view<const E, 2>& query,  // (quer
 /// Query rows are handled this many at a time, their squared norms on the stack.
 inline constexpr index_t query_chunk = 64;
 
-/// `sum` plus cos(a, q) for the query rows q in [q0, q0 + query_chunk) (up to the last row), added
-/// in query order; `a` has squared norm `a_sq`, `q_sq` holds those query rows' squared norms.
+/// `sum` plus the relevance of `a` to the query rows q in [q0, q0 + query_chunk) (up to the last
+/// row), added in query order: cos(a, q), or the dot product itself for `measure::dot`. For the
+/// cosine `a` has squared norm `a_sq` and `q_sq` holds those query rows' squared norms (neither
+/// is read for the dot product).
 template <class Arch, class E>
-float cosine_sum(const E* a, index_t sa, float a_sq, const view<const E, 2>& query,  // (queries, dim)
-                 index_t q0, float sum, const float* q_sq) noexcept {
+float relevance_sum(query_relevance::measure is, const E* a, index_t sa, float a_sq,
+                    const view<const E, 2>& query,  // (queries, dim)
+                    index_t q0, float sum, const float* q_sq) noexcept {
   const index_t count = std::min(query_chunk, query.extent(0) - q0);
   float dots[query_chunk];
   query_dots<Arch>(a, sa, query, q0, count, dots);
-  for (index_t m = 0; m < count; ++m) sum += cosine_of(dots[m], a_sq, q_sq[m]);
+  if (is == query_relevance::measure::dot) {
+    for (index_t m = 0; m < count; ++m) sum += dots[m];
+  } else {
+    for (index_t m = 0; m < count; ++m) sum += cosine_of(dots[m], a_sq, q_sq[m]);
+  }
   return sum;
 }
 
-/// Squared norms of query rows [q0, q0 + query_chunk) (or up to the last row) into `q_sq`.
+/// Squared norms of query rows [q0, q0 + query_chunk) (or up to the last row) into `q_sq`; nothing
+/// for `measure::dot`, which needs none.
 template <class Arch, class E>
-void query_norms(const view<const E, 2>& query, index_t q0, float* q_sq) noexcept {  // query: (queries, dim)
+void query_norms(query_relevance::measure is, const view<const E, 2>& query, index_t q0,  // query: (queries, dim)
+                 float* q_sq) noexcept {
+  if (is == query_relevance::measure::dot) return;
   const index_t count = std::min(query_chunk, query.extent(0) - q0);
   for (index_t m = 0; m < count; ++m) q_sq[m] = row_squared_norm<Arch>(query, q0 + m);
 }
@@ -147,18 +157,20 @@ void temporal_scores(const temporal_similarity& p, const token_grid& grid,
 /// query_relevance's token scores of tokens [i0, i1): one pass over the share's rows per chunk of
 /// query rows; the running sum waits in `scores` between chunks (nothing can fail by then).
 template <class Arch, class E>
-void relevance_token_scores(const view<const E, 2>& rows,   // (tokens, dim)
+void relevance_token_scores(query_relevance::measure is,
+                            const view<const E, 2>& rows,   // (tokens, dim)
                             const view<const E, 2>& query,  // (queries, dim)
                             const view<float, 1>& scores,   // (tokens,)
                             index_t i0, index_t i1) noexcept {
   const index_t queries = query.extent(0);
+  const bool norms = is == query_relevance::measure::cosine;
   float q_sq[query_chunk];
   for (index_t q0 = 0; q0 < queries; q0 += query_chunk) {
-    query_norms<Arch>(query, q0, q_sq);
+    query_norms<Arch>(is, query, q0, q_sq);
     const bool last = q0 + query_chunk >= queries;
     for (index_t i = i0; i < i1; ++i) {
-      const float sum = cosine_sum<Arch>(&rows(i, 0), rows.stride(1), row_squared_norm<Arch>(rows, i),
-                                         query, q0, q0 == 0 ? 0.0f : scores(i), q_sq);
+      const float sum = relevance_sum<Arch>(is, &rows(i, 0), rows.stride(1), norms ? row_squared_norm<Arch>(rows, i) : 0.0f,
+                                            query, q0, q0 == 0 ? 0.0f : scores(i), q_sq);
       scores(i) = last ? sum / static_cast<float>(queries) : sum;
     }
   }
@@ -174,7 +186,8 @@ struct frame_mean_scratch {
 
 /// query_relevance's frame scores of frames [t0, t1).
 template <class Arch, class E>
-void relevance_frame_scores(const token_grid& grid, const view<const E, 2>& rows,  // (tokens, dim)
+void relevance_frame_scores(query_relevance::measure is, const token_grid& grid,
+                            const view<const E, 2>& rows,  // (tokens, dim)
                             const view<const E, 2>& query,                          // (queries, dim)
                             const view<float, 1>& scores,                           // (frames,)
                             index_t t0, index_t t1, const frame_mean_scratch<E>& s) noexcept {
@@ -184,12 +197,12 @@ void relevance_frame_scores(const token_grid& grid, const view<const E, 2>& rows
   for (index_t t = t0; t < t1; ++t) {
     frame_column_sums<Arch>(rows, t * hw, hw, s.sums);
     for (index_t c = 0; c < dim; ++c) s.mean[c] = from_float<E>(s.sums[c] / static_cast<float>(hw));
-    const float mean_sq = row_squared_norm<Arch>(mean, 0);
+    const float mean_sq = is == query_relevance::measure::cosine ? row_squared_norm<Arch>(mean, 0) : 0.0f;
     float sum = 0.0f;
     for (index_t q0 = 0; q0 < queries; q0 += query_chunk) {
       // One chunk of query rows (the usual case): its norms, taken before the first frame, stay.
-      if (t == t0 || queries > query_chunk) query_norms<Arch>(query, q0, q_sq);
-      sum = cosine_sum<Arch>(s.mean, 1, mean_sq, query, q0, sum, q_sq);
+      if (t == t0 || queries > query_chunk) query_norms<Arch>(is, query, q0, q_sq);
+      sum = relevance_sum<Arch>(is, s.mean, 1, mean_sq, query, q0, sum, q_sq);
     }
     scores(t) = sum / static_cast<float>(queries);
   }
@@ -242,9 +255,9 @@ struct cpu_feature_scores {
     } else if constexpr (std::is_same_v<P, temporal_similarity>) {
       temporal_scores<Arch>(p, in.grid, in.tokens, out.scores, first, last);
     } else if (frame_level(p)) {
-      relevance_frame_scores<Arch>(in.grid, in.tokens, in.query, out.scores, first, last, scratch);
+      relevance_frame_scores<Arch>(p.is, in.grid, in.tokens, in.query, out.scores, first, last, scratch);
     } else {
-      relevance_token_scores<Arch>(in.tokens, in.query, out.scores, first, last);
+      relevance_token_scores<Arch>(p.is, in.tokens, in.query, out.scores, first, last);
     }
     return status::ok;
   }

@@ -52,9 +52,15 @@ struct token_norm {};
 /// `level::frame`: one score per frame, (T,): the frame's mean token m_t (its H·W rows summed in
 /// fp32 in index order, divided by H·W, rounded to the element type E) scored the same way,
 /// s_t = mean over q of cos(m_t, q). The mean over query rows sums in query order.
+///
+/// `measure::dot` scores with the raw dot product x·q in place of the cosine: VidKV's saliency of
+/// visual tokens, the mean dot product of their LLM input embeddings with the text embeddings
+/// (KD-TAO/VidKV `_process_token_mm`, the input of vidkv_salient_tokens).
 struct query_relevance {
   enum class level { token, frame };
+  enum class measure { cosine, dot };
   level at = level::token;
+  measure is = measure::cosine;
 };
 
 /// Similarity of each token to the token in the same spatial slot of the previous frame: token
