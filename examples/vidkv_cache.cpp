@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <vector>
 
+#include <tokred/cpu/feature_scores.hpp>
 #include <tokred/cpu/vidkv.hpp>
+#include <tokred/cpu/vidkv_salient.hpp>
 #include <tokred/tokred.hpp>
 
 #include "scene_checks.hpp"
@@ -68,7 +70,9 @@ int main() {
        {view_of(spectral_codes, kx.spectral_codes), view_of(spectral_scale, kx.spectral_params), {}}},
       tokred::make_view(key_residual.data(), heads, config.residual, head_dim),
       {view_of(value_codes, vc), view_of(value_scale, vp), {}},  // ternary: no zero point
-      tokred::make_view(value_residual.data(), heads, config.residual, head_dim)};
+      tokred::make_view(value_residual.data(), heads, config.residual, head_dim),
+      {},   // no salient-token protection (see the last scene)
+      {}};
   // example-end vidkv-storage
   check(kx.difficult_codes.cols == 32 && kx.spectral_codes.cols == 64 && kx.spectral_codes.rows == 8 &&
             vc.rows == 16 && vf.scheme == tokred::kv_scheme::ternary,
@@ -149,6 +153,96 @@ int main() {
   // example-end vidkv-fidelity
   check(s == tokred::status::ok, "quantize, dequantize and measure");
   check(mse[0] > mse[1] && mse[1] > mse[2], "more key bits, smaller error");
+
+  // example-begin vidkv-salient
+  // Salient-token protection (VidKV's QuantizedCacheVLMSTP): a prompt of 14 system tokens, 320
+  // visual tokens and 18 text tokens. The visual tokens most relevant to the text — by the mean
+  // dot product of their LLM input embeddings with the text's — keep 2-bit values; the others
+  // get the configured 1.58 bits.
+  const tokred::index_t system = 14, visual = 320, text = 18, width = 16, sequence = system + visual + text;
+  std::vector<float> vision_embeds(visual * width), text_embeds(text * width), stp_values(heads * sequence * head_dim);
+  for (tokred::index_t i = 0; i < visual; ++i)  // an object the text talks about at tokens 100 … 139
+    for (tokred::index_t c = 0; c < width; ++c)
+      vision_embeds[i * width + c] = std::sin(0.7f * static_cast<float>(i + 3 * c)) + (i >= 100 && i < 140 && c < 4 ? 2.0f : 0.0f);
+  for (tokred::index_t j = 0; j < text; ++j)
+    for (tokred::index_t c = 0; c < width; ++c) text_embeds[j * width + c] = c < 4 ? 1.0f : 0.1f * std::cos(static_cast<float>(j + c));
+  for (std::size_t i = 0; i < stp_values.size(); ++i) stp_values[i] = std::cos(0.37f * static_cast<float>(i));
+
+  // 1. Saliency: the mean over text tokens of the raw dot product, one score per visual token.
+  std::vector<float> saliency(visual);
+  const tokred::query_relevance mean_dot{tokred::query_relevance::level::token, tokred::query_relevance::measure::dot};
+  s = tokred::apply(tokred::cpu{}, mean_dot,
+                    tokred::feature_score_inputs<float>{tokred::sequence_grid(visual),
+                                                        tokred::make_view(vision_embeds.data(), visual, width),
+                                                        tokred::make_view(text_embeds.data(), text, width)},
+                    tokred::score_outputs<>{tokred::make_view(saliency.data(), visual)});
+
+  // 2. VidKV's choice: k = max(32, ⌊320·0.2/32⌋·32) = 64 most salient, 32 of them kept; as cache
+  //    positions (visual token i sits at 14 + i).
+  const tokred::vidkv_salient_tokens stp{0.2, /*first_position=*/system};
+  const tokred::problem visual_tokens{tokred::sequence_grid(visual), width};
+  std::vector<std::int64_t> salient(tokred::retained_count(stp, visual_tokens));  // 32
+  std::vector<std::byte> choice(tokred::workspace_bytes(tokred::cpu{}, stp, visual_tokens));
+  if (s == tokred::status::ok)
+    s = tokred::apply(tokred::cpu{}, stp, tokred::vidkv_salient_inputs<>{tokred::make_view(saliency.data(), visual)},
+                      tokred::vidkv_salient_outputs<>{tokred::make_view(salient.data(), 32)}, {choice.data(), choice.size()});
+
+  // 3. A cache that protects them: the list, and storage for their values (2-bit, capacity 32).
+  const tokred::kv_problem stp_storage{heads, sequence, head_dim}, salient_storage{heads, 32, head_dim};
+  const tokred::vidkv_key_extents sx = tokred::vidkv_packed_key_extents(tokred::vidkv_keys_of(config), stp_storage);
+  const tokred::uniform_format sf = tokred::vidkv_salient_format(config);  // {2, 32, tokens, asymmetric}
+  const tokred::kv_extents pc = tokred::uniform_code_extents(vf, stp_storage), pp = tokred::uniform_param_extents(vf, stp_storage);
+  const tokred::kv_extents sc = tokred::uniform_code_extents(sf, salient_storage), sp = tokred::uniform_param_extents(sf, salient_storage);
+  std::vector<std::int64_t> order(head_dim);
+  std::vector<std::uint32_t> dcodes(elements(sx.difficult_codes)), scodes(elements(sx.spectral_codes));
+  std::vector<float> dscale(elements(sx.difficult_params)), dzero(dscale.size()), sscale(elements(sx.spectral_params));
+  std::vector<std::uint32_t> value_words(elements(pc)), salient_words(elements(sc));
+  std::vector<float> value_scales(elements(pp)), salient_scales(elements(sp)), salient_zeros(elements(sp));
+  std::vector<float> kres(heads * config.residual * head_dim), vres(kres.size());
+  const tokred::vidkv_cache<float> protected_cache{
+      {tokred::make_view(order.data(), head_dim),
+       {view_of(dcodes, sx.difficult_codes), view_of(dscale, sx.difficult_params), view_of(dzero, sx.difficult_params)},
+       {view_of(scodes, sx.spectral_codes), view_of(sscale, sx.spectral_params), {}}},
+      tokred::make_view(kres.data(), heads, config.residual, head_dim),
+      {view_of(value_words, pc), view_of(value_scales, pp), {}},
+      tokred::make_view(vres.data(), heads, config.residual, head_dim),
+      tokred::make_view<const std::int64_t>(salient.data(), 32),
+      {view_of(salient_words, sc), view_of(salient_scales, sp), view_of(salient_zeros, sp)}};
+
+  // 4. The prefill packs all 352 tokens (11 groups): 32 salient at 2 bits, 320 others at 1.58.
+  const auto prompt_values = tokred::make_view<const float>(stp_values.data(), heads, sequence, head_dim);
+  std::vector<std::byte> stp_work(tokred::workspace_bytes(tokred::cpu{}, tokred::vidkv_append{config}, stp_storage));
+  if (s == tokred::status::ok)
+    s = tokred::apply(tokred::cpu{}, tokred::vidkv_append{config},
+                      tokred::vidkv_append_inputs<float>{prompt_values, prompt_values, {}, {}, {}}, protected_cache,
+                      {stp_work.data(), stp_work.size()});
+  // example-end vidkv-salient
+  check(s == tokred::status::ok, "saliency, choice and protected prefill");
+  check(salient.front() >= system + 100 && salient.back() < system + 140, "the salient tokens are the object's");
+
+  // Read it back: the protected tokens' values are closer to the input than the others'.
+  std::vector<float> back_keys(heads * sequence * head_dim), back_values(back_keys.size());
+  std::vector<std::byte> read_work(tokred::workspace_bytes(tokred::cpu{}, tokred::vidkv_read{config}, stp_storage));
+  if (s == tokred::status::ok)
+    s = tokred::apply(tokred::cpu{}, tokred::vidkv_read{config},
+                      tokred::vidkv_read_inputs<float>{tokred::read_only(protected_cache), {sequence, 0}, {}, {}},
+                      tokred::vidkv_read_outputs<float>{tokred::make_view(back_keys.data(), heads, sequence, head_dim),
+                                                        tokred::make_view(back_values.data(), heads, sequence, head_dim)},
+                      {read_work.data(), read_work.size()});
+  double salient_error = 0.0, other_error = 0.0;
+  for (tokred::index_t h = 0; h < heads; ++h)
+    for (tokred::index_t t = 0; t < sequence; ++t) {
+      const bool listed = std::binary_search(salient.begin(), salient.end(), t);
+      for (tokred::index_t c = 0; c < head_dim; ++c) {
+        const std::size_t i = static_cast<std::size_t>((h * sequence + t) * head_dim + c);
+        (listed ? salient_error : other_error) += std::pow(back_values[i] - stp_values[i], 2.0);
+      }
+    }
+  salient_error /= static_cast<double>(heads * 32 * head_dim);
+  other_error /= static_cast<double>(heads * (sequence - 32) * head_dim);
+  std::printf("salient-token protection: value mse %.4f (32 salient tokens, 2 bits) vs %.4f (the others, 1.58 bits)\n",
+              salient_error, other_error);
+  check(s == tokred::status::ok && salient_error < 0.75 * other_error, "protected values are closer");
 
   return scene::finish();
 }

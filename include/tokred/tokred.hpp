@@ -51,6 +51,7 @@
 #include "tokred/policy/uniform_quant.hpp"
 #include "tokred/policy/video_layout.hpp"
 #include "tokred/policy/vidkv.hpp"
+#include "tokred/policy/vidkv_salient.hpp"
 #include "tokred/policy/visionzip.hpp"
 #include "tokred/cpu/aim.hpp"
 #include "tokred/cpu/attention_scores.hpp"
@@ -89,4 +90,5 @@
 #include "tokred/cpu/uniform_quant.hpp"
 #include "tokred/cpu/video_layout.hpp"
 #include "tokred/cpu/vidkv.hpp"
+#include "tokred/cpu/vidkv_salient.hpp"
 #include "tokred/cpu/visionzip.hpp"

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -338,22 +339,30 @@ TEST_CASE("non-finite keys: a NaN spoils its group's easy channels, an infinity 
 
 // --- the streaming cache ------------------------------------------------------------------------
 
-/// A VidKV cache in sentinel-filled buffers with capacity C, and its state.
+/// A VidKV cache in sentinel-filled buffers with capacity C, and its state; with a salient list,
+/// salient storage of capacity Cs.
 template <class E>
 struct cache_buffers {
   vidkv config;
   kv_problem storage;
   key_buffers<E> keys;
-  part_buffers<E> values;
+  part_buffers<E> values, salient_values;
   std::vector<E> key_residual, value_residual;
+  std::vector<std::int64_t> salient;
   vidkv_state state;
 
-  cache_buffers(const vidkv& c, index_t heads, index_t capacity, index_t dim)
-      : config(c), storage{heads, capacity, dim}, keys(vidkv_keys_of(c), storage) {
-    const uniform_format vf = vidkv_value_format(c);
+  cache_buffers(const vidkv& c, index_t heads, index_t capacity, index_t dim, std::vector<std::int64_t> listed = {},
+                index_t salient_capacity = 0)
+      : config(c), storage{heads, capacity, dim}, keys(vidkv_keys_of(c), storage), salient(std::move(listed)) {
+    const uniform_format vf = vidkv_value_format(c), sf = vidkv_salient_format(c);
     values = part_buffers<E>(uniform_code_extents(vf, storage), uniform_param_extents(vf, storage));
+    const kv_problem protected_storage{heads, salient_capacity, dim};
+    salient_values = part_buffers<E>(uniform_code_extents(sf, protected_storage), uniform_param_extents(sf, protected_storage));
     key_residual.assign(static_cast<std::size_t>(heads * c.residual * dim), from_float<E>(-5.0f));
     value_residual = key_residual;
+  }
+  view<const std::int64_t, 1> salient_view() const {
+    return view<const std::int64_t, 1>(salient.data(), {static_cast<index_t>(salient.size())});
   }
   view<E, 3> residual_view(std::vector<E>& r) {
     return view<E, 3>(r.data(), {storage.heads, config.residual, storage.head_dim});
@@ -361,9 +370,13 @@ struct cache_buffers {
   view<const E, 3> residual_view(const std::vector<E>& r) const {
     return view<const E, 3>(r.data(), {storage.heads, config.residual, storage.head_dim});
   }
-  vidkv_cache<E> out() { return {keys.out(), residual_view(key_residual), values.out(), residual_view(value_residual)}; }
+  vidkv_cache<E> out() {
+    return {keys.out(),       residual_view(key_residual), values.out(), residual_view(value_residual),
+            salient_view(), salient_values.out()};
+  }
   vidkv_cache<const E> in() const {
-    return {keys.in(), residual_view(key_residual), values.in(), residual_view(value_residual)};
+    return {keys.in(),        residual_view(key_residual), values.in(), residual_view(value_residual),
+            salient_view(), salient_values.in()};
   }
 
   /// Reads into `ko`, `vo` (resized to fit, filled with −3 when they are not yet).
@@ -495,14 +508,16 @@ TEST_CASE("when VidKV flushes: residual + 1 ≥ R, never with an empty residual"
 /// step, that vidkv_read returns exactly what VidKV's update returns (replayed by the oracle).
 template <class E>
 void replay(const vidkv& c, index_t heads, index_t dim, index_t prefill, index_t steps, index_t capacity,
-            kv_layout how, int nth, int want_flushes) {
+            kv_layout how, int nth, int want_flushes, const std::vector<std::int64_t>& salient = {},
+            index_t salient_capacity = 0) {
   INFO(element_name<E>() << " keys " << c.key_bits << (c.mixed_keys ? " mixed" : "") << " values " << c.value_bits
-                         << " R " << c.residual << " prefill " << prefill << " nth " << nth);
+                         << " R " << c.residual << " prefill " << prefill << " nth " << nth << " salient "
+                         << salient.size());
   kv_cache<E> k = make_cache<E>(heads, prefill + steps, dim, how), v = make_cache<E>(heads, prefill + steps, dim, how);
   fill(k.cache, 51);
   fill(v.cache, 52);
-  ref::cache_replay<E> oracle(c, heads, dim);
-  cache_buffers<E> cache(c, heads, capacity, dim);
+  ref::cache_replay<E> oracle(c, heads, dim, salient);
+  cache_buffers<E> cache(c, heads, capacity, dim, salient, salient_capacity);
   int flushes = 0;
   for (index_t s = 0; s <= steps; ++s) {
     const index_t first = s == 0 ? 0 : prefill + s - 1, n = s == 0 ? prefill : 1;
@@ -557,6 +572,77 @@ TEST_CASE("streaming: every update() return equals VidKV's, through prefills and
   vidkv ternary = wide;
   ternary.key_bits = ternary.value_bits = 1.58;
   replay<bf16>(ternary, 1, 64, 31, 40, 128, kv_layout::cells, 1, 2);
+}
+
+/// Positions [first, first + count·step) every `step`.
+std::vector<std::int64_t> every(std::int64_t first, std::int64_t count, std::int64_t step) {
+  std::vector<std::int64_t> out;
+  for (std::int64_t i = 0; i < count; ++i) out.push_back(first + i * step);
+  return out;
+}
+
+std::vector<std::int64_t> joined(std::vector<std::int64_t> a, const std::vector<std::int64_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST_CASE("salient-token protection: every update() return equals VidKV's QuantizedCacheVLMSTP", "[vidkv][stream]") {
+  vidkv paper;  // keys 1.5 bits mixed, values 1.58 (ternary), salient values 2 bits, G = 32
+  paper.residual = 64;
+  // Prefill 70 → 64 packed, flushes to 128 and 192 (as above). The odd positions below 64 are
+  // salient from the prefill on; 32 more between 64 and 128 join at the first flush.
+  const std::vector<std::int64_t> scattered = joined(every(1, 32, 2), joined(every(64, 16, 2), every(100, 16, 1)));
+  for (int nth : {1, 2, 3}) replay<float>(paper, 2, 64, 70, 140, 256, kv_layout::contiguous, nth, 2, scattered, 64);
+  replay<f16>(paper, 2, 64, 70, 130, 256, kv_layout::cells, 2, 2, scattered, 96);
+  // A block of 32 after a 14-token prompt (VidKV's layout for LLaVA-OneVision), with positions
+  // past anything the stream reaches, which never count.
+  const std::vector<std::int64_t> block = joined(every(14, 32, 1), every(5000, 7, 3));
+  replay<bf16>(paper, 3, 48, 70, 70, 256, kv_layout::strided, 3, 1, block, 32);
+  // Nothing salient at the prefill (the first 32 listed lie past 64); 4-bit salient values.
+  vidkv wide = paper;
+  wide.salient_bits = 4;
+  wide.value_bits = 1.0;
+  wide.vidkv_dequant = true;
+  replay<float>(wide, 2, 40, 70, 70, 256, kv_layout::reversed, 2, 1, every(70, 32, 1), 32);
+  // Every packed token salient at the prefill: `values` holds nothing until the flush.
+  vidkv uniform;
+  uniform.key_bits = 2.0;
+  uniform.mixed_keys = false;
+  uniform.value_bits = 2.0;
+  uniform.salient_bits = 8;
+  uniform.residual = 32;
+  replay<float>(uniform, 1, 33, 64, 40, 128, kv_layout::contiguous, 1, 1, every(0, 64, 1), 64);
+}
+
+TEST_CASE("salient-token protection: the salient tokens' values are the better ones", "[vidkv]") {
+  // Ternary values lose more than 2-bit ones: protected tokens read back closer to the input.
+  const vidkv c;  // residual 128
+  const index_t heads = 2, dim = 64, tokens = 128;
+  kv_cache<float> v = make_cache<float>(heads, tokens, dim, kv_layout::contiguous);
+  for (index_t h = 0; h < heads; ++h)  // smooth values without outliers
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t ch = 0; ch < dim; ++ch)
+        v.cache(h, t, ch) = std::sin(0.37f * static_cast<float>(t) + 1.3f * static_cast<float>(ch + h));
+  const std::vector<std::int64_t> listed = every(0, 64, 2);
+  cache_buffers<float> plain(c, heads, tokens, dim), protect(c, heads, tokens, dim, listed, 64);
+  const view<const float, 3> x(v.cache);
+  std::vector<float> kf, vf, kp, vp;
+  REQUIRE(plain.append(x, x, {}, {}) == status::ok);
+  REQUIRE(protect.append(x, x, {}, {}) == status::ok);
+  plain.state = protect.state = vidkv_after(c, {}, tokens);
+  REQUIRE(plain.read({}, {}, kf, vf) == status::ok);
+  REQUIRE(protect.read({}, {}, kp, vp) == status::ok);
+  CHECK(same_bits(kf, kp));  // keys are not affected
+  double err_plain = 0.0, err_protect = 0.0;
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t ch = 0; ch < dim; ++ch) {
+        const std::size_t i = static_cast<std::size_t>((h * tokens + t) * dim + ch);
+        if (t % 2 != 0) continue;
+        err_plain += std::pow(vf[i] - x(h, t, ch), 2.0);
+        err_protect += std::pow(vp[i] - x(h, t, ch), 2.0);
+      }
+  CHECK(err_protect < 0.75 * err_plain);  // 2-bit min–max against ternary: about 0.56 here
 }
 
 // --- bad input ----------------------------------------------------------------------------------
@@ -698,7 +784,8 @@ TEST_CASE("bad input: cache append and read statuses, cache and outputs untouche
   CHECK(append(c, tokens_of(cache.residual_view(cache.value_residual), 0, 1), one_v, cache.state) == status::aliasing);
   vidkv_cache<float> overlapping = cache.out();
   CHECK(apply(cpu<>{}, vidkv_append{c}, vidkv_append_inputs<float>{one_k, one_v, cache.state, {}, {}},
-              vidkv_cache<float>{overlapping.keys, overlapping.value_residual, overlapping.values, overlapping.value_residual},
+              vidkv_cache<float>{overlapping.keys, overlapping.value_residual, overlapping.values,
+                                 overlapping.value_residual, {}, {}},
               ws.get()) == status::aliasing);
   CHECK(append(c, one_k, one_v, cache.state, {}, {}, {}, workspace{ws.bytes.data(), ws.bytes.size() / 2}) ==
         status::workspace_too_small);
@@ -728,6 +815,58 @@ TEST_CASE("bad input: cache append and read statuses, cache and outputs untouche
   CHECK(std::all_of(ko.begin(), ko.end(), [](float x) { return x == -3.0f; }));
   CHECK(std::all_of(vo.begin(), vo.end(), [](float x) { return x == -3.0f; }));
   CHECK(read(cache.state, one_k, one_v, 71, ko.data(), vo.data()) == status::ok);
+}
+
+TEST_CASE("bad input: salient lists and storage, cache and outputs untouched", "[vidkv][bad_input]") {
+  const vidkv c;  // G = 32, R = 128
+  const index_t heads = 2, dim = 64, capacity = 128;
+  kv_cache<float> k = make_cache<float>(heads, 100, dim, kv_layout::contiguous);
+  fill(k.cache, 5);
+  const view<const float, 3> x = tokens_of(k.cache, 0, 100);  // a prefill: 96 packed, 4 kept
+  // A prefill into a fresh cache with this list and salient capacity; on failure, nothing changed.
+  const auto prefill = [&](const std::vector<std::int64_t>& listed, index_t salient_capacity, const vidkv& config,
+                           const std::function<void(vidkv_cache<float>&)>& edit = {}) {
+    cache_buffers<float> cache(config, heads, capacity, dim, listed, salient_capacity);
+    const cache_buffers<float> before = cache;
+    vidkv_cache<float> views = cache.out();
+    if (edit) edit(views);
+    host_workspace ws(workspace_bytes(cpu<>{}, vidkv_append{config}, cache.storage));
+    const status s = apply(cpu<>{}, vidkv_append{config}, vidkv_append_inputs<float>{x, x, {}, {}, {}}, views, ws.get());
+    if (s != status::ok)
+      CHECK((cache.keys == before.keys && cache.values == before.values && cache.salient_values == before.salient_values &&
+             cache.key_residual == before.key_residual && cache.value_residual == before.value_residual));
+    return s;
+  };
+  CHECK(prefill(every(0, 32, 3), 32, c) == status::ok);
+  CHECK(prefill(every(0, 64, 1), 64, c) == status::ok);
+  CHECK(prefill({5, 3}, 32, c) == status::invalid_parameter);                 // not ascending
+  CHECK(prefill({3, 3}, 32, c) == status::invalid_parameter);                 // a repeat
+  CHECK(prefill(joined({-1}, every(0, 31, 1)), 32, c) == status::invalid_parameter);  // negative
+  CHECK(prefill(every(0, 31, 3), 32, c) == status::shape_mismatch);          // 31 of the 96 packed: not a group
+  CHECK(prefill(joined(every(0, 31, 3), {97}), 32, c) == status::shape_mismatch);  // 97 lies in the residual
+  CHECK(prefill(every(0, 64, 1), 32, c) == status::shape_mismatch);          // 64 salient, room for 32
+  vidkv three = c;
+  three.salient_bits = 3;
+  CHECK(prefill(every(0, 32, 3), 32, three) == status::invalid_parameter);
+  CHECK(prefill(every(0, 32, 3), 32, c, [](vidkv_cache<float>& v) { v.salient_values.codes = {}; }) ==
+        status::shape_mismatch);  // no storage for the salient codes
+  CHECK(prefill(every(0, 32, 3), 32, c, [](vidkv_cache<float>& v) { v.salient_values.zero = v.values.zero; }) ==
+        status::shape_mismatch);  // the values' zero points are another shape
+  CHECK(prefill(every(0, 32, 3), 32, c, [](vidkv_cache<float>& v) {
+          v.salient_values.scale = view<float, 3>(&v.values.scale(0, 0, 0), {2, 1, 64});
+        }) == status::aliasing);
+  // Without a list the salient storage is not looked at.
+  CHECK(prefill({}, 0, c, [](vidkv_cache<float>& v) { v.salient_values.scale = v.values.scale; }) == status::ok);
+
+  // A read whose packed tokens hold a salient count the cache cannot have written.
+  cache_buffers<float> cache(c, heads, capacity, dim, every(0, 31, 3), 32);
+  std::vector<float> ko(static_cast<std::size_t>(heads * 96 * dim), -3.0f), vo = ko;
+  host_workspace rws(workspace_bytes(cpu<>{}, vidkv_read{c}, cache.storage));
+  CHECK(apply(cpu<>{}, vidkv_read{c}, vidkv_read_inputs<float>{cache.in(), {96, 0}, {}, {}},
+              vidkv_read_outputs<float>{view<float, 3>(ko.data(), {heads, 96, dim}), view<float, 3>(vo.data(), {heads, 96, dim})},
+              rws.get()) == status::shape_mismatch);
+  CHECK(std::all_of(ko.begin(), ko.end(), [](float v) { return v == -3.0f; }));
+  CHECK(std::all_of(vo.begin(), vo.end(), [](float v) { return v == -3.0f; }));
 }
 
 }  // namespace

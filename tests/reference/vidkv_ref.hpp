@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include <tokred/cpu/vidkv.hpp>
@@ -204,13 +205,29 @@ key_result key_roundtrip(const vidkv_keys& keys, const tensor3& x, bool vidkv_de
   return r;
 }
 
-/// Values of a chunk, per channel along tokens, quantized and dequantized (rounded to E).
+/// Values of a chunk, per channel along tokens, quantized and dequantized (rounded to E). With
+/// salient positions (VidKV's `QuantizedCacheVLMSTP._quantize_value`): the listed tokens of the
+/// chunk are gathered and quantized in vidkv_salient_format, the others gathered and quantized in
+/// the value format, each dequantized back to its tokens.
 template <class E>
-tensor3 value_roundtrip(const vidkv& p, const tensor3& x) {
-  const uniform_result u = uniform_roundtrip<E>(vidkv_value_format(p), p.round_each_op, p.vidkv_dequant, x.heads,
-                                                x.tokens, x.dim, [&](index_t h, index_t t, index_t c) { return x(h, t, c); });
+tensor3 value_roundtrip(const vidkv& p, const tensor3& x, const std::vector<std::int64_t>& salient = {}) {
+  std::vector<index_t> listed, others;
+  for (index_t t = 0; t < x.tokens; ++t)
+    (std::find(salient.begin(), salient.end(), t) != salient.end() ? listed : others).push_back(t);
   tensor3 out(x.heads, x.tokens, x.dim);
-  out.v = u.values;
+  const auto part = [&](const uniform_format& f, const std::vector<index_t>& tokens) {
+    if (tokens.empty()) return;
+    const index_t n = static_cast<index_t>(tokens.size());
+    const auto at = [&](index_t t) { return tokens[static_cast<std::size_t>(t)]; };
+    const uniform_result u = uniform_roundtrip<E>(f, p.round_each_op, p.vidkv_dequant, x.heads, n, x.dim,
+                                                  [&](index_t h, index_t t, index_t c) { return x(h, at(t), c); });
+    for (index_t h = 0; h < x.heads; ++h)
+      for (index_t t = 0; t < n; ++t)
+        for (index_t c = 0; c < x.dim; ++c)
+          out(h, at(t), c) = u.values[static_cast<std::size_t>((h * n + t) * x.dim + c)];
+  };
+  part(vidkv_value_format(p), others);
+  part(vidkv_salient_format(p), listed);
   return out;
 }
 
@@ -244,12 +261,14 @@ template <class E>
 struct cache_replay {
   vidkv config;
   index_t heads, dim;
+  std::vector<std::int64_t> salient;  // QuantizedCacheVLMSTP's `low_tokens`; empty: QuantizedCacheVLM
   tensor3 keys, values;          // the dequantized packed tokens
   tensor3 key_res, value_res;    // the residual
   bool started = false;
 
-  cache_replay(const vidkv& p, index_t h, index_t d)
-      : config(p), heads(h), dim(d), keys(h, 0, d), values(h, 0, d), key_res(h, 0, d), value_res(h, 0, d) {}
+  cache_replay(const vidkv& p, index_t h, index_t d, std::vector<std::int64_t> listed = {})
+      : config(p), heads(h), dim(d), salient(std::move(listed)), keys(h, 0, d), values(h, 0, d), key_res(h, 0, d),
+        value_res(h, 0, d) {}
 
   /// One call of `update` with the new tokens; returns (keys, values) as it returns them.
   std::pair<tensor3, tensor3> update(const tensor3& k, const tensor3& v) {
@@ -259,7 +278,7 @@ struct cache_replay {
       const index_t packed = n - n % G;
       if (packed > 0) {
         keys = key_roundtrip<E>(vidkv_keys_of(config), tokens_of(k, 0, packed), config.vidkv_dequant).values;
-        values = value_roundtrip<E>(config, tokens_of(v, 0, packed));
+        values = value_roundtrip<E>(config, tokens_of(v, 0, packed), salient);
       }
       key_res = tokens_of(k, packed, n - packed);
       value_res = tokens_of(v, packed, n - packed);
@@ -270,7 +289,7 @@ struct cache_replay {
     // residual is a 1-D tensor.
     if (key_res.tokens > 0 && key_res.tokens + 1 >= config.residual) {
       keys = key_roundtrip<E>(vidkv_keys_of(config), seen_k, config.vidkv_dequant).values;
-      values = value_roundtrip<E>(config, seen_v);
+      values = value_roundtrip<E>(config, seen_v, salient);
       key_res = tensor3(heads, 0, dim);
       value_res = tensor3(heads, 0, dim);
     } else {

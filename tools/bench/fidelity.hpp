@@ -856,7 +856,9 @@ inline status round_trip_vidkv(const view<const float, 2>& x, kv_buffers& b) noe
   const vidkv_cache<f16> cache{{view<std::int64_t, 1>(b.channels.data(), {d}), b.packed_keys.get(), b.spectral.get()},
                                cache_of(b.key_residual, v.residual, d),
                                b.packed_values.get(),
-                               cache_of(b.value_residual, v.residual, d)};
+                               cache_of(b.value_residual, v.residual, d),
+                               {},
+                               {}};
   const workspace ws{b.scratch.data(), b.scratch.size()};
   const view<const f16, 3> tokens = cache_of(b.half_keys, n, d);
   status s = apply(cpu<>{}, vidkv_append{v}, vidkv_append_inputs<f16>{tokens, tokens, {}, {}, {}}, cache, ws);

@@ -563,14 +563,54 @@ constexpr bool valid_vidkv_state(const vidkv& p, vidkv_state s, index_t capacity
          s.residual <= p.residual;
 }
 
-/// The cache views' checks, in order: packed keys, key residual, packed values, value residual.
+/// Whether a salient list is usable: positions ascending without repeats, none negative.
+template <class Space>
+bool valid_salient_list(const view<const std::int64_t, 1, Space>& salient) noexcept {
+  for (index_t i = 0; i < salient.extent(0); ++i)
+    if (salient(i) < 0 || (i > 0 && salient(i) <= salient(i - 1))) return false;
+  return true;
+}
+
+/// How many listed salient positions lie below `packed` (the list is ascending).
+template <class Space>
+index_t salient_below(const view<const std::int64_t, 1, Space>& salient, index_t packed) noexcept {
+  index_t lo = 0, hi = salient.extent(0);
+  while (lo < hi) {
+    const index_t mid = lo + (hi - lo) / 2;
+    if (salient(mid) < packed) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/// The salient storage's capacity Cs (tokens) from its scale rows.
+template <class E, class Space>
+index_t salient_capacity(const vidkv& p, const vidkv_cache<E, Space>& c) noexcept {
+  return c.salient_values.scale.extent(1) * p.group;
+}
+
+/// The cache views' checks, in order: packed keys, key residual, packed values, value residual;
+/// with a salient list, the list (`invalid_parameter` unless ascending and non-negative) and the
+/// salient values over (heads, Cs, head_dim).
 template <class E, class Space>
 status check_vidkv_cache(const vidkv& p, const vidkv_cache<E, Space>& c, const kv_problem& s) noexcept {
   if (status st = check_packed_keys(c.keys, vidkv_key_layout_of(vidkv_keys_of(p), s.head_dim), s); st != status::ok)
     return st;
   if (status st = check_view(c.key_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
   if (status st = check_packed(c.values, vidkv_value_format(p), s); st != status::ok) return st;
-  return check_view(c.value_residual, {s.heads, p.residual, s.head_dim});
+  if (status st = check_view(c.value_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
+  if (c.salient.extent(0) == 0) return status::ok;
+  if (status st = check_view(c.salient, {c.salient.extent(0)}); st != status::ok) return st;
+  if (!valid_salient_list(c.salient)) return status::invalid_parameter;
+  return check_packed(c.salient_values, vidkv_salient_format(p), {s.heads, salient_capacity(p, c), s.head_dim});
+}
+
+/// Whether the salient tokens among the first `packed` fit the cache: a multiple of G, within
+/// the salient storage.
+template <class E, class Space>
+bool salient_split_fits(const vidkv& p, const vidkv_cache<E, Space>& c, index_t packed) noexcept {
+  const index_t listed = salient_below(c.salient, packed);
+  return listed % p.group == 0 && listed <= salient_capacity(p, c);
 }
 
 /// Calls `f` with the cache views a configuration reads or writes (the others empty).
@@ -579,8 +619,11 @@ bool with_cache_views(const vidkv& p, const vidkv_cache<E, Space>& c, const F& f
   const auto k = used_parts(c.keys, vidkv_key_layout_of(vidkv_keys_of(p), c.key_residual.extent(2)));
   const auto value_zero =
       vidkv_value_format(p).scheme == kv_scheme::asymmetric ? c.values.zero : decltype(c.values.zero){};
+  const bool protects = c.salient.extent(0) > 0;
+  const auto salient = protects ? c.salient_values : decltype(c.salient_values){};
   return f(k.channels, k.difficult.codes, k.difficult.scale, k.difficult.zero, k.spectral.codes, k.spectral.scale,
-           c.key_residual, c.values.codes, c.values.scale, value_zero, c.value_residual);
+           c.key_residual, c.values.codes, c.values.scale, value_zero, c.value_residual, c.salient, salient.codes,
+           salient.scale, salient.zero);
 }
 
 template <class E, class Space, class V>
@@ -595,17 +638,56 @@ bool vidkv_cache_overlaps(const vidkv& p, const vidkv_cache<E, Space>& c, const 
   return with_cache_views(p, c, [](const auto&... w) { return any_overlap(w...); }) || (overlaps_cache(p, c, vs) || ...);
 }
 
-/// Quantizes this share's value group g of head h of x (per channel along tokens).
+/// Where value group g of the first P packed tokens lives. Without salient tokens group g is
+/// tokens [g·G, (g + 1)·G) of `values`. With S salient positions below P, groups
+/// [0, (P − S)/G) are the other tokens in order, stored in `values`, and the next S/G groups
+/// the salient tokens in order, stored in `salient_values`: as many groups as without.
+struct value_group {
+  bool salient = false;
+  index_t group = 0;                         // the group's row in its packed storage
+  index_t position[uniform_max_group] = {};  // the cache positions of its G tokens
+};
+
+template <class Space>
+value_group value_group_of(const view<const std::int64_t, 1, Space>& salient, index_t listed, index_t packed,
+                           index_t G, index_t g) noexcept {
+  value_group v;
+  const index_t others = (packed - listed) / G;
+  if (g >= others) {
+    v.salient = true;
+    v.group = g - others;
+    for (index_t t = 0; t < G; ++t) v.position[t] = salient(v.group * G + t);
+    return v;
+  }
+  v.group = g;
+  // The k-th unlisted position is k + i, with i the number of listed positions before it: the
+  // count of listed j with salient(j) − j ≤ k (non-decreasing in j, so a binary search).
+  const index_t k = g * G;
+  index_t lo = 0, hi = listed;
+  while (lo < hi) {
+    const index_t mid = lo + (hi - lo) / 2;
+    if (salient(mid) - mid <= k) lo = mid + 1;
+    else hi = mid;
+  }
+  index_t j = lo, position = k + lo;
+  for (index_t t = 0; t < G; ++t, ++position) {
+    while (j < listed && salient(j) == position) ++j, ++position;
+    v.position[t] = position;
+  }
+  return v;
+}
+
+/// Quantizes value group `v` of head h of x (per channel along its tokens) into `out`.
 template <class Arch, class E>
 void quantize_value_group(const uniform_format& f, const step_rounding<Arch, E>& rnd, const view<const E, 3>& x,
-                          index_t h, index_t g, const uniform_packed<E>& out) noexcept {
+                          index_t h, const value_group& v, const uniform_packed<E>& out) noexcept {
   token_rows<E> rows;
   for (index_t t = 0; t < f.group; ++t) {
-    rows.row[t] = &x(h, g * f.group + t, 0);
+    rows.row[t] = &x(h, v.position[t], 0);
     rows.stride[t] = x.stride(2);
   }
   with_scheme(f.scheme, [&](auto tag) {
-    quantize_token_unit<decltype(tag)::value, Arch>(f, rnd, rows, x.extent(2), token_group_at<E>(out, f, h, g));
+    quantize_token_unit<decltype(tag)::value, Arch>(f, rnd, rows, x.extent(2), token_group_at<E>(out, f, h, v.group));
   });
 }
 
@@ -650,7 +732,7 @@ struct backend<vidkv_append, cpu<Arch>> {
     const vidkv_state before = in.state, after = vidkv_after(c, before, n);
     const bool prefill = before.packed == 0 && before.residual == 0, flush = !prefill && vidkv_flushes(c, before);
     if (!detail::valid_vidkv_state(c, before, storage.tokens) || after.packed > storage.tokens ||
-        after.residual > c.residual || after.packed % c.group != 0)
+        after.residual > c.residual || after.packed % c.group != 0 || !detail::salient_split_fits(c, cache, after.packed))
       return status::shape_mismatch;
     if (flush) {
       if (status s = detail::check_view(in.seen_keys, {heads, after.packed, dim}); s != status::ok) return s;
@@ -672,10 +754,12 @@ struct backend<vidkv_append, cpu<Arch>> {
       const auto scratch = detail::key_quantize_scratch<E>::carve(a, exec, l);
       const detail::dft_twiddles tw = detail::prepare_key_chunk(exec, l, c.round_each_op, keys, scratch, cache.keys.channels);
       const detail::step_rounding<Arch, E> rnd{c.round_each_op};
-      const uniform_format vf = vidkv_value_format(c);
+      const uniform_format vf = vidkv_value_format(c), sf = vidkv_salient_format(c);
+      const index_t listed = detail::salient_below(cache.salient, after.packed);
       detail::for_each_group(exec, heads, after.packed / c.group, [&](index_t h, index_t g) {
         detail::quantize_key_group(l, rnd, keys, h, g, scratch, tw, cache.keys);
-        detail::quantize_value_group(vf, rnd, values, h, g, cache.values);
+        const detail::value_group v = detail::value_group_of(cache.salient, listed, after.packed, c.group, g);
+        detail::quantize_value_group(v.salient ? sf : vf, rnd, values, h, v, v.salient ? cache.salient_values : cache.values);
       });
     }
     // What stays in full precision: a prefill's last n mod G tokens, or a decode step's tokens.
@@ -714,7 +798,8 @@ struct backend<vidkv_read, cpu<Arch>> {
     if (status s = can_implement(p, storage); s != status::ok) return s;
     if (status s = detail::check_vidkv_cache(c, in.cache, storage); s != status::ok) return s;
     const vidkv_state st = in.state;
-    if (!detail::valid_vidkv_state(c, st, storage.tokens)) return status::shape_mismatch;
+    if (!detail::valid_vidkv_state(c, st, storage.tokens) || !detail::salient_split_fits(c, in.cache, st.packed))
+      return status::shape_mismatch;
     // No incoming tokens: empty views, default-constructed ones included.
     const bool incoming = detail::requested(in.keys) || detail::requested(in.values);
     const index_t heads = storage.heads, dim = storage.head_dim, n = incoming ? in.keys.extent(1) : 0;
@@ -741,15 +826,18 @@ struct backend<vidkv_read, cpu<Arch>> {
       const detail::dft_twiddles tw =
           l.easy > 0 ? detail::fill_twiddles(scratch.cos, scratch.sin, l.easy) : detail::dft_twiddles{};
       const detail::step_rounding<Arch, E> rnd{c.round_each_op};
-      const uniform_format vf = vidkv_value_format(c);
+      const index_t listed = detail::salient_below(in.cache.salient, st.packed);
       detail::for_each_group(exec, heads, st.packed / c.group, [&](index_t h, index_t g) {
         detail::dequantize_key_group(l, c.vidkv_dequant, rnd, in.cache.keys, h, g, scratch, tw, out.keys);
+        const detail::value_group v = detail::value_group_of(in.cache.salient, listed, st.packed, c.group, g);
+        const uniform_format vf = v.salient ? vidkv_salient_format(c) : vidkv_value_format(c);
         Eout* rows[detail::uniform_max_group] = {};
-        for (index_t t = 0; t < c.group; ++t) rows[t] = &out.values(h, g * c.group + t, 0);
+        for (index_t t = 0; t < c.group; ++t) rows[t] = &out.values(h, v.position[t], 0);
         detail::with_scheme(vf.scheme, [&](auto tag) {
           detail::dequantize_token_unit<decltype(tag)::value, Arch>(
-              vf, c.vidkv_dequant, rnd, detail::token_group_at<const E>(in.cache.values, vf, h, g), dim, rows,
-              out.values.stride(2));
+              vf, c.vidkv_dequant, rnd,
+              detail::token_group_at<const E>(v.salient ? in.cache.salient_values : in.cache.values, vf, h, v.group),
+              dim, rows, out.values.stride(2));
         });
       });
     }

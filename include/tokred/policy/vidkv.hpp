@@ -171,6 +171,7 @@ struct vidkv {
   index_t residual = 128;      ///< R: the decode flush threshold, a positive multiple of G
   bool round_each_op = false;  ///< compatibility: PyTorch's per-operation fp16/bf16 rounding
   bool vidkv_dequant = false;  ///< compatibility: VidKV's {0, s} and q − 1 dequantization
+  int salient_bits = 2;        ///< salient tokens' values (vidkv_cache::salient): 2 (VidKV's), 4 or 8 bits, asymmetric
 };
 
 constexpr vidkv_keys vidkv_keys_of(const vidkv& p) noexcept {
@@ -180,6 +181,12 @@ constexpr vidkv_keys vidkv_keys_of(const vidkv& p) noexcept {
 /// The values' packed format (per channel along tokens).
 constexpr uniform_format vidkv_value_format(const vidkv& p) noexcept {
   return detail::vidkv_channel_format(p.value_bits, p.group);
+}
+
+/// The packed format of the salient tokens' values (per channel along those tokens): VidKV's
+/// `QuantizedCacheVLMSTP` quantizes them at 2 bits asymmetric.
+constexpr uniform_format vidkv_salient_format(const vidkv& p) noexcept {
+  return {p.salient_bits, p.group, kv_group_axis::tokens, kv_scheme::asymmetric};
 }
 
 /// Where the tokens of a cache are: the first `packed` tokens quantized (a multiple of G), the
@@ -205,18 +212,28 @@ constexpr vidkv_state vidkv_after(const vidkv& p, vidkv_state s, index_t n) noex
 
 /// The storage of a VidKV cache with capacity C (packed tokens, a multiple of G). `E` is the
 /// element type, const for a cache that is read.
+///
+/// Salient-token protection (VidKV's `QuantizedCacheVLMSTP`): `salient` lists cache positions,
+/// ascending (vidkv_salient_tokens chooses them). Whenever the cache quantizes its first P
+/// tokens, the S listed positions below P keep their values in `salient_values`
+/// (vidkv_salient_format, per channel along those S tokens in order) and the other P − S in
+/// `values` (along the others in order); S must be a multiple of G. Keys are not affected. An
+/// empty list is a cache without protection (`salient_values` may then be empty views).
 template <class E, class Space = host_space>
 struct vidkv_cache {
   using space = Space;
-  vidkv_packed_keys<E, Space> keys;  // vidkv_packed_key_extents(vidkv_keys_of(config), (heads, C, head_dim))
-  view<E, 3, Space> key_residual;    // (heads, R, head_dim): tokens [packed, packed + residual)
-  uniform_packed<E, Space> values;   // vidkv_value_format over (heads, C, head_dim)
-  view<E, 3, Space> value_residual;  // (heads, R, head_dim)
+  vidkv_packed_keys<E, Space> keys;         // vidkv_packed_key_extents(vidkv_keys_of(config), (heads, C, head_dim))
+  view<E, 3, Space> key_residual;           // (heads, R, head_dim): tokens [packed, packed + residual)
+  uniform_packed<E, Space> values;          // vidkv_value_format over (heads, C, head_dim)
+  view<E, 3, Space> value_residual;         // (heads, R, head_dim)
+  view<const std::int64_t, 1, Space> salient;  // (listed,): protected positions, ascending; may be empty
+  uniform_packed<E, Space> salient_values;  // vidkv_salient_format over (heads, Cs, head_dim), Cs a multiple of G
 };
 
 template <class E, class Space>
 constexpr vidkv_cache<const E, Space> read_only(const vidkv_cache<E, Space>& c) noexcept {
-  return {read_only(c.keys), c.key_residual, read_only(c.values), c.value_residual};
+  return {read_only(c.keys), c.key_residual, read_only(c.values), c.value_residual, c.salient,
+          read_only(c.salient_values)};
 }
 
 /// The keys and values attention sees at a step (VidKV's `update` return value): the packed
@@ -283,7 +300,8 @@ constexpr status check_vidkv_keys(const vidkv_keys& k, const kv_problem& p) noex
 /// The checks of a VidKV configuration against a cache of `capacity` packed tokens.
 constexpr status check_vidkv(const vidkv& p, const kv_problem& storage) noexcept {
   if (status s = check_cache_storage(storage, p.group, p.residual); s != status::ok) return s;
-  return valid_vidkv_keys(vidkv_keys_of(p), storage.head_dim) && vidkv_value_format(p).bits != 0
+  const bool salient_bits = p.salient_bits == 2 || p.salient_bits == 4 || p.salient_bits == 8;
+  return valid_vidkv_keys(vidkv_keys_of(p), storage.head_dim) && vidkv_value_format(p).bits != 0 && salient_bits
              ? status::ok
              : status::invalid_parameter;
 }
@@ -305,7 +323,8 @@ constexpr status can_implement(const vidkv_key_dequantize& p, const kv_problem& 
 /// `ok`, or why the configuration cannot serve a cache of `storage` = (heads, capacity C,
 /// head_dim): `shape_mismatch` (a negative extent), `empty_input` (no heads or no channels),
 /// `invalid_parameter` (the keys as for vidkv_key_quantize, value bits other than 1, 1.58, 2,
-/// 4, 8, a residual R that is not a positive multiple of G, C not a multiple of G). C = 0 is
+/// 4, 8, salient bits other than 2, 4, 8, a residual R that is not a positive multiple of G, C
+/// not a multiple of G). C = 0 is
 /// allowed: a cache that never packs (it refuses an append that would).
 constexpr status can_implement(const vidkv_append& p, const kv_problem& storage) noexcept {
   return detail::check_vidkv(p.cache, storage);
