@@ -11,6 +11,7 @@
 #include <tokred/cpu/feature_scores.hpp>
 #include <tokred/cpu/vidkv.hpp>
 #include <tokred/cpu/vidkv_salient.hpp>
+#include <tokred/cpu/vidkv_scores.hpp>
 #include <tokred/tokred.hpp>
 
 #include "scene_checks.hpp"
@@ -110,6 +111,30 @@ int main() {
   // example-end vidkv-decode
   check(s == tokred::status::ok, "prefill and decode");
   check(state.packed == 224 && state.residual == 76, "state after 300 tokens");
+
+  // example-begin vidkv-scores
+  // Attention logits straight from the cache: q·k for its 300 keys without dequantizing one.
+  // The difficult channels are read with the query gathered to them, the spectral components
+  // with the query's own DFT (no inverse DFT), the residual in full precision.
+  const tokred::vidkv_key_scores scorer{tokred::vidkv_keys_of(config), config.vidkv_dequant};
+  const auto queries = tokred::make_view<const float>(query.data(), q_heads, head_dim);  // 4 query heads, GQA
+  std::vector<float> logits(q_heads * total);                                           // (4, 300), unscaled
+  std::vector<std::byte> score_work(tokred::workspace_bytes(tokred::cpu{}, scorer, storage));
+  s = tokred::apply(tokred::cpu{}, scorer, tokred::vidkv_key_score_inputs(config, tokred::read_only(cache), queries, state),
+                    tokred::packed_score_outputs<>{tokred::make_view(logits.data(), q_heads, total)},
+                    {score_work.data(), score_work.size()});
+  // example-end vidkv-scores
+  check(s == tokred::status::ok, "scores from the packed cache");
+  // They are the logits over what vidkv_read returns (seen_keys holds the last step's 300 keys).
+  double worst = 0.0;
+  for (tokred::index_t h = 0; h < q_heads; ++h)
+    for (tokred::index_t t = 0; t < total; ++t) {
+      double dot = 0.0;
+      for (tokred::index_t c = 0; c < head_dim; ++c)
+        dot += static_cast<double>(query[h * head_dim + c]) * seen_keys[((h / 2) * total + t) * head_dim + c];
+      worst = std::max(worst, std::fabs(dot - logits[h * total + t]));
+    }
+  check(worst < 1e-4, "packed logits equal the logits over the dequantized keys");
 
   // example-begin vidkv-fidelity
   // What the key bits cost: the prompt's first 96 keys through 1-bit (every channel through the

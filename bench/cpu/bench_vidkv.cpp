@@ -1,7 +1,9 @@
 // bench/cpu/bench_vidkv.cpp — VidKV's mixed-precision keys (difficult channels at 2 bits, the
 // rest through a DFT at 1 bit) against a memcpy of the cache (the bandwidth bound), the 2-bit
 // per-channel quantizer it falls back to (bits = 2: no DFT) and the scalar oracle of
-// tests/reference/vidkv_ref.hpp.
+// tests/reference/vidkv_ref.hpp; and attention logits from the packed keys (vidkv_key_scores)
+// against the same logits from fp16 keys (every key in the residual: the canonical dot product,
+// bits100 = 1600 in the arguments), 32 query heads. Items are logits there.
 //
 // Shape: (heads, tokens, head_dim) = (8, tokens, 128), contiguous. bits×100 in the arguments:
 // 100 (every channel through the DFT, n = 128), 150 (VidKV's 1.5: 64 and 64), 200 (2-bit
@@ -12,6 +14,7 @@
 #include "bench_data.hpp"
 
 #include <tokred/cpu/vidkv.hpp>
+#include <tokred/cpu/vidkv_scores.hpp>
 
 #include "reference/vidkv_ref.hpp"
 
@@ -100,6 +103,33 @@ void BM_key_roundtrip_ref(benchmark::State& state) {
   count_per_iteration(state, static_cast<std::int64_t>(x.size() * sizeof(float)), static_cast<std::int64_t>(x.size()));
 }
 
+/// Logits of 32 query heads (GQA over the 8 kv heads) against `tokens` keys, packed at
+/// bits100/100 or, for 1600, all fp16 in the residual.
+void BM_key_scores(benchmark::State& state) {
+  constexpr index_t q_heads = 32;
+  const index_t tokens = state.range(0);
+  const bool fp16 = state.range(1) == 1600;
+  const vidkv_keys k = fp16 ? vidkv_keys{} : keys_of(state);
+  const index_t packed = fp16 ? 0 : tokens;
+  const std::vector<f16>& x = kv_values<f16>(heads, tokens, head_dim);
+  const view<const f16, 3> all = make_view(x.data(), heads, tokens, head_dim);
+  packed_keys<f16> keys(k, packed);
+  const kv_problem p{heads, packed, head_dim};
+  std::vector<std::byte> ws(std::max(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, p),
+                                     workspace_bytes(cpu<>{}, vidkv_key_scores{k}, p)));
+  if (packed > 0 && apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<f16>{all}, keys.views,
+                          workspace{ws.data(), ws.size()}) != status::ok)
+    return state.SkipWithError("quantize failed");
+  const std::vector<f16> queries(static_cast<std::size_t>(q_heads * head_dim), from_float<f16>(0.25f));
+  std::vector<float> scores(static_cast<std::size_t>(q_heads * tokens));
+  const vidkv_score_inputs<f16> in{make_view(queries.data(), q_heads, head_dim), read_only(keys.views),
+                                   token_range(all, packed, tokens - packed)};
+  if (!time_apply(state, vidkv_key_scores{k}, in, packed_score_outputs<>{make_view(scores.data(), q_heads, tokens)},
+                  workspace{ws.data(), ws.size()}))
+    return;
+  count_per_iteration(state, static_cast<std::int64_t>(x.size() * sizeof(f16)), static_cast<std::int64_t>(q_heads * tokens));
+}
+
 void memcpy_shapes(benchmark::internal::Benchmark* b) {
   b->Arg(4096)->ArgName("tokens")->MinTime(0.1)->ComputeStatistics("min", fastest);
 }
@@ -117,6 +147,10 @@ BENCHMARK_TEMPLATE(BM_key_quantize, float)->Apply(key_shapes);
 BENCHMARK_TEMPLATE(BM_key_dequantize, f16)->Apply(key_shapes);
 BENCHMARK_TEMPLATE(BM_key_dequantize, float)->Apply(key_shapes);
 BENCHMARK(BM_key_roundtrip_ref)->Apply(ref_shapes);
+BENCHMARK(BM_key_scores)->Apply([](benchmark::internal::Benchmark* b) {
+  for (int bits : {1600, 100, 150, 200}) b->Args({4096, bits});
+  b->ArgNames({"tokens", "bits100"})->MinTime(0.1)->ComputeStatistics("min", fastest);
+});
 
 }  // namespace
 }  // namespace tokred::bench

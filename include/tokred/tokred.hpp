@@ -91,4 +91,5 @@
 #include "tokred/cpu/video_layout.hpp"
 #include "tokred/cpu/vidkv.hpp"
 #include "tokred/cpu/vidkv_salient.hpp"
+#include "tokred/cpu/vidkv_scores.hpp"
 #include "tokred/cpu/visionzip.hpp"

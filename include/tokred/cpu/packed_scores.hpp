@@ -26,6 +26,13 @@
 namespace tokred {
 namespace detail {
 
+/// `dim` fp32 values rounded up to whole batches of the architecture.
+template <class Arch>
+constexpr index_t padded_lanes(index_t dim) noexcept {
+  constexpr index_t width = float_batch<Arch>::size;
+  return (dim + width - 1) / width * width;
+}
+
 /// A share's scratch: the query widened to fp32 and its per-group products, head_dim rounded up
 /// to whole batches (the padding lanes stay zero).
 struct packed_score_scratch {
@@ -34,7 +41,7 @@ struct packed_score_scratch {
 
   template <class Arch>
   static packed_score_scratch carve(arena& a, const cpu<Arch>& exec, index_t head_dim) {
-    const index_t padded = (head_dim + float_batch<Arch>::size - 1) / float_batch<Arch>::size * float_batch<Arch>::size;
+    const index_t padded = padded_lanes<Arch>(head_dim);
     return carve_shares(a, exec.ith, exec.nth, [&](arena& b) {
       packed_score_scratch s;
       s.query = b.take<float>(padded);
@@ -43,6 +50,62 @@ struct packed_score_scratch {
     });
   }
 };
+
+/// The logits of one query row against every packed token of kv head `kv` of `keys` (P tokens):
+/// written to `scores(h, j)`, j < P, or added to what is there (`accumulate`). `query` holds the
+/// row in fp32, `dim` values then zeros to a whole number of batches; `scaled` is scratch of the
+/// same size.
+template <kv_scheme S, class Arch, class E>
+void packed_logits(const uniform_format& f, bool vidkv_dequant, const float* query, float* scaled, index_t dim,
+                   const uniform_packed<const E>& keys, index_t kv, index_t packed, const view<float, 2>& scores,
+                   index_t h, bool accumulate) noexcept {
+  using fb = float_batch<Arch>;
+  constexpr index_t width = fb::size;
+  for (index_t g = 0; g < packed / f.group; ++g) {
+    fb base(0.0f);
+    for (index_t c = 0; c < dim; c += width) {
+      const index_t n = std::min(width, dim - c);
+      group_params<Arch> gp;
+      gp.scale = load_lanes<Arch>(&keys.scale(kv, g, c), keys.scale.stride(2), n);
+      if constexpr (S == kv_scheme::asymmetric) gp.zero = load_lanes<Arch>(&keys.zero(kv, g, c), keys.zero.stride(2), n);
+      const affine_code<Arch> ab = affine_of<S, Arch>(f.bits, vidkv_dequant, gp);
+      const fb q = fb::load_aligned(query + c);
+      (q * ab.a).store_aligned(scaled + c);
+      base = multiply_add<Arch>(q, ab.b, base);
+    }
+    const float group_base = xsimd::hadd(base);
+    const std::uint32_t* words = &keys.codes(kv, g * f.group * f.bits / 32, 0);
+    const index_t word_row = keys.codes.stride(1);
+    for (index_t t = 0; t < f.group; ++t) {
+      fb acc(0.0f);
+      for (index_t c = 0; c < dim; c += width) {
+        const auto code = code_floats<Arch>(token_codes<Arch>(words + c, word_row, std::min(width, dim - c), t, f.bits));
+        acc = multiply_add<Arch>(fb::load_aligned(scaled + c), code, acc);
+      }
+      float& out = scores(h, g * f.group + t);
+      out = (accumulate ? out : 0.0f) + (xsimd::hadd(acc) + group_base);
+    }
+  }
+}
+
+/// Row h of `rows` widened to fp32 into `out` (padded_lanes(dim) floats; the padding is zero).
+template <class Arch, class E>
+void widen_row(const view<const E, 2>& rows, index_t h, float* out) noexcept {
+  constexpr index_t width = float_batch<Arch>::size;
+  const index_t dim = rows.extent(1);
+  for (index_t c = 0; c < dim; c += width)
+    load_lanes<Arch>(&rows(h, c), rows.stride(1), std::min(width, dim - c)).store_aligned(out + c);
+}
+
+/// The residual keys' logits: `scores(h, first + r)` = q·k_r for each of kv head `kv`'s rows, the
+/// canonical fp32-accumulated dot product.
+template <class Arch, class E>
+void residual_logits(const view<const E, 2>& queries, index_t h, const view<const E, 3>& residual, index_t kv,
+                     const view<float, 2>& scores, index_t first) noexcept {
+  for (index_t r = 0; r < residual.extent(1); ++r)
+    scores(h, first + r) = combine<Arch, pair_op::dot>(&queries(h, 0), queries.stride(1), &residual(kv, r, 0),
+                                                       residual.stride(2), queries.extent(1));
+}
 
 /// The shape facts of a packed score call: kv heads, packed tokens P (scale rows × group) and
 /// head_dim from the queries.
@@ -87,8 +150,6 @@ struct backend<packed_key_scores, cpu<Arch>> {
   template <class E>
   static status apply(const cpu<Arch>& exec, const packed_key_scores& p, const packed_score_inputs<E>& in,
                       const packed_score_outputs<>& out, workspace ws) noexcept {
-    using fb = detail::float_batch<Arch>;
-    constexpr index_t width = fb::size;
     if (status s = detail::check_packed_scores(exec, p, in, out, ws); s != status::ok) return s;
     const uniform_format& f = p.format;
     const kv_problem prob = detail::packed_score_problem(p, in);
@@ -98,41 +159,14 @@ struct backend<packed_key_scores, cpu<Arch>> {
     const index_t h0 = detail::share_begin(q_heads, exec.ith, exec.nth);
     const index_t h1 = detail::share_begin(q_heads, exec.ith + 1, exec.nth);
     detail::with_scheme(f.scheme, [&](auto scheme) {
-    constexpr kv_scheme S = decltype(scheme)::value;
-    for (index_t h = h0; h < h1; ++h) {
-      const index_t kv = h / per_kv;
-      for (index_t c = 0; c < dim; c += width)
-        detail::load_lanes<Arch>(&in.queries(h, c), in.queries.stride(1), std::min(width, dim - c))
-            .store_aligned(scratch.query + c);
-      for (index_t g = 0; g < prob.tokens / f.group; ++g) {
-        fb base(0.0f);
-        for (index_t c = 0; c < dim; c += width) {
-          const index_t n = std::min(width, dim - c);
-          detail::group_params<Arch> gp;
-          gp.scale = detail::load_lanes<Arch>(&in.keys.scale(kv, g, c), in.keys.scale.stride(2), n);
-          if constexpr (S == kv_scheme::asymmetric) gp.zero = detail::load_lanes<Arch>(&in.keys.zero(kv, g, c), in.keys.zero.stride(2), n);
-          const detail::affine_code<Arch> ab = detail::affine_of<S, Arch>(f.bits, p.vidkv_dequant, gp);
-          const fb q = fb::load_aligned(scratch.query + c);
-          (q * ab.a).store_aligned(scratch.scaled + c);
-          base = detail::multiply_add<Arch>(q, ab.b, base);
-        }
-        const float group_base = xsimd::hadd(base);
-        const std::uint32_t* words = &in.keys.codes(kv, g * f.group * f.bits / 32, 0);
-        const index_t ws_row = in.keys.codes.stride(1);
-        for (index_t t = 0; t < f.group; ++t) {
-          fb acc(0.0f);
-          for (index_t c = 0; c < dim; c += width) {
-            const auto code = detail::code_floats<Arch>(
-                detail::token_codes<Arch>(words + c, ws_row, std::min(width, dim - c), t, f.bits));
-            acc = detail::multiply_add<Arch>(fb::load_aligned(scratch.scaled + c), code, acc);
-          }
-          out.scores(h, g * f.group + t) = xsimd::hadd(acc) + group_base;
-        }
+      constexpr kv_scheme S = decltype(scheme)::value;
+      for (index_t h = h0; h < h1; ++h) {
+        const index_t kv = h / per_kv;
+        detail::widen_row<Arch>(in.queries, h, scratch.query);
+        detail::packed_logits<S, Arch>(f, p.vidkv_dequant, scratch.query, scratch.scaled, dim, in.keys, kv,
+                                       prob.tokens, out.scores, h, false);
+        detail::residual_logits<Arch>(in.queries, h, in.residual, kv, out.scores, prob.tokens);
       }
-      for (index_t r = 0; r < in.residual.extent(1); ++r)
-        out.scores(h, prob.tokens + r) = detail::combine<Arch, detail::pair_op::dot>(
-            &in.queries(h, 0), in.queries.stride(1), &in.residual(kv, r, 0), in.residual.stride(2), dim);
-    }
     });
     return status::ok;
   }

@@ -158,6 +158,33 @@ struct vidkv_key_dequantize {
   bool vidkv_dequant = false;  ///< compatibility: VidKV's `sign` ({0, s}) and `ternary` (q − 1)
 };
 
+/// Attention logits `q·k` of each query row with every key of VidKV packed keys, followed by the
+/// full-precision keys of a residual window, without dequantizing a key: `scores(h, j)` for
+/// packed token j < P, then residual token j − P. Unscaled. Query head h reads kv head
+/// `h / (q_heads / kv_heads)`.
+///
+/// The difficult channels are a uniform packed cache read with the query gathered to them
+/// (packed_key_scores' folding). The spectral part needs no inverse DFT: with Q the DFT of the
+/// query's easy values (in channel-list order), `q_easy · Re(IDFT(X̂))` = `(1/n)·Σ_m (Re X̂_m·Re Q_m
+/// + Im X̂_m·Im Q_m)`, a dot product of the interleaved spectra, so the spectral components are
+/// read the same way with `Q/n` as the query (computed once per query head, in double, rounded
+/// to fp32; `Im Q` of bins 0 and n/2 is 0, as the inverse DFT ignores those imaginary parts).
+/// Equal to the dot product of the query with vidkv_key_dequantize's fp32 keys within fp32
+/// rounding (not bit-identical: neither the keys nor their spectra are rounded).
+struct vidkv_key_scores {
+  vidkv_keys keys;
+  bool vidkv_dequant = false;  ///< compatibility: as vidkv_key_dequantize::vidkv_dequant
+};
+
+/// Inputs of `vidkv_key_scores`.
+template <class E, class Space = host_space>
+struct vidkv_score_inputs {
+  using space = Space;
+  view<const E, 2, Space> queries;         // (q_heads, head_dim)
+  vidkv_packed_keys<const E, Space> keys;  // P packed tokens (P may be 0 when the residual holds keys)
+  view<const E, 3, Space> residual;        // (kv_heads, R, head_dim); R may be 0 (an empty view)
+};
+
 // --- the streaming cache ----------------------------------------------------------------------
 
 /// A VidKV cache's configuration (`QuantizedCacheVLM`: `nbits`, `q_group_size`,
@@ -320,6 +347,14 @@ constexpr status can_implement(const vidkv_key_dequantize& p, const kv_problem& 
   return detail::check_vidkv_keys(p.keys, prob);
 }
 
+/// As for vidkv_key_quantize, for the packed part of `prob` (its `tokens` are the packed tokens
+/// P, which may be 0 when the residual holds keys).
+constexpr status can_implement(const vidkv_key_scores& p, const kv_problem& prob) noexcept {
+  if (prob.tokens == 0 && prob.heads > 0 && prob.head_dim > 0)
+    return detail::valid_vidkv_keys(p.keys, prob.head_dim) ? status::ok : status::invalid_parameter;
+  return detail::check_vidkv_keys(p.keys, prob);
+}
+
 /// `ok`, or why the configuration cannot serve a cache of `storage` = (heads, capacity C,
 /// head_dim): `shape_mismatch` (a negative extent), `empty_input` (no heads or no channels),
 /// `invalid_parameter` (the keys as for vidkv_key_quantize, value bits other than 1, 1.58, 2,
@@ -331,6 +366,24 @@ constexpr status can_implement(const vidkv_append& p, const kv_problem& storage)
 }
 constexpr status can_implement(const vidkv_read& p, const kv_problem& storage) noexcept {
   return detail::check_vidkv(p.cache, storage);
+}
+
+/// The keys of a cache in state `state` as `vidkv_key_scores{vidkv_keys_of(config),
+/// config.vidkv_dequant}` reads them: the packed keys and the key residual, each cut to what is
+/// held. `scores(h, j)` is then the logit of cache token j (the incoming tokens of a step are
+/// not in the cache: score them yourself, or after the append).
+template <class E, class Space>
+vidkv_score_inputs<E, Space> vidkv_key_score_inputs(const vidkv& config, const vidkv_cache<const E, Space>& cache,
+                                                    view<const E, 2, Space> queries, vidkv_state state) noexcept {
+  const vidkv_key_layout l = vidkv_key_layout_of(vidkv_keys_of(config), cache.key_residual.extent(2));
+  const index_t groups = config.group > 0 ? state.packed / config.group : 0;
+  const auto cut = [&](const uniform_packed<const E, Space>& part, const uniform_format& f) {
+    return uniform_packed<const E, Space>{token_range(part.codes, 0, state.packed * f.bits / 32),
+                                          token_range(part.scale, 0, groups), token_range(part.zero, 0, groups)};
+  };
+  return {queries,
+          {cache.keys.channels, cut(cache.keys.difficult, l.difficult_format), cut(cache.keys.spectral, l.spectral_format)},
+          token_range(cache.key_residual, 0, state.residual)};
 }
 
 }  // namespace tokred

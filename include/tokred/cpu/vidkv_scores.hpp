@@ -1,0 +1,167 @@
+// tokred/cpu/vidkv_scores.hpp — the CPU backend of vidkv_key_scores: q·k for every key of VidKV
+// packed keys and a full-precision residual, without dequantizing a key.
+//
+// Per query head: the query widened to fp32; its difficult channels gathered (in channel-list
+// order) and read against the difficult part with packed_key_scores' folding; the DFT of its
+// easy channels, Q_m = Σ_j q_j·e^(−2πi·jm/n) for m < n, in double over the same twiddles as the
+// keys' DFT (r = jm mod n, j in order), divided by n and rounded to fp32 as 2n interleaved reals
+// (Im Q of bins 0 and n/2 set to 0), read against the spectral part the same way and added; then
+// the residual keys' canonical dot products. O(n²) per query head for Q, then the packed reads.
+//
+// Shares split the query heads: [Q·ith/nth, Q·(ith+1)/nth). Workspace per share: the widened
+// query, the two gathered queries and the products with a group's scales (each rounded up to
+// whole batches), and the 2n twiddles.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "tokred/core/contract.hpp"
+#include "tokred/core/exec.hpp"
+#include "tokred/core/workspace.hpp"
+#include "tokred/cpu/packed_scores.hpp"
+#include "tokred/cpu/vidkv.hpp"
+#include "tokred/policy/vidkv.hpp"
+
+namespace tokred {
+namespace detail {
+
+/// A share's scratch for vidkv_key_scores.
+struct vidkv_score_scratch {
+  float* query = nullptr;      // (padded D,)
+  float* difficult = nullptr;  // (padded k,) the query at the difficult channels
+  float* spectral = nullptr;   // (padded 2n,) Re Q_0/n, Im Q_0/n, …
+  float* scaled = nullptr;     // (padded max(k, 2n),)
+  double* cos = nullptr;       // (n,)
+  double* sin = nullptr;       // (n,)
+
+  template <class Arch>
+  static vidkv_score_scratch carve(arena& a, const cpu<Arch>& exec, const vidkv_key_layout& l, index_t head_dim) {
+    return carve_shares(a, exec.ith, exec.nth, [&](arena& b) {
+      vidkv_score_scratch s;
+      s.query = b.take<float>(padded_lanes<Arch>(head_dim));
+      s.difficult = b.take<float>(padded_lanes<Arch>(l.difficult));
+      s.spectral = b.take<float>(padded_lanes<Arch>(2 * l.easy));
+      s.scaled = b.take<float>(padded_lanes<Arch>(std::max(l.difficult, 2 * l.easy)));
+      s.cos = b.take<double>(l.easy);
+      s.sin = b.take<double>(l.easy);
+      return s;
+    });
+  }
+};
+
+/// The shape facts of a call: kv heads and packed tokens P from the part that has channels (the
+/// residual's heads when nothing is packed), head_dim from the queries.
+template <class E>
+kv_problem vidkv_score_problem(const vidkv_key_scores& p, const vidkv_score_inputs<E>& in) noexcept {
+  const index_t dim = in.queries.extent(1);
+  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, dim);
+  const uniform_packed<const E>& part = l.difficult > 0 ? in.keys.difficult : in.keys.spectral;
+  const index_t packed = part.scale.extent(1) * p.keys.group;
+  const index_t heads = part.scale.extent(0) > 0 || in.residual.extent(1) == 0 ? part.scale.extent(0) : in.residual.extent(0);
+  return {heads, packed, dim};
+}
+
+/// Every check, in the documented order.
+template <class Arch, class E>
+status check_vidkv_scores(const cpu<Arch>& exec, const vidkv_key_scores& p, const vidkv_score_inputs<E>& in,
+                          const packed_score_outputs<>& out, const workspace& ws) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = vidkv_score_problem(p, in);
+  const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
+  if (prob.heads < 0 || prob.tokens < 0 || prob.head_dim < 0 || q_heads < 0 || residual < 0) return status::shape_mismatch;
+  if (prob.heads == 0 || q_heads == 0 || prob.head_dim == 0 || prob.tokens + residual == 0) return status::empty_input;
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
+  if (q_heads % prob.heads != 0) return status::shape_mismatch;
+  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+  if (prob.tokens > 0) {
+    if (status s = check_packed_keys(in.keys, l, prob); s != status::ok) return s;
+    if (!valid_channel_order(in.keys.channels, l.difficult)) return status::invalid_parameter;
+  }
+  // No residual: an empty view, default-constructed ones included.
+  if (status s = check_optional_view(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
+  if (status s = check_view(out.scores, {q_heads, prob.tokens + residual}); s != status::ok) return s;
+  const vidkv_packed_keys<const E> used = used_parts(in.keys, l);
+  if (overlaps_any(out.scores, in.queries, used.channels, used.difficult.codes, used.difficult.scale, used.difficult.zero,
+                   used.spectral.codes, used.spectral.scale, in.residual))
+    return status::aliasing;
+  arena counter;
+  vidkv_score_scratch::carve(counter, exec, l, prob.head_dim);
+  return check_workspace(ws, counter.used());
+}
+
+/// The spectral query of the easy values `q` (n floats): Q_m/n as fp32 reals Re, Im for m < n.
+inline void spectral_query(const float* q, const dft_twiddles& tw, float* out) noexcept {
+  const index_t n = tw.n;
+  for (index_t m = 0; m < n; ++m) {
+    double re = 0.0, im = 0.0;
+    for (index_t j = 0; j < n; ++j) {
+      const index_t r = j * m % n;
+      re += static_cast<double>(q[j]) * tw.cos[r];
+      im -= static_cast<double>(q[j]) * tw.sin[r];
+    }
+    const bool real_bin = m == 0 || 2 * m == n;  // the inverse DFT reads no imaginary part there
+    out[2 * m] = static_cast<float>(re / static_cast<double>(n));
+    out[2 * m + 1] = real_bin ? 0.0f : static_cast<float>(im / static_cast<double>(n));
+  }
+}
+
+}  // namespace detail
+
+/// Scores from VidKV packed keys on CPU: fp32/fp16/bf16 caches and queries of the same type, any
+/// strides on queries, parameters, the channel list and the residual; codes with inner stride 1.
+template <class Arch>
+struct backend<vidkv_key_scores, cpu<Arch>> {
+  static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_key_scores& p, const kv_problem& prob) noexcept {
+    detail::arena counter;
+    detail::vidkv_score_scratch::carve(counter, exec, vidkv_key_layout_of(p.keys, prob.head_dim), prob.head_dim);
+    return counter.used();
+  }
+
+  /// Checks, in order: exec; `shape_mismatch` for a negative extent; `empty_input` (no kv heads,
+  /// query heads or channels, or no key at all); can_implement; the queries `(Q, D)` and Q a
+  /// multiple of the kv heads; with packed keys, their views and the channel list
+  /// (`invalid_parameter` when corrupt); the residual `(H, R, D)`; the scores `(Q, P + R)`;
+  /// `aliasing` when the scores overlap an input; the workspace.
+  template <class E>
+  static status apply(const cpu<Arch>& exec, const vidkv_key_scores& p, const vidkv_score_inputs<E>& in,
+                      const packed_score_outputs<>& out, workspace ws) noexcept {
+    if (status s = detail::check_vidkv_scores(exec, p, in, out, ws); s != status::ok) return s;
+    const kv_problem prob = detail::vidkv_score_problem(p, in);
+    const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+    const index_t q_heads = in.queries.extent(0), per_kv = q_heads / prob.heads, k = l.difficult, n = l.easy;
+    detail::arena carver(ws);
+    const auto s = detail::vidkv_score_scratch::carve(carver, exec, l, prob.head_dim);
+    const detail::dft_twiddles tw = n > 0 ? detail::fill_twiddles(s.cos, s.sin, n) : detail::dft_twiddles{};
+    const index_t h1 = detail::share_begin(q_heads, exec.ith + 1, exec.nth);
+    for (index_t h = detail::share_begin(q_heads, exec.ith, exec.nth); h < h1; ++h) {
+      const index_t kv = h / per_kv;
+      if (prob.tokens > 0) {
+        detail::widen_row<Arch>(in.queries, h, s.query);
+        // Channel-list order: the difficult channels, then the easy ones (the padding stays 0).
+        std::fill(s.difficult, s.difficult + detail::padded_lanes<Arch>(k), 0.0f);
+        for (index_t j = 0; j < k; ++j) s.difficult[j] = s.query[in.keys.channels(j)];
+        if (k > 0)
+          detail::with_scheme(l.difficult_format.scheme, [&](auto scheme) {
+            detail::packed_logits<decltype(scheme)::value, Arch>(l.difficult_format, p.vidkv_dequant, s.difficult,
+                                                                 s.scaled, k, in.keys.difficult, kv, prob.tokens,
+                                                                 out.scores, h, false);
+          });
+        if (n > 0) {
+          // The easy values, gathered into the scaled buffer (free until the packed read).
+          for (index_t j = 0; j < n; ++j) s.scaled[j] = s.query[in.keys.channels(k + j)];
+          std::fill(s.spectral, s.spectral + detail::padded_lanes<Arch>(2 * n), 0.0f);
+          detail::spectral_query(s.scaled, tw, s.spectral);
+          detail::packed_logits<kv_scheme::sign, Arch>(l.spectral_format, p.vidkv_dequant, s.spectral, s.scaled, 2 * n,
+                                                       in.keys.spectral, kv, prob.tokens, out.scores, h, k > 0);
+        }
+      }
+      detail::residual_logits<Arch>(in.queries, h, in.residual, kv, out.scores, prob.tokens);
+    }
+    return status::ok;
+  }
+};
+
+}  // namespace tokred
