@@ -2,15 +2,16 @@
 // packed keys and a full-precision residual, without dequantizing a key.
 //
 // Per query head: the query widened to fp32; its difficult channels gathered (in channel-list
-// order) and read against the difficult part with packed_key_scores' folding; the DFT of its
+// order) and read against the difficult part with packed_key_scores' kernel; the DFT of its
 // easy channels, Q_m = Σ_j q_j·e^(−2πi·jm/n) for m < n, in double over the same twiddles as the
 // keys' DFT (r = jm mod n, j in order), divided by n and rounded to fp32 as 2n interleaved reals
 // (Im Q of bins 0 and n/2 set to 0), read against the spectral part the same way and added; then
-// the residual keys' canonical dot products. O(n²) per query head for Q, then the packed reads.
+// the residual keys' canonical dot products. O(n²) per query head for Q, then the packed reads,
+// each group decoded once for the query heads that share its kv head.
 //
 // Shares split the query heads: [Q·ith/nth, Q·(ith+1)/nth). Workspace per share: the widened
-// query, the two gathered queries and the products with a group's scales (each rounded up to
-// whole batches), and the 2n twiddles.
+// query, the two gathered queries of up to 8 heads, the products with a group's scales, one
+// decoded group (each row rounded up to whole batches), and the 2n twiddles.
 #pragma once
 
 #include <algorithm>
@@ -27,23 +28,29 @@
 namespace tokred {
 namespace detail {
 
-/// A share's scratch for vidkv_key_scores.
+/// A share's scratch for vidkv_key_scores, for one run of up to packed_score_heads query heads.
 struct vidkv_score_scratch {
-  float* query = nullptr;      // (padded D,)
-  float* difficult = nullptr;  // (padded k,) the query at the difficult channels
-  float* spectral = nullptr;   // (padded 2n,) Re Q_0/n, Im Q_0/n, …
-  float* scaled = nullptr;     // (padded max(k, 2n),)
-  double* cos = nullptr;       // (n,)
-  double* sin = nullptr;       // (n,)
+  float* query = nullptr;                           // (padded D,) one head's query in fp32
+  float* easy = nullptr;                            // (n,) its easy values
+  float* difficult[packed_score_heads] = {};        // (padded k,) each head's query at the difficult channels
+  float* spectral[packed_score_heads] = {};         // (padded 2n,) each head's Re Q_0/n, Im Q_0/n, …
+  float* scaled = nullptr;                          // (padded max(k, 2n),)
+  float* tile = nullptr;                            // (G, padded max(k, 2n)) a decoded group
+  double* cos = nullptr;                            // (n,)
+  double* sin = nullptr;                            // (n,)
 
   template <class Arch>
-  static vidkv_score_scratch carve(arena& a, const cpu<Arch>& exec, const vidkv_key_layout& l, index_t head_dim) {
+  static vidkv_score_scratch carve(arena& a, const cpu<Arch>& exec, const vidkv_key_layout& l, index_t head_dim,
+                                   index_t group) {
     return carve_shares(a, exec.ith, exec.nth, [&](arena& b) {
       vidkv_score_scratch s;
+      const index_t widest = padded_lanes<Arch>(std::max(l.difficult, 2 * l.easy));
       s.query = b.take<float>(padded_lanes<Arch>(head_dim));
-      s.difficult = b.take<float>(padded_lanes<Arch>(l.difficult));
-      s.spectral = b.take<float>(padded_lanes<Arch>(2 * l.easy));
-      s.scaled = b.take<float>(padded_lanes<Arch>(std::max(l.difficult, 2 * l.easy)));
+      s.easy = b.take<float>(l.easy);
+      for (float*& d : s.difficult) d = b.take<float>(padded_lanes<Arch>(l.difficult));
+      for (float*& q : s.spectral) q = b.take<float>(padded_lanes<Arch>(2 * l.easy));
+      s.scaled = b.take<float>(widest);
+      s.tile = b.take<float>(group * widest);
       s.cos = b.take<double>(l.easy);
       s.sin = b.take<double>(l.easy);
       return s;
@@ -88,7 +95,7 @@ status check_vidkv_scores(const cpu<Arch>& exec, const vidkv_key_scores& p, cons
                    used.spectral.codes, used.spectral.scale, in.residual))
     return status::aliasing;
   arena counter;
-  vidkv_score_scratch::carve(counter, exec, l, prob.head_dim);
+  vidkv_score_scratch::carve(counter, exec, l, prob.head_dim, p.keys.group);
   return check_workspace(ws, counter.used());
 }
 
@@ -116,7 +123,9 @@ template <class Arch>
 struct backend<vidkv_key_scores, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_key_scores& p, const kv_problem& prob) noexcept {
     detail::arena counter;
-    detail::vidkv_score_scratch::carve(counter, exec, vidkv_key_layout_of(p.keys, prob.head_dim), prob.head_dim);
+    const bool valid = detail::valid_vidkv_keys(p.keys, prob.head_dim);
+    detail::vidkv_score_scratch::carve(counter, exec, vidkv_key_layout_of(p.keys, valid ? prob.head_dim : 0),
+                                       prob.head_dim, valid ? p.keys.group : 0);
     return counter.used();
   }
 
@@ -133,33 +142,35 @@ struct backend<vidkv_key_scores, cpu<Arch>> {
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
     const index_t q_heads = in.queries.extent(0), per_kv = q_heads / prob.heads, k = l.difficult, n = l.easy;
     detail::arena carver(ws);
-    const auto s = detail::vidkv_score_scratch::carve(carver, exec, l, prob.head_dim);
+    const auto s = detail::vidkv_score_scratch::carve(carver, exec, l, prob.head_dim, p.keys.group);
     const detail::dft_twiddles tw = n > 0 ? detail::fill_twiddles(s.cos, s.sin, n) : detail::dft_twiddles{};
+    const index_t h0 = detail::share_begin(q_heads, exec.ith, exec.nth);
     const index_t h1 = detail::share_begin(q_heads, exec.ith + 1, exec.nth);
-    for (index_t h = detail::share_begin(q_heads, exec.ith, exec.nth); h < h1; ++h) {
-      const index_t kv = h / per_kv;
+    detail::for_each_head_run(h0, h1, per_kv, [&](index_t kv, index_t first, index_t count) {
       if (prob.tokens > 0) {
-        detail::widen_row<Arch>(in.queries, h, s.query);
-        // Channel-list order: the difficult channels, then the easy ones (the padding stays 0).
-        std::fill(s.difficult, s.difficult + detail::padded_lanes<Arch>(k), 0.0f);
-        for (index_t j = 0; j < k; ++j) s.difficult[j] = s.query[in.keys.channels(j)];
+        // Each head's two queries, in channel-list order (the padding stays 0).
+        for (index_t i = 0; i < count; ++i) {
+          detail::widen_row<Arch>(in.queries, first + i, s.query);
+          std::fill(s.difficult[i], s.difficult[i] + detail::padded_lanes<Arch>(k), 0.0f);
+          for (index_t j = 0; j < k; ++j) s.difficult[i][j] = s.query[in.keys.channels(j)];
+          for (index_t j = 0; j < n; ++j) s.easy[j] = s.query[in.keys.channels(k + j)];
+          std::fill(s.spectral[i], s.spectral[i] + detail::padded_lanes<Arch>(2 * n), 0.0f);
+          if (n > 0) detail::spectral_query(s.easy, tw, s.spectral[i]);
+        }
         if (k > 0)
           detail::with_scheme(l.difficult_format.scheme, [&](auto scheme) {
-            detail::packed_logits<decltype(scheme)::value, Arch>(l.difficult_format, p.vidkv_dequant, s.difficult,
-                                                                 s.scaled, k, in.keys.difficult, kv, prob.tokens,
-                                                                 out.scores, h, false);
+            detail::packed_logits<decltype(scheme)::value, Arch>(l.difficult_format, p.vidkv_dequant, s.difficult, count,
+                                                                 k, in.keys.difficult, kv, prob.tokens, s.scaled, s.tile,
+                                                                 out.scores, first, false);
           });
-        if (n > 0) {
-          // The easy values, gathered into the scaled buffer (free until the packed read).
-          for (index_t j = 0; j < n; ++j) s.scaled[j] = s.query[in.keys.channels(k + j)];
-          std::fill(s.spectral, s.spectral + detail::padded_lanes<Arch>(2 * n), 0.0f);
-          detail::spectral_query(s.scaled, tw, s.spectral);
-          detail::packed_logits<kv_scheme::sign, Arch>(l.spectral_format, p.vidkv_dequant, s.spectral, s.scaled, 2 * n,
-                                                       in.keys.spectral, kv, prob.tokens, out.scores, h, k > 0);
-        }
+        if (n > 0)
+          detail::packed_logits<kv_scheme::sign, Arch>(l.spectral_format, p.vidkv_dequant, s.spectral, count, 2 * n,
+                                                       in.keys.spectral, kv, prob.tokens, s.scaled, s.tile, out.scores,
+                                                       first, k > 0);
       }
-      detail::residual_logits<Arch>(in.queries, h, in.residual, kv, out.scores, prob.tokens);
-    }
+      for (index_t i = 0; i < count; ++i)
+        detail::residual_logits<Arch>(in.queries, first + i, in.residual, kv, out.scores, prob.tokens);
+    });
     return status::ok;
   }
 };
