@@ -5,7 +5,9 @@
 # file readers and the spec parser are fuzzed for a bounded number of runs; then the CPU tests are
 # built with AddressSanitizer and UndefinedBehaviorSanitizer and run there. The CPU tests are
 # compiled and run once, in the sanitizer build: the same checks, with memory and undefined
-# behaviour watched, for one compile of each test program. Installs missing packages first.
+# behaviour watched, for one compile of each test program. Last, the test programs of the kernels
+# with ISA-specific code run again built for this machine's own ISA. Installs missing packages
+# first.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,3 +32,16 @@ cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS
   -DTOKRED_ENABLE_CUDA=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF -DTOKRED_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-sanitize -j "$jobs"
 ctest --test-dir build-sanitize -j "$jobs" -L cpu --output-on-failure --no-tests=error
+
+echo "tokred: the kernels with ISA-specific code again, built with -march=native"
+# The builds above target the default architecture (SSE2 on x86-64). The widest paths of
+# tokred/cpu/simd.hpp (AVX-512 conversions and reductions, fused multiply-adds, F16C) compile
+# only where the build targets them: these test programs run them on this machine's own ISA.
+native_tests=(test_element test_feature_scores test_uniform_quant test_kivi test_vidkv_scores test_kv_blocks
+              test_selection test_tome)
+cmake -S . -B build-native-tests -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKRED_NATIVE=ON -DTOKRED_ENABLE_CUDA=OFF \
+  -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF -DTOKRED_BUILD_TOOLS=OFF >/dev/null
+cmake --build build-native-tests -j "$jobs" --target "${native_tests[@]}"
+for t in "${native_tests[@]}"; do
+  build-native-tests/tests/"$t" >/dev/null || { echo "tokred: $t failed in the native build"; build-native-tests/tests/"$t"; exit 1; }
+done

@@ -9,7 +9,7 @@
 // each head then costs one load and one multiply-add per channel and token — the arithmetic of
 // an fp32 key, on codes decoded once per kv head instead of widened once per query head. SIMD
 // lanes hold channels; a batch of tokens is scored at a time, one accumulator per token, and
-// their sums are formed together (xsimd::haddp), in the same order on every share count.
+// their sums are formed together (sums_of_rows), in the same order on every share count.
 //
 // Shares split the query heads: [Q·ith/nth, Q·(ith+1)/nth). Workspace per share: 8 head_dim rows
 // of floats (the widened queries of one run of heads), their products with a group's scales, and
@@ -107,7 +107,7 @@ void decode_group(const uniform_format& f, const std::uint32_t* words, index_t w
 /// row the query is folded
 /// into the group's parameters (`scaled` = q·a, `base` = Σ q·b, with x̂ = a·code + b) and a
 /// batch of tokens is scored at a time: one accumulator per token, lanes over channels, the
-/// batch's sums formed together (xsimd::haddp).
+/// batch's sums formed together (sums_of_rows).
 template <kv_scheme S, class Arch, class E>
 void packed_logits(const uniform_format& f, bool vidkv_dequant, const float* const* queries, index_t count,
                    index_t dim, const uniform_packed<const E>& keys, index_t kv, index_t packed, float* scaled,
@@ -139,7 +139,7 @@ void packed_logits(const uniform_format& f, bool vidkv_dequant, const float* con
           for (index_t j = 0; j < width; ++j)
             acc[j] = multiply_add<Arch>(a, fb::load_aligned(tile + (t0 + j) * padded + c), acc[j]);
         }
-        fb sums = xsimd::haddp(acc) + group_base;
+        fb sums = sums_of_rows<Arch>(acc) + group_base;
         float* out = &scores(h, g * f.group + t0);
         if (accumulate) sums = sums + load_lanes<Arch>(static_cast<const float*>(out), scores.stride(1), width);
         store_lanes<Arch>(out, scores.stride(1), width, sums);

@@ -117,6 +117,33 @@ Batch separate_product(const Batch& a, const Batch& b) noexcept {
   return product;
 }
 
+/// The horizontal sums of `float_batch<Arch>::size` batches, as one batch: lane j is the sum of
+/// the lanes of `rows[j]` (xsimd::haddp). xsimd 8.1's AVX-512 kernel of haddp swaps lanes 2–3
+/// with 4–5 and 10–11 with 12–13; for AVX-512 each row is folded to 8 lanes (low half + high
+/// half) and the two sets of 8 are reduced with AVX's pairwise adds instead.
+template <class Arch>
+float_batch<Arch> sums_of_rows(const float_batch<Arch>* rows) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
+    const auto eight = [&](int first) {
+      __m256 h[8];
+      for (int j = 0; j < 8; ++j) {
+        const __m512 a = rows[first + j];
+        h[j] = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+      }
+      // hadd(hadd(h0, h1), hadd(h2, h3)) holds rows 0–3 in each 128-bit half: add the halves.
+      const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+      const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(h[4], h[5]), _mm256_hadd_ps(h[6], h[7]));
+      return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+    };
+    const __m256 lo = eight(0), hi = eight(8);
+    return float_batch<Arch>(_mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1)));
+  }
+#endif
+  return xsimd::haddp(rows);
+}
+
 /// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
 template <class Arch>
 float_batch<Arch> widen_bf16(const bf16* p) noexcept {

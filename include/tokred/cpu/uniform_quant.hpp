@@ -194,6 +194,19 @@ TOKRED_FORCE_INLINE float_batch<Arch> load_lanes(const E* p, index_t stride, ind
   return load_floats<Arch>(lanes);
 }
 
+/// load_lanes for values that only enter arithmetic, comparisons with a number, and statistics
+/// whose group is refused when a lane is not finite (load_operands: fp16 widens in one
+/// instruction where the build has one; a signalling NaN may arrive quiet, which no result of
+/// the quantizer can show — a group holding a NaN gets NaN parameters and fixed codes).
+template <class Arch, class E>
+TOKRED_FORCE_INLINE float_batch<Arch> load_operand_lanes(const E* p, index_t stride, index_t n) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  if (n == w && stride == 1) return load_operands<Arch>(p);
+  alignas(64) E lanes[w] = {};
+  for (index_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
+  return load_operands<Arch>(lanes);
+}
+
 /// Stores the first `n ≤ size` lanes of x to p (element stride `stride`), rounded to E.
 template <class Arch, class E>
 TOKRED_FORCE_INLINE void store_lanes(E* p, index_t stride, index_t n, const float_batch<Arch>& x) noexcept {
@@ -271,7 +284,7 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     float_batch<Arch> tile[uniform_max_group];
     group_stats<Arch> st;
     for (index_t t = 0; t < f.group; ++t) {
-      tile[t] = load_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes);
+      tile[t] = load_operand_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes);
       st.add(tile[t]);
     }
     const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
