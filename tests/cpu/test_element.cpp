@@ -137,3 +137,22 @@ TEST_CASE("SIMD fp16 widening equals to_float for all 65536 patterns", "[element
 
 }  // namespace
 }  // namespace tokred::testing
+
+TEST_CASE("sums_of_rows: lane j is the sum of row j's lanes, in lane order", "[simd]") {
+  using lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
+  constexpr std::size_t w = lanes::size;
+  // Row j holds 100·j + i in lane i: small integers, so every order of the adds is exact and a
+  // lane that lands in the wrong place shows.
+  alignas(64) float values[w][w];
+  lanes rows[w];
+  for (std::size_t j = 0; j < w; ++j) {
+    for (std::size_t i = 0; i < w; ++i) values[j][i] = static_cast<float>(100 * j + i);
+    rows[j] = lanes::load_aligned(values[j]);
+  }
+  alignas(64) float sums[w];
+  tokred::detail::sums_of_rows<tokred::compile_time_arch>(rows).store_aligned(sums);
+  for (std::size_t j = 0; j < w; ++j) {
+    INFO("lane " << j);
+    CHECK(sums[j] == static_cast<float>(100 * j * w + w * (w - 1) / 2));
+  }
+}
