@@ -112,15 +112,8 @@ int main() {
   check(key_error.mse > 0.0 && kl.mean >= 0.0 && kl.max < 0.1, "2-bit keys move attention, but not far");
 
   // The last step's logits equal the query's dot products with the keys read back.
-  double worst = 0.0;
-  for (tokred::index_t h = 0; h < q_heads; ++h)
-    for (tokred::index_t t = 0; t < total; ++t) {
-      double dot = 0.0;
-      for (tokred::index_t d = 0; d < head_dim; ++d)
-        dot += static_cast<double>(query[h * head_dim + d]) * seen_keys[((h / 2) * total + t) * head_dim + d];
-      worst = std::fmax(worst, std::fabs(dot - logits[h * total + t]));
-    }
-  check(worst < 1e-3, "logits from packed keys = dot products with the dequantized keys");
+  check(scene::worst_logit_error(query, seen_keys, logits, q_heads, heads, total, head_dim) < 1e-3,
+        "logits from packed keys = dot products with the dequantized keys");
 
   return scene::finish();
 }

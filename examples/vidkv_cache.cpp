@@ -126,15 +126,8 @@ int main() {
   // example-end vidkv-scores
   check(s == tokred::status::ok, "scores from the packed cache");
   // They are the logits over what vidkv_read returns (seen_keys holds the last step's 300 keys).
-  double worst = 0.0;
-  for (tokred::index_t h = 0; h < q_heads; ++h)
-    for (tokred::index_t t = 0; t < total; ++t) {
-      double dot = 0.0;
-      for (tokred::index_t c = 0; c < head_dim; ++c)
-        dot += static_cast<double>(query[h * head_dim + c]) * seen_keys[((h / 2) * total + t) * head_dim + c];
-      worst = std::max(worst, std::fabs(dot - logits[h * total + t]));
-    }
-  check(worst < 1e-4, "packed logits equal the logits over the dequantized keys");
+  check(scene::worst_logit_error(query, seen_keys, logits, q_heads, heads, total, head_dim) < 1e-4,
+        "packed logits equal the logits over the dequantized keys");
 
   // example-begin vidkv-fidelity
   // What the key bits cost: the prompt's first 96 keys through 1-bit (every channel through the
