@@ -64,10 +64,12 @@ void diversity_grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"tokens", "dim", "k", "fields"})->Unit(benchmark::kMicrosecond);
 }
 
-template <class P, class E>
+/// One selection; `WidenOnce` sets the policy's widen_once (fp16 rows copied to fp32 once).
+template <class P, class E, bool WidenOnce = false>
 void BM_diversity(benchmark::State& state) {
   const index_t n = state.range(0), dim = state.range(1), k = state.range(2);
-  const P policy{keep_budget::count(k)};
+  P policy{keep_budget::count(k)};
+  if constexpr (WidenOnce) policy.widen_once = true;
   const token_grid grid = grid_of(n);
   const view<const E, 2> rows = diverse_rows<E>(n, dim, static_cast<int>(state.range(3)));
   std::vector<float> scores(static_cast<std::size_t>(n));  // (tokens,) importance in [0.5, 1)
@@ -140,6 +142,7 @@ BENCHMARK_TEMPLATE(BM_distance_update, f16)->ArgsProduct({token_counts, {1024, 4
 BENCHMARK_TEMPLATE(BM_diversity, divprune, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, divprune, bf16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, divprune, f16)->Apply(diversity_grid);
+BENCHMARK_TEMPLATE(BM_diversity, divprune, f16, true)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, bf16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, f16)->Apply(diversity_grid);

@@ -194,7 +194,39 @@ TEST_CASE("diversity: f16 rows select as fp32 rows of the same values", "[divers
         CHECK(same(repeats));
         CHECK(same(make_policy<kcenter>(ratio, within)));
         CHECK(same(make_policy<importance_diversity>(ratio, within)));
+        // widen_once: the fp16 rows widened once per group into the workspace (the SSE2 build
+        // makes the copy; a build with a conversion instruction ignores the flag) — still the
+        // fp32 picks.
+        const auto once = [](auto policy) {
+          policy.widen_once = true;
+          return policy;
+        };
+        CHECK(same(once(dp)));
+        CHECK(same(once(make_policy<kcenter>(ratio, within))));
+        CHECK(same(once(make_policy<importance_diversity>(ratio, within))));
       }
+  }
+}
+
+TEST_CASE("diversity: widen_once reserves a group of fp32 rows per share, for every element type",
+          "[diversity]") {
+  const problem prob{token_grid{4, 6, 6}, 40};  // 144 tokens
+  divprune global = make_policy<divprune>(0.25, scope::global), wide = global;
+  wide.widen_once = true;
+  for (const int nth : {1, 3}) {
+    const std::size_t plain = workspace_bytes(cpu{0, nth}, global, prob);
+    CHECK(workspace_bytes(cpu{0, nth}, wide, prob) >= plain + static_cast<std::size_t>(nth) * 144 * 40 * 4);
+    CHECK(workspace_bytes(cpu{0, nth}, wide, prob) <= plain + static_cast<std::size_t>(nth) * (144 * 40 * 4 + 64));
+  }
+  divprune frames = make_policy<divprune>(0.25, scope::per_frame), wide_frames = frames;
+  wide_frames.widen_once = true;  // one frame's 36 rows at a time
+  CHECK(workspace_bytes(cpu{}, wide_frames, prob) >= workspace_bytes(cpu{}, frames, prob) + 36 * 40 * 4);
+  CHECK(workspace_bytes(cpu{}, wide_frames, prob) <= workspace_bytes(cpu{}, frames, prob) + 36 * 40 * 4 + 64);
+  // fp32 and bf16 rows run with the flag too (the copy is left unused): the same picks.
+  for (const layout how : {layout::contiguous, layout::strided}) {
+    const token_matrix<bf16> rows = continuous_rows<bf16>(144, 40, how, 5);
+    const diversity_inputs<bf16> in{prob.grid, rows.rows, {}, {}, {}};
+    CHECK(run_shares<bf16, bf16>(wide, in, 40, 2).picks == run_shares<bf16, bf16>(global, in, 40, 2).picks);
   }
 }
 

@@ -364,23 +364,49 @@ struct diversity_selector {
   }
 };
 
+/// Whether a policy asked for its fp16 rows widened once into the workspace (`widen_once`).
+template <class P>
+constexpr bool widens_once(const P& p) noexcept {
+  if constexpr (std::is_same_v<P, divprune> || std::is_same_v<P, kcenter> || std::is_same_v<P, importance_diversity>)
+    return p.widen_once;
+  else
+    return false;
+}
+
+/// The rows of one group in fp32, contiguous, into `out` (rows × dim floats): exact widening.
+template <class Arch, class E>
+view<const float, 2> widened_rows(const view<const E, 2>& rows, float* out) noexcept {  // rows: (n, dim)
+  const index_t n = rows.extent(0), dim = rows.extent(1);
+  for (index_t i = 0; i < n; ++i) copy_row<Arch>(&rows(i, 0), rows.stride(1), out + i * dim, 1, dim);
+  return view<const float, 2>(out, {n, dim});
+}
+
 /// The CPU backend every diversity policy shares: checks, the per-share carve, one selection per
 /// group whose output rows this share owns, then its rows.
 template <class Arch, class P>
 struct cpu_diversity {
   using selector = diversity_selector<Arch, P>;
-  using scratch = typename selector::scratch;
 
-  static scratch carve(arena& a, const P& p, const token_grid& grid, int ith, int nth) {
+  /// A share's scratch: the selector's, and the fp32 copy of a group's rows (`widen_once`).
+  struct scratch {
+    typename selector::scratch select;
+    float* widened = nullptr;  // (group tokens, dim)
+  };
+
+  static scratch carve(arena& a, const P& p, const token_grid& grid, index_t dim, int ith, int nth) {
     const selection_groups g = groups_of(p.within, grid);
     const index_t group_kept = diversity_count(p, grid).count / (g.groups ? g.groups : 1);
-    return carve_shares(a, ith, nth, [&](arena& s) { return selector::carve(s, p, g.group_tokens, group_kept); });
+    return carve_shares(a, ith, nth, [&](arena& s) {
+      scratch mine{selector::carve(s, p, g.group_tokens, group_kept), nullptr};
+      if (widens_once(p)) mine.widened = s.take<float>(g.group_tokens * dim);
+      return mine;
+    });
   }
 
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const P& p, const problem& prob) {
     if (can_implement(p, prob) != status::ok || check_exec(exec) != status::ok) return 0;
     arena counter;
-    carve(counter, p, prob.grid, 0, exec.nth);
+    carve(counter, p, prob.grid, prob.dim, 0, exec.nth);
     return counter.used();
   }
 
@@ -407,7 +433,7 @@ struct cpu_diversity {
     const std::size_t need = workspace_bytes(exec, p, problem{in.grid, rows.extent(1)});
     if (status s = check_workspace(ws, need); s != status::ok) return s;
     arena carver(ws);
-    const scratch mine = carve(carver, p, in.grid, exec.ith, exec.nth);
+    const scratch mine = carve(carver, p, in.grid, rows.extent(1), exec.ith, exec.nth);
     if (!carver.fits()) return status::workspace_too_small;
 
     const selection_groups g = groups_of(p.within, in.grid);
@@ -422,12 +448,23 @@ struct cpu_diversity {
       if (reads_query<P>(in)) one.query = in.query;
       if (reads_scores<P>(in))
         one.scores = view<const float, 1>(&in.scores(first), {g.group_tokens}, {in.scores.stride(0)});
-      selector::select(p, one, group_kept, mine);
+      // The copy pays only where fp16 widens in software: the pair kernels take the conversion
+      // instruction where the build has one.
+      if constexpr (std::is_same_v<Ein, f16> && !has_hardware_f16<Arch>()) {
+        if (widens_once(p)) {
+          const diversity_group<float> wide{widened_rows<Arch>(one.rows, mine.widened), one.scores, {}, one.width};
+          selector::select(p, wide, group_kept, mine.select);
+        } else {
+          selector::select(p, one, group_kept, mine.select);
+        }
+      } else {
+        selector::select(p, one, group_kept, mine.select);
+      }
       const index_t lo = std::max(j0, row0), hi = std::min(j1, row0 + group_kept);
       if (requested(out.picks))
-        for (index_t j = lo; j < hi; ++j) out.picks(j) = first + mine.picks[j - row0];
+        for (index_t j = lo; j < hi; ++j) out.picks(j) = first + mine.select.picks[j - row0];
       const selection_outputs<Eout>& base = out;
-      emit_rows<Arch>([&](index_t j) -> index_t { return first + mine.kept[j - row0]; }, lo, hi,
+      emit_rows<Arch>([&](index_t j) -> index_t { return first + mine.select.kept[j - row0]; }, lo, hi,
                       in.grid, in.tokens, base);
     }
     return status::ok;

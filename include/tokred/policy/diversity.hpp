@@ -41,10 +41,18 @@ namespace tokred {
 /// can pick the same index twice. tokred never does unless `allow_repeats` asks for the
 /// original's behaviour; the count is the same either way, and a repeated index is emitted as
 /// many times as it was picked.
+///
+/// `widen_once` (divprune, kcenter, importance_diversity): widen fp16 rows once per group into an
+/// fp32 copy in the workspace and compare the copies. The same picks, bit for bit (widening is
+/// exact and the pair kernel sums in the same order); for builds whose ISA has no fp16
+/// conversion instruction (x86-64's baseline SSE2), where every pair would widen both rows in
+/// software. `workspace_bytes` then counts group × dim floats per share whatever the element
+/// type; the copy is made for fp16 rows only, and only in builds without that instruction.
 struct divprune {
   keep_budget keep;              ///< no default; the original is ratio(r, rounding::half_even)
   scope within = scope::global;  ///< the original uses one global budget
   bool allow_repeats = false;    ///< compatibility: keep kept tokens among the candidates
+  bool widen_once = false;       ///< fp16 rows widened once into the workspace (see above)
 
   /// The original's budget rule: `round(ratio · N)` over all tokens (0.098 in the paper).
   static constexpr divprune original(double ratio) noexcept {
@@ -58,7 +66,8 @@ struct divprune {
 struct kcenter {
   keep_budget keep;
   scope within = scope::global;
-  index_t first = 0;  ///< group-local index of the first pick
+  index_t first = 0;         ///< group-local index of the first pick
+  bool widen_once = false;  ///< fp16 rows widened once into the workspace (see divprune)
 };
 
 /// Max-min diversity weighted by importance: the first pick is the most important token, every
@@ -68,6 +77,7 @@ struct kcenter {
 struct importance_diversity {
   keep_budget keep;
   scope within = scope::global;
+  bool widen_once = false;  ///< fp16 rows widened once into the workspace (see divprune)
 };
 
 /// How CDPruner's kernel combines the cosine similarity S with the relevance r.
