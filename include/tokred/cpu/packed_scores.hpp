@@ -186,6 +186,14 @@ kv_problem packed_score_problem(const packed_key_scores& p, const packed_score_i
   return {in.keys.scale.extent(0), in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
 }
 
+/// The shape facts every logits call checks first: `shape_mismatch` for a negative extent,
+/// `empty_input` without kv heads, query heads or channels, or without any key.
+constexpr status check_score_problem(const kv_problem& prob, index_t q_heads, index_t residual) noexcept {
+  if (prob.heads < 0 || prob.tokens < 0 || prob.head_dim < 0 || q_heads < 0 || residual < 0) return status::shape_mismatch;
+  if (prob.heads == 0 || q_heads == 0 || prob.head_dim == 0 || prob.tokens + residual == 0) return status::empty_input;
+  return status::ok;
+}
+
 /// Every check, in the documented order.
 template <class Arch, class E>
 status check_packed_scores(const cpu<Arch>& exec, const packed_key_scores& p, const packed_score_inputs<E>& in,
@@ -193,7 +201,7 @@ status check_packed_scores(const cpu<Arch>& exec, const packed_key_scores& p, co
   if (status s = check_exec(exec); s != status::ok) return s;
   const kv_problem prob = packed_score_problem(p, in);
   const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
-  if (prob.heads == 0 || q_heads == 0 || prob.head_dim == 0 || prob.tokens + residual == 0) return status::empty_input;
+  if (status s = check_score_problem(prob, q_heads, residual); s != status::ok) return s;
   if (status s = can_implement(p, prob); s != status::ok) return s;
   if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
   if (q_heads % prob.heads != 0) return status::shape_mismatch;

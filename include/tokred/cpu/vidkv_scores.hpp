@@ -77,8 +77,7 @@ status check_vidkv_scores(const cpu<Arch>& exec, const vidkv_key_scores& p, cons
   if (status s = check_exec(exec); s != status::ok) return s;
   const kv_problem prob = vidkv_score_problem(p, in);
   const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
-  if (prob.heads < 0 || prob.tokens < 0 || prob.head_dim < 0 || q_heads < 0 || residual < 0) return status::shape_mismatch;
-  if (prob.heads == 0 || q_heads == 0 || prob.head_dim == 0 || prob.tokens + residual == 0) return status::empty_input;
+  if (status s = check_score_problem(prob, q_heads, residual); s != status::ok) return s;
   if (status s = can_implement(p, prob); s != status::ok) return s;
   if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
   if (q_heads % prob.heads != 0) return status::shape_mismatch;
