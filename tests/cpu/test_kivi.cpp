@@ -80,12 +80,6 @@ struct kivi_buffers {
   }
 };
 
-/// Tokens [first, first + count) of a (heads, tokens, dim) view.
-template <class E>
-view<const E, 3> tokens_of(const view<E, 3>& v, index_t first, index_t count) {
-  return token_range(view<const E, 3>(v), first, count);
-}
-
 /// What attention must see after T tokens, from the batch oracle: the packed prefix quantized
 /// as one uniform_quantize call would, the rest as given.
 template <class E>

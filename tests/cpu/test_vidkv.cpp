@@ -261,11 +261,6 @@ TEST_CASE("non-finite keys: a NaN spoils its group's easy channels, an infinity 
 
 // --- the streaming cache ------------------------------------------------------------------------
 
-template <class E>
-view<const E, 3> tokens_of(const view<E, 3>& v, index_t first, index_t count) {
-  return token_range(view<const E, 3>(v), first, count);
-}
-
 /// Codes or parameters (heads, rows, dim) against VidKV's channel-major [1, heads, dim, rows].
 template <class A, class B>
 bool equal_transposed(const std::vector<A>& got, const std::vector<B>& want, index_t heads, index_t rows, index_t dim) {

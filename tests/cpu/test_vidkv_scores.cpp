@@ -22,11 +22,6 @@
 namespace tokred::testing {
 namespace {
 
-template <class E>
-view<const E, 3> tokens_of(const view<E, 3>& v, index_t first, index_t count) {
-  return token_range(view<const E, 3>(v), first, count);
-}
-
 /// Runs the scores as `nth` shares into a sentinel-filled (q_heads, tokens) matrix.
 template <class E>
 std::vector<float> run_scores(const vidkv_key_scores& p, const vidkv_score_inputs<E>& in, index_t tokens, int nth) {

@@ -64,4 +64,10 @@ void fill(view<E, 3> c, std::uint64_t seed) {
     }
 }
 
+/// Tokens [first, first + count) of a (heads, tokens, dim) view, read-only.
+template <class E>
+view<const E, 3> tokens_of(const view<E, 3>& v, index_t first, index_t count) {
+  return token_range(view<const E, 3>(v), first, count);
+}
+
 }  // namespace tokred::testing
