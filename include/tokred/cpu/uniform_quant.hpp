@@ -184,14 +184,22 @@ TOKRED_FORCE_INLINE float_batch<Arch> values_of(int bits, bool vidkv, const floa
   if constexpr (S == kv_scheme::ternary) return vidkv ? q - fb(1.0f) : rnd((q - fb(1.0f)) * g.scale);
 }
 
+/// The `n ≤ size` values at p (element stride `stride`) gathered as stored into a stack batch,
+/// zero bits (+0) in the missing lanes, then widened by `load` (a whole contiguous batch is
+/// widened in place).
+template <class Arch, class E, class Load>
+TOKRED_FORCE_INLINE float_batch<Arch> gather_lanes(const E* p, index_t stride, index_t n, const Load& load) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  if (n == w && stride == 1) return load(p);
+  alignas(64) E lanes[w] = {};
+  for (index_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
+  return load(static_cast<const E*>(lanes));
+}
+
 /// The `n ≤ size` values at p (element stride `stride`) as a batch, zeros in the missing lanes.
 template <class Arch, class E>
 TOKRED_FORCE_INLINE float_batch<Arch> load_lanes(const E* p, index_t stride, index_t n) noexcept {
-  constexpr index_t w = float_batch<Arch>::size;
-  if (n == w && stride == 1) return load_floats<Arch>(p);
-  alignas(64) E lanes[w] = {};  // gathered as stored, widened as a batch (zero bits: +0)
-  for (index_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
-  return load_floats<Arch>(lanes);
+  return gather_lanes<Arch>(p, stride, n, [](const E* q) { return load_floats<Arch>(q); });
 }
 
 /// load_lanes for values that only enter arithmetic, comparisons with a number, and statistics
@@ -200,11 +208,7 @@ TOKRED_FORCE_INLINE float_batch<Arch> load_lanes(const E* p, index_t stride, ind
 /// the quantizer can show — a group holding a NaN gets NaN parameters and fixed codes).
 template <class Arch, class E>
 TOKRED_FORCE_INLINE float_batch<Arch> load_operand_lanes(const E* p, index_t stride, index_t n) noexcept {
-  constexpr index_t w = float_batch<Arch>::size;
-  if (n == w && stride == 1) return load_operands<Arch>(p);
-  alignas(64) E lanes[w] = {};
-  for (index_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
-  return load_operands<Arch>(lanes);
+  return gather_lanes<Arch>(p, stride, n, [](const E* q) { return load_operands<Arch>(q); });
 }
 
 /// Stores the first `n ≤ size` lanes of x to p (element stride `stride`), rounded to E.
