@@ -16,11 +16,9 @@
 //             turn, as torch's `sum / kT / kH / kW`
 //   max       m starts at -inf; m = v whenever v > m or v is NaN (torch's rule)
 //   bilinear  (1-λh)·((1-λw)·x00 + λw·x01) + λh·((1-λw)·x10 + λw·x11)
-// The device arithmetic uses the explicitly rounded intrinsics (__fadd_rn, __fmul_rn,
-// __fdiv_rn), which nvcc never contracts into FMAs and which ignore -prec-div=false, so the bits
-// do not depend on the caller's nvcc flags (-ftz=true, part of --use_fast_math, still flushes
-// subnormal results to zero). NaN payloads are not kept by arithmetic: the GPU returns its
-// canonical NaN where an x86 CPU returns the payload of an operand.
+// The arithmetic is <tokred/core/rounded.hpp>'s: each step rounded once, whatever nvcc's flags.
+// NaN payloads are not kept by arithmetic: the GPU returns its canonical NaN where an x86 CPU
+// returns the payload of an operand.
 //
 // Bilinear's taps and λ come from detail::bilinear_tap_at, shared with the CPU. Its fp32
 // `scale * (o + 0.5f) - 0.5f` is written as two roundings, but nvcc contracts it into one FMA in
@@ -33,13 +31,13 @@
 #include <cstdint>
 #include <type_traits>
 
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "tokred/core/contract.hpp"
 #include "tokred/core/element.hpp"
 #include "tokred/core/exec.hpp"
 #include "tokred/core/grid.hpp"
+#include "tokred/core/rounded.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
@@ -78,31 +76,7 @@ template <class E>
 inline constexpr int chunk_width = static_cast<int>(16 / sizeof(E));
 
 // ---------------------------------------------------------------------------------------------
-// fp32 steps with one rounding each, whatever nvcc's -fmad and -prec-div flags.
-
-TOKRED_HOST_DEVICE inline float add_rn(float a, float b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-TOKRED_HOST_DEVICE inline float mul_rn(float a, float b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-TOKRED_HOST_DEVICE inline float div_rn(float a, float b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+// fp32 steps (add_rn, mul_rn, div_rn and widen come from <tokred/core/rounded.hpp>).
 
 /// torch's max step: take v when it is larger or NaN, so a NaN sticks and the first of +0 and
 /// -0 stays. (`v != v` is the NaN test that needs no math header on either side.)
@@ -112,22 +86,6 @@ TOKRED_HOST_DEVICE inline float max_step(float m, float v) noexcept {
 
 // ---------------------------------------------------------------------------------------------
 // Rows read and written `Width` channels at a time.
-
-/// A stored element widened to fp32, the same bits as `to_float`. On the device fp16 takes the
-/// hardware conversion for finite values (exact) and, for inf and NaN, the bit formula of
-/// `f16_bits_to_f32_bits` (payload kept): the integer path's subnormal loop is not inlined,
-/// and its call made every fp16 kernel spill.
-template <class E>
-TOKRED_HOST_DEVICE inline float widen(E x) noexcept {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<E, f16>) {
-    const std::uint32_t bits = x.bits;
-    if ((bits & 0x7C00u) != 0x7C00u) return __half2float(__ushort_as_half(x.bits));
-    return __uint_as_float(((bits & 0x8000u) << 16) | 0x7F800000u | ((bits & 0x3FFu) << 13));
-  }
-#endif
-  return to_float(x);
-}
 
 /// Copies `Bytes` bytes between two addresses aligned to min(Bytes, 16), as 16-byte (or, for an
 /// 8-byte chunk, 8-byte) words.

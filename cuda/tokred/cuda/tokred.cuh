@@ -15,3 +15,4 @@
 #include "tokred/cuda/grid_reduce.cuh"
 #include "tokred/cuda/dct.cuh"
 #include "tokred/cuda/video_layout.cuh"
+#include "tokred/cuda/uniform_quant.cuh"

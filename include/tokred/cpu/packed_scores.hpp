@@ -179,39 +179,14 @@ void residual_logits(const view<const E, 2>& queries, index_t h, const view<cons
                                                        residual.stride(2), queries.extent(1));
 }
 
-/// The shape facts of a packed score call: kv heads, packed tokens P (scale rows × group) and
-/// head_dim from the queries.
-template <class E>
-kv_problem packed_score_problem(const packed_key_scores& p, const packed_score_inputs<E>& in) noexcept {
-  return {in.keys.scale.extent(0), in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
-}
-
-/// The shape facts every logits call checks first: `shape_mismatch` for a negative extent,
-/// `empty_input` without kv heads, query heads or channels, or without any key.
-constexpr status check_score_problem(const kv_problem& prob, index_t q_heads, index_t residual) noexcept {
-  if (prob.heads < 0 || prob.tokens < 0 || prob.head_dim < 0 || q_heads < 0 || residual < 0) return status::shape_mismatch;
-  if (prob.heads == 0 || q_heads == 0 || prob.head_dim == 0 || prob.tokens + residual == 0) return status::empty_input;
-  return status::ok;
-}
-
-/// Every check, in the documented order.
+/// Every check, in the documented order: the views (check_packed_score_call), then the
+/// workspace.
 template <class Arch, class E>
 status check_packed_scores(const cpu<Arch>& exec, const packed_key_scores& p, const packed_score_inputs<E>& in,
                            const packed_score_outputs<>& out, const workspace& ws) noexcept {
-  if (status s = check_exec(exec); s != status::ok) return s;
-  const kv_problem prob = packed_score_problem(p, in);
-  const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
-  if (status s = check_score_problem(prob, q_heads, residual); s != status::ok) return s;
-  if (status s = can_implement(p, prob); s != status::ok) return s;
-  if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
-  if (q_heads % prob.heads != 0) return status::shape_mismatch;
-  if (status s = check_packed(in.keys, p.format, prob); s != status::ok) return s;
-  if (status s = check_view_or_empty(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
-  if (status s = check_view(out.scores, {q_heads, prob.tokens + residual}); s != status::ok) return s;
-  if (overlaps_any(out.scores, in.queries, in.keys.codes, in.keys.scale, in.keys.zero, in.residual))
-    return status::aliasing;
+  if (status s = check_packed_score_call(exec, p, in, out); s != status::ok) return s;
   arena counter;
-  packed_score_scratch::carve(counter, exec, prob.head_dim, p.format.group);
+  packed_score_scratch::carve(counter, exec, in.queries.extent(1), p.format.group);
   return ws.bytes >= counter.used() ? status::ok : status::workspace_too_small;
 }
 

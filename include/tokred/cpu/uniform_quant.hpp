@@ -29,6 +29,7 @@
 #include "tokred/core/workspace.hpp"
 #include "tokred/cpu/hadamard.hpp"
 #include "tokred/cpu/simd.hpp"
+#include "tokred/policy/uniform_group.hpp"
 #include "tokred/policy/uniform_quant.hpp"
 
 namespace tokred {
@@ -82,21 +83,6 @@ struct group_params {
   float_batch<Arch> scale = float_batch<Arch>(0.0f);
   float_batch<Arch> zero = float_batch<Arch>(0.0f);
 };
-
-/// A kv_scheme as a type, so each group kernel is compiled for one scheme.
-template <kv_scheme S>
-using scheme_tag = std::integral_constant<kv_scheme, S>;
-
-/// Calls `f(scheme_tag<s>{})`.
-template <class F>
-void with_scheme(kv_scheme s, F&& f) {
-  switch (s) {
-    case kv_scheme::asymmetric: return f(scheme_tag<kv_scheme::asymmetric>{});
-    case kv_scheme::symmetric: return f(scheme_tag<kv_scheme::symmetric>{});
-    case kv_scheme::sign: return f(scheme_tag<kv_scheme::sign>{});
-    case kv_scheme::ternary: return f(scheme_tag<kv_scheme::ternary>{});
-  }
-}
 
 /// The scale and zero point of a group from its statistics (see kv_scheme). NaN for groups
 /// holding a non-finite value.
@@ -244,18 +230,6 @@ TOKRED_FORCE_INLINE float_batch<Arch> code_floats(const u32_batch<Arch>& q) noex
   return xsimd::to_float(xsimd::bitwise_cast<xsimd::batch<std::int32_t, simd_arch_t<Arch>>>(q));
 }
 
-/// Where the code of value i of a run lies: word i·bits/32, shifted by i·bits mod 32; `spills`
-/// when its high bits continue in the next word.
-struct code_slot {
-  index_t word;
-  int shift;
-  bool spills;
-};
-TOKRED_FORCE_INLINE constexpr code_slot slot_of(index_t i, int bits) noexcept {
-  const index_t bit = i * bits;
-  return {bit / 32, static_cast<int>(bit % 32), bit % 32 + bits > 32};
-}
-
 /// The `group` token rows of one group along tokens: channel 0 of each and its channel stride
 /// (a group may span two buffers, such as a cache's residual and the tokens being appended).
 template <class E>
@@ -356,13 +330,7 @@ inline void unpack_codes(const std::uint32_t* words, index_t count, int bits, st
     case 8: return unpack_words<8>(words, count, q);
     default: break;
   }
-  const std::uint32_t mask = (1u << bits) - 1u;
-  for (index_t i = 0; i < count; ++i) {
-    const code_slot at = slot_of(i, bits);
-    std::uint32_t v = words[at.word] >> at.shift;
-    if (at.spills) v |= words[at.word + 1] << (32 - at.shift);
-    q[i] = v & mask;
-  }
+  for (index_t i = 0; i < count; ++i) q[i] = code_at(words, 1, i, bits);
 }
 
 /// Where a run of consecutive tokens' groups along channels is packed: the first token's word 0,
@@ -453,23 +421,6 @@ void dequantize_token_unit(const uniform_format& f, bool vidkv, const step_round
                                     in.scale_stride,
                                     S == kv_scheme::asymmetric ? in.zero + c * in.zero_stride : nullptr,
                                     in.zero_stride, c, std::min(uniform_chunk, dim - c), rows, cs);
-}
-
-/// Shared checks of the three policies' cache sides, in the documented order: exec, the
-/// format against the problem, the float cache, the packed views, then overlaps.
-template <class Arch, class Ef, class Ep>
-status check_uniform_io(const cpu<Arch>& exec, const uniform_format& f, const Ef& cache,
-                        const Ep& packed) noexcept {
-  if (status s = check_exec(exec); s != status::ok) return s;
-  const kv_problem prob = kv_problem_of(cache);
-  if (status s = check_uniform(f, prob); s != status::ok) return s;
-  if (status s = check_view(cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
-  if (status s = check_packed(packed, f, prob); s != status::ok) return s;
-  const bool zero_used = f.scheme == kv_scheme::asymmetric;
-  if (overlaps_any(cache, packed.codes, packed.scale) || may_overlap(packed.codes, packed.scale) ||
-      (zero_used && overlaps_any(packed.zero, cache, packed.codes, packed.scale)))
-    return status::aliasing;
-  return status::ok;
 }
 
 /// Runs share `ith` of `nth` of a problem's units, with the scheme as a compile-time tag:

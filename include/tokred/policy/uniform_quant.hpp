@@ -30,6 +30,7 @@
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
+#include "tokred/core/exec.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/policy/kv_quant.hpp"
@@ -203,6 +204,23 @@ status check_packed(const uniform_packed<E, Space>& packed, const uniform_format
   return check_view_or_empty(packed.zero, {s.heads, s.rows, s.cols});
 }
 
+/// Shared checks of the three policies' cache sides, in the documented order: exec, the
+/// format against the problem, the float cache, the packed views, then overlaps.
+template <class Exec, class Ef, class Ep>
+status check_uniform_io(const Exec& exec, const uniform_format& f, const Ef& cache,
+                        const Ep& packed) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(cache);
+  if (status s = check_uniform(f, prob); s != status::ok) return s;
+  if (status s = check_view(cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
+  if (status s = check_packed(packed, f, prob); s != status::ok) return s;
+  const bool zero_used = f.scheme == kv_scheme::asymmetric;
+  if (overlaps_any(cache, packed.codes, packed.scale) || may_overlap(packed.codes, packed.scale) ||
+      (zero_used && overlaps_any(packed.zero, cache, packed.codes, packed.scale)))
+    return status::aliasing;
+  return status::ok;
+}
+
 }  // namespace detail
 
 /// `ok`, or why the format does not fit the cache: `shape_mismatch` (a negative extent),
@@ -225,5 +243,44 @@ constexpr status can_implement(const packed_key_scores& p, const kv_problem& pro
     return detail::valid_uniform_format(p.format) ? status::ok : status::invalid_parameter;
   return detail::check_uniform(p.format, prob);
 }
+
+namespace detail {
+
+/// The shape facts of a packed score call: kv heads, packed tokens P (scale rows × group) and
+/// head_dim from the queries.
+template <class E, class Space>
+kv_problem packed_score_problem(const packed_key_scores& p, const packed_score_inputs<E, Space>& in) noexcept {
+  return {in.keys.scale.extent(0), in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
+}
+
+/// The shape facts every logits call checks first: `shape_mismatch` for a negative extent,
+/// `empty_input` without kv heads, query heads or channels, or without any key.
+constexpr status check_score_problem(const kv_problem& prob, index_t q_heads, index_t residual) noexcept {
+  if (prob.heads < 0 || prob.tokens < 0 || prob.head_dim < 0 || q_heads < 0 || residual < 0) return status::shape_mismatch;
+  if (prob.heads == 0 || q_heads == 0 || prob.head_dim == 0 || prob.tokens + residual == 0) return status::empty_input;
+  return status::ok;
+}
+
+/// Every check of a packed score call but the workspace, in the documented order: exec, the
+/// shapes, the format, queries, grouped-query heads, packed keys, residual, scores, overlaps.
+template <class Exec, class E, class Space>
+status check_packed_score_call(const Exec& exec, const packed_key_scores& p, const packed_score_inputs<E, Space>& in,
+                               const packed_score_outputs<Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = packed_score_problem(p, in);
+  const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
+  if (status s = check_score_problem(prob, q_heads, residual); s != status::ok) return s;
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
+  if (q_heads % prob.heads != 0) return status::shape_mismatch;
+  if (status s = check_packed(in.keys, p.format, prob); s != status::ok) return s;
+  if (status s = check_view_or_empty(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
+  if (status s = check_view(out.scores, {q_heads, prob.tokens + residual}); s != status::ok) return s;
+  if (overlaps_any(out.scores, in.queries, in.keys.codes, in.keys.scale, in.keys.zero, in.residual))
+    return status::aliasing;
+  return status::ok;
+}
+
+}  // namespace detail
 
 }  // namespace tokred

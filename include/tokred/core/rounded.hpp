@@ -1,0 +1,98 @@
+// tokred/core/rounded.hpp — fp32 steps rounded exactly once, the same bits on host and device
+// whatever the compiler's flags, for the host/device functions that the CUDA kernels run and
+// the CPU backends (or their tests) run beside them.
+//
+// On the device: the explicitly rounded intrinsics (__fadd_rn, __fsub_rn, __fmul_rn,
+// __fdiv_rn), which nvcc never contracts into fused multiply-adds and which ignore
+// -prec-div=false (-ftz=true, part of --use_fast_math, still flushes subnormal results to zero).
+// On the host: plain IEEE operations, the product kept out of reach of -ffp-contract=fast, which
+// g++ applies by default where the target has FMA (-march=native).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "tokred/core/config.hpp"
+#include "tokred/core/element.hpp"
+
+namespace tokred::detail {
+
+TOKRED_HOST_DEVICE inline float add_rn(float a, float b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+TOKRED_HOST_DEVICE inline float sub_rn(float a, float b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
+/// a·b rounded, never fused with an addition that follows.
+TOKRED_HOST_DEVICE inline float mul_rn(float a, float b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  float product = a * b;
+#if defined(__GNUC__) && defined(__x86_64__)
+  __asm__("" : "+x"(product));  // the compiler cannot see through it, so it cannot fuse it
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(product));
+#else
+  volatile float kept = product;
+  product = kept;
+#endif
+  return product;
+#endif
+}
+
+TOKRED_HOST_DEVICE inline float div_rn(float a, float b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+/// |x|: the sign bit cleared (NaN payloads kept), as SIMD `abs` does it.
+TOKRED_HOST_DEVICE inline float abs_bits(float x) noexcept {
+  return bits_float(float_bits(x) & 0x7FFFFFFFu);
+}
+
+/// x rounded to the nearest integer, ties to even, for |x| < 2^31 (cvtps2dq under the default
+/// rounding mode; cvt.rni on the device).
+TOKRED_HOST_DEVICE inline std::int32_t round_to_int(float x) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __float2int_rn(x);
+#else
+  return static_cast<std::int32_t>(std::nearbyint(x));
+#endif
+}
+
+/// A stored element widened to fp32, the same bits as `to_float`. On the device fp16 takes the
+/// hardware conversion for finite values (exact) and, for inf and NaN, the bit formula of
+/// `f16_bits_to_f32_bits` (payload kept): the integer path's subnormal loop is not inlined, and
+/// its call made every fp16 kernel spill.
+template <class E>
+TOKRED_HOST_DEVICE inline float widen(E x) noexcept {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<E, f16>) {
+    const std::uint32_t bits = x.bits;
+    if ((bits & 0x7C00u) != 0x7C00u) {
+      float out;
+      asm("cvt.f32.f16 %0, %1;" : "=f"(out) : "h"(x.bits));
+      return out;
+    }
+    return __uint_as_float(((bits & 0x8000u) << 16) | 0x7F800000u | ((bits & 0x3FFu) << 13));
+  }
+#endif
+  return to_float(x);
+}
+
+}  // namespace tokred::detail
