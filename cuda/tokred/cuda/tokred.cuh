@@ -16,3 +16,4 @@
 #include "tokred/cuda/dct.cuh"
 #include "tokred/cuda/video_layout.cuh"
 #include "tokred/cuda/uniform_quant.cuh"
+#include "tokred/cuda/attention_scores.cuh"

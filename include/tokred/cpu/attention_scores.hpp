@@ -66,21 +66,10 @@ struct weights_row {
   index_t row;
   bool mean;
 
-  /// The score of column c, in the order every path uses: per layer, the heads ascending from
-  /// 0.0f (then divided by the head count for the mean), added to a total from 0.0f.
-  float scalar(index_t c) const noexcept {
-    const index_t layers = weights.extent(1), heads = weights.extent(2);
-    const float divisor = static_cast<float>(heads);
-    float total = 0.0f;
-    for (index_t l = 0; l < layers; ++l) {
-      float acc = 0.0f;
-      for (index_t h = 0; h < heads; ++h) acc += to_float(weights(row, l, h, c));
-      total += mean ? acc / divisor : acc;
-    }
-    return total;
-  }
+  /// The score of column c (weights_column_score).
+  float scalar(index_t c) const noexcept { return weights_column_score(weights, row, c, mean); }
 
-  /// The same for B batches of consecutive columns from c (unit key stride only).
+  /// weights_column_score for B batches of consecutive columns from c (unit key stride only).
   template <int B>
   void batches(index_t c, float_batch<Arch> (&total)[B]) const noexcept {
     using batch = float_batch<Arch>;
@@ -393,8 +382,7 @@ struct backend<fused_attention_score, cpu<Arch>> {
     const detail::fused_scratch scratch = detail::fused_scratch::carve<Arch>(carver, n, dim);
     if (!carver.fits()) return status::workspace_too_small;
 
-    const float s = p.scale != 0.0f ? p.scale
-                                    : static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+    const float s = detail::fused_scale(p, dim);
     std::fill(scratch.total, scratch.total + n, 0.0f);
     const index_t rows = in.query.extent(0) * in.query.extent(1);  // heads ascending, queries within
     for (index_t r0 = 0; r0 < rows; r0 += detail::fused_rows_per_pass)

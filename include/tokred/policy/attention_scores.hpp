@@ -21,6 +21,7 @@
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
 #include "tokred/core/grid.hpp"
+#include "tokred/core/rounded.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/policy/scores.hpp"
@@ -102,6 +103,124 @@ struct fused_attention_inputs {
 };
 
 namespace detail {
+
+/// The score of key column `c` of weights row `row`, in the order every backend uses: per layer,
+/// the heads ascending from +0 (then divided by the head count for the mean), added to a total
+/// from +0; each step one fp32 rounding. The CPU backend computes it for a batch of columns in
+/// SIMD lanes, the CUDA backend one column per thread.
+template <class E, class Space>
+TOKRED_HOST_DEVICE float weights_column_score(const view<const E, 4, Space>& weights, index_t row, index_t c,
+                                              bool mean) noexcept {
+  const index_t layers = weights.extent(1), heads = weights.extent(2);
+  const float divisor = static_cast<float>(heads);
+  float total = 0.0f;
+  for (index_t l = 0; l < layers; ++l) {
+    float acc = 0.0f;
+    for (index_t h = 0; h < heads; ++h) acc = add_rn(acc, widen(weights(row, l, h, c)));
+    total = add_rn(total, mean ? div_rn(acc, divisor) : acc);
+  }
+  return total;
+}
+
+/// Writes the score of token j (the CUDA kernel's per-thread body): with one weights row token
+/// j is column `first_key + j`; with one row per frame, frame j / (H·W) scores its column
+/// `first_key + j mod H·W`.
+template <class E, class Space>
+TOKRED_HOST_DEVICE void attention_score_at(const attention_score& p, const attention_score_inputs<E, Space>& in,
+                                           const score_outputs<Space>& out, index_t j) noexcept {
+  const bool per_frame = in.weights.extent(0) != 1;
+  const index_t row_tokens = per_frame ? in.grid.frame_tokens() : in.grid.tokens();
+  out.scores(j) = weights_column_score(in.weights, j / row_tokens, p.first_key + j % row_tokens,
+                                       p.heads == head_reduce::mean);
+}
+
+// ---- fused_attention_score, step by step (host/device) ------------------------------------------
+//
+// The CUDA backend's per-thread steps, which the CPU tests also run on the host: a row's softmax
+// state built key by key and merged pairwise across threads, then each token's probability from
+// the row's final state. Logits and exponentials round differently from the CPU backend's SIMD
+// ones, so the two agree within the documented tolerance, not bit for bit.
+
+/// The running softmax state of one (query, head) row: the largest logit seen (NaN ignored)
+/// and Σ exp(s·(d − max)) in double over the keys seen.
+struct softmax_state {
+  float max = -3.40282347e+38f;  // −FLT_MAX: exp(s·(−FLT_MAX − m)) is 0 in double
+  double sum = 0.0;
+
+  /// Adds a key's logit d (scale s): the sum is rescaled whenever the maximum rises. A NaN or
+  /// infinite logit makes the sum NaN, and so every probability of the row.
+  TOKRED_HOST_DEVICE void add(float d, float s) noexcept {
+    const float m = d > max ? d : max;
+    if (m != max) {
+      sum *= ::exp(static_cast<double>(s) * (static_cast<double>(max) - static_cast<double>(m)));
+      max = m;
+    }
+    sum += static_cast<double>(::expf(mul_rn(sub_rn(d, m), s)));
+  }
+
+  /// Merges another state over other keys (both over disjoint key sets).
+  TOKRED_HOST_DEVICE void merge(const softmax_state& o, float s) noexcept {
+    const float m = o.max > max ? o.max : max;
+    sum = sum * ::exp(static_cast<double>(s) * (static_cast<double>(max) - static_cast<double>(m))) +
+          o.sum * ::exp(static_cast<double>(s) * (static_cast<double>(o.max) - static_cast<double>(m)));
+    max = m;
+  }
+
+  /// The probability of a key with logit d once every key of the row has been added.
+  TOKRED_HOST_DEVICE float probability(float d, float s) const noexcept {
+    return static_cast<float>(static_cast<double>(::expf(mul_rn(sub_rn(d, max), s))) / sum);
+  }
+};
+
+/// q·k over `dim` channels, q staged as fp32 (contiguous), k at `key` with element stride
+/// `stride`: eight partial sums (channel mod 8), combined pairwise — eight independent
+/// multiply-add chains, and the rounding of a sum of dim/8 terms rather than of dim.
+template <class E>
+TOKRED_HOST_DEVICE inline float staged_dot(const float* q, const E* key, index_t stride, index_t dim) noexcept {
+  float part[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  for (index_t c = 0; c < dim; c += 8)
+    for (int r = 0; r < 8; ++r)  // constant indices once unrolled: the sums stay in registers
+      if (c + r < dim) part[r] += q[c + r] * widen(key[(c + r) * stride]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+/// One level of the pairwise merge of `2·width` states: thread t < width merges state t + width
+/// into state t. Levels width = T/2, T/4, …, 1 leave the row's state in state 0.
+TOKRED_HOST_DEVICE inline void merge_level(softmax_state* states, int width, int t, float s) noexcept {
+  if (t < width) states[t].merge(states[t + width], s);
+}
+
+/// The (query, head) row r in the order both backends sum rows: heads ascending, queries within
+/// a head; and the kv head its keys come from.
+struct fused_row {
+  index_t query, head, kv_head;
+};
+TOKRED_HOST_DEVICE constexpr fused_row fused_row_at(index_t r, index_t queries, index_t heads,
+                                                    index_t kv_heads) noexcept {
+  return {r % queries, r / queries, r / queries / (heads / kv_heads)};
+}
+
+/// Token j's share of rows [r0, r0 + count): the probabilities of key `first_key + j` under each
+/// row's final state, added to `acc` in row order. `staged` holds the rows' queries in fp32,
+/// `dim` apart; `states` their softmax states.
+template <class E, class Space>
+TOKRED_HOST_DEVICE float add_token_probabilities(const fused_attention_inputs<E, Space>& in, index_t first_key,
+                                                 index_t r0, index_t count, const float* staged,
+                                                 const softmax_state* states, float s, index_t j,
+                                                 float acc) noexcept {
+  const index_t dim = in.query.extent(2);
+  for (index_t i = 0; i < count; ++i) {
+    const fused_row row = fused_row_at(r0 + i, in.query.extent(0), in.query.extent(1), in.keys.extent(0));
+    const float d = staged_dot(staged + i * dim, &in.keys(row.kv_head, first_key + j, 0), in.keys.stride(2), dim);
+    acc = add_rn(acc, states[i].probability(d, s));
+  }
+  return acc;
+}
+
+/// The logit scale: `scale`, or 1/√head_dim when it is 0.
+inline float fused_scale(const fused_attention_score& p, index_t head_dim) noexcept {
+  return p.scale != 0.0f ? p.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+}
 
 /// The parameters both attention scores share: a known head reduction and `first_key >= 0`.
 constexpr bool valid_attention_parameters(head_reduce heads, index_t first_key) noexcept {
