@@ -46,23 +46,6 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-/// The largest |got − want|, relative to max(1, |want|) when `relative`; infinite when a value is
-/// NaN on one side only or the sizes differ.
-double worst_error(const std::vector<float>& got, const std::vector<double>& want, bool relative = false) {
-  if (got.size() != want.size()) return inf;
-  double worst = 0.0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(got[i]) || std::isnan(want[i])) {
-      if (std::isnan(got[i]) != std::isnan(want[i])) return inf;
-      continue;
-    }
-    if (got[i] == want[i]) continue;  // equal infinities
-    const double scale = relative ? std::max(1.0, std::fabs(want[i])) : 1.0;
-    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]) / scale);
-  }
-  return worst;
-}
-
 /// Every policy on one case: the oracle within the fp32 bound, and the same bits for 1, 2 and 3
 /// shares. `queries` rows of query come from a second generator.
 template <class E>
@@ -76,7 +59,7 @@ void check_case(const shape_case& c, index_t queries) {
 
   const auto check = [&](const auto& p, const std::vector<double>& want, double tol, bool relative) {
     const std::vector<float> one = run_shares(p, in, 1);
-    CHECK(worst_error(one, want, relative) <= tol);
+    CHECK(ref::worst_error(one, want, relative) <= tol);
     CHECK(same_bits(one, run_shares(p, in, 2)));
     CHECK(same_bits(one, run_shares(p, in, 3)));
   };
@@ -127,7 +110,7 @@ TEST_CASE("temporal_similarity: long frames, narrow frames and share boundaries 
     const feature_score_inputs<float> in{grid, rows.rows, {}};
     const temporal_similarity p = temporal_similarity::evs();
     const std::vector<float> one = run_shares(p, in, 1);
-    CHECK(worst_error(one, ref::temporal(p, grid, view<const float, 2>(rows.rows))) <=
+    CHECK(ref::worst_error(one, ref::temporal(p, grid, view<const float, 2>(rows.rows))) <=
           ref::cosine_tolerance(256));
     for (int nth = 2; nth <= 5; ++nth) CHECK(same_bits(one, run_shares(p, in, nth)));
   }

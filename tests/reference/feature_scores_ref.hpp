@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <tokred/core/element.hpp>
@@ -111,6 +112,24 @@ std::vector<double> relevance(const query_relevance& p, const token_grid& grid,
     }
   }
   return out;
+}
+
+/// The largest |got − want|, relative to max(1, |want|) when `relative`; infinite when a value is
+/// NaN on one side only or the sizes differ.
+inline double worst_error(const std::vector<float>& got, const std::vector<double>& want, bool relative = false) {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (got.size() != want.size()) return inf;
+  double worst = 0.0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]) || std::isnan(want[i])) {
+      if (std::isnan(got[i]) != std::isnan(want[i])) return inf;
+      continue;
+    }
+    if (got[i] == want[i]) continue;  // equal infinities
+    const double scale = relative ? std::max(1.0, std::fabs(want[i])) : 1.0;
+    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]) / scale);
+  }
+  return worst;
 }
 
 /// threshold: the ascending indices of the tokens whose score passes.

@@ -17,3 +17,4 @@
 #include "tokred/cuda/video_layout.cuh"
 #include "tokred/cuda/uniform_quant.cuh"
 #include "tokred/cuda/attention_scores.cuh"
+#include "tokred/cuda/feature_scores.cuh"

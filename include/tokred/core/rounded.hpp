@@ -60,6 +60,15 @@ TOKRED_HOST_DEVICE inline float div_rn(float a, float b) noexcept {
 #endif
 }
 
+/// √x correctly rounded (IEEE), whatever -prec-sqrt says on the device.
+TOKRED_HOST_DEVICE inline float sqrt_rn(float x) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
 /// |x|: the sign bit cleared (NaN payloads kept), as SIMD `abs` does it.
 TOKRED_HOST_DEVICE inline float abs_bits(float x) noexcept {
   return bits_float(float_bits(x) & 0x7FFFFFFFu);

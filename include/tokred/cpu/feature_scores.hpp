@@ -31,14 +31,6 @@
 namespace tokred {
 namespace detail {
 
-/// torch's F.cosine_similarity from the pair's dot product and the two squared norms: each norm
-/// clamped to eps on its own. A NaN norm stays NaN (std::max keeps its first argument).
-inline float cosine_of(float dot, float x_sq, float y_sq) noexcept {
-  const float nx = std::max(std::sqrt(x_sq), cosine_eps);
-  const float ny = std::max(std::sqrt(y_sq), cosine_eps);
-  return dot / (nx * ny);
-}
-
 /// Dot products of the row at `a` (element stride `sa`) with query rows [q0, q0 + count), into
 /// `out`: four query rows per pass when both sides are contiguous, so `a` is read once for four.
 template <class Arch, class E>

@@ -31,6 +31,7 @@
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
 #include "tokred/core/grid.hpp"
+#include "tokred/core/rounded.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/policy/budget.hpp"
@@ -107,6 +108,15 @@ namespace detail {
 
 /// The eps of torch's F.cosine_similarity, applied to each norm.
 inline constexpr float cosine_eps = 1e-8f;
+
+/// torch's F.cosine_similarity from the pair's dot product and the two squared norms: each norm
+/// clamped to eps on its own; a NaN norm stays NaN. Host and device, each step rounded once.
+TOKRED_HOST_DEVICE inline float cosine_of(float dot, float x_sq, float y_sq) noexcept {
+  const float rx = sqrt_rn(x_sq), ry = sqrt_rn(y_sq);
+  const float nx = rx < cosine_eps ? cosine_eps : rx;  // std::max(rx, eps): NaN stays
+  const float ny = ry < cosine_eps ? cosine_eps : ry;
+  return div_rn(dot, mul_rn(nx, ny));
+}
 
 template <class P>
 inline constexpr bool is_feature_score_v = std::is_same_v<P, token_norm> ||
