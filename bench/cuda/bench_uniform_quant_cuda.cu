@@ -198,7 +198,8 @@ void BM_cuda_dequantize(benchmark::State& state) {
   if (!d.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
   if (cudaMemcpy(d.dcodes.get(), d.codes.data(), d.codes.size() * 4, cudaMemcpyHostToDevice) != cudaSuccess ||
       cudaMemcpy(d.dscale.get(), d.scale.data(), d.scale.size() * sizeof(E), cudaMemcpyHostToDevice) != cudaSuccess ||
-      cudaMemcpy(d.dzero.get(), d.zero.data(), d.zero.size() * sizeof(E), cudaMemcpyHostToDevice) != cudaSuccess)
+      cudaMemcpy(d.dzero.get(), d.zero.data(), d.zero.size() * sizeof(E), cudaMemcpyHostToDevice) != cudaSuccess ||
+      cudaDeviceSynchronize() != cudaSuccess)  // the copies have landed before the timer's stream reads them
     return state.SkipWithError("upload failed");
   const uniform_packed<E, device_space> p = d.packed();
   const uniform_packed<const E, device_space> in{p.codes, p.scale, p.zero};

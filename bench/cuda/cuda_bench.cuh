@@ -32,8 +32,10 @@ class device_array {
     if (cudaMalloc(&data_, (count > 0 ? count : 1) * sizeof(T)) != cudaSuccess) data_ = nullptr;
   }
   explicit device_array(const std::vector<T>& host) : device_array(host.size()) {
-    if (data_ && cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) !=
-                     cudaSuccess)
+    // Waits for the copy to land: one from pageable memory may return before its DMA completes,
+    // and the benchmarks' stream (non-blocking) is not ordered after it.
+    if (data_ && (cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess ||
+                  cudaDeviceSynchronize() != cudaSuccess))
       ok_ = false;
   }
   device_array(const device_array&) = delete;

@@ -34,9 +34,12 @@ class device_buffer {
 
   T* get() const { return data_; }
   std::size_t size() const { return count_; }
+  /// Copies `host` in and waits until it has landed: a copy from pageable memory may return
+  /// before its DMA completes, and the test stream (non-blocking) is not ordered after it.
   void upload(const std::vector<T>& host) {
     TOKRED_TEST_CUDA(
         cudaMemcpy(data_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    TOKRED_TEST_CUDA(cudaDeviceSynchronize());
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);

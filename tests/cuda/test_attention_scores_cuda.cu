@@ -165,6 +165,11 @@ void check_fused_scale() {
   // head_dim 4096: two rows per chunk; one odd head_dim.
   const fused_case<float> wide = make_fused<float>(image_grid(8, 8), 3, 2, 1, 70, 4096, layout::contiguous, 97);
   check_fused(wide, fused_attention_score{head_reduce::mean, 3}, "fused head_dim 4096");
+  // At the shared-memory limits: head_dim 8193 (one row a chunk) and 11 264 (the largest).
+  const fused_case<float> past_chunk = make_fused<float>(image_grid(2, 3), 2, 2, 1, 9, 8193, layout::contiguous, 95);
+  check_fused(past_chunk, fused_attention_score{head_reduce::mean, 1}, "fused head_dim 8193");
+  const fused_case<bf16> widest = make_fused<bf16>(image_grid(2, 2), 1, 2, 2, 6, 11264, layout::contiguous, 94);
+  check_fused(widest, fused_attention_score{head_reduce::sum, 2}, "fused head_dim 11264");
   const fused_case<float> odd = make_fused<float>(image_grid(5, 7), 2, 3, 3, 40, 37, layout::strided, 96);
   check_fused(odd, fused_attention_score{head_reduce::mean, 2, 0.3f}, "fused head_dim 37, scale 0.3");
 }

@@ -110,6 +110,26 @@ void check_case(const shape_case& c, index_t queries) {
   }
 }
 
+/// query_relevance at frame level with the widest rows a block takes (11 264), and one wider.
+void check_frame_limit() {
+  const token_grid grid{3, 2, 2};
+  const token_matrix<f16> rows = continuous_rows<f16>(grid.tokens(), 11264, layout::contiguous, 7);
+  const token_matrix<f16> query = continuous_rows<f16>(2, 11264, layout::contiguous, 8);
+  const device_rows<f16> d(rows), dq(query);
+  const query_relevance p{query_relevance::level::frame};
+  const double tolerance = ref::cosine_tolerance(11264) + std::ldexp(2.0, -24);
+  check(ref::worst_error(run(p, grid, d, &dq, "frame relevance at 11264"),
+                         ref::relevance(p, grid, view<const f16, 2>(rows.rows), view<const f16, 2>(query.rows))) <= tolerance,
+        "frame relevance at 11264: off the bound");
+  const token_matrix<f16> wide = continuous_rows<f16>(grid.tokens(), 11296, layout::contiguous, 9);
+  const token_matrix<f16> wide_query = continuous_rows<f16>(1, 11296, layout::contiguous, 10);
+  const device_rows<f16> dw(wide), dwq(wide_query);
+  device_buffer<float> scores(std::vector<float>(3, sentinel));
+  check(apply(tokred::cuda{test_stream()}, p, feature_score_inputs<f16, device_space>{grid, dw.v, dwq.v},
+              score_outputs<device_space>{view<float, 1, device_space>(scores.get(), {3})}) == status::invalid_parameter,
+        "frame relevance at 11296: invalid_parameter");
+}
+
 void check_non_finite() {
   // 3 frames of 2 tokens; token 2 (frame 1, slot 0) holds NaN, token 5 (frame 2, slot 1) inf.
   const float nan_value = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
@@ -190,6 +210,7 @@ int main() {
     check_case<float>(c, 1);
     if (c.grid.frames > 1 || c.grid.tokens() == 576) check_case<bf16>(c, 70);
   }
+  check_frame_limit();
   check_non_finite();
   check_bad_input();
   check_graph_capture();

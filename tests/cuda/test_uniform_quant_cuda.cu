@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <tokred/cuda/tokred.cuh>
 #include <vector>
@@ -74,6 +75,12 @@ struct device_packed {
     host.zero = zero.download();
   }
 };
+
+/// |got − want| / bound, infinite for a NaN on either side (a NaN must fail the bound).
+double bounded_error(double got, double want, double bound) {
+  const double e = std::fabs(got - want) / bound;
+  return e == e ? e : std::numeric_limits<double>::infinity();
+}
 
 template <class E>
 bool same_bits(const std::vector<E>& a, const std::vector<E>& b) {
@@ -270,7 +277,7 @@ void check_scores(const uniform_format& f, bool vidkv, index_t q_heads, index_t 
   for (index_t h = 0; h < q_heads; ++h) {
     for (index_t t = 0; t < c.tokens(); ++t) {
       const std::size_t at = static_cast<std::size_t>(h * c.tokens() + t);
-      worst = std::fmax(worst, std::fabs(got[static_cast<std::size_t>(h * row + t)] - c.want[at]) / c.bound[at]);
+      worst = std::max(worst, bounded_error(got[static_cast<std::size_t>(h * row + t)], c.want[at], c.bound[at]));
     }
     for (index_t t = c.tokens(); t < row; ++t) padding = padding && got[static_cast<std::size_t>(h * row + t)] == -3.0f;
   }
@@ -388,7 +395,7 @@ void check_graph_capture() {
   const std::vector<float> got_scores = scores.download();
   double worst = 0.0;
   for (std::size_t i = 0; i < got_scores.size(); ++i)
-    worst = std::fmax(worst, std::fabs(got_scores[i] - c.want[i]) / c.bound[i]);
+    worst = std::max(worst, bounded_error(got_scores[i], c.want[i], c.bound[i]));
   check(worst <= 1.0, "graph: replayed scores off by " + std::to_string(worst) + " of the bound");
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <tokred/tokred.hpp>
@@ -13,11 +14,19 @@
 
 namespace tokred::testing {
 
-/// The largest |got − want| / |want| over all tokens.
+/// The largest |got − want| / |want| over all tokens; infinite where one side is NaN and the
+/// other is not, or the sizes differ (a NaN must fail a bound, never slip past it).
 inline double worst_relative(const std::vector<float>& got, const std::vector<double>& want) {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (got.size() != want.size()) return inf;
   double worst = 0.0;
-  for (std::size_t j = 0; j < got.size(); ++j)
+  for (std::size_t j = 0; j < got.size(); ++j) {
+    if (std::isnan(got[j]) || std::isnan(want[j])) {
+      if (std::isnan(got[j]) != std::isnan(want[j])) return inf;
+      continue;
+    }
     worst = std::max(worst, std::fabs(static_cast<double>(got[j]) - want[j]) / std::fabs(want[j]));
+  }
   return worst;
 }
 

@@ -55,6 +55,10 @@ inline constexpr index_t staged_floats = 8192;
 /// The largest head_dim: one query row and the merge states (4 KiB) must fit the stats block's
 /// 48 KiB of shared memory.
 inline constexpr index_t max_head_dim = 11264;
+static_assert(max_head_dim * sizeof(float) + threads * sizeof(softmax_state) <= 48 * 1024,
+              "the stats block's query row and merge states fit 48 KiB of shared memory");
+static_assert(staged_floats * sizeof(float) <= 48 * 1024 && max_head_dim * sizeof(float) <= 48 * 1024,
+              "the accumulate block's staged queries fit 48 KiB of shared memory");
 
 }  // namespace cuda_attention
 

@@ -59,6 +59,8 @@ inline constexpr index_t query_chunk = 64;
 /// The widest row query_relevance at frame level can score: the frame's mean token in shared
 /// memory (44 KiB).
 inline constexpr index_t max_frame_dim = 11264;
+static_assert(max_frame_dim * sizeof(float) + query_chunk * sizeof(float) + sizeof(float) <= 48 * 1024,
+              "the frame block's mean token and relevances fit 48 KiB of shared memory");
 
 // ---------------------------------------------------------------------------------------------
 // Warp sums.

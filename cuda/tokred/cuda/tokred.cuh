@@ -18,3 +18,4 @@
 #include "tokred/cuda/uniform_quant.cuh"
 #include "tokred/cuda/attention_scores.cuh"
 #include "tokred/cuda/feature_scores.cuh"
+#include "tokred/cuda/ggml_blocks.cuh"

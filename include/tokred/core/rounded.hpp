@@ -69,6 +69,10 @@ TOKRED_HOST_DEVICE inline float sqrt_rn(float x) noexcept {
 #endif
 }
 
+/// fp32 constants that need no <limits> on the device.
+TOKRED_HOST_DEVICE inline float positive_infinity() noexcept { return bits_float(0x7F800000u); }
+TOKRED_HOST_DEVICE inline float quiet_nan() noexcept { return bits_float(0x7FC00000u); }
+
 /// |x|: the sign bit cleared (NaN payloads kept), as SIMD `abs` does it.
 TOKRED_HOST_DEVICE inline float abs_bits(float x) noexcept {
   return bits_float(float_bits(x) & 0x7FFFFFFFu);

@@ -28,9 +28,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
+#include "tokred/core/exec.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 
@@ -57,7 +59,7 @@ enum class ggml_type : int { q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, i
 inline constexpr index_t ggml_block_elems = 32;
 
 /// Bytes per block (ggml's `sizeof(block_<type>)`), 0 for a value outside the enum.
-constexpr index_t ggml_block_bytes(ggml_type t) noexcept {
+TOKRED_HOST_DEVICE constexpr index_t ggml_block_bytes(ggml_type t) noexcept {
   switch (t) {
     case ggml_type::q8_0: return 34;
     case ggml_type::q4_0: return 18;
@@ -87,9 +89,10 @@ constexpr index_t ggml_row_bytes(ggml_type t, index_t head_dim) noexcept {
   return head_dim / ggml_block_elems * ggml_block_bytes(t);
 }
 
-/// ggml's `kvalues_iq4nl`: the 16 levels of iq4_nl's non-linear codebook.
-inline constexpr std::int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                                 1,    13,   25,  38,  53,  69,  89,  113};
+/// ggml's `kvalues_iq4nl`: the 16 levels of iq4_nl's non-linear codebook (the list also
+/// initialises the device-readable copy in <tokred/policy/ggml_block_codec.hpp>).
+#define TOKRED_IQ4NL_LEVELS -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113
+inline constexpr std::int8_t iq4nl_levels[16] = {TOKRED_IQ4NL_LEVELS};
 
 /// Orthonormal block Walsh–Hadamard rotation of every `(head, token)` row: each run of `block`
 /// consecutive channels is multiplied by H/√block, H the Sylvester Hadamard matrix in natural
@@ -240,5 +243,65 @@ constexpr status can_implement(const hadamard& p, const kv_problem& prob) noexce
   return detail::hadamard_block_for(p.block, prob.head_dim) != 0 ? status::ok
                                                                  : status::invalid_parameter;
 }
+
+namespace detail {
+
+/// Every check of ggml_quantize, in the documented order.
+template <class Exec, class E, class Space>
+status check_quantize(const Exec& exec, const ggml_quantize& p, const kv_inputs<E, Space>& in,
+                      const kv_block_outputs<Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(in.cache);
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok)
+    return s;
+  if (status s = check_blocks(out.blocks, prob, p.type); s != status::ok) return s;
+  return may_overlap(in.cache, out.blocks) ? status::aliasing : status::ok;
+}
+
+/// Every check of ggml_dequantize, in the documented order.
+template <class Exec, class E, class Space>
+status check_dequantize(const Exec& exec, const ggml_dequantize& p,
+                        const kv_block_inputs<Space>& in, const kv_outputs<E, Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(out.cache);
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_blocks(in.blocks, prob, p.type); s != status::ok) return s;
+  if (status s = check_view(out.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok)
+    return s;
+  return may_overlap(in.blocks, out.cache) ? status::aliasing : status::ok;
+}
+
+/// True when `out` is `in` itself (same address, strides and element type): in-place use.
+template <class Ein, class Eout, class Space>
+bool same_cache(const view<const Ein, 3, Space>& in, const view<Eout, 3, Space>& out) noexcept {
+  if constexpr (!std::is_same_v<Ein, Eout>) {
+    return false;
+  } else {
+    if (static_cast<const void*>(in.data_handle()) != static_cast<const void*>(out.data_handle()))
+      return false;
+    for (int r = 0; r < 3; ++r)
+      if (in.stride(r) != out.stride(r) || in.extent(r) != out.extent(r)) return false;
+    return true;
+  }
+}
+
+/// Every check of `hadamard`, in the documented order; the rotation block on success.
+template <class Exec, class Ein, class Eout, class Space>
+status check_hadamard(const Exec& exec, const hadamard& p, const kv_inputs<Ein, Space>& in,
+                      const kv_outputs<Eout, Space>& out, index_t& block) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(in.cache);
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok)
+    return s;
+  if (status s = check_view(out.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok)
+    return s;
+  if (!same_cache(in.cache, out.cache) && may_overlap(in.cache, out.cache)) return status::aliasing;
+  block = hadamard_block_for(p.block, prob.head_dim);
+  return status::ok;
+}
+
+}  // namespace detail
 
 }  // namespace tokred

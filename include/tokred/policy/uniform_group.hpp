@@ -60,10 +60,6 @@ TOKRED_HOST_DEVICE TOKRED_FORCE_INLINE std::uint32_t code_at(const std::uint32_t
   return q & ((1u << bits) - 1u);
 }
 
-/// fp32 constants that need no <limits> on the device.
-TOKRED_HOST_DEVICE inline float positive_infinity() noexcept { return bits_float(0x7F800000u); }
-TOKRED_HOST_DEVICE inline float quiet_nan() noexcept { return bits_float(0x7FC00000u); }
-
 /// x rounded to E and widened back (exact for float).
 template <class E>
 TOKRED_HOST_DEVICE inline float stored_as(float x) noexcept {

@@ -1,0 +1,458 @@
+// tokred/policy/ggml_block_codec.hpp — one ggml block quantized and dequantized byte for byte,
+// and the block Walsh–Hadamard transform, as host/device functions: what the CPU backends
+// (<tokred/cpu/ggml_blocks.hpp>, <tokred/cpu/hadamard.hpp>) run on each block and what one CUDA
+// thread (<tokred/cuda/ggml_blocks.cuh>) runs on its block.
+//
+// Byte-identical to ggml's reference C functions (`quantize_row_<type>_ref`,
+// `dequantize_row_<type>`, ggml-org/ggml @ d99724f) compiled without FMA: every fp32 operation
+// they round is rounded here too, in the same order, whatever flags this header is compiled with.
+// The hazard is contraction: g++ (-ffp-contract=fast is its default in GNU modes), clang with
+// -ffp-contract=fast and nvcc (--fmad=true is its default) fuse a multiply and an add that reads
+// its result into one FMA when the target has one (-march=native on x86, any AArch64, every GPU),
+// which skips the rounding of the product: a code changes when x·id + 8.5 lies within an ulp of
+// an integer, iq4_nl's scale when its fp16 rounding is that close (a few random blocks in a
+// million for q4_0 and q5_0, about one in ten thousand for iq4_nl). A round trip through double
+// does not prevent it: the compiler folds it back to float operations first. So every product
+// ggml rounds before an add is formed with `array_product` and stored to a block-sized array
+// that passes through `keep_rounded`: on the host an empty asm statement that may rewrite the
+// array (or volatile copies), so the adds read the array back and the compiler cannot see the
+// multiply from there, while the loops on either side still vectorise; on the device the
+// product is `__fmul_rn`, which nvcc never fuses. Dequantization needs none: its products (a
+// code of at most 8 bits times an fp16 scale of 11) are exact in fp32, so fusing cannot change
+// them. Float-to-integer conversions that C leaves undefined (NaN or an overflowing quotient,
+// reachable only when the fp32 scale is so small that 1/d overflows) give code 0, as x86 builds
+// of ggml do.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "tokred/core/config.hpp"
+#include "tokred/core/element.hpp"
+#include "tokred/core/rounded.hpp"
+#include "tokred/core/view.hpp"
+#include "tokred/policy/kv_quant.hpp"
+
+namespace tokred::detail {
+
+// ---------------------------------------------------------------------------------------------
+// fp32 steps.
+
+/// a·b for a product that `keep_rounded` then keeps out of fused multiply-adds: a plain product
+/// on the host (the array pass does it), `__fmul_rn` on the device.
+TOKRED_HOST_DEVICE inline float array_product(float a, float b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+/// Makes the values of `v` opaque to the host optimiser: what the code reads back afterwards is
+/// whatever `v` holds in memory, rounded fp32, so no multiply stored there can be fused into an
+/// add that reads it (see above). GNU-compatible compilers (g++, clang++) get an empty asm
+/// statement that may read and rewrite the array: no instruction, only a store and a reload of
+/// the array; other compilers a volatile copy of each value. Nothing on the device, where
+/// `array_product` rounded each product already.
+template <std::size_t N>
+TOKRED_HOST_DEVICE inline void keep_rounded(float (&v)[N]) noexcept {
+#if defined(__CUDA_ARCH__)
+  (void)v;
+#elif defined(__GNUC__)
+  __asm__("" : "+m"(v));
+#else
+  for (float& e : v) {
+    volatile float stored = e;
+    e = stored;
+  }
+#endif
+}
+
+/// |x| (std::fabs on the host, where loops of it vectorise; fabsf on the device).
+TOKRED_HOST_DEVICE inline float magnitude(float x) noexcept {
+#if defined(__CUDA_ARCH__)
+  return fabsf(x);
+#else
+  return std::fabs(x);
+#endif
+}
+
+/// C's `(int8_t)(v)` / `(uint8_t)(v)` for v ≥ 0 (truncation toward zero), 0 where C is undefined.
+TOKRED_HOST_DEVICE inline int truncate_code(float v) noexcept {
+  return v >= 0.0f && v < 256.0f ? static_cast<int>(v) : 0;
+}
+
+/// `roundf(v)` as an int8 code (half away from zero), 0 where the C conversion is undefined.
+TOKRED_HOST_DEVICE inline int round_code(float v) noexcept {
+#if defined(__CUDA_ARCH__)
+  return v > -128.5f && v < 127.5f ? static_cast<int>(roundf(v)) : 0;
+#else
+  return v > -128.5f && v < 127.5f ? static_cast<int>(std::round(v)) : 0;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes.
+
+TOKRED_HOST_DEVICE inline void store_f16(std::uint8_t* p, float v) noexcept {
+  const std::uint16_t h = f32_bits_to_f16_bits(float_bits(v));
+  p[0] = static_cast<std::uint8_t>(h & 0xFFu);
+  p[1] = static_cast<std::uint8_t>(h >> 8);
+}
+
+TOKRED_HOST_DEVICE inline float load_f16(const std::uint8_t* p) noexcept {
+  return widen(f16{static_cast<std::uint16_t>(p[0] | (p[1] << 8))});
+}
+
+TOKRED_HOST_DEVICE inline void store_u32(std::uint8_t* p, std::uint32_t v) noexcept {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+
+TOKRED_HOST_DEVICE inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
+         static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24;
+}
+
+/// Level i of iq4_nl's codebook (`iq4nl_levels[i]`), readable in device code too.
+TOKRED_HOST_DEVICE constexpr float iq4nl_level(int i) noexcept {
+  constexpr std::int8_t levels[16] = {TOKRED_IQ4NL_LEVELS};
+  return static_cast<float>(levels[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One block.
+
+/// True when one of the 32 values is NaN or ±inf (x − x is 0 exactly for finite x).
+TOKRED_HOST_DEVICE inline bool block_non_finite(const float* x) noexcept {
+  float acc = 0.0f;
+  for (int j = 0; j < 32; ++j) acc += x[j] - x[j];
+  return acc != acc;
+}
+
+/// The value of largest magnitude, the first of equals (q4_0, q5_0, iq4_nl).
+TOKRED_HOST_DEVICE inline float signed_absmax(const float* x, float& amax) noexcept {
+  float max = 0.0f;
+  amax = 0.0f;
+  for (int j = 0; j < 32; ++j)
+    if (amax < magnitude(x[j])) {
+      amax = magnitude(x[j]);
+      max = x[j];
+    }
+  return max;
+}
+
+/// Packs 32 codes of at most 4 bits: element i low nibble, element i + 16 high nibble.
+TOKRED_HOST_DEVICE inline void pack_nibbles(const int* q, std::uint8_t* qs) noexcept {
+  for (int i = 0; i < 16; ++i) qs[i] = static_cast<std::uint8_t>((q[i] & 0x0F) | (q[i + 16] & 0x0F) << 4);
+}
+
+/// Bit 4 of the 32 codes as ggml's qh word: bit j = bit 4 of element j.
+TOKRED_HOST_DEVICE inline std::uint32_t high_bits(const int* q) noexcept {
+  std::uint32_t qh = 0;
+  for (int j = 0; j < 32; ++j) qh |= static_cast<std::uint32_t>((q[j] >> 4) & 1) << j;
+  return qh;
+}
+
+TOKRED_HOST_DEVICE inline void quantize_q8_0(const float* x, std::uint8_t* out) noexcept {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = amax > magnitude(x[j]) ? amax : magnitude(x[j]);
+  const float d = div_rn(amax, 127.0f);
+  const float id = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
+  store_f16(out, d);
+  for (int j = 0; j < 32; ++j) out[2 + j] = static_cast<std::uint8_t>(static_cast<std::int8_t>(round_code(array_product(x[j], id))));
+}
+
+/// q4_0 (levels 16, offset 8) and q5_0 (levels 32, offset 16).
+template <int Levels>
+TOKRED_HOST_DEVICE void quantize_symmetric(const float* x, std::uint8_t* out) noexcept {
+  float amax;
+  const float max = signed_absmax(x, amax);
+  const float d = div_rn(max, static_cast<float>(-Levels / 2));
+  const float id = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
+  const float offset = static_cast<float>(Levels / 2) + 0.5f;
+  store_f16(out, d);
+  float scaled[32];
+  for (int j = 0; j < 32; ++j) scaled[j] = array_product(x[j], id);
+  keep_rounded(scaled);
+  int q[32];
+  for (int j = 0; j < 32; ++j) {
+    const int c = truncate_code(scaled[j] + offset);
+    q[j] = c < Levels - 1 ? c : Levels - 1;
+  }
+  if constexpr (Levels == 32) {
+    store_u32(out + 2, high_bits(q));
+    pack_nibbles(q, out + 6);
+  } else {
+    pack_nibbles(q, out + 2);
+  }
+}
+
+/// q4_1 (levels 16, codes clamped to 15) and q5_1 (levels 32, not clamped: a code of 32 keeps
+/// its low five bits, 0, as ggml's `(uint8_t)` store does).
+template <int Levels>
+TOKRED_HOST_DEVICE void quantize_affine(const float* x, std::uint8_t* out) noexcept {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  const float d = div_rn(max - min, static_cast<float>(Levels - 1));
+  const float id = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
+  store_f16(out, d);
+  store_f16(out + 2, min);
+  float scaled[32];
+  for (int j = 0; j < 32; ++j) scaled[j] = array_product(x[j] - min, id);
+  keep_rounded(scaled);
+  int q[32];
+  for (int j = 0; j < 32; ++j) {
+    const int c = truncate_code(scaled[j] + 0.5f);
+    q[j] = Levels == 16 ? (c < 15 ? c : 15) : c;
+  }
+  if constexpr (Levels == 32) {
+    store_u32(out + 4, high_bits(q));
+    pack_nibbles(q, out + 8);
+  } else {
+    pack_nibbles(q, out + 4);
+  }
+}
+
+/// ggml's best_index_int8 for each of 32 values: the nearest codebook level, the upper one on a
+/// tie. ggml finds the two levels around v by a binary search; here the upper one's index is 1
+/// plus the number of levels 1 … 14 at or below v (so 1 below level 1, 15 from level 14 up), and
+/// v takes the lower one if it is strictly nearer: the same index for every v, with no branch,
+/// in loops over the block that vectorise (iq4_nl quantization of 8 × 64 × 128 fp32 values:
+/// 1.21 ms with the search, 0.49 ms so, AVX-512; 1.22 and 0.44 ms with SSE2).
+TOKRED_HOST_DEVICE inline void iq4nl_codes(const float (&v)[32], int (&q)[32]) noexcept {
+  for (int j = 0; j < 32; ++j) q[j] = 1;
+  for (int i = 1; i < 15; ++i) {
+    const float level = iq4nl_level(i);
+    for (int j = 0; j < 32; ++j) q[j] += v[j] >= level;
+  }
+  for (int j = 0; j < 32; ++j) {
+    const float below = iq4nl_level(q[j] - 1), above = iq4nl_level(q[j]);
+    q[j] -= v[j] - below < above - v[j];
+  }
+}
+
+/// iq4_nl as llama.cpp writes the KV cache (`quantize_row_iq4_nl_ref`, no scale search): codes
+/// from d0 = v / −127, then the weighted least-squares scale Σ w·K·x / Σ w·K², w = x².
+TOKRED_HOST_DEVICE inline void quantize_iq4_nl(const float* x, std::uint8_t* out) noexcept {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j)
+    if (magnitude(x[j]) > amax) {
+      amax = magnitude(x[j]);
+      max = x[j];
+    }
+  if (amax < 1e-15f) {  // ggml's GROUP_MAX_EPS
+    store_f16(out, 0.0f);
+    for (int i = 0; i < 16; ++i) out[2 + i] = 0x88;
+    return;
+  }
+  const float id = div_rn(1.0f, div_rn(max, -127.0f));
+  // id·x is rounded before the level search subtracts levels from it; each product is rounded
+  // before the running sums add it.
+  float scaled[32];
+  for (int j = 0; j < 32; ++j) scaled[j] = array_product(id, x[j]);
+  keep_rounded(scaled);
+  int q[32];
+  iq4nl_codes(scaled, q);
+  float wqx[32], wqq[32];
+  for (int j = 0; j < 32; ++j) {
+    const float level = iq4nl_level(q[j]);
+    const float wq = array_product(array_product(x[j], x[j]), level);
+    wqx[j] = array_product(wq, x[j]);
+    wqq[j] = array_product(wq, level);
+  }
+  keep_rounded(wqx);
+  keep_rounded(wqq);
+  float sumqx = 0.0f, sumq2 = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    sumqx += wqx[j];
+    sumq2 += wqq[j];
+  }
+  store_f16(out, sumq2 > 0.0f ? div_rn(sumqx, sumq2) : 0.0f);
+  pack_nibbles(q, out + 2);
+}
+
+/// The documented result for a block holding NaN or ±inf: d (and m) NaN, every other byte 0.
+TOKRED_HOST_DEVICE inline void quantize_non_finite(ggml_type type, std::uint8_t* out) noexcept {
+  for (index_t i = 0; i < ggml_block_bytes(type); ++i) out[i] = 0;
+  store_f16(out, quiet_nan());
+  if (type == ggml_type::q4_1 || type == ggml_type::q5_1) store_f16(out + 2, quiet_nan());
+}
+
+TOKRED_HOST_DEVICE inline void quantize_block(ggml_type type, const float* x, std::uint8_t* out) noexcept {
+  if (block_non_finite(x)) return quantize_non_finite(type, out);
+  switch (type) {
+    case ggml_type::q8_0: return quantize_q8_0(x, out);
+    case ggml_type::q4_0: return quantize_symmetric<16>(x, out);
+    case ggml_type::q4_1: return quantize_affine<16>(x, out);
+    case ggml_type::q5_0: return quantize_symmetric<32>(x, out);
+    case ggml_type::q5_1: return quantize_affine<32>(x, out);
+    case ggml_type::iq4_nl: return quantize_iq4_nl(x, out);
+  }
+}
+
+/// Code j (0 … 31) of a 4-bit block's nibbles, with bit 4 from qh for 5-bit types.
+TOKRED_HOST_DEVICE inline int nibble(const std::uint8_t* qs, int j) noexcept {
+  return j < 16 ? qs[j] & 0x0F : qs[j - 16] >> 4;
+}
+
+/// dequantize_row_<type> of one block: integers times the stored fp16 d (plus m), in fp32. Each
+/// product is exact (at most 5 + 11 significant bits, 8 + 11 for q8_0), so q·d + m has the same
+/// bits fused or not.
+TOKRED_HOST_DEVICE inline void dequantize_block(ggml_type type, const std::uint8_t* in, float* y) noexcept {
+  const float d = load_f16(in);
+  switch (type) {
+    case ggml_type::q8_0:
+      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(static_cast<std::int8_t>(in[2 + j])) * d;
+      return;
+    case ggml_type::q4_0:
+      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(nibble(in + 2, j) - 8) * d;
+      return;
+    case ggml_type::q5_0: {
+      const std::uint32_t qh = load_u32(in + 2);
+      for (int j = 0; j < 32; ++j)
+        y[j] = static_cast<float>((nibble(in + 6, j) | static_cast<int>((qh >> j) & 1u) << 4) - 16) * d;
+      return;
+    }
+    case ggml_type::q4_1: {
+      const float m = load_f16(in + 2);
+      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(nibble(in + 4, j)) * d + m;
+      return;
+    }
+    case ggml_type::q5_1: {
+      const float m = load_f16(in + 2);
+      const std::uint32_t qh = load_u32(in + 4);
+      for (int j = 0; j < 32; ++j) {
+        const int q = nibble(in + 8, j) | static_cast<int>((qh >> j) & 1u) << 4;
+        y[j] = static_cast<float>(q) * d + m;
+      }
+      return;
+    }
+    case ggml_type::iq4_nl:
+      for (int j = 0; j < 32; ++j) y[j] = d * iq4nl_level(nibble(in + 2, j));
+      return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The block Walsh–Hadamard transform, and rows read and written a run of channels at a time.
+
+/// The largest rotation block: 256 floats, one kilobyte of stack per row in flight.
+inline constexpr index_t hadamard_max_block = 256;
+
+/// fp32(1/√n) for the supported blocks (n = 32 … 256): 1/√64 = 1/8 and 1/√256 = 1/16 are exact;
+/// the others are the correctly rounded float of the exact value.
+TOKRED_HOST_DEVICE inline float hadamard_scale(index_t n) noexcept {
+  return static_cast<float>(1.0 / ::sqrt(static_cast<double>(n)));
+}
+
+/// In place: x ← (H/√n)·x for n a power of two, H Sylvester's Hadamard matrix in natural order.
+/// Butterfly spans 1, 2, 4, …, n/2; each pair (a, b) becomes (a + b, a − b). The scaled values
+/// are products: a caller that adds to them passes the array through keep_rounded first.
+TOKRED_HOST_DEVICE inline void hadamard_transform(float* x, index_t n) noexcept {
+  for (index_t span = 1; span < n; span *= 2)
+    for (index_t i = 0; i < n; i += 2 * span)
+      for (index_t j = i; j < i + span; ++j) {
+        const float a = x[j], b = x[j + span];
+        x[j] = a + b;
+        x[j + span] = a - b;
+      }
+  const float s = hadamard_scale(n);
+  for (index_t i = 0; i < n; ++i) x[i] = array_product(x[i], s);
+}
+
+/// Reads `n` channels starting at `p` (element stride `stride`) as floats.
+template <class E>
+TOKRED_HOST_DEVICE void load_channels(const E* p, index_t stride, index_t n, float* out) noexcept {
+  if (stride == 1)
+    for (index_t c = 0; c < n; ++c) out[c] = widen(p[c]);
+  else
+    for (index_t c = 0; c < n; ++c) out[c] = widen(p[c * stride]);
+}
+
+/// Writes `n` floats to channels starting at `p` (element stride `stride`), rounding to E.
+template <class E>
+TOKRED_HOST_DEVICE void store_channels(const float* in, index_t n, E* p, index_t stride) noexcept {
+  if (stride == 1)
+    for (index_t c = 0; c < n; ++c) p[c] = from_float<E>(in[c]);
+  else
+    for (index_t c = 0; c < n; ++c) p[c * stride] = from_float<E>(in[c]);
+}
+
+/// The (head, token) of row r of a (heads, tokens, ·) cache.
+struct kv_row {
+  index_t head = 0;
+  index_t token = 0;
+};
+TOKRED_HOST_DEVICE constexpr kv_row kv_row_at(index_t r, index_t tokens) noexcept { return {r / tokens, r % tokens}; }
+
+// ---------------------------------------------------------------------------------------------
+// Units: what one CUDA thread, or one step of a CPU share, quantizes, dequantizes or rotates.
+
+/// Channels of one unit: the rotation block, or one ggml block without rotation.
+TOKRED_HOST_DEVICE constexpr index_t ggml_unit_channels(index_t rotation_block) noexcept {
+  return rotation_block != 0 ? rotation_block : ggml_block_elems;
+}
+
+/// Where unit u of a (heads, tokens, head_dim) cache lies: its row and first channel, the units
+/// of a row side by side.
+struct ggml_unit {
+  kv_row row;
+  index_t channel;
+};
+TOKRED_HOST_DEVICE constexpr ggml_unit ggml_unit_at(index_t u, index_t tokens, index_t head_dim, index_t width) noexcept {
+  return {kv_row_at(u / (head_dim / width), tokens), u % (head_dim / width) * width};
+}
+
+/// Quantizes unit u of `x` into `blocks`: its channels widened to fp32, rotated (`rotation` > 0)
+/// and kept rounded, then one ggml block per 32 channels.
+template <bool Rotated, class E, class Space>
+TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, const view<const E, 3, Space>& x,
+                                           const view<std::uint8_t, 3, Space>& blocks, index_t u) noexcept {
+  const index_t width = ggml_unit_channels(rotation);
+  const ggml_unit at = ggml_unit_at(u, x.extent(1), x.extent(2), width);
+  float buf[Rotated ? hadamard_max_block : ggml_block_elems];
+  load_channels(&x(at.row.head, at.row.token, at.channel), x.stride(2), width, buf);
+  if constexpr (Rotated) {
+    hadamard_transform(buf, rotation);
+    keep_rounded(buf);  // the scaled values, before q4_1's x − min reads them
+  }
+  std::uint8_t* dst = &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
+  for (index_t b = 0; b < width; b += ggml_block_elems, dst += ggml_block_bytes(type)) quantize_block(type, buf + b, dst);
+}
+
+/// Dequantizes unit u of `blocks` into `y`: one ggml block per 32 channels, rotated back
+/// (`rotation` > 0), rounded to E.
+template <bool Rotated, class E, class Space>
+TOKRED_HOST_DEVICE void ggml_dequantize_unit(ggml_type type, index_t rotation, const view<const std::uint8_t, 3, Space>& blocks,
+                                             const view<E, 3, Space>& y, index_t u) noexcept {
+  const index_t width = ggml_unit_channels(rotation);
+  const ggml_unit at = ggml_unit_at(u, y.extent(1), y.extent(2), width);
+  float buf[Rotated ? hadamard_max_block : ggml_block_elems];
+  const std::uint8_t* src = &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
+  for (index_t b = 0; b < width; b += ggml_block_elems, src += ggml_block_bytes(type)) dequantize_block(type, src, buf + b);
+  if constexpr (Rotated) hadamard_transform(buf, rotation);
+  store_channels(buf, width, &y(at.row.head, at.row.token, at.channel), y.stride(2));
+}
+
+/// Rotates unit u (`block` channels) of `in` into `out`; the unit is read whole before it is
+/// written, so `out` may be `in` itself.
+template <class Ein, class Eout, class Space>
+TOKRED_HOST_DEVICE void hadamard_unit(index_t block, const view<const Ein, 3, Space>& in, const view<Eout, 3, Space>& out,
+                                      index_t u) noexcept {
+  const ggml_unit at = ggml_unit_at(u, in.extent(1), in.extent(2), block);
+  float buf[hadamard_max_block];
+  load_channels(&in(at.row.head, at.row.token, at.channel), in.stride(2), block, buf);
+  hadamard_transform(buf, block);
+  store_channels(buf, block, &out(at.row.head, at.row.token, at.channel), out.stride(2));
+}
+
+/// Units of a cache: rows × head_dim / width.
+TOKRED_HOST_DEVICE constexpr index_t ggml_unit_count(const kv_problem& p, index_t width) noexcept {
+  return p.heads * p.tokens * (p.head_dim / width);
+}
+
+}  // namespace tokred::detail
