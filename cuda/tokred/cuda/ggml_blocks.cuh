@@ -37,32 +37,34 @@ inline unsigned blocks_for(index_t units) {
   return static_cast<unsigned>(blocks < max_grid_blocks ? blocks : max_grid_blocks);
 }
 
-/// Calls `f(u)` for each unit this thread owns (grid-stride).
-template <class F>
-__device__ inline void for_each_unit(index_t units, const F& f) {
+/// Calls `f(at)` for each unit this thread owns (grid-stride), `width` channels each.
+template <class V, class F>
+__device__ inline void for_each_unit(index_t units, const V& cache, index_t width, const F& f) {
   for (index_t u = blockIdx.x * static_cast<index_t>(threads) + threadIdx.x; u < units;
        u += static_cast<index_t>(gridDim.x) * threads)
-    f(u);
+    f(ggml_unit_at(u, cache.extent(1), cache.extent(2), width));
 }
 
 template <bool Rotated, class E>
 __global__ void __launch_bounds__(threads)
     quantize_kernel(ggml_type type, index_t rotation, index_t units, view<const E, 3, device_space> x,
                     view<std::uint8_t, 3, device_space> blocks) {
-  for_each_unit(units, [&](index_t u) { ggml_quantize_unit<Rotated>(type, rotation, x, blocks, u); });
+  for_each_unit(units, x, ggml_unit_channels(rotation),
+                [&](const ggml_unit& at) { ggml_quantize_unit<Rotated>(type, rotation, x, blocks, at); });
 }
 
 template <bool Rotated, class E>
 __global__ void __launch_bounds__(threads)
     dequantize_kernel(ggml_type type, index_t rotation, index_t units, view<const std::uint8_t, 3, device_space> blocks,
                       view<E, 3, device_space> y) {
-  for_each_unit(units, [&](index_t u) { ggml_dequantize_unit<Rotated>(type, rotation, blocks, y, u); });
+  for_each_unit(units, y, ggml_unit_channels(rotation),
+                [&](const ggml_unit& at) { ggml_dequantize_unit<Rotated>(type, rotation, blocks, y, at); });
 }
 
 template <class Ein, class Eout>
 __global__ void __launch_bounds__(threads)
     hadamard_kernel(index_t block, index_t units, view<const Ein, 3, device_space> in, view<Eout, 3, device_space> out) {
-  for_each_unit(units, [&](index_t u) { hadamard_unit(block, in, out, u); });
+  for_each_unit(units, in, block, [&](const ggml_unit& at) { hadamard_unit(block, in, out, at); });
 }
 
 }  // namespace cuda_ggml

@@ -39,8 +39,8 @@ struct backend<ggml_quantize, cpu<Arch>> {
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
     const auto unit = [&](auto rotated) {
-      detail::for_each_ggml_unit(exec, prob, detail::ggml_unit_channels(rot), [&](index_t u) {
-        detail::ggml_quantize_unit<decltype(rotated)::value>(p.type, rot, in.cache, out.blocks, u);
+      detail::for_each_ggml_unit(exec, prob, detail::ggml_unit_channels(rot), [&](const detail::ggml_unit& at) {
+        detail::ggml_quantize_unit<decltype(rotated)::value>(p.type, rot, in.cache, out.blocks, at);
       });
     };
     if (rot != 0) unit(std::true_type{});
@@ -64,8 +64,8 @@ struct backend<ggml_dequantize, cpu<Arch>> {
     const kv_problem prob = detail::kv_problem_of(out.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
     const auto unit = [&](auto rotated) {
-      detail::for_each_ggml_unit(exec, prob, detail::ggml_unit_channels(rot), [&](index_t u) {
-        detail::ggml_dequantize_unit<decltype(rotated)::value>(p.type, rot, in.blocks, out.cache, u);
+      detail::for_each_ggml_unit(exec, prob, detail::ggml_unit_channels(rot), [&](const detail::ggml_unit& at) {
+        detail::ggml_dequantize_unit<decltype(rotated)::value>(p.type, rot, in.blocks, out.cache, at);
       });
     };
     if (rot != 0) unit(std::true_type{});

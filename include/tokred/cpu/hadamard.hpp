@@ -24,12 +24,15 @@
 namespace tokred {
 namespace detail {
 
-/// Runs share `ith` of `nth` of a cache's units, `unit(u)` for each, whole rows to a share.
+/// Runs share `ith` of `nth` of a cache's units, `unit(at)` for each, whole rows to a share.
 template <class Arch, class Unit>
 void for_each_ggml_unit(const cpu<Arch>& exec, const kv_problem& p, index_t width, const Unit& unit) noexcept {
-  const index_t rows = p.heads * p.tokens, per_row = p.head_dim / width;
-  const index_t u1 = share_begin(rows, exec.ith + 1, exec.nth) * per_row;
-  for (index_t u = share_begin(rows, exec.ith, exec.nth) * per_row; u < u1; ++u) unit(u);
+  const index_t rows = p.heads * p.tokens;
+  const index_t r1 = share_begin(rows, exec.ith + 1, exec.nth);
+  for (index_t r = share_begin(rows, exec.ith, exec.nth); r < r1; ++r) {
+    const kv_row row = kv_row_at(r, p.tokens);
+    for (index_t c = 0; c < p.head_dim; c += width) unit(ggml_unit{row, c});
+  }
 }
 
 }  // namespace detail
@@ -48,7 +51,7 @@ struct backend<hadamard, cpu<Arch>> {
     index_t block = 0;
     if (status s = detail::check_hadamard(exec, p, in, out, block); s != status::ok) return s;
     detail::for_each_ggml_unit(exec, detail::kv_problem_of(in.cache), block,
-                               [&](index_t u) { detail::hadamard_unit(block, in.cache, out.cache, u); });
+                               [&](const detail::ggml_unit& at) { detail::hadamard_unit(block, in.cache, out.cache, at); });
     return status::ok;
   }
 };

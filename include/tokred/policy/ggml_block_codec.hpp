@@ -407,13 +407,12 @@ TOKRED_HOST_DEVICE constexpr ggml_unit ggml_unit_at(index_t u, index_t tokens, i
   return {kv_row_at(u / (head_dim / width), tokens), u % (head_dim / width) * width};
 }
 
-/// Quantizes unit u of `x` into `blocks`: its channels widened to fp32, rotated (`rotation` > 0)
-/// and kept rounded, then one ggml block per 32 channels.
+/// Quantizes the unit at `at` of `x` into `blocks`: its channels widened to fp32, rotated
+/// (`rotation` > 0) and kept rounded, then one ggml block per 32 channels.
 template <bool Rotated, class E, class Space>
 TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, const view<const E, 3, Space>& x,
-                                           const view<std::uint8_t, 3, Space>& blocks, index_t u) noexcept {
+                                           const view<std::uint8_t, 3, Space>& blocks, const ggml_unit& at) noexcept {
   const index_t width = ggml_unit_channels(rotation);
-  const ggml_unit at = ggml_unit_at(u, x.extent(1), x.extent(2), width);
   float buf[Rotated ? hadamard_max_block : ggml_block_elems];
   load_channels(&x(at.row.head, at.row.token, at.channel), x.stride(2), width, buf);
   if constexpr (Rotated) {
@@ -424,13 +423,12 @@ TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, con
   for (index_t b = 0; b < width; b += ggml_block_elems, dst += ggml_block_bytes(type)) quantize_block(type, buf + b, dst);
 }
 
-/// Dequantizes unit u of `blocks` into `y`: one ggml block per 32 channels, rotated back
-/// (`rotation` > 0), rounded to E.
+/// Dequantizes the unit at `at` of `blocks` into `y`: one ggml block per 32 channels, rotated
+/// back (`rotation` > 0), rounded to E.
 template <bool Rotated, class E, class Space>
 TOKRED_HOST_DEVICE void ggml_dequantize_unit(ggml_type type, index_t rotation, const view<const std::uint8_t, 3, Space>& blocks,
-                                             const view<E, 3, Space>& y, index_t u) noexcept {
+                                             const view<E, 3, Space>& y, const ggml_unit& at) noexcept {
   const index_t width = ggml_unit_channels(rotation);
-  const ggml_unit at = ggml_unit_at(u, y.extent(1), y.extent(2), width);
   float buf[Rotated ? hadamard_max_block : ggml_block_elems];
   const std::uint8_t* src = &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
   for (index_t b = 0; b < width; b += ggml_block_elems, src += ggml_block_bytes(type)) dequantize_block(type, src, buf + b);
@@ -438,12 +436,11 @@ TOKRED_HOST_DEVICE void ggml_dequantize_unit(ggml_type type, index_t rotation, c
   store_channels(buf, width, &y(at.row.head, at.row.token, at.channel), y.stride(2));
 }
 
-/// Rotates unit u (`block` channels) of `in` into `out`; the unit is read whole before it is
-/// written, so `out` may be `in` itself.
+/// Rotates the unit at `at` (`block` channels) of `in` into `out`; the unit is read whole before
+/// it is written, so `out` may be `in` itself.
 template <class Ein, class Eout, class Space>
 TOKRED_HOST_DEVICE void hadamard_unit(index_t block, const view<const Ein, 3, Space>& in, const view<Eout, 3, Space>& out,
-                                      index_t u) noexcept {
-  const ggml_unit at = ggml_unit_at(u, in.extent(1), in.extent(2), block);
+                                      const ggml_unit& at) noexcept {
   float buf[hadamard_max_block];
   load_channels(&in(at.row.head, at.row.token, at.channel), in.stride(2), block, buf);
   hadamard_transform(buf, block);
