@@ -68,14 +68,7 @@ std::int64_t key_bytes(const token_grid& g) { return kv_heads * keys_of(g) * hea
 void BM_cuda_memcpy_keys(benchmark::State& state) {
   if (!have_device(state)) return;
   const token_grid g = grid_of(state);
-  const auto bytes = static_cast<std::size_t>(key_bytes(g));
-  device_array<std::byte> from(bytes), to(bytes);
-  device_timer timer;
-  if (!from.ok() || !to.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
-  time_iterations(state, timer, [&] {
-    return cudaMemcpyAsync(to.get(), from.get(), bytes, cudaMemcpyDeviceToDevice, timer.stream()) == cudaSuccess;
-  });
-  count(state, key_bytes(g), g.tokens());
+  if (time_copy(state, static_cast<std::size_t>(key_bytes(g)))) count(state, key_bytes(g), g.tokens());
 }
 
 /// The fused score's inputs on the host and the device, and the CPU backend's scores.

@@ -58,14 +58,7 @@ void count(benchmark::State& state, std::int64_t bytes, index_t tokens) {
 void BM_cuda_memcpy_same_bytes(benchmark::State& state) {
   if (!have_device(state)) return;
   const feature_case c(state);
-  const auto half = static_cast<std::size_t>(c.bytes() / 2);
-  device_array<std::byte> from(half), to(half);
-  device_timer timer;
-  if (!from.ok() || !to.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
-  time_iterations(state, timer, [&] {
-    return cudaMemcpyAsync(to.get(), from.get(), half, cudaMemcpyDeviceToDevice, timer.stream()) == cudaSuccess;
-  });
-  count(state, c.bytes(), c.grid.tokens());
+  if (time_copy(state, static_cast<std::size_t>(c.bytes() / 2))) count(state, c.bytes(), c.grid.tokens());
 }
 
 template <class P>

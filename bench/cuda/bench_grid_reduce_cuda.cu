@@ -221,15 +221,7 @@ void BM_cuda_memcpy_same_bytes(benchmark::State& state) {
   const token_grid g = grid_of(state);
   const index_t dim = state.range(2);
   const std::int64_t bytes = moved_bytes<E, Case>(g, dim);
-  const auto half = static_cast<std::size_t>(bytes / 2);
-  device_array<std::byte> from(half), to(half);
-  device_timer timer;
-  if (!from.ok() || !to.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
-  time_iterations(state, timer, [&] {
-    return cudaMemcpyAsync(to.get(), from.get(), half, cudaMemcpyDeviceToDevice,
-                           timer.stream()) == cudaSuccess;
-  });
-  count(state, bytes, g.tokens());
+  if (time_copy(state, static_cast<std::size_t>(bytes / 2))) count(state, bytes, g.tokens());
 }
 
 /// The reducer of `Case` on the device: token rows out (no bookkeeping outputs).

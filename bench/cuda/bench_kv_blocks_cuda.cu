@@ -64,14 +64,7 @@ void count(benchmark::State& state, const blocks_case& c) {
 void BM_cuda_memcpy_same_bytes(benchmark::State& state) {
   if (!have_device(state)) return;
   const blocks_case c(state);
-  const auto half = static_cast<std::size_t>(c.bytes() / 2);
-  device_array<std::byte> from(half), to(half);
-  device_timer timer;
-  if (!from.ok() || !to.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
-  time_iterations(state, timer, [&] {
-    return cudaMemcpyAsync(to.get(), from.get(), half, cudaMemcpyDeviceToDevice, timer.stream()) == cudaSuccess;
-  });
-  count(state, c);
+  if (time_copy(state, static_cast<std::size_t>(c.bytes() / 2))) count(state, c);
 }
 
 void BM_cuda_ggml_quantize(benchmark::State& state) {

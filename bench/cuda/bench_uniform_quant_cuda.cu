@@ -114,14 +114,7 @@ void BM_cuda_memcpy_same_bytes(benchmark::State& state) {
   if (!have_device(state)) return;
   const cache_case c(state);
   const std::int64_t bytes = moved_bytes<E>(c.f, c.p);
-  const auto half = static_cast<std::size_t>(bytes / 2);
-  device_array<std::byte> from(half), to(half);
-  device_timer timer;
-  if (!from.ok() || !to.ok() || !timer.ok()) return state.SkipWithError("device setup failed");
-  time_iterations(state, timer, [&] {
-    return cudaMemcpyAsync(to.get(), from.get(), half, cudaMemcpyDeviceToDevice, timer.stream()) == cudaSuccess;
-  });
-  count(state, bytes, c.p.heads * c.p.tokens * c.p.head_dim);
+  if (time_copy(state, static_cast<std::size_t>(bytes / 2))) count(state, bytes, c.p.heads * c.p.tokens * c.p.head_dim);
 }
 
 /// The CPU backend quantizing the same cache on the host: what the CUDA path replaces.

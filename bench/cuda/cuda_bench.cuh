@@ -108,6 +108,21 @@ bool time_iterations(benchmark::State& state, device_timer& timer, const Enqueue
   return true;
 }
 
+/// Times one device-to-device copy of `bytes` bytes (which reads them and writes as many): the
+/// bandwidth bound a kernel that moves 2·bytes is measured against. False, with the benchmark
+/// marked as failed, when the device setup or a copy fails.
+inline bool time_copy(benchmark::State& state, std::size_t bytes) {
+  device_array<std::byte> from(bytes), to(bytes);
+  device_timer timer;
+  if (!from.ok() || !to.ok() || !timer.ok()) {
+    state.SkipWithError("device setup failed");
+    return false;
+  }
+  return time_iterations(state, timer, [&] {
+    return cudaMemcpyAsync(to.get(), from.get(), bytes, cudaMemcpyDeviceToDevice, timer.stream()) == cudaSuccess;
+  });
+}
+
 /// False, with the benchmark marked as skipped, when there is no CUDA device.
 inline bool have_device(benchmark::State& state) {
   int devices = 0;

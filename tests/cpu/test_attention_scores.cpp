@@ -77,30 +77,24 @@ void check_weights_case(const shape_case& c) {
 
 template <class E>
 void check_fused_case(const shape_case& c) {
-  struct grouping { index_t heads, kv_heads; };
-  for (const grouping g : {grouping{1, 1}, grouping{4, 4}, grouping{8, 2}})
-    for (const index_t queries : {1, 3})
-      for (const index_t first : {0, 5}) {
-        const index_t keys = first + c.grid.tokens() + (first > 0 ? 3 : 0);
-        const fused_case<E> f = make_fused<E>(c.grid, queries, g.heads, g.kv_heads, keys, c.dim, c.rows,
-                                              static_cast<std::uint64_t>(7 * g.heads + queries + first));
-        INFO(c.name << " " << element_name<E>() << " heads " << g.heads << "/" << g.kv_heads
-                    << " queries " << queries << " first_key " << first);
-        for (const head_reduce reduce : {head_reduce::mean, head_reduce::sum}) {
-          const fused_attention_score p{reduce, first};
-          const std::vector<float> got = run_shares(p, f.in, c.dim);
-          CHECK(worst_relative(got, ref::fused_attention_score(p, c.grid, view<const E, 3>(f.query.v),
-                                                               view<const E, 3>(f.keys.v))) <= 1e-6);
-          for (const int nth : {2, 3}) CHECK(bits(run_shares(p, f.in, c.dim, nth)) == bits(got));
-          if (queries != 1 || reduce != head_reduce::mean) continue;
-          // The matrix path: the softmax an eager layer would produce, then attention_score.
-          const std::vector<float> w = ref::softmax_weights(view<const E, 3>(f.query.v), view<const E, 3>(f.keys.v),
-                                                            1.0 / std::sqrt(static_cast<double>(c.dim)));
-          const attention_score_inputs<float> matrix{c.grid, make_view(w.data(), 1, 1, g.heads, keys)};
-          const std::vector<float> want = run_shares(attention_score{head_reduce::mean, first}, matrix, 0);
-          CHECK(worst_relative(got, std::vector<double>(want.begin(), want.end())) <= 1e-6);
-        }
-      }
+  for_each_fused_case<E>(c, [&](const fused_sweep_case<E>& fc) {
+    const fused_case<E>& f = fc.tensors;
+    INFO(c.name << " " << element_name<E>() << " " << fc.label());
+    for (const head_reduce reduce : {head_reduce::mean, head_reduce::sum}) {
+      const fused_attention_score p{reduce, fc.first_key};
+      const std::vector<float> got = run_shares(p, f.in, c.dim);
+      CHECK(worst_relative(got, ref::fused_attention_score(p, c.grid, view<const E, 3>(f.query.v),
+                                                           view<const E, 3>(f.keys.v))) <= 1e-6);
+      for (const int nth : {2, 3}) CHECK(bits(run_shares(p, f.in, c.dim, nth)) == bits(got));
+      if (fc.queries != 1 || reduce != head_reduce::mean) continue;
+      // The matrix path: the softmax an eager layer would produce, then attention_score.
+      const std::vector<float> w = ref::softmax_weights(view<const E, 3>(f.query.v), view<const E, 3>(f.keys.v),
+                                                        1.0 / std::sqrt(static_cast<double>(c.dim)));
+      const attention_score_inputs<float> matrix{c.grid, make_view(w.data(), 1, 1, fc.heads, fc.keys)};
+      const std::vector<float> want = run_shares(attention_score{head_reduce::mean, fc.first_key}, matrix, 0);
+      CHECK(worst_relative(got, std::vector<double>(want.begin(), want.end())) <= 1e-6);
+    }
+  });
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -50,6 +51,25 @@ class device_buffer {
  private:
   T* data_ = nullptr;
   std::size_t count_ = 0;
+};
+
+/// A host view's whole storage copied to the device, and the same view over the copy: the host
+/// view's offset into its storage, its extents and strides. Writes outside the view show in
+/// `download()`.
+template <class E, int R>
+struct device_mirror {
+  device_buffer<E> storage;
+  view<E, R, device_space> v;
+
+  device_mirror(const std::vector<E>& host_storage, const view<E, R>& host_view) : storage(host_storage) {
+    std::array<index_t, R> extents{}, strides{};
+    for (int d = 0; d < R; ++d) {
+      extents[static_cast<std::size_t>(d)] = host_view.extent(d);
+      strides[static_cast<std::size_t>(d)] = host_view.stride(d);
+    }
+    v = view<E, R, device_space>(storage.get() + (host_view.data_handle() - host_storage.data()), extents, strides);
+  }
+  std::vector<E> download() const { return storage.download(); }
 };
 
 /// Where a (rows, cols) matrix sits inside its storage: element (r, c) at

@@ -34,19 +34,6 @@ namespace {
 using namespace tokred;
 using namespace tokred::testing;
 
-/// A host tensor's whole storage on the device, viewed with the host view's offset and strides.
-template <class E, int R>
-struct device_tensor {
-  device_buffer<E> storage;
-  view<const E, R, device_space> v;
-
-  explicit device_tensor(const tensor<E, R>& host) : storage(host.storage) {
-    std::array<index_t, R> extents{}, strides{};
-    for (int d = 0; d < R; ++d) extents[static_cast<std::size_t>(d)] = host.v.extent(d), strides[static_cast<std::size_t>(d)] = host.v.stride(d);
-    v = view<const E, R, device_space>(storage.get() + (host.v.data_handle() - host.storage.data()), extents, strides);
-  }
-};
-
 /// What every score starts as.
 constexpr float score_sentinel = -3.5f;
 
@@ -105,7 +92,7 @@ void check_weights_case(const shape_case& c) {
         const std::string what = std::string("attention_score ") + c.name + " " + element_name<E>() + " rows " + str(rows) +
                                  " layers " + str(layers) + (reduce == head_reduce::mean ? " mean" : " sum");
         const std::vector<float> want = cpu_scores(p, attention_score_inputs<E>{c.grid, w.v});
-        const device_tensor<E, 4> dw(w);
+        const device_mirror<E, 4> dw(w.storage, w.v);
         const device_scores scores(c.grid.tokens());
         const status s = apply(tokred::cuda{test_stream()}, p, attention_score_inputs<E, device_space>{c.grid, dw.v}, scores.out());
         check(s == status::ok, what + ": status " + to_string(s));
@@ -119,7 +106,7 @@ void check_weights_case(const shape_case& c) {
 
 template <class E>
 std::vector<float> run_fused(const fused_attention_score& p, const fused_case<E>& f, const std::string& what) {
-  const device_tensor<E, 3> q(f.query), k(f.keys);
+  const device_mirror<E, 3> q(f.query.storage, f.query.v), k(f.keys.storage, f.keys.v);
   const fused_attention_inputs<E, device_space> in{f.in.grid, q.v, k.v};
   const tokred::cuda exec{test_stream()};
   device_buffer<std::byte> ws(workspace_bytes(exec, p, problem{f.in.grid, f.in.query.extent(2)}));
@@ -140,19 +127,12 @@ void check_fused(const fused_case<E>& f, const fused_attention_score& p, const s
 
 template <class E>
 void check_fused_case(const shape_case& c) {
-  struct grouping { index_t heads, kv_heads; };
-  for (const grouping g : {grouping{1, 1}, grouping{4, 4}, grouping{8, 2}})
-    for (const index_t queries : {1, 3})
-      for (const index_t first : {0, 5}) {
-        const index_t keys = first + c.grid.tokens() + (first > 0 ? 3 : 0);
-        const fused_case<E> f = make_fused<E>(c.grid, queries, g.heads, g.kv_heads, keys, c.dim, c.rows,
-                                              static_cast<std::uint64_t>(7 * g.heads + queries + first));
-        for (const head_reduce reduce : {head_reduce::mean, head_reduce::sum})
-          check_fused(f, fused_attention_score{reduce, first},
-                      std::string("fused ") + c.name + " " + element_name<E>() + " heads " + str(g.heads) + "/" +
-                          str(g.kv_heads) + " queries " + str(queries) + " first " + str(first) +
-                          (reduce == head_reduce::mean ? " mean" : " sum"));
-      }
+  for_each_fused_case<E>(c, [&](const fused_sweep_case<E>& fc) {
+    for (const head_reduce reduce : {head_reduce::mean, head_reduce::sum})
+      check_fused(fc.tensors, fused_attention_score{reduce, fc.first_key},
+                  std::string("fused ") + c.name + " " + element_name<E>() + " " + fc.label() +
+                      (reduce == head_reduce::mean ? " mean" : " sum"));
+  });
 }
 
 void check_fused_scale() {
@@ -180,7 +160,7 @@ void check_fused_scale() {
 void check_bad_input() {
   const token_grid grid = image_grid(4, 4);
   const fused_case<float> f = make_fused<float>(grid, 1, 2, 1, 20, 64, layout::contiguous, 5);
-  const device_tensor<float, 3> q(f.query), k(f.keys);
+  const device_mirror<float, 3> q(f.query.storage, f.query.v), k(f.keys.storage, f.keys.v);
   const tokred::cuda exec{test_stream()};
   const fused_attention_score p{head_reduce::mean, 2};
   device_buffer<std::byte> ws(workspace_bytes(exec, p, problem{grid, 64}));
@@ -212,7 +192,7 @@ void check_bad_input() {
         "head_dim 12000");
   // attention_score: weights that do not cover the span.
   const tensor<float, 4> w = make_weights<float>(1, 1, 2, 10, layout::contiguous, 3);
-  const device_tensor<float, 4> dw(w);
+  const device_mirror<float, 4> dw(w.storage, w.v);
   expect(apply(exec, attention_score{head_reduce::mean, 0}, attention_score_inputs<float, device_space>{grid, dw.v}, scores.out()),
          status::shape_mismatch, "weights shorter than the span");
 }
@@ -221,8 +201,8 @@ void check_graph_capture() {
   const token_grid grid = image_grid(24, 24);
   const fused_case<bf16> f = make_fused<bf16>(grid, 2, 8, 2, 10 + grid.tokens(), 128, layout::contiguous, 7);
   const tensor<bf16, 4> w = make_weights<bf16>(1, 1, 8, 4 + grid.tokens(), layout::contiguous, 8);
-  const device_tensor<bf16, 3> q(f.query), k(f.keys);
-  const device_tensor<bf16, 4> dw(w);
+  const device_mirror<bf16, 3> q(f.query.storage, f.query.v), k(f.keys.storage, f.keys.v);
+  const device_mirror<bf16, 4> dw(w.storage, w.v);
   const tokred::cuda exec{test_stream()};
   const fused_attention_score fp{head_reduce::mean, 10};
   device_buffer<std::byte> ws(workspace_bytes(exec, fp, problem{grid, 128}));

@@ -34,19 +34,6 @@ using namespace tokred::testing;
 
 constexpr float sentinel = -4321.0f;
 
-/// A host token matrix's whole storage on the device, viewed with its offset and strides.
-template <class E>
-struct device_rows {
-  device_buffer<E> storage;
-  view<const E, 2, device_space> v;
-
-  explicit device_rows(const token_matrix<E>& host) : storage(host.storage) {
-    const view<E, 2>& h = host.rows;
-    v = view<const E, 2, device_space>(storage.get() + (h.data_handle() - host.storage.data()), {h.extent(0), h.extent(1)},
-                                       {h.stride(0), h.stride(1)});
-  }
-};
-
 /// Runs a feature score on the device into `count` sentinel-filled scores (plus 2 past the end,
 /// which must stay).
 /// The type itself, in a context that does not deduce it (so a null query needs no cast).
@@ -56,8 +43,8 @@ struct not_deduced {
 };
 
 template <class P, class E>
-std::vector<float> run(const P& p, const token_grid& grid, const device_rows<E>& rows,
-                       const typename not_deduced<device_rows<E>>::type* query, const std::string& what) {
+std::vector<float> run(const P& p, const token_grid& grid, const device_mirror<E, 2>& rows,
+                       const typename not_deduced<device_mirror<E, 2>>::type* query, const std::string& what) {
   const index_t count = score_count(p, problem{grid, rows.v.extent(1)});
   device_buffer<float> storage(std::vector<float>(static_cast<std::size_t>(count + 2), sentinel));
   feature_score_inputs<E, device_space> in{grid, rows.v, {}};
@@ -78,7 +65,7 @@ void check_case(const shape_case& c, index_t queries) {
   const index_t n = c.grid.tokens();
   const token_matrix<E> rows = continuous_rows<E>(n, c.dim, c.rows, 41 + static_cast<std::uint64_t>(n));
   const token_matrix<E> query = continuous_rows<E>(queries, c.dim, c.rows, 97);
-  const device_rows<E> drows(rows), dquery(query);
+  const device_mirror<E, 2> drows(rows.storage, rows.rows), dquery(query.storage, query.rows);
   const view<const E, 2> x(rows.rows), q(query.rows);
   const double tolerance = ref::cosine_tolerance(c.dim);
   const std::string name = std::string(c.name) + " " + element_name<E>() + " queries " + str(queries);
@@ -115,7 +102,7 @@ void check_frame_limit() {
   const token_grid grid{3, 2, 2};
   const token_matrix<f16> rows = continuous_rows<f16>(grid.tokens(), 11264, layout::contiguous, 7);
   const token_matrix<f16> query = continuous_rows<f16>(2, 11264, layout::contiguous, 8);
-  const device_rows<f16> d(rows), dq(query);
+  const device_mirror<f16, 2> d(rows.storage, rows.rows), dq(query.storage, query.rows);
   const query_relevance p{query_relevance::level::frame};
   const double tolerance = ref::cosine_tolerance(11264) + std::ldexp(2.0, -24);
   check(ref::worst_error(run(p, grid, d, &dq, "frame relevance at 11264"),
@@ -123,7 +110,7 @@ void check_frame_limit() {
         "frame relevance at 11264: off the bound");
   const token_matrix<f16> wide = continuous_rows<f16>(grid.tokens(), 11296, layout::contiguous, 9);
   const token_matrix<f16> wide_query = continuous_rows<f16>(1, 11296, layout::contiguous, 10);
-  const device_rows<f16> dw(wide), dwq(wide_query);
+  const device_mirror<f16, 2> dw(wide.storage, wide.rows), dwq(wide_query.storage, wide_query.rows);
   device_buffer<float> scores(std::vector<float>(3, sentinel));
   check(apply(tokred::cuda{test_stream()}, p, feature_score_inputs<f16, device_space>{grid, dw.v, dwq.v},
               score_outputs<device_space>{view<float, 1, device_space>(scores.get(), {3})}) == status::invalid_parameter,
@@ -137,7 +124,7 @@ void check_non_finite() {
   const float x[6 * 2] = {1, 0, 0, 1, nan_value, 1, 1, 1, 1, 2, inf, 1};
   for (index_t i = 0; i < 6; ++i)
     for (index_t c = 0; c < 2; ++c) rows.rows(i, c) = x[i * 2 + c];
-  const device_rows<float> d(rows);
+  const device_mirror<float, 2> d(rows.storage, rows.rows);
   const token_grid grid{3, 1, 2};
   const std::vector<float> norms = run(token_norm{}, grid, d, nullptr, "non-finite norms");
   check(std::isnan(norms[2]) && norms[5] == inf && norms[0] == 1.0f, "non-finite norms: NaN, inf and 1");
@@ -150,7 +137,7 @@ void check_bad_input() {
   const token_grid grid{2, 2, 2};
   const token_matrix<float> rows = continuous_rows<float>(8, 16, layout::contiguous, 2);
   const token_matrix<float> query = continuous_rows<float>(2, 8, layout::contiguous, 3);  // the wrong width
-  const device_rows<float> d(rows), dq(query);
+  const device_mirror<float, 2> d(rows.storage, rows.rows), dq(query.storage, query.rows);
   device_buffer<float> scores(std::vector<float>(8, sentinel));
   const tokred::cuda exec{test_stream()};
   const auto untouched = [&](const std::string& what) {
@@ -179,7 +166,7 @@ void check_graph_capture() {
   const token_grid grid{4, 27, 27};
   const token_matrix<bf16> rows = continuous_rows<bf16>(grid.tokens(), 1152, layout::contiguous, 5);
   const token_matrix<bf16> query = continuous_rows<bf16>(5, 1152, layout::contiguous, 6);
-  const device_rows<bf16> d(rows), dq(query);
+  const device_mirror<bf16, 2> d(rows.storage, rows.rows), dq(query.storage, query.rows);
   device_buffer<float> a(static_cast<std::size_t>(grid.tokens())), b(static_cast<std::size_t>(grid.tokens())),
       c(static_cast<std::size_t>(grid.frames));
   const tokred::cuda exec{test_stream()};

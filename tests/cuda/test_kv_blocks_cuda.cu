@@ -38,20 +38,6 @@ using namespace tokred::testing;
 constexpr ggml_type all_types[] = {ggml_type::q8_0, ggml_type::q4_0, ggml_type::q4_1,
                                    ggml_type::q5_0, ggml_type::q5_1, ggml_type::iq4_nl};
 
-/// A host cache's whole storage on the device, viewed with the host view's offset and strides.
-template <class E>
-struct device_cache {
-  device_buffer<E> storage;
-  view<E, 3, device_space> cache;
-
-  explicit device_cache(const kv_cache<E>& host) : storage(host.storage) {
-    const view<E, 3>& h = host.cache;
-    cache = view<E, 3, device_space>(storage.get() + (h.data_handle() - host.storage.data()),
-                                     {h.extent(0), h.extent(1), h.extent(2)}, {h.stride(0), h.stride(1), h.stride(2)});
-  }
-  std::vector<E> download() const { return storage.download(); }
-};
-
 /// Packed rows (heads, tokens, row_bytes) in a buffer with 7 sentinel bytes past them:
 /// contiguous, or llama.cpp's cells (one token's heads side by side).
 struct packed_rows {
@@ -107,8 +93,8 @@ void check_type(ggml_type type, index_t rot, kv_layout how, bool cells, index_t 
   const ggml_quantize p{type, rot};
   check(apply(cpu<>{}, p, kv_inputs<E>{view<const E, 3>(host.cache)}, kv_block_outputs<>{want.host_view()}) == status::ok,
         what + ": CPU quantize");
-  const device_cache<E> cache(host);
-  const status s = apply(tokred::cuda{test_stream()}, p, kv_inputs<E, device_space>{cache.cache},
+  const device_mirror<E, 3> cache(host.storage, host.cache);
+  const status s = apply(tokred::cuda{test_stream()}, p, kv_inputs<E, device_space>{cache.v},
                          kv_block_outputs<device_space>{got.device_view()});
   check(s == status::ok, what + ": quantize status " + to_string(s));
   finish(what + " quantize");
@@ -128,9 +114,9 @@ void check_hadamard(index_t block, kv_layout how, index_t heads, index_t tokens,
   check(apply(cpu<>{}, hadamard{block}, kv_inputs<Ein>{view<const Ein, 3>(host.cache)},
               kv_outputs<Eout>{view<Eout, 3>(want.data(), {heads, tokens, dim})}) == status::ok,
         what + ": CPU rotation");
-  const device_cache<Ein> cache(host);
+  const device_mirror<Ein, 3> cache(host.storage, host.cache);
   device_buffer<Eout> got(want.size());
-  const status s = apply(tokred::cuda{test_stream()}, hadamard{block}, kv_inputs<Ein, device_space>{cache.cache},
+  const status s = apply(tokred::cuda{test_stream()}, hadamard{block}, kv_inputs<Ein, device_space>{cache.v},
                          kv_outputs<Eout, device_space>{view<Eout, 3, device_space>(got.get(), {heads, tokens, dim})});
   check(s == status::ok, what + ": status " + to_string(s));
   finish(what);
@@ -142,9 +128,9 @@ void check_hadamard(index_t block, kv_layout how, index_t heads, index_t tokens,
     check(apply(cpu<>{}, hadamard{block}, kv_inputs<Ein>{view<const Ein, 3>(copy.cache)}, kv_outputs<Ein>{copy.cache}) ==
               status::ok,
           what + ": CPU in place");
-    const device_cache<Ein> dev(host);
-    const status st = apply(tokred::cuda{test_stream()}, hadamard{block}, kv_inputs<Ein, device_space>{dev.cache},
-                            kv_outputs<Ein, device_space>{dev.cache});
+    const device_mirror<Ein, 3> dev(host.storage, host.cache);
+    const status st = apply(tokred::cuda{test_stream()}, hadamard{block}, kv_inputs<Ein, device_space>{dev.v},
+                            kv_outputs<Ein, device_space>{dev.v});
     check(st == status::ok, what + ": in place status " + to_string(st));
     finish(what + " in place");
     check(same_or_both_nan(dev.download(), copy.storage), what + ": in place differs from the CPU's");
@@ -154,11 +140,11 @@ void check_hadamard(index_t block, kv_layout how, index_t heads, index_t tokens,
 void check_bad_input() {
   kv_cache<float> host = make_cache<float>(2, 4, 64, kv_layout::contiguous);
   fill(host.cache, 1);
-  const device_cache<float> cache(host);
+  const device_mirror<float, 3> cache(host.storage, host.cache);
   packed_rows out(2, 4, ggml_row_bytes(ggml_type::q4_0, 64), false);
   const std::vector<std::uint8_t> before = out.device.download();
   const tokred::cuda exec{test_stream()};
-  const kv_inputs<float, device_space> in{cache.cache};
+  const kv_inputs<float, device_space> in{cache.v};
   const auto expect = [&](status got, status want, const std::string& what) {
     check(got == want, what + ": " + to_string(got) + ", expected " + to_string(want));
     finish(what);
@@ -170,12 +156,12 @@ void check_bad_input() {
          status::invalid_parameter, "rotation 48");
   expect(apply(exec, ggml_quantize{static_cast<ggml_type>(5)}, in, kv_block_outputs<device_space>{out.device_view()}),
          status::invalid_parameter, "type 5");
-  const view<std::uint8_t, 3, device_space> over(reinterpret_cast<std::uint8_t*>(cache.cache.data_handle()), {2, 4, 36});
+  const view<std::uint8_t, 3, device_space> over(reinterpret_cast<std::uint8_t*>(cache.v.data_handle()), {2, 4, 36});
   expect(apply(exec, ggml_quantize{ggml_type::q4_0}, in, kv_block_outputs<device_space>{over}), status::aliasing,
          "blocks over the cache");
   kv_cache<float> narrow = make_cache<float>(1, 2, 48, kv_layout::contiguous);
-  const device_cache<float> dn(narrow);
-  check(apply(exec, hadamard{}, kv_inputs<float, device_space>{dn.cache}, kv_outputs<float, device_space>{dn.cache}) ==
+  const device_mirror<float, 3> dn(narrow.storage, narrow.cache);
+  check(apply(exec, hadamard{}, kv_inputs<float, device_space>{dn.v}, kv_outputs<float, device_space>{dn.v}) ==
             status::invalid_parameter,
         "hadamard on head_dim 48: no power-of-two block of 32 or more divides it");
 }
@@ -183,14 +169,14 @@ void check_bad_input() {
 void check_graph_capture() {
   kv_cache<f16> host = make_cache<f16>(8, 64, 128, kv_layout::cells);
   fill(host.cache, 4);
-  const device_cache<f16> cache(host);
+  const device_mirror<f16, 3> cache(host.storage, host.cache);
   packed_rows blocks(8, 64, ggml_row_bytes(ggml_type::q4_1, 128), true), want(8, 64, ggml_row_bytes(ggml_type::q4_1, 128), true);
   device_buffer<f16> back(static_cast<std::size_t>(8 * 64 * 128));
   const tokred::cuda exec{test_stream()};
   const ggml_quantize q{ggml_type::q4_1, 128};
   const bool replayed = capture_and_replay([&] {
     return std::vector<status>{
-        apply(exec, q, kv_inputs<f16, device_space>{cache.cache}, kv_block_outputs<device_space>{blocks.device_view()}),
+        apply(exec, q, kv_inputs<f16, device_space>{cache.v}, kv_block_outputs<device_space>{blocks.device_view()}),
         apply(exec, ggml_dequantize{ggml_type::q4_1, 128}, kv_block_inputs<device_space>{blocks.device_view()},
               kv_outputs<f16, device_space>{view<f16, 3, device_space>(back.get(), {8, 64, 128})})};
   });

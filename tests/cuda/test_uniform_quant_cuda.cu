@@ -37,19 +37,6 @@ namespace {
 using namespace tokred;
 using namespace tokred::testing;
 
-/// A host cache's whole storage on the device, viewed with the host view's offset and strides.
-template <class E>
-struct device_cache {
-  device_buffer<E> storage;
-  view<E, 3, device_space> cache;
-
-  explicit device_cache(const kv_cache<E>& host) : storage(host.storage) {
-    const view<E, 3>& h = host.cache;
-    cache = view<E, 3, device_space>(storage.get() + (h.data_handle() - host.storage.data()),
-                                     {h.extent(0), h.extent(1), h.extent(2)}, {h.stride(0), h.stride(1), h.stride(2)});
-  }
-};
-
 /// A packed cache on the device, uploaded from (and downloaded into) host packed_buffers.
 template <class E>
 struct device_packed {
@@ -137,10 +124,10 @@ void check_format(const uniform_format& f, const kv_cache<E>& host, bool each_op
     check(false, what + ": CPU quantize failed");
     return;
   }
-  const device_cache<E> cache(host);
+  const device_mirror<E, 3> cache(host.storage, host.cache);
   const device_packed<E> dev(got);  // sentinels
   const status s = apply(tokred::cuda{test_stream()}, uniform_quantize{f, each_op},
-                         kv_inputs<E, device_space>{cache.cache}, dev.out());
+                         kv_inputs<E, device_space>{cache.v}, dev.out());
   check(s == status::ok, what + ": quantize status " + to_string(s));
   finish(what + " quantize");
   dev.download_into(got);
@@ -243,15 +230,15 @@ struct score_case {
 /// The device inputs of a score case.
 template <class E>
 struct device_score_inputs {
-  device_cache<E> keys;
+  device_mirror<E, 3> keys;
   device_packed<E> pk;
   device_buffer<E> queries;
   packed_score_inputs<E, device_space> in;
 
-  explicit device_score_inputs(const score_case<E>& c) : keys(c.keys), pk(c.pk), queries(c.queries) {
+  explicit device_score_inputs(const score_case<E>& c) : keys(c.keys.storage, c.keys.cache), pk(c.pk), queries(c.queries) {
     in.queries = view<const E, 2, device_space>(queries.get(), {c.q_heads, c.dim});
     in.keys = pk.in();
-    in.residual = token_range(view<const E, 3, device_space>(keys.cache), c.packed, c.residual);
+    in.residual = token_range(view<const E, 3, device_space>(keys.v), c.packed, c.residual);
   }
 };
 
@@ -306,7 +293,7 @@ void check_bad_input() {
   const uniform_format f{2, 32, kv_group_axis::tokens};
   kv_cache<f16> host = make_cache<f16>(2, 64, 64, kv_layout::contiguous);
   fill(host.cache, 3);
-  const device_cache<f16> cache(host);
+  const device_mirror<f16, 3> cache(host.storage, host.cache);
   const kv_problem prob{2, 64, 64};
   const packed_buffers<f16> pristine(f, prob);
   const device_packed<f16> dev(pristine);
@@ -317,7 +304,7 @@ void check_bad_input() {
           what + ": the packed cache was written");
   };
   const tokred::cuda exec{test_stream()};
-  const kv_inputs<f16, device_space> in{cache.cache};
+  const kv_inputs<f16, device_space> in{cache.v};
   const auto expect = [&](status got, status want, const std::string& what) {
     check(got == want, what + ": " + to_string(got) + ", expected " + to_string(want));
     finish(what);
@@ -373,7 +360,7 @@ void check_graph_capture() {
   device_buffer<float> scores(static_cast<std::size_t>(8 * 144));
   const tokred::cuda exec{test_stream()};
   const view<const f16, 3, device_space> packed_tokens =
-      token_range(view<const f16, 3, device_space>(dev.keys.cache), 0, 128);
+      token_range(view<const f16, 3, device_space>(dev.keys.v), 0, 128);
   const view<f16, 3, device_space> values_view(values.get(), {2, 128, 128});
   const bool replayed = capture_and_replay([&] {
     return std::vector<status>{

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <tokred/tokred.hpp>
@@ -105,6 +106,34 @@ fused_case<E> make_fused(const token_grid& grid, index_t queries, index_t heads,
   f.keys = make_rows<E>(kv_heads, keys, dim, how, 1.0f, seed + 1);
   f.in = {grid, f.query.v, f.keys.v};
   return f;
+}
+
+/// One fused case of the shared sweep: its tensors, and the head grouping, query rows and first key.
+template <class E>
+struct fused_sweep_case {
+  fused_case<E> tensors;
+  index_t heads, kv_heads, queries, first_key, keys;
+
+  std::string label() const {
+    return "heads " + std::to_string(heads) + "/" + std::to_string(kv_heads) + " queries " + std::to_string(queries) +
+           " first_key " + std::to_string(first_key);
+  }
+};
+
+/// Calls `check(case)` for the fused cases every backend's test sweeps on a shape case: head
+/// groupings 1/1, 4/4 and 8/2, 1 and 3 query rows, the span from key 0 or from key 5 with 3
+/// keys after it.
+template <class E, class Check>
+void for_each_fused_case(const shape_case& c, const Check& check) {
+  struct grouping { index_t heads, kv_heads; };
+  for (const grouping g : {grouping{1, 1}, grouping{4, 4}, grouping{8, 2}})
+    for (const index_t queries : {1, 3})
+      for (const index_t first : {0, 5}) {
+        const index_t keys = first + c.grid.tokens() + (first > 0 ? 3 : 0);
+        check(fused_sweep_case<E>{make_fused<E>(c.grid, queries, g.heads, g.kv_heads, keys, c.dim, c.rows,
+                                                static_cast<std::uint64_t>(7 * g.heads + queries + first)),
+                                  g.heads, g.kv_heads, queries, first, keys});
+      }
 }
 
 }  // namespace tokred::testing

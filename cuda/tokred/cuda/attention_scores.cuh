@@ -32,7 +32,7 @@
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cuda/selection.cuh"  // launch_status, max_grid_blocks
+#include "tokred/cuda/selection.cuh"  // launch_status, blocks_for
 #include "tokred/policy/attention_scores.hpp"
 #include "tokred/policy/scores.hpp"
 
@@ -140,11 +140,6 @@ struct fused_scratch {
   }
 };
 
-inline unsigned blocks_for(index_t count) {
-  const index_t blocks = (count + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < max_grid_blocks ? blocks : max_grid_blocks);
-}
-
 }  // namespace cuda_attention
 }  // namespace detail
 
@@ -159,9 +154,9 @@ struct backend<attention_score, cuda> {
     static_assert(is_element_v<E>, "tokred: weights are float, tokred::f16 or tokred::bf16");
     if (status s = check_exec(exec); s != status::ok) return s;
     if (status s = detail::check_attention_score(p, in, out); s != status::ok) return s;
+    constexpr int threads = detail::cuda_attention::threads;
     detail::cuda_attention::weights_kernel<E>
-        <<<detail::cuda_attention::blocks_for(in.grid.tokens()), detail::cuda_attention::threads, 0, exec.stream>>>(
-            p, in, out);
+        <<<detail::blocks_for(in.grid.tokens(), threads), threads, 0, exec.stream>>>(p, in, out);
     return detail::launch_status();
   }
 };
@@ -201,7 +196,7 @@ struct backend<fused_attention_score, cuda> {
                             exec.stream>>>(in, r0, s, scratch.states);
       if (status st = detail::launch_status(); st != status::ok) return st;
       const cu::chunk_role role{r0 == 0, r0 + count == rows, divisor};
-      cu::accumulate_kernel<E><<<cu::blocks_for(n), cu::threads, static_cast<std::size_t>(count * dim) * sizeof(float),
+      cu::accumulate_kernel<E><<<detail::blocks_for(n, cu::threads), cu::threads, static_cast<std::size_t>(count * dim) * sizeof(float),
                                  exec.stream>>>(in, p.first_key, r0, count, s, scratch.states, scratch.total, role,
                                                 out.scores);
       if (status st = detail::launch_status(); st != status::ok) return st;

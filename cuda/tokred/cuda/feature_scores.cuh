@@ -34,7 +34,7 @@
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cuda/selection.cuh"  // launch_status, max_grid_blocks
+#include "tokred/cuda/selection.cuh"  // launch_status, blocks_for
 #include "tokred/policy/feature_scores.hpp"
 
 namespace tokred {
@@ -94,11 +94,6 @@ __device__ inline dot_norms warp_dot_norms(const A* x, index_t sx, const B* y, i
     yy = fmaf(b, b, yy);
   }
   return {warp_sum(xy), warp_sum(xx), warp_sum(yy)};
-}
-
-inline unsigned warp_blocks(index_t rows) {
-  const index_t blocks = (rows + warps - 1) / warps;
-  return static_cast<unsigned>(blocks < max_grid_blocks ? blocks : max_grid_blocks);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,18 +230,15 @@ struct cuda_feature_scores {
     if (status s = check_feature_scores(p, in, out); s != status::ok) return s;
     const index_t n = in.grid.tokens(), dim = in.tokens.extent(1);
     if constexpr (std::is_same_v<P, token_norm>) {
-      norm_kernel<E><<<warp_blocks(n), threads, 0, exec.stream>>>(in.tokens, out.scores);
+      norm_kernel<E><<<blocks_for(n, warps), threads, 0, exec.stream>>>(in.tokens, out.scores);
     } else if constexpr (std::is_same_v<P, temporal_similarity>) {
-      temporal_kernel<E><<<warp_blocks(n), threads, 0, exec.stream>>>(p, in.grid, in.tokens, out.scores);
+      temporal_kernel<E><<<blocks_for(n, warps), threads, 0, exec.stream>>>(p, in.grid, in.tokens, out.scores);
     } else if (p.at == query_relevance::level::frame) {
       if (dim > max_frame_dim) return status::invalid_parameter;
-      const index_t frames = in.grid.frames < max_grid_blocks ? in.grid.frames : max_grid_blocks;
-      relevance_frame_kernel<E><<<static_cast<unsigned>(frames), threads, static_cast<std::size_t>(dim) * sizeof(float),
+      relevance_frame_kernel<E><<<blocks_for(in.grid.frames, 1), threads, static_cast<std::size_t>(dim) * sizeof(float),
                                   exec.stream>>>(p.is, in.grid, in.tokens, in.query, out.scores);
     } else {
-      const index_t tiles = (n + relevance_tokens - 1) / relevance_tokens;
-      relevance_token_kernel<E><<<static_cast<unsigned>(tiles < max_grid_blocks ? tiles : max_grid_blocks), threads, 0,
-                                  exec.stream>>>(p.is, in.tokens, in.query, out.scores);
+      relevance_token_kernel<E><<<blocks_for(n, relevance_tokens), threads, 0, exec.stream>>>(p.is, in.tokens, in.query, out.scores);
     }
     return launch_status();
   }

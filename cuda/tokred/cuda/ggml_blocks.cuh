@@ -20,7 +20,7 @@
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cuda/selection.cuh"  // launch_status, max_grid_blocks
+#include "tokred/cuda/selection.cuh"  // launch_status, blocks_for
 #include "tokred/policy/ggml_block_codec.hpp"
 #include "tokred/policy/kv_quant.hpp"
 
@@ -31,11 +31,6 @@ namespace cuda_ggml {
 /// Threads of one block. Provisional: measure 128 / 256 with bench_kv_blocks_cuda against its
 /// memcpy of the same bytes; rotated units hold 1 KiB of floats each in local memory.
 inline constexpr int threads = 256;
-
-inline unsigned blocks_for(index_t units) {
-  const index_t blocks = (units + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < max_grid_blocks ? blocks : max_grid_blocks);
-}
 
 /// Calls `f(at)` for each unit this thread owns (grid-stride), `width` channels each.
 template <class V, class F>
@@ -85,10 +80,11 @@ struct backend<ggml_quantize, cuda> {
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
     const index_t units = detail::ggml_unit_count(prob, detail::ggml_unit_channels(rot));
     namespace cu = detail::cuda_ggml;
+    const unsigned blocks = detail::blocks_for(units, cu::threads);
     if (rot != 0)
-      cu::quantize_kernel<true, E><<<cu::blocks_for(units), cu::threads, 0, exec.stream>>>(p.type, rot, units, in.cache, out.blocks);
+      cu::quantize_kernel<true, E><<<blocks, cu::threads, 0, exec.stream>>>(p.type, rot, units, in.cache, out.blocks);
     else
-      cu::quantize_kernel<false, E><<<cu::blocks_for(units), cu::threads, 0, exec.stream>>>(p.type, rot, units, in.cache, out.blocks);
+      cu::quantize_kernel<false, E><<<blocks, cu::threads, 0, exec.stream>>>(p.type, rot, units, in.cache, out.blocks);
     return detail::launch_status();
   }
 };
@@ -108,10 +104,11 @@ struct backend<ggml_dequantize, cuda> {
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
     const index_t units = detail::ggml_unit_count(prob, detail::ggml_unit_channels(rot));
     namespace cu = detail::cuda_ggml;
+    const unsigned blocks = detail::blocks_for(units, cu::threads);
     if (rot != 0)
-      cu::dequantize_kernel<true, E><<<cu::blocks_for(units), cu::threads, 0, exec.stream>>>(p.type, rot, units, in.blocks, out.cache);
+      cu::dequantize_kernel<true, E><<<blocks, cu::threads, 0, exec.stream>>>(p.type, rot, units, in.blocks, out.cache);
     else
-      cu::dequantize_kernel<false, E><<<cu::blocks_for(units), cu::threads, 0, exec.stream>>>(p.type, rot, units, in.blocks, out.cache);
+      cu::dequantize_kernel<false, E><<<blocks, cu::threads, 0, exec.stream>>>(p.type, rot, units, in.blocks, out.cache);
     return detail::launch_status();
   }
 };
@@ -130,7 +127,8 @@ struct backend<hadamard, cuda> {
     if (status s = detail::check_hadamard(exec, p, in, out, block); s != status::ok) return s;
     const index_t units = detail::ggml_unit_count(detail::kv_problem_of(in.cache), block);
     namespace cu = detail::cuda_ggml;
-    cu::hadamard_kernel<Ein, Eout><<<cu::blocks_for(units), cu::threads, 0, exec.stream>>>(block, units, in.cache, out.cache);
+    cu::hadamard_kernel<Ein, Eout>
+        <<<detail::blocks_for(units, cu::threads), cu::threads, 0, exec.stream>>>(block, units, in.cache, out.cache);
     return detail::launch_status();
   }
 };

@@ -224,14 +224,6 @@ __global__ void __launch_bounds__(rows_threads)
     write_meta(p, in, out, j, meta);
 }
 
-/// Blocks for `items` work items at `per_block` items a block, at most the largest grid.
-inline unsigned blocks_for(index_t items, index_t per_block) noexcept {
-  index_t blocks = (items + per_block - 1) / per_block;
-  if (blocks < 1) blocks = 1;
-  if (blocks > max_grid_blocks) blocks = max_grid_blocks;
-  return static_cast<unsigned>(blocks);
-}
-
 /// Launches `meta_kernel` when any bookkeeping output is requested.
 template <class Policy>
 status launch_meta(const cuda& exec, const Policy& p, const token_grid& in, const token_grid& out,

@@ -69,6 +69,15 @@ inline constexpr int emit_unroll = 4;
 /// Largest grid x-extent; kernels stride over whatever does not fit.
 inline constexpr index_t max_grid_blocks = std::numeric_limits<std::int32_t>::max();
 
+/// Blocks for `items` work items at `per_block` items a block, at least one, at most the
+/// largest grid (kernels stride over the rest).
+inline unsigned blocks_for(index_t items, index_t per_block) noexcept {
+  index_t blocks = (items + per_block - 1) / per_block;
+  if (blocks < 1) blocks = 1;
+  if (blocks > max_grid_blocks) blocks = max_grid_blocks;
+  return static_cast<unsigned>(blocks);
+}
+
 // ---------------------------------------------------------------------------------------------
 // select: the k largest keys of each group, ascending indices, into the workspace.
 

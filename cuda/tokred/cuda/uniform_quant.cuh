@@ -32,7 +32,7 @@
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cuda/selection.cuh"  // launch_status, max_grid_blocks
+#include "tokred/cuda/selection.cuh"  // launch_status, blocks_for
 #include "tokred/policy/uniform_group.hpp"
 #include "tokred/policy/uniform_quant.hpp"
 
@@ -59,12 +59,6 @@ inline constexpr index_t score_chunk = 256;
 
 // ---------------------------------------------------------------------------------------------
 // Kernels.
-
-/// Blocks for `count` threads of `threads` each, capped at the largest grid.
-inline unsigned blocks_for(index_t count, int threads) {
-  const index_t blocks = (count + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < max_grid_blocks ? blocks : max_grid_blocks);
-}
 
 template <kv_scheme S, class E>
 __global__ void __launch_bounds__(unit_threads)
@@ -144,7 +138,7 @@ struct backend<uniform_quantize, cuda> {
     static_assert(is_element_v<E>, "tokred: caches are float, tokred::f16 or tokred::bf16");
     if (status s = detail::check_uniform_io(exec, p.format, in.cache, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
-    const unsigned blocks = detail::cuda_uniform::blocks_for(detail::uniform_unit_count(p.format, prob),
+    const unsigned blocks = detail::blocks_for(detail::uniform_unit_count(p.format, prob),
                                                              detail::cuda_uniform::unit_threads);
     detail::with_scheme(p.format.scheme, [&](auto tag) {
       detail::cuda_uniform::quantize_kernel<decltype(tag)::value, E>
@@ -167,7 +161,7 @@ struct backend<uniform_dequantize, cuda> {
     static_assert(is_element_v<E> && is_element_v<Eout>, "tokred: caches are float, tokred::f16 or tokred::bf16");
     if (status s = detail::check_uniform_io(exec, p.format, out.cache, in); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(out.cache);
-    const unsigned blocks = detail::cuda_uniform::blocks_for(detail::uniform_unit_count(p.format, prob),
+    const unsigned blocks = detail::blocks_for(detail::uniform_unit_count(p.format, prob),
                                                              detail::cuda_uniform::unit_threads);
     detail::with_scheme(p.format.scheme, [&](auto tag) {
       detail::cuda_uniform::dequantize_kernel<decltype(tag)::value, E, Eout>
@@ -194,8 +188,7 @@ struct backend<packed_key_scores, cuda> {
     const index_t per_kv = in.queries.extent(0) / prob.heads;
     const cu::score_blocks shape{per_kv, (per_kv + cu::score_heads - 1) / cu::score_heads,
                                  (out.scores.extent(1) + cu::score_threads - 1) / cu::score_threads, prob.heads};
-    const unsigned blocks = static_cast<unsigned>(shape.count() < detail::max_grid_blocks ? shape.count()
-                                                                                          : detail::max_grid_blocks);
+    const unsigned blocks = detail::blocks_for(shape.count(), 1);
     detail::with_scheme(p.format.scheme, [&](auto tag) {
       cu::scores_kernel<decltype(tag)::value, E><<<blocks, cu::score_threads, 0, exec.stream>>>(
           p.format, p.vidkv_dequant, shape, prob.tokens, in.queries, in.keys, in.residual, out.scores);
