@@ -114,9 +114,10 @@ __global__ void __launch_bounds__(threads)
                       view<float, 1, device_space> scores) {
   extern __shared__ float staged[];  // (count, head_dim)
   const index_t dim = in.query.extent(2), n = in.grid.tokens();
-  for (index_t i = threadIdx.x; i < count * dim; i += threads) {
-    const fused_row row = fused_row_at(r0 + i / dim, in.query.extent(0), in.query.extent(1), in.keys.extent(0));
-    staged[i] = widen(in.query(row.query, row.head, i % dim));
+  for (index_t i = 0; i < count; ++i) {  // row by row: coalesced reads, no division per element
+    const fused_row row = fused_row_at(r0 + i, in.query.extent(0), in.query.extent(1), in.keys.extent(0));
+    for (index_t c = threadIdx.x; c < dim; c += threads)
+      staged[i * dim + c] = widen(in.query(row.query, row.head, c));
   }
   __syncthreads();
   for (index_t j = blockIdx.x * static_cast<index_t>(threads) + threadIdx.x; j < n;

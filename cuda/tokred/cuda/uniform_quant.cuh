@@ -108,8 +108,9 @@ __global__ void __launch_bounds__(score_threads)
     for (index_t c0 = 0; c0 < dim; c0 += score_chunk) {
       const index_t n = dim - c0 < score_chunk ? dim - c0 : score_chunk;
       __syncthreads();  // the previous chunk (or block) is no longer read
-      for (index_t i = threadIdx.x; i < count * n; i += score_threads)
-        staged[i / n * score_chunk + i % n] = widen(queries(first + i / n, c0 + i % n));
+      for (int i = 0; i < count; ++i)  // row by row: coalesced reads, no division per element
+        for (index_t c = threadIdx.x; c < n; c += score_threads)
+          staged[i * score_chunk + c] = widen(queries(first + i, c0 + c));
       __syncthreads();
       if (t < keys_total)
         accumulate_key_logits<score_heads, S>(f, vidkv, keys, residual, kv, packed, t, staged, score_chunk, count, c0,
