@@ -72,10 +72,7 @@ namespace cuda_attention {
 template <class E>
 __global__ void __launch_bounds__(threads)
     weights_kernel(attention_score p, attention_score_inputs<E, device_space> in, score_outputs<device_space> out) {
-  const index_t n = in.grid.tokens();
-  for (index_t j = blockIdx.x * static_cast<index_t>(threads) + threadIdx.x; j < n;
-       j += static_cast<index_t>(gridDim.x) * threads)
-    attention_score_at(p, in, out, j);
+  for_each_thread_item(in.grid.tokens(), [&](index_t j) { attention_score_at(p, in, out, j); });
 }
 
 /// The softmax state of rows [r0, r0 + gridDim.x), one block per row, into `states`.
@@ -120,12 +117,11 @@ __global__ void __launch_bounds__(threads)
       staged[i * dim + c] = widen(in.query(row.query, row.head, c));
   }
   __syncthreads();
-  for (index_t j = blockIdx.x * static_cast<index_t>(threads) + threadIdx.x; j < n;
-       j += static_cast<index_t>(gridDim.x) * threads) {
+  for_each_thread_item(n, [&](index_t j) {
     const float acc = add_token_probabilities(in, first_key, r0, count, staged, states, s, j, role.first ? 0.0f : total[j]);
     if (role.last) scores(j) = div_rn(acc, role.divisor);
     else total[j] = acc;
-  }
+  });
 }
 
 /// The fused score's workspace: the running totals and one chunk's softmax states.

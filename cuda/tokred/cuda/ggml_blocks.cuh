@@ -35,9 +35,7 @@ inline constexpr int threads = 256;
 /// Calls `f(at)` for each unit this thread owns (grid-stride), `width` channels each.
 template <class V, class F>
 __device__ inline void for_each_unit(index_t units, const V& cache, index_t width, const F& f) {
-  for (index_t u = blockIdx.x * static_cast<index_t>(threads) + threadIdx.x; u < units;
-       u += static_cast<index_t>(gridDim.x) * threads)
-    f(ggml_unit_at(u, cache.extent(1), cache.extent(2), width));
+  for_each_thread_item(units, [&](index_t u) { f(ggml_unit_at(u, cache.extent(1), cache.extent(2), width)); });
 }
 
 template <bool Rotated, class E>

@@ -69,6 +69,15 @@ inline constexpr int emit_unroll = 4;
 /// Largest grid x-extent; kernels stride over whatever does not fit.
 inline constexpr index_t max_grid_blocks = std::numeric_limits<std::int32_t>::max();
 
+/// Calls `f(i)` for each of `count` items this thread owns: one item per thread of the grid, the
+/// grid striding over what does not fit.
+template <class F>
+__device__ inline void for_each_thread_item(index_t count, const F& f) {
+  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<index_t>(gridDim.x) * blockDim.x)
+    f(i);
+}
+
 /// Blocks for `items` work items at `per_block` items a block, at least one, at most the
 /// largest grid (kernels stride over the rest).
 inline unsigned blocks_for(index_t items, index_t per_block) noexcept {

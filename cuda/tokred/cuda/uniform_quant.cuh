@@ -64,20 +64,16 @@ template <kv_scheme S, class E>
 __global__ void __launch_bounds__(unit_threads)
     quantize_kernel(uniform_format f, bool each_op, kv_problem p, view<const E, 3, device_space> x,
                     uniform_packed<E, device_space> out) {
-  const index_t units = uniform_unit_count(f, p);
-  for (index_t u = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<index_t>(gridDim.x) * blockDim.x)
-    quantize_unit<S>(f, each_op, x, out, uniform_unit_at(f, p, u));
+  for_each_thread_item(uniform_unit_count(f, p),
+                       [&](index_t u) { quantize_unit<S>(f, each_op, x, out, uniform_unit_at(f, p, u)); });
 }
 
 template <kv_scheme S, class E, class Eout>
 __global__ void __launch_bounds__(unit_threads)
     dequantize_kernel(uniform_format f, bool each_op, bool vidkv, kv_problem p,
                       uniform_packed<const E, device_space> in, view<Eout, 3, device_space> y) {
-  const index_t units = uniform_unit_count(f, p);
-  for (index_t u = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<index_t>(gridDim.x) * blockDim.x)
-    dequantize_unit<S>(f, each_op, vidkv, in, y, uniform_unit_at(f, p, u));
+  for_each_thread_item(uniform_unit_count(f, p),
+                       [&](index_t u) { dequantize_unit<S>(f, each_op, vidkv, in, y, uniform_unit_at(f, p, u)); });
 }
 
 /// The scores launch's blocks: (kv head, run, tile) with the tile fastest.

@@ -51,13 +51,19 @@ TOKRED_HOST_DEVICE TOKRED_FORCE_INLINE constexpr code_slot slot_of(index_t i, in
   return {bit / 32, static_cast<int>(bit % 32), bit % 32 + bits > 32};
 }
 
+/// The code at `slot` of the word at `word` (its continuation `next` words on, when it spills).
+TOKRED_HOST_DEVICE TOKRED_FORCE_INLINE std::uint32_t code_in(const std::uint32_t* word, index_t next, code_slot slot,
+                                                              int bits) noexcept {
+  std::uint32_t q = word[0] >> slot.shift;
+  if (slot.spills) q |= word[next] << (32 - slot.shift);
+  return q & ((1u << bits) - 1u);
+}
+
 /// The code of value i of a run from its words (value 0's word first).
 TOKRED_HOST_DEVICE TOKRED_FORCE_INLINE std::uint32_t code_at(const std::uint32_t* words, index_t word_stride,
                                                               index_t i, int bits) noexcept {
   const code_slot at = slot_of(i, bits);
-  std::uint32_t q = words[at.word * word_stride] >> at.shift;
-  if (at.spills) q |= words[(at.word + 1) * word_stride] << (32 - at.shift);
-  return q & ((1u << bits) - 1u);
+  return code_in(words + at.word * word_stride, word_stride, at, bits);
 }
 
 /// x rounded to E and widened back (exact for float).
@@ -276,10 +282,7 @@ struct packed_key_row {
     g.scale = widen(keys.scale(kv, group, c));
     if constexpr (S == kv_scheme::asymmetric) g.zero = widen(keys.zero(kv, group, c));
     const code_map m = map_of<S>(bits, vidkv, g);
-    std::uint32_t q = words[c] >> slot.shift;
-    if (slot.spills) q |= words[c + next_row] << (32 - slot.shift);
-    q &= (1u << bits) - 1u;
-    return m.a * static_cast<float>(q) + m.b;
+    return m.a * static_cast<float>(code_in(words + c, next_row, slot, bits)) + m.b;
   }
 };
 
