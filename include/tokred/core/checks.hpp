@@ -11,7 +11,7 @@ namespace tokred::detail {
 
 /// True when an optional view is requested: non-empty or non-null.
 template <class V>
-constexpr bool requested(const V& v) noexcept {
+TOKRED_HOST_DEVICE constexpr bool requested(const V& v) noexcept {
   return v.data_handle() != nullptr || !v.empty();
 }
 

@@ -60,6 +60,24 @@ TOKRED_HOST_DEVICE inline float div_rn(float a, float b) noexcept {
 #endif
 }
 
+/// a·b + c rounded once (fused), on host and device alike.
+TOKRED_HOST_DEVICE inline float fma_rn(float a, float b, float c) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+/// acc + a·b as the CPU kernels' `multiply_add<Arch>` computes it: rounded once when `Fused`
+/// (ISAs with FMA), else the product rounded on its own first. The steps of the multiply-add
+/// chains that a CUDA kernel runs to give the bits of a CPU backend.
+template <bool Fused>
+TOKRED_HOST_DEVICE inline float chain_step(float a, float b, float acc) noexcept {
+  if constexpr (Fused) return fma_rn(a, b, acc);
+  else return add_rn(mul_rn(a, b), acc);
+}
+
 /// √x correctly rounded (IEEE), whatever -prec-sqrt says on the device.
 TOKRED_HOST_DEVICE inline float sqrt_rn(float x) noexcept {
 #if defined(__CUDA_ARCH__)

@@ -19,16 +19,6 @@
 namespace tokred {
 namespace detail {
 
-/// A key whose order is the ranking order: score descending, then index ascending; NaN last
-/// (indices below 2³²). `rank_key_index` recovers the index.
-inline std::uint64_t rank_key(float score, index_t i) noexcept {
-  return (std::uint64_t{score_key(float_bits(score))} << 32) |
-         (0xFFFFFFFFu - static_cast<std::uint32_t>(i));
-}
-inline index_t rank_key_index(std::uint64_t key) noexcept {
-  return static_cast<index_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(key));
-}
-
 
 /// Writes the indices of the `k` largest keys among `n` (ties: lower index first) to `kept`,
 /// ascending, each plus `offset`. `key_of(i)` gives the 32-bit key of group-local index i.

@@ -33,6 +33,7 @@
 #include "tokred/cpu/selection.hpp"
 #include "tokred/cpu/similarity.hpp"
 #include "tokred/policy/merge.hpp"
+#include "tokred/policy/tome_steps.hpp"
 
 namespace tokred {
 namespace detail {
@@ -41,9 +42,35 @@ namespace detail {
 /// everything is then 0), NaN when the squared norm is not finite (its similarities are NaN).
 template <class Arch, class E>
 float cosine_scale(const view<const E, 2>& rows, index_t i) noexcept {  // (tokens, dim)
-  const float sq = row_squared_norm<Arch>(rows, i);
-  if (!std::isfinite(sq)) return std::numeric_limits<float>::quiet_NaN();
-  return sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
+  return cosine_scale_of(row_squared_norm<Arch>(rows, i));
+}
+
+/// `cosine_scale_of` for every row of `rows`, into `scale`, each squared norm a multiply-add chain
+/// in k order from 0 — the order of cross_dots' dots, and one a CUDA kernel can follow, so ToMe's
+/// similarities have the same bits on every ISA that fuses (and on every one that does not).
+/// Rows go `lanes` at a time through `panel` (lanes × product_kc floats), k-major, so each lane
+/// runs one row's chain.
+template <class Arch, class E>
+void chain_cosine_scales(const view<const E, 2>& rows,  // (count, dim)
+                         float* panel, float* scale) noexcept {
+  using batch = float_batch<Arch>;
+  constexpr index_t lanes = static_cast<index_t>(batch::size);
+  const index_t count = rows.extent(0), dim = rows.extent(1);
+  alignas(64) float sums[lanes];
+  for (index_t r0 = 0; r0 < count; r0 += lanes) {
+    const index_t rows_here = std::min(lanes, count - r0);
+    batch acc(0.0f);
+    for (index_t k0 = 0; k0 < dim; k0 += product_kc) {
+      const index_t kc = std::min(product_kc, dim - k0);
+      pack_panels<Arch>(rows, r0, rows_here, k0, kc, lanes, panel);
+      for (index_t k = 0; k < kc; ++k) {
+        const batch x = batch::load_aligned(panel + k * lanes);
+        acc = multiply_add<Arch>(x, x, acc);
+      }
+    }
+    acc.store_aligned(sums);
+    for (index_t t = 0; t < rows_here; ++t) scale[r0 + t] = cosine_scale_of(sums[t]);
+  }
 }
 
 /// Step 1 for A tokens [k0, k1): best[k] and arg[k] (B index) for each, −inf and −1 for a
@@ -68,16 +95,16 @@ void match_range(const view<const E, 2>& rows,  // (tokens, dim)
   if (kfirst >= k1) return;
   float* scale_a = scale;
   float* scale_b = scale + s.a;
-  for (index_t j = j0; j < s.b; ++j) scale_b[j] = cosine_scale<Arch>(rows, 2 * j + 1);
-  for (index_t k = kfirst; k < k1; ++k) {
-    scale_a[k] = cosine_scale<Arch>(rows, 2 * k);
-    best[k] = -inf;
-    arg[k] = j0;
-  }
   const index_t dim = rows.extent(1);
   // The A and B rows are every other row of `rows`: views with twice its row stride.
   const view<const E, 2> a(&rows(2 * kfirst, 0), {k1 - kfirst, dim}, {2 * rows.stride(0), rows.stride(1)});
   const view<const E, 2> b(&rows(2 * j0 + 1, 0), {s.b - j0, dim}, {2 * rows.stride(0), rows.stride(1)});
+  chain_cosine_scales<Arch>(b, product.b_panels, scale_b + j0);
+  chain_cosine_scales<Arch>(a, product.b_panels, scale_a + kfirst);
+  for (index_t k = kfirst; k < k1; ++k) {
+    best[k] = -inf;
+    arg[k] = j0;
+  }
   cross_dots<Arch>(a, b, product, [&](index_t x, index_t y, const float* dots, index_t count) {
     const index_t k = kfirst + x;
     const float sa = scale_a[k];
@@ -85,7 +112,7 @@ void match_range(const view<const E, 2>& rows,  // (tokens, dim)
     float top = best[k];
     index_t at = -1;
     for (index_t c = 0; c < count; ++c) {
-      const float sim = dots[c] * sa * sb[c];  // (dot·s_a)·s_b: no overflow, however small the norms
+      const float sim = scaled_cosine(dots[c], sa, sb[c]);
       if (sim > top) top = sim, at = c;
     }
     if (at >= 0) best[k] = top, arg[k] = j0 + y + at;

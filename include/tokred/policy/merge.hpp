@@ -139,7 +139,7 @@ struct unmerge_outputs {
 };
 
 /// How many A tokens (even indices) N tokens have: the length of tome_match's outputs.
-constexpr index_t a_tokens(index_t n) noexcept { return (n + 1) / 2; }
+TOKRED_HOST_DEVICE constexpr index_t a_tokens(index_t n) noexcept { return (n + 1) / 2; }
 
 /// The A / B split of N tokens and the part of each that `protect` leading tokens cover.
 struct bipartite_split {
@@ -150,7 +150,7 @@ struct bipartite_split {
 };
 
 /// The split of `n` tokens with `protect` protected.
-constexpr bipartite_split split_of(index_t n, index_t protect) noexcept {
+TOKRED_HOST_DEVICE constexpr bipartite_split split_of(index_t n, index_t protect) noexcept {
   const index_t p = protect < 0 ? 0 : (protect < n ? protect : n);
   return {a_tokens(n), n / 2, (p + 1) / 2, p / 2};
 }

@@ -262,6 +262,16 @@ TOKRED_HOST_DEVICE constexpr std::uint32_t score_key(std::uint32_t bits) noexcep
   return bits ^ (negative | 0x80000000u);
 }
 
+/// A key whose order is the ranking order: score descending, then index ascending; NaN last
+/// (indices below 2³²). `rank_key_index` recovers the index.
+TOKRED_HOST_DEVICE inline std::uint64_t rank_key(float score, index_t i) noexcept {
+  return (std::uint64_t{score_key(float_bits(score))} << 32) |
+         (0xFFFFFFFFu - static_cast<std::uint32_t>(i));
+}
+TOKRED_HOST_DEVICE inline index_t rank_key_index(std::uint64_t key) noexcept {
+  return static_cast<index_t>(0xFFFFFFFFu - static_cast<std::uint32_t>(key));
+}
+
 /// `i` of group `g`'s uniform pick `j` of `k` among `n`: floor((2j + 1)·n / (2k)).
 TOKRED_HOST_DEVICE constexpr index_t uniform_pick(index_t j, index_t k, index_t n) noexcept {
   return static_cast<index_t>((static_cast<std::uint64_t>(2 * j + 1) * static_cast<std::uint64_t>(n)) /
