@@ -19,3 +19,4 @@
 #include "tokred/cuda/attention_scores.cuh"
 #include "tokred/cuda/feature_scores.cuh"
 #include "tokred/cuda/ggml_blocks.cuh"
+#include "tokred/cuda/tome.cuh"
