@@ -36,37 +36,17 @@ void check_against_oracle(const P& p, const shape_case& c, int nth) {
   const diversity_inputs<Ein> in{c.grid, rows.rows, {}, make_view(w.data(), n), {}};
   const diversity_buffers<Eout> got = run_shares<Ein, Eout>(p, in, c.dim, nth);
 
-  const detail::selection_groups g = detail::groups_of(p.within, c.grid);
-  const index_t k = got.kept / g.groups;
-  std::vector<std::int64_t> kept;
-  for (index_t group = 0; group < g.groups; ++group) {
-    const index_t first = group * g.group_tokens;
-    std::vector<double> weights;
-    if constexpr (std::is_same_v<P, importance_diversity>)
-      for (index_t i = 0; i < g.group_tokens; ++i) weights.push_back(w[static_cast<std::size_t>(first + i)]);
-    const ref::greedy_rule rule =
-        ref::rule_of(p, detail::row_range(view<const Ein, 2>(rows.rows), first, g.group_tokens), weights);
-    std::vector<std::int64_t> picks(got.picks.begin() + group * k, got.picks.begin() + (group + 1) * k);
-    for (std::int64_t& i : picks) i -= first;
-    // Every pick is a best candidate of its step, up to fp32 rounding.
-    CHECK(ref::worst_shortfall(rule, picks) <= rounding_slack);
-    std::sort(picks.begin(), picks.end());
-    for (std::int64_t i : picks) kept.push_back(first + i);
-  }
+  // Every pick is a best candidate of its step, up to fp32 rounding.
+  CHECK(ref::worst_group_shortfall(p, c.grid, view<const Ein, 2>(rows.rows), w, got.picks) <= rounding_slack);
+  const index_t k = got.kept / detail::groups_of(p.within, c.grid).groups;
+  std::vector<std::int64_t> kept = got.picks;
+  for (index_t at = 0; at < got.kept; at += k) std::sort(kept.begin() + at, kept.begin() + at + k);
   CHECK(got.source == kept);
   bool repeats = false;
   if constexpr (std::is_same_v<P, divprune>) repeats = p.allow_repeats;
   if (!repeats) CHECK(std::adjacent_find(kept.begin(), kept.end()) == kept.end());
   CHECK(got.positions == ref::positions_of(kept, c.grid));
   CHECK(ref::gather_mismatches<Ein, Eout>(kept, rows.rows, got.tokens) == 0);
-}
-
-template <class P>
-P make_policy(double ratio, scope within) {
-  P p{};
-  p.keep = keep_budget::ratio(ratio, rounding::half_even);
-  p.within = within;
-  return p;
 }
 
 /// Every policy at every (ratio, scope); a three-share split at ratio 0.25. Each run rebuilds the
@@ -80,16 +60,16 @@ void check_all_policies(const shape_case& c, const std::vector<double>& ratios) 
       INFO(c.name << " ratio " << ratio << (within == scope::global ? " global" : " per-frame")
                   << " nth " << nth);
       const problem prob{c.grid, c.dim};
-      const divprune dp = make_policy<divprune>(ratio, within);
+      const divprune dp = ratio_policy<divprune>(ratio, within);
       if (can_implement(dp, prob) != status::ok) continue;  // the ratio rounds to 0 tokens
       check_against_oracle<Ein, Eout>(dp, c, nth);
       divprune repeats = dp;
       repeats.allow_repeats = true;
       if (ratio < 1.0) check_against_oracle<Ein, Eout>(repeats, c, nth);
-      kcenter kc = make_policy<kcenter>(ratio, within);
+      kcenter kc = ratio_policy<kcenter>(ratio, within);
       kc.first = detail::groups_of(within, c.grid).group_tokens / 2;
       check_against_oracle<Ein, Eout>(kc, c, nth);
-      check_against_oracle<Ein, Eout>(make_policy<importance_diversity>(ratio, within), c, nth);
+      check_against_oracle<Ein, Eout>(ratio_policy<importance_diversity>(ratio, within), c, nth);
     }
 }
 
@@ -186,14 +166,14 @@ TEST_CASE("diversity: f16 rows select as fp32 rows of the same values", "[divers
     for (const double ratio : {0.1, 0.5})
       for (const scope within : {scope::global, scope::per_frame}) {
         INFO(c.name << " ratio " << ratio << (within == scope::global ? " global" : " per-frame"));
-        const divprune dp = make_policy<divprune>(ratio, within);
+        const divprune dp = ratio_policy<divprune>(ratio, within);
         if (can_implement(dp, problem{c.grid, c.dim}) != status::ok) continue;
         CHECK(same(dp));
         divprune repeats = dp;
         repeats.allow_repeats = true;
         CHECK(same(repeats));
-        CHECK(same(make_policy<kcenter>(ratio, within)));
-        CHECK(same(make_policy<importance_diversity>(ratio, within)));
+        CHECK(same(ratio_policy<kcenter>(ratio, within)));
+        CHECK(same(ratio_policy<importance_diversity>(ratio, within)));
         // widen_once: the fp16 rows widened once per group into the workspace (the SSE2 build
         // makes the copy; a build with a conversion instruction ignores the flag) — still the
         // fp32 picks.
@@ -202,8 +182,8 @@ TEST_CASE("diversity: f16 rows select as fp32 rows of the same values", "[divers
           return policy;
         };
         CHECK(same(once(dp)));
-        CHECK(same(once(make_policy<kcenter>(ratio, within))));
-        CHECK(same(once(make_policy<importance_diversity>(ratio, within))));
+        CHECK(same(once(ratio_policy<kcenter>(ratio, within))));
+        CHECK(same(once(ratio_policy<importance_diversity>(ratio, within))));
       }
   }
 }
@@ -211,14 +191,14 @@ TEST_CASE("diversity: f16 rows select as fp32 rows of the same values", "[divers
 TEST_CASE("diversity: widen_once reserves a group of fp32 rows per share, for every element type",
           "[diversity]") {
   const problem prob{token_grid{4, 6, 6}, 40};  // 144 tokens
-  divprune global = make_policy<divprune>(0.25, scope::global), wide = global;
+  divprune global = ratio_policy<divprune>(0.25, scope::global), wide = global;
   wide.widen_once = true;
   for (const int nth : {1, 3}) {
     const std::size_t plain = workspace_bytes(cpu{0, nth}, global, prob);
     CHECK(workspace_bytes(cpu{0, nth}, wide, prob) >= plain + static_cast<std::size_t>(nth) * 144 * 40 * 4);
     CHECK(workspace_bytes(cpu{0, nth}, wide, prob) <= plain + static_cast<std::size_t>(nth) * (144 * 40 * 4 + 64));
   }
-  divprune frames = make_policy<divprune>(0.25, scope::per_frame), wide_frames = frames;
+  divprune frames = ratio_policy<divprune>(0.25, scope::per_frame), wide_frames = frames;
   wide_frames.widen_once = true;  // one frame's 36 rows at a time
   CHECK(workspace_bytes(cpu{}, wide_frames, prob) >= workspace_bytes(cpu{}, frames, prob) + 36 * 40 * 4);
   CHECK(workspace_bytes(cpu{}, wide_frames, prob) <= workspace_bytes(cpu{}, frames, prob) + 36 * 40 * 4 + 64);

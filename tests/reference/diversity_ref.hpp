@@ -161,4 +161,25 @@ greedy_rule rule_of(const P& p, const view<const E, 2>& rows, const std::vector<
   return rule;
 }
 
+/// The worst shortfall, over the groups of `p.within`, of `picks` (k per group, token indices,
+/// pick order) against each group's greedy rule; `w` (tokens,) the importance scores.
+template <class P, class E>
+double worst_group_shortfall(const P& p, const token_grid& grid, const view<const E, 2>& rows,
+                             const std::vector<float>& w, const std::vector<std::int64_t>& picks) {
+  const detail::selection_groups g = detail::groups_of(p.within, grid);
+  const index_t k = static_cast<index_t>(picks.size()) / g.groups;
+  double worst = 0;
+  for (index_t group = 0; group < g.groups; ++group) {
+    const index_t first = group * g.group_tokens;
+    std::vector<double> weights;
+    if constexpr (std::is_same_v<P, importance_diversity>)
+      for (index_t i = 0; i < g.group_tokens; ++i) weights.push_back(w[static_cast<std::size_t>(first + i)]);
+    const greedy_rule rule = rule_of(p, detail::row_range(rows, first, g.group_tokens), weights);
+    std::vector<std::int64_t> local(picks.begin() + group * k, picks.begin() + (group + 1) * k);
+    for (std::int64_t& i : local) i -= first;
+    worst = std::max(worst, worst_shortfall(rule, local));
+  }
+  return worst;
+}
+
 }  // namespace tokred::ref

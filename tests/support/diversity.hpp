@@ -64,6 +64,15 @@ token_matrix<float> widened(const token_matrix<E>& m, layout how) {
   return f;
 }
 
+/// A max-min policy keeping `ratio` of each group of `within` (Python rounding).
+template <class P>
+P ratio_policy(double ratio, scope within) {
+  P p{};
+  p.keep = keep_budget::ratio(ratio, rounding::half_even);
+  p.within = within;
+  return p;
+}
+
 /// Importance scores in [0.5, 1).
 inline std::vector<float> importance(index_t n, std::uint64_t seed) {
   rng r(seed);

@@ -33,6 +33,7 @@
 #include "tokred/cpu/selection.hpp"
 #include "tokred/cpu/similarity.hpp"
 #include "tokred/policy/diversity.hpp"
+#include "tokred/policy/diversity_steps.hpp"
 
 namespace tokred {
 namespace detail {
@@ -95,12 +96,6 @@ index_t lazy_argmax(key_heap& heap, const std::int32_t* applied, index_t picked,
   }
 }
 
-/// The distance a max-min selection maximises.
-enum class distance_kind {
-  cosine,             ///< 1 − x_i·x_j / (‖x_i‖‖x_j‖); a zero row is at distance 1 from every row
-  squared_euclidean,  ///< ‖x_i − x_j‖² (ranks as the Euclidean distance does)
-};
-
 /// Distances between the rows of one group. `scale` holds 1/‖x_i‖ (cosine; 0 for a zero row) or 1
 /// (Euclidean), and NaN for a row whose squared norm is not finite: such a row is at distance NaN
 /// from everything, and NaN distances are ignored by the minimum.
@@ -115,15 +110,8 @@ struct group_distances {
   }
   /// Row i's scale and self-distance from its squared norm `sq` (its dot with itself).
   void prepare(index_t i, float sq) const noexcept {
-    if (!std::isfinite(sq)) {
-      scale[i] = self[i] = std::numeric_limits<float>::quiet_NaN();
-    } else if constexpr (Kind == distance_kind::cosine) {
-      scale[i] = sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
-      self[i] = from_raw(i, i, sq);
-    } else {
-      scale[i] = 1.0f;
-      self[i] = 0.0f;
-    }
+    scale[i] = maxmin_scale<Kind>(sq);
+    self[i] = Kind == distance_kind::cosine || !valid(i) ? from_raw(i, i, sq) : 0.0f;
   }
   bool valid(index_t i) const noexcept { return !std::isnan(scale[i]); }
 
@@ -131,8 +119,7 @@ struct group_distances {
 
   /// The distance from the pair kernel's value; symmetric in (i, j) to the last bit.
   float from_raw(index_t i, index_t j, float raw) const noexcept {
-    if constexpr (Kind == distance_kind::cosine) return 1.0f - raw * (scale[i] * scale[j]);
-    else return raw * (scale[i] * scale[j]);  // scale is 1, or NaN for a non-finite row
+    return maxmin_distance<Kind>(raw, scale[i], scale[j]);
   }
 
   /// d(i, js[c]) for c < count, into `out`.
@@ -145,15 +132,6 @@ struct group_distances {
   template <class Visit>
   void sweep(index_t i, const Visit& visit) const noexcept {
     rows.template sweep<op>(i, 0, rows.size(), [&](index_t j, float raw) { visit(j, from_raw(i, j, raw)); });
-  }
-};
-
-/// The two smallest distances seen so far in one column: the second is DivPrune's score.
-struct two_smallest {
-  float lowest, second;
-  void add(float x) noexcept {  // NaN compares false and is ignored
-    if (x < lowest) second = lowest, lowest = x;
-    else if (x < second) second = x;
   }
 };
 
