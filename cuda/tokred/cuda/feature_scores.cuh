@@ -35,6 +35,7 @@
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
 #include "tokred/cuda/selection.cuh"  // launch_status, blocks_for
+#include "tokred/cuda/warp_sums.cuh"
 #include "tokred/policy/feature_scores.hpp"
 
 namespace tokred {
@@ -61,24 +62,6 @@ inline constexpr index_t query_chunk = 64;
 inline constexpr index_t max_frame_dim = 11264;
 static_assert(max_frame_dim * sizeof(float) + query_chunk * sizeof(float) + sizeof(float) <= 48 * 1024,
               "the frame block's mean token and relevances fit 48 KiB of shared memory");
-
-// ---------------------------------------------------------------------------------------------
-// Warp sums.
-
-/// The sum of the 32 lanes' values, the same bits in every lane.
-__device__ inline float warp_sum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v = __fadd_rn(v, __shfl_xor_sync(0xFFFFFFFFu, v, offset));
-  return v;
-}
-
-/// Σ a_c·b_c over a row pair (element strides sa, sb), lane l summing c ≡ l (mod 32) in order.
-template <class A, class B>
-__device__ inline float warp_dot(const A* a, index_t sa, const B* b, index_t sb, index_t dim, int lane) {
-  float acc = 0.0f;
-  for (index_t c = lane; c < dim; c += 32) acc = fmaf(widen(a[c * sa]), widen(b[c * sb]), acc);
-  return warp_sum(acc);
-}
 
 /// x·y, x·x and y·y in one pass.
 struct dot_norms {

@@ -20,3 +20,4 @@
 #include "tokred/cuda/feature_scores.cuh"
 #include "tokred/cuda/ggml_blocks.cuh"
 #include "tokred/cuda/tome.cuh"
+#include "tokred/cuda/diversity.cuh"
