@@ -22,26 +22,11 @@ namespace {
 using namespace tokred;
 using namespace tokred::testing;
 
-/// Where relevance comes from in a test run.
-enum class relevance_from { query, scores, none };
+using ref::relevance_from;
 
 /// How far below the best gain (in double) a fp32 pick may fall: rounding, plus OpenVINO's 1e-6
 /// pivot shift and skipped coefficients, with a wide margin.
 constexpr double gain_slack = 1e-4;
-
-/// Checks one DPP (a group, or a half of one) of `got_picks` (local) against the oracle.
-template <class E>
-void certify(const cdpruner& p, const view<const E, 2>& rows, const std::vector<float>& scores,
-             index_t first, const view<const E, 2>& query, relevance_from from,
-             const std::vector<std::int64_t>& got_picks) {
-  const ref::double_rows x = ref::to_double(rows);
-  std::vector<double> m(static_cast<std::size_t>(x.n), 0.0);
-  if (from == relevance_from::query) m = ref::dpp_relevance(x, ref::to_double(query));
-  if (from == relevance_from::scores)
-    for (index_t i = 0; i < x.n; ++i) m[static_cast<std::size_t>(i)] = scores[static_cast<std::size_t>(first + i)];
-  const ref::dpp_kernel_matrix kernel = ref::dpp_kernel_of(p, x, m);
-  CHECK(ref::dpp_worst_shortfall(kernel, got_picks) <= gain_slack);
-}
 
 template <class Ein, class Eout>
 void check_against_oracle(const cdpruner& p, const shape_case& c, relevance_from from, int nth) {
@@ -56,27 +41,17 @@ void check_against_oracle(const cdpruner& p, const shape_case& c, relevance_from
   INFO("relevance " << static_cast<int>(from) << " kernel " << static_cast<int>(p.kernel) << " w "
                     << p.relevance_weight << " nth " << nth);
 
+  CHECK(ref::dpp_worst_group_shortfall(p, c.grid, view<const Ein, 2>(rows.rows), scores,
+                                       view<const Ein, 2>(query.rows), from, got.picks) <= gain_slack);
   const detail::selection_groups g = detail::groups_of(p.within, c.grid);
   const index_t k = got.kept / g.groups;
-  std::vector<std::int64_t> kept;
+  std::vector<std::int64_t> kept = got.picks;
   for (index_t group = 0; group < g.groups; ++group) {
-    const index_t first = group * g.group_tokens;
-    std::vector<std::int64_t> picks(got.picks.begin() + group * k, got.picks.begin() + (group + 1) * k);
-    for (std::int64_t& i : picks) i -= first;
-    const view<const Ein, 2> all = view<const Ein, 2>(rows.rows);
-    if (!p.split) {
-      certify(p, detail::row_range(all, first, g.group_tokens), scores, first, view<const Ein, 2>(query.rows), from, picks);
-    } else {
-      const index_t middle = g.group_tokens / 2, k1 = k / 2;
-      std::vector<std::int64_t> a(picks.begin(), picks.begin() + k1), b(picks.begin() + k1, picks.end());
-      for (std::int64_t& i : b) i -= middle;
-      CHECK(std::all_of(a.begin(), a.end(), [&](std::int64_t i) { return i >= 0 && i < middle; }));
-      certify(p, detail::row_range(all, first, middle), scores, first, view<const Ein, 2>(query.rows), from, a);
-      certify(p, detail::row_range(all, first + middle, g.group_tokens - middle), scores, first + middle,
-              view<const Ein, 2>(query.rows), from, b);
-    }
-    std::sort(picks.begin(), picks.end());
-    for (std::int64_t i : picks) kept.push_back(first + i);
+    const index_t first = group * g.group_tokens, middle = g.group_tokens / 2;
+    if (p.split)  // the first half's picks come first, and from the first half
+      CHECK(std::all_of(kept.begin() + group * k, kept.begin() + group * k + k / 2,
+                        [&](std::int64_t i) { return i >= first && i < first + middle; }));
+    std::sort(kept.begin() + group * k, kept.begin() + (group + 1) * k);
   }
   CHECK(got.source == kept);
   CHECK(std::adjacent_find(kept.begin(), kept.end()) == kept.end());

@@ -126,4 +126,40 @@ inline double dpp_worst_shortfall(const dpp_kernel_matrix& kernel, const std::ve
   return worst;
 }
 
+/// Where a test's relevance comes from.
+enum class relevance_from { query, scores, none };
+
+/// The worst shortfall, over every DPP of `p` (each group, or each half of it with split), of
+/// `picks` (k per group, token indices, pick order; with split the first half's picks first).
+/// `scores` (tokens,) and `query` (queries, d) are read as `from` says.
+template <class E>
+double dpp_worst_group_shortfall(const cdpruner& p, const token_grid& grid, const view<const E, 2>& rows,
+                                 const std::vector<float>& scores, const view<const E, 2>& query,
+                                 relevance_from from, const std::vector<std::int64_t>& picks) {
+  const detail::selection_groups g = detail::groups_of(p.within, grid);
+  const index_t k = static_cast<index_t>(picks.size()) / g.groups;
+  double worst = 0;
+  const auto run = [&](index_t first, index_t count, index_t pick0, index_t picked) {
+    const double_rows x = to_double(detail::row_range(rows, first, count));
+    std::vector<double> m(static_cast<std::size_t>(count), 0.0);
+    if (from == relevance_from::query) m = dpp_relevance(x, to_double(query));
+    if (from == relevance_from::scores)
+      for (index_t i = 0; i < count; ++i) m[static_cast<std::size_t>(i)] = scores[static_cast<std::size_t>(first + i)];
+    std::vector<std::int64_t> local(picks.begin() + pick0, picks.begin() + pick0 + picked);
+    for (std::int64_t& i : local) i -= first;
+    worst = std::max(worst, dpp_worst_shortfall(dpp_kernel_of(p, x, m), local));
+  };
+  for (index_t group = 0; group < g.groups; ++group) {
+    const index_t first = group * g.group_tokens;
+    if (!p.split) {
+      run(first, g.group_tokens, group * k, k);
+    } else {
+      const index_t middle = g.group_tokens / 2, k1 = k / 2;
+      run(first, middle, group * k, k1);
+      run(first + middle, g.group_tokens - middle, group * k + k1, k - k1);
+    }
+  }
+  return worst;
+}
+
 }  // namespace tokred::ref

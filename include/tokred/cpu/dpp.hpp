@@ -28,9 +28,6 @@
 namespace tokred {
 namespace detail {
 
-/// OpenVINO's `numerical_threshold`: the norm, min-max, pivot and coefficient epsilon.
-inline constexpr float dpp_epsilon = 1e-6f;
-
 /// The scratch of one cdpruner selection of `n` tokens keeping `k`.
 struct dpp_scratch {
   float* scale = nullptr;          // (n,) 1/sqrt(‖x‖² + eps)
@@ -69,7 +66,7 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   if (k == 0) return;  // the first half of a split group of one token
   for (index_t i = 0; i < n; ++i) {
     s.gain[i] = set.template pair<pair_op::dot>(i, i);  // ‖x_i‖², kept for K_ii below
-    s.scale[i] = 1.0f / std::sqrt(s.gain[i] + dpp_epsilon);
+    s.scale[i] = dpp_scale(s.gain[i]);
   }
 
   // Relevance m, then r by the kernel's min-max rule.
@@ -80,33 +77,28 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
     for (index_t q = 0; q < queries; ++q) {
       const float qq = combine<Arch, pair_op::dot>(&query(q, 0), query.stride(1), &query(q, 0),
                                                    query.stride(1), dim);
-      const float q_scale = 1.0f / std::sqrt(qq + dpp_epsilon);
+      const float q_scale = dpp_scale(qq);
       for (index_t i = 0; i < n; ++i)
-        r[i] += combine<Arch, pair_op::dot>(&rows(i, 0), rows.stride(1), &query(q, 0),
-                                            query.stride(1), dim) * (s.scale[i] * q_scale);
+        r[i] = add_rn(r[i], mul_rn(combine<Arch, pair_op::dot>(&rows(i, 0), rows.stride(1), &query(q, 0),
+                                                               query.stride(1), dim),
+                                   mul_rn(s.scale[i], q_scale)));
     }
-    for (index_t i = 0; i < n; ++i) r[i] /= static_cast<float>(queries);
+    for (index_t i = 0; i < n; ++i) r[i] = div_rn(r[i], static_cast<float>(queries));
   }
   if (p.kernel == dpp_kernel::original)
     for (index_t i = 0; i < n; ++i) r[i] = -r[i];
   const auto [lo, hi] = std::minmax_element(r, r + n);
-  const float low = *lo, range = *hi - *lo;
-  for (index_t i = 0; i < n; ++i) {
-    if (p.kernel == dpp_kernel::openvino) r[i] = (r[i] - low) / (range + dpp_epsilon);
-    else r[i] = range > 0.0f ? (r[i] - low + dpp_epsilon) / range : 1.0f;
-  }
+  const float low = *lo, range = sub_rn(*hi, *lo);
+  const bool openvino = p.kernel == dpp_kernel::openvino;
+  for (index_t i = 0; i < n; ++i) r[i] = dpp_relevance(openvino, r[i], low, range);
 
-  const float w = p.relevance_weight;
   const auto kernel = [&](index_t i, index_t j, float dot) {
-    const float sim = dot * (s.scale[i] * s.scale[j]);
-    const float coupled = r[i] * sim * r[j];
-    return p.kernel == dpp_kernel::openvino ? sim * (1.0f - w) + coupled * w : coupled;
+    return dpp_entry(openvino, p.relevance_weight, dot, s.scale[i], s.scale[j], r[i], r[j]);
   };
   // Gains, NaN read as -FLT_MAX from the start: the first update maps NaN there anyway, and a NaN
   // gain ranks below every number, as -FLT_MAX does below every finite gain.
   for (index_t i = 0; i < n; ++i) {
-    const float g = kernel(i, i, s.gain[i]);
-    s.gain[i] = std::isnan(g) ? -FLT_MAX : g;
+    s.gain[i] = dpp_gain(kernel(i, i, s.gain[i]));
     s.applied[i] = 0;
     s.heap[i] = rank_key(s.gain[i], i);
   }
@@ -119,15 +111,10 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
     const float* cj = s.coefficients + j * k;
     float* ci = s.coefficients + i * k;
     float e = kernel(j, i, dot);
-    for (index_t q = 0; q < t; ++q) {
-      const float c = cj[q];
-      if (std::fabs(c) < dpp_epsilon) continue;
-      e -= c * ci[q];
-    }
-    e *= s.pivot[t];
+    for (index_t q = 0; q < t; ++q) e = dpp_orthogonalise(e, cj[q], ci[q]);
+    e = mul_rn(e, s.pivot[t]);
     ci[t] = e;
-    const float left = s.gain[i] - e * e;
-    s.gain[i] = std::isnan(left) ? -FLT_MAX : left;
+    s.gain[i] = dpp_gain(sub_rn(s.gain[i], mul_rn(e, e)));
   };
 
   // Lazy greedy (cpu/diversity.hpp's lazy_argmax): gains only fall, so a stale gain bounds the
@@ -143,7 +130,7 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   for (index_t picked = 0; picked < k; ++picked) {
     const index_t i = lazy_argmax(heap, s.applied, picked, [](index_t) { return false; }, advance);
     picks[picked] = i;
-    s.pivot[picked] = 1.0f / std::sqrt(s.gain[i] + dpp_epsilon);
+    s.pivot[picked] = dpp_scale(s.gain[i]);
     heap.pop();
   }
 }

@@ -49,4 +49,37 @@ struct two_smallest {
   }
 };
 
+// ---------------------------------------------------------------------------------------------
+// cdpruner: OpenVINO GenAI's conditional DPP, value by value.
+
+/// OpenVINO's `numerical_threshold`: the norm, min-max, pivot and coefficient epsilon.
+inline constexpr float dpp_epsilon = 1e-6f;
+
+/// 1/sqrt(‖x‖² + ε): a row's (or a query's) normalisation.
+TOKRED_HOST_DEVICE inline float dpp_scale(float sq) noexcept { return div_rn(1.0f, sqrt_rn(add_rn(sq, dpp_epsilon))); }
+
+/// r from the raw relevance m by the kernel's min-max rule over the group (`low` its minimum,
+/// `range` its maximum minus `low`).
+TOKRED_HOST_DEVICE inline float dpp_relevance(bool openvino, float m, float low, float range) noexcept {
+  if (openvino) return div_rn(sub_rn(m, low), add_rn(range, dpp_epsilon));
+  return range > 0.0f ? div_rn(add_rn(sub_rn(m, low), dpp_epsilon), range) : 1.0f;
+}
+
+/// The kernel entry K_ij from the dot product x_i·x_j, both scales and both relevances:
+/// S_ij·(1 − w) + r_i·S_ij·r_j·w (openvino) or r_i·S_ij·r_j (original), S_ij = x_i·x_j·s_i·s_j.
+TOKRED_HOST_DEVICE inline float dpp_entry(bool openvino, float w, float dot, float scale_i, float scale_j, float r_i,
+                                          float r_j) noexcept {
+  const float sim = mul_rn(dot, mul_rn(scale_i, scale_j));
+  const float coupled = mul_rn(mul_rn(r_i, sim), r_j);
+  return openvino ? add_rn(mul_rn(sim, sub_rn(1.0f, w)), mul_rn(coupled, w)) : coupled;
+}
+
+/// A gain as OpenVINO keeps it: NaN becomes −FLT_MAX.
+TOKRED_HOST_DEVICE inline float dpp_gain(float g) noexcept { return g == g ? g : -3.40282347e+38f; }
+
+/// One term of the orthogonalisation, e − c·c_i, skipped when |c| is below ε (a NaN c is not).
+TOKRED_HOST_DEVICE inline float dpp_orthogonalise(float e, float c, float c_i) noexcept {
+  return abs_bits(c) < dpp_epsilon ? e : sub_rn(e, mul_rn(c, c_i));
+}
+
 }  // namespace tokred::detail
