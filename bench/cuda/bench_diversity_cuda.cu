@@ -1,12 +1,14 @@
-// bench/cuda/bench_diversity_cuda.cu — the CUDA divprune, kcenter and importance_diversity against
+// bench/cuda/bench_diversity_cuda.cu — the CUDA divprune, kcenter, importance_diversity and
+// cdpruner (relevance from the scores, no split) against
 // one device-to-device cudaMemcpy of their input rows and against the CPU backend (one share,
 // this build's ISA).
 //
 // Shapes: the issue's, N = 576 (k = 56), 2304 (k = 230) and 9216 (k = 922) tokens of D = 4096,
 // bf16, one global group; rows are smooth fields over a square grid plus noise (image-like: few
 // first-pick candidates survive their bound). Counters: bytes processed = the rows once;
-// `eager_TFLOPs` = 2·N·k·D, the multiply-adds of the k distance updates. At N = 576 the picks are
-// checked after timing against the host replay of the algorithm (tests/support/diversity_replay.hpp).
+// `eager_TFLOPs` = 2·N·k·D, the multiply-adds of the k distance updates (kernel rows for the DPP).
+// At N = 576 the picks are checked after timing against the host replay of the algorithm
+// (tests/support/diversity_replay.hpp, dpp_replay.hpp).
 #include <cuda_runtime.h>
 
 #include <benchmark/benchmark.h>
@@ -20,6 +22,7 @@
 
 #include "cuda/cuda_bench.cuh"
 #include "support/diversity_replay.hpp"
+#include "support/dpp_replay.hpp"
 
 namespace tokred::bench {
 namespace {
@@ -89,8 +92,12 @@ void BM_cuda_diversity(benchmark::State& state) {
         return apply(tokred::cuda{timer.stream()}, p, in, out, workspace{ws.get(), ws.size()}) == status::ok;
       }))
     return;
-  if (c.n == 576 && picks.download() != testing::replay_maxmin(p, c.host()))
-    return state.SkipWithError("picks differ from the host replay's");
+  if (c.n == 576) {
+    std::vector<std::int64_t> want;
+    if constexpr (std::is_same_v<P, cdpruner>) want = testing::replay_dpp(p, c.host());
+    else want = testing::replay_maxmin(p, c.host());
+    if (picks.download() != want) return state.SkipWithError("picks differ from the host replay's");
+  }
   count(state, c);
 }
 
@@ -115,6 +122,7 @@ BENCHMARK(BM_cuda_memcpy_rows)->Apply(shapes)->UseManualTime()->Unit(benchmark::
 BENCHMARK_TEMPLATE(BM_cuda_diversity, divprune)->Apply(shapes)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_cuda_diversity, kcenter)->Apply(shapes)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_cuda_diversity, importance_diversity)->Apply(shapes)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_cuda_diversity, cdpruner)->Apply(shapes)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_cpu_diversity, divprune)->Args({576, 56})->ArgNames({"tokens", "k"})->Unit(benchmark::kMillisecond);
 
 }  // namespace

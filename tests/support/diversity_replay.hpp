@@ -27,12 +27,12 @@ inline float replay_warp_sum(const float (&lanes)[32]) {
   return v[0];
 }
 
-/// warp_dot (`squared` false) or warp_squared_distance of rows i and j.
-template <class E>
-float replay_warp_pair(const view<const E, 2>& rows, index_t i, index_t j, bool squared) {
+/// warp_dot (`squared` false) or warp_squared_distance of row i of `x` and row j of `y`.
+template <class A, class B>
+float replay_warp_pair(const view<const A, 2>& x, index_t i, const view<const B, 2>& y, index_t j, bool squared) {
   float lanes[32] = {};
-  for (index_t c = 0; c < rows.extent(1); ++c) {
-    const float a = to_float(rows(i, c)), b = to_float(rows(j, c));
+  for (index_t c = 0; c < x.extent(1); ++c) {
+    const float a = to_float(x(i, c)), b = to_float(y(j, c));
     float& acc = lanes[c % 32];
     if (squared) {
       const float d = detail::sub_rn(a, b);
@@ -42,6 +42,12 @@ float replay_warp_pair(const view<const E, 2>& rows, index_t i, index_t j, bool 
     }
   }
   return replay_warp_sum(lanes);
+}
+
+/// The same for rows i and j of one matrix.
+template <class E>
+float replay_warp_pair(const view<const E, 2>& rows, index_t i, index_t j, bool squared) {
+  return replay_warp_pair(rows, i, rows, j, squared);
 }
 
 /// The CUDA backend's picks of every group, in pick order, as token indices.

@@ -283,22 +283,25 @@ __global__ void __launch_bounds__(threads)
   }
 }
 
-/// Every group's picks: in pick order to `picks` (when requested), and ascending, repeats
-/// included, to the scratch's kept list, both as token indices: each token's pick count (in
-/// `picked`, no longer needed), an exclusive scan of the counts, then each token written at its
+/// Every group's picks, from their keys (group-local indices): in pick order to `picks` (when
+/// requested), and ascending, repeats included, to `kept`, both as token indices: each token's
+/// pick count (in `counts`), an exclusive scan of the counts, then each token written at its
 /// offset as many times as it was picked. O(n + k) per group.
 __global__ void __launch_bounds__(threads)
-    finish_kernel(index_t n, index_t groups, index_t k, scratch s, view<std::int64_t, 1, device_space> picks) {
+    finish_kernel(index_t n, index_t groups, index_t k, const unsigned long long* keys,  // (groups, k)
+                  std::uint32_t* counts,                                                 // (groups·n,)
+                  std::int64_t* kept,                                                    // (groups, k)
+                  view<std::int64_t, 1, device_space> picks) {
   using scan = cub::BlockScan<std::uint32_t, threads>;
   __shared__ typename scan::TempStorage temp;
   __shared__ std::uint32_t carry;
   for (index_t g = blockIdx.x; g < groups; g += gridDim.x) {  // uniform per block
-    std::uint32_t* count = s.picked + g * n;
+    std::uint32_t* count = counts + g * n;
     for (index_t t = threadIdx.x; t < n; t += threads) count[t] = 0;
     if (threadIdx.x == 0) carry = 0;
     __syncthreads();
     for (index_t t = threadIdx.x; t < k; t += threads) {
-      const index_t mine = rank_key_index(s.keys[g * k + t]);
+      const index_t mine = rank_key_index(keys[g * k + t]);
       atomicAdd(count + mine, 1u);
       if (requested(picks)) picks(g * k + t) = g * n + mine;
     }
@@ -308,7 +311,7 @@ __global__ void __launch_bounds__(threads)
       const std::uint32_t times = t < n ? count[t] : 0u;
       std::uint32_t before = 0, total = 0;
       scan(temp).ExclusiveSum(times, before, total);
-      for (std::uint32_t c = 0; c < times; ++c) s.kept[g * k + carry + before + c] = g * n + t;
+      for (std::uint32_t c = 0; c < times; ++c) kept[g * k + carry + before + c] = g * n + t;
       __syncthreads();  // every thread has read carry and temp
       if (threadIdx.x == 0) carry += total;
       __syncthreads();
@@ -368,7 +371,8 @@ struct cuda_maxmin {
     constexpr bool weighted = std::is_same_v<P, importance_diversity>;
     for (index_t t = 1; t < k; ++t)
       step_kernel<kind, weighted, Ein><<<per_token, threads, 0, exec.stream>>>(r, t, repeats, in.scores, s);
-    finish_kernel<<<per_group, threads, 0, exec.stream>>>(r.n, r.groups, k, s, out.picks);
+    // `picked` is no longer needed: it holds the pick counts.
+    finish_kernel<<<per_group, threads, 0, exec.stream>>>(r.n, r.groups, k, s.keys, s.picked, s.kept, out.picks);
     if (status st = launch_status(); st != status::ok) return st;
     const selection_outputs<Eout, device_space>& base = out;
     return launch_emit(exec, kept_list_index{s.kept}, total, in.grid, in.tokens, base);

@@ -21,3 +21,4 @@
 #include "tokred/cuda/ggml_blocks.cuh"
 #include "tokred/cuda/tome.cuh"
 #include "tokred/cuda/diversity.cuh"
+#include "tokred/cuda/dpp.cuh"
