@@ -5,7 +5,8 @@
 // The GPU's picks must be the replay's exactly; source, positions and rows those of the picks in
 // ascending order. Over the shared case table (its layouts), fp32/bf16 rows and fp16 rows into
 // fp32, global and per-frame scope, split or not, both kernels, relevance from query rows, scores
-// or none; OpenVINO's parameters on a 24 × 24 image at D = 1024; bad input (the CPU backend's
+// or none; OpenVINO's parameters on a 24 × 24 image at D = 1024; duplicated rows, NaN and ±inf
+// scores, every token kept; bad input (the CPU backend's
 // statuses, nothing written); and a CUDA-graph capture and replay. Exits 77 (CTest's "skipped")
 // without a CUDA device; otherwise prints one line per failure (the first 60) and "N passed, M
 // failed".
@@ -13,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <tokred/cuda/tokred.cuh>
 #include <vector>
@@ -118,6 +120,30 @@ void openvino_shapes() {
   compare<float, float>(video, cdpruner::openvino(70, 0.3f), relevance_from::query, "video openvino(70)");
 }
 
+/// Duplicated rows (exact gain ties, in both halves of a split), scores with NaN and ±inf, and
+/// every token kept.
+void special_rows() {
+  dpp_case<float> dc(token_grid{2, 5, 6}, 12, layout::contiguous, 13);
+  for (index_t c = 0; c < dc.dim; ++c) {
+    dc.rows.rows(2, c) = dc.rows.rows(7, c);    // first half of frame 0
+    dc.rows.rows(20, c) = dc.rows.rows(24, c);  // second half of frame 0
+  }
+  dc.scores[3] = std::numeric_limits<float>::quiet_NaN();
+  dc.scores[11] = std::numeric_limits<float>::infinity();
+  dc.scores[40] = -std::numeric_limits<float>::infinity();
+  dc.device_rows.storage.upload(dc.rows.storage);
+  dc.device_scores.upload(dc.scores);
+  for (const double ratio : {0.5, 1.0})
+    for (const bool split : {false, true}) {
+      cdpruner p{keep_budget::ratio(ratio, rounding::half_away)};
+      p.within = scope::per_frame;
+      p.split = split;
+      const std::string what = "special ratio " + std::to_string(ratio) + (split ? " split" : "");
+      compare<float, float>(dc, p, relevance_from::scores, what + " scores");
+      compare<float, float>(dc, p, relevance_from::query, what + " query");
+    }
+}
+
 /// Bad input: the CPU backend's statuses; nothing written.
 void bad_input() {
   const dpp_case<float> dc(image_grid(6, 6), 8, layout::contiguous, 3);
@@ -167,6 +193,7 @@ int main() {
   case_table<bf16, bf16>();
   case_table<f16, float>();
   openvino_shapes();
+  special_rows();
   bad_input();
   graph_capture();
   return summary();

@@ -5,9 +5,11 @@
 // over each half of it; all of them in the same launches, whose shapes follow from the
 // problem's shapes (a CUDA graph captures them):
 //   prepare    one warp per token: ‖x‖², the scale 1/sqrt(‖x‖² + ε); pick keys reset
-//   relevance  one block per DPP: the raw relevance (the scores, or the mean cosine to the query
-//              rows, or 0), its minimum and maximum, r by the kernel's min-max rule, the initial
-//              gains K_ii, and the first pick (largest gain, then lowest index)
+//   raw relevance  one warp per token: the score, or the mean cosine to the query rows (their
+//              scales staged per block in shared memory), or 0
+//   relevance  one block per DPP: the minimum and maximum of the raw relevance, r by the kernel's
+//              min-max rule, the initial gains K_ii, and the first pick (largest gain, then lowest
+//              index)
 //   step t     t = 1 … k − 1, one launch each, one warp per token not yet picked: the kernel entry
 //              with pick t − 1 (one warp dot), orthogonalised against the earlier picks'
 //              coefficients, scaled by the pick's pivot, stored as the token's coefficient t − 1;
@@ -24,7 +26,7 @@
 // takes them in std::minmax_element's order.
 //
 // Cost per DPP of n tokens keeping k: O(n·D) to prepare, O(n·Q·D) for relevance from Q query
-// rows (one block per DPP), O(k·n·(D + k)) for the steps; memory O(n·k) for the coefficients.
+// rows, O(k·n·(D + k)) for the steps; memory O(n·k) for the coefficients.
 #pragma once
 
 #include <cstdint>
@@ -85,7 +87,6 @@ struct scratch {
   float* gain = nullptr;                // (tokens,) d²; ‖x‖² until the relevance kernel
   std::uint32_t* picked = nullptr;      // (tokens,) 1 once picked; finish: pick counts
   float* coefficients = nullptr;        // (tokens, k) C, token-major
-  float* pivot = nullptr;               // (groups, k) 1/sqrt(d² + ε) of each pick
   unsigned long long* keys = nullptr;   // (groups, k) each pick's rank key (group-local index)
   std::int64_t* kept = nullptr;         // (groups, k) ascending token indices
 
@@ -96,7 +97,6 @@ struct scratch {
     s.gain = ar.take<float>(tokens);
     s.picked = ar.take<std::uint32_t>(tokens);
     s.coefficients = ar.take<float>(tokens * k);
-    s.pivot = ar.take<float>(groups * k);
     s.keys = ar.take<unsigned long long>(groups * k);
     s.kept = ar.take<std::int64_t>(groups * k);
     return s;
@@ -118,38 +118,64 @@ __global__ void __launch_bounds__(threads) prepare_kernel(dpp_runs<E> r, scratch
   }
 }
 
-/// Each DPP's relevance, initial gains and first pick, one block per DPP.
+/// Query rows whose scales a relevance block stages at once.
+inline constexpr index_t query_chunk = 64;
+
+/// Every token's raw relevance m: its score, or the mean cosine to the query rows (each scaled by
+/// 1/sqrt(‖q‖² + ε), staged per block a chunk of queries at a time), or 0; negated for the
+/// original kernel. One warp per token, tiles of `warps` tokens per block.
 template <class E>
-__global__ void __launch_bounds__(threads) relevance_kernel(dpp_runs<E> r, scratch s) {
-  __shared__ float low_of[warps], high_of[warps];
-  __shared__ unsigned long long best;
+__global__ void __launch_bounds__(threads) raw_relevance_kernel(dpp_runs<E> r, scratch s) {
+  __shared__ float query_scale[query_chunk];
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
   const index_t dim = r.rows.extent(1), stride = r.rows.stride(1), queries = r.query.extent(0);
+  const index_t tokens = r.groups * r.n;
   const bool from_query = !requested(r.scores) && requested(r.query);
+  for (index_t tile = blockIdx.x * static_cast<index_t>(warps); tile < tokens;
+       tile += static_cast<index_t>(gridDim.x) * warps) {  // uniform per block
+    const index_t i = tile + warp;
+    float m = i < tokens && requested(r.scores) ? r.scores(i) : 0.0f;
+    if (from_query) {
+      for (index_t q0 = 0; q0 < queries; q0 += query_chunk) {
+        const index_t count = queries - q0 < query_chunk ? queries - q0 : query_chunk;
+        __syncthreads();  // the previous chunk's scales are no longer read
+        for (index_t q = warp; q < count; q += warps) {
+          const float qq = warp_dot(&r.query(q0 + q, 0), r.query.stride(1), &r.query(q0 + q, 0), r.query.stride(1), dim, lane);
+          if (lane == 0) query_scale[q] = dpp_scale(qq);
+        }
+        __syncthreads();
+        if (i < tokens)
+          for (index_t q = 0; q < count; ++q) {
+            const float dot = warp_dot(&r.rows(i, 0), stride, &r.query(q0 + q, 0), r.query.stride(1), dim, lane);
+            m = add_rn(m, mul_rn(dot, mul_rn(s.scale[i], query_scale[q])));
+          }
+      }
+      m = div_rn(m, static_cast<float>(queries));
+    }
+    if (i < tokens && lane == 0) s.relevance[i] = r.openvino ? m : -m;
+  }
+}
+
+/// Each DPP's relevance by the kernel's min-max rule, its initial gains and its first pick, one
+/// block per DPP.
+template <class E>
+__global__ void __launch_bounds__(threads) relevance_kernel(dpp_runs<E> r, scratch s) {
+  __shared__ float low_of[threads], high_of[threads];
+  __shared__ unsigned long long best;
   for (index_t u = blockIdx.x; u < r.runs(); u += gridDim.x) {  // uniform per block
     if (r.picks(u) == 0) continue;  // the first half of a split group of one token keeps none
     const index_t g = r.group(u), base = g * r.n + r.first(u), len = r.length(u);
     float low = positive_infinity(), high = -positive_infinity();  // NaN ignored
-    for (index_t t = warp; t < len; t += warps) {
-      const index_t i = base + t;
-      float m = requested(r.scores) ? r.scores(i) : 0.0f;
-      if (from_query) {
-        for (index_t q = 0; q < queries; ++q) {
-          const float qq = warp_dot(&r.query(q, 0), r.query.stride(1), &r.query(q, 0), r.query.stride(1), dim, lane);
-          const float dot = warp_dot(&r.rows(i, 0), stride, &r.query(q, 0), r.query.stride(1), dim, lane);
-          m = add_rn(m, mul_rn(dot, mul_rn(s.scale[i], dpp_scale(qq))));
-        }
-        m = div_rn(m, static_cast<float>(queries));
-      }
-      if (!r.openvino) m = -m;
-      if (lane == 0) s.relevance[i] = m;
+    for (index_t t = threadIdx.x; t < len; t += threads) {
+      const float m = s.relevance[base + t];
       low = m < low ? m : low;
       high = m > high ? m : high;
     }
-    if (lane == 0) low_of[warp] = low, high_of[warp] = high;
+    low_of[threadIdx.x] = low;
+    high_of[threadIdx.x] = high;
     if (threadIdx.x == 0) best = 0ull;
     __syncthreads();
-    for (int w = 0; w < warps; ++w) {
+    for (int w = 0; w < threads; ++w) {
       low = low_of[w] < low ? low_of[w] : low;
       high = high_of[w] > high ? high_of[w] : high;
     }
@@ -185,10 +211,7 @@ __global__ void __launch_bounds__(threads) step_kernel(dpp_runs<E> r, index_t t,
     const index_t g = r.group(u), slot = r.slot(u), len = r.length(u);
     const index_t j = g * r.n + rank_key_index(s.keys[slot + t - 1]);  // pick t − 1's token
     const float pivot = dpp_scale(s.gain[j]);  // j's gain is final: picked tokens are not updated
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-      s.pivot[slot + t - 1] = pivot;
-      s.picked[j] = 1;
-    }
+    if (blockIdx.x == 0 && threadIdx.x == 0) s.picked[j] = 1;
     const float* cj = s.coefficients + j * r.k;
     unsigned long long mine = 0ull;
     for (index_t q = warp; q < len; q += static_cast<index_t>(gridDim.x) * warps) {
@@ -262,6 +285,7 @@ struct backend<cdpruner, cuda> {
     const unsigned y = r.runs() < cu::max_grid_y ? static_cast<unsigned>(r.runs()) : cu::max_grid_y;
     const index_t longest = r.parts == 1 ? r.n : r.n - r.n / 2, most = r.parts == 1 ? k : k - k / 2;
     cu::prepare_kernel<Ein><<<detail::blocks_for(in.grid.tokens(), cu::warps), cu::threads, 0, exec.stream>>>(r, s);
+    cu::raw_relevance_kernel<Ein><<<detail::blocks_for(in.grid.tokens(), cu::warps), cu::threads, 0, exec.stream>>>(r, s);
     cu::relevance_kernel<Ein><<<detail::blocks_for(r.runs(), 1), cu::threads, 0, exec.stream>>>(r, s);
     const dim3 per_token(detail::blocks_for(longest, cu::warps), y);
     for (index_t t = 1; t < most; ++t) cu::step_kernel<Ein><<<per_token, cu::threads, 0, exec.stream>>>(r, t, s);
