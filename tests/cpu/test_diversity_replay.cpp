@@ -67,8 +67,10 @@ void certify_all(const shape_case& c, const std::vector<double>& ratios) {
 }  // namespace
 
 TEST_CASE("diversity's CUDA algorithm, replayed on the host, picks as the oracle does", "[diversity][cuda-replay]") {
+  // The 16-bit types read through the same replay as fp32 (exact widening): the small cases suffice.
   for (const shape_case& c : shape_cases()) {
     certify_all<float>(c, {0.25, 1.0});
+    if (c.grid.tokens() > 300) continue;
     certify_all<bf16>(c, {0.25});
     certify_all<f16>(c, {0.25});
   }
