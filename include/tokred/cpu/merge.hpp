@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "tokred/core/contract.hpp"
 #include "tokred/core/exec.hpp"
@@ -65,6 +66,23 @@ struct product_scratch {
   }
 };
 
+/// Rows `list[0 … count)` of a (rows, dim) view: what the product packs when the rows it compares
+/// are not every row of a view (they are read in place, not copied).
+template <class E>
+struct indexed_rows {
+  view<const E, 2> rows;  // (rows, dim)
+  const index_t* list;    // (count,)
+  index_t count;
+
+  index_t extent(int d) const noexcept { return d == 0 ? count : rows.extent(1); }
+  index_t stride(int d) const noexcept { return rows.stride(d); }
+  const E& operator()(index_t t, index_t c) const noexcept { return rows(list[t], c); }
+};
+
+/// The element type of a view or of indexed_rows.
+template <class Rows>
+using rows_element_t = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<const Rows&>()(0, 0))>>;
+
 /// Copies columns [c0, c0 + kc) of rows [r0, r0 + count) as fp32 into panels of `width` rows:
 /// row t, column c goes to out[(t / width)·kc·width + c·width + t mod width]. Rows past `count`
 /// up to the next multiple of `width` are zero. kc ≤ product_kc.
@@ -74,9 +92,10 @@ struct product_scratch {
 /// one value at a time, ToMe's matching of 576 × 1024 fp16 rows took 3.5 ms against 2.0 ms for
 /// fp32 rows (AVX-512), 1.8 ms this way. bf16 widens by a shift and goes to the panel directly:
 /// through the row of floats, its matching of 2304 × 4096 rows was 5–8 % slower.
-template <class Arch, class E>
-void pack_panels(const view<const E, 2>& rows, index_t r0, index_t count, index_t c0, index_t kc,
-                 index_t width, float* out) noexcept {
+template <class Arch, class Rows>
+void pack_panels(const Rows& rows, index_t r0, index_t count, index_t c0, index_t kc, index_t width,
+                 float* out) noexcept {
+  using E = rows_element_t<Rows>;
   constexpr index_t lanes = static_cast<index_t>(float_batch<Arch>::size);
   const index_t padded = padded_to(count, width);
   // The rows packed are every other token, 2·dim apart: the hardware prefetcher does not carry
@@ -133,14 +152,14 @@ void product_kernel(const float* a,  // (kc, mr)
     for (int v = 0; v < NV; ++v) acc[x][v].store_aligned(c + x * nr + v * lanes);
 }
 
-/// The dot product of every row i of `a` with every row j of `b` (both (rows, dim), any strides,
-/// any element type), handed over a run at a time: `visit(i, j, dots, count)` gives the dots of
+/// The dot product of every row i of `a` with every row j of `b` (both (rows, dim), views or
+/// indexed_rows, any strides, any element type), handed over a run at a time: `visit(i, j, dots, count)` gives the dots of
 /// row i with rows j … j + count − 1 of b (at most `nr` of them), and for each i the runs come in
 /// ascending j. Each dot is Σ_k a_ik·b_jk as a multiply-add chain in k order from 0, whatever the
 /// blocking or the rows around it: a pair has the same bits in any call.
-template <class Arch, class E, class Visit>
-void cross_dots(const view<const E, 2>& a,  // (a_rows, dim)
-                const view<const E, 2>& b,  // (b_rows, dim)
+template <class Arch, class A, class B, class Visit>
+void cross_dots(const A& a,  // (a_rows, dim): a view or indexed_rows
+                const B& b,  // (b_rows, dim)
                 const product_scratch& s, const Visit& visit) noexcept {
   using tile = product_tile<Arch>;
   constexpr index_t mr = tile::mr, nr = tile::nr;

@@ -73,10 +73,14 @@ float_batch<Arch> multiply_add(const float_batch<Arch>& a, const float_batch<Arc
   return xsimd::fma(a, b, c);
 }
 
-/// Whether `multiply_add<Arch>` rounds once (AVX-512 and xsimd's fma3 architectures).
+/// Whether `multiply_add<Arch>` rounds once: AVX-512, xsimd's fma3 architectures, and NEON where
+/// the target has fused multiply-add (xsimd's NEON `fma` is `vfmaq_f32` then: every AArch64).
 template <class Arch>
 constexpr bool multiply_add_fuses() noexcept {
   using A = simd_arch_t<Arch>;
+#if XSIMD_WITH_NEON && defined(__ARM_FEATURE_FMA)
+  if constexpr (std::is_base_of_v<xsimd::neon, A>) return true;
+#endif
   return lane_isa_of<Arch>() == lane_isa::avx512 || std::is_base_of_v<xsimd::fma3<xsimd::sse4_2>, A> ||
          std::is_base_of_v<xsimd::fma3<xsimd::avx>, A> || std::is_base_of_v<xsimd::fma3<xsimd::avx2>, A>;
 }

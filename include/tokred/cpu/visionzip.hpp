@@ -43,24 +43,29 @@ struct visionzip_scratch {
   std::int64_t* dominant = nullptr;  // (patches,) the dominant patches' rows, ascending
   index_t* slot = nullptr;           // (rows,) output slot of every row, −1 when dropped
   index_t* remaining = nullptr;      // (|R|,) the rows of R, ascending
-  float* scale = nullptr;            // (|R|,) 1/‖m‖ of each row of R (cosine_scale)
   index_t* targets = nullptr;        // (C,) the target rows, ascending
-  float* dots = nullptr;             // (C,) one row's dot products with the targets
-  index_t* choice = nullptr;         // (|R|,) the target each row of R joins (its own for a target)
+  product_scratch product;           // every metric row against the targets (C > 0)
+  float* scale = nullptr;            // (rows,) 1/‖m‖ of every row (chain_cosine_scales)
+  float* best = nullptr;             // (rows,) a row of R's best cosine so far
+  index_t* choice = nullptr;         // (rows,) the target a row of R joins (its own for a target)
   index_t* offsets = nullptr;        // (C + 1,) target q's members: members[offsets[q] … offsets[q+1])
   index_t* cursor = nullptr;         // (C,) where target q's next member goes
   index_t* members = nullptr;        // (|R| − C,) each target's members, ascending
 
+  template <class Arch>
   static visionzip_scratch carve(arena& ar, const visionzip_shape& s, index_t contextual) {
     visionzip_scratch v;
     v.keys = ar.take<std::uint32_t>(s.rows);
     v.dominant = ar.take<std::int64_t>(s.patches);
     v.slot = ar.take<index_t>(s.rows);
     v.remaining = ar.take<index_t>(s.remaining);
-    v.scale = ar.take<float>(s.remaining);
     v.targets = ar.take<index_t>(contextual);
-    v.dots = ar.take<float>(contextual);
-    v.choice = ar.take<index_t>(s.remaining);
+    if (contextual > 0) {
+      v.product = product_scratch::carve<Arch>(ar, s.rows, contextual);
+      v.scale = ar.take<float>(s.rows);
+      v.best = ar.take<float>(s.rows);
+      v.choice = ar.take<index_t>(s.rows);
+    }
     v.offsets = ar.take<index_t>(contextual + 1);
     v.cursor = ar.take<index_t>(contextual);
     v.members = ar.take<index_t>(s.remaining - contextual);
@@ -87,38 +92,43 @@ void visionzip_layout(const visionzip& p, const visionzip_inputs<E>& in, const v
 }
 
 /// Step 3: the target every row of R joins, and each target's members in row order. A row's
-/// cosine with target t is (dot·s_r)·s_t, dot from the canonical kernels; the argmax visits the
-/// targets in order and takes only a strictly larger cosine, so ties keep the lower target and
-/// NaN is skipped (a row with no number among its cosines keeps target 0).
+/// cosine with target t is (dot·s_r)·s_t (`scaled_cosine`), each dot and squared norm one
+/// multiply-add chain in column order (the product of <tokred/cpu/merge.hpp> against the target
+/// rows, and `chain_cosine_scales`: the order of tome's similarities, which the CUDA backend
+/// follows); the argmax visits the targets in order and takes only a strictly larger cosine, so
+/// ties keep the lower target and NaN is skipped (a row with no number among its cosines keeps
+/// target 0).
 template <class Arch, class E>
 void visionzip_assign(const visionzip& p, const view<const E, 2>& metric,  // (rows, metric_dim)
                       const visionzip_shape& s, const visionzip_scratch& v) noexcept {
   const index_t c = p.contextual;
-  for (index_t r = 0; r < s.remaining; ++r) v.scale[r] = cosine_scale<Arch>(metric, v.remaining[r]);
-  const row_set<Arch, E> rows{metric};
-  for (index_t r = 0; r < s.remaining; ++r) {
-    if (r % s.step == 0 && r / s.step < c) {  // a target joins itself
-      v.choice[r] = r / s.step;
-      continue;
-    }
-    rows.template pairs<pair_op::dot>(v.remaining[r], v.targets, c, v.dots);
-    const float sr = v.scale[r];
-    float best = -std::numeric_limits<float>::infinity();
-    index_t at = 0;
-    for (index_t q = 0; q < c; ++q) {
-      const float sim = v.dots[q] * sr * v.scale[q * s.step];
-      if (sim > best) best = sim, at = q;
-    }
-    v.choice[r] = at;
+  chain_cosine_scales<Arch>(metric, v.product.b_panels, v.scale);
+  for (index_t i = 0; i < s.rows; ++i) {
+    v.best[i] = -std::numeric_limits<float>::infinity();
+    v.choice[i] = 0;
   }
+  cross_dots<Arch>(metric, indexed_rows<E>{metric, v.targets, c}, v.product,
+                   [&](index_t x, index_t y, const float* dots, index_t count) {
+                     if (v.slot[x] >= 0) return;  // a dominant row
+                     float top = v.best[x];
+                     index_t at = -1;
+                     for (index_t q = 0; q < count; ++q) {
+                       const float sim = scaled_cosine(dots[q], v.scale[x], v.scale[v.targets[y + q]]);
+                       if (sim > top) top = sim, at = q;
+                     }
+                     if (at >= 0) v.best[x] = top, v.choice[x] = y + at;
+                   });
+  for (index_t q = 0; q < c; ++q) v.choice[v.targets[q]] = q;  // a target joins itself
   // Counting sort of the members by target, stable: each target's members stay in row order.
   std::fill(v.offsets, v.offsets + c + 1, index_t{0});
-  for (index_t r = 0; r < s.remaining; ++r)
-    if (v.remaining[r] != v.targets[v.choice[r]]) ++v.offsets[v.choice[r] + 1];
+  for (index_t r = 0; r < s.remaining; ++r) {
+    const index_t row = v.remaining[r];
+    if (row != v.targets[v.choice[row]]) ++v.offsets[v.choice[row] + 1];
+  }
   for (index_t q = 0; q < c; ++q) v.offsets[q + 1] += v.offsets[q];
   std::copy(v.offsets, v.offsets + c, v.cursor);
   for (index_t r = 0; r < s.remaining; ++r) {
-    const index_t q = v.choice[r], row = v.remaining[r];
+    const index_t row = v.remaining[r], q = v.choice[row];
     v.slot[row] = p.dominant + q;
     if (row != v.targets[q]) v.members[v.cursor[q]++] = row;
   }
@@ -224,7 +234,7 @@ struct backend<visionzip, cpu<Arch>> {
   static detail::visionzip_scratch carve(detail::arena& a, const visionzip& p, const detail::visionzip_shape& s,
                                          int ith, int nth) {
     return detail::carve_shares(a, ith, nth, [&](detail::arena& one) {
-      return detail::visionzip_scratch::carve(one, s, p.contextual);
+      return detail::visionzip_scratch::carve<Arch>(one, s, p.contextual);
     });
   }
 

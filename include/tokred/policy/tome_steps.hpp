@@ -56,13 +56,15 @@ TOKRED_HOST_DEVICE inline float weighted_mean_step(float acc, float x, float wei
   return first ? mul_rn(x, weight) : chain_step<Fused>(x, weight, acc);
 }
 
-/// The rows of one side of the matching: every other row of the compared rows from `first`.
+/// Every `step`-th row of the compared rows from `first`: one side of the matching (step 2: A from
+/// row 0, B from row 1), or all of them (step 1).
 template <class E, class Space>
 struct side_rows {
   view<const E, 2, Space> rows;  // (tokens, dim) all compared rows
-  index_t first = 0;             // token of side index 0: 0 for A, 1 for B
+  index_t first = 0;             // row of index 0
+  index_t step = 2;
 
-  TOKRED_HOST_DEVICE float at(index_t k, index_t c) const noexcept { return to_float(rows(first + 2 * k, c)); }
+  TOKRED_HOST_DEVICE float at(index_t k, index_t c) const noexcept { return to_float(rows(first + step * k, c)); }
 };
 
 /// Σ_c a_kc·b_jc as one multiply-add chain in c order from 0: a dot of the CPU backend's
