@@ -61,25 +61,18 @@ void check_against_oracle(const cdpruner& p, const shape_case& c, relevance_from
 
 template <class Ein, class Eout>
 void check_variants(const shape_case& c) {
-  // The oracle is O(k·n·k²): large groups keep 5 %, small ones a quarter.
-  const double ratio = c.grid.tokens() > 300 ? 0.05 : 0.25;
-  for (const scope within : {scope::global, scope::per_frame})
-    for (const bool split : {false, true}) {
-      INFO(c.name << (within == scope::global ? " global" : " per-frame") << (split ? " split" : ""));
-      cdpruner p{keep_budget::ratio(ratio, rounding::half_away)};
-      p.within = within;
-      p.split = split;
-      if (can_implement(p, problem{c.grid, c.dim}) != status::ok) continue;
-      check_against_oracle<Ein, Eout>(p, c, relevance_from::query, split ? 3 : 1);
-      check_against_oracle<Ein, Eout>(p, c, relevance_from::scores, 1);
-      check_against_oracle<Ein, Eout>(p, c, relevance_from::none, 1);
-      for (const float w : {0.0f, 1.0f}) {
-        p.relevance_weight = w;
-        check_against_oracle<Ein, Eout>(p, c, relevance_from::query, 1);
-      }
-      p.kernel = dpp_kernel::original;
-      check_against_oracle<Ein, Eout>(p, c, relevance_from::scores, 2);
+  for_each_dpp_layout(c, [&](cdpruner p) {
+    INFO(c.name << (p.within == scope::global ? " global" : " per-frame") << (p.split ? " split" : ""));
+    check_against_oracle<Ein, Eout>(p, c, relevance_from::query, p.split ? 3 : 1);
+    check_against_oracle<Ein, Eout>(p, c, relevance_from::scores, 1);
+    check_against_oracle<Ein, Eout>(p, c, relevance_from::none, 1);
+    for (const float w : {0.0f, 1.0f}) {
+      p.relevance_weight = w;
+      check_against_oracle<Ein, Eout>(p, c, relevance_from::query, 1);
     }
+    p.kernel = dpp_kernel::original;
+    check_against_oracle<Ein, Eout>(p, c, relevance_from::scores, 2);
+  });
 }
 
 }  // namespace

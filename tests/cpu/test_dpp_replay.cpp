@@ -48,23 +48,16 @@ void certify(const cdpruner& p, const shape_case& c, relevance_from from) {
 
 template <class E>
 void certify_variants(const shape_case& c) {
-  // The oracle is O(k·n·k²): large groups keep 5 %, small ones a quarter.
-  const double ratio = c.grid.tokens() > 300 ? 0.05 : 0.25;
-  for (const scope within : {scope::global, scope::per_frame})
-    for (const bool split : {false, true}) {
-      INFO(c.name << (within == scope::global ? " global" : " per-frame") << (split ? " split" : ""));
-      cdpruner p{keep_budget::ratio(ratio, rounding::half_away)};
-      p.within = within;
-      p.split = split;
-      if (can_implement(p, problem{c.grid, c.dim}) != status::ok) continue;
-      certify<E>(p, c, relevance_from::query);
-      certify<E>(p, c, relevance_from::scores);
-      certify<E>(p, c, relevance_from::none);
-      p.relevance_weight = 1.0f;
-      certify<E>(p, c, relevance_from::query);
-      p.kernel = dpp_kernel::original;
-      certify<E>(p, c, relevance_from::scores);
-    }
+  for_each_dpp_layout(c, [&](cdpruner p) {
+    INFO(c.name << (p.within == scope::global ? " global" : " per-frame") << (p.split ? " split" : ""));
+    certify<E>(p, c, relevance_from::query);
+    certify<E>(p, c, relevance_from::scores);
+    certify<E>(p, c, relevance_from::none);
+    p.relevance_weight = 1.0f;
+    certify<E>(p, c, relevance_from::query);
+    p.kernel = dpp_kernel::original;
+    certify<E>(p, c, relevance_from::scores);
+  });
 }
 
 }  // namespace

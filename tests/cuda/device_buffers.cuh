@@ -17,6 +17,7 @@
 #include <tokred/core/view.hpp>
 
 #include "cuda/harness.cuh"
+#include "support/buffers.hpp"
 #include "support/cases.hpp"
 
 namespace tokred::testing {
@@ -189,6 +190,37 @@ struct rows_on_device {
             {storage.where.row_stride, storage.where.inner}};
   }
   view<const E, 2, device_space> device() const { return storage.matrix(); }  // (tokens, dim)
+};
+
+/// Device copies of a merge's sentinel-filled outputs (support/buffers.hpp's merge_buffers), their
+/// device views, and the whole of them downloaded.
+template <class E>
+struct device_merge_outputs {
+  device_buffer<E> tokens;
+  device_buffer<std::int64_t> source;
+  device_buffer<std::int32_t> positions;
+  device_buffer<float> sizes;
+  device_buffer<std::int64_t> assign;
+  index_t kept, n, dim;
+
+  explicit device_merge_outputs(const merge_buffers<E>& sentinels)
+      : tokens(sentinels.tokens), source(sentinels.source), positions(sentinels.positions),
+        sizes(sentinels.sizes), assign(sentinels.assign), kept(sentinels.kept), n(sentinels.n),
+        dim(sentinels.dim) {}
+  merge_outputs<E, device_space> views() const {
+    return {view<E, 2, device_space>(tokens.get(), {kept, dim}), view<std::int64_t, 1, device_space>(source.get(), {kept}),
+            view<std::int32_t, 2, device_space>(positions.get(), {kept, 3}),
+            view<float, 1, device_space>(sizes.get(), {kept}), view<std::int64_t, 1, device_space>(assign.get(), {n})};
+  }
+  merge_buffers<E> download() const {
+    merge_buffers<E> got(kept, n, dim);
+    got.tokens = tokens.download();
+    got.source = source.download();
+    got.positions = positions.download();
+    got.sizes = sizes.download();
+    got.assign = assign.download();
+    return got;
+  }
 };
 
 }  // namespace tokred::testing

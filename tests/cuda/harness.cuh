@@ -59,6 +59,18 @@ inline bool have_device() {
   return true;
 }
 
+/// True, with a message, when this program's host code was built for FMA (TOKRED_TEST_HOST_FMA:
+/// the `_fma` twins of tests/cuda/CMakeLists.txt) and this CPU has no AVX2 or FMA: it skips.
+inline bool lacks_host_fma() {
+#if defined(TOKRED_TEST_HOST_FMA)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    std::printf("no AVX2 and FMA on this CPU: skipped\n");
+    return true;
+  }
+#endif
+  return false;
+}
+
 /// The non-blocking stream every launch of a test program goes to, made on first use.
 inline cudaStream_t test_stream() {
   static cudaStream_t s = [] {

@@ -94,21 +94,15 @@ template <class Ein, class Eout>
 void case_table() {
   for (const shape_case& c : shape_cases()) {
     const dpp_case<Ein> dc(c.grid, c.dim, c.rows, 5 + static_cast<std::uint64_t>(c.grid.tokens()));
-    const double ratio = c.grid.tokens() > 300 ? 0.05 : 0.25;
-    for (const scope within : {scope::global, scope::per_frame})
-      for (const bool split : {false, true}) {
-        cdpruner p{keep_budget::ratio(ratio, rounding::half_away)};
-        p.within = within;
-        p.split = split;
-        if (can_implement(p, problem{c.grid, c.dim}) != status::ok) continue;
-        const std::string what = std::string(c.name) + " " + element_name<Ein>() +
-                                 (within == scope::global ? " global" : " per-frame") + (split ? " split" : "");
-        compare<Ein, Eout>(dc, p, relevance_from::query, what + " query");
-        compare<Ein, Eout>(dc, p, relevance_from::scores, what + " scores");
-        compare<Ein, Eout>(dc, p, relevance_from::none, what + " none");
-        p.kernel = dpp_kernel::original;
-        compare<Ein, Eout>(dc, p, relevance_from::scores, what + " original kernel");
-      }
+    for_each_dpp_layout(c, [&](cdpruner p) {
+      const std::string what = std::string(c.name) + " " + element_name<Ein>() +
+                               (p.within == scope::global ? " global" : " per-frame") + (p.split ? " split" : "");
+      compare<Ein, Eout>(dc, p, relevance_from::query, what + " query");
+      compare<Ein, Eout>(dc, p, relevance_from::scores, what + " scores");
+      compare<Ein, Eout>(dc, p, relevance_from::none, what + " none");
+      p.kernel = dpp_kernel::original;
+      compare<Ein, Eout>(dc, p, relevance_from::scores, what + " original kernel");
+    });
   }
 }
 

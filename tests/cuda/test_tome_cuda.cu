@@ -13,7 +13,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <limits>
 #include <string>
 #include <tokred/cuda/tokred.cuh>
@@ -89,36 +88,6 @@ struct tome_case {
       in.positions = view<const std::int32_t, 2, device_space>(device_positions.get(), {n, 3});
     }
     return in;
-  }
-};
-
-/// Device copies of a merge_buffers, filled with its sentinels.
-template <class E>
-struct device_merge_outputs {
-  device_buffer<E> tokens;
-  device_buffer<std::int64_t> source;
-  device_buffer<std::int32_t> positions;
-  device_buffer<float> sizes;
-  device_buffer<std::int64_t> assign;
-  index_t kept, n, dim;
-
-  explicit device_merge_outputs(const merge_buffers<E>& sentinels)
-      : tokens(sentinels.tokens), source(sentinels.source), positions(sentinels.positions),
-        sizes(sentinels.sizes), assign(sentinels.assign), kept(sentinels.kept), n(sentinels.n),
-        dim(sentinels.dim) {}
-  merge_outputs<E, device_space> views() const {
-    return {view<E, 2, device_space>(tokens.get(), {kept, dim}), view<std::int64_t, 1, device_space>(source.get(), {kept}),
-            view<std::int32_t, 2, device_space>(positions.get(), {kept, 3}),
-            view<float, 1, device_space>(sizes.get(), {kept}), view<std::int64_t, 1, device_space>(assign.get(), {n})};
-  }
-  merge_buffers<E> download() const {
-    merge_buffers<E> got(kept, n, dim);
-    got.tokens = tokens.download();
-    got.source = source.download();
-    got.positions = positions.download();
-    got.sizes = sizes.download();
-    got.assign = assign.download();
-    return got;
   }
 };
 
@@ -273,13 +242,7 @@ static_assert(detail::cuda_tome::fused, "this build's host code has FMA: the ker
 #endif
 
 int main() {
-#if defined(TOKRED_TEST_HOST_FMA)
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-    std::printf("no AVX2 and FMA on this CPU: skipped\n");
-    return 77;
-  }
-#endif
-  if (!have_device()) return 77;
+  if (lacks_host_fma() || !have_device()) return 77;
   case_table<float, float>(false);
   case_table<float, float>(true);
   case_table<bf16, bf16>(true);

@@ -73,6 +73,21 @@ P ratio_policy(double ratio, scope within) {
   return p;
 }
 
+/// The cdpruner layouts the DPP tests run on one case: both scopes, split or not, keeping 5 % of
+/// a large group and a quarter of a small one (the oracle is O(k·n·k²)); `visit(p)` for each the
+/// grid can implement (openvino kernel, weight 0.5).
+template <class Visit>
+void for_each_dpp_layout(const shape_case& c, const Visit& visit) {
+  const double ratio = c.grid.tokens() > 300 ? 0.05 : 0.25;
+  for (const scope within : {scope::global, scope::per_frame})
+    for (const bool split : {false, true}) {
+      cdpruner p{keep_budget::ratio(ratio, rounding::half_away)};
+      p.within = within;
+      p.split = split;
+      if (can_implement(p, problem{c.grid, c.dim}) == status::ok) visit(p);
+    }
+}
+
 /// Importance scores in [0.5, 1).
 inline std::vector<float> importance(index_t n, std::uint64_t seed) {
   rng r(seed);

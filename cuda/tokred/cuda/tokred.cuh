@@ -20,5 +20,6 @@
 #include "tokred/cuda/feature_scores.cuh"
 #include "tokred/cuda/ggml_blocks.cuh"
 #include "tokred/cuda/tome.cuh"
+#include "tokred/cuda/visionzip.cuh"
 #include "tokred/cuda/diversity.cuh"
 #include "tokred/cuda/dpp.cuh"
