@@ -93,24 +93,8 @@ struct tome_case {
 
 template <class Ein, class Eout>
 void compare(const tome_case<Ein>& tc, const tome& p, bool carry, const std::string& what) {
-  const problem prob{tc.grid, tc.dim};
-  const index_t n = tc.grid.tokens(), kept = retained_count(p, prob);
-  merge_buffers<Eout> expected(kept, n, tc.dim);
-  host_workspace host_ws(workspace_bytes(cpu{}, p, prob));
-  check(apply(cpu{}, p, tc.host_inputs(carry), expected.outputs(), host_ws.get()) == status::ok, what + ": cpu");
-
-  const device_merge_outputs<Eout> out(merge_buffers<Eout>(kept, n, tc.dim));
-  device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{}, p, prob));
-  const status s = apply(tokred::cuda{test_stream()}, p, tc.device_inputs(carry), out.views(),
-                         workspace{ws.get(), ws.size()});
-  check(s == status::ok, what + ": status " + to_string(s));
-  finish(what);
-  const merge_buffers<Eout> got = out.download();
-  check(same_bytes(got.tokens, expected.tokens), what + ": tokens");
-  check(same_bytes(got.sizes, expected.sizes), what + ": sizes");
-  check(got.source == expected.source, what + ": source");
-  check(got.positions == expected.positions, what + ": positions");
-  check(got.assign == expected.assign, what + ": assign");
+  compare_merge_with_cpu<Eout>(p, problem{tc.grid, tc.dim}, tc.grid.tokens(), tc.host_inputs(carry),
+                               tc.device_inputs(carry), what);
 }
 
 template <class E>

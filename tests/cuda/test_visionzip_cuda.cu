@@ -59,23 +59,7 @@ struct vzip_case {
 
 template <class Ein, class Eout>
 void compare(const vzip_case<Ein>& vc, const visionzip& p, bool own_metric, const std::string& what) {
-  const problem prob{vc.grid, vc.dim};
-  const index_t kept = retained_count(p, prob);
-  merge_buffers<Eout> expected(kept, vc.rows_n, vc.dim);
-  host_workspace host_ws(workspace_bytes(cpu{}, p, prob));
-  check(apply(cpu{}, p, vc.host(own_metric), expected.outputs(), host_ws.get()) == status::ok, what + ": cpu");
-  const device_merge_outputs<Eout> out(merge_buffers<Eout>(kept, vc.rows_n, vc.dim));
-  device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{}, p, prob));
-  const status s = apply(tokred::cuda{test_stream()}, p, vc.device(own_metric), out.views(),
-                         workspace{ws.get(), ws.size()});
-  check(s == status::ok, what + ": status " + to_string(s));
-  finish(what);
-  const merge_buffers<Eout> got = out.download();
-  check(same_bytes(got.tokens, expected.tokens), what + ": tokens");
-  check(same_bytes(got.sizes, expected.sizes), what + ": sizes");
-  check(got.source == expected.source, what + ": source");
-  check(got.positions == expected.positions, what + ": positions");
-  check(got.assign == expected.assign, what + ": assign");
+  compare_merge_with_cpu<Eout>(p, problem{vc.grid, vc.dim}, vc.rows_n, vc.host(own_metric), vc.device(own_metric), what);
 }
 
 template <class Ein, class Eout>
