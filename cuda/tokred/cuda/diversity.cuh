@@ -319,15 +319,14 @@ __global__ void __launch_bounds__(threads)
   }
 }
 
-/// The CUDA backend the three max-min policies share.
-template <class P>
-struct cuda_maxmin {
-  static constexpr distance_kind kind =
-      std::is_same_v<P, kcenter> ? distance_kind::squared_euclidean : distance_kind::cosine;
-
-  static scratch carve(arena& a, const P& p, const token_grid& grid) {
+/// What every CUDA diversity backend (the max-min ones here, cdpruner in <tokred/cuda/dpp.cuh>)
+/// does on the host: its scratch `Scratch::carve(arena, tokens, groups, picks per group)`,
+/// `workspace_bytes`, the checks before any launch, and the finish and row moves after the picks.
+template <class P, class Scratch>
+struct cuda_diversity_host {
+  static Scratch carve(arena& a, const P& p, const token_grid& grid) {
     const selection_groups g = groups_of(p.within, grid);
-    return scratch::carve(a, grid.tokens(), g.groups, diversity_count(p, grid).count / (g.groups ? g.groups : 1));
+    return Scratch::carve(a, grid.tokens(), g.groups, diversity_count(p, grid).count / (g.groups ? g.groups : 1));
   }
 
   static std::size_t workspace_bytes(const cuda& exec, const P& p, const problem& prob) {
@@ -337,22 +336,52 @@ struct cuda_maxmin {
     return counter.used();
   }
 
+  /// Every check, in the CPU backend's order up to the workspace, then the carve into `s`.
   template <class Ein, class Eout>
-  static status apply(const cuda& exec, const P& p, const diversity_inputs<Ein, device_space>& in,
-                      const diversity_outputs<Eout, device_space>& out, workspace ws) {
+  static status checked_scratch(const cuda& exec, const P& p, const diversity_inputs<Ein, device_space>& in,
+                                const diversity_outputs<Eout, device_space>& out, workspace ws, Scratch& s) {
     static_assert(is_element_v<Ein> && is_element_v<Eout>, "tokred: token rows are float, tokred::f16 or tokred::bf16");
     if (status st = check_exec(exec); st != status::ok) return st;
     if (status st = check_diversity(p, in, out); st != status::ok) return st;
-    const view<const Ein, 2, device_space> rows = compared_rows(in);
-    if (status st = check_workspace(ws, workspace_bytes(exec, p, problem{in.grid, rows.extent(1)})); st != status::ok)
+    if (status st = check_workspace(ws, workspace_bytes(exec, p, problem{in.grid, compared_rows(in).extent(1)}));
+        st != status::ok)
       return st;
     arena carver(ws);
-    const scratch s = carve(carver, p, in.grid);
-    if (!carver.fits()) return status::workspace_too_small;
+    s = carve(carver, p, in.grid);
+    return carver.fits() ? status::ok : status::workspace_too_small;
+  }
+
+  /// After the picks' keys: the picks in pick order and ascending (finish_kernel, the scratch's
+  /// `picked` holding the counts, no longer needed), then the kept rows, sources and positions.
+  template <class Ein, class Eout>
+  static status finish_and_emit(const cuda& exec, const P& p, const diversity_inputs<Ein, device_space>& in,
+                                const diversity_outputs<Eout, device_space>& out, const Scratch& s) {
+    const selection_groups g = groups_of(p.within, in.grid);
+    const index_t total = diversity_count(p, in.grid).count;
+    finish_kernel<<<blocks_for(g.groups, 1), threads, 0, exec.stream>>>(g.group_tokens, g.groups, total / g.groups,
+                                                                        s.keys, s.picked, s.kept, out.picks);
+    if (status st = launch_status(); st != status::ok) return st;
+    const selection_outputs<Eout, device_space>& base = out;
+    return launch_emit(exec, kept_list_index{s.kept}, total, in.grid, in.tokens, base);
+  }
+};
+
+/// The CUDA backend the three max-min policies share.
+template <class P>
+struct cuda_maxmin : cuda_diversity_host<P, scratch> {
+  static constexpr distance_kind kind =
+      std::is_same_v<P, kcenter> ? distance_kind::squared_euclidean : distance_kind::cosine;
+  using host = cuda_diversity_host<P, scratch>;
+
+  template <class Ein, class Eout>
+  static status apply(const cuda& exec, const P& p, const diversity_inputs<Ein, device_space>& in,
+                      const diversity_outputs<Eout, device_space>& out, workspace ws) {
+    scratch s;
+    if (status st = host::checked_scratch(exec, p, in, out, ws, s); st != status::ok) return st;
 
     const selection_groups groups = groups_of(p.within, in.grid);
-    const index_t total = diversity_count(p, in.grid).count, k = total / groups.groups;
-    const group_rows<Ein> r{rows, groups.group_tokens, groups.groups, k};
+    const index_t k = diversity_count(p, in.grid).count / groups.groups;
+    const group_rows<Ein> r{compared_rows(in), groups.group_tokens, groups.groups, k};
     const unsigned y = groups.groups < max_grid_y ? static_cast<unsigned>(groups.groups) : max_grid_y;
     const dim3 per_token(blocks_for(r.n, warps), y);
     const unsigned per_group = blocks_for(groups.groups, 1);
@@ -371,11 +400,7 @@ struct cuda_maxmin {
     constexpr bool weighted = std::is_same_v<P, importance_diversity>;
     for (index_t t = 1; t < k; ++t)
       step_kernel<kind, weighted, Ein><<<per_token, threads, 0, exec.stream>>>(r, t, repeats, in.scores, s);
-    // `picked` is no longer needed: it holds the pick counts.
-    finish_kernel<<<per_group, threads, 0, exec.stream>>>(r.n, r.groups, k, s.keys, s.picked, s.kept, out.picks);
-    if (status st = launch_status(); st != status::ok) return st;
-    const selection_outputs<Eout, device_space>& base = out;
-    return launch_emit(exec, kept_list_index{s.kept}, total, in.grid, in.tokens, base);
+    return host::finish_and_emit(exec, p, in, out, s);
   }
 };
 

@@ -41,7 +41,7 @@
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/core/workspace.hpp"
-#include "tokred/cuda/diversity.cuh"  // finish_kernel, threads, warps, max_grid_y
+#include "tokred/cuda/diversity.cuh"  // cuda_diversity_host, threads, warps, max_grid_y
 #include "tokred/cuda/selection.cuh"  // launch_emit, kept_list_index, blocks_for
 #include "tokred/cuda/warp_sums.cuh"
 #include "tokred/policy/diversity.hpp"
@@ -242,38 +242,18 @@ __global__ void __launch_bounds__(threads) step_kernel(dpp_runs<E> r, index_t t,
 /// cdpruner on a CUDA stream (see <tokred/cuda/dpp.cuh>): OpenVINO's eager greedy MAP, every DPP of
 /// the call in the same launches; picks certified as the CPU backend's are.
 template <>
-struct backend<cdpruner, cuda> {
-  static detail::cuda_dpp::scratch carve(detail::arena& a, const cdpruner& p, const token_grid& grid) {
-    const detail::selection_groups g = detail::groups_of(p.within, grid);
-    const index_t k = detail::diversity_count(p, grid).count / (g.groups ? g.groups : 1);
-    return detail::cuda_dpp::scratch::carve(a, grid.tokens(), g.groups, k);
-  }
-
-  static std::size_t workspace_bytes(const cuda& exec, const cdpruner& p, const problem& prob) {
-    if (can_implement(p, prob) != status::ok || check_exec(exec) != status::ok) return 0;
-    detail::arena counter;
-    carve(counter, p, prob.grid);
-    return counter.used();
-  }
-
+struct backend<cdpruner, cuda> : detail::cuda_diversity::cuda_diversity_host<cdpruner, detail::cuda_dpp::scratch> {
   template <class Ein, class Eout>
   static status apply(const cuda& exec, const cdpruner& p, const diversity_inputs<Ein, device_space>& in,
                       const diversity_outputs<Eout, device_space>& out, workspace ws) {
-    static_assert(is_element_v<Ein> && is_element_v<Eout>, "tokred: token rows are float, tokred::f16 or tokred::bf16");
     namespace cu = detail::cuda_dpp;
-    if (status st = check_exec(exec); st != status::ok) return st;
-    if (status st = detail::check_diversity(p, in, out); st != status::ok) return st;
-    const view<const Ein, 2, device_space> rows = detail::compared_rows(in);
-    if (status st = check_workspace(ws, workspace_bytes(exec, p, problem{in.grid, rows.extent(1)})); st != status::ok)
-      return st;
-    detail::arena carver(ws);
-    const cu::scratch s = carve(carver, p, in.grid);
-    if (!carver.fits()) return status::workspace_too_small;
+    cu::scratch s;
+    if (status st = checked_scratch(exec, p, in, out, ws, s); st != status::ok) return st;
 
     const detail::selection_groups groups = detail::groups_of(p.within, in.grid);
-    const index_t total = detail::diversity_count(p, in.grid).count, k = total / groups.groups;
+    const index_t k = detail::diversity_count(p, in.grid).count / groups.groups;
     cu::dpp_runs<Ein> r;
-    r.rows = rows;
+    r.rows = detail::compared_rows(in);
     if (detail::reads_scores<cdpruner>(in)) r.scores = in.scores;
     if (detail::reads_query<cdpruner>(in)) r.query = in.query;
     r.n = groups.group_tokens;
@@ -289,12 +269,7 @@ struct backend<cdpruner, cuda> {
     cu::relevance_kernel<Ein><<<detail::blocks_for(r.runs(), 1), cu::threads, 0, exec.stream>>>(r, s);
     const dim3 per_token(detail::blocks_for(longest, cu::warps), y);
     for (index_t t = 1; t < most; ++t) cu::step_kernel<Ein><<<per_token, cu::threads, 0, exec.stream>>>(r, t, s);
-    // `picked` is no longer needed: it holds the pick counts.
-    detail::cuda_diversity::finish_kernel<<<detail::blocks_for(r.groups, 1), cu::threads, 0, exec.stream>>>(
-        r.n, r.groups, k, s.keys, s.picked, s.kept, out.picks);
-    if (status st = detail::launch_status(); st != status::ok) return st;
-    const selection_outputs<Eout, device_space>& base = out;
-    return detail::launch_emit(exec, detail::kept_list_index{s.kept}, total, in.grid, in.tokens, base);
+    return finish_and_emit(exec, p, in, out, s);
   }
 };
 
