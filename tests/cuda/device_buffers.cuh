@@ -225,19 +225,27 @@ struct device_merge_outputs {
 };
 
 /// Runs merge policy `p` (outputs into Eout) on the CPU backend `cpu<>` and on the CUDA stream
-/// with the same inputs (`rows` of them), and checks every output bit for bit.
+/// with the same inputs (`rows` of them), and checks every output bit for bit. With `captured`,
+/// the CUDA call is captured into a graph and replayed (capture_and_replay) instead.
 template <class Eout, class P, class HostInputs, class DeviceInputs>
 void compare_merge_with_cpu(const P& p, const problem& prob, index_t rows, const HostInputs& host_in,
-                            const DeviceInputs& device_in, const std::string& what) {
+                            const DeviceInputs& device_in, const std::string& what, bool captured = false) {
   const index_t kept = retained_count(p, prob);
   merge_buffers<Eout> expected(kept, rows, prob.dim);
   host_workspace host_ws(workspace_bytes(cpu{}, p, prob));
   check(apply(cpu{}, p, host_in, expected.outputs(), host_ws.get()) == status::ok, what + ": cpu");
   const device_merge_outputs<Eout> out(merge_buffers<Eout>(kept, rows, prob.dim));
   device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{}, p, prob));
-  const status s = apply(tokred::cuda{test_stream()}, p, device_in, out.views(), workspace{ws.get(), ws.size()});
-  check(s == status::ok, what + ": status " + to_string(s));
-  finish(what);
+  const auto enqueue = [&] {
+    return apply(tokred::cuda{test_stream()}, p, device_in, out.views(), workspace{ws.get(), ws.size()});
+  };
+  if (captured) {
+    if (!capture_and_replay([&] { return std::vector<status>{enqueue()}; })) return;
+  } else {
+    const status s = enqueue();
+    check(s == status::ok, what + ": status " + to_string(s));
+    finish(what);
+  }
   const merge_buffers<Eout> got = out.download();
   check(same_bytes(got.tokens, expected.tokens), what + ": tokens");
   check(same_bytes(got.sizes, expected.sizes), what + ": sizes");

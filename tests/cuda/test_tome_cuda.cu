@@ -201,22 +201,11 @@ void bad_input() {
   check(out.download().untouched(), "bad input: outputs untouched");
 }
 
-/// tome_match and tome captured into one graph and replayed: the CPU backend's outputs.
+/// tome captured into a graph and replayed: the CPU backend's outputs.
 void graph_capture() {
   const tome_case<f16> tc(image_grid(12, 12), 40, layout::contiguous, 11, true);
-  const tome p{30, 1};
-  const problem prob{tc.grid, tc.dim};
-  const index_t n = tc.grid.tokens(), kept = retained_count(p, prob);
-  merge_buffers<float> expected(kept, n, tc.dim);
-  host_workspace host_ws(workspace_bytes(cpu{}, p, prob));
-  check(apply(cpu{}, p, tc.host_inputs(true), expected.outputs(), host_ws.get()) == status::ok, "graph: cpu");
-  const device_merge_outputs<float> out(merge_buffers<float>(kept, n, tc.dim));
-  device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{}, p, prob));
-  const bool replayed = capture_and_replay([&] {
-    return std::vector<status>{apply(tokred::cuda{test_stream()}, p, tc.device_inputs(true), out.views(),
-                                     workspace{ws.get(), ws.size()})};
-  });
-  if (replayed) check(out.download().same_bits(expected), "graph: outputs");
+  compare_merge_with_cpu<float>(tome{30, 1}, problem{tc.grid, tc.dim}, tc.grid.tokens(), tc.host_inputs(true),
+                                tc.device_inputs(true), "graph", true);
 }
 
 }  // namespace

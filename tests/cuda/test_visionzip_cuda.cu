@@ -125,19 +125,8 @@ void bad_input() {
 /// visionzip captured into a graph and replayed: the CPU backend's outputs.
 void graph_capture() {
   const vzip_case<f16> vc(image_grid(12, 12), true, 40, 16, layout::contiguous, 11);
-  const visionzip p{14, 4};
-  const problem prob{vc.grid, vc.dim};
-  const index_t kept = retained_count(p, prob);
-  merge_buffers<float> expected(kept, vc.rows_n, vc.dim);
-  host_workspace host_ws(workspace_bytes(cpu{}, p, prob));
-  check(apply(cpu{}, p, vc.host(true), expected.outputs(), host_ws.get()) == status::ok, "graph: cpu");
-  const device_merge_outputs<float> out(merge_buffers<float>(kept, vc.rows_n, vc.dim));
-  device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{}, p, prob));
-  const bool replayed = capture_and_replay([&] {
-    return std::vector<status>{
-        apply(tokred::cuda{test_stream()}, p, vc.device(true), out.views(), workspace{ws.get(), ws.size()})};
-  });
-  if (replayed) check(out.download().same_bits(expected), "graph: outputs");
+  compare_merge_with_cpu<float>(visionzip{14, 4}, problem{vc.grid, vc.dim}, vc.rows_n, vc.host(true), vc.device(true),
+                                "graph", true);
 }
 
 }  // namespace
