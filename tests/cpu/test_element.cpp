@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include <tokred/core/element.hpp>
@@ -132,6 +133,27 @@ TEST_CASE("SIMD fp16 widening equals to_float for all 65536 patterns", "[element
     for (std::size_t j = 0; j < lanes::size; ++j)
       mismatches += detail::float_bits(got[j]) != detail::float_bits(to_float(all[i + j]));
   }
+  CHECK(mismatches == 0);
+}
+
+TEST_CASE("SIMD fp16 narrowing equals from_float for every sign, exponent and top mantissa", "[element][simd]") {
+  // Every upper half of a float pattern with low halves that cover rounding: exact, just below,
+  // at and above the half step of fp16's 13 dropped bits, and the extremes (also what a subnormal
+  // half rounds at, whose dropped bits reach into the upper half).
+  using lanes = detail::float_batch<compile_time_arch>;
+  constexpr std::uint32_t lows[] = {0x0000u, 0x0001u, 0x0FFFu, 0x1000u, 0x1001u, 0x1FFFu, 0x2000u,
+                                    0x3000u, 0x5A5Au, 0x7FFFu, 0x8000u, 0xF000u, 0xFFFFu, 0x9001u,
+                                    0x6000u, 0xE000u};
+  std::size_t mismatches = 0, tested = 0;
+  for (std::uint32_t high = 0; high < 65536u; ++high)
+    for (std::size_t i = 0; i < std::size(lows); i += lanes::size) {
+      alignas(64) float in[lanes::size];
+      for (std::size_t j = 0; j < lanes::size; ++j) in[j] = from_bits(high << 16 | lows[(i + j) % std::size(lows)]);
+      f16 out[lanes::size];
+      detail::store_floats<compile_time_arch>(out, lanes::load_aligned(in));
+      for (std::size_t j = 0; j < lanes::size; ++j, ++tested) mismatches += out[j].bits != from_float<f16>(in[j]).bits;
+    }
+  CHECK(tested >= 65536u * std::size(lows));
   CHECK(mismatches == 0);
 }
 

@@ -29,6 +29,13 @@
 #define TOKRED_FORCE_INLINE inline
 #endif
 
+/// The same for a lambda passed to such a helper, written after its parameter list.
+#if defined(__GNUC__)
+#define TOKRED_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define TOKRED_INLINE_LAMBDA
+#endif
+
 namespace tokred {
 
 /// Signed index type for extents, strides and token indices (strides may be negative, as in DLPack).

@@ -226,6 +226,27 @@ float_batch<Arch> widen_f16_hardware([[maybe_unused]] const f16* p) noexcept {
 #endif
 }
 
+/// Stores a batch of floats to `float_batch<Arch>::size` fp16 at `p` through x86's conversion
+/// instruction (vcvtps2ph, nearest even): the same bits as from_float<f16> for every input —
+/// overflow to inf, NaN quiet with its top payload bits, subnormal halves rounded once. Only
+/// where `has_hardware_f16<Arch>()`.
+template <class Arch>
+void narrow_f16_hardware([[maybe_unused]] f16* p, [[maybe_unused]] const float_batch<Arch>& x) noexcept {
+  static_assert(has_hardware_f16<Arch>(), "tokred: no fp16 conversion instruction for this architecture");
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();
+  constexpr int nearest = 0;  // imm8 0: round to nearest even, whatever MXCSR says
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512)
+    return _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(x, nearest));
+#endif
+#if defined(__F16C__) && XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) return _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x, nearest));
+#endif
+#if defined(__F16C__) && XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) return _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph(x, nearest));
+#endif
+}
+
 /// The bf16 bit patterns of a batch of floats, each in the low half of its 32-bit lane, rounded
 /// to nearest even (NaN kept quiet), as from_float<bf16> does. Exact for every input; the
 /// stores below use it only for batches that hold a NaN.
@@ -385,6 +406,8 @@ void store_floats(E* p, const float_batch<Arch>& x) noexcept {
     x.store_unaligned(p);
   } else if constexpr (std::is_same_v<E, bf16>) {
     narrow_bf16<Arch>(p, x);
+  } else if constexpr (has_hardware_f16<Arch>()) {
+    narrow_f16_hardware<Arch>(p, x);
   } else {
     store_high_halves<Arch>(reinterpret_cast<std::uint16_t*>(p), f16_bits_high<Arch>(x));
   }

@@ -2,14 +2,16 @@
 // packed_key_scores, and the group kernels the KIVI cache (<tokred/cpu/kivi.hpp>) reuses.
 //
 // One quantization kernel serves both axes: a group's `group` values are rows, read as a SIMD
-// batch of lanes each — widened once into a stack tile while the statistics accumulate, then
-// coded from the tile, the codes of one word shifted together into a batch of words. Along
-// tokens (per channel) the rows are tokens and the lanes channels; along channels (per token)
-// the rows are channels and the lanes tokens. Either way every lane's arithmetic runs in group
-// order on every ISA. Dequantizing along tokens writes whole token rows; along channels it
-// unpacks one token's group and converts it a batch at a time. A partial batch or a strided
-// row goes through the same arithmetic lane by lane through small buffers. No workspace but
-// the scores' query products; no allocation.
+// batch of lanes each. Along tokens (per channel) the rows are tokens and the lanes channels;
+// along channels (per token) the rows are channels and the lanes tokens. Either way every
+// lane's arithmetic runs in group order on every ISA. The rows are widened into an L1 tile in
+// row order (whole token rows along tokens, so a group is read front to back), the statistics
+// run down each batch's column of the tile, and its codes are packed 32 rows at a time with the
+// code width a compile-time constant (every shift and word position known). Dequantizing along
+// tokens unpacks a batch of channels 32 rows at a time the same way; along channels it unpacks
+// one token's group and converts it a batch at a time. A partial batch or a strided row goes
+// through the same arithmetic lane by lane through small buffers. No workspace but the scores'
+// query products; no allocation.
 //
 // Shares: quantize splits (head, token group) units along tokens and (head, run of up to 256
 // tokens) along channels; dequantize (head, token group) and (head, token); scores split the
@@ -118,9 +120,11 @@ TOKRED_FORCE_INLINE u32_batch<Arch> codes_of(int bits, const float_batch<Arch>& 
   const fb zero_code(0.0f);
   fb q;
   if constexpr (S == kv_scheme::asymmetric) {
+    // x − min ≥ 0 and s ≥ 0, so only the top needs a clamp; a scale of 0 or NaN (constant and
+    // non-finite groups) gives code 0.
     const fb top(static_cast<float>((1 << bits) - 1));
-    q = xsimd::min(xsimd::max(rnd(rnd(x - g.zero) / g.scale), zero_code), top);
-    q = xsimd::select(g.scale == zero_code, zero_code, q);
+    q = xsimd::min(rnd(rnd(x - g.zero) / g.scale), top);
+    return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(xsimd::select(g.scale > zero_code, q, zero_code)));
   } else if constexpr (S == kv_scheme::symmetric) {
     // Rounded first, then offset by 2^(b−1) as integers (adding first would round the sum);
     // non-finite groups take −2^(b−1), which the offset makes code 0.
@@ -240,9 +244,87 @@ struct token_rows {
   const E* at(index_t t, index_t c) const noexcept { return row[t] + c * stride[t]; }
 };
 
-/// Channels per pass of the token-group kernels (the dequantizer keeps this many channels'
-/// parameters on the stack while it writes whole rows).
-inline constexpr index_t uniform_chunk = 256;
+/// Tokens per unit of work along channels (a share's grain).
+inline constexpr index_t uniform_run = 256;
+
+/// The widened values the quantizer holds at once (L1-resident).
+inline constexpr std::size_t uniform_tile_bytes = 16384;
+
+/// Calls `f(std::integral_constant<int, b>{})` for the code width b of scheme S (1 … 8; `sign`
+/// only 1, `ternary` only 2, `symmetric` from 2), so the packing loops know their shifts.
+template <kv_scheme S, class F>
+TOKRED_FORCE_INLINE void with_code_width(int bits, F&& f) {
+  if constexpr (S == kv_scheme::sign) {
+    f(std::integral_constant<int, 1>{});
+  } else if constexpr (S == kv_scheme::ternary) {
+    f(std::integral_constant<int, 2>{});
+  } else {
+    switch (bits) {
+      case 1: if constexpr (S == kv_scheme::asymmetric) f(std::integral_constant<int, 1>{}); return;
+      case 2: return f(std::integral_constant<int, 2>{});
+      case 3: return f(std::integral_constant<int, 3>{});
+      case 4: return f(std::integral_constant<int, 4>{});
+      case 5: return f(std::integral_constant<int, 5>{});
+      case 6: return f(std::integral_constant<int, 6>{});
+      case 7: return f(std::integral_constant<int, 7>{});
+      default: return f(std::integral_constant<int, 8>{});
+    }
+  }
+}
+
+template <class F, int... I>
+TOKRED_FORCE_INLINE void unrolled_over(F& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+
+/// Calls `f(std::integral_constant<int, i>{})` for i = 0 … N − 1, in order.
+template <int N, class F>
+TOKRED_FORCE_INLINE void unrolled(F&& f) {
+  unrolled_over(f, std::make_integer_sequence<int, N>{});
+}
+
+/// Calls `f(std::true_type{})` when a batch is whole and its lanes contiguous, else
+/// `f(std::false_type{})`, so an unrolled block is compiled for one kind of batch.
+template <class F>
+TOKRED_FORCE_INLINE void with_whole_batch(bool whole, F&& f) {
+  if (whole) return f(std::true_type{});
+  f(std::false_type{});
+}
+
+/// A block of 32 consecutive values of a group — `Bits` words of the code stream — as codes:
+/// value i is `col[i]`; word j is stored at `words + j·ws` (lane stride `wl`, `n` lanes).
+template <int Bits, kv_scheme S, class Arch, class E>
+TOKRED_FORCE_INLINE void code_block(const float_batch<Arch>* col, const group_params<Arch>& g,
+                                    const step_rounding<Arch, E>& rnd, std::uint32_t* words, index_t ws,
+                                    index_t wl, index_t n) noexcept {
+  using ub = u32_batch<Arch>;
+  ub word(0u);
+  unrolled<32>([&](auto i) {
+    constexpr code_slot at = slot_of(decltype(i)::value, Bits);
+    const ub q = codes_of<S, Arch, E>(Bits, col[decltype(i)::value], g, rnd);
+    word = at.shift == 0 ? q : ub(word | (q << at.shift));
+    if constexpr (at.shift + Bits >= 32) {  // the word is complete
+      store_word_lanes<Arch>(words + at.word * ws, wl, n, word);
+      if constexpr (at.spills) word = q >> (32 - at.shift);
+    }
+  });
+}
+
+/// The codes of a block of 32 consecutive values (see code_block) from its `Bits` words, value i
+/// passed to `f(i, codes)` as floats, in order.
+template <int Bits, class Arch, class F>
+TOKRED_FORCE_INLINE void decode_block(const std::uint32_t* words, index_t ws, index_t n, F&& f) noexcept {
+  using ub = u32_batch<Arch>;
+  ub word[Bits];
+  for (int j = 0; j < Bits; ++j) word[j] = load_word_lanes<Arch>(words + j * ws, n);
+  unrolled<32>([&](auto i) {
+    constexpr code_slot at = slot_of(decltype(i)::value, Bits);
+    ub q = word[at.word] >> at.shift;
+    if constexpr (at.spills) q = q | (word[at.word + 1] << (32 - at.shift));
+    if constexpr (at.shift + Bits != 32) q = q & ub((1u << Bits) - 1u);  // no bits above the code
+    f(decltype(i)::value, code_floats<Arch>(q));
+  });
+}
 
 /// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
 /// lanes [c0, c0 + n) a batch at a time: along tokens the rows are tokens and the lanes channels;
@@ -253,30 +335,29 @@ inline constexpr index_t uniform_chunk = 256;
 /// point (lane strides `ss`, `zs`).
 template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>& rnd,
-                          const token_rows<E>& rows, index_t c0, index_t n, std::uint32_t* words,
+                          const token_rows<E>& rows, index_t n, std::uint32_t* words,
                           index_t ws, index_t wl, Ep* scale, index_t ss, Ep* zero, index_t zs) noexcept {
-  using ub = u32_batch<Arch>;
-  constexpr index_t w = float_batch<Arch>::size;
-  for (index_t b = 0; b * w < n; ++b) {
-    const index_t c = c0 + b * w, lanes = std::min(w, n - b * w);
-    float_batch<Arch> tile[uniform_max_group];
-    group_stats<Arch> st;
-    for (index_t t = 0; t < f.group; ++t) {
-      tile[t] = load_operand_lanes<Arch>(rows.at(t, c), rows.stride[t], lanes);
-      st.add(tile[t]);
-    }
-    const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
-    store_lanes<Arch>(scale + b * w * ss, ss, lanes, g.scale);
-    if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes, g.zero);
-    ub word(0u);
-    for (index_t t = 0; t < f.group; ++t) {
-      const code_slot at = slot_of(t, f.bits);
-      const ub q = codes_of<S, Arch, E>(f.bits, tile[t], g, rnd);
-      word = word | (q << at.shift);
-      if (at.shift + f.bits >= 32) {  // the word is complete
-        store_word_lanes<Arch>(words + at.word * ws + b * w * wl, wl, lanes, word);
-        word = at.spills ? ub(q >> (32 - at.shift)) : ub(0u);
-      }
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size, tile_size = uniform_tile_bytes / sizeof(fb);
+  const index_t batches = (n + w - 1) / w, per_pass = std::max<index_t>(1, tile_size / f.group);
+  const auto lanes = [&](index_t b) { return std::min(w, n - b * w); };
+  fb tile[tile_size];
+  for (index_t b0 = 0; b0 < batches; b0 += per_pass) {
+    const index_t b1 = std::min(batches, b0 + per_pass);
+    for (index_t t = 0; t < f.group; ++t)
+      for (index_t b = b0; b < b1; ++b)
+        tile[(b - b0) * f.group + t] = load_operand_lanes<Arch>(rows.at(t, b * w), rows.stride[t], lanes(b));
+    for (index_t b = b0; b < b1; ++b) {
+      const fb* col = tile + (b - b0) * f.group;
+      group_stats<Arch> st;
+      for (index_t t = 0; t < f.group; ++t) st.add(col[t]);
+      const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
+      store_lanes<Arch>(scale + b * w * ss, ss, lanes(b), g.scale);
+      if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes(b), g.zero);
+      with_code_width<S>(f.bits, [&](auto bits) {
+        for (index_t k = 0; k < f.group / 32; ++k)
+          code_block<bits, S, Arch, E>(col + 32 * k, g, rnd, words + k * bits * ws + b * w * wl, ws, wl, lanes(b));
+      });
     }
   }
 }
@@ -288,28 +369,6 @@ TOKRED_FORCE_INLINE u32_batch<Arch> token_codes(const std::uint32_t* words, inde
   u32_batch<Arch> q = load_word_lanes<Arch>(words + at.word * ws, n) >> at.shift;
   if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n) << (32 - at.shift));
   return q & u32_batch<Arch>((1u << bits) - 1u);
-}
-
-/// One group along tokens, channels [c0, c0 + n), n ≤ uniform_chunk, back to its `group` output
-/// rows (channel 0 of each, stride `cs`), each row written whole.
-template <kv_scheme S, class Arch, class E, class Eout>
-void dequantize_token_group(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
-                            const std::uint32_t* words, index_t ws, const E* scale, index_t ss,
-                            const E* zero, index_t zs, index_t c0, index_t n, Eout* const* rows,
-                            index_t cs) noexcept {
-  constexpr index_t w = float_batch<Arch>::size, most = uniform_chunk / w;
-  const index_t batches = (n + w - 1) / w;
-  const auto lanes = [&](index_t b) { return std::min(w, n - b * w); };
-  group_params<Arch> g[most];
-  for (index_t b = 0; b < batches; ++b) {
-    g[b].scale = load_lanes<Arch>(scale + b * w * ss, ss, lanes(b));
-    if constexpr (S == kv_scheme::asymmetric) g[b].zero = load_lanes<Arch>(zero + b * w * zs, zs, lanes(b));
-  }
-  for (index_t t = 0; t < f.group; ++t)
-    for (index_t b = 0; b < batches; ++b) {
-      const auto q = code_floats<Arch>(token_codes<Arch>(words + b * w, ws, lanes(b), t, f.bits));
-      store_lanes<Arch>(rows[t] + (c0 + b * w) * cs, cs, lanes(b), values_of<S, Arch, E>(f.bits, vidkv, q, g[b], rnd));
-    }
 }
 
 /// Unpacks `count` codes of `bits` bits from their little-endian stream of words. Widths
@@ -356,12 +415,10 @@ void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& r
   for (index_t g = 0; g < dim / f.group; ++g) {
     token_rows<E> rows;
     for (index_t i = 0; i < f.group; ++i) rows.row[i] = x + (g * f.group + i) * cs, rows.stride[i] = ts;
-    for (index_t t = 0; t < count; t += uniform_chunk)
-      quantize_token_group<S, Arch>(
-          f, rnd, rows, t, std::min(uniform_chunk, count - t), o.words + g * words_per_group + t * o.word_token_stride,
-          1, o.word_token_stride, o.scale + g * o.scale_group_stride + t * o.scale_token_stride, o.scale_token_stride,
-          S == kv_scheme::asymmetric ? o.zero + g * o.zero_group_stride + t * o.zero_token_stride : nullptr,
-          o.zero_token_stride);
+    quantize_token_group<S, Arch>(f, rnd, rows, count, o.words + g * words_per_group, 1, o.word_token_stride,
+                                  o.scale + g * o.scale_group_stride, o.scale_token_stride,
+                                  S == kv_scheme::asymmetric ? o.zero + g * o.zero_group_stride : nullptr,
+                                  o.zero_token_stride);
   }
 }
 
@@ -402,25 +459,37 @@ struct token_group_out {
   index_t zero_stride;
 };
 
-/// A whole group along tokens, every channel, `uniform_chunk` channels per pass.
+/// A whole group along tokens, every channel.
 template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_unit(const uniform_format& f, const step_rounding<Arch, E>& rnd, const token_rows<E>& rows,
                          index_t dim, const token_group_out<Ep>& o) noexcept {
-  for (index_t c = 0; c < dim; c += uniform_chunk)
-    quantize_token_group<S, Arch>(f, rnd, rows, c, std::min(uniform_chunk, dim - c), o.words + c, o.word_stride, 1,
-                                  o.scale + c * o.scale_stride, o.scale_stride,
-                                  S == kv_scheme::asymmetric ? o.zero + c * o.zero_stride : nullptr, o.zero_stride);
+  quantize_token_group<S, Arch>(f, rnd, rows, dim, o.words, o.word_stride, 1, o.scale, o.scale_stride, o.zero,
+                                o.zero_stride);
 }
 
-/// A whole packed group along tokens back to its rows, every channel.
+/// A whole packed group along tokens back to its `group` output rows (channel 0 of each, channel
+/// stride `cs`), a batch of channels at a time, 32 rows per block of words.
 template <kv_scheme S, class Arch, class E, class Eout>
 void dequantize_token_unit(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
                            const token_group_out<const E>& in, index_t dim, Eout* const* rows, index_t cs) noexcept {
-  for (index_t c = 0; c < dim; c += uniform_chunk)
-    dequantize_token_group<S, Arch>(f, vidkv, rnd, in.words + c, in.word_stride, in.scale + c * in.scale_stride,
-                                    in.scale_stride,
-                                    S == kv_scheme::asymmetric ? in.zero + c * in.zero_stride : nullptr,
-                                    in.zero_stride, c, std::min(uniform_chunk, dim - c), rows, cs);
+  constexpr index_t w = float_batch<Arch>::size;
+  for (index_t c = 0; c < dim; c += w) {
+    const index_t lanes = std::min(w, dim - c);
+    group_params<Arch> g;
+    g.scale = load_lanes<Arch>(in.scale + c * in.scale_stride, in.scale_stride, lanes);
+    if constexpr (S == kv_scheme::asymmetric) g.zero = load_lanes<Arch>(in.zero + c * in.zero_stride, in.zero_stride, lanes);
+    with_code_width<S>(f.bits, [&](auto bits) {
+      with_whole_batch(lanes == w && cs == 1, [&](auto whole) {
+        const index_t n = whole ? w : lanes, stride = whole ? 1 : cs;
+        for (index_t k = 0; k < f.group / 32; ++k)
+          decode_block<bits, Arch>(in.words + k * bits * in.word_stride + c, in.word_stride, n,
+                                   [&](index_t i, const float_batch<Arch>& q) TOKRED_INLINE_LAMBDA {
+                                     store_lanes<Arch>(rows[32 * k + i] + c * stride, stride, n,
+                                                       values_of<S, Arch, E>(bits, vidkv, q, g, rnd));
+                                   });
+      });
+    });
+  }
 }
 
 /// Runs share `ith` of `nth` of a problem's units, with the scheme as a compile-time tag:
@@ -473,7 +542,7 @@ struct backend<uniform_quantize, cpu<Arch>> {
     const detail::step_rounding<Arch, E> rnd{p.round_each_op};
     const auto& x = in.cache;
     detail::for_each_unit(
-        exec, f, prob, detail::uniform_chunk,
+        exec, f, prob, detail::uniform_run,
         [&](auto tag, index_t h, index_t g) {
           detail::token_rows<E> rows;
           for (index_t t = 0; t < f.group; ++t) rows.row[t] = &x(h, g * f.group + t, 0), rows.stride[t] = x.stride(2);
