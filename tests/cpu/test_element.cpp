@@ -160,6 +160,25 @@ TEST_CASE("SIMD fp16 narrowing equals from_float for every sign, exponent and to
 }  // namespace
 }  // namespace tokred::testing
 
+TEST_CASE("transpose_square: lane j of row i becomes lane i of row j", "[simd]") {
+  using lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
+  constexpr std::size_t w = lanes::size;
+  alignas(64) float values[w][w];
+  lanes rows[w];
+  for (std::size_t i = 0; i < w; ++i) {
+    for (std::size_t j = 0; j < w; ++j) values[i][j] = static_cast<float>(100 * i + j);
+    rows[i] = lanes::load_aligned(values[i]);
+  }
+  tokred::detail::transpose_square<tokred::compile_time_arch>(rows);
+  std::size_t misplaced = 0;
+  for (std::size_t j = 0; j < w; ++j) {
+    alignas(64) float got[w];
+    rows[j].store_aligned(got);
+    for (std::size_t i = 0; i < w; ++i) misplaced += got[i] != values[i][j];
+  }
+  CHECK(misplaced == 0);
+}
+
 TEST_CASE("sums_of_rows: lane j is the sum of row j's lanes, in lane order", "[simd]") {
   using lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
   constexpr std::size_t w = lanes::size;

@@ -148,6 +148,76 @@ float_batch<Arch> sums_of_rows(const float_batch<Arch>* rows) noexcept {
   return xsimd::haddp(rows);
 }
 
+/// Transposes `float_batch<Arch>::size` batches in place: lane j of rows[i] becomes lane i of
+/// rows[j]. x86 forms: the 4 × 4 transpose within each 128-bit lane (unpack, then shuffle),
+/// then, for AVX2 and AVX-512, the 128-bit blocks across batches (permute2f128, shuffle_f32x4).
+/// Other architectures go through memory.
+template <class Arch>
+void transpose_square(float_batch<Arch>* rows) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+#if XSIMD_WITH_SSE2
+  if constexpr (lane_isa_of<Arch>() != lane_isa::generic) {
+    using reg = typename float_batch<Arch>::register_type;
+    // Within 128-bit lanes: batch c of quad q holds element 4k + c of rows 4q … 4q + 3 in lane k.
+    reg quad[w];
+    for (index_t q = 0; q < w / 4; ++q) {
+      const reg r0 = rows[4 * q], r1 = rows[4 * q + 1], r2 = rows[4 * q + 2], r3 = rows[4 * q + 3];
+      reg* out = quad + 4 * q;
+#if XSIMD_WITH_AVX512F
+      if constexpr (w == 16) {
+        const reg lo01 = _mm512_unpacklo_ps(r0, r1), hi01 = _mm512_unpackhi_ps(r0, r1);
+        const reg lo23 = _mm512_unpacklo_ps(r2, r3), hi23 = _mm512_unpackhi_ps(r2, r3);
+        out[0] = _mm512_shuffle_ps(lo01, lo23, 0x44), out[1] = _mm512_shuffle_ps(lo01, lo23, 0xEE);
+        out[2] = _mm512_shuffle_ps(hi01, hi23, 0x44), out[3] = _mm512_shuffle_ps(hi01, hi23, 0xEE);
+      }
+#endif
+#if XSIMD_WITH_AVX
+      if constexpr (w == 8) {
+        const reg lo01 = _mm256_unpacklo_ps(r0, r1), hi01 = _mm256_unpackhi_ps(r0, r1);
+        const reg lo23 = _mm256_unpacklo_ps(r2, r3), hi23 = _mm256_unpackhi_ps(r2, r3);
+        out[0] = _mm256_shuffle_ps(lo01, lo23, 0x44), out[1] = _mm256_shuffle_ps(lo01, lo23, 0xEE);
+        out[2] = _mm256_shuffle_ps(hi01, hi23, 0x44), out[3] = _mm256_shuffle_ps(hi01, hi23, 0xEE);
+      }
+#endif
+      if constexpr (w == 4) {
+        const reg lo01 = _mm_unpacklo_ps(r0, r1), hi01 = _mm_unpackhi_ps(r0, r1);
+        const reg lo23 = _mm_unpacklo_ps(r2, r3), hi23 = _mm_unpackhi_ps(r2, r3);
+        out[0] = _mm_movelh_ps(lo01, lo23), out[1] = _mm_movehl_ps(lo23, lo01);
+        out[2] = _mm_movelh_ps(hi01, hi23), out[3] = _mm_movehl_ps(hi23, hi01);
+      }
+    }
+    // Across 128-bit blocks: row 4k + c is block k of batch c of every quad, quad q in block q.
+    for (index_t c = 0; c < 4; ++c) {
+#if XSIMD_WITH_AVX512F
+      if constexpr (w == 16) {
+        const reg y0 = _mm512_shuffle_f32x4(quad[c], quad[4 + c], 0x44);
+        const reg y1 = _mm512_shuffle_f32x4(quad[c], quad[4 + c], 0xEE);
+        const reg y2 = _mm512_shuffle_f32x4(quad[8 + c], quad[12 + c], 0x44);
+        const reg y3 = _mm512_shuffle_f32x4(quad[8 + c], quad[12 + c], 0xEE);
+        rows[c] = _mm512_shuffle_f32x4(y0, y2, 0x88), rows[4 + c] = _mm512_shuffle_f32x4(y0, y2, 0xDD);
+        rows[8 + c] = _mm512_shuffle_f32x4(y1, y3, 0x88), rows[12 + c] = _mm512_shuffle_f32x4(y1, y3, 0xDD);
+      }
+#endif
+#if XSIMD_WITH_AVX
+      if constexpr (w == 8) {
+        rows[c] = _mm256_permute2f128_ps(quad[c], quad[4 + c], 0x20);
+        rows[4 + c] = _mm256_permute2f128_ps(quad[c], quad[4 + c], 0x31);
+      }
+#endif
+      if constexpr (w == 4) rows[c] = quad[c];
+    }
+    return;
+  }
+#endif
+  alignas(64) float lanes[w][w];
+  for (index_t i = 0; i < w; ++i) rows[i].store_aligned(lanes[i]);
+  for (index_t j = 0; j < w; ++j) {
+    alignas(64) float column[w];
+    for (index_t i = 0; i < w; ++i) column[i] = lanes[i][j];
+    rows[j] = float_batch<Arch>::load_aligned(column);
+  }
+}
+
 /// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
 template <class Arch>
 float_batch<Arch> widen_bf16(const bf16* p) noexcept {

@@ -206,9 +206,9 @@ template <class Arch, class E>
 TOKRED_FORCE_INLINE void store_lanes(E* p, index_t stride, index_t n, const float_batch<Arch>& x) noexcept {
   constexpr index_t w = float_batch<Arch>::size;
   if (n == w && stride == 1) return store_floats<Arch>(p, x);
-  alignas(64) float lanes[w];
-  x.store_aligned(lanes);
-  for (index_t i = 0; i < n; ++i) p[i * stride] = from_float<E>(lanes[i]);
+  alignas(64) E lanes[w];
+  store_floats<Arch>(lanes, x);
+  for (index_t i = 0; i < n; ++i) p[i * stride] = lanes[i];
 }
 
 template <class Arch>
@@ -240,6 +240,7 @@ template <class E>
 struct token_rows {
   const E* row[uniform_max_group];
   index_t stride[uniform_max_group];
+  index_t row_step = 0;  // row[t + 1] − row[t] when every row is that far from the last and shares one stride, else 0
 
   const E* at(index_t t, index_t c) const noexcept { return row[t] + c * stride[t]; }
 };
@@ -344,9 +345,17 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
   fb tile[tile_size];
   for (index_t b0 = 0; b0 < batches; b0 += per_pass) {
     const index_t b1 = std::min(batches, b0 + per_pass);
-    for (index_t t = 0; t < f.group; ++t)
-      for (index_t b = b0; b < b1; ++b)
-        tile[(b - b0) * f.group + t] = load_operand_lanes<Arch>(rows.at(t, b * w), rows.stride[t], lanes(b));
+    for (index_t b = b0; b < b1; ++b) {
+      fb* col = tile + (b - b0) * f.group;
+      if (rows.row_step == 1 && lanes(b) == w) {  // w rows of w lanes each: load lanes' rows, transpose
+        for (index_t t = 0; t < f.group; t += w) {
+          for (index_t j = 0; j < w; ++j) col[t + j] = load_operands<Arch>(rows.at(t, b * w + j));
+          transpose_square<Arch>(col + t);
+        }
+      } else {
+        for (index_t t = 0; t < f.group; ++t) col[t] = load_operand_lanes<Arch>(rows.at(t, b * w), rows.stride[t], lanes(b));
+      }
+    }
     for (index_t b = b0; b < b1; ++b) {
       const fb* col = tile + (b - b0) * f.group;
       group_stats<Arch> st;
@@ -415,6 +424,7 @@ void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& r
   for (index_t g = 0; g < dim / f.group; ++g) {
     token_rows<E> rows;
     for (index_t i = 0; i < f.group; ++i) rows.row[i] = x + (g * f.group + i) * cs, rows.stride[i] = ts;
+    rows.row_step = cs;
     quantize_token_group<S, Arch>(f, rnd, rows, count, o.words + g * words_per_group, 1, o.word_token_stride,
                                   o.scale + g * o.scale_group_stride, o.scale_token_stride,
                                   S == kv_scheme::asymmetric ? o.zero + g * o.zero_group_stride : nullptr,
