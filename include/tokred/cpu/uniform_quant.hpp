@@ -8,13 +8,14 @@
 // row order (whole token rows along tokens, so a group is read front to back), the statistics
 // run down each batch's column of the tile, and its codes are packed 32 rows at a time with the
 // code width a compile-time constant (every shift and word position known). Dequantizing along
-// tokens unpacks a batch of channels 32 rows at a time the same way; along channels it unpacks
-// one token's group and converts it a batch at a time. A partial batch or a strided row goes
+// tokens unpacks a batch of channels 32 rows at a time the same way; along channels a batch of
+// tokens is unpacked a lane per token and transposed back to token rows (a token left over, or
+// strided channels, unpack one token's group at a time). A partial batch or a strided row goes
 // through the same arithmetic lane by lane through small buffers. No workspace but the scores'
 // query products; no allocation.
 //
-// Shares: quantize splits (head, token group) units along tokens and (head, run of up to 256
-// tokens) along channels; dequantize (head, token group) and (head, token); scores split the
+// Shares: quantize and dequantize split (head, token group) units along tokens and (head, run
+// of up to 256 tokens) along channels; scores split the
 // query heads. Every unit's output is its own, so any split gives the same bits.
 #pragma once
 
@@ -212,11 +213,11 @@ TOKRED_FORCE_INLINE void store_lanes(E* p, index_t stride, index_t n, const floa
 }
 
 template <class Arch>
-TOKRED_FORCE_INLINE u32_batch<Arch> load_word_lanes(const std::uint32_t* p, index_t n) noexcept {
+TOKRED_FORCE_INLINE u32_batch<Arch> load_word_lanes(const std::uint32_t* p, index_t n, index_t stride = 1) noexcept {
   constexpr index_t w = u32_batch<Arch>::size;
-  if (n == w) return u32_batch<Arch>::load_unaligned(p);
+  if (n == w && stride == 1) return u32_batch<Arch>::load_unaligned(p);
   alignas(64) std::uint32_t lanes[w] = {};
-  for (index_t i = 0; i < n; ++i) lanes[i] = p[i];
+  for (index_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
   return u32_batch<Arch>::load_aligned(lanes);
 }
 
@@ -251,26 +252,26 @@ inline constexpr index_t uniform_run = 256;
 /// The widened values the quantizer holds at once (L1-resident).
 inline constexpr std::size_t uniform_tile_bytes = 16384;
 
-/// Calls `f(std::integral_constant<int, b>{})` for the code width b of scheme S (1 … 8; `sign`
-/// only 1, `ternary` only 2, `symmetric` from 2), so the packing loops know their shifts.
+/// A code width known only at run time: `value` 0 selects the looping forms of code_block and
+/// decode_block.
+struct runtime_width {
+  static constexpr int value = 0;
+  int bits;
+  constexpr operator int() const noexcept { return bits; }
+};
+
+/// Calls `f(width)` for the code width of scheme S: `std::integral_constant<int, b>` for the
+/// widths KIVI uses most, 2 and 4 bits (their blocks unrolled with every shift known; each
+/// unrolled width costs compile time), runtime_width for the others. `decltype(width)::value`
+/// is the template argument.
 template <kv_scheme S, class F>
 TOKRED_FORCE_INLINE void with_code_width(int bits, F&& f) {
-  if constexpr (S == kv_scheme::sign) {
-    f(std::integral_constant<int, 1>{});
-  } else if constexpr (S == kv_scheme::ternary) {
-    f(std::integral_constant<int, 2>{});
-  } else {
-    switch (bits) {
-      case 1: if constexpr (S == kv_scheme::asymmetric) f(std::integral_constant<int, 1>{}); return;
-      case 2: return f(std::integral_constant<int, 2>{});
-      case 3: return f(std::integral_constant<int, 3>{});
-      case 4: return f(std::integral_constant<int, 4>{});
-      case 5: return f(std::integral_constant<int, 5>{});
-      case 6: return f(std::integral_constant<int, 6>{});
-      case 7: return f(std::integral_constant<int, 7>{});
-      default: return f(std::integral_constant<int, 8>{});
-    }
+  switch (bits) {
+    case 2: if constexpr (S != kv_scheme::sign) return f(std::integral_constant<int, 2>{}); break;
+    case 4: if constexpr (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) return f(std::integral_constant<int, 4>{}); break;
+    default: break;
   }
+  f(runtime_width{bits});
 }
 
 template <class F, int... I>
@@ -292,39 +293,64 @@ TOKRED_FORCE_INLINE void with_whole_batch(bool whole, F&& f) {
   f(std::false_type{});
 }
 
-/// A block of 32 consecutive values of a group — `Bits` words of the code stream — as codes:
-/// value i is `col[i]`; word j is stored at `words + j·ws` (lane stride `wl`, `n` lanes).
+/// A block of 32 consecutive values of a group — `bits` words of the code stream — as codes:
+/// value i is `col[i]`; word j is stored at `words + j·ws` (lane stride `wl`, `n` lanes). `Bits`
+/// is `bits` at compile time (a divisor of 32; each word's codes unrolled), or 0.
 template <int Bits, kv_scheme S, class Arch, class E>
 TOKRED_FORCE_INLINE void code_block(const float_batch<Arch>* col, const group_params<Arch>& g,
                                     const step_rounding<Arch, E>& rnd, std::uint32_t* words, index_t ws,
-                                    index_t wl, index_t n) noexcept {
+                                    index_t wl, index_t n, int bits) noexcept {
   using ub = u32_batch<Arch>;
   ub word(0u);
-  unrolled<32>([&](auto i) {
-    constexpr code_slot at = slot_of(decltype(i)::value, Bits);
-    const ub q = codes_of<S, Arch, E>(Bits, col[decltype(i)::value], g, rnd);
-    word = at.shift == 0 ? q : ub(word | (q << at.shift));
-    if constexpr (at.shift + Bits >= 32) {  // the word is complete
-      store_word_lanes<Arch>(words + at.word * ws, wl, n, word);
-      if constexpr (at.spills) word = q >> (32 - at.shift);
+  if constexpr (Bits == 0) {
+    for (index_t i = 0; i < 32; ++i) {
+      const code_slot at = slot_of(i, bits);
+      const ub q = codes_of<S, Arch, E>(bits, col[i], g, rnd);
+      word = word | (q << at.shift);
+      if (at.shift + bits >= 32) {  // the word is complete
+        store_word_lanes<Arch>(words + at.word * ws, wl, n, word);
+        word = at.spills ? ub(q >> (32 - at.shift)) : ub(0u);
+      }
     }
-  });
+  } else {  // Bits divides 32: a word at a time, its 32/Bits codes unrolled
+    constexpr int per = 32 / Bits;
+    for (index_t j = 0; j < Bits; ++j) {
+      const float_batch<Arch>* v = col + j * per;
+      word = codes_of<S, Arch, E>(Bits, v[0], g, rnd);
+      unrolled<per - 1>([&](auto i) {
+        constexpr int at = decltype(i)::value + 1;
+        word = word | (codes_of<S, Arch, E>(Bits, v[at], g, rnd) << (at * Bits));
+      });
+      store_word_lanes<Arch>(words + j * ws, wl, n, word);
+    }
+  }
 }
 
-/// The codes of a block of 32 consecutive values (see code_block) from its `Bits` words, value i
-/// passed to `f(i, codes)` as floats, in order.
+/// The codes of a block of 32 consecutive values (see code_block) from its `bits` words (word j
+/// at `words + j·ws`, lane stride `wl`), value i passed to `f(i, codes)` as floats, in order.
 template <int Bits, class Arch, class F>
-TOKRED_FORCE_INLINE void decode_block(const std::uint32_t* words, index_t ws, index_t n, F&& f) noexcept {
+TOKRED_FORCE_INLINE void decode_block(const std::uint32_t* words, index_t ws, index_t n, int bits, F&& f,
+                                      index_t wl = 1) noexcept {
   using ub = u32_batch<Arch>;
-  ub word[Bits];
-  for (int j = 0; j < Bits; ++j) word[j] = load_word_lanes<Arch>(words + j * ws, n);
-  unrolled<32>([&](auto i) {
-    constexpr code_slot at = slot_of(decltype(i)::value, Bits);
-    ub q = word[at.word] >> at.shift;
-    if constexpr (at.spills) q = q | (word[at.word + 1] << (32 - at.shift));
-    if constexpr (at.shift + Bits != 32) q = q & ub((1u << Bits) - 1u);  // no bits above the code
-    f(decltype(i)::value, code_floats<Arch>(q));
-  });
+  if constexpr (Bits == 0) {
+    for (index_t i = 0; i < 32; ++i) {
+      const code_slot at = slot_of(i, bits);
+      ub q = load_word_lanes<Arch>(words + at.word * ws, n, wl) >> at.shift;
+      if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n, wl) << (32 - at.shift));
+      f(i, code_floats<Arch>(q & ub((1u << bits) - 1u)));
+    }
+  } else {  // Bits divides 32: a word at a time, its 32/Bits codes unrolled
+    constexpr int per = 32 / Bits;
+    for (index_t j = 0; j < Bits; ++j) {
+      const ub word = load_word_lanes<Arch>(words + j * ws, n, wl);
+      unrolled<per>([&](auto i) {
+        constexpr int at = decltype(i)::value;
+        ub q = word >> (at * Bits);
+        if constexpr (at * Bits + Bits != 32) q = q & ub((1u << Bits) - 1u);  // no bits above the code
+        f(j * per + at, code_floats<Arch>(q));
+      });
+    }
+  }
 }
 
 /// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
@@ -365,7 +391,8 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
       if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes(b), g.zero);
       with_code_width<S>(f.bits, [&](auto bits) {
         for (index_t k = 0; k < f.group / 32; ++k)
-          code_block<bits, S, Arch, E>(col + 32 * k, g, rnd, words + k * bits * ws + b * w * wl, ws, wl, lanes(b));
+          code_block<decltype(bits)::value, S, Arch, E>(col + 32 * k, g, rnd, words + k * bits * ws + b * w * wl, ws,
+                                                        wl, lanes(b), bits);
       });
     }
   }
@@ -405,7 +432,7 @@ inline void unpack_codes(const std::uint32_t* words, index_t count, int bits, st
 /// scale and zero point of group 0, with their token strides and the parameters' group strides.
 template <class Ep>
 struct token_run_out {
-  std::uint32_t* words;
+  std::conditional_t<std::is_const_v<Ep>, const std::uint32_t, std::uint32_t>* words;
   index_t word_token_stride;
   Ep* scale;
   index_t scale_token_stride, scale_group_stride;
@@ -457,6 +484,50 @@ void dequantize_channel_group(const uniform_format& f, bool vidkv, const step_ro
                       values_of<S, Arch, E>(f.bits, vidkv, code_floats<Arch>(u32_batch<Arch>::load_aligned(q + i)), g, rnd));
 }
 
+/// Every group along channels of `count` consecutive tokens packed at `in` back to their rows
+/// (the first token's channel 0 at `y`, token stride `ys`, channel stride `cs`). With contiguous
+/// channels a whole batch of tokens is decoded a lane per token, 32 channels per block of words,
+/// and transposed back to token rows; the other tokens go one at a time.
+template <kv_scheme S, class Arch, class E, class Eout>
+void dequantize_token_run(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
+                          const token_run_out<const E>& in, index_t count, index_t dim, Eout* y, index_t ys,
+                          index_t cs) noexcept {
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size;
+  constexpr bool zero = S == kv_scheme::asymmetric;
+  const index_t words_per_group = f.group * f.bits / 32;
+  index_t t = 0;
+  if (cs == 1)
+    with_code_width<S>(f.bits, [&](auto bits) {
+      for (; t + w <= count; t += w)
+        for (index_t g = 0; g < dim / f.group; ++g) {
+          group_params<Arch> p;
+          p.scale = load_lanes<Arch>(in.scale + g * in.scale_group_stride + t * in.scale_token_stride,
+                                     in.scale_token_stride, w);
+          if constexpr (zero)
+            p.zero = load_lanes<Arch>(in.zero + g * in.zero_group_stride + t * in.zero_token_stride,
+                                      in.zero_token_stride, w);
+          for (index_t k = 0; k < f.group / 32; ++k) {
+            fb block[32];
+            decode_block<decltype(bits)::value, Arch>(
+                in.words + g * words_per_group + k * bits + t * in.word_token_stride, 1, w, bits,
+                [&](index_t i, const fb& q) TOKRED_INLINE_LAMBDA { block[i] = values_of<S, Arch, E>(bits, vidkv, q, p, rnd); },
+                in.word_token_stride);
+            for (index_t c = 0; c < 32; c += w) {
+              transpose_square<Arch>(block + c);
+              for (index_t j = 0; j < w; ++j) store_floats<Arch>(y + (t + j) * ys + g * f.group + 32 * k + c, block[c + j]);
+            }
+          }
+        }
+    });
+  for (; t < count; ++t)
+    for (index_t g = 0; g < dim / f.group; ++g)
+      dequantize_channel_group<S, Arch>(
+          f, vidkv, rnd, in.words + t * in.word_token_stride + g * words_per_group,
+          in.scale[t * in.scale_token_stride + g * in.scale_group_stride],
+          zero ? in.zero[t * in.zero_token_stride + g * in.zero_group_stride] : E{}, y + t * ys + g * f.group * cs, cs);
+}
+
 /// Where one group along tokens is packed: its first word row (channel 0), the row stride, and
 /// its scale and zero point rows (channel 0) with their channel strides.
 template <class Ep>
@@ -491,8 +562,9 @@ void dequantize_token_unit(const uniform_format& f, bool vidkv, const step_round
     with_code_width<S>(f.bits, [&](auto bits) {
       with_whole_batch(lanes == w && cs == 1, [&](auto whole) {
         const index_t n = whole ? w : lanes, stride = whole ? 1 : cs;
+        constexpr int unrolled_bits = whole ? decltype(bits)::value : 0;  // a ragged batch loops
         for (index_t k = 0; k < f.group / 32; ++k)
-          decode_block<bits, Arch>(in.words + k * bits * in.word_stride + c, in.word_stride, n,
+          decode_block<unrolled_bits, Arch>(in.words + k * bits * in.word_stride + c, in.word_stride, n, bits,
                                    [&](index_t i, const float_batch<Arch>& q) TOKRED_INLINE_LAMBDA {
                                      store_lanes<Arch>(rows[32 * k + i] + c * stride, stride, n,
                                                        values_of<S, Arch, E>(bits, vidkv, q, g, rnd));
@@ -582,22 +654,18 @@ struct backend<uniform_dequantize, cpu<Arch>> {
     const kv_problem prob = detail::kv_problem_of(out.cache);
     const detail::step_rounding<Arch, E> rnd{p.round_each_op};
     const auto& y = out.cache;
-    const index_t words_per_group = f.group * f.bits / 32;
     detail::for_each_unit(
-        exec, f, prob, 1,
+        exec, f, prob, detail::uniform_run,
         [&](auto tag, index_t h, index_t g) {
           Eout* rows[detail::uniform_max_group];
           for (index_t t = 0; t < f.group; ++t) rows[t] = &y(h, g * f.group + t, 0);
           detail::dequantize_token_unit<decltype(tag)::value, Arch>(
               f, p.vidkv_dequant, rnd, detail::token_group_at<const E>(in, f, h, g), prob.head_dim, rows, y.stride(2));
         },
-        [&](auto tag, index_t h, index_t t, index_t) {
-          constexpr kv_scheme S = decltype(tag)::value;
-          for (index_t g = 0; g < prob.head_dim / f.group; ++g)
-            detail::dequantize_channel_group<S, Arch>(f, p.vidkv_dequant, rnd, &in.codes(h, t, g * words_per_group),
-                                                      in.scale(h, t, g),
-                                                      S == kv_scheme::asymmetric ? in.zero(h, t, g) : E{},
-                                                      &y(h, t, g * f.group), y.stride(2));
+        [&](auto tag, index_t h, index_t t, index_t count) {
+          detail::dequantize_token_run<decltype(tag)::value, Arch>(f, p.vidkv_dequant, rnd,
+                                                                   detail::token_run_at<const E>(in, f, h, t), count,
+                                                                   prob.head_dim, &y(h, t, 0), y.stride(1), y.stride(2));
         });
     return status::ok;
   }
