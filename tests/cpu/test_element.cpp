@@ -160,36 +160,43 @@ TEST_CASE("SIMD fp16 narrowing equals from_float for every sign, exponent and to
 }  // namespace
 }  // namespace tokred::testing
 
-TEST_CASE("transpose_square: lane j of row i becomes lane i of row j", "[simd]") {
-  using lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
-  constexpr std::size_t w = lanes::size;
-  alignas(64) float values[w][w];
-  lanes rows[w];
-  for (std::size_t i = 0; i < w; ++i) {
-    for (std::size_t j = 0; j < w; ++j) values[i][j] = static_cast<float>(100 * i + j);
-    rows[i] = lanes::load_aligned(values[i]);
+namespace {
+
+using simd_lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
+constexpr std::size_t simd_width = simd_lanes::size;
+
+/// A square of batches whose row i holds 100·i + j in lane j: small integers, so every order of
+/// adds is exact and a lane that lands in the wrong place shows.
+struct numbered_rows {
+  simd_lanes rows[simd_width];
+  numbered_rows() {
+    for (std::size_t i = 0; i < simd_width; ++i) {
+      alignas(64) float lanes[simd_width];
+      for (std::size_t j = 0; j < simd_width; ++j) lanes[j] = value(i, j);
+      rows[i] = simd_lanes::load_aligned(lanes);
+    }
   }
-  tokred::detail::transpose_square<tokred::compile_time_arch>(rows);
+  static float value(std::size_t i, std::size_t j) { return static_cast<float>(100 * i + j); }
+};
+
+}  // namespace
+
+TEST_CASE("transpose_square: lane j of row i becomes lane i of row j", "[simd]") {
+  numbered_rows square;
+  tokred::detail::transpose_square<tokred::compile_time_arch>(square.rows);
   std::size_t misplaced = 0;
-  for (std::size_t j = 0; j < w; ++j) {
-    alignas(64) float got[w];
-    rows[j].store_aligned(got);
-    for (std::size_t i = 0; i < w; ++i) misplaced += got[i] != values[i][j];
+  for (std::size_t j = 0; j < simd_width; ++j) {
+    alignas(64) float got[simd_width];
+    square.rows[j].store_aligned(got);
+    for (std::size_t i = 0; i < simd_width; ++i) misplaced += got[i] != numbered_rows::value(i, j);
   }
   CHECK(misplaced == 0);
 }
 
 TEST_CASE("sums_of_rows: lane j is the sum of row j's lanes, in lane order", "[simd]") {
-  using lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
-  constexpr std::size_t w = lanes::size;
-  // Row j holds 100·j + i in lane i: small integers, so every order of the adds is exact and a
-  // lane that lands in the wrong place shows.
-  alignas(64) float values[w][w];
-  lanes rows[w];
-  for (std::size_t j = 0; j < w; ++j) {
-    for (std::size_t i = 0; i < w; ++i) values[j][i] = static_cast<float>(100 * j + i);
-    rows[j] = lanes::load_aligned(values[j]);
-  }
+  constexpr std::size_t w = simd_width;
+  numbered_rows square;
+  const simd_lanes* rows = square.rows;
   alignas(64) float sums[w];
   tokred::detail::sums_of_rows<tokred::compile_time_arch>(rows).store_aligned(sums);
   for (std::size_t j = 0; j < w; ++j) {
