@@ -326,6 +326,17 @@ TOKRED_FORCE_INLINE void code_block(const float_batch<Arch>* col, const group_pa
   }
 }
 
+/// The codes of value t of a group along tokens, from the group's word rows (word stride `ws`,
+/// lane stride `wl`).
+template <class Arch>
+TOKRED_FORCE_INLINE u32_batch<Arch> token_codes(const std::uint32_t* words, index_t ws, index_t n, index_t t, int bits,
+                                                index_t wl = 1) noexcept {
+  const code_slot at = slot_of(t, bits);
+  u32_batch<Arch> q = load_word_lanes<Arch>(words + at.word * ws, n, wl) >> at.shift;
+  if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n, wl) << (32 - at.shift));
+  return q & u32_batch<Arch>((1u << bits) - 1u);
+}
+
 /// The codes of a block of 32 consecutive values (see code_block) from its `bits` words (word j
 /// at `words + j·ws`, lane stride `wl`), value i passed to `f(i, codes)` as floats, in order.
 template <int Bits, class Arch, class F>
@@ -333,12 +344,7 @@ TOKRED_FORCE_INLINE void decode_block(const std::uint32_t* words, index_t ws, in
                                       index_t wl = 1) noexcept {
   using ub = u32_batch<Arch>;
   if constexpr (Bits == 0) {
-    for (index_t i = 0; i < 32; ++i) {
-      const code_slot at = slot_of(i, bits);
-      ub q = load_word_lanes<Arch>(words + at.word * ws, n, wl) >> at.shift;
-      if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n, wl) << (32 - at.shift));
-      f(i, code_floats<Arch>(q & ub((1u << bits) - 1u)));
-    }
+    for (index_t i = 0; i < 32; ++i) f(i, code_floats<Arch>(token_codes<Arch>(words, ws, n, i, bits, wl)));
   } else {  // Bits divides 32: a word at a time, its 32/Bits codes unrolled
     constexpr int per = 32 / Bits;
     for (index_t j = 0; j < Bits; ++j) {
@@ -396,15 +402,6 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
       });
     }
   }
-}
-
-/// The codes of token t of a group along tokens, from the group's word rows.
-template <class Arch>
-TOKRED_FORCE_INLINE u32_batch<Arch> token_codes(const std::uint32_t* words, index_t ws, index_t n, index_t t, int bits) noexcept {
-  const code_slot at = slot_of(t, bits);
-  u32_batch<Arch> q = load_word_lanes<Arch>(words + at.word * ws, n) >> at.shift;
-  if (at.spills) q = q | (load_word_lanes<Arch>(words + (at.word + 1) * ws, n) << (32 - at.shift));
-  return q & u32_batch<Arch>((1u << bits) - 1u);
 }
 
 /// Unpacks `count` codes of `bits` bits from their little-endian stream of words. Widths
