@@ -282,6 +282,64 @@ TEST_CASE("min-max and absmax formats round-trip within half a step", "[uniform_
   }
 }
 
+/// `x` moved `n` units in the last place of E (away from zero for n > 0 on either sign).
+template <class E>
+E nudged(E x, int n) {
+  if constexpr (std::is_same_v<E, float>) {
+    for (; n != 0; n += n > 0 ? -1 : 1) x = std::nextafter(x, (n > 0) == (x >= 0.0f) ? INFINITY : -INFINITY);
+    return x;
+  } else {
+    x.bits = static_cast<std::uint16_t>(x.bits + n);
+    return x;
+  }
+}
+
+/// Fills a cache so that every group of format f holds its own range and, for the rest, values
+/// on and a few units in the last place around the half steps of the scale the range gives:
+/// where x·(1/s) and the rounded quotient x/s can round to different codes.
+template <class E>
+void fill_half_steps(const uniform_format& f, const view<E, 3>& c, std::uint64_t seed) {
+  rng r(seed);
+  const bool along_tokens = f.axis == kv_group_axis::tokens;
+  const int top = f.scheme == kv_scheme::asymmetric ? (1 << f.bits) - 1 : (1 << (f.bits - 1)) - 1;
+  for (index_t h = 0; h < c.extent(0); ++h)
+    for (index_t g0 = 0; g0 < (along_tokens ? c.extent(1) : c.extent(2)); g0 += f.group)
+      for (index_t l = 0; l < (along_tokens ? c.extent(2) : c.extent(1)); ++l) {
+        // Range and low end stored as E; the scale as the quantizer forms it (fp32 arithmetic).
+        const float lo = f.scheme == kv_scheme::asymmetric ? to_float(from_float<E>(2.0f * r.uniform())) : 0.0f;
+        const float span = to_float(from_float<E>(2.25f + 1.75f * r.uniform()));
+        const float hi = to_float(from_float<E>(lo + span));
+        const float s = to_float(from_float<E>(f.scheme == kv_scheme::asymmetric ? (hi - lo) / static_cast<float>(top)
+                                                                                 : hi / static_cast<float>(top)));
+        for (index_t i = 0; i < f.group; ++i) {
+          E x = from_float<E>(i == 0 ? hi : lo);
+          if (i >= 2) {
+            const int k = f.scheme == kv_scheme::asymmetric ? static_cast<int>(i % top) : static_cast<int>(i % (2 * top)) - top;
+            x = nudged(from_float<E>(lo + (static_cast<float>(k) + 0.5f) * s), static_cast<int>(i % 5) - 2);
+            if (!(to_float(x) <= hi)) x = from_float<E>(hi);
+            if (!(to_float(x) >= (f.scheme == kv_scheme::asymmetric ? lo : -hi))) x = from_float<E>(lo);
+          }
+          if (along_tokens) c(h, g0 + i, l) = x;
+          else c(h, l, g0 + i) = x;
+        }
+      }
+}
+
+TEST_CASE("values on and beside half steps code as the rounded quotient does", "[uniform_quant]") {
+  const auto check = [](auto zero) {
+    using E = decltype(zero);
+    for (const uniform_format& f : formats()) {
+      if (f.scheme != kv_scheme::asymmetric && f.scheme != kv_scheme::symmetric) continue;
+      kv_cache<E> k = make_cache<E>(2, 128, 128, kv_layout::contiguous);
+      fill_half_steps(f, k.cache, 31);
+      check_against_oracle<E>(f, k.cache, false, false);
+    }
+  };
+  check(0.0f);
+  check(f16{});
+  check(bf16{});
+}
+
 TEST_CASE("constant, zero and non-finite groups give their documented results", "[uniform_quant]") {
   for (kv_scheme scheme : {kv_scheme::asymmetric, kv_scheme::symmetric, kv_scheme::sign, kv_scheme::ternary}) {
     const uniform_format f{scheme == kv_scheme::sign ? 1 : 2, 32, kv_group_axis::tokens, scheme};
