@@ -204,3 +204,36 @@ TEST_CASE("sums_of_rows: lane j is the sum of row j's lanes, in lane order", "[s
     CHECK(sums[j] == static_cast<float>(100 * j * w + w * (w - 1) / 2));
   }
 }
+
+TEST_CASE("shift_right_lanes: each lane by its own amount, 0 to 31", "[simd]") {
+  using words = tokred::detail::u32_batch<tokred::compile_time_arch>;
+  constexpr std::size_t w = words::size;
+  std::size_t wrong = 0;
+  for (std::uint32_t first = 0; first < 32; ++first) {
+    alignas(64) std::uint32_t x[w], s[w], got[w];
+    for (std::size_t i = 0; i < w; ++i) x[i] = 0x9E3779B9u * static_cast<std::uint32_t>(i + 1) | 0x80000000u, s[i] = (first + 7 * i) % 32;
+    tokred::detail::shift_right_lanes<tokred::compile_time_arch>(words::load_aligned(x), words::load_aligned(s)).store_aligned(got);
+    for (std::size_t i = 0; i < w; ++i) wrong += got[i] != x[i] >> s[i];
+  }
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("lookup16: lane i is table lane index[i] mod 16", "[simd]") {
+  using arch = tokred::compile_time_arch;
+  if constexpr (tokred::detail::has_lookup16<arch>()) {
+    using words = tokred::detail::u32_batch<arch>;
+    constexpr std::size_t w = words::size;
+    numbered_rows square;
+    std::size_t wrong = 0;
+    for (std::uint32_t first = 0; first < 64; ++first) {
+      alignas(64) std::uint32_t index[w];
+      alignas(64) float got[w];
+      for (std::size_t i = 0; i < w; ++i) index[i] = first * 5 + 11 * static_cast<std::uint32_t>(i);
+      tokred::detail::lookup16<arch>(square.rows[1], words::load_aligned(index)).store_aligned(got);
+      for (std::size_t i = 0; i < w; ++i) wrong += got[i] != numbered_rows::value(1, index[i] % 16);
+    }
+    CHECK(wrong == 0);
+  } else {
+    SUCCEED("no 16-lane permute in this build");
+  }
+}

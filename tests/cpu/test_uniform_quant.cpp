@@ -87,7 +87,8 @@ TEST_CASE("case table: codes, scales and values equal the oracle for every forma
   for (const shape_case& c : shape_cases()) {
     INFO(c.name);
     // Along tokens the case's width runs as is (partial SIMD batches); along channels the next
-    // multiple of 32. Tokens: the case's count rounded down to groups, at most 256.
+    // multiple of 32. Tokens: the case's count rounded down to groups, at most 256, and 37
+    // (along channels only).
     const index_t tokens = std::max<index_t>(64, std::min<index_t>(256, c.grid.tokens() / 64 * 64));
     const kv_layout how = c.rows == layout::strided    ? kv_layout::strided
                           : c.rows == layout::reversed ? kv_layout::reversed
@@ -97,6 +98,7 @@ TEST_CASE("case table: codes, scales and values equal the oracle for every forma
     sweep<float>(1, 64, (c.dim + 31) / 32 * 32, how, 12);
     sweep<f16>(1, 64, c.dim, how, 13);
     sweep<bf16>(1, 64, (c.dim + 31) / 32 * 32, how, 14);
+    sweep<f16>(1, 37, (c.dim + 31) / 32 * 32, how, 15);  // along channels: a partial batch of tokens
   }
 }
 

@@ -218,6 +218,41 @@ void transpose_square(float_batch<Arch>* rows) noexcept {
   }
 }
 
+/// Whether `shift_right_lanes<Arch>` is one instruction (vpsrlvd: AVX2 and AVX-512). xsimd 8.1
+/// shifts by a batch one lane at a time on other ISAs (and on AVX-512, hence the intrinsic).
+template <class Arch>
+constexpr bool has_lane_shifts() noexcept {
+  return lane_isa_of<Arch>() == lane_isa::avx2 || lane_isa_of<Arch>() == lane_isa::avx512;
+}
+
+/// Lane i of x shifted right (logically) by lane i of s, each shift below 32.
+template <class Arch>
+TOKRED_FORCE_INLINE u32_batch<Arch> shift_right_lanes(const u32_batch<Arch>& x, const u32_batch<Arch>& s) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) return u32_batch<Arch>(_mm512_srlv_epi32(x, s));
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx2) return u32_batch<Arch>(_mm256_srlv_epi32(x, s));
+#endif
+  return x >> s;
+}
+
+/// Whether `lookup16<Arch>` is one instruction (vpermps over 16 lanes: AVX-512).
+template <class Arch>
+constexpr bool has_lookup16() noexcept {
+  return lane_isa_of<Arch>() == lane_isa::avx512;
+}
+
+/// Lane i is lane (index[i] mod 16) of `table` (only where has_lookup16<Arch>()).
+template <class Arch>
+TOKRED_FORCE_INLINE float_batch<Arch> lookup16([[maybe_unused]] const float_batch<Arch>& table,
+                                               [[maybe_unused]] const u32_batch<Arch>& index) noexcept {
+  static_assert(has_lookup16<Arch>(), "tokred: no 16-lane permute for this architecture");
+#if XSIMD_WITH_AVX512F
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) return float_batch<Arch>(_mm512_permutexvar_ps(index, table));
+#endif
+}
+
 /// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
 template <class Arch>
 float_batch<Arch> widen_bf16(const bf16* p) noexcept {

@@ -8,9 +8,12 @@
 // row order (whole token rows along tokens, so a group is read front to back), the statistics
 // run down each batch's column of the tile, and its codes are packed 32 rows at a time with the
 // code width a compile-time constant (every shift and word position known). Dequantizing along
-// tokens unpacks a batch of channels 32 rows at a time the same way; along channels a batch of
-// tokens is unpacked a lane per token and transposed back to token rows (a token left over, or
-// strided channels, unpack one token's group at a time). A partial batch or a strided row goes
+// tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
+// contiguous output channels and 2- or 4-bit codes on AVX2 and AVX-512, each token's group is
+// unpacked a lane per channel (every lane shifts its word by its own amount; on AVX-512 a 16-lane
+// permute looks the value up in the group's table of 2^bits values); elsewhere a batch of tokens
+// is unpacked a lane per token and transposed back to token rows (a token left over, or strided
+// channels, unpack one token's group at a time). A partial batch or a strided row goes
 // through the same arithmetic lane by lane through small buffers. No workspace but the scores'
 // query products; no allocation.
 //
@@ -359,6 +362,51 @@ TOKRED_FORCE_INLINE void decode_block(const std::uint32_t* words, index_t ws, in
   }
 }
 
+/// Where each lane of a batch finds its code among values C0 … C0 + w − 1 of a code stream of
+/// `Bits` bits (a divisor of 32): its word and its shift, as lane constants.
+template <int Bits, int C0, int W>
+struct stream_lanes {
+  alignas(64) std::uint32_t word[W] = {};
+  alignas(64) std::uint32_t shift[W] = {};
+  constexpr stream_lanes() noexcept {
+    for (int l = 0; l < W; ++l) word[l] = (C0 + l) / (32 / Bits), shift[l] = (C0 + l) % (32 / Bits) * Bits;
+  }
+};
+
+template <int Bits, int C0, int W>
+inline constexpr stream_lanes<Bits, C0, W> stream_lanes_v{};
+
+/// 0, 1, …, W − 1: lane numbers as a constant.
+template <int W>
+struct lane_numbers {
+  alignas(64) std::uint32_t value[W] = {};
+  constexpr lane_numbers() noexcept {
+    for (int l = 0; l < W; ++l) value[l] = static_cast<std::uint32_t>(l);
+  }
+};
+
+template <int W>
+inline constexpr lane_numbers<W> lane_numbers_v{};
+
+/// The codes of values C0 … C0 + w − 1 of a code stream of `Bits` bits (a divisor of 32) at
+/// `words`, a lane per value, each in the low `Bits` bits of its lane with the stream's later
+/// bits above it: each lane takes its word (broadcast; a batch spans w·Bits/32 words where a
+/// word holds fewer codes than the batch has lanes) and shifts it by its own amount (vpsrlvd;
+/// only where has_lane_shifts<Arch>()). Reads only the words holding them.
+template <int Bits, int C0, class Arch>
+TOKRED_FORCE_INLINE u32_batch<Arch> stream_codes(const std::uint32_t* words) noexcept {
+  using ub = u32_batch<Arch>;
+  constexpr int per = 32 / Bits, w = static_cast<int>(ub::size);
+  constexpr const stream_lanes<Bits, C0, w>& at = stream_lanes_v<Bits, C0, w>;
+  ub word(words[C0 / per]);
+  if constexpr ((C0 + w - 1) / per != C0 / per) {
+    const ub index = ub::load_aligned(at.word);
+    for (int k = C0 / per + 1; k <= (C0 + w - 1) / per; ++k)
+      word = xsimd::select(index == ub(static_cast<std::uint32_t>(k)), ub(words[k]), word);
+  }
+  return shift_right_lanes<Arch>(word, ub::load_aligned(at.shift));  // the code in the low Bits bits
+}
+
 /// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
 /// lanes [c0, c0 + n) a batch at a time: along tokens the rows are tokens and the lanes channels;
 /// along channels (quantize_token_run) the rows are channels and the lanes tokens. The batch's
@@ -481,6 +529,58 @@ void dequantize_channel_group(const uniform_format& f, bool vidkv, const step_ro
                       values_of<S, Arch, E>(f.bits, vidkv, code_floats<Arch>(u32_batch<Arch>::load_aligned(q + i)), g, rnd));
 }
 
+/// Every group along channels of `count` consecutive tokens packed at `in` back to contiguous
+/// channels (the first token's channel 0 at `y`, token stride `ys`), a lane per channel
+/// (`Bits` dividing 32; only where has_lane_shifts<Arch>()): a batch of tokens' parameters is
+/// widened at once, then each token's group is decoded 32 channels per block of words.
+template <int Bits, kv_scheme S, class Arch, class E, class Eout>
+void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
+                              const token_run_out<const E>& in, index_t count, index_t dim, Eout* y,
+                              index_t ys) noexcept {
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size;
+  static_assert(32 % w == 0, "tokred: a block of 32 channels is whole batches");
+  const index_t words_per_group = f.group * Bits / 32;
+  alignas(64) float scale[w], zero[w];
+  for (index_t t0 = 0; t0 < count; t0 += w) {
+    const index_t n = std::min(w, count - t0);
+    for (index_t g = 0; g < dim / f.group; ++g) {
+      load_lanes<Arch>(in.scale + g * in.scale_group_stride + t0 * in.scale_token_stride, in.scale_token_stride, n)
+          .store_aligned(scale);
+      if constexpr (S == kv_scheme::asymmetric)
+        load_lanes<Arch>(in.zero + g * in.zero_group_stride + t0 * in.zero_token_stride, in.zero_token_stride, n)
+            .store_aligned(zero);
+      for (index_t j = 0; j < n; ++j) {
+        group_params<Arch> p;
+        p.scale = fb(scale[j]);
+        if constexpr (S == kv_scheme::asymmetric) p.zero = fb(zero[j]);
+        const std::uint32_t* words = in.words + (t0 + j) * in.word_token_stride + g * words_per_group;
+        Eout* out = y + (t0 + j) * ys + g * f.group;
+        // Up to 4 bits on AVX-512: the group's values as a table (lane i: the value of code
+        // i mod 2^Bits), looked up by each lane's low 4 bits; else each code's value computed.
+        constexpr bool by_table = Bits <= 4 && has_lookup16<Arch>();
+        fb table(0.0f);
+        if constexpr (by_table) {
+          const u32_batch<Arch> codes = u32_batch<Arch>::load_aligned(lane_numbers_v<w>.value) & u32_batch<Arch>((1u << Bits) - 1u);
+          table = values_of<S, Arch, E>(Bits, vidkv, code_floats<Arch>(codes), p, rnd);
+        }
+        const auto value = [&](const u32_batch<Arch>& q) TOKRED_INLINE_LAMBDA {
+          if constexpr (by_table) {
+            return lookup16<Arch>(table, q);
+          } else {
+            return values_of<S, Arch, E>(Bits, vidkv, code_floats<Arch>(q & u32_batch<Arch>((1u << Bits) - 1u)), p, rnd);
+          }
+        };
+        for (index_t k = 0; k < f.group / 32; ++k)
+          unrolled<32 / w>([&](auto i) TOKRED_INLINE_LAMBDA {
+            constexpr int c0 = decltype(i)::value * static_cast<int>(w);
+            store_floats<Arch>(out + 32 * k + c0, value(stream_codes<Bits, c0, Arch>(words + k * Bits)));
+          });
+      }
+    }
+  }
+}
+
 /// Every group along channels of `count` consecutive tokens packed at `in` back to their rows
 /// (the first token's channel 0 at `y`, token stride `ys`, channel stride `cs`). With contiguous
 /// channels a whole batch of tokens is decoded a lane per token, 32 channels per block of words,
@@ -496,6 +596,11 @@ void dequantize_token_run(const uniform_format& f, bool vidkv, const step_roundi
   index_t t = 0;
   if (cs == 1)
     with_code_width<S>(f.bits, [&](auto bits) {
+      if constexpr (decltype(bits)::value != 0 && has_lane_shifts<Arch>()) {
+        dequantize_channel_lanes<decltype(bits)::value, S, Arch>(f, vidkv, rnd, in, count, dim, y, ys);
+        t = count;
+        return;
+      }
       for (; t + w <= count; t += w)
         for (index_t g = 0; g < dim / f.group; ++g) {
           group_params<Arch> p;
