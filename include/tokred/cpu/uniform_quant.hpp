@@ -299,8 +299,8 @@ TOKRED_FORCE_INLINE void with_whole_batch(bool whole, F&& f) {
 /// A block of 32 consecutive values of a group — `bits` words of the code stream — as codes:
 /// value i is `col[i]`; word j is stored at `words + j·ws` (lane stride `wl`, `n` lanes). `Bits`
 /// is `bits` at compile time (a divisor of 32; each word's codes unrolled), or 0.
-template <int Bits, kv_scheme S, class Arch, class E>
-TOKRED_FORCE_INLINE void code_block(const float_batch<Arch>* col, const group_params<Arch>& g,
+template <int Bits, kv_scheme S, class Arch, class E, class Values>
+TOKRED_FORCE_INLINE void code_block(const Values& col, const group_params<Arch>& g,
                                     const step_rounding<Arch, E>& rnd, std::uint32_t* words, index_t ws,
                                     index_t wl, index_t n, int bits) noexcept {
   using ub = u32_batch<Arch>;
@@ -308,7 +308,7 @@ TOKRED_FORCE_INLINE void code_block(const float_batch<Arch>* col, const group_pa
   if constexpr (Bits == 0) {
     for (index_t i = 0; i < 32; ++i) {
       const code_slot at = slot_of(i, bits);
-      const ub q = codes_of<S, Arch, E>(bits, col[i], g, rnd);
+      const ub q = codes_of<S, Arch, E>(bits, col(i), g, rnd);
       word = word | (q << at.shift);
       if (at.shift + bits >= 32) {  // the word is complete
         store_word_lanes<Arch>(words + at.word * ws, wl, n, word);
@@ -318,11 +318,10 @@ TOKRED_FORCE_INLINE void code_block(const float_batch<Arch>* col, const group_pa
   } else {  // Bits divides 32: a word at a time, its 32/Bits codes unrolled
     constexpr int per = 32 / Bits;
     for (index_t j = 0; j < Bits; ++j) {
-      const float_batch<Arch>* v = col + j * per;
-      word = codes_of<S, Arch, E>(Bits, v[0], g, rnd);
+      word = codes_of<S, Arch, E>(Bits, col(j * per), g, rnd);
       unrolled<per - 1>([&](auto i) {
         constexpr int at = decltype(i)::value + 1;
-        word = word | (codes_of<S, Arch, E>(Bits, v[at], g, rnd) << (at * Bits));
+        word = word | (codes_of<S, Arch, E>(Bits, col(j * per + at), g, rnd) << (at * Bits));
       });
       store_word_lanes<Arch>(words + j * ws, wl, n, word);
     }
@@ -422,8 +421,46 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
   constexpr index_t w = fb::size, tile_size = uniform_tile_bytes / sizeof(fb);
   const index_t batches = (n + w - 1) / w, per_pass = std::max<index_t>(1, tile_size / f.group);
   const auto lanes = [&](index_t b) { return std::min(w, n - b * w); };
+  // One batch: its statistics down the group, its parameters, then its codes; value(t) is the
+  // batch of row t.
+  const auto column_stats = [&](const auto& value) TOKRED_INLINE_LAMBDA {
+    group_stats<Arch> st;
+    for (index_t t = 0; t < f.group; ++t) st.add(value(t));
+    return st;
+  };
+  const auto code_batch = [&](index_t b, const group_stats<Arch>& st, const auto& value) TOKRED_INLINE_LAMBDA {
+    const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
+    store_lanes<Arch>(scale + b * w * ss, ss, lanes(b), g.scale);
+    if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes(b), g.zero);
+    with_code_width<S>(f.bits, [&](auto bits) {
+      for (index_t k = 0; k < f.group / 32; ++k)
+        code_block<decltype(bits)::value, S, Arch, E>([&](index_t i) TOKRED_INLINE_LAMBDA { return value(32 * k + i); },
+                                                      g, rnd, words + k * bits * ws + b * w * wl, ws, wl, lanes(b), bits);
+    });
+  };
+  // Whole batches of lanes contiguous in every row (channels along tokens) are read from the
+  // rows themselves, twice, where widening costs no more than a load (an L1 tile costs a store
+  // per value); the statistics of a few batches run together, a row at a time.
+  constexpr bool reread = !std::is_same_v<E, f16> || has_hardware_f16<Arch>();
+  bool contiguous = reread && rows.row_step != 1;
+  for (index_t t = 0; t < f.group; ++t) contiguous = contiguous && rows.stride[t] == 1;
+  index_t first = 0;  // the first batch left to the tile
+  if (contiguous) {
+    constexpr index_t chunk = 4;
+    for (; first + chunk <= n / w; first += chunk) {
+      group_stats<Arch> st[chunk];
+      for (index_t t = 0; t < f.group; ++t)
+        unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA { st[i].add(load_operands<Arch>(rows.row[t] + (first + i) * w)); });
+      for (index_t i = 0; i < chunk; ++i)
+        code_batch(first + i, st[i], [&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
+    }
+    for (; first < n / w; ++first) {
+      const auto value = [&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + first * w); };
+      code_batch(first, column_stats(value), value);
+    }
+  }
   fb tile[tile_size];
-  for (index_t b0 = 0; b0 < batches; b0 += per_pass) {
+  for (index_t b0 = first; b0 < batches; b0 += per_pass) {
     const index_t b1 = std::min(batches, b0 + per_pass);
     for (index_t b = b0; b < b1; ++b) {
       fb* col = tile + (b - b0) * f.group;
@@ -437,17 +474,8 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
       }
     }
     for (index_t b = b0; b < b1; ++b) {
-      const fb* col = tile + (b - b0) * f.group;
-      group_stats<Arch> st;
-      for (index_t t = 0; t < f.group; ++t) st.add(col[t]);
-      const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
-      store_lanes<Arch>(scale + b * w * ss, ss, lanes(b), g.scale);
-      if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes(b), g.zero);
-      with_code_width<S>(f.bits, [&](auto bits) {
-        for (index_t k = 0; k < f.group / 32; ++k)
-          code_block<decltype(bits)::value, S, Arch, E>(col + 32 * k, g, rnd, words + k * bits * ws + b * w * wl, ws,
-                                                        wl, lanes(b), bits);
-      });
+      const auto value = [col = tile + (b - b0) * f.group](index_t t) TOKRED_INLINE_LAMBDA { return col[t]; };
+      code_batch(b, column_stats(value), value);
     }
   }
 }
