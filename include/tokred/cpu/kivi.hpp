@@ -167,12 +167,10 @@ struct backend<kivi_read, cpu<Arch>> {
       for (index_t t = held.keys_packed; t < in.tokens; ++t)
         detail::copy_channels(&cache.key_residual(h, t - held.keys_packed, 0), cache.key_residual.stride(2),
                               &out.keys(h, t, 0), out.keys.stride(2), dim);
-      const index_t words_per_group = k.group * vf.bits / 32;
-      for (index_t t = 0; t < held.values_packed; ++t)
-        for (index_t g = 0; g < dim / k.group; ++g)
-          detail::dequantize_channel_group<asym, Arch>(vf, false, rnd, &cache.values.codes(h, t, g * words_per_group),
-                                                 cache.values.scale(h, t, g), cache.values.zero(h, t, g),
-                                                 &out.values(h, t, g * k.group), out.values.stride(2));
+      if (held.values_packed > 0)
+        detail::dequantize_token_run<asym, Arch>(vf, false, rnd, detail::token_run_at<const E>(cache.values, vf, h, 0),
+                                                 held.values_packed, dim, &out.values(h, 0, 0), out.values.stride(1),
+                                                 out.values.stride(2));
       for (index_t t = held.values_packed; t < in.tokens; ++t)
         detail::copy_channels(&cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2),
                               &out.values(h, t, 0), out.values.stride(2), dim);

@@ -4,10 +4,13 @@
 // One quantization kernel serves both axes: a group's `group` values are rows, read as a SIMD
 // batch of lanes each. Along tokens (per channel) the rows are tokens and the lanes channels;
 // along channels (per token) the rows are channels and the lanes tokens. Either way every
-// lane's arithmetic runs in group order on every ISA. The rows are widened into an L1 tile in
-// row order (whole token rows along tokens, so a group is read front to back), the statistics
-// run down each batch's column of the tile, and its codes are packed 32 rows at a time with the
-// code width a compile-time constant (every shift and word position known). Dequantizing along
+// lane's arithmetic runs in group order on every ISA. Along tokens, whole batches of contiguous
+// channels are read from the rows themselves, twice: the statistics of four batches run
+// together a row at a time, then each batch's codes (fp16 without a conversion instruction
+// goes through the tile instead, widened once). Other batches are widened into an L1 tile
+// (along channels a batch of token rows is transposed in registers) and the statistics run
+// down the tile. Codes are packed 32 rows at a time with the code width a compile-time
+// constant for 2 and 4 bits (every shift and word position known). Dequantizing along
 // tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
 // contiguous output channels and 2- or 4-bit codes on AVX2 and AVX-512, each token's group is
 // unpacked a lane per channel (every lane shifts its word by its own amount; on AVX-512 a 16-lane
@@ -408,9 +411,10 @@ TOKRED_FORCE_INLINE u32_batch<Arch> stream_codes(const std::uint32_t* words) noe
 
 /// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
 /// lanes [c0, c0 + n) a batch at a time: along tokens the rows are tokens and the lanes channels;
-/// along channels (quantize_token_run) the rows are channels and the lanes tokens. The batch's
-/// column of `group` rows is widened once into a stack tile while its statistics accumulate in
-/// registers, then coded from the tile into words shifted together in a register. Writes
+/// along channels (quantize_token_run) the rows are channels and the lanes tokens. A batch's
+/// statistics run down its column of `group` rows, read from the rows (whole contiguous batches
+/// where widening is cheap) or from an L1 tile they were widened into, then it is coded into
+/// words shifted together in a register. Writes
 /// `group·bits/32` words at `words` (word stride `ws`, lane stride `wl`), and the scale and zero
 /// point (lane strides `ss`, `zs`).
 template <kv_scheme S, class Arch, class E, class Ep>
