@@ -469,10 +469,10 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     for (index_t b = b0; b < b1; ++b) {
       fb* col = tile + (b - b0) * f.group;
       if (rows.row_step == 1 && lanes(b) == w) {  // w rows of w lanes each: load lanes' rows, transpose
-        const E* first = rows.at(0, b * w);
+        const E* lane0 = rows.at(0, b * w);
         const index_t lane_stride = rows.stride[0];
         for (index_t t = 0; t < f.group; t += w) {
-          for (index_t j = 0; j < w; ++j) col[t + j] = load_operands<Arch>(first + t + j * lane_stride);
+          for (index_t j = 0; j < w; ++j) col[t + j] = load_operands<Arch>(lane0 + t + j * lane_stride);
           transpose_square<Arch>(col + t);
         }
       } else {
