@@ -117,6 +117,17 @@ bool time_apply(benchmark::State& state, const Policy& policy, const In& in, con
   return true;
 }
 
+/// time_apply of a merge-family policy over the `n` image-like rows of token_rows<E>(n, dim) on
+/// grid_of(n), with a workspace of the size it asks for.
+template <class E, class Policy, class Out>
+bool time_on_rows(benchmark::State& state, const Policy& policy, index_t n, index_t dim, const Out& out) {
+  merge_inputs<E> in{};
+  in.grid = grid_of(n);
+  in.tokens = token_rows<E>(n, dim);
+  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, problem{in.grid, dim}));
+  return time_apply(state, policy, in, out, {scratch.data(), scratch.size()});
+}
+
 /// Independent multiply-add chains on registers: enough chains (12) to cover the FMA latency
 /// (4 cycles) on two ports; no loads. Returns flops per iteration.
 inline double fma_chains(int steps) {

@@ -46,16 +46,10 @@ float quarter_theta() {
 template <class E>
 void BM_dymu(benchmark::State& state) {
   const index_t n = image_tokens;
-  const dymu policy{quarter_theta()};
-  const problem prob{grid_of(n), dim};
   merge_storage<E> storage(n, n, dim);  // sized by the bound: every row
-  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
-  merge_inputs<E> in{};
-  in.grid = prob.grid;
-  in.tokens = token_rows<E>(n, dim);
   counted_merge_outputs<E> out{};
   storage.attach(out);
-  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  if (!time_on_rows<E>(state, dymu{quarter_theta()}, n, dim, out)) return;
   state.counters["kept"] = static_cast<double>(storage.count);
 }
 
@@ -64,15 +58,9 @@ template <class E>
 void BM_tome_same_r(benchmark::State& state) {
   const index_t n = image_tokens;
   const tome policy{n / 4, 0};
-  const problem prob{grid_of(n), dim};
-  const index_t kept = retained_count(policy, prob);
+  const index_t kept = retained_count(policy, problem{grid_of(n), dim});
   merge_storage<E> storage(kept, n, dim);
-  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
-  merge_inputs<E> in{};
-  in.grid = prob.grid;
-  in.tokens = token_rows<E>(n, dim);
-  const merge_outputs<E> out = storage.outputs();
-  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  if (!time_on_rows<E>(state, policy, n, dim, storage.outputs())) return;
   state.counters["kept"] = static_cast<double>(kept);
 }
 

@@ -43,15 +43,8 @@ template <class E>
 void BM_tome(benchmark::State& state) {
   const index_t n = state.range(0), dim = state.range(1);
   const tome policy{n / 4, 0};
-  const problem prob{grid_of(n), dim};
-  const index_t kept = retained_count(policy, prob);
-  merge_storage<E> storage(kept, n, dim);
-  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
-  merge_inputs<E> in{};
-  in.grid = prob.grid;
-  in.tokens = token_rows<E>(n, dim);
-  const merge_outputs<E> out = storage.outputs();
-  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  merge_storage<E> storage(retained_count(policy, problem{grid_of(n), dim}), n, dim);
+  if (!time_on_rows<E>(state, policy, n, dim, storage.outputs())) return;
   similarity_flops(state, n, dim);
 }
 
@@ -59,16 +52,10 @@ void BM_tome(benchmark::State& state) {
 template <class E>
 void BM_tome_match(benchmark::State& state) {
   const index_t n = state.range(0), dim = state.range(1);
-  const tome_match policy{0};
-  const problem prob{grid_of(n), dim};
   std::vector<float> similarity(static_cast<std::size_t>(a_tokens(n)));
   std::vector<std::int64_t> partner(similarity.size());
-  std::vector<std::byte> scratch(workspace_bytes(cpu<>{}, policy, prob));
-  merge_inputs<E> in{};
-  in.grid = prob.grid;
-  in.tokens = token_rows<E>(n, dim);
   const match_outputs<> out{make_view(similarity.data(), a_tokens(n)), make_view(partner.data(), a_tokens(n))};
-  if (!time_apply(state, policy, in, out, {scratch.data(), scratch.size()})) return;
+  if (!time_on_rows<E>(state, tome_match{0}, n, dim, out)) return;
   similarity_flops(state, n, dim);
 }
 
