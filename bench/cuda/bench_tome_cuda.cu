@@ -110,16 +110,9 @@ void BM_cpu_tome(benchmark::State& state) {
   const problem prob{image_grid(side, side), dim};
   const index_t kept = c.kept();
   std::vector<bf16> tokens(static_cast<std::size_t>(kept * dim));
-  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, p, prob));
   merge_outputs<bf16> out{};
   out.tokens = view<bf16, 2>(tokens.data(), {kept, dim});
-  for (auto _ : state) {
-    for (index_t image = 0; image < c.images; ++image)
-      if (apply(cpu<>{}, p, c.host_inputs(image), out, workspace{ws.data(), ws.size()}) !=
-          status::ok)
-        return state.SkipWithError("CPU tome failed");
-    benchmark::DoNotOptimize(tokens.data());
-  }
+  if (!time_cpu_images(state, p, prob, c.images, [&](index_t image) { return c.host_inputs(image); }, out)) return;
   count(state, c);
 }
 

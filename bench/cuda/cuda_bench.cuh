@@ -1,5 +1,6 @@
 // bench/cuda/cuda_bench.cuh — what every CUDA benchmark shares: a stream with an event pair
-// for manual timing, the timed loop, owning device arrays, and the skip when no device is present.
+// for manual timing, the timed loop, owning device arrays, the skip when no device is present,
+// and the CPU backend's time on the same batch.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,6 +11,7 @@
 #include <benchmark/benchmark.h>
 
 #include <tokred/core/config.hpp>
+#include <tokred/tokred.hpp>
 
 namespace tokred::bench {
 
@@ -121,6 +123,25 @@ inline bool time_copy(benchmark::State& state, std::size_t bytes) {
   return time_iterations(state, timer, [&] {
     return cudaMemcpyAsync(to.get(), from.get(), bytes, cudaMemcpyDeviceToDevice, timer.stream()) == cudaSuccess;
   });
+}
+
+/// The CPU backend on a batch of `images`: `apply(cpu<>{}, policy, inputs(i), out, ws)` for
+/// i = 0 … images − 1 per iteration, each image's output written over the last, with the
+/// workspace one image of `prob` asks for. False, with the benchmark marked as failed, when a
+/// call fails.
+template <class Policy, class Inputs, class Out>
+bool time_cpu_images(benchmark::State& state, const Policy& policy, const problem& prob, index_t images,
+                     const Inputs& inputs, const Out& out) {
+  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, policy, prob));
+  for (auto _ : state) {
+    for (index_t image = 0; image < images; ++image)
+      if (apply(cpu<>{}, policy, inputs(image), out, workspace{ws.data(), ws.size()}) != status::ok) {
+        state.SkipWithError("the CPU backend failed");
+        return false;
+      }
+    benchmark::ClobberMemory();
+  }
+  return true;
 }
 
 /// False, with the benchmark marked as skipped, when there is no CUDA device.

@@ -206,15 +206,16 @@ void transpose_square(float_batch<Arch>* rows) noexcept {
 #endif
       if constexpr (w == 4) rows[c] = quad[c];
     }
-    return;
-  }
+  } else  // the other ISAs go through memory
 #endif
-  alignas(64) float lanes[w][w];
-  for (index_t i = 0; i < w; ++i) rows[i].store_aligned(lanes[i]);
-  for (index_t j = 0; j < w; ++j) {
-    alignas(64) float column[w];
-    for (index_t i = 0; i < w; ++i) column[i] = lanes[i][j];
-    rows[j] = float_batch<Arch>::load_aligned(column);
+  {
+    alignas(64) float lanes[w][w];
+    for (index_t i = 0; i < w; ++i) rows[i].store_aligned(lanes[i]);
+    for (index_t j = 0; j < w; ++j) {
+      alignas(64) float column[w];
+      for (index_t i = 0; i < w; ++i) column[i] = lanes[i][j];
+      rows[j] = float_batch<Arch>::load_aligned(column);
+    }
   }
 }
 
