@@ -1,9 +1,11 @@
 // tests/cpu/test_element.cpp — fp16 and bf16 conversions: exact, round-to-nearest-even, and
 // correct for subnormals, infinities and NaN; the SIMD loads/stores agree with the scalar ones.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <type_traits>
 #include <vector>
 
 #include <tokred/core/element.hpp>
@@ -235,5 +237,61 @@ TEST_CASE("lookup16: lane i is table lane index[i] mod 16", "[simd]") {
     CHECK(wrong == 0);
   } else {
     SUCCEED("no 16-lane permute in this build");
+  }
+}
+
+TEST_CASE("folds_of_rows: lane j is the minimum (maximum) of row j's lanes", "[simd]") {
+  using arch = tokred::compile_time_arch;
+  constexpr std::size_t w = simd_width;
+  const auto min = [](const simd_lanes& a, const simd_lanes& b) { return xsimd::min(a, b); };
+  const auto max = [](const simd_lanes& a, const simd_lanes& b) { return xsimd::max(a, b); };
+  // Rows whose extremes move through every lane: row j holds 100·j + (i·7 + j·3 + round) mod w
+  // in lane i, so each lane position carries the minimum of some row in some round.
+  std::size_t wrong = 0;
+  for (std::size_t round = 0; round < w; ++round) {
+    simd_lanes rows[w];
+    for (std::size_t j = 0; j < w; ++j) {
+      alignas(64) float lanes[w];
+      for (std::size_t i = 0; i < w; ++i) lanes[i] = static_cast<float>(100 * j + (i * 7 + j * 3 + round) % w);
+      rows[j] = simd_lanes::load_aligned(lanes);
+    }
+    alignas(64) float lo[w], hi[w];
+    tokred::detail::folds_of_rows<arch>(rows, min).store_aligned(lo);
+    tokred::detail::folds_of_rows<arch>(rows, max).store_aligned(hi);
+    for (std::size_t j = 0; j < w; ++j)
+      wrong += lo[j] != static_cast<float>(100 * j) || hi[j] != static_cast<float>(100 * j + w - 1);
+  }
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("pack_code_block: 32 codes of 2 or 4 bits into their little-endian words", "[simd]") {
+  using arch = tokred::compile_time_arch;
+  if constexpr (tokred::detail::has_code_packing<arch>()) {
+    using words = tokred::detail::u32_batch<arch>;
+    constexpr std::size_t w = words::size;
+    // `-> void`: no return type to deduce, so the discarded branch never instantiates the body.
+    const auto check = [](auto bits_constant) -> void {
+      constexpr int bits = decltype(bits_constant)::value;
+      std::size_t wrong = 0;
+      std::uint32_t state = 12345u;
+      for (int round = 0; round < 64; ++round) {
+        alignas(64) std::uint32_t codes[32];
+        for (std::uint32_t& c : codes) state = state * 1664525u + 1013904223u, c = (state >> 20) & ((1u << bits) - 1u);
+        if (round == 0) std::fill(std::begin(codes), std::end(codes), (1u << bits) - 1u);  // every bit set
+        words batches[32 / w];
+        for (std::size_t i = 0; i < 32 / w; ++i) batches[i] = words::load_aligned(codes + i * w);
+        std::uint32_t got[bits + 1], want[bits + 1] = {};
+        got[bits] = 0xA5A5A5A5u;  // the word after the block stays as it was
+        tokred::detail::pack_code_block<bits, arch>(batches, got);
+        for (int i = 0; i < 32; ++i) want[i * bits / 32] |= codes[i] << (i * bits % 32);
+        for (int j = 0; j < bits; ++j) wrong += got[j] != want[j];
+        wrong += got[bits] != 0xA5A5A5A5u;
+      }
+      CHECK(wrong == 0);
+    };
+    check(std::integral_constant<int, 2>{});
+    check(std::integral_constant<int, 4>{});
+  } else {
+    SUCCEED("no vector code packing in this build");
   }
 }

@@ -342,6 +342,83 @@ TEST_CASE("values on and beside half steps code as the rounded quotient does", "
   check(bf16{});
 }
 
+/// A (heads, n, n) cache of values in [−1, 1) whose first 32 tokens hold, group by group along
+/// channels, a NaN or an infinity (tokens 0–15), or zeros of either sign at the minimum or the
+/// maximum, or signed zeros only (tokens 16–31); the rest hold none. Every kind of batch of 16
+/// or 8 tokens occurs.
+template <class E>
+std::vector<E> signed_zero_cache(index_t heads, index_t n, std::uint64_t seed) {
+  rng r(seed);
+  std::vector<E> x(static_cast<std::size_t>(heads * n * n));
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t t = 0; t < n; ++t)
+      for (index_t g = 0; g < n / 32; ++g) {
+        // Tokens 0–15: NaN and infinities (kinds 4, 5); 16–31: zeros (1–3); the rest: neither.
+        const index_t k = (t + g + h) % 3;
+        const index_t kind = t < 16 ? (k == 0 ? 0 : k + 3) : t < 32 ? (t + g + h) % 4 : 0;
+        for (index_t c = g * 32; c < g * 32 + 32; ++c) {
+          float v = r.uniform();
+          const bool signed_zero = r.next() % 4 == 0;
+          const float zero = r.next() % 2 ? -0.0f : 0.0f;
+          if (kind == 1) v = signed_zero ? zero : std::fabs(v);   // minimum ±0
+          if (kind == 2) v = signed_zero ? zero : -std::fabs(v);  // maximum ±0
+          if (kind == 3) v = zero;                                 // all ±0
+          if (kind == 4 && c == g * 32 + t % 32) v = NAN;
+          if (kind == 5 && c == g * 32 + (t * 7) % 32) v = t % 2 ? INFINITY : -INFINITY;
+          x[static_cast<std::size_t>((h * n + t) * n + c)] = from_float<E>(v);
+        }
+      }
+  return x;
+}
+
+TEST_CASE("along channels equals along tokens of the transposed cache, zeros of either sign included",
+          "[uniform_quant]") {
+  // Along tokens every lane's statistics run in group order; along channels on AVX-512 they
+  // are folded across lanes and retaken in group order for batches holding a zero extreme or
+  // a non-finite value. Either way a group's minimum is its last minimal value, so scales,
+  // zero points and values agree bit for bit (a zero's sign included).
+  const auto check = [](auto zero) {
+    using E = decltype(zero);
+    INFO(element_name<E>());
+    constexpr index_t heads = 2, n = 64;
+    std::vector<E> a = signed_zero_cache<E>(heads, n, 51);
+    std::vector<E> b(a.size());
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t t = 0; t < n; ++t)
+        for (index_t c = 0; c < n; ++c)
+          b[static_cast<std::size_t>((h * n + c) * n + t)] = a[static_cast<std::size_t>((h * n + t) * n + c)];
+    for (const uniform_format& f : formats()) {
+      if (f.axis != kv_group_axis::channels || f.group != 32) continue;
+      INFO(describe(f));
+      const uniform_format along_tokens{f.bits, f.group, kv_group_axis::tokens, f.scheme};
+      const kv_problem prob{heads, n, n};
+      packed_buffers<E> pa(f, prob), pb(along_tokens, prob);
+      REQUIRE(quantize(f, view<E, 3>(a.data(), {heads, n, n}), pa) == status::ok);
+      REQUIRE(quantize(along_tokens, view<E, 3>(b.data(), {heads, n, n}), pb) == status::ok);
+      std::vector<E> ya(a.size()), yb(a.size());
+      REQUIRE(dequantize(f, pa, view<E, 3>(ya.data(), {heads, n, n})) == status::ok);
+      REQUIRE(dequantize(along_tokens, pb, view<E, 3>(yb.data(), {heads, n, n})) == status::ok);
+      std::size_t params_differ = 0, values_differ = 0;
+      for (index_t h = 0; h < heads; ++h)
+        for (index_t t = 0; t < n; ++t) {
+          for (index_t g = 0; g < n / 32; ++g) {
+            const std::size_t i = static_cast<std::size_t>((h * n + t) * (n / 32) + g);
+            const std::size_t j = static_cast<std::size_t>((h * (n / 32) + g) * n + t);
+            params_differ += bits_of(pa.scale[i]) != bits_of(pb.scale[j]) || bits_of(pa.zero[i]) != bits_of(pb.zero[j]);
+          }
+          for (index_t c = 0; c < n; ++c)
+            values_differ += bits_of(ya[static_cast<std::size_t>((h * n + t) * n + c)]) !=
+                             bits_of(yb[static_cast<std::size_t>((h * n + c) * n + t)]);
+        }
+      CHECK(params_differ == 0);
+      CHECK(values_differ == 0);
+    }
+  };
+  check(0.0f);
+  check(f16{});
+  check(bf16{});
+}
+
 TEST_CASE("constant, zero and non-finite groups give their documented results", "[uniform_quant]") {
   for (kv_scheme scheme : {kv_scheme::asymmetric, kv_scheme::symmetric, kv_scheme::sign, kv_scheme::ternary}) {
     const uniform_format f{scheme == kv_scheme::sign ? 1 : 2, 32, kv_group_axis::tokens, scheme};

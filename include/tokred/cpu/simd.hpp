@@ -219,6 +219,77 @@ void transpose_square(float_batch<Arch>* rows) noexcept {
   }
 }
 
+/// The folds of `float_batch<Arch>::size` batches, as one batch: lane j is `op` folded over the
+/// lanes of `rows[j]`, in an unspecified order (for min and max exact, but for the sign of a
+/// zero and which NaN). AVX-512 folds pairs of batches into one holding half as many lanes of
+/// each (halves, then 128-bit blocks, then lanes within blocks: 45 instructions for 16 rows);
+/// other ISAs transpose and fold down the columns.
+template <class Arch, class Op>
+float_batch<Arch> folds_of_rows(const float_batch<Arch>* rows, const Op& op) noexcept {
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size;
+#if XSIMD_WITH_AVX512F
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
+    // The tree leaves the fold of slot k + 4m in lane 4k + m, so slot p takes row 4(p mod 4) + p/4.
+    const auto slot = [&](int p) -> __m512 { return rows[4 * (p % 4) + p / 4]; };
+    const auto fold = [&](__m512 a, __m512 b) -> __m512 { return op(fb(a), fb(b)); };
+    __m512 halves[8], blocks[4], pairs[2];
+    for (int i = 0; i < 8; ++i) {  // [a0∘a2, a1∘a3, b0∘b2, b1∘b3]: 8 lanes of each
+      const __m512 a = slot(2 * i), b = slot(2 * i + 1);
+      halves[i] = fold(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    }
+    for (int i = 0; i < 4; ++i) {  // a 128-bit block of 4 lanes for each of 4 slots
+      const __m512 a = halves[2 * i], b = halves[2 * i + 1];
+      blocks[i] = fold(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+    }
+    for (int i = 0; i < 2; ++i) {  // 2 lanes of each of 2 slots in every block
+      const __m512 a = blocks[2 * i], b = blocks[2 * i + 1];
+      pairs[i] = fold(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xEE));
+    }
+    return fb(fold(_mm512_shuffle_ps(pairs[0], pairs[1], 0x88), _mm512_shuffle_ps(pairs[0], pairs[1], 0xDD)));
+  }
+#endif
+  fb columns[w];
+  for (index_t i = 0; i < w; ++i) columns[i] = rows[i];
+  transpose_square<Arch>(columns);
+  fb folded = columns[0];
+  for (index_t i = 1; i < w; ++i) folded = op(folded, columns[i]);
+  return folded;
+}
+
+/// Whether `pack_code_block<Bits, Arch>` has a vector form (AVX-512: 16 codes narrowed to bytes
+/// in one instruction, then merged by multiply-adds).
+template <class Arch>
+constexpr bool has_code_packing() noexcept {
+  return lane_isa_of<Arch>() == lane_isa::avx512;
+}
+
+/// Packs 32 codes of `Bits` bits (2 or 4), code i in lane i mod 16 of `codes[i / 16]`, each
+/// below 2^Bits, into the `Bits` little-endian words of their code stream: code i at bit
+/// Bits·i (only where has_code_packing<Arch>()).
+template <int Bits, class Arch>
+TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>* codes,
+                                         [[maybe_unused]] std::uint32_t* words) noexcept {
+  static_assert(has_code_packing<Arch>(), "tokred: no vector code packing for this architecture");
+  static_assert(Bits == 2 || Bits == 4, "tokred: packs 2- and 4-bit codes");
+#if XSIMD_WITH_AVX512F
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
+    // A byte per code; byte pairs merged as b0 + 2^Bits·b1 (pmaddubsw), for 2 bits then the
+    // pairs of pairs (pmaddwd); the sums, below 256, saturate to themselves when packed.
+    const __m128i b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
+    const __m128i pair_weights = _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8));
+    const __m128i p0 = _mm_maddubs_epi16(b0, pair_weights), p1 = _mm_maddubs_epi16(b1, pair_weights);
+    if constexpr (Bits == 4) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(p0, p1));
+    } else {
+      const __m128i quad_weights = _mm_set1_epi32(1 | 16 << 16);
+      const __m128i q = _mm_packs_epi32(_mm_madd_epi16(p0, quad_weights), _mm_madd_epi16(p1, quad_weights));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(q, q));
+    }
+  }
+#endif
+}
+
 /// Whether `shift_right_lanes<Arch>` is one instruction (vpsrlvd: AVX2 and AVX-512). xsimd 8.1
 /// shifts by a batch one lane at a time on other ISAs (and on AVX-512, hence the intrinsic).
 template <class Arch>

@@ -10,8 +10,12 @@
 // goes through the tile instead, widened once). Other batches are widened into an L1 tile
 // (along channels a batch of token rows is transposed in registers) and the statistics run
 // down the tile. Codes are packed 32 rows at a time with the code width a compile-time
-// constant for 2 and 4 bits (every shift and word position known). Dequantizing along
-// tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
+// constant for 2 and 4 bits (every shift and word position known). On AVX-512, along
+// channels at 2 and 4 bits with contiguous channels, a token's group is read a lane per channel
+// instead: its minima and maxima fold across lanes, a batch of tokens at once, and its codes are
+// narrowed to bytes and merged into words (a zero extreme or a non-finite value sends a batch of
+// tokens back to group-order statistics, so the results stay those of group order). Dequantizing
+// along tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
 // contiguous output channels and 2- or 4-bit codes on AVX2 and AVX-512, each token's group is
 // unpacked a lane per channel (every lane shifts its word by its own amount; on AVX-512 a 16-lane
 // permute looks the value up in the group's table of 2^bits values); elsewhere a batch of tokens
@@ -526,12 +530,88 @@ struct token_run_out {
 };
 
 /// Every group along channels of `count` consecutive tokens (the first at `x`, token stride `ts`,
-/// channel stride `cs`), SIMD lanes holding tokens: a group's channels are the rows of
-/// quantize_token_group, so a token's statistics run in channel order and its codes fill its
-/// words in order, whatever the lanes.
+/// contiguous channels) a lane per channel, `Bits` (2 or 4) and S min-max (only where
+/// has_code_packing<Arch>()), a batch of tokens at a time. Each token's group folds into one
+/// batch of minima and one of maxima, and folds_of_rows turns the batch of tokens' into lanes
+/// per token, so the parameters of the batch form at once; then each token's codes are formed
+/// along its row and packed 32 at a time. A fold's order is not group order, which only a zero
+/// can show (±0 compare equal): batches with a zero extreme or a non-finite value take their
+/// statistics again in group order, a lane per token.
+template <int Bits, kv_scheme S, class Arch, class E, class Ep>
+void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E> rnd, const E* x, index_t ts,
+                            index_t count, index_t dim, const token_run_out<Ep> o) noexcept {
+  // rnd and o by value: the packed stores may alias anything a reference reaches.
+  using fb = float_batch<Arch>;
+  constexpr index_t w = fb::size;
+  static_assert(32 % w == 0, "tokred: a block of 32 channels is whole batches");
+  const index_t group = f.group, words_per_group = group * Bits / 32;
+  alignas(64) float scale[w], zero[w];
+  for (index_t t0 = 0; t0 < count; t0 += w) {
+    const index_t n = std::min(w, count - t0);
+    for (index_t g = 0; g < dim / group; ++g) {
+      const E* first = x + t0 * ts + g * group;
+      fb lo[w], hi[w], finite(0.0f);  // finite: Σ(x − x) over the batch, NaN where a value is not finite
+      for (index_t j = 0; j < n; ++j) {
+        const E* row = first + j * ts;
+        fb l = load_operands<Arch>(row), h = l;
+        finite = finite + (l - l);
+        for (index_t c = w; c < group; c += w) {
+          const fb v = load_operands<Arch>(row + c);
+          l = xsimd::min(l, v), h = xsimd::max(h, v), finite = finite + (v - v);
+        }
+        lo[j] = l, hi[j] = h;
+      }
+      for (index_t j = n; j < w; ++j) lo[j] = lo[n - 1], hi[j] = hi[n - 1];  // past the last token: a copy
+      group_stats<Arch> st;
+      st.lo = folds_of_rows<Arch>(lo, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::min(a, b); });
+      st.hi = folds_of_rows<Arch>(hi, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::max(a, b); });
+      const fb none(0.0f);
+      if (xsimd::any(unordered<Arch>(finite, finite) | (st.lo == none) | (st.hi == none))) {
+        st = group_stats<Arch>{};
+        for (index_t c = 0; c < group; ++c) st.add(load_operand_lanes<Arch>(first + c, ts, n));
+      }
+      const group_params<Arch> p = params_of<S, Arch, E>(f, st, rnd);
+      store_lanes<Arch>(o.scale + g * o.scale_group_stride + t0 * o.scale_token_stride, o.scale_token_stride, n, p.scale);
+      if constexpr (S == kv_scheme::asymmetric)
+        store_lanes<Arch>(o.zero + g * o.zero_group_stride + t0 * o.zero_token_stride, o.zero_token_stride, n, p.zero);
+      p.scale.store_aligned(scale), p.zero.store_aligned(zero);
+      for (index_t j = 0; j < n; ++j) {
+        group_params<Arch> pj;
+        pj.scale = fb(scale[j]), pj.zero = fb(zero[j]);
+        const E* row = first + j * ts;
+        std::uint32_t* words = o.words + (t0 + j) * o.word_token_stride + g * words_per_group;
+        for (index_t k = 0; k < group / 32; ++k) {
+          u32_batch<Arch> codes[32 / w];
+          for (index_t i = 0; i < 32 / w; ++i)
+            codes[i] = codes_of<S, Arch, E>(Bits, load_operands<Arch>(row + 32 * k + i * w), pj, rnd);
+          pack_code_block<Bits, Arch>(codes, words + k * Bits);
+        }
+      }
+    }
+  }
+}
+
+/// Every group along channels of `count` consecutive tokens (the first at `x`, token stride `ts`,
+/// channel stride `cs`): quantize_channel_lanes where it applies (contiguous channels, 2 or 4
+/// bits, min-max schemes, widening no dearer than a load), else SIMD lanes holding tokens — a
+/// group's channels are the rows of quantize_token_group, so a token's statistics run in
+/// channel order and its codes fill its words in order, whatever the lanes.
 template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& rnd, const E* x, index_t ts,
                         index_t cs, index_t count, index_t dim, const token_run_out<Ep>& o) noexcept {
+  constexpr bool lanes_per_channel = has_code_packing<Arch>() && (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) &&
+                                     (!std::is_same_v<E, f16> || has_hardware_f16<Arch>());
+  if constexpr (lanes_per_channel) {
+    bool done = false;
+    if (cs == 1)
+      with_code_width<S>(f.bits, [&](auto bits) {
+        if constexpr (decltype(bits)::value != 0) {
+          quantize_channel_lanes<decltype(bits)::value, S, Arch>(f, rnd, x, ts, count, dim, o);
+          done = true;
+        }
+      });
+    if (done) return;
+  }
   const index_t words_per_group = f.group * f.bits / 32;
   for (index_t g = 0; g < dim / f.group; ++g) {
     token_rows<E> rows;
