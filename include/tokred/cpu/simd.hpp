@@ -257,14 +257,14 @@ float_batch<Arch> folds_of_rows(const float_batch<Arch>* rows, const Op& op) noe
   return folded;
 }
 
-/// Whether `pack_code_block<Bits, Arch>` has a vector form (AVX-512: 16 codes narrowed to bytes
-/// in one instruction, then merged by multiply-adds).
+/// Whether `pack_code_block<Bits, Arch>` has a vector form (AVX2 and AVX-512: the codes
+/// narrowed to bytes, then merged by multiply-adds).
 template <class Arch>
 constexpr bool has_code_packing() noexcept {
-  return lane_isa_of<Arch>() == lane_isa::avx512;
+  return lane_isa_of<Arch>() == lane_isa::avx2 || lane_isa_of<Arch>() == lane_isa::avx512;
 }
 
-/// Packs 32 codes of `Bits` bits (2 or 4), code i in lane i mod 16 of `codes[i / 16]`, each
+/// Packs 32 codes of `Bits` bits (2 or 4), code i in lane i mod size of `codes[i / size]`, each
 /// below 2^Bits, into the `Bits` little-endian words of their code stream: code i at bit
 /// Bits·i (only where has_code_packing<Arch>()).
 template <int Bits, class Arch>
@@ -272,20 +272,29 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
                                          [[maybe_unused]] std::uint32_t* words) noexcept {
   static_assert(has_code_packing<Arch>(), "tokred: no vector code packing for this architecture");
   static_assert(Bits == 2 || Bits == 4, "tokred: packs 2- and 4-bit codes");
+#if XSIMD_WITH_AVX2
+  // A byte per code: codes 0–15 in b0, 16–31 in b1.
+  __m128i b0 = _mm_setzero_si128(), b1 = b0;
 #if XSIMD_WITH_AVX512F
-  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
-    // A byte per code; byte pairs merged as b0 + 2^Bits·b1 (pmaddubsw), for 2 bits then the
-    // pairs of pairs (pmaddwd); the sums, below 256, saturate to themselves when packed.
-    const __m128i b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
-    const __m128i pair_weights = _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8));
-    const __m128i p0 = _mm_maddubs_epi16(b0, pair_weights), p1 = _mm_maddubs_epi16(b1, pair_weights);
-    if constexpr (Bits == 4) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(p0, p1));
-    } else {
-      const __m128i quad_weights = _mm_set1_epi32(1 | 16 << 16);
-      const __m128i q = _mm_packs_epi32(_mm_madd_epi16(p0, quad_weights), _mm_madd_epi16(p1, quad_weights));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(q, q));
-    }
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
+#endif
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx2) {
+    // The packs work within 128-bit lanes: dword k of the result holds codes 4k' … 4k' + 3 of
+    // batch k mod 4 (k' = k / 4 in lane order); one permute puts the dwords in code order.
+    const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(codes[0], codes[1]), _mm256_packus_epi32(codes[2], codes[3]));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    b0 = _mm256_castsi256_si128(ordered), b1 = _mm256_extracti128_si256(ordered, 1);
+  }
+  // Byte pairs merged as b + 2^Bits·b' (pmaddubsw), for 2 bits then pairs of pairs (pmaddwd);
+  // the sums, below 256, saturate to themselves when packed.
+  const __m128i pair_weights = _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8));
+  const __m128i p0 = _mm_maddubs_epi16(b0, pair_weights), p1 = _mm_maddubs_epi16(b1, pair_weights);
+  if constexpr (Bits == 4) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(p0, p1));
+  } else {
+    const __m128i quad_weights = _mm_set1_epi32(1 | 16 << 16);
+    const __m128i q = _mm_packs_epi32(_mm_madd_epi16(p0, quad_weights), _mm_madd_epi16(p1, quad_weights));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(q, q));
   }
 #endif
 }
