@@ -72,8 +72,9 @@ struct step_rounding {
   }
 };
 
-/// The statistics of one group, per lane: min, max, Σ|x| in group order, and Σ(x − x), which is
-/// NaN exactly when the group holds a NaN or an infinity.
+/// The statistics of one group, per lane: min and max (the min-max schemes) or Σ|x| (the
+/// others), in group order, and Σ(x − x), which is NaN exactly when the group holds a NaN or an
+/// infinity.
 template <class Arch>
 struct group_stats {
   // Parentheses, not braces: a braced float would pick xsimd's initializer-list constructor.
@@ -82,10 +83,15 @@ struct group_stats {
   float_batch<Arch> abs_sum = float_batch<Arch>(0.0f);
   float_batch<Arch> bad = float_batch<Arch>(0.0f);
 
+  /// Adds the next value of the group, keeping only what scheme S's parameters read.
+  template <kv_scheme S>
   TOKRED_FORCE_INLINE void add(const float_batch<Arch>& x) noexcept {
-    lo = xsimd::min(lo, x);
-    hi = xsimd::max(hi, x);
-    abs_sum = abs_sum + xsimd::abs(x);
+    if constexpr (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) {
+      lo = xsimd::min(lo, x);
+      hi = xsimd::max(hi, x);
+    } else {
+      abs_sum = abs_sum + xsimd::abs(x);
+    }
     bad = bad + (x - x);
   }
 };
@@ -439,7 +445,7 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
   // batch of row t.
   const auto column_stats = [&](const auto& value) TOKRED_INLINE_LAMBDA {
     group_stats<Arch> st;
-    for (index_t t = 0; t < f.group; ++t) st.add(value(t));
+    for (index_t t = 0; t < f.group; ++t) st.template add<S>(value(t));
     return st;
   };
   const auto code_batch = [&](index_t b, const group_stats<Arch>& st, const auto& value) TOKRED_INLINE_LAMBDA {
@@ -464,7 +470,7 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     for (; first + chunk <= n / w; first += chunk) {
       group_stats<Arch> st[chunk];
       for (index_t t = 0; t < f.group; ++t)
-        unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA { st[i].add(load_operands<Arch>(rows.row[t] + (first + i) * w)); });
+        unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA { st[i].template add<S>(load_operands<Arch>(rows.row[t] + (first + i) * w)); });
       for (index_t i = 0; i < chunk; ++i)
         code_batch(first + i, st[i], [&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
     }
@@ -568,7 +574,7 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
       const fb none(0.0f);
       if (xsimd::any(unordered<Arch>(finite, finite) | (st.lo == none) | (st.hi == none))) {
         st = group_stats<Arch>{};
-        for (index_t c = 0; c < group; ++c) st.add(load_operand_lanes<Arch>(first + c, ts, n));
+        for (index_t c = 0; c < group; ++c) st.template add<S>(load_operand_lanes<Arch>(first + c, ts, n));
       }
       const group_params<Arch> p = params_of<S, Arch, E>(f, st, rnd);
       store_lanes<Arch>(o.scale + g * o.scale_group_stride + t0 * o.scale_token_stride, o.scale_token_stride, n, p.scale);
