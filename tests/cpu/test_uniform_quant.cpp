@@ -344,8 +344,9 @@ TEST_CASE("values on and beside half steps code as the rounded quotient does", "
 
 /// A (heads, n, n) cache of values in [−1, 1) whose first 32 tokens hold, group by group along
 /// channels, a NaN or an infinity (tokens 0–15), or zeros of either sign at the minimum or the
-/// maximum, or signed zeros only (tokens 16–31); the rest hold none. Every kind of batch of 16
-/// or 8 tokens occurs.
+/// maximum, or signed zeros only (tokens 16–31); tokens 32–47 hold values near 10³⁸, whose sum
+/// overflows fp32 and bf16 (fp16 stores them as infinities); the rest hold none. Every kind of
+/// batch of 16 or 8 tokens occurs.
 template <class E>
 std::vector<E> signed_zero_cache(index_t heads, index_t n, std::uint64_t seed) {
   rng r(seed);
@@ -353,9 +354,9 @@ std::vector<E> signed_zero_cache(index_t heads, index_t n, std::uint64_t seed) {
   for (index_t h = 0; h < heads; ++h)
     for (index_t t = 0; t < n; ++t)
       for (index_t g = 0; g < n / 32; ++g) {
-        // Tokens 0–15: NaN and infinities (kinds 4, 5); 16–31: zeros (1–3); the rest: neither.
+        // Tokens 0–15: NaN and infinities (kinds 4, 5); 16–31: zeros (1–3); 32–47: huge (6).
         const index_t k = (t + g + h) % 3;
-        const index_t kind = t < 16 ? (k == 0 ? 0 : k + 3) : t < 32 ? (t + g + h) % 4 : 0;
+        const index_t kind = t < 16 ? (k == 0 ? 0 : k + 3) : t < 32 ? (t + g + h) % 4 : t < 48 ? 6 : 0;
         for (index_t c = g * 32; c < g * 32 + 32; ++c) {
           float v = r.uniform();
           const bool signed_zero = r.next() % 4 == 0;
@@ -365,6 +366,7 @@ std::vector<E> signed_zero_cache(index_t heads, index_t n, std::uint64_t seed) {
           if (kind == 3) v = zero;                                 // all ±0
           if (kind == 4 && c == g * 32 + t % 32) v = NAN;
           if (kind == 5 && c == g * 32 + (t * 7) % 32) v = t % 2 ? INFINITY : -INFINITY;
+          if (kind == 6) v = std::copysign(1.0f + std::fabs(v), v) * 1.0e38f;
           x[static_cast<std::size_t>((h * n + t) * n + c)] = from_float<E>(v);
         }
       }

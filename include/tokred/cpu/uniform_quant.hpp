@@ -538,11 +538,12 @@ struct token_run_out {
 /// Every group along channels of `count` consecutive tokens (the first at `x`, token stride `ts`,
 /// contiguous channels) a lane per channel, `Bits` (2 or 4) and S min-max (only where
 /// has_code_packing<Arch>()), a batch of tokens at a time. Each token's group folds into one
-/// batch of minima and one of maxima, and folds_of_rows turns the batch of tokens' into lanes
+/// batch of minima and one of maxima, and folds_of_rows turns the tokens' batches into lanes
 /// per token, so the parameters of the batch form at once; then each token's codes are formed
 /// along its row and packed 32 at a time. A fold's order is not group order, which only a zero
-/// can show (±0 compare equal): batches with a zero extreme or a non-finite value take their
-/// statistics again in group order, a lane per token.
+/// can show (±0 compare equal): batches with a zero extreme, or whose sum is not finite (a
+/// value that is not, or an fp32 overflow), take their statistics again in group order, a lane
+/// per token.
 template <int Bits, kv_scheme S, class Arch, class E, class Ep>
 void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E> rnd, const E* x, index_t ts,
                             index_t count, index_t dim, const token_run_out<Ep> o) noexcept {
@@ -556,14 +557,14 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
     const index_t n = std::min(w, count - t0);
     for (index_t g = 0; g < dim / group; ++g) {
       const E* first = x + t0 * ts + g * group;
-      fb lo[w], hi[w], finite(0.0f);  // finite: Σ(x − x) over the batch, NaN where a value is not finite
+      fb lo[w], hi[w], sum(0.0f);  // Σx: not finite where a value is not, or where the sum overflows
       for (index_t j = 0; j < n; ++j) {
         const E* row = first + j * ts;
         fb l = load_operands<Arch>(row), h = l;
-        finite = finite + (l - l);
+        sum = sum + l;
         for (index_t c = w; c < group; c += w) {
           const fb v = load_operands<Arch>(row + c);
-          l = xsimd::min(l, v), h = xsimd::max(h, v), finite = finite + (v - v);
+          l = xsimd::min(l, v), h = xsimd::max(h, v), sum = sum + v;
         }
         lo[j] = l, hi[j] = h;
       }
@@ -572,6 +573,7 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
       st.lo = folds_of_rows<Arch>(lo, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::min(a, b); });
       st.hi = folds_of_rows<Arch>(hi, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::max(a, b); });
       const fb none(0.0f);
+      const fb finite = sum - sum;  // NaN where sum is not finite
       if (xsimd::any(unordered<Arch>(finite, finite) | (st.lo == none) | (st.hi == none))) {
         st = group_stats<Arch>{};
         for (index_t c = 0; c < group; ++c) st.template add<S>(load_operand_lanes<Arch>(first + c, ts, n));
