@@ -449,6 +449,27 @@ TEST_CASE("constant, zero and non-finite groups give their documented results", 
   }
 }
 
+TEST_CASE("finite groups whose sum overflows fp32 are not taken for non-finite ones", "[uniform_quant]") {
+  // Values near 2.5·10³⁸: any two sum past fp32's largest finite value. The statistics look
+  // for a NaN or an infinity through a group's sum, and must look again where the sum is not
+  // finite.
+  std::vector<float> x(64 * 64);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = 2.0e38f + 1.0e36f * static_cast<float>(i % 37);
+  const view<float, 3> cache(x.data(), {1, 64, 64});
+  for (const uniform_format& f : formats()) {
+    INFO(describe(f));
+    packed_buffers<float> out(f, {1, 64, 64});
+    REQUIRE(quantize(f, cache, out) == status::ok);
+    CHECK(std::none_of(out.scale.begin(), out.scale.end(), [](float s) { return std::isnan(s); }));
+    if (f.scheme != kv_scheme::asymmetric) continue;
+    std::vector<float> back(x.size());
+    REQUIRE(dequantize(f, out, make_view(back.data(), 1, 64, 64)) == status::ok);
+    bool within = true;  // every group spans 3.6·10³⁷: a step of at most that
+    for (std::size_t i = 0; i < x.size(); ++i) within = within && std::fabs(back[i] - x[i]) <= 3.6e37f;
+    CHECK(within);
+  }
+}
+
 // --- bad input ----------------------------------------------------------------------------------
 
 TEST_CASE("bad input: every status, packed cache and output untouched", "[uniform_quant][bad_input]") {

@@ -72,15 +72,16 @@ struct step_rounding {
   }
 };
 
-/// The statistics of one group, per lane: min and max (the min-max schemes) or Σ|x| (the
-/// others), in group order, and Σ(x − x), which is NaN exactly when the group holds a NaN or an
-/// infinity.
+/// The statistics of one group, per lane, in group order: min, max and Σx (the min-max
+/// schemes) or Σ|x| (the others); then, from close, `bad`: NaN exactly where the group holds a
+/// NaN or an infinity.
 template <class Arch>
 struct group_stats {
   // Parentheses, not braces: a braced float would pick xsimd's initializer-list constructor.
   float_batch<Arch> lo = float_batch<Arch>(std::numeric_limits<float>::infinity());
   float_batch<Arch> hi = float_batch<Arch>(-std::numeric_limits<float>::infinity());
   float_batch<Arch> abs_sum = float_batch<Arch>(0.0f);
+  float_batch<Arch> sum = float_batch<Arch>(0.0f);
   float_batch<Arch> bad = float_batch<Arch>(0.0f);
 
   /// Adds the next value of the group, keeping only what scheme S's parameters read.
@@ -89,10 +90,25 @@ struct group_stats {
     if constexpr (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) {
       lo = xsimd::min(lo, x);
       hi = xsimd::max(hi, x);
+      sum = sum + x;
     } else {
       abs_sum = abs_sum + xsimd::abs(x);
     }
-    bad = bad + (x - x);
+  }
+
+  /// Sets `bad` once every value is in. A sum is finite when every value is; where one is not
+  /// (a value that is not, or an overflow), Σ(x − x) over the group again (`value(t)`: row t)
+  /// tells which.
+  template <kv_scheme S, class Value>
+  TOKRED_FORCE_INLINE void close(index_t group, const Value& value) noexcept {
+    const float_batch<Arch> total = S == kv_scheme::asymmetric || S == kv_scheme::symmetric ? sum : abs_sum;
+    bad = total - total;
+    if (!xsimd::any(unordered<Arch>(bad, bad))) return;
+    bad = float_batch<Arch>(0.0f);
+    for (index_t t = 0; t < group; ++t) {
+      const float_batch<Arch> x = value(t);
+      bad = bad + (x - x);
+    }
   }
 };
 
@@ -448,7 +464,8 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     for (index_t t = 0; t < f.group; ++t) st.template add<S>(value(t));
     return st;
   };
-  const auto code_batch = [&](index_t b, const group_stats<Arch>& st, const auto& value) TOKRED_INLINE_LAMBDA {
+  const auto code_batch = [&](index_t b, group_stats<Arch> st, const auto& value) TOKRED_INLINE_LAMBDA {
+    st.template close<S>(f.group, value);
     const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
     store_lanes<Arch>(scale + b * w * ss, ss, lanes(b), g.scale);
     if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes(b), g.zero);
@@ -575,8 +592,10 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
       const fb none(0.0f);
       const fb finite = sum - sum;  // NaN where sum is not finite
       if (xsimd::any(unordered<Arch>(finite, finite) | (st.lo == none) | (st.hi == none))) {
+        const auto value = [&](index_t c) TOKRED_INLINE_LAMBDA { return load_operand_lanes<Arch>(first + c, ts, n); };
         st = group_stats<Arch>{};
-        for (index_t c = 0; c < group; ++c) st.template add<S>(load_operand_lanes<Arch>(first + c, ts, n));
+        for (index_t c = 0; c < group; ++c) st.template add<S>(value(c));
+        st.template close<S>(group, value);
       }
       const group_params<Arch> p = params_of<S, Arch, E>(f, st, rnd);
       store_lanes<Arch>(o.scale + g * o.scale_group_stride + t0 * o.scale_token_stride, o.scale_token_stride, n, p.scale);
