@@ -219,6 +219,14 @@ void transpose_square(float_batch<Arch>* rows) noexcept {
   }
 }
 
+/// One level of folds_of_rows' tree: out[i] = fold(low(a, b), high(a, b)) for the pair a, b =
+/// in[2i], in[2i + 1], i < n.
+template <class Reg, class Fold, class Low, class High>
+TOKRED_FORCE_INLINE void fold_pairs(const Reg* in, Reg* out, int n, const Fold& fold, const Low& low,
+                                    const High& high) noexcept {
+  for (int i = 0; i < n; ++i) out[i] = fold(low(in[2 * i], in[2 * i + 1]), high(in[2 * i], in[2 * i + 1]));
+}
+
 /// The folds of `float_batch<Arch>::size` batches, as one batch: lane j is `op` folded over the
 /// lanes of `rows[j]`, in an unspecified order (for min and max exact, but for the sign of a
 /// zero and which NaN). AVX-512 and AVX2 fold pairs of batches into one holding half as many
@@ -231,40 +239,36 @@ float_batch<Arch> folds_of_rows(const float_batch<Arch>* rows, const Op& op) noe
 #if XSIMD_WITH_AVX512F
   if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
     // The tree leaves the fold of slot k + 4m in lane 4k + m, so slot p takes row 4(p mod 4) + p/4.
-    const auto slot = [&](int p) -> __m512 { return rows[4 * (p % 4) + p / 4]; };
-    const auto fold = [&](__m512 a, __m512 b) -> __m512 { return op(fb(a), fb(b)); };
-    __m512 halves[8], blocks[4], pairs[2];
-    for (int i = 0; i < 8; ++i) {  // [a0∘a2, a1∘a3, b0∘b2, b1∘b3]: 8 lanes of each
-      const __m512 a = slot(2 * i), b = slot(2 * i + 1);
-      halves[i] = fold(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
-    }
-    for (int i = 0; i < 4; ++i) {  // a 128-bit block of 4 lanes for each of 4 slots
-      const __m512 a = halves[2 * i], b = halves[2 * i + 1];
-      blocks[i] = fold(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
-    }
-    for (int i = 0; i < 2; ++i) {  // 2 lanes of each of 2 slots in every block
-      const __m512 a = blocks[2 * i], b = blocks[2 * i + 1];
-      pairs[i] = fold(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xEE));
-    }
-    return fb(fold(_mm512_shuffle_ps(pairs[0], pairs[1], 0x88), _mm512_shuffle_ps(pairs[0], pairs[1], 0xDD)));
+    using reg = __m512;
+    const auto fold = [&](reg a, reg b) -> reg { return op(fb(a), fb(b)); };
+    reg slots[16], halves[8], blocks[4], pairs[2], folded[1];
+    for (int p = 0; p < 16; ++p) slots[p] = rows[4 * (p % 4) + p / 4];
+    fold_pairs(slots, halves, 8, fold, [](reg a, reg b) { return _mm512_shuffle_f32x4(a, b, 0x44); },
+               [](reg a, reg b) { return _mm512_shuffle_f32x4(a, b, 0xEE); });  // 8 lanes of each slot
+    fold_pairs(halves, blocks, 4, fold, [](reg a, reg b) { return _mm512_shuffle_f32x4(a, b, 0x88); },
+               [](reg a, reg b) { return _mm512_shuffle_f32x4(a, b, 0xDD); });  // a 128-bit block each
+    fold_pairs(blocks, pairs, 2, fold, [](reg a, reg b) { return _mm512_shuffle_ps(a, b, 0x44); },
+               [](reg a, reg b) { return _mm512_shuffle_ps(a, b, 0xEE); });  // 2 lanes in every block
+    fold_pairs(pairs, folded, 1, fold, [](reg a, reg b) { return _mm512_shuffle_ps(a, b, 0x88); },
+               [](reg a, reg b) { return _mm512_shuffle_ps(a, b, 0xDD); });
+    return fb(folded[0]);
   }
 #endif
 #if XSIMD_WITH_AVX2
   if constexpr (lane_isa_of<Arch>() == lane_isa::avx2) {
-    // The same tree for 8 lanes (21 instructions): the fold of slot 2m + k lands in lane 4k + m,
-    // so slot p takes row 4(p mod 2) + p/2.
-    const auto slot = [&](int p) -> __m256 { return rows[4 * (p % 2) + p / 2]; };
-    const auto fold = [&](__m256 a, __m256 b) -> __m256 { return op(fb(a), fb(b)); };
-    __m256 halves[4], pairs[2];
-    for (int i = 0; i < 4; ++i) {  // a 128-bit half of 4 lanes for each of 2 slots
-      const __m256 a = slot(2 * i), b = slot(2 * i + 1);
-      halves[i] = fold(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-    }
-    for (int i = 0; i < 2; ++i) {  // 2 lanes of each of 2 slots in every half
-      const __m256 a = halves[2 * i], b = halves[2 * i + 1];
-      pairs[i] = fold(_mm256_shuffle_ps(a, b, 0x44), _mm256_shuffle_ps(a, b, 0xEE));
-    }
-    return fb(fold(_mm256_shuffle_ps(pairs[0], pairs[1], 0x88), _mm256_shuffle_ps(pairs[0], pairs[1], 0xDD)));
+    // The same tree for 8 lanes: the fold of slot 2m + k lands in lane 4k + m, so slot p takes
+    // row 4(p mod 2) + p/2.
+    using reg = __m256;
+    const auto fold = [&](reg a, reg b) -> reg { return op(fb(a), fb(b)); };
+    reg slots[8], halves[4], pairs[2], folded[1];
+    for (int p = 0; p < 8; ++p) slots[p] = rows[4 * (p % 2) + p / 2];
+    fold_pairs(slots, halves, 4, fold, [](reg a, reg b) { return _mm256_permute2f128_ps(a, b, 0x20); },
+               [](reg a, reg b) { return _mm256_permute2f128_ps(a, b, 0x31); });  // a 128-bit half each
+    fold_pairs(halves, pairs, 2, fold, [](reg a, reg b) { return _mm256_shuffle_ps(a, b, 0x44); },
+               [](reg a, reg b) { return _mm256_shuffle_ps(a, b, 0xEE); });  // 2 lanes in every half
+    fold_pairs(pairs, folded, 1, fold, [](reg a, reg b) { return _mm256_shuffle_ps(a, b, 0x88); },
+               [](reg a, reg b) { return _mm256_shuffle_ps(a, b, 0xDD); });
+    return fb(folded[0]);
   }
 #endif
   fb columns[w];
@@ -294,12 +298,14 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
   // A byte per code: codes 0–15 in b0, 16–31 in b1.
   __m128i b0 = _mm_setzero_si128(), b1 = b0;
 #if XSIMD_WITH_AVX512F
-  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512)
+    b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
 #endif
   if constexpr (lane_isa_of<Arch>() == lane_isa::avx2) {
     // The packs work within 128-bit lanes: dword k of the result holds codes 4k' … 4k' + 3 of
     // batch k mod 4 (k' = k / 4 in lane order); one permute puts the dwords in code order.
-    const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(codes[0], codes[1]), _mm256_packus_epi32(codes[2], codes[3]));
+    const __m256i bytes =
+        _mm256_packus_epi16(_mm256_packus_epi32(codes[0], codes[1]), _mm256_packus_epi32(codes[2], codes[3]));
     const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     b0 = _mm256_castsi256_si128(ordered), b1 = _mm256_extracti128_si256(ordered, 1);
   }
