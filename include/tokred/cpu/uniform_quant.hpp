@@ -13,9 +13,9 @@
 // constant for 2 and 4 bits (every shift and word position known). On AVX2 and AVX-512, along
 // channels at 2 and 4 bits with contiguous channels, a token's group is read a lane per channel
 // instead: its minima and maxima fold across lanes, a batch of tokens at once, and its codes are
-// narrowed to bytes and merged into words (a zero extreme or a non-finite value sends a batch of
-// tokens back to group-order statistics, so the results stay those of group order). Dequantizing
-// along tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
+// narrowed to bytes and merged into words (a zero extreme or a sum that is not finite sends a
+// batch of tokens back to group-order statistics, so the results stay those of group order).
+// Dequantizing along tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
 // contiguous output channels and 2- or 4-bit codes on AVX2 and AVX-512, each token's group is
 // unpacked a lane per channel (every lane shifts its word by its own amount; on AVX-512 a 16-lane
 // permute looks the value up in the group's table of 2^bits values); elsewhere a batch of tokens
@@ -487,7 +487,9 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     for (; first + chunk <= n / w; first += chunk) {
       group_stats<Arch> st[chunk];
       for (index_t t = 0; t < f.group; ++t)
-        unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA { st[i].template add<S>(load_operands<Arch>(rows.row[t] + (first + i) * w)); });
+        unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA {
+          st[i].template add<S>(load_operands<Arch>(rows.row[t] + (first + i) * w));
+        });
       for (index_t i = 0; i < chunk; ++i)
         code_batch(first + i, st[i], [&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
     }
@@ -598,7 +600,8 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
         st.template close<S>(group, value);
       }
       const group_params<Arch> p = params_of<S, Arch, E>(f, st, rnd);
-      store_lanes<Arch>(o.scale + g * o.scale_group_stride + t0 * o.scale_token_stride, o.scale_token_stride, n, p.scale);
+      store_lanes<Arch>(o.scale + g * o.scale_group_stride + t0 * o.scale_token_stride, o.scale_token_stride, n,
+                        p.scale);
       if constexpr (S == kv_scheme::asymmetric)
         store_lanes<Arch>(o.zero + g * o.zero_group_stride + t0 * o.zero_token_stride, o.zero_token_stride, n, p.zero);
       p.scale.store_aligned(scale), p.zero.store_aligned(zero);
@@ -626,8 +629,9 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
 template <kv_scheme S, class Arch, class E, class Ep>
 void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& rnd, const E* x, index_t ts,
                         index_t cs, index_t count, index_t dim, const token_run_out<Ep>& o) noexcept {
-  constexpr bool lanes_per_channel = has_code_packing<Arch>() && (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) &&
-                                     (!std::is_same_v<E, f16> || has_hardware_f16<Arch>());
+  constexpr bool min_max = S == kv_scheme::asymmetric || S == kv_scheme::symmetric;
+  constexpr bool widens_in_one = !std::is_same_v<E, f16> || has_hardware_f16<Arch>();
+  constexpr bool lanes_per_channel = has_code_packing<Arch>() && min_max && widens_in_one;
   if constexpr (lanes_per_channel) {
     bool done = false;
     if (cs == 1)
