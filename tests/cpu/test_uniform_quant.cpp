@@ -375,10 +375,10 @@ std::vector<E> signed_zero_cache(index_t heads, index_t n, std::uint64_t seed) {
 
 TEST_CASE("along channels equals along tokens of the transposed cache, zeros of either sign included",
           "[uniform_quant]") {
-  // Along tokens every lane's statistics run in group order; along channels on AVX2 and
-  // AVX-512 they are folded across lanes and retaken in group order for batches holding a zero
-  // extreme or a non-finite value. Either way a group's minimum is its last minimal value, so
-  // scales, zero points and values agree bit for bit (a zero's sign included).
+  // Along tokens every lane's statistics run in group order; along channels on x86 they are
+  // folded across lanes and retaken in group order for batches holding a zero extreme or a sum
+  // that is not finite. Either way a group's minimum is its last minimal value, so scales, zero
+  // points and values agree bit for bit (a zero's sign included).
   const auto check = [](auto zero) {
     using E = decltype(zero);
     INFO(element_name<E>());

@@ -279,11 +279,11 @@ float_batch<Arch> folds_of_rows(const float_batch<Arch>* rows, const Op& op) noe
   return folded;
 }
 
-/// Whether `pack_code_block<Bits, Arch>` has a vector form (AVX2 and AVX-512: the codes
-/// narrowed to bytes, then merged by multiply-adds).
+/// Whether `pack_code_block<Bits, Arch>` has a vector form (x86: the codes narrowed to bytes,
+/// then merged).
 template <class Arch>
 constexpr bool has_code_packing() noexcept {
-  return lane_isa_of<Arch>() == lane_isa::avx2 || lane_isa_of<Arch>() == lane_isa::avx512;
+  return lane_isa_of<Arch>() != lane_isa::generic;
 }
 
 /// Packs 32 codes of `Bits` bits (2 or 4), code i in lane i mod size of `codes[i / size]`, each
@@ -294,14 +294,15 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
                                          [[maybe_unused]] std::uint32_t* words) noexcept {
   static_assert(has_code_packing<Arch>(), "tokred: no vector code packing for this architecture");
   static_assert(Bits == 2 || Bits == 4, "tokred: packs 2- and 4-bit codes");
-#if XSIMD_WITH_AVX2
+#if XSIMD_WITH_SSE2
+  constexpr lane_isa isa = lane_isa_of<Arch>();
   // A byte per code: codes 0–15 in b0, 16–31 in b1.
   __m128i b0 = _mm_setzero_si128(), b1 = b0;
 #if XSIMD_WITH_AVX512F
-  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512)
-    b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
+  if constexpr (isa == lane_isa::avx512) b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
 #endif
-  if constexpr (lane_isa_of<Arch>() == lane_isa::avx2) {
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) {
     // The packs work within 128-bit lanes: dword k of the result holds codes 4k' … 4k' + 3 of
     // batch k mod 4 (k' = k / 4 in lane order); one permute puts the dwords in code order.
     const __m256i bytes =
@@ -309,10 +310,25 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
     const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     b0 = _mm256_castsi256_si128(ordered), b1 = _mm256_extracti128_si256(ordered, 1);
   }
-  // Byte pairs merged as b + 2^Bits·b' (pmaddubsw), for 2 bits then pairs of pairs (pmaddwd);
-  // the sums, below 256, saturate to themselves when packed.
-  const __m128i pair_weights = _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8));
-  const __m128i p0 = _mm_maddubs_epi16(b0, pair_weights), p1 = _mm_maddubs_epi16(b1, pair_weights);
+#endif
+  if constexpr (isa == lane_isa::sse2) {
+    const auto bytes = [&](int h) {  // codes 16h … 16h + 15, in order (the codes fit any pack)
+      return _mm_packus_epi16(_mm_packs_epi32(codes[4 * h], codes[4 * h + 1]),
+                              _mm_packs_epi32(codes[4 * h + 2], codes[4 * h + 3]));
+    };
+    b0 = bytes(0), b1 = bytes(1);
+  }
+  // Byte pairs merged into 16-bit lanes as b + 2^Bits·b' (pmaddubsw where the build has SSSE3,
+  // else a shift, an or and a mask), for 2 bits then pairs of those into 32-bit lanes as
+  // p + 16·p' (pmaddwd); the sums, below 256, saturate to themselves when packed.
+  const auto pairs = [](__m128i b) {
+#if XSIMD_WITH_SSSE3
+    if constexpr (isa != lane_isa::sse2)
+      return _mm_maddubs_epi16(b, _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8)));
+#endif
+    return _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 8 - Bits)), _mm_set1_epi16((1 << 2 * Bits) - 1));
+  };
+  const __m128i p0 = pairs(b0), p1 = pairs(b1);
   if constexpr (Bits == 4) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(p0, p1));
   } else {

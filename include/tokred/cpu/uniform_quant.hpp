@@ -10,8 +10,9 @@
 // goes through the tile instead, widened once). Other batches are widened into an L1 tile
 // (along channels a batch of token rows is transposed in registers) and the statistics run
 // down the tile. Codes are packed 32 rows at a time with the code width a compile-time
-// constant for 2 and 4 bits (every shift and word position known). On AVX2 and AVX-512, along
-// channels at 2 and 4 bits with contiguous channels, a token's group is read a lane per channel
+// constant for 2 and 4 bits (every shift and word position known). On x86, along channels at
+// 2 and 4 bits with contiguous channels (fp16 only with a conversion instruction), a token's
+// group is read a lane per channel
 // instead: its minima and maxima fold across lanes, a batch of tokens at once, and its codes are
 // narrowed to bytes and merged into words (a zero extreme or a sum that is not finite sends a
 // batch of tokens back to group-order statistics, so the results stay those of group order).
