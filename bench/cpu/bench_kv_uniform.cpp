@@ -128,7 +128,7 @@ void memcpy_shapes(benchmark::internal::Benchmark* b) {
   b->Arg(4096)->ArgName("tokens")->MinTime(0.1)->ComputeStatistics("min", fastest);
 }
 void formats(benchmark::internal::Benchmark* b) {
-  for (int bits : {2, 4})
+  for (int bits : {2, 4, 8})
     for (int axis : {0, 1}) b->Args({4096, bits, axis})->Args({256, bits, axis});
   b->ArgNames({"tokens", "bits", "per_token"})->MinTime(0.1)->ComputeStatistics("min", fastest);
 }

@@ -264,7 +264,7 @@ TEST_CASE("folds_of_rows: lane j is the minimum (maximum) of row j's lanes", "[s
   CHECK(wrong == 0);
 }
 
-TEST_CASE("pack_code_block: 32 codes of 2 or 4 bits into their little-endian words", "[simd]") {
+TEST_CASE("pack_code_block: 32 codes of 2, 4 or 8 bits into their little-endian words", "[simd]") {
   using arch = tokred::compile_time_arch;
   if constexpr (tokred::detail::has_code_packing<arch>()) {
     using words = tokred::detail::u32_batch<arch>;
@@ -291,6 +291,7 @@ TEST_CASE("pack_code_block: 32 codes of 2 or 4 bits into their little-endian wor
     };
     check(std::integral_constant<int, 2>{});
     check(std::integral_constant<int, 4>{});
+    check(std::integral_constant<int, 8>{});
   } else {
     SUCCEED("no vector code packing in this build");
   }

@@ -286,14 +286,14 @@ constexpr bool has_code_packing() noexcept {
   return lane_isa_of<Arch>() != lane_isa::generic;
 }
 
-/// Packs 32 codes of `Bits` bits (2 or 4), code i in lane i mod size of `codes[i / size]`, each
-/// below 2^Bits, into the `Bits` little-endian words of their code stream: code i at bit
+/// Packs 32 codes of `Bits` bits (2, 4 or 8), code i in lane i mod size of `codes[i / size]`,
+/// each below 2^Bits, into the `Bits` little-endian words of their code stream: code i at bit
 /// Bits·i (only where has_code_packing<Arch>()).
 template <int Bits, class Arch>
 TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>* codes,
                                          [[maybe_unused]] std::uint32_t* words) noexcept {
   static_assert(has_code_packing<Arch>(), "tokred: no vector code packing for this architecture");
-  static_assert(Bits == 2 || Bits == 4, "tokred: packs 2- and 4-bit codes");
+  static_assert(Bits == 2 || Bits == 4 || Bits == 8, "tokred: packs 2-, 4- and 8-bit codes");
 #if XSIMD_WITH_SSE2
   constexpr lane_isa isa = lane_isa_of<Arch>();
   // A byte per code: codes 0–15 in b0, 16–31 in b1.
@@ -318,23 +318,28 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
     };
     b0 = bytes(0), b1 = bytes(1);
   }
-  // Byte pairs merged into 16-bit lanes as b + 2^Bits·b' (pmaddubsw where the build has SSSE3,
-  // else a shift, an or and a mask), for 2 bits then pairs of those into 32-bit lanes as
-  // p + 16·p' (pmaddwd); the sums, below 256, saturate to themselves when packed.
-  const auto pairs = [](__m128i b) {
-#if XSIMD_WITH_SSSE3
-    if constexpr (isa != lane_isa::sse2)
-      return _mm_maddubs_epi16(b, _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8)));
-#endif
-    return _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 8 - Bits)), _mm_set1_epi16((1 << 2 * Bits) - 1));
-  };
-  const __m128i p0 = pairs(b0), p1 = pairs(b1);
-  if constexpr (Bits == 4) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(p0, p1));
+  if constexpr (Bits == 8) {  // the bytes are the stream
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words), b0);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(words + 4), b1);
   } else {
-    const __m128i quad_weights = _mm_set1_epi32(1 | 16 << 16);
-    const __m128i q = _mm_packs_epi32(_mm_madd_epi16(p0, quad_weights), _mm_madd_epi16(p1, quad_weights));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(q, q));
+    // Byte pairs merged into 16-bit lanes as b + 2^Bits·b' (pmaddubsw where the build has
+    // SSSE3, else a shift, an or and a mask), for 2 bits then pairs of those into 32-bit lanes
+    // as p + 16·p' (pmaddwd); the sums, below 256, saturate to themselves when packed.
+    const auto pairs = [](__m128i b) {
+#if XSIMD_WITH_SSSE3
+      if constexpr (isa != lane_isa::sse2)
+        return _mm_maddubs_epi16(b, _mm_set1_epi16(static_cast<short>(1 | (1 << Bits) << 8)));
+#endif
+      return _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 8 - Bits)), _mm_set1_epi16((1 << 2 * Bits) - 1));
+    };
+    const __m128i p0 = pairs(b0), p1 = pairs(b1);
+    if constexpr (Bits == 4) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(p0, p1));
+    } else {
+      const __m128i quad_weights = _mm_set1_epi32(1 | 16 << 16);
+      const __m128i q = _mm_packs_epi32(_mm_madd_epi16(p0, quad_weights), _mm_madd_epi16(p1, quad_weights));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(words), _mm_packus_epi16(q, q));
+    }
   }
 #endif
 }

@@ -11,7 +11,7 @@
 // (along channels a batch of token rows is transposed in registers) and the statistics run
 // down the tile. Codes are packed 32 rows at a time with the code width a compile-time
 // constant for 2 and 4 bits (every shift and word position known). On x86, along channels at
-// 2 and 4 bits with contiguous channels (fp16 only with a conversion instruction), a token's
+// 2, 4 and 8 bits with contiguous channels (fp16 only with a conversion instruction), a token's
 // group is read a lane per channel
 // instead: its minima and maxima fold across lanes, a batch of tokens at once, and its codes are
 // narrowed to bytes and merged into words (a zero extreme or a sum that is not finite sends a
@@ -556,7 +556,7 @@ struct token_run_out {
 };
 
 /// Every group along channels of `count` consecutive tokens (the first at `x`, token stride `ts`,
-/// contiguous channels) a lane per channel, `Bits` (2 or 4) and S min-max (only where
+/// contiguous channels) a lane per channel, `Bits` (2, 4 or 8) and S min-max (only where
 /// has_code_packing<Arch>()), a batch of tokens at a time. Each token's group folds into one
 /// batch of minima and one of maxima, and folds_of_rows turns the tokens' batches into lanes
 /// per token, so the parameters of the batch form at once; then each token's codes are formed
@@ -623,8 +623,8 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
 }
 
 /// Every group along channels of `count` consecutive tokens (the first at `x`, token stride `ts`,
-/// channel stride `cs`): quantize_channel_lanes where it applies (contiguous channels, 2 or 4
-/// bits, min-max schemes, widening no dearer than a load), else SIMD lanes holding tokens — a
+/// channel stride `cs`): quantize_channel_lanes where it applies (contiguous channels, 2, 4 or
+/// 8 bits, min-max schemes, widening no dearer than a load), else SIMD lanes holding tokens — a
 /// group's channels are the rows of quantize_token_group, so a token's statistics run in
 /// channel order and its codes fill its words in order, whatever the lanes.
 template <kv_scheme S, class Arch, class E, class Ep>
@@ -635,13 +635,17 @@ void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& r
   constexpr bool lanes_per_channel = has_code_packing<Arch>() && min_max && widens_in_one;
   if constexpr (lanes_per_channel) {
     bool done = false;
-    if (cs == 1)
+    if (cs == 1 && f.bits == 8) {
+      quantize_channel_lanes<8, S, Arch>(f, rnd, x, ts, count, dim, o);
+      done = true;
+    } else if (cs == 1) {
       with_code_width<S>(f.bits, [&](auto bits) {
         if constexpr (decltype(bits)::value != 0) {
           quantize_channel_lanes<decltype(bits)::value, S, Arch>(f, rnd, x, ts, count, dim, o);
           done = true;
         }
       });
+    }
     if (done) return;
   }
   const index_t words_per_group = f.group * f.bits / 32;
