@@ -634,19 +634,14 @@ void quantize_token_run(const uniform_format& f, const step_rounding<Arch, E>& r
   constexpr bool widens_in_one = !std::is_same_v<E, f16> || has_hardware_f16<Arch>();
   constexpr bool lanes_per_channel = has_code_packing<Arch>() && min_max && widens_in_one;
   if constexpr (lanes_per_channel) {
-    bool done = false;
-    if (cs == 1 && f.bits == 8) {
-      quantize_channel_lanes<8, S, Arch>(f, rnd, x, ts, count, dim, o);
-      done = true;
-    } else if (cs == 1) {
-      with_code_width<S>(f.bits, [&](auto bits) {
-        if constexpr (decltype(bits)::value != 0) {
-          quantize_channel_lanes<decltype(bits)::value, S, Arch>(f, rnd, x, ts, count, dim, o);
-          done = true;
-        }
-      });
+    if (cs == 1) {
+      switch (f.bits) {
+        case 2: return quantize_channel_lanes<2, S, Arch>(f, rnd, x, ts, count, dim, o);
+        case 4: return quantize_channel_lanes<4, S, Arch>(f, rnd, x, ts, count, dim, o);
+        case 8: return quantize_channel_lanes<8, S, Arch>(f, rnd, x, ts, count, dim, o);
+        default: break;  // 1, 3, 5, 6 and 7 bits: the lanes hold tokens
+      }
     }
-    if (done) return;
   }
   const index_t words_per_group = f.group * f.bits / 32;
   for (index_t g = 0; g < dim / f.group; ++g) {
