@@ -164,7 +164,9 @@ TEST_CASE("SIMD fp16 narrowing equals from_float for every sign, exponent and to
 
 namespace {
 
-using simd_lanes = tokred::detail::float_batch<tokred::compile_time_arch>;
+using arch = tokred::compile_time_arch;
+using simd_lanes = tokred::detail::float_batch<arch>;
+using simd_words = tokred::detail::u32_batch<arch>;  // as many lanes as simd_lanes
 constexpr std::size_t simd_width = simd_lanes::size;
 
 /// A square of batches whose row i holds 100·i + j in lane j: small integers, so every order of
@@ -208,23 +210,22 @@ TEST_CASE("sums_of_rows: lane j is the sum of row j's lanes, in lane order", "[s
 }
 
 TEST_CASE("shift_right_lanes: each lane by its own amount, 0 to 31", "[simd]") {
-  using words = tokred::detail::u32_batch<tokred::compile_time_arch>;
-  constexpr std::size_t w = words::size;
+  using words = simd_words;
+  constexpr std::size_t w = simd_width;
   std::size_t wrong = 0;
   for (std::uint32_t first = 0; first < 32; ++first) {
     alignas(64) std::uint32_t x[w], s[w], got[w];
     for (std::size_t i = 0; i < w; ++i) x[i] = 0x9E3779B9u * static_cast<std::uint32_t>(i + 1) | 0x80000000u, s[i] = (first + 7 * i) % 32;
-    tokred::detail::shift_right_lanes<tokred::compile_time_arch>(words::load_aligned(x), words::load_aligned(s)).store_aligned(got);
+    tokred::detail::shift_right_lanes<arch>(words::load_aligned(x), words::load_aligned(s)).store_aligned(got);
     for (std::size_t i = 0; i < w; ++i) wrong += got[i] != x[i] >> s[i];
   }
   CHECK(wrong == 0);
 }
 
 TEST_CASE("lookup16: lane i is table lane index[i] mod 16", "[simd]") {
-  using arch = tokred::compile_time_arch;
   if constexpr (tokred::detail::has_lookup16<arch>()) {
-    using words = tokred::detail::u32_batch<arch>;
-    constexpr std::size_t w = words::size;
+    using words = simd_words;
+    constexpr std::size_t w = simd_width;
     numbered_rows square;
     std::size_t wrong = 0;
     for (std::uint32_t first = 0; first < 64; ++first) {
@@ -241,7 +242,6 @@ TEST_CASE("lookup16: lane i is table lane index[i] mod 16", "[simd]") {
 }
 
 TEST_CASE("folds_of_rows: lane j is the minimum (maximum) of row j's lanes", "[simd]") {
-  using arch = tokred::compile_time_arch;
   constexpr std::size_t w = simd_width;
   const auto min = [](const simd_lanes& a, const simd_lanes& b) { return xsimd::min(a, b); };
   const auto max = [](const simd_lanes& a, const simd_lanes& b) { return xsimd::max(a, b); };
@@ -265,10 +265,9 @@ TEST_CASE("folds_of_rows: lane j is the minimum (maximum) of row j's lanes", "[s
 }
 
 TEST_CASE("pack_code_block: 32 codes of 2, 4 or 8 bits into their little-endian words", "[simd]") {
-  using arch = tokred::compile_time_arch;
   if constexpr (tokred::detail::has_code_packing<arch>()) {
-    using words = tokred::detail::u32_batch<arch>;
-    constexpr std::size_t w = words::size;
+    using words = simd_words;
+    constexpr std::size_t w = simd_width;
     // `-> void`: no return type to deduce, so the discarded branch never instantiates the body.
     const auto check = [](auto bits_constant) -> void {
       constexpr int bits = decltype(bits_constant)::value;
