@@ -27,19 +27,22 @@ namespace tokred::bench {
 namespace {
 
 /// Token rows of a square grid of `n` tokens: `fields` smooth spatial fields along random
-/// directions plus noise, or i.i.d. noise when `fields` is 0. Built once per shape.
+/// directions plus noise, or i.i.d. noise when `fields` is 0. Built once per shape. The first row
+/// starts `offset_bytes` past a 64-byte boundary: 0, as an engine's tensors, unless a benchmark
+/// measures what misaligned rows cost.
 template <class E>
-view<const E, 2> diverse_rows(index_t n, index_t dim, int fields) {
-  static std::map<std::tuple<index_t, index_t, int>, std::vector<E>> cache;
-  auto [it, fresh] = cache.try_emplace({n, dim, fields});
+view<const E, 2> diverse_rows(index_t n, index_t dim, int fields, int offset_bytes = 0) {
+  static std::map<std::tuple<index_t, index_t, int, int>, aligned_buffer<E>> cache;
+  const index_t skip = offset_bytes / static_cast<index_t>(sizeof(E));
+  auto [it, fresh] = cache.try_emplace({n, dim, fields, offset_bytes});
   if (fresh) {
     testing::rng r(0xD1CEu + static_cast<std::uint64_t>(n * 31 + dim + fields));
     const index_t side = static_cast<index_t>(std::lround(std::sqrt(static_cast<double>(n))));
     std::vector<float> direction(static_cast<std::size_t>(fields * dim)), phase(static_cast<std::size_t>(3 * fields));
     for (float& v : direction) v = r.uniform();
     for (float& v : phase) v = 3.0f * r.uniform();
-    std::vector<E>& rows = it->second;
-    rows.resize(static_cast<std::size_t>(n * dim));
+    it->second.resize(static_cast<std::size_t>(skip + n * dim));
+    E* rows = it->second.data() + skip;
     for (index_t i = 0; i < n; ++i) {
       const float h = static_cast<float>(i / side), w = static_cast<float>(i % side);
       for (index_t c = 0; c < dim; ++c) {
@@ -53,7 +56,7 @@ view<const E, 2> diverse_rows(index_t n, index_t dim, int fields) {
       }
     }
   }
-  return make_view<const E>(it->second.data(), n, dim);  // (tokens, dim)
+  return make_view<const E>(it->second.data() + skip, n, dim);  // (tokens, dim)
 }
 
 /// (tokens, dim, k, fields): the target sizes on image-like and i.i.d. inputs.
@@ -64,14 +67,21 @@ void diversity_grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"tokens", "dim", "k", "fields"})->Unit(benchmark::kMicrosecond);
 }
 
-/// One selection; `WidenOnce` sets the policy's widen_once (fp16 rows copied to fp32 once).
-template <class P, class E, bool WidenOnce = false>
+/// The N 576, D 1024 cases alone.
+void misaligned_grid(benchmark::internal::Benchmark* b) {
+  b->Args({576, 1024, 56, 8})->Args({576, 1024, 56, 0});
+  b->ArgNames({"tokens", "dim", "k", "fields"})->Unit(benchmark::kMicrosecond);
+}
+
+/// One selection; `WidenOnce` sets the policy's widen_once (fp16 rows copied to fp32 once);
+/// the rows start `OffsetBytes` past a 64-byte boundary.
+template <class P, class E, bool WidenOnce = false, int OffsetBytes = 0>
 void BM_diversity(benchmark::State& state) {
   const index_t n = state.range(0), dim = state.range(1), k = state.range(2);
   P policy{keep_budget::count(k)};
   if constexpr (WidenOnce) policy.widen_once = true;
   const token_grid grid = grid_of(n);
-  const view<const E, 2> rows = diverse_rows<E>(n, dim, static_cast<int>(state.range(3)));
+  const view<const E, 2> rows = diverse_rows<E>(n, dim, static_cast<int>(state.range(3)), OffsetBytes);
   std::vector<float> scores(static_cast<std::size_t>(n));  // (tokens,) importance in [0.5, 1)
   testing::rng r(7);
   for (float& s : scores) s = 0.75f + 0.25f * r.uniform();
@@ -143,6 +153,10 @@ BENCHMARK_TEMPLATE(BM_diversity, divprune, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, divprune, bf16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, divprune, f16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, divprune, f16, true)->Apply(diversity_grid);
+// Rows 16 bytes past a cache line, where `std::vector`'s large buffers start: every 64-byte load
+// straddles two lines.
+BENCHMARK_TEMPLATE(BM_diversity, divprune, float, false, 16)->Apply(misaligned_grid);
+BENCHMARK_TEMPLATE(BM_diversity, divprune, bf16, false, 16)->Apply(misaligned_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, float)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, bf16)->Apply(diversity_grid);
 BENCHMARK_TEMPLATE(BM_diversity, kcenter, f16)->Apply(diversity_grid);

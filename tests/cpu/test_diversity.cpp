@@ -4,6 +4,7 @@
 // bad input.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -208,6 +209,52 @@ TEST_CASE("diversity: widen_once reserves a group of fp32 rows per share, for ev
     const diversity_inputs<bf16> in{prob.grid, rows.rows, {}, {}, {}};
     CHECK(run_shares<bf16, bf16>(wide, in, 40, 2).picks == run_shares<bf16, bf16>(global, in, 40, 2).picks);
   }
+}
+
+TEST_CASE("diversity: the workspace is the carve-up docs/policies give, row copies included", "[diversity]") {
+  // docs/policies/divprune.md and cdpruner.md: 24 × 24 tokens of D = 1024 keeping 56 on one share.
+  const problem prob{image_grid(24, 24), 1024};
+  const keep_budget keep = keep_budget::count(56);
+  CHECK(workspace_bytes(cpu{}, divprune{keep}, prob) == 249271);
+  CHECK(workspace_bytes(cpu{}, kcenter{keep}, prob) == 249271);
+  CHECK(workspace_bytes(cpu{}, importance_diversity{keep}, prob) == 249271);
+  CHECK(workspace_bytes(cpu{}, cdpruner{keep}, prob) == 373974);
+  // The picks' rows take D rounded up to whole 64-byte lines of fp32, for every element type.
+  const problem narrow{image_grid(24, 24), 1009};
+  CHECK(workspace_bytes(cpu{}, divprune{keep}, narrow) == 249271);
+  CHECK(workspace_bytes(cpu{0, 3}, divprune{keep}, narrow) == 3 * 249271);
+}
+
+TEST_CASE("diversity: the picks do not depend on where the rows start", "[diversity]") {
+  // Every policy reads the picks' rows from aligned copies and the others in place; rows that
+  // start 0 to 7 elements past a 64-byte boundary select alike, in fp32 and bf16.
+  const token_grid grid = image_grid(8, 8);
+  const index_t n = grid.tokens(), dim = 100;
+  const auto check = [&](auto element) {
+    using E = decltype(element);
+    const token_matrix<E> base = continuous_rows<E>(n, dim, layout::contiguous, 11);
+    const std::vector<float> w = importance(n, 5);
+    std::vector<E> buffer(static_cast<std::size_t>(n * dim + 64));
+    const auto picks_at = [&](index_t skip, const auto& policy) {
+      E* start = buffer.data();
+      while (reinterpret_cast<std::uintptr_t>(start) % 64 != 0) ++start;
+      start += skip;
+      for (index_t i = 0; i < n; ++i)
+        for (index_t c = 0; c < dim; ++c) start[i * dim + c] = base.rows(i, c);
+      const diversity_inputs<E> in{grid, make_view<const E>(start, n, dim), {}, make_view(w.data(), n), {}};
+      return run_shares<E, E>(policy, in, dim).picks;
+    };
+    const keep_budget keep = keep_budget::count(13);
+    for (index_t skip = 1; skip < 8; ++skip) {
+      INFO("skip " << skip);
+      CHECK(picks_at(skip, divprune{keep}) == picks_at(0, divprune{keep}));
+      CHECK(picks_at(skip, kcenter{keep}) == picks_at(0, kcenter{keep}));
+      CHECK(picks_at(skip, importance_diversity{keep}) == picks_at(0, importance_diversity{keep}));
+      CHECK(picks_at(skip, cdpruner{keep}) == picks_at(0, cdpruner{keep}));
+    }
+  };
+  check(float{});
+  check(bf16{});
 }
 
 TEST_CASE("DivPrune original: kept set, pick order and rows", "[diversity][golden]") {

@@ -7,7 +7,8 @@
 //   later picks  argmax over candidates of score_j = w_j · min over picks p of d(p, j).
 //
 // The engine never forms the n × n distance matrix. It keeps, per token, the minimum distance to
-// the picks applied so far (`nearest`) and how many picks that covers (`applied`): O(n) memory.
+// the picks applied so far (`nearest`) and how many picks that covers (`applied`): O(n) memory,
+// plus a packed, aligned copy of each pick's row (`row_copies`), which every update reads.
 // Since min only falls as picks are added, a stale `nearest` bounds the true one from above, so
 // the candidates sit in a max-heap keyed by their (possibly stale) score and index: the top is
 // brought up to date (its pending picks applied, four rows a pass) and pushed back down until the
@@ -23,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -101,6 +103,7 @@ index_t lazy_argmax(key_heap& heap, const std::int32_t* applied, index_t picked,
 /// from everything, and NaN distances are ignored by the minimum.
 template <class Arch, class E, distance_kind Kind>
 struct group_distances {
+  using element = E;
   row_set<Arch, E> rows;  // (n, dim)
   float* scale;           // (n,)
   float* self;            // (n,) d(i, i), as the pair kernel computes it
@@ -125,6 +128,16 @@ struct group_distances {
   /// d(i, js[c]) for c < count, into `out`.
   void from_one(index_t i, const index_t* js, index_t count, float* out) const noexcept {
     rows.template pairs<op>(i, js, count, out);
+    from_raws(i, js, count, out);
+  }
+  /// The same, row js[c] read from its copy in `copies` (slots `first` … first + count).
+  void from_one(index_t i, const row_copies<E>& copies, index_t first, const index_t* js, index_t count,
+                float* out) const noexcept {
+    rows.template pairs<op>(i, copies.at(first), copies.stride, count, out);
+    from_raws(i, js, count, out);
+  }
+  /// The distances of row i to rows js[c] from the pair kernel's values in `out`, in place.
+  void from_raws(index_t i, const index_t* js, index_t count, float* out) const noexcept {
     for (index_t c = 0; c < count; ++c) out[c] = from_raw(i, js[c], out[c]);
   }
 
@@ -145,8 +158,9 @@ struct maxmin_scratch {
   two_smallest* column = nullptr;     // (n,) divprune's first pick: each column's two smallest
   index_t* picks = nullptr;           // (k,) group-local, pick order
   std::int64_t* kept = nullptr;       // (k,) group-local, ascending
+  void* pick_rows = nullptr;          // (k, dim) the picks' rows in pick order (row_copies)
 
-  static maxmin_scratch carve(arena& a, index_t n, index_t k) {
+  static maxmin_scratch carve(arena& a, index_t n, index_t k, index_t dim) {
     maxmin_scratch s;
     s.scale = a.take<float>(n);
     s.self = a.take<float>(n);
@@ -156,6 +170,7 @@ struct maxmin_scratch {
     s.column = a.take<two_smallest>(n);
     s.picks = a.take<index_t>(k);
     s.kept = a.take<std::int64_t>(k);
+    s.pick_rows = a.take<std::byte>(row_copies_bytes(k, dim));
     return s;
   }
 };
@@ -263,9 +278,11 @@ template <class Distances, class Weight>
 void greedy_maxmin(const Distances& d, index_t first, index_t k, bool allow_repeats,
                    const Weight& weight, const maxmin_scratch& s) noexcept {
   const index_t n = d.rows.size();
+  const row_copies<typename Distances::element> pick_rows(s.pick_rows, d.rows.dim());
   s.picks[0] = first;
   index_t picked = 1;
   if (k == 1) return;
+  pick_rows.store(0, d.rows.rows, first);
 
   const auto score = [&](index_t j) {
     return d.valid(j) ? weight(j) * s.nearest[j] : std::numeric_limits<float>::quiet_NaN();
@@ -284,7 +301,7 @@ void greedy_maxmin(const Distances& d, index_t first, index_t k, bool allow_repe
   const auto advance = [&](index_t j, index_t up_to) {
     const index_t from = s.applied[j], count = std::min<index_t>(4, up_to - from);
     float dist[4];
-    d.from_one(j, s.picks + from, count, dist);
+    d.from_one(j, pick_rows, from, s.picks + from, count, dist);
     float nearest = s.nearest[j];
     for (index_t c = 0; c < count; ++c) nearest = dist[c] < nearest ? dist[c] : nearest;
     s.nearest[j] = nearest;
@@ -293,6 +310,7 @@ void greedy_maxmin(const Distances& d, index_t first, index_t k, bool allow_repe
   };
   while (picked < k) {
     s.picks[picked] = lazy_argmax(heap, s.applied, picked, is_current, advance);
+    pick_rows.store(picked, d.rows.rows, s.picks[picked]);
     ++picked;
     if (!allow_repeats) heap.pop();
   }
@@ -314,7 +332,9 @@ template <class Arch, class P>
 struct diversity_selector {
   using scratch = maxmin_scratch;
 
-  static scratch carve(arena& a, const P&, index_t n, index_t k) { return maxmin_scratch::carve(a, n, k); }
+  static scratch carve(arena& a, const P&, index_t n, index_t k, index_t dim) {
+    return maxmin_scratch::carve(a, n, k, dim);
+  }
 
   template <class E>
   static void select(const P& p, const diversity_group<E>& g, index_t k, const scratch& s) noexcept {
@@ -375,7 +395,7 @@ struct cpu_diversity {
     const selection_groups g = groups_of(p.within, grid);
     const index_t group_kept = diversity_count(p, grid).count / (g.groups ? g.groups : 1);
     return carve_shares(a, ith, nth, [&](arena& s) {
-      scratch mine{selector::carve(s, p, g.group_tokens, group_kept), nullptr};
+      scratch mine{selector::carve(s, p, g.group_tokens, group_kept, dim), nullptr};
       if (widens_once(p)) mine.widened = s.take<float>(g.group_tokens * dim);
       return mine;
     });

@@ -13,8 +13,9 @@
 //      element with exactly OpenVINO's operations in OpenVINO's order, so the picks are the eager
 //      algorithm's. No n × n matrix: a kernel entry is one dot product when it is needed.
 // At most O(k·n·D) for the kernel entries and O(k²·n) for the update, far less when few tokens
-// come near the top; O(k·n) memory for C, as the algorithm needs. Every share runs the selection
-// of each group its rows fall in (see cpu/diversity.hpp).
+// come near the top; O(k·n) memory for C, as the algorithm needs, and O(k·D) for a copy of the
+// picks' rows (row_copies). Every share runs the selection of each group its rows fall in (see
+// cpu/diversity.hpp).
 #pragma once
 
 #include <algorithm>
@@ -39,8 +40,9 @@ struct dpp_scratch {
   float* pivot = nullptr;          // (k,) 1/sqrt(d²_j + eps) of each pick
   index_t* picks = nullptr;        // (k,) group-local, pick order
   std::int64_t* kept = nullptr;    // (k,) ascending
+  void* pick_rows = nullptr;       // (k, dim) the picks' rows in pick order (row_copies)
 
-  static dpp_scratch carve(arena& a, index_t n, index_t k) {
+  static dpp_scratch carve(arena& a, index_t n, index_t k, index_t dim) {
     dpp_scratch s;
     s.scale = a.take<float>(n);
     s.relevance = a.take<float>(n);
@@ -51,6 +53,7 @@ struct dpp_scratch {
     s.pivot = a.take<float>(k);
     s.picks = a.take<index_t>(k);
     s.kept = a.take<std::int64_t>(k);
+    s.pick_rows = a.take<std::byte>(row_copies_bytes(k, dim));
     return s;
   }
 };
@@ -118,11 +121,13 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   };
 
   // Lazy greedy (cpu/diversity.hpp's lazy_argmax): gains only fall, so a stale gain bounds the
-  // current one from above; the top is brought up to date four picks per pass of its row.
+  // current one from above; the top is brought up to date four picks per pass of its row, the
+  // picks' rows read from their copies.
+  const row_copies<E> pick_rows(s.pick_rows, dim);
   const auto advance = [&](index_t i, index_t up_to) {
     const index_t from = s.applied[i], count = std::min<index_t>(4, up_to - from);
     float dots[4];
-    set.template pairs<pair_op::dot>(i, picks + from, count, dots);
+    set.template pairs<pair_op::dot>(i, pick_rows.at(from), pick_rows.stride, count, dots);
     for (index_t c = 0; c < count; ++c) apply_pick(i, from + c, dots[c]);
     s.applied[i] = static_cast<std::int32_t>(from + count);
     return rank_key(s.gain[i], i);
@@ -130,6 +135,7 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   for (index_t picked = 0; picked < k; ++picked) {
     const index_t i = lazy_argmax(heap, s.applied, picked, [](index_t) { return false; }, advance);
     picks[picked] = i;
+    pick_rows.store(picked, rows, i);
     s.pivot[picked] = dpp_scale(s.gain[i]);
     heap.pop();
   }
@@ -140,7 +146,9 @@ template <class Arch>
 struct diversity_selector<Arch, cdpruner> {
   using scratch = dpp_scratch;
 
-  static scratch carve(arena& a, const cdpruner&, index_t n, index_t k) { return dpp_scratch::carve(a, n, k); }
+  static scratch carve(arena& a, const cdpruner&, index_t n, index_t k, index_t dim) {
+    return dpp_scratch::carve(a, n, k, dim);
+  }
 
   template <class E>
   static void select(const cdpruner& p, const diversity_group<E>& g, index_t k, const scratch& s) noexcept {

@@ -168,26 +168,15 @@ struct row_set {
   /// are contiguous, so row i is read once for four pairs.
   template <pair_op Op>
   void pairs(index_t i, const index_t* js, index_t count, float* out) const noexcept {
-    index_t c = 0;
-    if (rows.stride(1) == 1) {
-      for (; c + 4 <= count; c += 4) block<Op, 4>(i, js + c, out + c);
-      switch (count - c) {  // the rest in one pass too
-        case 3: return block<Op, 3>(i, js + c, out + c);
-        case 2: return block<Op, 2>(i, js + c, out + c);
-        default: break;
-      }
-    }
-    for (; c < count; ++c) out[c] = pair<Op>(i, js[c]);
+    against<Op>(i, [&](index_t c) { return row(js[c]); }, rows.stride(1), count, out);
   }
 
-  /// `Op` of contiguous row `i` against the M rows `js[0 … M)`, row i read once.
-  template <pair_op Op, int M>
-  void block(index_t i, const index_t* js, float* out) const noexcept {
-    const E* b[M];
-    for (int m = 0; m < M; ++m) b[m] = row(js[m]);
-    float values[M];
-    combine_contiguous<Arch, Op, M>(row(i), b, dim(), values);
-    for (int m = 0; m < M; ++m) out[m] = values[m];
+  /// `Op` of row `i` against `count` contiguous rows that start `stride` elements apart at
+  /// `others` (copies of rows of the set, as `row_copies` keeps them), into `out`: the same bits
+  /// as `pairs` against the originals.
+  template <pair_op Op>
+  void pairs(index_t i, const E* others, index_t stride, index_t count, float* out) const noexcept {
+    against<Op>(i, [&](index_t c) { return others + c * stride; }, 1, count, out);
   }
 
   /// `Op` of row `i` against every row j in [j0, j1), `visit(j, value)` for each.
@@ -204,6 +193,62 @@ struct row_set {
     }
     for (; j < j1; ++j) visit(j, pair<Op>(i, j));
   }
+
+ private:
+  /// `Op` of row `i` against the rows `row_of(c)`, c < count, whose elements are `step` apart.
+  template <pair_op Op, class RowOf>
+  void against(index_t i, const RowOf& row_of, index_t step, index_t count, float* out) const noexcept {
+    index_t c = 0;
+    if (rows.stride(1) == 1 && step == 1) {
+      for (; c + 4 <= count; c += 4) block<Op, 4>(i, row_of, c, out + c);
+      switch (count - c) {  // the rest in one pass too
+        case 3: return block<Op, 3>(i, row_of, c, out + c);
+        case 2: return block<Op, 2>(i, row_of, c, out + c);
+        default: break;
+      }
+    }
+    for (; c < count; ++c) out[c] = combine<Arch, Op>(row(i), rows.stride(1), row_of(c), step, dim());
+  }
+
+  /// `Op` of contiguous row `i` against the M contiguous rows `row_of(first + m)`, row i read once.
+  template <pair_op Op, int M, class RowOf>
+  void block(index_t i, const RowOf& row_of, index_t first, float* out) const noexcept {
+    const E* b[M];
+    for (int m = 0; m < M; ++m) b[m] = row_of(first + m);
+    float values[M];
+    combine_contiguous<Arch, Op, M>(row(i), b, dim(), values);
+    for (int m = 0; m < M; ++m) out[m] = values[m];
+  }
 };
+
+/// Copies of some rows of a set, one after another, each starting on a 64-byte boundary when
+/// the buffer does. The lazy greedies read each pick's row again for every candidate they bring
+/// up to date: a packed, aligned copy of the picks reads faster than rows spread through the
+/// input, whatever alignment the input has (a 64-byte load across two cache lines costs two).
+template <class E>
+struct row_copies {
+  E* data = nullptr;  // (copies, stride)
+  index_t stride = 0;
+
+  /// Elements from one copy to the next: `dim` rounded up to whole cache lines.
+  static constexpr index_t stride_for(index_t dim) noexcept {
+    constexpr index_t per_line = 64 / static_cast<index_t>(sizeof(E));
+    return (dim + per_line - 1) / per_line * per_line;
+  }
+
+  row_copies(void* buffer, index_t dim) noexcept : data(static_cast<E*>(buffer)), stride(stride_for(dim)) {}
+  const E* at(index_t slot) const noexcept { return data + slot * stride; }
+  /// Copies row `i` of `rows` (any strides) into `slot`, bit for bit.
+  void store(index_t slot, const view<const E, 2>& rows, index_t i) const noexcept {  // rows: (n, dim)
+    E* to = data + slot * stride;
+    for (index_t t = 0; t < rows.extent(1); ++t) to[t] = rows(i, t);
+  }
+};
+
+/// Bytes that hold `copies` rows of `dim` elements as `row_copies` packs them, for every element
+/// type (the workspace is sized before the element type is known).
+constexpr index_t row_copies_bytes(index_t copies, index_t dim) noexcept {
+  return copies * row_copies<float>::stride_for(dim) * static_cast<index_t>(sizeof(float));
+}
 
 }  // namespace tokred::detail
