@@ -215,14 +215,51 @@ TEST_CASE("diversity: the workspace is the carve-up docs/policies give, row copi
   // docs/policies/divprune.md and cdpruner.md: 24 × 24 tokens of D = 1024 keeping 56 on one share.
   const problem prob{image_grid(24, 24), 1024};
   const keep_budget keep = keep_budget::count(56);
-  CHECK(workspace_bytes(cpu{}, divprune{keep}, prob) == 249271);
+  CHECK(workspace_bytes(cpu{}, divprune{keep}, prob) == 262772);
   CHECK(workspace_bytes(cpu{}, kcenter{keep}, prob) == 249271);
   CHECK(workspace_bytes(cpu{}, importance_diversity{keep}, prob) == 249271);
   CHECK(workspace_bytes(cpu{}, cdpruner{keep}, prob) == 373974);
-  // The picks' rows take D rounded up to whole 64-byte lines of fp32, for every element type.
+  // The picks' rows take D rounded up to whole 64-byte lines of fp32, for every element type;
+  // divprune's centre, D floats.
   const problem narrow{image_grid(24, 24), 1009};
-  CHECK(workspace_bytes(cpu{}, divprune{keep}, narrow) == 249271);
-  CHECK(workspace_bytes(cpu{0, 3}, divprune{keep}, narrow) == 3 * 249271);
+  CHECK(workspace_bytes(cpu{}, kcenter{keep}, narrow) == 249271);
+  CHECK(workspace_bytes(cpu{}, divprune{keep}, narrow) == 262772 - 4 * 15);
+  CHECK(workspace_bytes(cpu{0, 3}, divprune{keep}, narrow) == 3 * (262772 - 4 * 15));
+}
+
+TEST_CASE("divprune: the first pick's scan order brings every row once", "[diversity]") {
+  // Each row of the group but the candidate and its neighbours at the two offsets (compared
+  // before the scans), exactly once: by the ring alone, and by the ring alternating with the rows
+  // by centrality (here a shuffled order).
+  rng r(41);
+  for (const index_t n : {1, 2, 3, 7, 24, 97, 576})
+    for (const index_t near : {0, 1, 5, 24}) {
+      const index_t offsets[2] = {1, near > 1 && near < n ? near : 0};
+      std::vector<std::uint64_t> hubs(static_cast<std::size_t>(n));
+      std::vector<index_t> hub_rank(static_cast<std::size_t>(n));
+      for (index_t i = 0; i < n; ++i) hubs[static_cast<std::size_t>(i)] = detail::rank_key(r.uniform(), i);
+      std::sort(hubs.begin(), hubs.end(), [](std::uint64_t a, std::uint64_t b) { return a > b; });
+      for (index_t h = 0; h < n; ++h) hub_rank[static_cast<std::size_t>(detail::rank_key_index(hubs[static_cast<std::size_t>(h)]))] = h;
+      for (const index_t j : {index_t{0}, n / 3, n / 2, n - 1}) {
+        std::vector<index_t> expected;
+        for (index_t i = 0; i < n; ++i) {
+          const index_t gap = i > j ? i - j : j - i;
+          if (gap != 0 && gap != offsets[0] && gap != offsets[1]) expected.push_back(i);
+        }
+        for (const bool ranked : {false, true}) {
+          INFO("n " << n << " near " << near << " j " << j << (ranked ? " with hubs" : " ring only"));
+          detail::scan_order order(j, n, offsets, ranked ? hubs.data() : nullptr, hub_rank.data());
+          std::vector<index_t> got;
+          index_t batch[4];
+          for (index_t count; (count = order.next(batch)) > 0;) {
+            CHECK(count <= 4);
+            got.insert(got.end(), batch, batch + count);
+          }
+          std::sort(got.begin(), got.end());
+          CHECK(got == expected);
+        }
+      }
+    }
 }
 
 TEST_CASE("diversity: the picks do not depend on where the rows start", "[diversity]") {

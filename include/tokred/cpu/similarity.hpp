@@ -149,6 +149,33 @@ void frame_column_sums(const view<const E, 2>& rows, index_t first, index_t coun
   }
 }
 
+/// sums += weight·x over the `dim` elements of `row` (element stride `step`).
+template <class Arch, class E>
+void add_scaled_row(const E* row, index_t step, index_t dim, float weight, float* sums) noexcept {
+  using batch = float_batch<Arch>;
+  constexpr index_t lanes = static_cast<index_t>(batch::size);
+  const batch w(weight);
+  index_t c = 0;
+  if (step == 1)
+    for (; c + lanes <= dim; c += lanes)
+      multiply_add<Arch>(load_operands<Arch>(row + c), w, batch::load_unaligned(sums + c)).store_unaligned(sums + c);
+  for (; c < dim; ++c) sums[c] = multiply_add<Arch>(to_float(row[c * step]), weight, sums[c]);
+}
+
+/// x·v over the `dim` elements of `row` (element stride `step`) and the fp32 vector v.
+template <class Arch, class E>
+float dot_with_floats(const E* row, index_t step, index_t dim, const float* v) noexcept {
+  using batch = float_batch<Arch>;
+  constexpr index_t lanes = static_cast<index_t>(batch::size);
+  batch acc(0.0f);
+  index_t c = 0;
+  if (step == 1)
+    for (; c + lanes <= dim; c += lanes) acc = multiply_add<Arch>(load_operands<Arch>(row + c), batch::load_unaligned(v + c), acc);
+  float dot = xsimd::hadd(acc);
+  for (; c < dim; ++c) dot = multiply_add<Arch>(to_float(row[c * step]), v[c], dot);
+  return dot;
+}
+
 /// The rows of a (tokens, dim) view that similarity work reads, with the kernels over them.
 template <class Arch, class E>
 struct row_set {
