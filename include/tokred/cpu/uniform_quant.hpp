@@ -34,6 +34,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -722,11 +723,23 @@ void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_ro
             return values_of<S, Arch, E>(Bits, vidkv, code_floats<Arch>(q & u32_batch<Arch>((1u << Bits) - 1u)), p, rnd);
           }
         };
-        for (index_t k = 0; k < f.group / 32; ++k)
-          unrolled<32 / w>([&](auto i) TOKRED_INLINE_LAMBDA {
-            constexpr int c0 = decltype(i)::value * static_cast<int>(w);
-            store_floats<Arch>(out + 32 * k + c0, value(stream_codes<Bits, c0, Arch>(words + k * Bits)));
-          });
+        // fp16 and bf16 outputs at 2 and 4 bits with AVX-512BW: the table narrowed once, then
+        // looked up 32 codes at a time in 16-bit lanes (the values narrow exactly as one by one).
+        constexpr bool by_words = by_table && sizeof(Eout) == 2 && (Bits == 2 || Bits == 4) && has_word_lookup<Arch>();
+        if constexpr (by_words) {
+          alignas(64) Eout narrowed[w];
+          store_floats<Arch>(narrowed, table);
+          std::uint16_t entries[16];
+          std::memcpy(entries, narrowed, sizeof(entries));
+          for (index_t k = 0; k < f.group / 32; ++k)
+            lookup_codes32<Bits, Arch>(words + k * Bits, entries, reinterpret_cast<std::uint16_t*>(out + 32 * k));
+        } else {
+          for (index_t k = 0; k < f.group / 32; ++k)
+            unrolled<32 / w>([&](auto i) TOKRED_INLINE_LAMBDA {
+              constexpr int c0 = decltype(i)::value * static_cast<int>(w);
+              store_floats<Arch>(out + 32 * k + c0, value(stream_codes<Bits, c0, Arch>(words + k * Bits)));
+            });
+        }
       }
     }
   }
