@@ -131,24 +131,6 @@ status check_finite_rows(const view<const E, 2>& rows) noexcept {  // rows: (tok
   return status::ok;
 }
 
-/// Column sums of rows [first, first + count), each column summed in row order; contiguous rows
-/// take whole batches of columns (the order per column is the same).
-template <class Arch, class E>
-void frame_column_sums(const view<const E, 2>& rows, index_t first, index_t count, float* sums) noexcept {
-  using batch = float_batch<Arch>;
-  constexpr index_t lanes = static_cast<index_t>(batch::size);
-  const index_t dim = rows.extent(1);
-  std::fill(sums, sums + dim, 0.0f);
-  for (index_t i = first; i < first + count; ++i) {
-    const E* row = &rows(i, 0);
-    index_t c = 0;
-    if (rows.stride(1) == 1)
-      for (; c + lanes <= dim; c += lanes)
-        (batch::load_unaligned(sums + c) + load_operands<Arch>(row + c)).store_unaligned(sums + c);
-    for (; c < dim; ++c) sums[c] += to_float(row[c * rows.stride(1)]);
-  }
-}
-
 /// sums += weight·x over the `dim` elements of `row` (element stride `step`).
 template <class Arch, class E>
 void add_scaled_row(const E* row, index_t step, index_t dim, float weight, float* sums) noexcept {
@@ -160,6 +142,14 @@ void add_scaled_row(const E* row, index_t step, index_t dim, float weight, float
     for (; c + lanes <= dim; c += lanes)
       multiply_add<Arch>(load_operands<Arch>(row + c), w, batch::load_unaligned(sums + c)).store_unaligned(sums + c);
   for (; c < dim; ++c) sums[c] = multiply_add<Arch>(to_float(row[c * step]), weight, sums[c]);
+}
+
+/// Column sums of rows [first, first + count), each column summed in row order (add_scaled_row
+/// with weight 1: x·1 is exact, so each step is the plain sum's).
+template <class Arch, class E>
+void frame_column_sums(const view<const E, 2>& rows, index_t first, index_t count, float* sums) noexcept {
+  std::fill(sums, sums + rows.extent(1), 0.0f);
+  for (index_t i = first; i < first + count; ++i) add_scaled_row<Arch>(&rows(i, 0), rows.stride(1), rows.extent(1), 1.0f, sums);
 }
 
 /// x·v over the `dim` elements of `row` (element stride `step`) and the fp32 vector v.
