@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <type_traits>
 
@@ -160,7 +161,7 @@ struct maxmin_scratch {
   two_smallest* column = nullptr;     // (n,) divprune's first pick: each column's two smallest
   std::uint64_t* hubs = nullptr;      // (n,) divprune's first pick: the rows, most central first
   index_t* hub_rank = nullptr;        // (n,) each row's place in `hubs`
-  float* centre = nullptr;            // (dim,) the running sum of the normalised rows
+  float* centre = nullptr;            // (dim,) the sum of the normalised rows
   index_t* picks = nullptr;           // (k,) group-local, pick order
   std::int64_t* kept = nullptr;       // (k,) group-local, ascending
   void* pick_rows = nullptr;          // (k, dim) the picks' rows in pick order (row_copies)
@@ -264,7 +265,7 @@ void rank_centrality(const Distances& d, std::uint64_t* hubs, index_t* hub_rank,
     hubs[j] = rank_key(d.valid(j) ? d.scale[j] * dot_with_floats<Arch>(d.rows.row(j), step, dim, centre)
                                   : std::numeric_limits<float>::quiet_NaN(),
                        j);
-  std::sort(hubs, hubs + n, [](std::uint64_t a, std::uint64_t b) { return a > b; });
+  std::sort(hubs, hubs + n, std::greater<>());
   for (index_t h = 0; h < n; ++h) hub_rank[rank_key_index(hubs[h])] = h;
 }
 
@@ -314,7 +315,7 @@ index_t most_isolated(const Distances& d, index_t near, const maxmin_scratch& s)
   }
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (index_t j = 0; j < n; ++j) order[j] = rank_key(d.valid(j) ? column[j].second : nan, j);
-  std::sort(order, order + n, [](std::uint64_t a, std::uint64_t b) { return a > b; });
+  std::sort(order, order + n, std::greater<>());
 
   index_t best = rank_key_index(order[0]);
   std::uint64_t best_key = 0;
