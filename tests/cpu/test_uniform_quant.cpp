@@ -342,6 +342,42 @@ TEST_CASE("values on and beside half steps code as the rounded quotient does", "
   check(bf16{});
 }
 
+/// Fills a cache with values in [−1, 1), then gives each block of 32 tokens by 32 channels one
+/// kind: plain; no negative values and a quarter of them zeros of either sign (groups along
+/// both axes mostly have a zero minimum); the same mirrored (zero maxima); a few NaNs, all of
+/// one sign; a few infinities, all of one sign. (Only a NaN or an infinity of one sign sits at
+/// one end of the bit patterns' order.)
+template <class E>
+void fill_special_blocks(const view<E, 3>& c, std::uint64_t seed) {
+  rng r(seed);
+  for (index_t h = 0; h < c.extent(0); ++h)
+    for (index_t t = 0; t < c.extent(1); ++t)
+      for (index_t d = 0; d < c.extent(2); ++d) {
+        const index_t kind = (h + t / 32 * 3 + d / 32) % 7;
+        float v = r.uniform();
+        const std::uint64_t pick = r.next() % 64;
+        const float zero = pick % 2 ? -0.0f : 0.0f;
+        if (kind == 1) v = pick < 16 ? zero : std::fabs(v);
+        if (kind == 2) v = pick < 16 ? zero : -std::fabs(v);
+        if (kind >= 3 && pick < 2) v = std::copysign(kind < 5 ? NAN : INFINITY, kind % 2 ? 1.0f : -1.0f);
+        c(h, t, d) = from_float<E>(v);
+      }
+}
+
+TEST_CASE("NaNs, infinities and zero extremes of either sign give the oracle's bits", "[uniform_quant]") {
+  // The statistics of 16-bit floats compare bit patterns as integers on x86, where ±0 differ and
+  // NaNs sort beyond the infinities of their sign; both must come out as group order has them.
+  const auto check = [](auto zero) {
+    using E = decltype(zero);
+    kv_cache<E> k = make_cache<E>(2, 128, 128, kv_layout::contiguous);
+    fill_special_blocks(k.cache, 41);
+    for (const uniform_format& f : formats()) check_against_oracle<E>(f, k.cache, false, false);
+  };
+  check(0.0f);
+  check(f16{});
+  check(bf16{});
+}
+
 /// A (heads, n, n) cache of values in [−1, 1) whose first 32 tokens hold, group by group along
 /// channels, a NaN or an infinity (tokens 0–15), or zeros of either sign at the minimum or the
 /// maximum, or signed zeros only (tokens 16–31); tokens 32–47 hold values near 10³⁸, whose sum

@@ -67,8 +67,8 @@ uniform_result uniform_roundtrip(const uniform_format& f, bool each_op, bool vid
         for (index_t e = 0; e < f.group; ++e) {
           const float v = x(h, token_of(e), channel_of(e));
           bad = bad || !std::isfinite(v);
-          lo = std::fmin(lo, v);
-          hi = std::fmax(hi, v);
+          lo = v <= lo ? v : lo;  // the last minimal value, as documented (fmin may keep either zero)
+          hi = v >= hi ? v : hi;
           abs_sum += std::fabs(v);
         }
         float s = 0.0f, z = 0.0f;

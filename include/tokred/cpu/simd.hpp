@@ -34,6 +34,8 @@ template <class Arch>
 using float_batch = xsimd::batch<float, simd_arch_t<Arch>>;
 template <class Arch>
 using u32_batch = xsimd::batch<std::uint32_t, simd_arch_t<Arch>>;
+template <class Arch>
+using i16_batch = xsimd::batch<std::int16_t, simd_arch_t<Arch>>;
 
 // bf16 widening and narrowing. xsimd 8.1 has no conversion between 16- and 32-bit lanes: its
 // `u32_batch::load_unaligned(const uint16_t*)` and `store_unaligned(uint16_t*)` copy one lane at
@@ -377,6 +379,26 @@ TOKRED_FORCE_INLINE float_batch<Arch> lookup16([[maybe_unused]] const float_batc
 #if XSIMD_WITH_AVX512F
   if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) return float_batch<Arch>(_mm512_permutexvar_ps(index, table));
 #endif
+}
+
+/// Whether ordered_halves<Arch> and the minima and maxima of i16_batch<Arch> are single
+/// instructions: x86 (on AVX-512, with BW).
+template <class Arch>
+constexpr bool has_half_order() noexcept {
+  constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512BW
+  if constexpr (isa == lane_isa::avx512) return std::is_base_of_v<xsimd::avx512bw, simd_arch_t<Arch>>;
+#endif
+  return isa == lane_isa::avx2 || isa == lane_isa::sse2;
+}
+
+/// 16-bit float patterns (fp16, bf16: a sign bit over the magnitude's bits) as signed integers
+/// in the order of their values: a negative pattern's magnitude bits are flipped, so magnitude m
+/// of either sign maps to ±m − (sign ? 1 : 0). Its own inverse. −0 and +0 map to −1 and 0, the
+/// one pair of equal values it tells apart; NaN patterns lie beyond the infinity of their sign.
+template <class Arch>
+TOKRED_FORCE_INLINE i16_batch<Arch> ordered_halves(const i16_batch<Arch>& x) noexcept {
+  return x ^ ((x >> 15) & i16_batch<Arch>(static_cast<std::int16_t>(0x7FFF)));
 }
 
 /// Whether `lookup_codes32<Bits, Arch>` exists: AVX-512BW's permutes and shifts of 16-bit lanes.

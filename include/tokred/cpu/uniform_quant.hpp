@@ -6,7 +6,8 @@
 // along channels (per token) the rows are channels and the lanes tokens. Either way every
 // lane's arithmetic runs in group order on every ISA. Along tokens, whole batches of contiguous
 // channels are read from the rows themselves, twice: the statistics of four batches run
-// together a row at a time, then each batch's codes (fp16 without a conversion instruction
+// together a row at a time (a min-max scheme's extremes of 16-bit floats on x86 as ordered
+// integers, the four batches two of 16-bit lanes), then each batch's codes (fp16 without a conversion instruction
 // goes through the tile instead, widened once). Other batches are widened into an L1 tile
 // (along channels a batch of token rows is transposed in registers) and the statistics run
 // down the tile. Codes are packed 32 rows at a time with the code width a compile-time
@@ -443,6 +444,43 @@ TOKRED_FORCE_INLINE u32_batch<Arch> stream_codes(const std::uint32_t* words) noe
   return shift_right_lanes<Arch>(word, ub::load_aligned(at.shift));  // the code in the low Bits bits
 }
 
+/// Whether a min-max group's extremes over 16-bit floats are taken on their bit patterns as
+/// ordered integers (ordered_halves): half the lanes' worth of work per value, and no widening.
+template <kv_scheme S, class Arch, class E>
+constexpr bool extremes_as_integers() noexcept {
+  return (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) && sizeof(E) == 2 && has_half_order<Arch>();
+}
+
+/// The minima and maxima of four batches of contiguous 16-bit floats, the t-th of `group` rows
+/// from rows.row[t] + c0, into st[0 … 3] (and their sum, finite exactly where both are, for
+/// group_stats::close). The extremes are those of group order but at a zero: −0 and +0 compare
+/// equal as floats, and group order keeps the one it met first or last, which this does not.
+template <class Arch, class E>
+TOKRED_FORCE_INLINE void half_extremes(const token_rows<E>& rows, index_t group, index_t c0,
+                                       group_stats<Arch>* st) noexcept {
+  using hb = i16_batch<Arch>;
+  constexpr index_t w = float_batch<Arch>::size, h = hb::size;
+  static_assert(2 * h == 4 * w, "tokred: four batches of floats are two of 16-bit lanes");
+  hb lo[2] = {hb(std::numeric_limits<std::int16_t>::max()), hb(std::numeric_limits<std::int16_t>::max())};
+  hb hi[2] = {hb(std::numeric_limits<std::int16_t>::min()), hb(std::numeric_limits<std::int16_t>::min())};
+  for (index_t t = 0; t < group; ++t) {
+    const auto* row = reinterpret_cast<const std::int16_t*>(rows.row[t] + c0);
+    for (index_t j = 0; j < 2; ++j) {
+      const hb y = ordered_halves<Arch>(hb::load_unaligned(row + j * h));
+      lo[j] = xsimd::min(lo[j], y), hi[j] = xsimd::max(hi[j], y);
+    }
+  }
+  alignas(64) E lows[2 * h], highs[2 * h];
+  for (index_t j = 0; j < 2; ++j) {
+    ordered_halves<Arch>(lo[j]).store_aligned(reinterpret_cast<std::int16_t*>(lows) + j * h);
+    ordered_halves<Arch>(hi[j]).store_aligned(reinterpret_cast<std::int16_t*>(highs) + j * h);
+  }
+  for (index_t i = 0; i < 4; ++i) {
+    st[i].lo = load_operands<Arch>(lows + i * w), st[i].hi = load_operands<Arch>(highs + i * w);
+    st[i].sum = st[i].lo + st[i].hi;
+  }
+}
+
 /// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
 /// lanes [c0, c0 + n) a batch at a time: along tokens the rows are tokens and the lanes channels;
 /// along channels (quantize_token_run) the rows are channels and the lanes tokens. A batch's
@@ -488,10 +526,17 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     constexpr index_t chunk = 4;
     for (; first + chunk <= n / w; first += chunk) {
       group_stats<Arch> st[chunk];
-      for (index_t t = 0; t < f.group; ++t)
-        unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA {
-          st[i].template add<S>(load_operands<Arch>(rows.row[t] + (first + i) * w));
-        });
+      if constexpr (extremes_as_integers<S, Arch, E>()) {
+        half_extremes<Arch>(rows, f.group, first * w, st);
+        for (index_t i = 0; i < chunk; ++i)
+          if (xsimd::any((st[i].lo == fb(0.0f)) | (st[i].hi == fb(0.0f))))  // ±0: the sign group order keeps
+            st[i] = column_stats([&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
+      } else {
+        for (index_t t = 0; t < f.group; ++t)
+          unrolled<chunk>([&](auto i) TOKRED_INLINE_LAMBDA {
+            st[i].template add<S>(load_operands<Arch>(rows.row[t] + (first + i) * w));
+          });
+      }
       for (index_t i = 0; i < chunk; ++i)
         code_batch(first + i, st[i], [&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
     }
