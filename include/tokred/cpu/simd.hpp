@@ -774,6 +774,16 @@ float_batch<Arch> load_operands(const E* p) noexcept {
   else return load_floats<Arch>(p);
 }
 
+/// One element as an operand of arithmetic, as load_operands widens it: fp16 through the
+/// conversion instruction where the build has one (a signalling NaN may arrive quiet).
+template <class Arch, class E>
+TOKRED_FORCE_INLINE float operand_of(E x) noexcept {
+#if defined(__F16C__)
+  if constexpr (std::is_same_v<E, f16> && has_hardware_f16<Arch>()) return _cvtsh_ss(x.bits);
+#endif
+  return to_float(x);
+}
+
 /// The 2·size elements at `p` as operands of arithmetic, in load_float_pair's order (so bf16
 /// pairs hold even elements, then odd): load_operands of a pair.
 template <class Arch, class E>

@@ -18,9 +18,10 @@
 // narrowed to bytes and merged into words (a zero extreme or a sum that is not finite sends a
 // batch of tokens back to group-order statistics, so the results stay those of group order).
 // Dequantizing along tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
-// contiguous output channels and 2- or 4-bit codes on AVX2 and AVX-512, each token's group is
-// unpacked a lane per channel (every lane shifts its word by its own amount; on AVX-512 a 16-lane
-// permute looks the value up in the group's table of 2^bits values); elsewhere a batch of tokens
+// contiguous output channels and 2- or 4-bit codes (8-bit ones with the min-max schemes) on AVX2
+// and AVX-512, each token's group is unpacked a lane per channel (every lane shifts its word by
+// its own amount, or takes its byte; on AVX-512 a 16-lane permute looks a code of up to 4 bits
+// up in the group's table of 2^bits values), its parameters read one token at a time; elsewhere a batch of tokens
 // is unpacked a lane per token and transposed back to token rows (a token left over, or strided
 // channels, unpack one token's group at a time). A partial batch or a strided row goes
 // through the same arithmetic lane by lane through small buffers. No workspace but the scores'
@@ -434,6 +435,16 @@ template <int Bits, int C0, class Arch>
 TOKRED_FORCE_INLINE u32_batch<Arch> stream_codes(const std::uint32_t* words) noexcept {
   using ub = u32_batch<Arch>;
   constexpr int per = 32 / Bits, w = static_cast<int>(ub::size);
+  if constexpr (Bits == 8) {  // bytes: zero-extended into lanes (the stream is little-endian)
+#if XSIMD_WITH_AVX512F
+    if constexpr (lane_isa_of<Arch>() == lane_isa::avx512)
+      return ub(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(words + C0 / per))));
+#endif
+#if XSIMD_WITH_AVX2
+    if constexpr (lane_isa_of<Arch>() == lane_isa::avx2)
+      return ub(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(words + C0 / per))));
+#endif
+  }
   constexpr const stream_lanes<Bits, C0, w>& at = stream_lanes_v<Bits, C0, w>;
   ub word(words[C0 / per]);
   if constexpr ((C0 + w - 1) / per != C0 / per) {
@@ -738,19 +749,16 @@ void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_ro
   constexpr index_t w = fb::size;
   static_assert(32 % w == 0, "tokred: a block of 32 channels is whole batches");
   const index_t words_per_group = f.group * Bits / 32;
-  alignas(64) float scale[w], zero[w];
   for (index_t t0 = 0; t0 < count; t0 += w) {
     const index_t n = std::min(w, count - t0);
     for (index_t g = 0; g < dim / f.group; ++g) {
-      load_lanes<Arch>(in.scale + g * in.scale_group_stride + t0 * in.scale_token_stride, in.scale_token_stride, n)
-          .store_aligned(scale);
-      if constexpr (S == kv_scheme::asymmetric)
-        load_lanes<Arch>(in.zero + g * in.zero_group_stride + t0 * in.zero_token_stride, in.zero_token_stride, n)
-            .store_aligned(zero);
       for (index_t j = 0; j < n; ++j) {
+        // Each token's parameters one at a time: a batch of them gathered a token stride apart
+        // would reach the registers through a stack buffer, a load that waits for every store.
         group_params<Arch> p;
-        p.scale = fb(scale[j]);
-        if constexpr (S == kv_scheme::asymmetric) p.zero = fb(zero[j]);
+        p.scale = fb(operand_of<Arch>(in.scale[g * in.scale_group_stride + (t0 + j) * in.scale_token_stride]));
+        if constexpr (S == kv_scheme::asymmetric)
+          p.zero = fb(operand_of<Arch>(in.zero[g * in.zero_group_stride + (t0 + j) * in.zero_token_stride]));
         const std::uint32_t* words = in.words + (t0 + j) * in.word_token_stride + g * words_per_group;
         Eout* out = y + (t0 + j) * ys + g * f.group;
         // Up to 4 bits on AVX-512: the group's values as a table (lane i: the value of code
@@ -802,6 +810,9 @@ void dequantize_token_run(const uniform_format& f, bool vidkv, const step_roundi
   constexpr index_t w = fb::size;
   constexpr bool zero = S == kv_scheme::asymmetric;
   const index_t words_per_group = f.group * f.bits / 32;
+  if constexpr (has_lane_shifts<Arch>() && (S == kv_scheme::asymmetric || S == kv_scheme::symmetric)) {
+    if (cs == 1 && f.bits == 8) return dequantize_channel_lanes<8, S, Arch>(f, vidkv, rnd, in, count, dim, y, ys);
+  }
   index_t t = 0;
   if (cs == 1)
     with_code_width<S>(f.bits, [&](auto bits) {
