@@ -742,25 +742,30 @@ void dequantize_channel_group(const uniform_format& f, bool vidkv, const step_ro
 /// (`Bits` dividing 32; only where has_lane_shifts<Arch>()): a batch of tokens' parameters is
 /// widened at once, then each token's group is decoded 32 channels per block of words.
 template <int Bits, kv_scheme S, class Arch, class E, class Eout>
-void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
-                              const token_run_out<const E>& in, index_t count, index_t dim, Eout* y,
+void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_rounding<Arch, E> rnd,
+                              const token_run_out<const E> in, index_t count, index_t dim, Eout* y,
                               index_t ys) noexcept {
+  // rnd and in by value, the group size copied: the stores to y may alias anything a reference
+  // reaches, which would reload them for every token.
   using fb = float_batch<Arch>;
   constexpr index_t w = fb::size;
   static_assert(32 % w == 0, "tokred: a block of 32 channels is whole batches");
-  const index_t words_per_group = f.group * Bits / 32;
-  for (index_t t0 = 0; t0 < count; t0 += w) {
-    const index_t n = std::min(w, count - t0);
-    for (index_t g = 0; g < dim / f.group; ++g) {
-      for (index_t j = 0; j < n; ++j) {
+  const index_t group = f.group, words_per_group = group * Bits / 32;
+  // Blocks of 16 tokens, group by group within a block: 1.2–1.8× faster than token by token
+  // for caches in L2, and 1.1× for fp16 outputs of 4096 tokens; fp32 outputs of 4096 tokens
+  // (16 MB) wrote faster token by token, 0.5 against 0.7–1.0 ms (docs/benchmarks.md).
+  constexpr index_t block = 16;
+  for (index_t t0 = 0; t0 < count; t0 += block)
+    for (index_t g = 0; g < dim / group; ++g)
+      for (index_t t = t0; t < std::min(count, t0 + block); ++t) {
         // Each token's parameters one at a time: a batch of them gathered a token stride apart
-        // would reach the registers through a stack buffer, a load that waits for every store.
+        // would reach the registers through a stack buffer, a load that waits on every store.
         group_params<Arch> p;
-        p.scale = fb(operand_of<Arch>(in.scale[g * in.scale_group_stride + (t0 + j) * in.scale_token_stride]));
+        p.scale = fb(operand_of<Arch>(in.scale[g * in.scale_group_stride + t * in.scale_token_stride]));
         if constexpr (S == kv_scheme::asymmetric)
-          p.zero = fb(operand_of<Arch>(in.zero[g * in.zero_group_stride + (t0 + j) * in.zero_token_stride]));
-        const std::uint32_t* words = in.words + (t0 + j) * in.word_token_stride + g * words_per_group;
-        Eout* out = y + (t0 + j) * ys + g * f.group;
+          p.zero = fb(operand_of<Arch>(in.zero[g * in.zero_group_stride + t * in.zero_token_stride]));
+        const std::uint32_t* words = in.words + t * in.word_token_stride + g * words_per_group;
+        Eout* out = y + t * ys + g * group;
         // Up to 4 bits on AVX-512: the group's values as a table (lane i: the value of code
         // i mod 2^Bits), looked up by each lane's low 4 bits; else each code's value computed.
         constexpr bool by_table = Bits <= 4 && has_lookup16<Arch>();
@@ -784,18 +789,16 @@ void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_ro
           store_floats<Arch>(narrowed, table);
           std::uint16_t entries[16];
           std::memcpy(entries, narrowed, sizeof(entries));
-          for (index_t k = 0; k < f.group / 32; ++k)
+          for (index_t k = 0; k < group / 32; ++k)
             lookup_codes32<Bits, Arch>(words + k * Bits, entries, reinterpret_cast<std::uint16_t*>(out + 32 * k));
         } else {
-          for (index_t k = 0; k < f.group / 32; ++k)
+          for (index_t k = 0; k < group / 32; ++k)
             unrolled<32 / w>([&](auto i) TOKRED_INLINE_LAMBDA {
               constexpr int c0 = decltype(i)::value * static_cast<int>(w);
               store_floats<Arch>(out + 32 * k + c0, value(stream_codes<Bits, c0, Arch>(words + k * Bits)));
             });
         }
       }
-    }
-  }
 }
 
 /// Every group along channels of `count` consecutive tokens packed at `in` back to their rows
