@@ -11,7 +11,7 @@
 // goes through the tile instead, widened once). Other batches are widened into an L1 tile
 // (along channels a batch of token rows is transposed in registers) and the statistics run
 // down the tile. Codes are packed 32 rows at a time with the code width a compile-time
-// constant for 2 and 4 bits (every shift and word position known). On x86, along channels at
+// constant for 2, 4 and 8 bits (every shift and word position known). On x86, along channels at
 // 2, 4 and 8 bits with contiguous channels (fp16 only with a conversion instruction), a token's
 // group is read a lane per channel
 // instead: its minima and maxima fold across lanes, a batch of tokens at once, and its codes are
@@ -297,14 +297,15 @@ struct runtime_width {
 };
 
 /// Calls `f(width)` for the code width of scheme S: `std::integral_constant<int, b>` for the
-/// widths KIVI uses most, 2 and 4 bits (their blocks unrolled with every shift known; each
-/// unrolled width costs compile time), runtime_width for the others. `decltype(width)::value`
+/// widths KIVI uses most, 2 and 4 bits, and for 8 (their blocks unrolled with every shift known;
+/// each unrolled width costs compile time), runtime_width for the others. `decltype(width)::value`
 /// is the template argument.
 template <kv_scheme S, class F>
 TOKRED_FORCE_INLINE void with_code_width(int bits, F&& f) {
   switch (bits) {
     case 2: if constexpr (S != kv_scheme::sign) return f(std::integral_constant<int, 2>{}); break;
     case 4: if constexpr (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) return f(std::integral_constant<int, 4>{}); break;
+    case 8: if constexpr (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) return f(std::integral_constant<int, 8>{}); break;
     default: break;
   }
   f(runtime_width{bits});
