@@ -55,7 +55,8 @@ namespace detail {
 /// The largest group, in values: the word rows of one group fit a stack array.
 inline constexpr index_t uniform_max_group = 256;
 
-/// Rounds every lane to storage type E and back (exact for float).
+/// Rounds every lane to storage type E and back (exact for float). Widening as load_operands
+/// does is exact here: the narrowing leaves no signalling NaN to quiet.
 template <class Arch, class E>
 TOKRED_FORCE_INLINE float_batch<Arch> round_to(const float_batch<Arch>& x) noexcept {
   if constexpr (std::is_same_v<E, float>) {
@@ -63,7 +64,7 @@ TOKRED_FORCE_INLINE float_batch<Arch> round_to(const float_batch<Arch>& x) noexc
   } else {
     alignas(64) E lanes[float_batch<Arch>::size];
     store_floats<Arch>(lanes, x);
-    return load_floats<Arch>(lanes);
+    return load_operands<Arch>(static_cast<const E*>(lanes));
   }
 }
 
