@@ -1,29 +1,28 @@
 // tokred/cpu/uniform_quant.hpp — CPU backends of uniform_quantize, uniform_dequantize and
 // packed_key_scores, and the group kernels the KIVI cache (<tokred/cpu/kivi.hpp>) reuses.
 //
-// One quantization kernel serves both axes: a group's `group` values are rows, read as a SIMD
-// batch of lanes each. Along tokens (per channel) the rows are tokens and the lanes channels;
-// along channels (per token) the rows are channels and the lanes tokens. Either way every
-// lane's arithmetic runs in group order on every ISA. Along tokens, whole batches of contiguous
-// channels are read from the rows themselves, twice: the statistics of four batches run
-// together a row at a time (a min-max scheme's extremes of 16-bit floats on x86 as ordered
-// integers, the four batches two of 16-bit lanes), then each batch's codes (fp16 without a conversion instruction
-// goes through the tile instead, widened once). Other batches are widened into an L1 tile
-// (along channels a batch of token rows is transposed in registers) and the statistics run
-// down the tile. Codes are packed 32 rows at a time with the code width a compile-time
-// constant for 2, 4 and 8 bits (every shift and word position known). On x86, along channels at
-// 2, 4 and 8 bits with contiguous channels (fp16 only with a conversion instruction), a token's
-// group is read a lane per channel
+// One quantization kernel serves both axes: a group's `group` values are rows, read as a SIMD batch
+// of lanes each. Along tokens (per channel) the rows are tokens and the lanes channels; along
+// channels (per token) the rows are channels and the lanes tokens. Either way every lane's
+// arithmetic runs in group order on every ISA. Along tokens, whole batches of contiguous channels
+// are read from the rows themselves, twice: the statistics of four batches run together a row at a
+// time (a min-max scheme's extremes of 16-bit floats on x86 as ordered integers, the four batches
+// two of 16-bit lanes), then each batch's codes (fp16 without a conversion instruction goes through
+// the tile instead, widened once). Other batches are widened into an L1 tile (along channels a
+// batch of token rows is transposed in registers) and the statistics run down the tile. Codes are
+// packed 32 rows at a time with the code width a compile-time constant for 2, 4 and 8 bits (every
+// shift and word position known). On x86, along channels at 2, 4 and 8 bits with contiguous
+// channels (fp16 only with a conversion instruction), a token's group is read a lane per channel
 // instead: its minima and maxima fold across lanes, a batch of tokens at once, and its codes are
-// narrowed to bytes and merged into words (a zero extreme or a sum that is not finite sends a
-// batch of tokens back to group-order statistics, so the results stay those of group order).
-// Dequantizing along tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
+// narrowed to bytes and merged into words (a zero extreme or a sum that is not finite sends a batch
+// of tokens back to group-order statistics, so the results stay those of group order). Dequantizing
+// along tokens unpacks a batch of channels 32 rows at a time the same way. Along channels, with
 // contiguous output channels and 2- or 4-bit codes (8-bit ones with the min-max schemes) on AVX2
-// and AVX-512, each token's group is unpacked a lane per channel (every lane shifts its word by
-// its own amount, or takes its byte; on AVX-512 a 16-lane permute looks a code of up to 4 bits
-// up in the group's table of 2^bits values), its parameters read one token at a time; elsewhere a batch of tokens
-// is unpacked a lane per token and transposed back to token rows (a token left over, or strided
-// channels, unpack one token's group at a time). A partial batch or a strided row goes
+// and AVX-512, each token's group is unpacked a lane per channel (every lane shifts its word by its
+// own amount, or takes its byte; on AVX-512 a 16-lane permute looks a code of up to 4 bits up in
+// the group's table of 2^bits values), its parameters read one token at a time; elsewhere a batch
+// of tokens is unpacked a lane per token and transposed back to token rows (a token left over, or
+// strided channels, unpack one token's group at a time). A partial batch or a strided row goes
 // through the same arithmetic lane by lane through small buffers. No workspace but the scores'
 // query products; no allocation.
 //
@@ -467,7 +466,8 @@ constexpr bool extremes_as_integers() noexcept {
 /// The minima and maxima of four batches of contiguous 16-bit floats, the t-th of `group` rows
 /// from rows.row[t] + c0, into st[0 … 3] (and their sum, finite exactly where both are, for
 /// group_stats::close). The extremes are those of group order but at a zero: −0 and +0 compare
-/// equal as floats, and group order keeps the one it met first or last, which this does not.
+/// equal as floats and group order keeps the last one it met, where this takes −0 for a minimum
+/// and +0 for a maximum.
 template <class Arch, class E>
 TOKRED_FORCE_INLINE void half_extremes(const token_rows<E>& rows, index_t group, index_t c0,
                                        group_stats<Arch>* st) noexcept {
@@ -741,8 +741,8 @@ void dequantize_channel_group(const uniform_format& f, bool vidkv, const step_ro
 
 /// Every group along channels of `count` consecutive tokens packed at `in` back to contiguous
 /// channels (the first token's channel 0 at `y`, token stride `ys`), a lane per channel
-/// (`Bits` dividing 32; only where has_lane_shifts<Arch>()): a batch of tokens' parameters is
-/// widened at once, then each token's group is decoded 32 channels per block of words.
+/// (`Bits` dividing 32; only where has_lane_shifts<Arch>()): each token's parameters read as
+/// one element, then its group decoded 32 channels per block of words.
 template <int Bits, kv_scheme S, class Arch, class E, class Eout>
 void dequantize_channel_lanes(const uniform_format& f, bool vidkv, const step_rounding<Arch, E> rnd,
                               const token_run_out<const E> in, index_t count, index_t dim, Eout* y,
@@ -815,9 +815,6 @@ void dequantize_token_run(const uniform_format& f, bool vidkv, const step_roundi
   constexpr index_t w = fb::size;
   constexpr bool zero = S == kv_scheme::asymmetric;
   const index_t words_per_group = f.group * f.bits / 32;
-  if constexpr (has_lane_shifts<Arch>() && (S == kv_scheme::asymmetric || S == kv_scheme::symmetric)) {
-    if (cs == 1 && f.bits == 8) return dequantize_channel_lanes<8, S, Arch>(f, vidkv, rnd, in, count, dim, y, ys);
-  }
   index_t t = 0;
   if (cs == 1)
     with_code_width<S>(f.bits, [&](auto bits) {
