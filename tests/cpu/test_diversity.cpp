@@ -228,37 +228,118 @@ TEST_CASE("diversity: the workspace is the carve-up docs/policies give, row copi
 }
 
 TEST_CASE("divprune: the first pick's scan order brings every row once", "[diversity]") {
-  // Each row of the group but the candidate and its neighbours at the two offsets (compared
-  // before the scans), exactly once: by the ring alone, and by the ring alternating with the rows
-  // by centrality (here a shuffled order).
+  // Each row of the group but the candidate and its neighbours at the three offsets (compared
+  // before the scans), exactly once: by the ring, and by the rows by centrality (here a shuffled
+  // order).
   rng r(41);
   for (const index_t n : {1, 2, 3, 7, 24, 97, 576})
-    for (const index_t near : {0, 1, 5, 24}) {
-      const index_t offsets[2] = {1, near > 1 && near < n ? near : 0};
-      std::vector<std::uint64_t> hubs(static_cast<std::size_t>(n));
-      std::vector<index_t> hub_rank(static_cast<std::size_t>(n));
-      for (index_t i = 0; i < n; ++i) hubs[static_cast<std::size_t>(i)] = detail::rank_key(r.uniform(), i);
-      std::sort(hubs.begin(), hubs.end(), [](std::uint64_t a, std::uint64_t b) { return a > b; });
-      for (index_t h = 0; h < n; ++h) hub_rank[static_cast<std::size_t>(detail::rank_key_index(hubs[static_cast<std::size_t>(h)]))] = h;
-      for (const index_t j : {index_t{0}, n / 3, n / 2, n - 1}) {
-        std::vector<index_t> expected;
-        for (index_t i = 0; i < n; ++i) {
-          const index_t gap = i > j ? i - j : j - i;
-          if (gap != 0 && gap != offsets[0] && gap != offsets[1]) expected.push_back(i);
-        }
-        for (const bool ranked : {false, true}) {
-          INFO("n " << n << " near " << near << " j " << j << (ranked ? " with hubs" : " ring only"));
-          detail::scan_order order(j, n, offsets, ranked ? hubs.data() : nullptr, hub_rank.data());
-          std::vector<index_t> got;
-          index_t batch[4];
-          for (index_t count; (count = order.next(batch)) > 0;) {
-            CHECK(count <= 4);
-            got.insert(got.end(), batch, batch + count);
+    for (const index_t near : {0, 1, 5, 24})
+      for (const index_t frame : {index_t{0}, 6 * near}) {
+        const index_t offsets[3] = {1, near > 1 && near < n ? near : 0, frame > 1 && frame < n ? frame : 0};
+        std::vector<std::uint64_t> hubs(static_cast<std::size_t>(n));
+        for (index_t i = 0; i < n; ++i) hubs[static_cast<std::size_t>(i)] = detail::rank_key(r.uniform(), i);
+        std::sort(hubs.begin(), hubs.end(), [](std::uint64_t a, std::uint64_t b) { return a > b; });
+        for (const index_t j : {index_t{0}, n / 3, n / 2, n - 1}) {
+          std::vector<index_t> expected;
+          for (index_t i = 0; i < n; ++i) {
+            const index_t gap = i > j ? i - j : j - i;
+            if (gap != 0 && gap != offsets[0] && gap != offsets[1] && gap != offsets[2]) expected.push_back(i);
           }
-          std::sort(got.begin(), got.end());
-          CHECK(got == expected);
+          for (const bool ranked : {false, true}) {
+            INFO("n " << n << " near " << near << " frame " << frame << " j " << j << (ranked ? " by centrality" : " ring"));
+            detail::scan_order order(j, n, offsets, ranked ? hubs.data() : nullptr);
+            std::vector<index_t> got;
+            index_t batch[4];
+            for (index_t count; (count = order.next(batch)) > 0;) {
+              CHECK(count <= 4);
+              got.insert(got.end(), batch, batch + count);
+            }
+            std::sort(got.begin(), got.end());
+            CHECK(got == expected);
+          }
         }
       }
+}
+
+/// DivPrune's first pick by its definition, from every pair's distance as the library's kernels
+/// compute it (the same bits whichever kernel, in either argument order): the largest
+/// second-smallest entry of a column (the row's own distance included, NaN ignored), ties to the
+/// lower index, rows with a non-finite norm last.
+std::int64_t first_pick_by_definition(const view<const float, 2>& rows) {
+  using namespace detail;
+  const row_set<compile_time_arch, float> set{rows};
+  const index_t n = set.size();
+  std::vector<float> scale(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i)
+    scale[static_cast<std::size_t>(i)] = maxmin_scale<distance_kind::cosine>(set.template pair<pair_op::dot>(i, i));
+  std::uint64_t best_key = 0;
+  std::int64_t best = 0;
+  for (index_t j = 0; j < n; ++j) {
+    two_smallest column{std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()};
+    for (index_t i = 0; i < n; ++i)
+      column.add(maxmin_distance<distance_kind::cosine>(set.template pair<pair_op::dot>(i, j),
+                                                        scale[static_cast<std::size_t>(i)],
+                                                        scale[static_cast<std::size_t>(j)]));
+    const float score = std::isnan(scale[static_cast<std::size_t>(j)]) ? std::numeric_limits<float>::quiet_NaN() : column.second;
+    if (rank_key(score, j) > best_key) best_key = rank_key(score, j), best = j;
+  }
+  return best;
+}
+
+/// (frames·h·w, dim) rows: `fields` smooth spatial fields of random directions plus noise, the
+/// same in every frame but for a drift and fresh noise of `jitter`; or, with no fields, i.i.d.
+/// rows about a shared offset (no local structure).
+std::vector<float> structured_rows(index_t frames, index_t h, index_t w, index_t dim, int fields, float jitter,
+                                   std::uint64_t seed) {
+  rng r(seed);
+  std::vector<float> direction(static_cast<std::size_t>(fields * dim)), phase(static_cast<std::size_t>(2 * fields));
+  for (float& x : direction) x = r.uniform();
+  for (float& x : phase) x = 3.0f * r.uniform();
+  std::vector<float> rows(static_cast<std::size_t>(frames * h * w * dim));
+  for (index_t t = 0; t < frames; ++t)
+    for (index_t y = 0; y < h; ++y)
+      for (index_t x = 0; x < w; ++x)
+        for (index_t c = 0; c < dim; ++c) {
+          float v = fields > 0 ? jitter * r.uniform() : 0.2f + r.uniform();
+          for (int f = 0; f < fields; ++f)
+            v += direction[static_cast<std::size_t>(f * dim + c)] *
+                 std::sin(0.4f * static_cast<float>(y + f) + phase[static_cast<std::size_t>(2 * f)] + 0.05f * static_cast<float>(t)) *
+                 std::cos(0.3f * static_cast<float>(x) + phase[static_cast<std::size_t>(2 * f + 1)]);
+          rows[static_cast<std::size_t>(((t * h + y) * w + x) * dim + c)] = v;
+        }
+  return rows;
+}
+
+TEST_CASE("divprune: the first pick is the argmax over every pair, with or without local structure",
+          "[diversity]") {
+  // The pruned scan against the definition on rows it prunes well (image-like, one frame or a
+  // video with its frames' neighbours along t) and on rows it cannot (i.i.d.: the scans are
+  // projected to run long, and the rows are ranked by centrality), with duplicate, zero and NaN
+  // rows mixed in; for every thread split.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  struct input {
+    const char* name;
+    index_t frames, h, w, dim;
+    int fields;
+    float jitter;
+  };
+  for (const input& c : {input{"image-like", 1, 24, 24, 48, 6, 0.1f}, input{"video", 6, 10, 12, 32, 6, 0.05f},
+                         input{"i.i.d.", 1, 24, 24, 32, 0, 0.0f}, input{"i.i.d. video", 4, 12, 12, 16, 0, 0.0f}})
+    for (const bool specials : {false, true}) {
+      const index_t n = c.frames * c.h * c.w;
+      std::vector<float> rows = structured_rows(c.frames, c.h, c.w, c.dim, c.fields, c.jitter, 5 + static_cast<std::uint64_t>(n));
+      if (specials) {  // a duplicate pair, a zero row and a NaN row
+        std::copy_n(rows.begin() + 7 * c.dim, c.dim, rows.begin() + (n - 9) * c.dim);
+        std::fill_n(rows.begin() + (n / 2) * c.dim, c.dim, 0.0f);
+        rows[static_cast<std::size_t>((n / 3) * c.dim + 1)] = nan;
+      }
+      const view<const float, 2> x = make_view(static_cast<const float*>(rows.data()), n, c.dim);
+      const diversity_inputs<float> in{token_grid{c.frames, c.h, c.w}, x, {}, {}, {}};
+      INFO(c.name << (specials ? " with duplicate, zero and NaN rows" : ""));
+      const std::int64_t expected = first_pick_by_definition(x);
+      for (const int nth : {1, 2})
+        CHECK(run_shares<float, float>(divprune{keep_budget::count(1)}, in, c.dim, nth).picks ==
+              std::vector<std::int64_t>{expected});
     }
 }
 

@@ -16,8 +16,8 @@
 // longer win are never updated again (lazy greedy). The first pick is found the same way: each
 // candidate's running second-smallest distance only falls as more tokens are compared, so the
 // scan of a candidate stops as soon as it can no longer beat the best so far, visiting its
-// sequence neighbours (its grid neighbours along w) first and, once the scans run long (rows
-// without local structure), the group's most central rows in turn with them.
+// sequence neighbours (its grid neighbours along w) first or, once the scans ahead are projected
+// to run long (rows without local structure), the group's most central rows.
 //
 // Every share (ith of nth) runs the selection of each group its output rows fall in, then moves
 // its rows: under scope::global every share computes the same selection, with no share waiting.
@@ -155,7 +155,8 @@ struct group_distances {
 struct maxmin_scratch {
   float* scale = nullptr;             // (n,)
   float* self = nullptr;              // (n,)
-  float* nearest = nullptr;           // (n,) min distance to the picks applied so far
+  float* nearest = nullptr;           // (n,) min distance to the picks applied so far; in divprune's
+                                      //   first pick, each row's least distance met in other scans
   std::int32_t* applied = nullptr;    // (n,) how many picks `nearest` covers
   std::uint64_t* heap = nullptr;      // (n,) rank keys of the candidates
   two_smallest* column = nullptr;     // (n,) divprune's first pick: each column's two smallest
@@ -188,67 +189,43 @@ struct maxmin_scratch {
 };
 
 /// The order in which DivPrune's first pick compares candidate j with the rest of its group, four
-/// rows at a time, each row once: j's ring of indices (j+1, j−1, j+2, j−2, …: its neighbours along
-/// the grid's w axis, where its nearest rows are on features with local structure), skipping the
-/// gaps in `met` (compared already). Given `hubs`, the group's rows most central first (where its
-/// nearest rows are on features without), the ring alternates with them from radius 3 on; each
-/// source then skips the rows the other has reached, and when either is exhausted, every row has
-/// come.
+/// rows at a time, each row once, skipping those at the index gaps in `met` (compared already):
+/// j's ring of indices (j+1, j−1, j+2, j−2, …: its neighbours along the grid's w axis, where its
+/// nearest rows are on features with local structure) or, given `hubs`, the group's rows most
+/// central first (where its nearest rows are on features without).
 class scan_order {
  public:
-  scan_order(index_t j, index_t n, const index_t (&met)[2], const std::uint64_t* hubs, const index_t* hub_rank) noexcept
-      : j_(j), n_(n), far_(std::max(j, n - 1 - j)), met_{met[0], met[1]}, hubs_(hubs), hub_rank_(hub_rank) {}
+  scan_order(index_t j, index_t n, const index_t (&met)[3], const std::uint64_t* hubs) noexcept
+      : j_(j), n_(n), far_(std::max(j, n - 1 - j)), met_{met[0], met[1], met[2]}, hubs_(hubs) {}
 
   /// Up to four next rows into `out`; returns how many (0 once every row has come).
   index_t next(index_t* out) noexcept {
     index_t count = 0;
-    while (count == 0 && !done_) {
-      count = ring_ < 4 || !hub_turn_ || hubs_ == nullptr ? from_ring(out) : from_hubs(out);
-      if (ring_ >= 4) hub_turn_ = !hub_turn_;
+    while (count < 4) {
+      const index_t r = hubs_ == nullptr ? from_ring() : from_hubs();
+      if (r < 0) break;
+      if (!met(r > j_ ? r - j_ : j_ - r)) out[count++] = r;
     }
     return count;
   }
 
  private:
-  bool met(index_t gap) const noexcept { return gap == 0 || gap == met_[0] || gap == met_[1]; }
-  /// Ring position of row r: 2(g − 1) for j + g, 2(g − 1) + 1 for j − g.
-  index_t ring_position(index_t r) const noexcept { return r > j_ ? 2 * (r - j_ - 1) : 2 * (j_ - r - 1) + 1; }
-
-  index_t from_ring(index_t* out) noexcept {
-    index_t count = 0;
-    while (count < 4) {
-      const index_t gap = ring_ / 2 + 1;
-      if (gap > far_) {
-        done_ = true;
-        break;
-      }
-      const index_t r = ring_ % 2 == 0 ? j_ + gap : j_ - gap;
-      ++ring_;
-      if (r >= 0 && r < n_ && !met(gap) && (hubs_ == nullptr || hub_rank_[r] >= hub_)) out[count++] = r;
+  bool met(index_t gap) const noexcept { return gap == 0 || gap == met_[0] || gap == met_[1] || gap == met_[2]; }
+  /// The ring's next row inside the group, or −1 once the ring has passed both ends.
+  index_t from_ring() noexcept {
+    for (;;) {
+      const index_t gap = taken_ / 2 + 1;
+      if (gap > far_) return -1;
+      const index_t r = taken_++ % 2 == 0 ? j_ + gap : j_ - gap;
+      if (r >= 0 && r < n_) return r;
     }
-    return count;
   }
-  index_t from_hubs(index_t* out) noexcept {
-    index_t count = 0;
-    while (count < 4) {
-      if (hub_ == n_) {
-        done_ = true;
-        break;
-      }
-      const index_t r = rank_key_index(hubs_[hub_++]);
-      if (!met(r > j_ ? r - j_ : j_ - r) && ring_position(r) >= ring_) out[count++] = r;
-    }
-    return count;
-  }
+  index_t from_hubs() noexcept { return taken_ < n_ ? rank_key_index(hubs_[taken_++]) : -1; }
 
   index_t j_, n_, far_;
-  index_t met_[2];
+  index_t met_[3];
   const std::uint64_t* hubs_;
-  const index_t* hub_rank_;
-  index_t ring_ = 0;  // ring positions taken
-  index_t hub_ = 0;   // hubs taken
-  bool hub_turn_ = false;
-  bool done_ = false;
+  index_t taken_ = 0;  // ring positions or hubs taken
 };
 
 /// The rows of a group most central first, into `hubs` (rank keys) and each row's place into
@@ -271,40 +248,46 @@ void rank_centrality(const Distances& d, std::uint64_t* hubs, index_t* hub_rank,
 
 /// DivPrune's first pick: argmax_j of the second-smallest d(i, j) over all i (d(j, j) included;
 /// NaN distances ignored; +inf when fewer than two are finite), ties to the lower index; a
-/// non-finite row ranks last. `near` is the index offset of a token's neighbour along the grid's
-/// h axis (its width), compared first with the one along w.
+/// non-finite row ranks last. `row` and `frame` are the index offsets of a token's neighbours
+/// along the grid's h and t axes (`frame` 0 where the group is one frame).
 ///
-/// Every token is first compared with its neighbours at offsets 1 and `near` — each such pair
-/// once, for both columns — which bounds its score from above. Candidates are then finished in
-/// order of that bound: each is compared with the rest of the group in `scan_order`, nearest
+/// Every token is first compared with its neighbours at offsets 1, `row` and `frame` — each such
+/// pair once, for both columns — which bounds its score from above. Candidates are then finished
+/// in order of that bound: each is compared with the rest of the group in `scan_order`, nearest
 /// indices first, until its falling score drops below the best finished one; the first candidate
-/// whose bound is below the best ends the search. Exact, whatever the order: a score only falls
-/// as tokens are added. On features with local structure a candidate meets a row that beats it
-/// within a few indices. Once the scans have taken 16n pairs, that is not these features: the
-/// rows are ranked by centrality (two passes), and later candidates meet the central rows too.
-/// (Image-like rows of 576 to 9216 tokens take 3n to 9n pairs in all; i.i.d. rows 36n to 260n.)
+/// whose bound is below the best ends the search. A distance a scan meets bounds the other row's
+/// score too (with its bound, it is a second pair of its column), which can settle that row before
+/// its own scan. Exact, whatever the order: a score only falls as tokens are added. On features
+/// with local structure a candidate meets a row that beats it within a few indices. Where the
+/// scans ahead are projected (candidates left × pairs per beaten candidate so far) to take over
+/// 8n pairs, that is not these features: the rows are ranked by centrality (two passes), later
+/// candidates are compared with the most central rows first, and the least central candidates,
+/// likeliest to be the most isolated, are finished first, so the best comes early.
 template <class Distances>
-index_t most_isolated(const Distances& d, index_t near, const maxmin_scratch& s) noexcept {
+index_t most_isolated(const Distances& d, index_t row, index_t frame, const maxmin_scratch& s) noexcept {
   const index_t n = d.rows.size();
   const float inf = std::numeric_limits<float>::infinity();
-  const index_t offsets[2] = {1, near > 1 && near < n ? near : 0};
+  const index_t near = row > 1 && row < n ? row : 0;
+  const index_t offsets[3] = {1, near, frame > std::max<index_t>(1, row) && frame < n ? frame : 0};
   two_smallest* column = s.column;
   std::uint64_t* order = s.heap;
-  // One pass reads each row once for three dot products: with itself (its norm) and with its two
-  // neighbours, kept raw in `order` until every norm is known.
+  float* met_elsewhere = s.nearest;  // free until the greedy
+  // One pass reads each row once for four dot products: with itself (its norm) and with its three
+  // neighbours, kept raw in `order` and `met_elsewhere` until every norm is known.
   for (index_t j = 0; j < n; ++j) {
-    index_t js[3] = {j, 0, 0}, count = 1;
+    index_t js[4] = {j, 0, 0, 0}, count = 1;
     for (index_t o : offsets)
       if (o > 0 && j + o < n) js[count++] = j + o;
-    float raw[3] = {0.0f, inf, inf};
+    float raw[4] = {0.0f, inf, inf, inf};
     d.rows.template pairs<pair_op::dot>(j, js, count, raw);
     d.prepare(j, raw[0]);
     order[j] = std::uint64_t{float_bits(raw[1])} << 32 | float_bits(raw[2]);  // parked until all norms are known
+    met_elsewhere[j] = raw[3];
   }
   for (index_t j = 0; j < n; ++j) column[j] = {d.self[j], inf};
   for (index_t j = 0; j < n; ++j) {
-    const float raw[2] = {bits_float(static_cast<std::uint32_t>(order[j] >> 32)),
-                          bits_float(static_cast<std::uint32_t>(order[j]))};
+    const float raw[3] = {bits_float(static_cast<std::uint32_t>(order[j] >> 32)),
+                          bits_float(static_cast<std::uint32_t>(order[j])), met_elsewhere[j]};
     index_t slot = 0;
     for (index_t o : offsets) {
       if (o <= 0 || j + o >= n) continue;
@@ -316,30 +299,52 @@ index_t most_isolated(const Distances& d, index_t near, const maxmin_scratch& s)
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (index_t j = 0; j < n; ++j) order[j] = rank_key(d.valid(j) ? column[j].second : nan, j);
   std::sort(order, order + n, std::greater<>());
+  std::fill(met_elsewhere, met_elsewhere + n, inf);
 
   index_t best = rank_key_index(order[0]);
   std::uint64_t best_key = 0;
   index_t batch[4];
   float dist[4];
-  index_t scanned = 0;  // pairs the scans have taken
-  bool ranked = false;  // whether s.hubs holds the rows by centrality
-  for (index_t at = 0; at < n && order[at] > best_key; ++at) {
+  index_t beaten = 0, beaten_pairs = 0;  // candidates beaten in their scans, and the pairs those took
+  bool ranked = false;  // whether s.hubs holds the rows by centrality, and `order` follows it from here
+  for (index_t at = 0; at < n; ++at) {
+    if (!ranked && beaten >= 2) {
+      const index_t left = std::partition_point(order + at, order + n, [&](std::uint64_t key) { return key > best_key; }) - (order + at);
+      if (left * beaten_pairs > 8 * n * beaten) {
+        rank_centrality(d, s.hubs, s.hub_rank, s.centre);
+        std::sort(order + at, order + n, [&](std::uint64_t a, std::uint64_t b) {
+          return s.hub_rank[rank_key_index(a)] > s.hub_rank[rank_key_index(b)];
+        });
+        ranked = true;
+      }
+    }
+    if (order[at] <= best_key) {
+      if (ranked) continue;
+      break;  // in order of bound: no candidate left can win
+    }
     const index_t j = rank_key_index(order[at]);
     if (!d.valid(j)) {  // only reached when no row is finite: the lowest index wins
       best = j, best_key = order[at];
       continue;
     }
-    if (!ranked && scanned > 16 * n) rank_centrality(d, s.hubs, s.hub_rank, s.centre), ranked = true;
     two_smallest& col = column[j];
-    bool beaten = false;
-    scan_order rows(j, n, offsets, ranked ? s.hubs : nullptr, s.hub_rank);
-    for (index_t count; !beaten && (count = rows.next(batch)) > 0;) {
+    two_smallest bound = col;
+    bound.add(met_elsewhere[j]);
+    if (rank_key(bound.second, j) < best_key) continue;  // settled by another scan
+    bool lost = false;
+    index_t pairs = 0;
+    scan_order rows(j, n, offsets, ranked ? s.hubs : nullptr);
+    for (index_t count; !lost && (count = rows.next(batch)) > 0;) {
       d.from_one(j, batch, count, dist);
-      for (index_t c = 0; c < count; ++c) col.add(dist[c]);
-      beaten = rank_key(col.second, j) < best_key;
-      scanned += count;
+      for (index_t c = 0; c < count; ++c) {
+        col.add(dist[c]);
+        if (dist[c] < met_elsewhere[batch[c]]) met_elsewhere[batch[c]] = dist[c];
+      }
+      lost = rank_key(col.second, j) < best_key;
+      pairs += count;
     }
-    if (!beaten) best = j, best_key = rank_key(col.second, j);
+    if (lost) ++beaten, beaten_pairs += pairs;
+    else best = j, best_key = rank_key(col.second, j);
   }
   return best;
 }
@@ -395,6 +400,8 @@ struct diversity_group {
   view<const float, 1> scores;  // (n,) importance or relevance; may be empty
   view<const E, 2> query;       // (queries, dim) cdpruner; may be empty
   index_t width = 1;            // the grid's w extent: index offset of a token's neighbour along h
+  index_t frame = 0;            // where the group spans frames, the tokens per frame (the index
+                                //   offset of a token's neighbour along t), else 0
 };
 
 /// How one group of a diversity policy is selected: its scratch, and `select`, which fills
@@ -423,7 +430,7 @@ struct diversity_selector {
     } else {
       const index_t first = [&] {
         if constexpr (std::is_same_v<P, kcenter>) return p.first;
-        else return most_isolated(d, g.width, s);
+        else return most_isolated(d, g.width, g.frame, s);
       }();
       bool repeats = false;
       if constexpr (std::is_same_v<P, divprune>) repeats = p.allow_repeats;
@@ -514,7 +521,9 @@ struct cpu_diversity {
     for (index_t group = j0 / group_kept; group * group_kept < j1; ++group) {
       const index_t first = group * g.group_tokens;
       const index_t row0 = group * group_kept;
-      diversity_group<Ein> one{row_range(rows, first, g.group_tokens), {}, {}, in.grid.width};
+      const index_t frame_tokens = in.grid.height * in.grid.width;
+      diversity_group<Ein> one{row_range(rows, first, g.group_tokens), {}, {}, in.grid.width,
+                               g.group_tokens > frame_tokens ? frame_tokens : 0};
       if (reads_query<P>(in)) one.query = in.query;
       if (reads_scores<P>(in))
         one.scores = view<const float, 1>(&in.scores(first), {g.group_tokens}, {in.scores.stride(0)});
@@ -522,7 +531,8 @@ struct cpu_diversity {
       // instruction where the build has one.
       if constexpr (std::is_same_v<Ein, f16> && !has_hardware_f16<Arch>()) {
         if (widens_once(p)) {
-          const diversity_group<float> wide{widened_rows<Arch>(one.rows, mine.widened), one.scores, {}, one.width};
+          const diversity_group<float> wide{widened_rows<Arch>(one.rows, mine.widened), one.scores, {}, one.width,
+                                            one.frame};
           selector::select(p, wide, group_kept, mine.select);
         } else {
           selector::select(p, one, group_kept, mine.select);
