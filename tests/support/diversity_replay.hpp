@@ -76,10 +76,12 @@ std::vector<std::int64_t> replay_maxmin(const P& p, const diversity_inputs<E>& i
       // The bounds from the grid neighbours, then the columns whose bound beats the best so far,
       // each until it is beaten: the exact argmax, whatever order the GPU's blocks take them in.
       const index_t width = in.grid.width, near = width > 1 && width < n ? width : 0;
+      const index_t frame_tokens = in.grid.height * width;
+      const index_t frame = in.grid.height > 1 && frame_tokens < n ? frame_tokens : 0;  // a group spanning frames
       std::vector<std::uint64_t> bound(static_cast<std::size_t>(n));
       for (index_t j = 0; j < n; ++j) {
         detail::two_smallest column{distance(j, j), detail::positive_infinity()};
-        for (const index_t o : {index_t{1}, index_t{-1}, near, -near})
+        for (const index_t o : {index_t{1}, index_t{-1}, near, -near, frame, -frame})
           if (o != 0 && j + o >= 0 && j + o < n) column.add(distance(j, j + o));
         bound[static_cast<std::size_t>(j)] = detail::rank_key(valid(j) ? column.second : detail::quiet_nan(), j);
       }

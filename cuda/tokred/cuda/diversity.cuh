@@ -6,7 +6,8 @@
 // from the problem's shapes alone (a CUDA graph captures them; the test does):
 //   prepare   one warp per token: ‖x‖² → the row's scale and self-distance; the pick keys reset
 //   first     divprune: `bounds` (one warp per token: each column's two smallest among itself and
-//             its grid neighbours at ±1 and ±W, an upper bound of its score), `seed` (one block
+//             its grid neighbours at ±1, ±W and, where a group spans frames, ±H·W: an upper bound
+//             of its score), `seed` (one block
 //             per group: the column of the largest bound scanned in full, its key the best so
 //             far), `scan` (blocks stride over the candidates; a candidate whose bound is above
 //             the best has its column scanned, stopping once it is beaten, and its key joins
@@ -138,13 +139,14 @@ __global__ void __launch_bounds__(threads) prepare_kernel(group_rows<E> r, scrat
   });
 }
 
-/// divprune: every column's two smallest among itself and its neighbours at ±1 and ±`near`.
+/// divprune: every column's two smallest among itself and its neighbours at ±1, ±`near` and
+/// ±`frame` (0: none).
 template <class E>
-__global__ void __launch_bounds__(threads) bounds_kernel(group_rows<E> r, index_t near, scratch s) {
+__global__ void __launch_bounds__(threads) bounds_kernel(group_rows<E> r, index_t near, index_t frame, scratch s) {
   for_each_warp_token(r, [&](index_t g, index_t t, int lane) {
     const index_t i = g * r.n + t;
     two_smallest column{s.self[i], positive_infinity()};
-    const index_t offsets[4] = {1, -1, near, -near};
+    const index_t offsets[6] = {1, -1, near, -near, frame, -frame};
     for (const index_t o : offsets)
       if (o != 0 && t + o >= 0 && t + o < r.n)
         column.add(pair_distance<distance_kind::cosine>(r, g, t, t + o, s.scale, lane));
@@ -388,7 +390,9 @@ struct cuda_maxmin : cuda_diversity_host<P, scratch> {
     prepare_kernel<kind, Ein><<<per_token, threads, 0, exec.stream>>>(r, s);
     if constexpr (std::is_same_v<P, divprune>) {
       const index_t near = in.grid.width > 1 && in.grid.width < r.n ? in.grid.width : 0;
-      bounds_kernel<Ein><<<per_token, threads, 0, exec.stream>>>(r, near, s);
+      const index_t frame_tokens = in.grid.height * in.grid.width;
+      const index_t frame = in.grid.height > 1 && frame_tokens < r.n ? frame_tokens : 0;  // a group spanning frames
+      bounds_kernel<Ein><<<per_token, threads, 0, exec.stream>>>(r, near, frame, s);
       seed_kernel<Ein><<<per_group, threads, 0, exec.stream>>>(r, s);
       const dim3 scan(r.n < scan_blocks ? static_cast<unsigned>(r.n) : scan_blocks, y);
       scan_kernel<Ein><<<scan, threads, 0, exec.stream>>>(r, s);
