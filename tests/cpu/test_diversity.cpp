@@ -218,7 +218,7 @@ TEST_CASE("diversity: the workspace is the carve-up docs/policies give, row copi
   CHECK(workspace_bytes(cpu{}, divprune{keep}, prob) == 262772);
   CHECK(workspace_bytes(cpu{}, kcenter{keep}, prob) == 249271);
   CHECK(workspace_bytes(cpu{}, importance_diversity{keep}, prob) == 249271);
-  CHECK(workspace_bytes(cpu{}, cdpruner{keep}, prob) == 373974);
+  CHECK(workspace_bytes(cpu{}, cdpruner{keep}, prob) == 386645);
   // The picks' rows take D rounded up to whole 64-byte lines of fp32, for every element type;
   // divprune's centre, D floats.
   const problem narrow{image_grid(24, 24), 1009};

@@ -30,6 +30,9 @@ namespace tokred {
 namespace detail {
 
 /// The scratch of one cdpruner selection of `n` tokens keeping `k`.
+/// The most picks one pass of a token's row brings it up to date with: a SIMD batch of them.
+inline constexpr index_t pick_lanes = 16;
+
 struct dpp_scratch {
   float* scale = nullptr;          // (n,) 1/sqrt(‖x‖² + eps)
   float* relevance = nullptr;      // (n,) r
@@ -37,6 +40,8 @@ struct dpp_scratch {
   std::int32_t* applied = nullptr; // (n,) how many picks `gain` and the coefficients cover
   std::uint64_t* heap = nullptr;   // (n,) rank keys of the candidates
   float* coefficients = nullptr;   // (n, k) C, token-major: token i's coefficient for each pick
+  float* pick_coefficients = nullptr;  // (k, k) + padding: row q holds each pick's coefficient
+                                       //   for pick q (the picks' rows of C, pick-major)
   float* pivot = nullptr;          // (k,) 1/sqrt(d²_j + eps) of each pick
   index_t* picks = nullptr;        // (k,) group-local, pick order
   std::int64_t* kept = nullptr;    // (k,) ascending
@@ -50,6 +55,7 @@ struct dpp_scratch {
     s.applied = a.take<std::int32_t>(n);
     s.heap = a.take<std::uint64_t>(n);
     s.coefficients = a.take<float>(n * k);
+    s.pick_coefficients = a.take<float>(k * k + pick_lanes);
     s.pivot = a.take<float>(k);
     s.picks = a.take<index_t>(k);
     s.kept = a.take<std::int64_t>(k);
@@ -107,28 +113,50 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   }
   key_heap heap(s.heap, n);
 
-  // Token i's coefficient for pick t, and its gain after it: OpenVINO's eager update restricted
-  // to one element, in the same order of operations, so the lazy result is the eager one.
-  const auto apply_pick = [&](index_t i, index_t t, float dot) {
-    const index_t j = picks[t];
-    const float* cj = s.coefficients + j * k;
+  // Token i's coefficients for picks from … from + count − 1 (count ≤ a batch), and its gain
+  // after them: OpenVINO's eager update restricted to one element, each coefficient's terms in
+  // the same order of operations, so the lazy result is the eager one. Each coefficient is a chain
+  // of dependent subtractions: a lane each, the chains run together over the picks before
+  // `from` (their terms from the pick-major copy of the picks' coefficients), then each takes its
+  // terms for the picks among them in turn.
+  using fb = float_batch<Arch>;
+  constexpr index_t lanes = fb::size;
+  static_assert(lanes <= pick_lanes, "tokred: a batch of picks fits the padding");
+  float* const pick_c = s.pick_coefficients;
+  std::fill(pick_c, pick_c + k * k + pick_lanes, 0.0f);  // lanes past the picks made read zeros
+  const auto apply_picks = [&](index_t i, index_t from, index_t count, const float* dots) {
     float* ci = s.coefficients + i * k;
-    float e = kernel(j, i, dot);
-    for (index_t q = 0; q < t; ++q) e = dpp_orthogonalise(e, cj[q], ci[q]);
-    e = mul_rn(e, s.pivot[t]);
-    ci[t] = e;
-    s.gain[i] = dpp_gain(sub_rn(s.gain[i], mul_rn(e, e)));
+    alignas(64) float e[lanes];
+    for (index_t c = 0; c < lanes; ++c) e[c] = c < count ? kernel(picks[from + c], i, dots[c]) : 0.0f;
+    fb chains = fb::load_aligned(e);
+    const fb epsilon(dpp_epsilon);
+    for (index_t q = 0; q < from; ++q) {  // dpp_orthogonalise, a lane per pick
+      const fb c = fb::load_unaligned(pick_c + q * k + from);
+      chains = xsimd::select(xsimd::abs(c) < epsilon, chains, chains - separate_product(c, fb(ci[q])));
+    }
+    chains.store_aligned(e);
+    for (index_t c = 0; c < count; ++c) {
+      const float* cj = s.coefficients + picks[from + c] * k;
+      for (index_t q = from; q < from + c; ++q) e[c] = dpp_orthogonalise(e[c], cj[q], ci[q]);
+      e[c] = mul_rn(e[c], s.pivot[from + c]);
+      ci[from + c] = e[c];
+      s.gain[i] = dpp_gain(sub_rn(s.gain[i], mul_rn(e[c], e[c])));
+    }
   };
 
   // Lazy greedy (cpu/diversity.hpp's lazy_argmax): gains only fall, so a stale gain bounds the
-  // current one from above; the top is brought up to date four picks per pass of its row, the
+  // current one from above; the top is brought up to date a few picks per pass of its row, the
   // picks' rows read from their copies.
   const row_copies<E> pick_rows(s.pick_rows, dim);
   const auto advance = [&](index_t i, index_t up_to) {
-    const index_t from = s.applied[i], count = std::min<index_t>(4, up_to - from);
-    float dots[4];
+    // Four picks a pass while the dot products dominate (a token that falls below the runner-up
+    // wastes the picks applied past that point); a batch once the orthogonalisations do (`from`
+    // dependent steps of a few cycles each against dim/16 multiply-adds of 16 lanes).
+    const index_t from = s.applied[i], batch = 64 * from > dim ? lanes : std::min<index_t>(4, lanes);
+    const index_t count = std::min<index_t>(batch, up_to - from);
+    float dots[lanes];
     set.template pairs<pair_op::dot>(i, pick_rows.at(from), pick_rows.stride, count, dots);
-    for (index_t c = 0; c < count; ++c) apply_pick(i, from + c, dots[c]);
+    apply_picks(i, from, count, dots);
     s.applied[i] = static_cast<std::int32_t>(from + count);
     return rank_key(s.gain[i], i);
   };
@@ -136,6 +164,7 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
     const index_t i = lazy_argmax(heap, s.applied, picked, [](index_t) { return false; }, advance);
     picks[picked] = i;
     pick_rows.store(picked, rows, i);
+    for (index_t q = 0; q < picked; ++q) pick_c[q * k + picked] = s.coefficients[i * k + q];
     s.pivot[picked] = dpp_scale(s.gain[i]);
     heap.pop();
   }
