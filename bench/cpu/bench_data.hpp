@@ -182,11 +182,11 @@ inline double fma_peak() {
   return peak;
 }
 
-/// A contiguous `(heads, tokens, head_dim)` KV cache of uniform values in [0, 2), one per shape
-/// and element type, made once.
+/// A contiguous `(heads, tokens, head_dim)` KV cache of uniform values in [−2, 2), one per shape
+/// and element type, made once, starting on a cache line as an engine's cache does.
 template <class E>
-const std::vector<E>& kv_values(index_t heads, index_t tokens, index_t head_dim) {
-  static std::map<std::tuple<index_t, index_t, index_t>, std::vector<E>> cache;
+const aligned_buffer<E>& kv_values(index_t heads, index_t tokens, index_t head_dim) {
+  static std::map<std::tuple<index_t, index_t, index_t>, aligned_buffer<E>> cache;
   auto [it, fresh] = cache.try_emplace({heads, tokens, head_dim});
   if (fresh) {
     testing::rng r(0xCAC4E + static_cast<std::uint64_t>(tokens));
@@ -204,8 +204,8 @@ inline void count_per_iteration(benchmark::State& state, std::int64_t bytes, std
 
 /// Times one memcpy of a contiguous buffer per iteration; counts both copies' bytes.
 template <class E>
-void time_memcpy(benchmark::State& state, const std::vector<E>& x) {
-  std::vector<E> copy(x.size());
+void time_memcpy(benchmark::State& state, const aligned_buffer<E>& x) {
+  aligned_buffer<E> copy(x.size());
   for (auto _ : state) {
     std::memcpy(copy.data(), x.data(), x.size() * sizeof(E));
     benchmark::ClobberMemory();
@@ -216,7 +216,7 @@ void time_memcpy(benchmark::State& state, const std::vector<E>& x) {
 /// Times one memcpy of the contiguous `rows` per iteration: the floor of any pass over them.
 template <class E>
 void time_memcpy(benchmark::State& state, const view<const E, 2>& rows) {
-  std::vector<E> copy(static_cast<std::size_t>(rows.size()));
+  aligned_buffer<E> copy(static_cast<std::size_t>(rows.size()));
   for (auto _ : state) {
     std::memcpy(copy.data(), rows.data_handle(), copy.size() * sizeof(E));
     benchmark::ClobberMemory();

@@ -26,7 +26,7 @@ void kv_shapes(benchmark::internal::Benchmark* b) {
 }
 
 template <class E>
-const std::vector<E>& cache_of(index_t tokens) {
+const aligned_buffer<E>& cache_of(index_t tokens) {
   return kv_values<E>(heads, tokens, head_dim);
 }
 
@@ -39,9 +39,9 @@ void BM_memcpy_cache(benchmark::State& state) {
 template <ggml_type T, class E>
 void BM_quantize(benchmark::State& state) {
   const index_t tokens = state.range(0);
-  const std::vector<E>& x = cache_of<E>(tokens);
+  const aligned_buffer<E>& x = cache_of<E>(tokens);
   const index_t row = ggml_row_bytes(T, head_dim);
-  std::vector<std::uint8_t> packed(static_cast<std::size_t>(heads * tokens * row));
+  aligned_buffer<std::uint8_t> packed(static_cast<std::size_t>(heads * tokens * row));
   const kv_inputs<E> in{make_view(x.data(), heads, tokens, head_dim)};
   const kv_block_outputs<> out{make_view(packed.data(), heads, tokens, row)};
   const ggml_quantize policy{T, state.range(1)};
@@ -58,10 +58,10 @@ void BM_quantize(benchmark::State& state) {
 template <ggml_type T, class E>
 void BM_dequantize(benchmark::State& state) {
   const index_t tokens = state.range(0);
-  const std::vector<E>& x = cache_of<E>(tokens);
+  const aligned_buffer<E>& x = cache_of<E>(tokens);
   const index_t row = ggml_row_bytes(T, head_dim);
-  std::vector<std::uint8_t> packed(static_cast<std::size_t>(heads * tokens * row));
-  std::vector<E> y(x.size());
+  aligned_buffer<std::uint8_t> packed(static_cast<std::size_t>(heads * tokens * row));
+  aligned_buffer<E> y(x.size());
   if (apply(cpu<>{}, ggml_quantize{T}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)},
             kv_block_outputs<>{make_view(packed.data(), heads, tokens, row)}) != status::ok) {
     state.SkipWithError("quantize failed");
@@ -78,7 +78,7 @@ void BM_dequantize(benchmark::State& state) {
 template <ggml_type T>
 void BM_quantize_ref(benchmark::State& state) {
   const index_t tokens = state.range(0);
-  const std::vector<float>& x = cache_of<float>(tokens);
+  const aligned_buffer<float>& x = cache_of<float>(tokens);
   for (auto _ : state) {
     std::vector<std::uint8_t> packed = ref::quantize_row(T, x.data(), static_cast<index_t>(x.size()));
     benchmark::DoNotOptimize(packed.data());
@@ -90,8 +90,8 @@ void BM_quantize_ref(benchmark::State& state) {
 template <class E>
 void BM_hadamard(benchmark::State& state) {
   const index_t tokens = state.range(0);
-  const std::vector<E>& x = cache_of<E>(tokens);
-  std::vector<E> y(x.size());
+  const aligned_buffer<E>& x = cache_of<E>(tokens);
+  aligned_buffer<E> y(x.size());
   const kv_inputs<E> in{make_view(x.data(), heads, tokens, head_dim)};
   const kv_outputs<E> out{make_view(y.data(), heads, tokens, head_dim)};
   if (!time_apply(state, hadamard{}, in, out)) return;

@@ -2,9 +2,9 @@
 // along channels) and attention logits from packed keys, against a memcpy of the cache (the
 // bandwidth bound) and the scalar oracle of tests/reference/uniform_quant_ref.hpp.
 //
-// Shape: (heads, tokens, head_dim) = (8, tokens, 128), contiguous. Bytes processed = float bytes
-// read + packed bytes written (quantize) or the reverse (dequantize); memcpy counts the cache
-// twice. Scores: 32 query heads over 8 kv heads (grouped-query attention), one query each, keys
+// Shape: (heads, tokens, head_dim) = (8, tokens, 128), contiguous, fp16, bf16 or fp32, every
+// buffer starting on a cache line. Bytes processed = float bytes read + packed bytes written
+// (quantize) or the reverse (dequantize); memcpy counts the cache twice. Scores: 32 query heads over 8 kv heads (grouped-query attention), one query each, keys
 // either packed (4 or 2 bits) or fp16 (the same call with every key in the residual).
 #include <algorithm>
 #include <cstring>
@@ -23,7 +23,7 @@ double fastest(const std::vector<double>& v) { return *std::min_element(v.begin(
 constexpr index_t heads = 8, head_dim = 128, q_heads = 32;
 
 template <class E>
-const std::vector<E>& cache_of(index_t tokens) {
+const aligned_buffer<E>& cache_of(index_t tokens) {
   return kv_values<E>(heads, tokens, head_dim);
 }
 
@@ -31,8 +31,8 @@ const std::vector<E>& cache_of(index_t tokens) {
 /// A packed cache of the format over (heads, tokens, head_dim).
 template <class E>
 struct packed {
-  std::vector<std::uint32_t> codes;
-  std::vector<E> scale, zero;
+  aligned_buffer<std::uint32_t> codes;
+  aligned_buffer<E> scale, zero;
   uniform_packed<E> views;
 
   packed(const uniform_format& f, index_t tokens) {
@@ -62,7 +62,7 @@ template <class E>
 void BM_quantize(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const uniform_format f = format_of(state);
-  const std::vector<E>& x = cache_of<E>(tokens);
+  const aligned_buffer<E>& x = cache_of<E>(tokens);
   packed<E> out(f, tokens);
   if (!time_apply(state, uniform_quantize{f}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)}, out.views))
     return;
@@ -73,9 +73,9 @@ template <class E>
 void BM_dequantize(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const uniform_format f = format_of(state);
-  const std::vector<E>& x = cache_of<E>(tokens);
+  const aligned_buffer<E>& x = cache_of<E>(tokens);
   packed<E> in(f, tokens);
-  std::vector<E> y(x.size());
+  aligned_buffer<E> y(x.size());
   if (apply(cpu<>{}, uniform_quantize{f}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)}, in.views) !=
       status::ok)
     return state.SkipWithError("quantize failed");
@@ -89,7 +89,7 @@ void BM_dequantize(benchmark::State& state) {
 void BM_roundtrip_ref(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const uniform_format f = format_of(state);
-  const std::vector<float>& x = cache_of<float>(tokens);
+  const aligned_buffer<float>& x = cache_of<float>(tokens);
   for (auto _ : state) {
     const ref::uniform_result r = ref::uniform_roundtrip<float>(
         f, false, false, heads, tokens, head_dim,
@@ -104,7 +104,7 @@ void BM_roundtrip_ref(benchmark::State& state) {
 void BM_scores(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const int bits = static_cast<int>(state.range(1));
-  const std::vector<f16>& keys = cache_of<f16>(tokens);
+  const aligned_buffer<f16>& keys = cache_of<f16>(tokens);
   const view<const f16, 3> k = make_view(keys.data(), heads, tokens, head_dim);
   std::vector<f16> queries(static_cast<std::size_t>(q_heads * head_dim), from_float<f16>(0.25f));
   const uniform_format f{bits == 16 ? 4 : bits, 32, kv_group_axis::tokens};
@@ -144,8 +144,10 @@ void score_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_memcpy_cache, f16)->Apply(memcpy_shapes);
 BENCHMARK_TEMPLATE(BM_memcpy_cache, float)->Apply(memcpy_shapes);
 BENCHMARK_TEMPLATE(BM_quantize, f16)->Apply(formats);
+BENCHMARK_TEMPLATE(BM_quantize, bf16)->Apply(formats);
 BENCHMARK_TEMPLATE(BM_quantize, float)->Apply(formats);
 BENCHMARK_TEMPLATE(BM_dequantize, f16)->Apply(formats);
+BENCHMARK_TEMPLATE(BM_dequantize, bf16)->Apply(formats);
 BENCHMARK_TEMPLATE(BM_dequantize, float)->Apply(formats);
 BENCHMARK(BM_roundtrip_ref)->Apply(ref_formats);
 BENCHMARK(BM_scores)->Apply(score_shapes);

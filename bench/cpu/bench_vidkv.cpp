@@ -29,8 +29,8 @@ constexpr index_t heads = 8, head_dim = 128;
 template <class E>
 struct packed_keys {
   std::vector<std::int64_t> channels;
-  std::vector<std::uint32_t> dcodes, scodes;
-  std::vector<E> dscale, dzero, sscale;
+  aligned_buffer<std::uint32_t> dcodes, scodes;
+  aligned_buffer<E> dscale, dzero, sscale;
   vidkv_packed_keys<E> views;
 
   packed_keys(const vidkv_keys& k, index_t tokens) : channels(head_dim) {
@@ -61,7 +61,7 @@ template <class E>
 void BM_key_quantize(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const vidkv_keys k = keys_of(state);
-  const std::vector<E>& x = kv_values<E>(heads, tokens, head_dim);
+  const aligned_buffer<E>& x = kv_values<E>(heads, tokens, head_dim);
   packed_keys<E> out(k, tokens);
   std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, kv_problem{heads, tokens, head_dim}));
   if (!time_apply(state, vidkv_key_quantize{k}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)}, out.views,
@@ -74,7 +74,7 @@ template <class E>
 void BM_key_dequantize(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const vidkv_keys k = keys_of(state);
-  const std::vector<E>& x = kv_values<E>(heads, tokens, head_dim);
+  const aligned_buffer<E>& x = kv_values<E>(heads, tokens, head_dim);
   packed_keys<E> in(k, tokens);
   const kv_problem p{heads, tokens, head_dim};
   std::vector<std::byte> ws(std::max(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, p),
@@ -82,7 +82,7 @@ void BM_key_dequantize(benchmark::State& state) {
   if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)}, in.views,
             workspace{ws.data(), ws.size()}) != status::ok)
     return state.SkipWithError("quantize failed");
-  std::vector<E> y(x.size());
+  aligned_buffer<E> y(x.size());
   if (!time_apply(state, vidkv_key_dequantize{k}, read_only(in.views),
                   kv_outputs<E>{make_view(y.data(), heads, tokens, head_dim)}, workspace{ws.data(), ws.size()}))
     return;
@@ -93,9 +93,9 @@ void BM_key_dequantize(benchmark::State& state) {
 void BM_key_roundtrip_ref(benchmark::State& state) {
   const index_t tokens = state.range(0);
   const vidkv_keys k = keys_of(state);
-  const std::vector<float>& x = kv_values<float>(heads, tokens, head_dim);
+  const aligned_buffer<float>& x = kv_values<float>(heads, tokens, head_dim);
   ref::tensor3 t(heads, tokens, head_dim);
-  t.v = x;
+  t.v.assign(x.begin(), x.end());
   for (auto _ : state) {
     const ref::key_result r = ref::key_roundtrip<float>(k, t, false);
     benchmark::DoNotOptimize(r.values.v.data());
@@ -111,7 +111,7 @@ void BM_key_scores(benchmark::State& state) {
   const bool fp16 = state.range(1) == 1600;
   const vidkv_keys k = fp16 ? vidkv_keys{} : keys_of(state);
   const index_t packed = fp16 ? 0 : tokens;
-  const std::vector<f16>& x = kv_values<f16>(heads, tokens, head_dim);
+  const aligned_buffer<f16>& x = kv_values<f16>(heads, tokens, head_dim);
   const view<const f16, 3> all = make_view(x.data(), heads, tokens, head_dim);
   packed_keys<f16> keys(k, packed);
   const kv_problem p{heads, packed, head_dim};
