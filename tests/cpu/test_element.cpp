@@ -159,6 +159,28 @@ TEST_CASE("SIMD fp16 narrowing equals from_float for every sign, exponent and to
   CHECK(mismatches == 0);
 }
 
+TEST_CASE("SIMD bf16 narrowing equals from_float for every sign, exponent and top mantissa", "[element][simd]") {
+  // Every upper half of a float pattern (subnormals, infinities and NaN included) with low halves
+  // that cover rounding to nearest even: below, at and above the half step of the 16 dropped
+  // bits. A batch holds one upper half, so batches of normal values take the fast path where the
+  // build has one (AVX512_BF16), and batches of subnormals or NaN the exact one; one and two
+  // batches at a time.
+  using lanes = detail::float_batch<compile_time_arch>;
+  constexpr std::uint32_t lows[] = {0x0000u, 0x0001u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu, 0x3C00u, 0xC3FFu};
+  std::size_t mismatches = 0, tested = 0;
+  for (std::uint32_t high = 0; high < 65536u; ++high) {
+    alignas(64) float in[2 * lanes::size];
+    for (std::size_t j = 0; j < 2 * lanes::size; ++j) in[j] = from_bits(high << 16 | lows[j % std::size(lows)]);
+    bf16 one[lanes::size], two[2 * lanes::size];
+    detail::store_floats<compile_time_arch>(one, lanes::load_aligned(in));
+    detail::store_floats<compile_time_arch>(two, lanes::load_aligned(in), lanes::load_aligned(in + lanes::size));
+    for (std::size_t j = 0; j < lanes::size; ++j, ++tested) mismatches += one[j].bits != from_float<bf16>(in[j]).bits;
+    for (std::size_t j = 0; j < 2 * lanes::size; ++j, ++tested) mismatches += two[j].bits != from_float<bf16>(in[j]).bits;
+  }
+  CHECK(tested >= 65536u * 3 * 4);
+  CHECK(mismatches == 0);
+}
+
 }  // namespace
 }  // namespace tokred::testing
 

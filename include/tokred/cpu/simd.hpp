@@ -679,10 +679,37 @@ u32_batch<Arch> f16_bits_high(const float_batch<Arch>& x) noexcept {
   return (h | sign) << 16;
 }
 
+/// Whether the build narrows 16 floats to bf16 in one instruction (AVX512_BF16's vcvtneps2bf16,
+/// with AVX512DQ's vfpclassps to find the lanes it cannot take): it rounds to nearest even, as
+/// from_float<bf16> does, but reads subnormal inputs as zero, so batches holding a subnormal or
+/// a NaN keep the integer path.
+template <class Arch>
+constexpr bool has_hardware_bf16() noexcept {
+#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
+  return lane_isa_of<Arch>() == lane_isa::avx512;
+#else
+  return false;
+#endif
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
+/// Lanes of x that are NaN (quiet or signalling) or subnormal, as a bit mask.
+inline __mmask16 nan_or_subnormal(__m512 x) noexcept { return _mm512_fpclass_ps_mask(x, 0x01 | 0x80 | 0x20); }
+#endif
+
 /// Stores a batch of floats to `float_batch<Arch>::size` bf16, exactly as from_float<bf16>.
 template <class Arch>
 void narrow_bf16(bf16* p, const float_batch<Arch>& x) noexcept {
   auto* q = reinterpret_cast<std::uint16_t*>(p);
+#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
+  if constexpr (has_hardware_bf16<Arch>()) {
+    if (nan_or_subnormal(x) == 0) {
+      const __m256bh h = _mm512_cvtneps_pbh(x);
+      std::memcpy(q, &h, sizeof(h));
+      return;
+    }
+  }
+#endif
   if (xsimd::any(xsimd::isnan(x))) return store_high_halves<Arch>(q, bf16_bits<Arch>(x) << 16);
   store_high_halves<Arch>(q, bf16_rounded_high<Arch>(x));
 }
@@ -728,6 +755,15 @@ void store_floats(E* p, const float_batch<Arch>& a, const float_batch<Arch>& b,
                   bool may_hold_nan = true) noexcept {
   if constexpr (std::is_same_v<E, bf16>) {
     auto* q = reinterpret_cast<std::uint16_t*>(p);
+#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
+    if constexpr (has_hardware_bf16<Arch>()) {
+      if ((nan_or_subnormal(a) | nan_or_subnormal(b)) == 0) {
+        const __m512bh h = _mm512_cvtne2ps_pbh(b, a);  // a's lanes in the low half
+        std::memcpy(q, &h, sizeof(h));
+        return;
+      }
+    }
+#endif
     if (may_hold_nan && any_nan<Arch>(a, b)) return narrow_bf16_exact<Arch>(p, a, b);
     store_high_halves<Arch>(q, bf16_rounded_high<Arch>(a), bf16_rounded_high<Arch>(b));
   } else {
