@@ -29,10 +29,10 @@
 namespace tokred {
 namespace detail {
 
-/// The scratch of one cdpruner selection of `n` tokens keeping `k`.
 /// The most picks one pass of a token's row brings it up to date with: a SIMD batch of them.
 inline constexpr index_t pick_lanes = 16;
 
+/// The scratch of one cdpruner selection of `n` tokens keeping `k`.
 struct dpp_scratch {
   float* scale = nullptr;          // (n,) 1/sqrt(‖x‖² + eps)
   float* relevance = nullptr;      // (n,) r

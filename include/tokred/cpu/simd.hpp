@@ -679,37 +679,37 @@ u32_batch<Arch> f16_bits_high(const float_batch<Arch>& x) noexcept {
   return (h | sign) << 16;
 }
 
-/// Whether the build narrows 16 floats to bf16 in one instruction (AVX512_BF16's vcvtneps2bf16,
-/// with AVX512DQ's vfpclassps to find the lanes it cannot take): it rounds to nearest even, as
-/// from_float<bf16> does, but reads subnormal inputs as zero, so batches holding a subnormal or
-/// a NaN keep the integer path.
-template <class Arch>
-constexpr bool has_hardware_bf16() noexcept {
+/// Stores the batches to bf16 (a's lanes first) with AVX512_BF16's vcvtneps2bf16 (one batch) or
+/// vcvtne2ps2bf16 (two), where the build has them: they round to nearest even as from_float<bf16>
+/// does, but read subnormal inputs as zero. False, storing nothing, without them or when a lane
+/// is a NaN or subnormal (AVX512DQ's vfpclassps finds those): the integer path takes the batch.
+template <class Arch, class... Batches>
+bool narrow_bf16_by_instruction(std::uint16_t* q, const Batches&... x) noexcept {
+  static_assert(sizeof...(Batches) == 1 || sizeof...(Batches) == 2, "tokred: one or two batches");
 #if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
-  return lane_isa_of<Arch>() == lane_isa::avx512;
-#else
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
+    constexpr int nan_or_subnormal = 0x01 | 0x80 | 0x20;  // quiet NaN, signalling NaN, subnormal
+    if ((_mm512_fpclass_ps_mask(x, nan_or_subnormal) | ...) != 0) return false;
+    const __m512 lanes[] = {x...};
+    if constexpr (sizeof...(Batches) == 1) {
+      const __m256bh h = _mm512_cvtneps_pbh(lanes[0]);
+      std::memcpy(q, &h, sizeof(h));
+    } else {
+      const __m512bh h = _mm512_cvtne2ps_pbh(lanes[1], lanes[0]);  // the first operand fills the high half
+      std::memcpy(q, &h, sizeof(h));
+    }
+    return true;
+  }
+#endif
+  (void)q, ((void)x, ...);
   return false;
-#endif
 }
-
-#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
-/// Lanes of x that are NaN (quiet or signalling) or subnormal, as a bit mask.
-inline __mmask16 nan_or_subnormal(__m512 x) noexcept { return _mm512_fpclass_ps_mask(x, 0x01 | 0x80 | 0x20); }
-#endif
 
 /// Stores a batch of floats to `float_batch<Arch>::size` bf16, exactly as from_float<bf16>.
 template <class Arch>
 void narrow_bf16(bf16* p, const float_batch<Arch>& x) noexcept {
   auto* q = reinterpret_cast<std::uint16_t*>(p);
-#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
-  if constexpr (has_hardware_bf16<Arch>()) {
-    if (nan_or_subnormal(x) == 0) {
-      const __m256bh h = _mm512_cvtneps_pbh(x);
-      std::memcpy(q, &h, sizeof(h));
-      return;
-    }
-  }
-#endif
+  if (narrow_bf16_by_instruction<Arch>(q, x)) return;
   if (xsimd::any(xsimd::isnan(x))) return store_high_halves<Arch>(q, bf16_bits<Arch>(x) << 16);
   store_high_halves<Arch>(q, bf16_rounded_high<Arch>(x));
 }
@@ -755,15 +755,7 @@ void store_floats(E* p, const float_batch<Arch>& a, const float_batch<Arch>& b,
                   bool may_hold_nan = true) noexcept {
   if constexpr (std::is_same_v<E, bf16>) {
     auto* q = reinterpret_cast<std::uint16_t*>(p);
-#if defined(__AVX512BF16__) && defined(__AVX512DQ__) && XSIMD_WITH_AVX512F
-    if constexpr (has_hardware_bf16<Arch>()) {
-      if ((nan_or_subnormal(a) | nan_or_subnormal(b)) == 0) {
-        const __m512bh h = _mm512_cvtne2ps_pbh(b, a);  // a's lanes in the low half
-        std::memcpy(q, &h, sizeof(h));
-        return;
-      }
-    }
-#endif
+    if (narrow_bf16_by_instruction<Arch>(q, a, b)) return;
     if (may_hold_nan && any_nan<Arch>(a, b)) return narrow_bf16_exact<Arch>(p, a, b);
     store_high_halves<Arch>(q, bf16_rounded_high<Arch>(a), bf16_rounded_high<Arch>(b));
   } else {
