@@ -309,7 +309,8 @@ index_t most_isolated(const Distances& d, index_t row, index_t frame, const maxm
   bool ranked = false;  // whether s.hubs holds the rows by centrality, and `order` follows it from here
   for (index_t at = 0; at < n; ++at) {
     if (!ranked && beaten >= 2) {
-      const index_t left = std::partition_point(order + at, order + n, [&](std::uint64_t key) { return key > best_key; }) - (order + at);
+      const auto above_best = [&](std::uint64_t key) { return key > best_key; };
+      const index_t left = std::partition_point(order + at, order + n, above_best) - (order + at);
       if (left * beaten_pairs > 8 * n * beaten) {
         rank_centrality(d, s.hubs, s.hub_rank, s.centre);
         std::sort(order + at, order + n, [&](std::uint64_t a, std::uint64_t b) {
