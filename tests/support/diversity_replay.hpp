@@ -75,9 +75,8 @@ std::vector<std::int64_t> replay_maxmin(const P& p, const diversity_inputs<E>& i
     if constexpr (std::is_same_v<P, divprune>) {
       // The bounds from the grid neighbours, then the columns whose bound beats the best so far,
       // each until it is beaten: the exact argmax, whatever order the GPU's blocks take them in.
-      const index_t width = in.grid.width, near = width > 1 && width < n ? width : 0;
-      const index_t frame_tokens = in.grid.height * width;
-      const index_t frame = in.grid.height > 1 && frame_tokens < n ? frame_tokens : 0;  // a group spanning frames
+      const detail::first_pick_neighbours grid_near(in.grid, n);
+      const index_t near = grid_near.row, frame = grid_near.frame;
       std::vector<std::uint64_t> bound(static_cast<std::size_t>(n));
       for (index_t j = 0; j < n; ++j) {
         detail::two_smallest column{distance(j, j), detail::positive_infinity()};

@@ -389,10 +389,8 @@ struct cuda_maxmin : cuda_diversity_host<P, scratch> {
     const unsigned per_group = blocks_for(groups.groups, 1);
     prepare_kernel<kind, Ein><<<per_token, threads, 0, exec.stream>>>(r, s);
     if constexpr (std::is_same_v<P, divprune>) {
-      const index_t near = in.grid.width > 1 && in.grid.width < r.n ? in.grid.width : 0;
-      const index_t frame_tokens = in.grid.height * in.grid.width;
-      const index_t frame = in.grid.height > 1 && frame_tokens < r.n ? frame_tokens : 0;  // a group spanning frames
-      bounds_kernel<Ein><<<per_token, threads, 0, exec.stream>>>(r, near, frame, s);
+      const first_pick_neighbours near(in.grid, r.n);
+      bounds_kernel<Ein><<<per_token, threads, 0, exec.stream>>>(r, near.row, near.frame, s);
       seed_kernel<Ein><<<per_group, threads, 0, exec.stream>>>(r, s);
       const dim3 scan(r.n < scan_blocks ? static_cast<unsigned>(r.n) : scan_blocks, y);
       scan_kernel<Ein><<<scan, threads, 0, exec.stream>>>(r, s);

@@ -248,10 +248,10 @@ void rank_centrality(const Distances& d, std::uint64_t* hubs, index_t* hub_rank,
 
 /// DivPrune's first pick: argmax_j of the second-smallest d(i, j) over all i (d(j, j) included;
 /// NaN distances ignored; +inf when fewer than two are finite), ties to the lower index; a
-/// non-finite row ranks last. `row` and `frame` are the index offsets of a token's neighbours
-/// along the grid's h and t axes (`frame` 0 where the group is one frame).
+/// non-finite row ranks last. `near` holds the index offsets of a token's neighbours along the
+/// grid's h and t axes.
 ///
-/// Every token is first compared with its neighbours at offsets 1, `row` and `frame` — each such
+/// Every token is first compared with its neighbours at offsets 1, `near.row` and `near.frame` — each such
 /// pair once, for both columns — which bounds its score from above. Candidates are then finished
 /// in order of that bound: each is compared with the rest of the group in `scan_order`, nearest
 /// indices first, until its falling score drops below the best finished one; the first candidate
@@ -264,11 +264,10 @@ void rank_centrality(const Distances& d, std::uint64_t* hubs, index_t* hub_rank,
 /// candidates are compared with the most central rows first, and the least central candidates,
 /// likeliest to be the most isolated, are finished first, so the best comes early.
 template <class Distances>
-index_t most_isolated(const Distances& d, index_t row, index_t frame, const maxmin_scratch& s) noexcept {
+index_t most_isolated(const Distances& d, const first_pick_neighbours& near, const maxmin_scratch& s) noexcept {
   const index_t n = d.rows.size();
   const float inf = std::numeric_limits<float>::infinity();
-  const index_t near = row > 1 && row < n ? row : 0;
-  const index_t offsets[3] = {1, near, frame > std::max<index_t>(1, row) && frame < n ? frame : 0};
+  const index_t offsets[3] = {1, near.row, near.frame};
   two_smallest* column = s.column;
   std::uint64_t* order = s.heap;
   float* met_elsewhere = s.nearest;  // free until the greedy
@@ -400,9 +399,7 @@ struct diversity_group {
   view<const E, 2> rows;        // (n, dim) compared
   view<const float, 1> scores;  // (n,) importance or relevance; may be empty
   view<const E, 2> query;       // (queries, dim) cdpruner; may be empty
-  index_t width = 1;            // the grid's w extent: index offset of a token's neighbour along h
-  index_t frame = 0;            // where the group spans frames, the tokens per frame (the index
-                                //   offset of a token's neighbour along t), else 0
+  first_pick_neighbours near;   // index offsets of a token's neighbours along h and t
 };
 
 /// How one group of a diversity policy is selected: its scratch, and `select`, which fills
@@ -431,7 +428,7 @@ struct diversity_selector {
     } else {
       const index_t first = [&] {
         if constexpr (std::is_same_v<P, kcenter>) return p.first;
-        else return most_isolated(d, g.width, g.frame, s);
+        else return most_isolated(d, g.near, s);
       }();
       bool repeats = false;
       if constexpr (std::is_same_v<P, divprune>) repeats = p.allow_repeats;
@@ -522,9 +519,8 @@ struct cpu_diversity {
     for (index_t group = j0 / group_kept; group * group_kept < j1; ++group) {
       const index_t first = group * g.group_tokens;
       const index_t row0 = group * group_kept;
-      const index_t frame_tokens = in.grid.height * in.grid.width;
-      diversity_group<Ein> one{row_range(rows, first, g.group_tokens), {}, {}, in.grid.width,
-                               g.group_tokens > frame_tokens ? frame_tokens : 0};
+      diversity_group<Ein> one{row_range(rows, first, g.group_tokens), {}, {},
+                               first_pick_neighbours(in.grid, g.group_tokens)};
       if (reads_query<P>(in)) one.query = in.query;
       if (reads_scores<P>(in))
         one.scores = view<const float, 1>(&in.scores(first), {g.group_tokens}, {in.scores.stride(0)});
@@ -532,8 +528,7 @@ struct cpu_diversity {
       // instruction where the build has one.
       if constexpr (std::is_same_v<Ein, f16> && !has_hardware_f16<Arch>()) {
         if (widens_once(p)) {
-          const diversity_group<float> wide{widened_rows<Arch>(one.rows, mine.widened), one.scores, {}, one.width,
-                                            one.frame};
+          const diversity_group<float> wide{widened_rows<Arch>(one.rows, mine.widened), one.scores, {}, one.near};
           selector::select(p, wide, group_kept, mine.select);
         } else {
           selector::select(p, one, group_kept, mine.select);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "tokred/core/config.hpp"
+#include "tokred/core/grid.hpp"
 #include "tokred/core/rounded.hpp"
 
 namespace tokred::detail {
@@ -36,6 +37,18 @@ TOKRED_HOST_DEVICE inline float maxmin_distance(float raw, float scale_i, float 
 
 /// The two smallest distances seen so far in one column: the second is DivPrune's score. NaN
 /// is ignored; the result depends only on the multiset of values added, not on their order.
+/// The index offsets of a token's grid neighbours that divprune's first pick compares first,
+/// in a group of `n` tokens of `grid` (one frame, or all of them): along h (W) and, where the
+/// group spans frames, along t (H·W); 0 where that neighbour is not distinct from the one along w
+/// (offset 1) or lies outside every group.
+struct first_pick_neighbours {
+  index_t row = 0, frame = 0;
+  first_pick_neighbours() noexcept = default;
+  first_pick_neighbours(const token_grid& grid, index_t n) noexcept
+      : row(grid.width > 1 && grid.width < n ? grid.width : 0),
+        frame(grid.height > 1 && grid.height * grid.width < n ? grid.height * grid.width : 0) {}
+};
+
 struct two_smallest {
   float lowest, second;
   TOKRED_HOST_DEVICE void add(float x) noexcept {  // NaN compares false and is ignored
