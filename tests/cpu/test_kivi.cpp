@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <tokred/policy/kivi_units.hpp>
 #include <tokred/tokred.hpp>
 
 #include "reference/uniform_quant_ref.hpp"
@@ -15,70 +17,19 @@
 #include "support/cases.hpp"
 #include "support/catch.hpp"
 #include "support/golden.hpp"
+#include "support/kivi_buffers.hpp"
 #include "support/kv_cache.hpp"
 
 namespace tokred::testing {
 namespace {
 
-/// A KIVI cache in contiguous buffers with capacity C, filled with sentinels.
+/// (keys, values) as attention sees them after `tokens`.
 template <class E>
-struct kivi_buffers {
-  kivi config;
-  kv_problem storage;
-  std::vector<std::uint32_t> key_codes, value_codes;
-  std::vector<E> key_scale, key_zero, key_residual, value_scale, value_zero, value_residual;
-
-  kivi_buffers(const kivi& k, index_t heads, index_t capacity, index_t dim) : config(k), storage{heads, capacity, dim} {
-    const kv_extents kc = uniform_code_extents(kivi_key_format(k), storage);
-    const kv_extents kp = uniform_param_extents(kivi_key_format(k), storage);
-    const kv_extents vc = uniform_code_extents(kivi_value_format(k), storage);
-    const kv_extents vp = uniform_param_extents(kivi_value_format(k), storage);
-    key_codes.assign(static_cast<std::size_t>(kc.heads * kc.rows * kc.cols), 0xA5A5A5A5u);
-    value_codes.assign(static_cast<std::size_t>(vc.heads * vc.rows * vc.cols), 0xA5A5A5A5u);
-    key_scale.assign(static_cast<std::size_t>(kp.heads * kp.rows * kp.cols), from_float<E>(-7.0f));
-    key_zero = key_scale;
-    value_scale.assign(static_cast<std::size_t>(vp.heads * vp.rows * vp.cols), from_float<E>(-7.0f));
-    value_zero = value_scale;
-    key_residual.assign(static_cast<std::size_t>(heads * k.residual * dim), from_float<E>(-5.0f));
-    value_residual = key_residual;
-  }
-
-  template <class T, class W>
-  kivi_cache<T> views(W* kcodes, W* vcodes, T* ks, T* kz, T* kr, T* vs, T* vz, T* vr) const {
-    const uniform_format kf = kivi_key_format(config), vf = kivi_value_format(config);
-    const kv_extents kc = uniform_code_extents(kf, storage), kp = uniform_param_extents(kf, storage);
-    const kv_extents vc = uniform_code_extents(vf, storage), vp = uniform_param_extents(vf, storage);
-    const index_t h = storage.heads, r = config.residual, d = storage.head_dim;
-    return {{view<W, 3>(kcodes, {kc.heads, kc.rows, kc.cols}), view<T, 3>(ks, {kp.heads, kp.rows, kp.cols}),
-             view<T, 3>(kz, {kp.heads, kp.rows, kp.cols})},
-            view<T, 3>(kr, {h, r, d}),
-            {view<W, 3>(vcodes, {vc.heads, vc.rows, vc.cols}), view<T, 3>(vs, {vp.heads, vp.rows, vp.cols}),
-             view<T, 3>(vz, {vp.heads, vp.rows, vp.cols})},
-            view<T, 3>(vr, {h, r, d})};
-  }
-  kivi_cache<E> out() {
-    return views<E, std::uint32_t>(key_codes.data(), value_codes.data(), key_scale.data(), key_zero.data(),
-                                   key_residual.data(), value_scale.data(), value_zero.data(), value_residual.data());
-  }
-  kivi_cache<const E> in() const {
-    return views<const E, const std::uint32_t>(key_codes.data(), value_codes.data(), key_scale.data(),
-                                               key_zero.data(), key_residual.data(), value_scale.data(),
-                                               value_zero.data(), value_residual.data());
-  }
-
-  status append(const view<const E, 3>& keys, const view<const E, 3>& values, index_t before, cpu<> exec = {}) {
-    return apply(exec, kivi_append{config}, kivi_append_inputs<E>{keys, values, before}, out());
-  }
-  /// (keys, values) as attention sees them after `tokens`.
-  std::pair<std::vector<E>, std::vector<E>> read(index_t tokens, cpu<> exec = {}) const {
-    const std::size_t n = static_cast<std::size_t>(storage.heads * tokens * storage.head_dim);
-    std::vector<E> k(n, from_float<E>(-3.0f)), v(n, from_float<E>(-3.0f));
-    REQUIRE(apply(exec, kivi_read{config}, kivi_read_inputs<E>{in(), tokens},
-                  kivi_read_outputs<E>{view<E, 3>(k.data(), {storage.heads, tokens, storage.head_dim}),
-                                       view<E, 3>(v.data(), {storage.heads, tokens, storage.head_dim})}) == status::ok);
-    return {k, v};
-  }
-};
+std::pair<std::vector<E>, std::vector<E>> read_back(const kivi_buffers<E>& cache, index_t tokens) {
+  std::pair<std::vector<E>, std::vector<E>> kv;
+  REQUIRE(cache.read(tokens, kv.first, kv.second) == status::ok);
+  return kv;
+}
 
 /// What attention must see after T tokens, from the batch oracle: the packed prefix quantized
 /// as one uniform_quantize call would, the rest as given.
@@ -135,7 +86,7 @@ void check_kivi_prefill(const char* name, bool each_op) {
   kivi_buffers<E> cache(k, heads, 128, dim);
   REQUIRE(cache.append(view<const E, 3>(keys.data(), {heads, tokens, dim}),
                        view<const E, 3>(values.data(), {heads, tokens, dim}), 0) == status::ok);
-  const auto [k_seen, v_seen] = cache.read(tokens);
+  const auto [k_seen, v_seen] = read_back(cache, tokens);
   CHECK(same_values(k_seen, load_npy(dir + "dequant_k.npy").as<float>()));
   CHECK(same_values(v_seen, load_npy(dir + "dequant_v.npy").as<float>()));
 }
@@ -174,17 +125,14 @@ kivi_buffers<E> stream(const kivi& k, const view<E, 3>& all, const std::vector<i
                        int nth = 1) {
   const index_t heads = all.extent(0), dim = all.extent(2);
   kivi_buffers<E> cache(k, heads, capacity, dim);
-  std::vector<E> values_storage(static_cast<std::size_t>(heads * all.extent(1) * dim));
+  std::vector<E> values_storage = values_for(all);
   const view<E, 3> values(values_storage.data(), {heads, all.extent(1), dim});
-  for (index_t h = 0; h < heads; ++h)
-    for (index_t t = 0; t < all.extent(1); ++t)
-      for (index_t d = 0; d < dim; ++d) values(h, t, d) = from_float<E>(-to_float(all(h, t, d)) * 0.5f + 0.25f);
   index_t held = 0;
   for (index_t n : chunks) {
     for (int ith = 0; ith < nth; ++ith)
       REQUIRE(cache.append(tokens_of(all, held, n), tokens_of(values, held, n), held, cpu<>{ith, nth}) == status::ok);
     held += n;
-    const auto [ks, vs] = cache.read(held);
+    const auto [ks, vs] = read_back(cache, held);
     INFO("after " << held << " tokens");
     CHECK(same_values(ks, expected(k, all, held, true)));
     CHECK(same_values(vs, expected(k, values, held, false)));
@@ -251,6 +199,112 @@ TEST_CASE("fp16 and bf16 caches stream like their batch oracle", "[kivi]") {
     fill(b.cache, 9);
     stream(k, b.cache, {129, 1}, 128);
   }
+}
+
+// --- the CUDA kernels' per-thread bodies, on the host ---------------------------------------
+
+/// An append as the CUDA backend runs it: every quantization unit, then every residual item,
+/// each phase in reverse order (a GPU runs a phase's units in any order).
+template <class E>
+void append_by_units(kivi_buffers<E>& cache, const view<const E, 3>& keys, const view<const E, 3>& values,
+                     index_t before) {
+  const detail::kivi_append_plan w =
+      detail::kivi_append_plan_of(cache.config, keys.extent(0), keys.extent(2), before, keys.extent(1));
+  const kivi_append_inputs<E> in{keys, values, before};
+  const kivi_cache<E> out = cache.out();
+  for (index_t u = w.quantize_units(); u-- > 0;) detail::kivi_append_quantize(w, in, out, u);
+  for (index_t i = w.residual_items(); i-- > 0;) detail::kivi_append_residual(w, in, out, i);
+}
+
+/// A read by units (reverse order) and by the CPU backend into padded rows (stride D + 3) of
+/// `Eout`: the same bits, and the padding untouched.
+template <class Eout, class E>
+void check_read_by_units(const kivi_buffers<E>& cache, index_t tokens) {
+  const index_t heads = cache.storage.heads, dim = cache.storage.head_dim, row = dim + 3;
+  const std::size_t n = static_cast<std::size_t>(heads * tokens * row);
+  std::vector<Eout> want_k(n, from_float<Eout>(-9.0f)), want_v = want_k, got_k = want_k, got_v = want_k;
+  const auto outputs = [&](std::vector<Eout>& k, std::vector<Eout>& v) {
+    return kivi_read_outputs<Eout>{view<Eout, 3>(k.data(), {heads, tokens, dim}, {tokens * row, row, 1}),
+                                   view<Eout, 3>(v.data(), {heads, tokens, dim}, {tokens * row, row, 1})};
+  };
+  REQUIRE(apply(cpu<>{}, kivi_read{cache.config}, kivi_read_inputs<E>{cache.in(), tokens}, outputs(want_k, want_v)) ==
+          status::ok);
+  const detail::kivi_read_plan w = detail::kivi_read_plan_of(cache.config, heads, dim, tokens);
+  const kivi_read_outputs<Eout> got = outputs(got_k, got_v);
+  for (index_t u = w.count(); u-- > 0;) detail::kivi_read_unit(w, cache.in(), got, u);
+  CHECK(std::memcmp(got_k.data(), want_k.data(), n * sizeof(Eout)) == 0);
+  CHECK(std::memcmp(got_v.data(), want_v.data(), n * sizeof(Eout)) == 0);
+}
+
+/// Streams `all` in `chunks` through the CPU backend and through the units side by side: after
+/// every append the two caches hold the same bytes — sentinels included — and read the same.
+template <class E>
+void check_units_stream(const kivi& k, const view<E, 3>& all, const std::vector<index_t>& chunks, index_t capacity) {
+  const index_t heads = all.extent(0), dim = all.extent(2);
+  kivi_buffers<E> backend(k, heads, capacity, dim), units = backend;
+  std::vector<E> values_storage = values_for(all);
+  const view<const E, 3> values(values_storage.data(), {heads, all.extent(1), dim});
+  index_t held = 0;
+  for (index_t n : chunks) {
+    const view<const E, 3> keys = tokens_of(all, held, n), vals = tokens_of(values, held, n);
+    REQUIRE(backend.append(keys, vals, held) == status::ok);
+    append_by_units(units, keys, vals, held);
+    held += n;
+    INFO(element_name<E>() << " after " << held << " tokens");
+    CHECK(units.same_bytes(backend));
+    if (held > 0) {
+      check_read_by_units<E>(backend, held);
+      check_read_by_units<float>(backend, held);
+    }
+  }
+}
+
+TEST_CASE("KIVI's CUDA units, run on the host, write exactly what the CPU backend writes", "[kivi][units]") {
+  for (bool each_op : {false, true}) {
+    kivi k;
+    k.key_bits = 3;
+    k.value_bits = 4;
+    k.group = 32;
+    k.residual = 64;
+    k.round_each_op = each_op;
+    std::vector<index_t> decode = {100};  // a prefill, then single steps past two key flushes
+    for (int i = 0; i < 70; ++i) decode.push_back(1);
+    kv_cache<float> a = make_cache<float>(3, 300, 96, kv_layout::cells);
+    fill(a.cache, 41);
+    check_units_stream(k, a.cache, decode, 192);
+    check_units_stream(k, a.cache, {7, 57, 1, 63, 0, 62, 65}, 192);  // to the last of 255
+    kv_cache<f16> b = make_cache<f16>(2, 200, 64, kv_layout::strided);
+    fill(b.cache, 42);
+    check_units_stream(k, b.cache, {64, 1, 63, 1, 60}, 160);  // to 189 of 191
+    k.key_bits = 2;
+    k.value_bits = 1;
+    k.group = 64;
+    k.residual = 128;
+    kv_cache<bf16> c = make_cache<bf16>(1, 260, 128, kv_layout::reversed);
+    fill(c.cache, 43);
+    check_units_stream(k, c.cache, {129, 1, 5, 118, 2}, 192);  // to the last of 255
+  }
+}
+
+TEST_CASE("residual rows hold the new tokens' bits, NaN payloads included", "[kivi][units]") {
+  kivi k;
+  k.residual = 32;
+  kv_cache<f16> all = make_cache<f16>(2, 40, 64, kv_layout::contiguous);
+  fill(all.cache, 11);
+  all.cache(0, 30, 5) = f16{0x7C01};  // a signalling NaN: narrowing through fp32 would quiet it
+  all.cache(1, 35, 7) = f16{0xFE2A};
+  kivi_buffers<f16> backend(k, 2, 32, 64), units = backend;
+  for (index_t held : {index_t{0}, index_t{20}}) {  // 20 tokens, then 20 more: a flush between
+    const view<const f16, 3> added = tokens_of(all.cache, held, 20);
+    REQUIRE(backend.append(added, added, held) == status::ok);
+    append_by_units(units, added, added, held);
+  }
+  CHECK(units.same_bytes(backend));
+  const auto [keys, values] = read_back(backend, 40);
+  CHECK(keys[static_cast<std::size_t>((1 * 40 + 35) * 64 + 7)].bits == 0xFE2A);  // the key residual: 32 … 39
+  CHECK(values[static_cast<std::size_t>((0 * 40 + 30) * 64 + 5)].bits == 0x7C01);  // the ring holds tokens 8 … 39
+  CHECK(values[static_cast<std::size_t>((1 * 40 + 35) * 64 + 7)].bits == 0xFE2A);
+  check_read_by_units<f16>(backend, 40);
 }
 
 // --- scores from packed keys ----------------------------------------------------------------
@@ -366,7 +420,7 @@ TEST_CASE("scores over a KIVI cache: packed keys, then the residual", "[packed_s
   fill(all.cache, 44);
   kivi_buffers<float> cache(k, 2, 96, 64);
   REQUIRE(cache.append(tokens_of(all.cache, 0, 90), tokens_of(all.cache, 0, 90), 0) == status::ok);
-  const auto seen = cache.read(90).first;
+  const auto seen = read_back(cache, 90).first;
   std::vector<float> queries(4 * 64);
   rng r(1);
   for (float& q : queries) q = r.uniform() - 0.5f;

@@ -117,6 +117,17 @@ TOKRED_HOST_DEVICE inline T from_float(float x) noexcept {
   }
 }
 
+/// x stored as `Eout`: the same bits when the types agree (a NaN's payload included), otherwise
+/// widened to fp32 and narrowed, rounding to nearest, ties to even.
+template <class Eout, class Ein>
+TOKRED_HOST_DEVICE inline Eout element_cast(Ein x) noexcept {
+  if constexpr (std::is_same_v<Ein, Eout>) {
+    return x;
+  } else {
+    return from_float<Eout>(to_float(x));
+  }
+}
+
 /// True for the element types tokred stores tokens in.
 template <class T>
 inline constexpr bool is_element_v =

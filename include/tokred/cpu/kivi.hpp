@@ -14,79 +14,11 @@
 #include "tokred/core/element.hpp"
 #include "tokred/core/exec.hpp"
 #include "tokred/core/workspace.hpp"
+#include "tokred/cpu/simd.hpp"
 #include "tokred/cpu/uniform_quant.hpp"
 #include "tokred/policy/kivi.hpp"
 
 namespace tokred {
-namespace detail {
-
-/// The storage problem of a cache: (heads, capacity, head_dim) from its packed values.
-template <class E, class Space>
-kv_problem kivi_storage(const kivi_cache<E, Space>& c) noexcept {
-  return {c.values.codes.extent(0), c.values.codes.extent(1), c.key_residual.extent(2)};
-}
-
-/// The cache views' checks, in order: keys packed, key residual, values packed, value residual.
-template <class E, class Space>
-status check_kivi_cache(const kivi& p, const kivi_cache<E, Space>& c, const kv_problem& s) noexcept {
-  if (status st = check_packed(c.keys, kivi_key_format(p), s); st != status::ok) return st;
-  if (status st = check_view(c.key_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
-  if (status st = check_packed(c.values, kivi_value_format(p), s); st != status::ok) return st;
-  return check_view(c.value_residual, {s.heads, p.residual, s.head_dim});
-}
-
-template <class E, class Space>
-bool kivi_cache_overlaps(const kivi_cache<E, Space>& c) noexcept {
-  return any_overlap(c.keys.codes, c.keys.scale, c.keys.zero, c.key_residual, c.values.codes, c.values.scale,
-                     c.values.zero, c.value_residual);
-}
-
-template <class V, class E, class Space>
-bool overlaps_cache(const V& v, const kivi_cache<E, Space>& c) noexcept {
-  return overlaps_any(v, c.keys.codes, c.keys.scale, c.keys.zero, c.key_residual, c.values.codes, c.values.scale,
-                      c.values.zero, c.value_residual);
-}
-
-/// Copies one row of `n` channels (strides `sa`, `sb`) between element types.
-template <class Ein, class Eout>
-void copy_channels(const Ein* a, index_t sa, Eout* b, index_t sb, index_t n) noexcept {
-  for (index_t c = 0; c < n; ++c) b[c * sb] = from_float<Eout>(to_float(a[c * sa]));
-}
-
-template <class Arch, class E>
-status check_append(const cpu<Arch>& exec, const kivi_append& p, const kivi_append_inputs<E>& in,
-                    const kivi_cache<E>& cache) noexcept {
-  if (status s = check_exec(exec); s != status::ok) return s;
-  const kv_problem storage = kivi_storage(cache);
-  if (status s = can_implement(p, storage); s != status::ok) return s;
-  const kv_problem added = kv_problem_of(in.keys);
-  if (status s = check_view(in.keys, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
-  if (status s = check_view(in.values, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
-  if (status s = check_kivi_cache(p.cache, cache, storage); s != status::ok) return s;
-  if (in.tokens_before < 0 || in.tokens_before + added.tokens > kivi_max_tokens(p.cache, storage.tokens))
-    return status::shape_mismatch;
-  if (kivi_cache_overlaps(cache) || overlaps_cache(in.keys, cache) || overlaps_cache(in.values, cache))
-    return status::aliasing;
-  return status::ok;
-}
-
-template <class Arch, class E, class Eout>
-status check_read(const cpu<Arch>& exec, const kivi_read& p, const kivi_read_inputs<E>& in,
-                  const kivi_read_outputs<Eout>& out) noexcept {
-  if (status s = check_exec(exec); s != status::ok) return s;
-  const kv_problem storage = kivi_storage(in.cache);
-  if (status s = can_implement(p, storage); s != status::ok) return s;
-  if (status s = check_kivi_cache(p.cache, in.cache, storage); s != status::ok) return s;
-  if (in.tokens < 0 || in.tokens > kivi_max_tokens(p.cache, storage.tokens)) return status::shape_mismatch;
-  if (in.tokens == 0) return status::empty_input;
-  if (status s = check_view(out.keys, {storage.heads, in.tokens, storage.head_dim}); s != status::ok) return s;
-  if (status s = check_view(out.values, {storage.heads, in.tokens, storage.head_dim}); s != status::ok) return s;
-  if (may_overlap(out.keys, out.values) || overlaps_cache(out.keys, in.cache) || overlaps_cache(out.values, in.cache))
-    return status::aliasing;
-  return status::ok;
-}
-
-}  // namespace detail
 
 /// KIVI append on CPU: no workspace; any strides on the new tokens and the residuals.
 template <class Arch>
@@ -118,7 +50,7 @@ struct backend<kivi_append, cpu<Arch>> {
         detail::quantize_token_unit<asym, Arch>(kf, rnd, rows, dim, detail::token_group_at<E>(cache.keys, kf, h, g));
       }
       for (index_t t = std::max(t0, after.keys_packed); t < t1; ++t)
-        detail::copy_channels(&in.keys(h, t - t0, 0), in.keys.stride(2),
+        detail::copy_row<Arch>(&in.keys(h, t - t0, 0), in.keys.stride(2),
                               &cache.key_residual(h, t - after.keys_packed, 0), cache.key_residual.stride(2), dim);
       // Values: the tokens leaving the window — old ones from the ring one at a time, new ones
       // as one run — then the new tokens into the ring.
@@ -133,7 +65,7 @@ struct backend<kivi_append, cpu<Arch>> {
                                                in.values.stride(2), after.values_packed - new_begin, dim,
                                                detail::token_run_at<E>(cache.values, vf, h, new_begin));
       for (index_t t = std::max(t0, after.values_packed); t < t1; ++t)
-        detail::copy_channels(&in.values(h, t - t0, 0), in.values.stride(2),
+        detail::copy_row<Arch>(&in.values(h, t - t0, 0), in.values.stride(2),
                               &cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2), dim);
     }
     return status::ok;
@@ -165,14 +97,14 @@ struct backend<kivi_read, cpu<Arch>> {
                                                dim, rows, out.keys.stride(2));
       }
       for (index_t t = held.keys_packed; t < in.tokens; ++t)
-        detail::copy_channels(&cache.key_residual(h, t - held.keys_packed, 0), cache.key_residual.stride(2),
+        detail::copy_row<Arch>(&cache.key_residual(h, t - held.keys_packed, 0), cache.key_residual.stride(2),
                               &out.keys(h, t, 0), out.keys.stride(2), dim);
       if (held.values_packed > 0)
         detail::dequantize_token_run<asym, Arch>(vf, false, rnd, detail::token_run_at<const E>(cache.values, vf, h, 0),
                                                  held.values_packed, dim, &out.values(h, 0, 0), out.values.stride(1),
                                                  out.values.stride(2));
       for (index_t t = held.values_packed; t < in.tokens; ++t)
-        detail::copy_channels(&cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2),
+        detail::copy_row<Arch>(&cache.value_residual(h, t % k.residual, 0), cache.value_residual.stride(2),
                               &out.values(h, t, 0), out.values.stride(2), dim);
     }
     return status::ok;

@@ -865,12 +865,7 @@ template <class Arch, class Ein, class Eout>
 void copy_row(const Ein* src, index_t src_stride, Eout* dst, index_t dst_stride,
               index_t n) noexcept {
   if (src_stride == 1 && dst_stride == 1) return convert_contiguous<Arch>(src, dst, n);
-  for (index_t i = 0; i < n; ++i) {
-    if constexpr (std::is_same_v<Ein, Eout>)
-      dst[i * dst_stride] = src[i * src_stride];
-    else
-      dst[i * dst_stride] = from_float<Eout>(to_float(src[i * src_stride]));
-  }
+  for (index_t i = 0; i < n; ++i) dst[i * dst_stride] = element_cast<Eout>(src[i * src_stride]);
 }
 
 }  // namespace tokred::detail

@@ -176,4 +176,70 @@ constexpr status can_implement(const kivi_read& p, const kv_problem& storage) no
   return detail::check_kivi(p.cache, storage);
 }
 
+namespace detail {
+
+/// The storage problem of a cache: (heads, capacity, head_dim) from its packed values.
+template <class E, class Space>
+kv_problem kivi_storage(const kivi_cache<E, Space>& c) noexcept {
+  return {c.values.codes.extent(0), c.values.codes.extent(1), c.key_residual.extent(2)};
+}
+
+/// The cache views' checks, in order: keys packed, key residual, values packed, value residual.
+template <class E, class Space>
+status check_kivi_cache(const kivi& p, const kivi_cache<E, Space>& c, const kv_problem& s) noexcept {
+  if (status st = check_packed(c.keys, kivi_key_format(p), s); st != status::ok) return st;
+  if (status st = check_view(c.key_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
+  if (status st = check_packed(c.values, kivi_value_format(p), s); st != status::ok) return st;
+  return check_view(c.value_residual, {s.heads, p.residual, s.head_dim});
+}
+
+template <class E, class Space>
+bool kivi_cache_overlaps(const kivi_cache<E, Space>& c) noexcept {
+  return any_overlap(c.keys.codes, c.keys.scale, c.keys.zero, c.key_residual, c.values.codes, c.values.scale,
+                     c.values.zero, c.value_residual);
+}
+
+template <class V, class E, class Space>
+bool overlaps_cache(const V& v, const kivi_cache<E, Space>& c) noexcept {
+  return overlaps_any(v, c.keys.codes, c.keys.scale, c.keys.zero, c.key_residual, c.values.codes, c.values.scale,
+                      c.values.zero, c.value_residual);
+}
+
+/// kivi_append's checks, in order, on any backend (see can_implement and docs/policies/kivi.md).
+template <class Exec, class E, class Space>
+status check_append(const Exec& exec, const kivi_append& p, const kivi_append_inputs<E, Space>& in,
+                    const kivi_cache<E, Space>& cache) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem storage = kivi_storage(cache);
+  if (status s = can_implement(p, storage); s != status::ok) return s;
+  const kv_problem added = kv_problem_of(in.keys);
+  if (status s = check_view(in.keys, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
+  if (status s = check_view(in.values, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
+  if (status s = check_kivi_cache(p.cache, cache, storage); s != status::ok) return s;
+  if (in.tokens_before < 0 || in.tokens_before + added.tokens > kivi_max_tokens(p.cache, storage.tokens))
+    return status::shape_mismatch;
+  if (kivi_cache_overlaps(cache) || overlaps_cache(in.keys, cache) || overlaps_cache(in.values, cache))
+    return status::aliasing;
+  return status::ok;
+}
+
+/// kivi_read's checks, in order, on any backend.
+template <class Exec, class E, class Eout, class Space>
+status check_read(const Exec& exec, const kivi_read& p, const kivi_read_inputs<E, Space>& in,
+                  const kivi_read_outputs<Eout, Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem storage = kivi_storage(in.cache);
+  if (status s = can_implement(p, storage); s != status::ok) return s;
+  if (status s = check_kivi_cache(p.cache, in.cache, storage); s != status::ok) return s;
+  if (in.tokens < 0 || in.tokens > kivi_max_tokens(p.cache, storage.tokens)) return status::shape_mismatch;
+  if (in.tokens == 0) return status::empty_input;
+  if (status s = check_view(out.keys, {storage.heads, in.tokens, storage.head_dim}); s != status::ok) return s;
+  if (status s = check_view(out.values, {storage.heads, in.tokens, storage.head_dim}); s != status::ok) return s;
+  if (may_overlap(out.keys, out.values) || overlaps_cache(out.keys, in.cache) || overlaps_cache(out.values, in.cache))
+    return status::aliasing;
+  return status::ok;
+}
+
+}  // namespace detail
+
 }  // namespace tokred

@@ -214,15 +214,14 @@ TOKRED_HOST_DEVICE constexpr unit_place place_of(const uniform_format& f, const 
   return {u.outer, u.inner * f.group, 0, 1, u.outer, u.inner * f.group * f.bits / 32, 0, 1};
 }
 
-/// Quantizes one group of `x` into `out`: statistics in group order, then the codes, each word
-/// written once.
-template <kv_scheme S, class E, class Space>
-TOKRED_HOST_DEVICE void quantize_unit(const uniform_format& f, bool each_op, const view<const E, 3, Space>& x,
-                                      const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
+/// Quantizes one group into `out`: statistics in group order, then the codes, each word written
+/// once. `source(token, channel)` is the group's value at that place of the cache, widened to
+/// fp32 (a streaming cache reads some tokens from its residual, others from the new ones).
+template <kv_scheme S, class E, class Space, class Source>
+TOKRED_HOST_DEVICE void quantize_unit_from(const uniform_format& f, bool each_op, const Source& source,
+                                           const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
   const unit_place at = place_of(f, u);
-  const auto value = [&](index_t e) {
-    return widen(x(u.head, at.token + e * at.token_step, at.channel + e * at.channel_step));
-  };
+  const auto value = [&](index_t e) { return source(at.token + e * at.token_step, at.channel + e * at.channel_step); };
   group_moments m;
   for (index_t e = 0; e < f.group; ++e) m.add(value(e));
   const group_scale g = scale_of<S, E>(f, m, each_op);
@@ -238,6 +237,13 @@ TOKRED_HOST_DEVICE void quantize_unit(const uniform_format& f, bool each_op, con
       word = slot.spills ? q >> (32 - slot.shift) : 0u;
     }
   }
+}
+
+/// Quantizes one group of `x` into `out` (quantize_unit_from over x's head u.head).
+template <kv_scheme S, class E, class Space>
+TOKRED_HOST_DEVICE void quantize_unit(const uniform_format& f, bool each_op, const view<const E, 3, Space>& x,
+                                      const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
+  quantize_unit_from<S>(f, each_op, [&](index_t t, index_t c) { return widen(x(u.head, t, c)); }, out, u);
 }
 
 /// Dequantizes one group of `in` into `y` (any element type).
