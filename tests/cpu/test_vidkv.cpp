@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <tokred/cpu/vidkv.hpp>
+#include <tokred/policy/vidkv_units.hpp>
 #include <tokred/tokred.hpp>
 
 #include "reference/vidkv_ref.hpp"
@@ -257,6 +258,134 @@ TEST_CASE("non-finite keys: a NaN spoils its group's easy channels, an infinity 
         as_documented = as_documented && std::isnan(at(h, t, ch)) == spoiled;
       }
   CHECK(as_documented);
+}
+
+// --- the CUDA kernels' per-thread bodies, on the host ---------------------------------------
+
+/// Host twiddles of an n-point DFT, as the CUDA backend passes them to its kernels.
+struct host_twiddles {
+  std::vector<double> cos, sin;
+  explicit host_twiddles(index_t n) : cos(static_cast<std::size_t>(n) + 1), sin(cos.size()) {
+    detail::fill_twiddle_rows(cos.data(), sin.data(), n);
+  }
+};
+
+/// Key quantization as the CUDA backend runs it: channel extremes over `row_blocks` consecutive
+/// row ranges merged in order, the channel list from channel_position, then every difficult
+/// and every spectral unit, each phase in reverse order.
+template <class E>
+void quantize_keys_by_units(const vidkv_keys& k, const view<const E, 3>& x, key_buffers<E>& out, index_t row_blocks) {
+  const index_t heads = x.extent(0), tokens = x.extent(1), dim = x.extent(2), rows = heads * tokens;
+  const vidkv_key_layout l = vidkv_key_layout_of(k, dim);
+  const detail::vidkv_key_plan w{l, k.round_each_op, false, heads, tokens};
+  const vidkv_packed_keys<E> o = out.out();
+  if (l.difficult > 0 && l.easy > 0) {
+    std::vector<detail::channel_extremes> total(static_cast<std::size_t>(dim));
+    for (index_t b = 0; b < row_blocks; ++b)
+      for (index_t c = 0; c < dim; ++c) {
+        detail::channel_extremes part;
+        for (index_t r = rows * b / row_blocks; r < rows * (b + 1) / row_blocks; ++r)
+          part.add(to_float(x(r / tokens, r % tokens, c)));
+        total[static_cast<std::size_t>(c)].merge(part);
+      }
+    const auto key = [&](index_t c) { return total[static_cast<std::size_t>(c)].template key<E>(k.round_each_op); };
+    std::vector<char> difficult(static_cast<std::size_t>(dim));
+    for (index_t c = 0; c < dim; ++c) difficult[static_cast<std::size_t>(c)] = detail::ranks_difficult(key, dim, l.difficult, c);
+    const auto flag = [&](index_t c) { return difficult[static_cast<std::size_t>(c)] != 0; };
+    for (index_t c = 0; c < dim; ++c) o.channels(detail::channel_position(flag, l.difficult, c)) = c;
+  } else {
+    for (index_t c = 0; c < dim; ++c) o.channels(c) = c;
+  }
+  const view<const std::int64_t, 1> channels = o.channels;
+  detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+    for (index_t u = w.difficult_units(); u-- > 0;)
+      detail::vidkv_difficult_quantize<decltype(tag)::value>(w, x, channels, o.difficult, u);
+  });
+  const host_twiddles tw(l.easy);
+  for (index_t u = w.spectral_units(); u-- > 0;)
+    detail::vidkv_spectral_quantize(w, tw.cos.data(), tw.sin.data(), x, channels, o.spectral, u);
+}
+
+/// Key dequantization as the CUDA backend runs it, into (heads, tokens, head_dim) rows of Eout
+/// of stride head_dim + 3, sentinel-filled.
+template <class Eout, class E>
+std::vector<Eout> dequantize_keys_by_units(const vidkv_keys& k, bool vidkv_dequant, const key_buffers<E>& in,
+                                           const kv_problem& p) {
+  const index_t row = p.head_dim + 3;
+  std::vector<Eout> y(static_cast<std::size_t>(p.heads * p.tokens * row), from_float<Eout>(-9.0f));
+  const view<Eout, 3> out(y.data(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1});
+  const vidkv_key_layout l = vidkv_key_layout_of(k, p.head_dim);
+  const detail::vidkv_key_plan w{l, k.round_each_op, vidkv_dequant, p.heads, p.tokens};
+  detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+    for (index_t u = w.difficult_units(); u-- > 0;)
+      detail::vidkv_difficult_dequantize<decltype(tag)::value>(w, in.in(), out, u);
+  });
+  const host_twiddles tw(l.easy);
+  for (index_t i = w.easy_items(); i-- > 0;) detail::vidkv_easy_dequantize(w, tw.cos.data(), tw.sin.data(), in.in(), out, i);
+  return y;
+}
+
+/// The CPU backend's dequantization into the same padded rows.
+template <class Eout, class E>
+std::vector<Eout> dequantize_keys_padded(const vidkv_keys& k, bool vidkv_dequant, const key_buffers<E>& in,
+                                         const kv_problem& p) {
+  const index_t row = p.head_dim + 3;
+  std::vector<Eout> y(static_cast<std::size_t>(p.heads * p.tokens * row), from_float<Eout>(-9.0f));
+  const view<Eout, 3> out(y.data(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1});
+  host_workspace ws(workspace_bytes(cpu<>{}, vidkv_key_dequantize{k, vidkv_dequant}, p));
+  REQUIRE(apply(cpu<>{}, vidkv_key_dequantize{k, vidkv_dequant}, in.in(), kv_outputs<Eout>{out}, ws.get()) ==
+          status::ok);
+  return y;
+}
+
+/// Every key setting on `x`: the units' packed keys equal the CPU backend's byte for byte
+/// (sentinels included), and their dequantized keys (to E and to fp32) bit for bit.
+template <class E>
+void check_key_units(const view<E, 3>& x, bool each_op) {
+  const kv_problem p{x.extent(0), x.extent(1), x.extent(2)};
+  for (vidkv_keys k : key_settings(32)) {
+    k.round_each_op = each_op;
+    if (can_implement(vidkv_key_quantize{k}, p) != status::ok) continue;
+    INFO(describe(k) << " " << element_name<E>() << " (" << p.heads << ", " << p.tokens << ", " << p.head_dim << ")");
+    key_buffers<E> backend(k, p);
+    REQUIRE(quantize_keys(k, x, backend) == status::ok);
+    for (index_t blocks : {1, 3}) {
+      key_buffers<E> units(k, p);
+      quantize_keys_by_units(k, view<const E, 3>(x), units, blocks);
+      CHECK(units == backend);
+    }
+    for (bool vidkv_dequant : {false, true}) {
+      CHECK(same_bytes(dequantize_keys_by_units<E>(k, vidkv_dequant, backend, p),
+                       dequantize_keys_padded<E>(k, vidkv_dequant, backend, p)));
+      CHECK(same_bytes(dequantize_keys_by_units<float>(k, vidkv_dequant, backend, p),
+                       dequantize_keys_padded<float>(k, vidkv_dequant, backend, p)));
+    }
+  }
+}
+
+TEST_CASE("VidKV's CUDA key units, run on the host, write exactly what the CPU backend writes", "[vidkv][units]") {
+  kv_cache<float> a = make_cache<float>(2, 96, 64, kv_layout::cells);
+  fill(a.cache, 51);
+  a.cache(0, 5, 3) = NAN;        // a NaN range ranks last, though the channel's values span
+  a.cache(1, 50, 3) = 1000.0f;   // the widest range
+  a.cache(1, 40, 10) = INFINITY; // an infinite one first
+  check_key_units(a.cache, false);
+  kv_cache<f16> b = make_cache<f16>(1, 64, 45, kv_layout::strided);  // odd easy counts
+  fill(b.cache, 52);
+  check_key_units(b.cache, true);
+  kv_cache<bf16> c = make_cache<bf16>(2, 64, 128, kv_layout::reversed);
+  fill(c.cache, 53);
+  check_key_units(c.cache, false);
+  // Ranges that differ in fp32 and tie in fp16 (2048.5 and 2049 both round to 2048): with
+  // round_each_op the lower channel, 31, takes the 32nd difficult place, else channel 32.
+  kv_cache<f16> d = make_cache<f16>(1, 64, 64, kv_layout::contiguous);
+  for (index_t t = 0; t < 64; ++t)
+    for (index_t ch = 0; ch < 64; ++ch) {
+      const float top = ch < 31 ? 4000.0f : ch == 31 ? 0.5f : 1.0f;
+      const float bottom = ch < 31 ? -4000.0f : ch <= 32 ? -2048.0f : -1.0f;
+      d.cache(0, t, ch) = from_float<f16>(t % 2 ? top : bottom);
+    }
+  check_key_units(d.cache, true);
 }
 
 // --- the streaming cache ------------------------------------------------------------------------

@@ -60,6 +60,48 @@ TOKRED_HOST_DEVICE inline float div_rn(float a, float b) noexcept {
 #endif
 }
 
+/// The same steps in double (the DFTs of <tokred/policy/vidkv_units.hpp>).
+TOKRED_HOST_DEVICE inline double add_rn(double a, double b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+TOKRED_HOST_DEVICE inline double sub_rn(double a, double b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
+TOKRED_HOST_DEVICE inline double mul_rn(double a, double b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  double product = a * b;
+#if defined(__GNUC__) && defined(__x86_64__)
+  __asm__("" : "+x"(product));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(product));
+#else
+  volatile double kept = product;
+  product = kept;
+#endif
+  return product;
+#endif
+}
+
+TOKRED_HOST_DEVICE inline double div_rn(double a, double b) noexcept {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
 /// a·b + c rounded once (fused), on host and device alike.
 TOKRED_HOST_DEVICE inline float fma_rn(float a, float b, float c) noexcept {
 #if defined(__CUDA_ARCH__)

@@ -35,6 +35,7 @@
 #include "tokred/cpu/simd.hpp"
 #include "tokred/cpu/uniform_quant.hpp"
 #include "tokred/policy/vidkv.hpp"
+#include "tokred/policy/vidkv_units.hpp"
 
 namespace tokred {
 namespace detail {
@@ -50,11 +51,7 @@ struct dft_twiddles {
 };
 
 inline dft_twiddles fill_twiddles(double* c, double* s, index_t n) noexcept {
-  for (index_t r = 0; r < n; ++r) {
-    const double angle = 2.0 * 3.14159265358979323846 * static_cast<double>(r) / static_cast<double>(n);
-    c[r] = std::cos(angle);
-    s[r] = std::sin(angle);
-  }
+  fill_twiddle_rows(c, s, n);
   return {c, s, n};
 }
 
@@ -62,20 +59,9 @@ inline dft_twiddles fill_twiddles(double* c, double* s, index_t n) noexcept {
 /// add latency. A group (a multiple of 32 tokens) is a whole number of passes on every ISA.
 inline constexpr index_t dft_batches = 4;
 
-/// The rows of a folded real sequence of length n (rows of G doubles, one per token): row 0
-/// holds v_0, rows 1 … h the pair sums v_j + v_(n−j), row h + 1 (n even) v_(n/2), and rows
-/// h + e + j the pair differences v_j − v_(n−j), with h = ⌈n/2⌉ − 1 the pairs 0 < j < n − j and
-/// e = 1 for n even. A real DFT needs only these: cos is even and sin odd about n/2, which
-/// halves every sum (torch's real-input FFT rests on the same symmetry).
-struct dft_fold {
-  index_t n, h, e;
-  explicit constexpr dft_fold(index_t n_) noexcept : n(n_), h((n_ + 1) / 2 - 1), e(n_ % 2 == 0 ? 1 : 0) {}
-  constexpr index_t sum(index_t j) const noexcept { return j; }  // j in [0, h]
-  constexpr index_t middle() const noexcept { return h + 1; }    // n even
-  constexpr index_t difference(index_t j) const noexcept { return h + e + j; }  // j in [1, h]
-};
-
-/// Folds a group's values (n rows of G doubles, one row per channel) into `folded`.
+/// Folds a group's values (n rows of G doubles, one row per channel) into `folded`, rows of G
+/// doubles in dft_fold's order. A real DFT needs only these: cos is even and sin odd about n/2,
+/// which halves every sum (torch's real-input FFT rests on the same symmetry).
 inline void fold_values(const dft_fold& f, const double* v, index_t group, double* folded) noexcept {
   for (index_t t = 0; t < group; ++t) folded[f.sum(0) * group + t] = v[t];
   for (index_t j = 1; j <= f.h; ++j) {
@@ -413,59 +399,6 @@ void dequantize_key_group(const vidkv_key_layout& l, bool vidkv_dequant, const s
   }
 }
 
-/// The packed keys' checks, in order: channels, the difficult part, the spectral part. A part
-/// without channels is not read or written (its views may be anything).
-template <class E, class Space>
-status check_packed_keys(const vidkv_packed_keys<E, Space>& p, const vidkv_key_layout& l, const kv_problem& prob) noexcept {
-  if (status s = check_view(p.channels, {prob.head_dim}); s != status::ok) return s;
-  if (l.difficult > 0)
-    if (status s = check_packed(p.difficult, l.difficult_format, {prob.heads, prob.tokens, l.difficult}); s != status::ok)
-      return s;
-  if (l.easy > 0)
-    if (status s = check_packed(p.spectral, l.spectral_format, {prob.heads, prob.tokens, 2 * l.easy}); s != status::ok)
-      return s;
-  return status::ok;
-}
-
-/// Whether `channels` is what quantization writes: k channels ascending, then the others
-/// ascending, together each of [0, head_dim) once (a two-way merge). Dequantizing scatters to
-/// them, so a corrupt list is refused rather than written through.
-template <class Space>
-bool valid_channel_order(const view<const std::int64_t, 1, Space>& channels, index_t k) noexcept {
-  const index_t dim = channels.extent(0);
-  index_t i = 0, j = k;
-  for (index_t c = 0; c < dim; ++c) {
-    if (i < k && channels(i) == c) ++i;
-    else if (j < dim && channels(j) == c) ++j;
-    else return false;
-  }
-  return true;
-}
-
-/// The views of packed keys that a layout reads or writes; the others are empty.
-template <class E, class Space>
-vidkv_packed_keys<E, Space> used_parts(const vidkv_packed_keys<E, Space>& p, const vidkv_key_layout& l) noexcept {
-  vidkv_packed_keys<E, Space> u;
-  u.channels = p.channels;
-  if (l.difficult > 0) {
-    u.difficult.codes = p.difficult.codes;
-    u.difficult.scale = p.difficult.scale;
-    if (l.difficult_format.scheme == kv_scheme::asymmetric) u.difficult.zero = p.difficult.zero;
-  }
-  if (l.easy > 0) {
-    u.spectral.codes = p.spectral.codes;
-    u.spectral.scale = p.spectral.scale;
-  }
-  return u;
-}
-
-/// Whether any two used views of packed keys overlap, or any overlaps `v`.
-template <class E, class Space, class... Vs>
-bool packed_keys_overlap(const vidkv_packed_keys<E, Space>& u, const Vs&... vs) noexcept {
-  return any_overlap(u.channels, u.difficult.codes, u.difficult.scale, u.difficult.zero, u.spectral.codes,
-                     u.spectral.scale, vs...);
-}
-
 /// Runs `unit(h, g)` for this share's (head, group) units of a chunk of `heads` × `groups`.
 template <class Arch, class Unit>
 void for_each_group(const cpu<Arch>& exec, index_t heads, index_t groups, const Unit& unit) noexcept {
@@ -489,13 +422,9 @@ struct backend<vidkv_key_quantize, cpu<Arch>> {
   template <class E>
   static status apply(const cpu<Arch>& exec, const vidkv_key_quantize& p, const kv_inputs<E>& in,
                       const vidkv_packed_keys<E>& out, workspace ws) noexcept {
-    if (status s = check_exec(exec); s != status::ok) return s;
+    if (status s = detail::check_key_quantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
-    if (status s = can_implement(p, prob); s != status::ok) return s;
-    if (status s = detail::check_view(in.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
-    if (status s = detail::check_packed_keys(out, l, prob); s != status::ok) return s;
-    if (detail::packed_keys_overlap(detail::used_parts(out, l), in.cache)) return status::aliasing;
     detail::arena counter;
     detail::key_quantize_scratch<E>::carve(counter, exec, l);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
@@ -526,12 +455,9 @@ struct backend<vidkv_key_dequantize, cpu<Arch>> {
   template <class E, class Eout>
   static status apply(const cpu<Arch>& exec, const vidkv_key_dequantize& p, const vidkv_packed_keys<const E>& in,
                       const kv_outputs<Eout>& out, workspace ws) noexcept {
-    if (status s = check_exec(exec); s != status::ok) return s;
+    if (status s = detail::check_key_dequantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(out.cache);
-    if (status s = can_implement(p, prob); s != status::ok) return s;
-    if (status s = detail::check_view(out.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
-    if (status s = detail::check_packed_keys(in, l, prob); s != status::ok) return s;
     if (!detail::valid_channel_order(in.channels, l.difficult)) return status::invalid_parameter;
     if (detail::packed_keys_overlap(detail::used_parts(in, l), out.cache)) return status::aliasing;
     detail::arena counter;

@@ -31,14 +31,6 @@
 
 namespace tokred::detail {
 
-/// (head, row, channel) of item i of `heads × rows × dim`, the channel fastest.
-struct row_item {
-  index_t head, row, channel;
-};
-TOKRED_HOST_DEVICE constexpr row_item row_item_at(index_t i, index_t rows, index_t dim) noexcept {
-  return {i / (rows * dim), i / dim % rows, i % dim};
-}
-
 /// What one append does (see the header comment), computed on the host.
 struct kivi_append_plan {
   uniform_format keys, values;  // kivi_key_format, kivi_value_format

@@ -201,6 +201,14 @@ TOKRED_HOST_DEVICE constexpr uniform_unit uniform_unit_at(const uniform_format& 
   return {u / (inner * outer), u / inner % outer, u % inner};
 }
 
+/// (head, row, channel) of item i of `heads × rows × dim`, the channel fastest.
+struct row_item {
+  index_t head, row, channel;
+};
+TOKRED_HOST_DEVICE constexpr row_item row_item_at(index_t i, index_t rows, index_t dim) noexcept {
+  return {i / (rows * dim), i / dim % rows, i % dim};
+}
+
 /// Where a unit's values and codes lie: value e at (token, channel) `first + e·step`, its words
 /// from (word row, word column) `word0`, `word_step` apart in the codes view.
 struct unit_place {
@@ -246,21 +254,49 @@ TOKRED_HOST_DEVICE void quantize_unit(const uniform_format& f, bool each_op, con
   quantize_unit_from<S>(f, each_op, [&](index_t t, index_t c) { return widen(x(u.head, t, c)); }, out, u);
 }
 
+/// The scale and zero point of one group of `in`, widened.
+template <kv_scheme S, class E, class Space>
+TOKRED_HOST_DEVICE inline group_scale scale_at(const uniform_packed<const E, Space>& in, const uniform_unit& u) noexcept {
+  group_scale g;
+  g.scale = widen(in.scale(u.head, u.outer, u.inner));
+  if constexpr (S == kv_scheme::asymmetric) g.zero = widen(in.zero(u.head, u.outer, u.inner));
+  return g;
+}
+
+/// Dequantizes one group of `in`: `sink(token, channel, value)` receives each value (fp32) with
+/// its place in the cache, in group order.
+template <kv_scheme S, class E, class Space, class Sink>
+TOKRED_HOST_DEVICE void dequantize_unit_to(const uniform_format& f, bool each_op, bool vidkv,
+                                           const uniform_packed<const E, Space>& in, const uniform_unit& u,
+                                           const Sink& sink) noexcept {
+  const unit_place at = place_of(f, u);
+  const group_scale g = scale_at<S>(in, u);
+  const std::uint32_t* words = &in.codes(u.head, at.word_row, at.word_col);
+  const index_t word_stride = at.word_row_step * in.codes.stride(1) + at.word_col_step * in.codes.stride(2);
+  for (index_t e = 0; e < f.group; ++e)
+    sink(at.token + e * at.token_step, at.channel + e * at.channel_step,
+         value_of<S, E>(f.bits, vidkv, code_at(words, word_stride, e, f.bits), g, each_op));
+}
+
 /// Dequantizes one group of `in` into `y` (any element type).
 template <kv_scheme S, class E, class Eout, class Space>
 TOKRED_HOST_DEVICE void dequantize_unit(const uniform_format& f, bool each_op, bool vidkv,
                                         const uniform_packed<const E, Space>& in, const view<Eout, 3, Space>& y,
                                         const uniform_unit& u) noexcept {
+  dequantize_unit_to<S>(f, each_op, vidkv, in, u,
+                        [&](index_t t, index_t c, float v) { y(u.head, t, c) = from_float<Eout>(v); });
+}
+
+/// The dequantized value of token t, channel c of a format grouped along tokens (fp32).
+template <kv_scheme S, class E, class Space>
+TOKRED_HOST_DEVICE inline float packed_value_at(const uniform_format& f, bool each_op, bool vidkv,
+                                                const uniform_packed<const E, Space>& in, index_t h, index_t t,
+                                                index_t c) noexcept {
+  const uniform_unit u{h, t / f.group, c};
   const unit_place at = place_of(f, u);
-  group_scale g;
-  g.scale = widen(in.scale(u.head, u.outer, u.inner));
-  if constexpr (S == kv_scheme::asymmetric) g.zero = widen(in.zero(u.head, u.outer, u.inner));
-  const std::uint32_t* words = &in.codes(u.head, at.word_row, at.word_col);
-  const index_t word_stride = at.word_row_step * in.codes.stride(1) + at.word_col_step * in.codes.stride(2);
-  for (index_t e = 0; e < f.group; ++e) {
-    const float v = value_of<S, E>(f.bits, vidkv, code_at(words, word_stride, e, f.bits), g, each_op);
-    y(u.head, at.token + e * at.token_step, at.channel + e * at.channel_step) = from_float<Eout>(v);
-  }
+  const std::uint32_t* words = &in.codes(h, at.word_row, at.word_col);
+  return value_of<S, E>(f.bits, vidkv, code_at(words, in.codes.stride(1), t % f.group, f.bits), scale_at<S>(in, u),
+                        each_op);
 }
 
 /// The dequantized key of one packed token (of P), channel by channel: `a·code + b` with its

@@ -368,6 +368,90 @@ constexpr status can_implement(const vidkv_read& p, const kv_problem& storage) n
   return detail::check_vidkv(p.cache, storage);
 }
 
+namespace detail {
+
+/// The packed keys' checks, in order: channels, the difficult part, the spectral part. A part
+/// without channels is not read or written (its views may be anything).
+template <class E, class Space>
+status check_packed_keys(const vidkv_packed_keys<E, Space>& p, const vidkv_key_layout& l, const kv_problem& prob) noexcept {
+  if (status s = check_view(p.channels, {prob.head_dim}); s != status::ok) return s;
+  if (l.difficult > 0)
+    if (status s = check_packed(p.difficult, l.difficult_format, {prob.heads, prob.tokens, l.difficult}); s != status::ok)
+      return s;
+  if (l.easy > 0)
+    if (status s = check_packed(p.spectral, l.spectral_format, {prob.heads, prob.tokens, 2 * l.easy}); s != status::ok)
+      return s;
+  return status::ok;
+}
+
+/// Whether `channels` is what quantization writes: k channels ascending, then the others
+/// ascending, together each of [0, head_dim) once (a two-way merge). Dequantizing scatters to
+/// them, so a corrupt list is refused rather than written through.
+template <class Space>
+bool valid_channel_order(const view<const std::int64_t, 1, Space>& channels, index_t k) noexcept {
+  const index_t dim = channels.extent(0);
+  index_t i = 0, j = k;
+  for (index_t c = 0; c < dim; ++c) {
+    if (i < k && channels(i) == c) ++i;
+    else if (j < dim && channels(j) == c) ++j;
+    else return false;
+  }
+  return true;
+}
+
+/// The views of packed keys that a layout reads or writes; the others are empty.
+template <class E, class Space>
+vidkv_packed_keys<E, Space> used_parts(const vidkv_packed_keys<E, Space>& p, const vidkv_key_layout& l) noexcept {
+  vidkv_packed_keys<E, Space> u;
+  u.channels = p.channels;
+  if (l.difficult > 0) {
+    u.difficult.codes = p.difficult.codes;
+    u.difficult.scale = p.difficult.scale;
+    if (l.difficult_format.scheme == kv_scheme::asymmetric) u.difficult.zero = p.difficult.zero;
+  }
+  if (l.easy > 0) {
+    u.spectral.codes = p.spectral.codes;
+    u.spectral.scale = p.spectral.scale;
+  }
+  return u;
+}
+
+/// Whether any two used views of packed keys overlap, or any overlaps `v`.
+template <class E, class Space, class... Vs>
+bool packed_keys_overlap(const vidkv_packed_keys<E, Space>& u, const Vs&... vs) noexcept {
+  return any_overlap(u.channels, u.difficult.codes, u.difficult.scale, u.difficult.zero, u.spectral.codes,
+                     u.spectral.scale, vs...);
+}
+
+/// vidkv_key_quantize's checks, in order, on any backend: exec; can_implement; the chunk view;
+/// the packed views; aliasing. (The workspace follows, per backend.)
+template <class Exec, class E, class Space>
+status check_key_quantize(const Exec& exec, const vidkv_key_quantize& p, const kv_inputs<E, Space>& in,
+                          const vidkv_packed_keys<E, Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(in.cache);
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
+  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+  if (status s = check_packed_keys(out, l, prob); s != status::ok) return s;
+  return packed_keys_overlap(used_parts(out, l), in.cache) ? status::aliasing : status::ok;
+}
+
+/// vidkv_key_dequantize's first checks, on any backend: exec; can_implement (of the output's
+/// shape); the output view; the packed views. (The CPU backend then checks the channel list;
+/// then aliasing and the workspace follow.)
+template <class Exec, class E, class Eout, class Space>
+status check_key_dequantize(const Exec& exec, const vidkv_key_dequantize& p, const vidkv_packed_keys<const E, Space>& in,
+                            const kv_outputs<Eout, Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = kv_problem_of(out.cache);
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(out.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok) return s;
+  return check_packed_keys(in, vidkv_key_layout_of(p.keys, prob.head_dim), prob);
+}
+
+}  // namespace detail
+
 /// The keys of a cache in state `state` as `vidkv_key_scores{vidkv_keys_of(config),
 /// config.vidkv_dequant}` reads them: the packed keys and the key residual, each cut to what is
 /// held. `scores(h, j)` is then the logit of cache token j (the incoming tokens of a step are

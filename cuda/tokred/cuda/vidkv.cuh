@@ -1,0 +1,240 @@
+// tokred/cuda/vidkv.cuh — CUDA backends of vidkv_key_quantize and vidkv_key_dequantize.
+//
+// Stream-ordered kernels, launch shapes fixed by the shapes alone (a CUDA graph captures them):
+//   quantize    with both difficult and easy channels, the ranking first: an extremes kernel,
+//               one block per consecutive range of (head, token) rows and one thread per
+//               channel, folds each channel's min, max and last NaN over its rows into the
+//               workspace; one block merges those ranges in order per channel, ranks the keys
+//               and writes `channels` (otherwise it writes 0 … D − 1). Then one thread per
+//               (head, token group, difficult channel) quantizes it, and one thread per (head,
+//               token group, spectral component) computes that component of each token of the
+//               group (its easy channels' real DFT, O(n) in double) and sign-quantizes them.
+//   dequantize  one thread per (head, token group, difficult channel), and one per (head,
+//               token, easy channel), which evaluates the inverse DFT of the token's dequantized
+//               spectrum at that channel. `channels` is not checked first (it lives on the
+//               device): a channel outside [0, D) is skipped, so a corrupt list leaves outputs
+//               unspecified but writes nothing outside them.
+// The per-thread bodies are those of <tokred/policy/vidkv_units.hpp>: channels, codes, scales,
+// zero points and dequantized keys are the CPU backend's bit for bit (NaN payloads aside). The
+// twiddles (cos and sin of 2π·r/n in double) are computed on the host, as the CPU backend
+// computes them, and passed to the kernels as a __grid_constant__ table: at most
+// vidkv_max_easy easy channels (invalid_parameter above).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tokred/core/contract.hpp"
+#include "tokred/core/element.hpp"
+#include "tokred/core/exec.hpp"
+#include "tokred/core/status.hpp"
+#include "tokred/core/workspace.hpp"
+#include "tokred/cuda/selection.cuh"  // for_each_thread_item, launch_status, blocks_for
+#include "tokred/policy/uniform_group.hpp"
+#include "tokred/policy/vidkv.hpp"
+#include "tokred/policy/vidkv_units.hpp"
+
+namespace tokred {
+namespace detail {
+namespace cuda_vidkv {
+
+/// Threads of every VidKV block. Provisional: measure 128 / 256 with bench_vidkv_cuda.
+inline constexpr int threads = 256;
+
+/// (head, token) rows each extremes block folds, at least: enough work per thread to hide the
+/// loads, few enough blocks to fill the device. Provisional, as `threads`.
+inline constexpr index_t rows_per_block = 64;
+
+/// The extremes blocks of a chunk: one per rows_per_block rows, at most 1024.
+inline index_t extreme_blocks(index_t rows) noexcept {
+  const index_t b = (rows + rows_per_block - 1) / rows_per_block;
+  return b < 1 ? 1 : b > 1024 ? 1024 : b;
+}
+
+/// The twiddles of an n-point DFT, n ≤ vidkv_max_easy, as a kernel parameter.
+struct twiddle_table {
+  double cos[vidkv_max_easy];
+  double sin[vidkv_max_easy];
+};
+
+inline twiddle_table twiddles_of(index_t n) noexcept {
+  twiddle_table t{};
+  if (n > 0) fill_twiddle_rows(t.cos, t.sin, n);
+  return t;
+}
+
+/// The quantizer's workspace: the extremes of every (block, channel).
+struct key_scratch {
+  channel_extremes* extremes = nullptr;  // (blocks, D)
+};
+
+inline key_scratch carve_keys(arena& a, const vidkv_key_layout& l, const kv_problem& p) {
+  key_scratch s;
+  if (l.difficult > 0 && l.easy > 0) s.extremes = a.take<channel_extremes>(extreme_blocks(p.heads * p.tokens) * p.head_dim);
+  return s;
+}
+
+template <class E>
+__global__ void __launch_bounds__(threads)
+    extremes_kernel(view<const E, 3, device_space> x, channel_extremes* out) {
+  const index_t tokens = x.extent(1), dim = x.extent(2), rows = x.extent(0) * tokens, blocks = gridDim.x;
+  const index_t r0 = rows * blockIdx.x / blocks, r1 = rows * (blockIdx.x + 1) / blocks;
+  for (index_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    channel_extremes e;
+    for (index_t r = r0; r < r1; ++r) e.add(widen(x(r / tokens, r % tokens, c)));
+    out[blockIdx.x * dim + c] = e;
+  }
+}
+
+/// One block: each channel's key from its blocks' extremes merged in order, then its place in
+/// the channel list. Dynamic shared memory: D keys and D flags.
+template <class E>
+__global__ void __launch_bounds__(threads)
+    rank_kernel(const channel_extremes* extremes, index_t blocks, index_t dim, index_t k, bool round_to_e,
+                view<std::int64_t, 1, device_space> channels) {
+  extern __shared__ std::uint32_t shared_keys[];  // (D,) keys, then (D,) difficult flags
+  std::uint32_t* keys = shared_keys;
+  std::uint32_t* difficult = shared_keys + dim;
+  const bool ranked = extremes != nullptr;
+  for (index_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    channel_extremes e;
+    if (ranked)
+      for (index_t b = 0; b < blocks; ++b) e.merge(extremes[b * dim + c]);
+    keys[c] = ranked ? e.template key<E>(round_to_e) : 0u;
+  }
+  __syncthreads();
+  const auto key = [&](index_t c) { return keys[c]; };
+  for (index_t c = threadIdx.x; c < dim; c += blockDim.x) difficult[c] = ranked ? ranks_difficult(key, dim, k, c) : c < k;
+  __syncthreads();
+  const auto flag = [&](index_t c) { return difficult[c] != 0u; };
+  for (index_t c = threadIdx.x; c < dim; c += blockDim.x) channels(channel_position(flag, k, c)) = c;
+}
+
+template <kv_scheme S, class E>
+__global__ void __launch_bounds__(threads)
+    difficult_quantize_kernel(vidkv_key_plan w, view<const E, 3, device_space> x,
+                              view<const std::int64_t, 1, device_space> channels, uniform_packed<E, device_space> out) {
+  for_each_thread_item(w.difficult_units(), [&](index_t u) { vidkv_difficult_quantize<S>(w, x, channels, out, u); });
+}
+
+template <class E>
+__global__ void __launch_bounds__(threads)
+    spectral_quantize_kernel(vidkv_key_plan w, const __grid_constant__ twiddle_table tw,
+                             view<const E, 3, device_space> x, view<const std::int64_t, 1, device_space> channels,
+                             uniform_packed<E, device_space> out) {
+  for_each_thread_item(w.spectral_units(),
+                       [&](index_t u) { vidkv_spectral_quantize(w, tw.cos, tw.sin, x, channels, out, u); });
+}
+
+template <kv_scheme S, class E, class Eout>
+__global__ void __launch_bounds__(threads)
+    difficult_dequantize_kernel(vidkv_key_plan w, vidkv_packed_keys<const E, device_space> in,
+                                view<Eout, 3, device_space> y) {
+  for_each_thread_item(w.difficult_units(), [&](index_t u) { vidkv_difficult_dequantize<S>(w, in, y, u); });
+}
+
+template <class E, class Eout>
+__global__ void __launch_bounds__(threads)
+    easy_dequantize_kernel(vidkv_key_plan w, const __grid_constant__ twiddle_table tw,
+                           vidkv_packed_keys<const E, device_space> in, view<Eout, 3, device_space> y) {
+  for_each_thread_item(w.easy_items(), [&](index_t i) { vidkv_easy_dequantize(w, tw.cos, tw.sin, in, y, i); });
+}
+
+/// Blocks for `items` threads' work.
+inline unsigned blocks_of(index_t items) noexcept { return blocks_for(items, threads); }
+
+}  // namespace cuda_vidkv
+}  // namespace detail
+
+/// VidKV key quantization on a CUDA stream: fp32, fp16 and bf16 chunks with any strides; packed
+/// codes with inner stride 1; at most vidkv_max_easy easy channels. Workspace: the channel
+/// extremes when some but not all channels are difficult (`workspace_bytes`). Checks run on the
+/// host in the CPU backend's order (nothing is launched when one fails).
+template <>
+struct backend<vidkv_key_quantize, cuda> {
+  static std::size_t workspace_bytes(const cuda&, const vidkv_key_quantize& p, const kv_problem& prob) {
+    if (can_implement(p, prob) != status::ok) return 0;
+    detail::arena counter;
+    detail::cuda_vidkv::carve_keys(counter, vidkv_key_layout_of(p.keys, prob.head_dim), prob);
+    return counter.used();
+  }
+
+  template <class E>
+  static status apply(const cuda& exec, const vidkv_key_quantize& p, const kv_inputs<E, device_space>& in,
+                      const vidkv_packed_keys<E, device_space>& out, workspace ws) {
+    static_assert(is_element_v<E>, "tokred: caches are float, tokred::f16 or tokred::bf16");
+    namespace cu = detail::cuda_vidkv;
+    if (status s = detail::check_key_quantize(exec, p, in, out); s != status::ok) return s;
+    const kv_problem prob = detail::kv_problem_of(in.cache);
+    const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    detail::arena counter;
+    cu::carve_keys(counter, l, prob);
+    if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
+    detail::arena carver(ws);
+    const cu::key_scratch scratch = cu::carve_keys(carver, l, prob);
+    if (!carver.fits()) return status::workspace_too_small;
+
+    const index_t blocks = cu::extreme_blocks(prob.heads * prob.tokens);
+    if (scratch.extremes != nullptr) {
+      cu::extremes_kernel<E><<<static_cast<unsigned>(blocks), cu::threads, 0, exec.stream>>>(in.cache, scratch.extremes);
+      if (status s = detail::launch_status(); s != status::ok) return s;
+    }
+    const std::size_t shared = 2 * static_cast<std::size_t>(prob.head_dim) * sizeof(std::uint32_t);
+    cu::rank_kernel<E><<<1, cu::threads, shared, exec.stream>>>(scratch.extremes, blocks, prob.head_dim, l.difficult,
+                                                                 p.keys.round_each_op, out.channels);
+    if (status s = detail::launch_status(); s != status::ok) return s;
+    const detail::vidkv_key_plan w{l, p.keys.round_each_op, false, prob.heads, prob.tokens};
+    const view<const std::int64_t, 1, device_space> channels = out.channels;
+    if (l.difficult > 0) {
+      detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+        cu::difficult_quantize_kernel<decltype(tag)::value, E>
+            <<<cu::blocks_of(w.difficult_units()), cu::threads, 0, exec.stream>>>(w, in.cache, channels, out.difficult);
+      });
+      if (status s = detail::launch_status(); s != status::ok) return s;
+    }
+    if (l.easy > 0) {
+      cu::spectral_quantize_kernel<E><<<cu::blocks_of(w.spectral_units()), cu::threads, 0, exec.stream>>>(
+          w, cu::twiddles_of(l.easy), in.cache, channels, out.spectral);
+      return detail::launch_status();
+    }
+    return status::ok;
+  }
+};
+
+/// VidKV key dequantization on a CUDA stream: any output element type and strides; no
+/// workspace. `channels` is used as quantization wrote it (see the header comment).
+template <>
+struct backend<vidkv_key_dequantize, cuda> {
+  static std::size_t workspace_bytes(const cuda&, const vidkv_key_dequantize&, const kv_problem&) { return 0; }
+
+  template <class E, class Eout>
+  static status apply(const cuda& exec, const vidkv_key_dequantize& p, const vidkv_packed_keys<const E, device_space>& in,
+                      const kv_outputs<Eout, device_space>& out, workspace) {
+    static_assert(is_element_v<E> && is_element_v<Eout>, "tokred: caches are float, tokred::f16 or tokred::bf16");
+    namespace cu = detail::cuda_vidkv;
+    if (status s = detail::check_key_dequantize(exec, p, in, out); s != status::ok) return s;
+    const kv_problem prob = detail::kv_problem_of(out.cache);
+    const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    if (detail::packed_keys_overlap(detail::used_parts(in, l), out.cache)) return status::aliasing;
+    const detail::vidkv_key_plan w{l, p.keys.round_each_op, p.vidkv_dequant, prob.heads, prob.tokens};
+    if (l.difficult > 0) {
+      detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+        cu::difficult_dequantize_kernel<decltype(tag)::value, E, Eout>
+            <<<cu::blocks_of(w.difficult_units()), cu::threads, 0, exec.stream>>>(w, in, out.cache);
+      });
+      if (status s = detail::launch_status(); s != status::ok) return s;
+    }
+    if (l.easy > 0) {
+      cu::easy_dequantize_kernel<E, Eout><<<cu::blocks_of(w.easy_items()), cu::threads, 0, exec.stream>>>(
+          w, cu::twiddles_of(l.easy), in, out.cache);
+      return detail::launch_status();
+    }
+    return status::ok;
+  }
+};
+
+}  // namespace tokred

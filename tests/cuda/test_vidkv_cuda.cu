@@ -1,0 +1,305 @@
+// tests/cuda/test_vidkv_cuda.cu — the CUDA backends of vidkv_key_quantize and
+// vidkv_key_dequantize against the CPU backend.
+//
+// Checked, for every key setting (mixed 1, 1.01, 1.25, 1.5, 1.75, 2 bits; uniform 1.58, 2, 4)
+// on fp32/fp16/bf16 chunks in the cells, strided and reversed layouts of
+// tests/support/kv_cache.hpp, with and without round_each_op, odd and even easy counts, a NaN
+// and an infinite channel, ranges that tie only once rounded to fp16, and chunks of several
+// hundred (head, token) rows (several extremes blocks):
+//   quantize     the channel list, codes, scales and zero points, byte for byte the CPU
+//                backend's, the sentinels of what is not written included
+//   dequantize   keys to the chunk's type and to fp32, with and without vidkv_dequant, into
+//                padded rows: bit for bit the CPU backend's, padding untouched
+//   bad input    the CPU backend's statuses, nothing launched, nothing written; more easy
+//                channels than vidkv_max_easy is invalid_parameter on CUDA
+// plus a CUDA-graph capture and replay of a quantize and a dequantize. The same per-thread bodies
+// run on the host in tests/cpu/test_vidkv.cpp ("VidKV's CUDA key units"). Exits 77 (CTest's
+// "skipped") when no CUDA device is present; otherwise prints one line per failure (the first
+// 60) and "N passed, M failed".
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <tokred/cuda/tokred.cuh>
+#include <vector>
+
+#include "cuda/device_buffers.cuh"
+#include "cuda/harness.cuh"
+#include "support/kv_cache.hpp"
+
+namespace {
+
+using namespace tokred;
+using namespace tokred::testing;
+
+/// Packed keys of a chunk in sentinel-filled host buffers, and views of them in either space.
+template <class E>
+struct packed_keys {
+  vidkv_key_extents x;
+  std::vector<std::int64_t> channels;
+  std::vector<std::uint32_t> difficult_codes, spectral_codes;
+  std::vector<E> difficult_scale, difficult_zero, spectral_scale, spectral_zero;
+
+  static std::size_t count(const kv_extents& e) { return static_cast<std::size_t>(e.heads * e.rows * e.cols); }
+
+  packed_keys(const vidkv_keys& k, const kv_problem& p)
+      : x(vidkv_packed_key_extents(k, p)), channels(static_cast<std::size_t>(p.head_dim), -1),
+        difficult_codes(count(x.difficult_codes), 0xA5A5A5A5u), spectral_codes(count(x.spectral_codes), 0xA5A5A5A5u),
+        difficult_scale(count(x.difficult_params), from_float<E>(-7.0f)), difficult_zero(difficult_scale),
+        spectral_scale(count(x.spectral_params), from_float<E>(-7.0f)), spectral_zero(spectral_scale) {}
+
+  template <class Space, class T, class W, class I>
+  vidkv_packed_keys<T, Space> views(I* ch, W* dc, T* ds, T* dz, W* sc, T* ss, T* sz) const {
+    const auto part = [](W* c, T* s, T* z, const kv_extents& ce, const kv_extents& pe) {
+      return uniform_packed<T, Space>{view<W, 3, Space>(c, {ce.heads, ce.rows, ce.cols}),
+                                      view<T, 3, Space>(s, {pe.heads, pe.rows, pe.cols}),
+                                      view<T, 3, Space>(z, {pe.heads, pe.rows, pe.cols})};
+    };
+    return {view<I, 1, Space>(ch, {static_cast<index_t>(channels.size())}),
+            part(dc, ds, dz, x.difficult_codes, x.difficult_params), part(sc, ss, sz, x.spectral_codes, x.spectral_params)};
+  }
+  vidkv_packed_keys<E> out() {
+    return views<host_space>(channels.data(), difficult_codes.data(), difficult_scale.data(), difficult_zero.data(),
+                             spectral_codes.data(), spectral_scale.data(), spectral_zero.data());
+  }
+  vidkv_packed_keys<const E> in() const {
+    return views<host_space>(channels.data(), difficult_codes.data(), difficult_scale.data(), difficult_zero.data(),
+                             spectral_codes.data(), spectral_scale.data(), spectral_zero.data());
+  }
+  bool same_bytes(const packed_keys& o) const {
+    const auto same = [](const auto& a, const auto& b) {
+      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
+    };
+    return same(channels, o.channels) && same(difficult_codes, o.difficult_codes) &&
+           same(spectral_codes, o.spectral_codes) && same(difficult_scale, o.difficult_scale) &&
+           same(difficult_zero, o.difficult_zero) && same(spectral_scale, o.spectral_scale) &&
+           same(spectral_zero, o.spectral_zero);
+  }
+};
+
+/// The same packed keys on the device.
+template <class E>
+struct device_keys {
+  const packed_keys<E>& layout;
+  device_buffer<std::int64_t> channels;
+  device_buffer<std::uint32_t> difficult_codes, spectral_codes;
+  device_buffer<E> difficult_scale, difficult_zero, spectral_scale, spectral_zero;
+
+  explicit device_keys(const packed_keys<E>& h)
+      : layout(h), channels(h.channels), difficult_codes(h.difficult_codes), spectral_codes(h.spectral_codes),
+        difficult_scale(h.difficult_scale), difficult_zero(h.difficult_zero), spectral_scale(h.spectral_scale),
+        spectral_zero(h.spectral_zero) {}
+
+  vidkv_packed_keys<E, device_space> out() const {
+    return layout.template views<device_space>(channels.get(), difficult_codes.get(), difficult_scale.get(),
+                                               difficult_zero.get(), spectral_codes.get(), spectral_scale.get(),
+                                               spectral_zero.get());
+  }
+  vidkv_packed_keys<const E, device_space> in() const { return read_only(out()); }
+  packed_keys<E> download() const {
+    packed_keys<E> h = layout;
+    h.channels = channels.download();
+    h.difficult_codes = difficult_codes.download();
+    h.spectral_codes = spectral_codes.download();
+    h.difficult_scale = difficult_scale.download();
+    h.difficult_zero = difficult_zero.download();
+    h.spectral_scale = spectral_scale.download();
+    h.spectral_zero = spectral_zero.download();
+    return h;
+  }
+};
+
+std::string describe(const vidkv_keys& k) {
+  return std::string(k.mixed ? "mixed " : "uniform ") + std::to_string(k.bits) + (k.round_each_op ? " each-op" : "");
+}
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+/// The key settings every chunk runs: mixed 1, 1.01 (VidKV's 32-channel floor), 1.25, 1.5, 1.75,
+/// 2 bits and uniform 1.58, 2, 4; groups of 32.
+std::vector<vidkv_keys> key_settings(bool each_op) {
+  std::vector<vidkv_keys> out;
+  for (double bits : {1.0, 1.01, 1.25, 1.5, 1.75, 2.0}) out.push_back({bits, true, 32, each_op});
+  for (double bits : {1.58, 2.0, 4.0}) out.push_back({bits, false, 32, each_op});
+  return out;
+}
+
+/// Dequantizes `host` packed keys on both backends into padded rows (stride D + 3) of Eout.
+template <class Eout, class E>
+void check_dequantize(const vidkv_keys& k, bool vidkv_dequant, const packed_keys<E>& host, const device_keys<E>& dev,
+                      const kv_problem& p, const std::string& what) {
+  const index_t row = p.head_dim + 3;
+  const std::vector<Eout> sentinel(static_cast<std::size_t>(p.heads * p.tokens * row), from_float<Eout>(-9.0f));
+  std::vector<Eout> want = sentinel;
+  const view<Eout, 3> host_out(want.data(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1});
+  const vidkv_key_dequantize policy{k, vidkv_dequant};
+  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, policy, p));
+  if (apply(cpu<>{}, policy, host.in(), kv_outputs<Eout>{host_out}, workspace{ws.data(), ws.size()}) != status::ok) {
+    check(false, what + ": CPU dequantize failed");
+    return;
+  }
+  device_buffer<Eout> storage(sentinel);
+  const view<Eout, 3, device_space> out(storage.get(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1});
+  const status s = apply(tokred::cuda{test_stream()}, policy, dev.in(), kv_outputs<Eout, device_space>{out});
+  check(s == status::ok, what + ": dequantize status " + to_string(s));
+  finish(what + " dequantize");
+  check(same_bits(storage.download(), want), what + (vidkv_dequant ? " vidkv_dequant" : "") + ": keys (" +
+                                                 element_name<Eout>() + ") differ from the CPU backend's");
+}
+
+/// Every key setting on `host`: quantize on both backends, compare, then dequantize.
+template <class E>
+void check_chunk(const kv_cache<E>& host, bool each_op, const std::string& label) {
+  const kv_problem p{host.cache.extent(0), host.cache.extent(1), host.cache.extent(2)};
+  const device_mirror<E, 3> chunk(host.storage, host.cache);
+  for (const vidkv_keys& k : key_settings(each_op)) {
+    if (can_implement(vidkv_key_quantize{k}, p) != status::ok) continue;
+    const std::string what = label + " " + element_name<E>() + " " + describe(k);
+    packed_keys<E> want(k, p), got(k, p);
+    std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, p));
+    if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<E>{view<const E, 3>(host.cache)}, want.out(),
+              workspace{ws.data(), ws.size()}) != status::ok) {
+      check(false, what + ": CPU quantize failed");
+      continue;
+    }
+    const device_keys<E> dev(got);
+    const tokred::cuda exec{test_stream()};
+    device_buffer<std::byte> dws(workspace_bytes(exec, vidkv_key_quantize{k}, p));
+    const status s = apply(exec, vidkv_key_quantize{k}, kv_inputs<E, device_space>{chunk.v}, dev.out(),
+                           workspace{dws.get(), dws.size()});
+    check(s == status::ok, what + ": quantize status " + to_string(s));
+    finish(what + " quantize");
+    check(dev.download().same_bytes(want), what + ": packed keys differ from the CPU backend's");
+    const device_keys<E> packed(want);
+    for (const bool vidkv_dequant : {false, true}) {
+      check_dequantize<E>(k, vidkv_dequant, want, packed, p, what);
+      check_dequantize<float>(k, vidkv_dequant, want, packed, p, what);
+    }
+  }
+}
+
+void check_chunks() {
+  kv_cache<float> a = make_cache<float>(2, 96, 64, kv_layout::cells);
+  fill(a.cache, 51);
+  a.cache(0, 5, 3) = NAN;  // a NaN range ranks last, though the channel's values span the widest
+  a.cache(1, 50, 3) = 1000.0f;
+  a.cache(1, 40, 10) = INFINITY;  // an infinite one first
+  check_chunk(a, false, "cells");
+  kv_cache<f16> b = make_cache<f16>(1, 64, 45, kv_layout::strided);  // odd easy counts
+  fill(b.cache, 52);
+  check_chunk(b, true, "strided");
+  kv_cache<bf16> c = make_cache<bf16>(2, 64, 128, kv_layout::reversed);
+  fill(c.cache, 53);
+  check_chunk(c, false, "reversed");
+  kv_cache<f16> d = make_cache<f16>(1, 64, 64, kv_layout::contiguous);  // ties only in fp16
+  for (index_t t = 0; t < 64; ++t)
+    for (index_t ch = 0; ch < 64; ++ch) {
+      const float top = ch < 31 ? 4000.0f : ch == 31 ? 0.5f : 1.0f;
+      const float bottom = ch < 31 ? -4000.0f : ch <= 32 ? -2048.0f : -1.0f;
+      d.cache(0, t, ch) = from_float<f16>(t % 2 ? top : bottom);
+    }
+  check_chunk(d, true, "fp16 ties");
+  kv_cache<float> e = make_cache<float>(4, 512, 128, kv_layout::contiguous);  // 2048 rows: 32 extremes blocks
+  fill(e.cache, 54);
+  check_chunk(e, false, "many rows");
+}
+
+/// A quantize and a dequantize captured into a CUDA graph and replayed twice.
+void check_graph() {
+  const vidkv_keys k{1.5, true, 32, false};
+  kv_cache<f16> host = make_cache<f16>(2, 64, 128, kv_layout::contiguous);
+  fill(host.cache, 9);
+  const kv_problem p{2, 64, 128};
+  packed_keys<f16> want(k, p);
+  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, p));
+  if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<f16>{view<const f16, 3>(host.cache)}, want.out(),
+            workspace{ws.data(), ws.size()}) != status::ok) {
+    check(false, "graph: CPU quantize failed");
+    return;
+  }
+  std::vector<f16> keys(static_cast<std::size_t>(2 * 64 * 128));
+  std::vector<std::byte> dws_host(workspace_bytes(cpu<>{}, vidkv_key_dequantize{k}, p));
+  if (apply(cpu<>{}, vidkv_key_dequantize{k}, want.in(), kv_outputs<f16>{view<f16, 3>(keys.data(), {2, 64, 128})},
+            workspace{dws_host.data(), dws_host.size()}) != status::ok) {
+    check(false, "graph: CPU dequantize failed");
+    return;
+  }
+  const device_mirror<f16, 3> chunk(host.storage, host.cache);
+  packed_keys<f16> sentinels(k, p);
+  const device_keys<f16> dev(sentinels);
+  const tokred::cuda exec{test_stream()};
+  device_buffer<std::byte> dws(workspace_bytes(exec, vidkv_key_quantize{k}, p));
+  device_buffer<f16> out(keys.size());
+  const bool replayed = capture_and_replay([&] {
+    return std::vector<status>{
+        apply(exec, vidkv_key_quantize{k}, kv_inputs<f16, device_space>{chunk.v}, dev.out(),
+              workspace{dws.get(), dws.size()}),
+        apply(exec, vidkv_key_dequantize{k}, dev.in(),
+              kv_outputs<f16, device_space>{view<f16, 3, device_space>(out.get(), {2, 64, 128})})};
+  });
+  if (!replayed) return;
+  check(dev.download().same_bytes(want), "graph: the packed keys differ from the CPU backend's");
+  check(same_bits(out.download(), keys), "graph: the keys differ from the CPU backend's");
+}
+
+/// Bad input: the CPU backend's status, nothing written.
+void check_bad_input() {
+  const kv_problem p{2, 64, 64};
+  kv_cache<float> host = make_cache<float>(2, 64, 64, kv_layout::contiguous);
+  fill(host.cache, 3);
+  const device_mirror<float, 3> chunk(host.storage, host.cache);
+  const tokred::cuda exec{test_stream()};
+  const vidkv_keys k{1.5, true, 32, false};
+  packed_keys<float> sentinels(k, p);
+  const device_keys<float> dev(sentinels);
+  device_buffer<std::byte> dws(workspace_bytes(exec, vidkv_key_quantize{k}, p) + 1);
+  const auto quantize = [&](const vidkv_keys& keys, const view<const float, 3, device_space>& x, std::size_t bytes) {
+    return apply(exec, vidkv_key_quantize{keys}, kv_inputs<float, device_space>{x}, dev.out(),
+                 workspace{dws.get(), bytes});
+  };
+  const std::size_t bytes = workspace_bytes(exec, vidkv_key_quantize{k}, p);
+  check(bytes > 0, "bad input: a ranked chunk needs workspace");
+  const status small = quantize(k, chunk.v, bytes - 1);
+  check(small == status::workspace_too_small, std::string("bad quantize (workspace): ") + to_string(small));
+  const status group = quantize(vidkv_keys{1.5, true, 48, false}, chunk.v, bytes);
+  check(group == status::invalid_parameter, std::string("bad quantize (group 48): ") + to_string(group));
+  const status tokens = quantize(k, token_range(view<const float, 3, device_space>(chunk.v), 0, 40), bytes);
+  check(tokens == status::invalid_parameter, std::string("bad quantize (40 tokens): ") + to_string(tokens));
+  // 257 easy channels: more than the CUDA kernels' twiddle table.
+  const kv_problem wide{1, 32, 257};
+  const vidkv_keys all_easy{1.0, true, 32, false};
+  kv_cache<float> w = make_cache<float>(1, 32, 257, kv_layout::contiguous);
+  const device_mirror<float, 3> wide_chunk(w.storage, w.cache);
+  packed_keys<float> wide_keys(all_easy, wide);
+  const device_keys<float> wide_dev(wide_keys);
+  const status too_wide = apply(exec, vidkv_key_quantize{all_easy}, kv_inputs<float, device_space>{wide_chunk.v},
+                                wide_dev.out(), workspace{dws.get(), bytes});
+  check(too_wide == status::invalid_parameter, std::string("bad quantize (257 easy channels): ") + to_string(too_wide));
+  device_buffer<float> out(std::vector<float>(static_cast<std::size_t>(2 * 64 * 64), -9.0f));
+  const status dequantized = apply(exec, vidkv_key_dequantize{vidkv_keys{1.5, true, 32, false}}, dev.in(),
+                                   kv_outputs<float, device_space>{view<float, 3, device_space>(out.get(), {2, 40, 64})});
+  check(dequantized == status::invalid_parameter, std::string("bad dequantize (40 tokens): ") + to_string(dequantized));
+  finish("bad input");
+  check(dev.download().same_bytes(sentinels) && wide_dev.download().same_bytes(wide_keys),
+        "bad input: packed keys were written");
+  const std::vector<float> untouched = out.download();
+  bool all = true;
+  for (float v : untouched) all = all && v == -9.0f;
+  check(all, "bad input: a refused dequantize wrote its output");
+}
+
+}  // namespace
+
+int main() {
+  if (!have_device()) return 77;
+  check_chunks();
+  check_graph();
+  check_bad_input();
+  return summary();
+}
