@@ -1,4 +1,4 @@
-// bench/cuda/bench_vidkv_cuda.cu — VidKV's key quantizer and dequantizer on CUDA against one
+// bench/cuda/bench_vidkv_cuda.cu — VidKV's key quantizer, dequantizer and logits on CUDA against one
 // device-to-device cudaMemcpy of the fp16 keys and against the CPU backend (one share, this
 // build's ISA) on the same chunk.
 //
@@ -7,12 +7,16 @@
 // 2 bits, 64 through the DFT) and at 1 bit (all 128 through the DFT), groups of 32. Bytes = the
 // fp16 keys (read by quantize, written by dequantize); the memcpy baseline copies them once, so it
 // moves twice those bytes: read its bytes_per_second as the bound for a kernel that reads or
-// writes the keys once. Items = key values. Each benchmark checks its result once after timing
-// against the CPU backend: packed keys byte for byte, dequantized keys bit for bit.
+// writes the keys once. Items = key values. Scores: one query per kv head (28) against every
+// packed key; items = logits. Each benchmark checks its result once after timing against the
+// CPU backend: packed keys byte for byte, dequantized keys bit for bit, logits within 1e-4 of the
+// largest.
 #include <cuda_runtime.h>
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -187,6 +191,41 @@ void BM_cuda_dequantize(benchmark::State& state) {
   count(state, c);
 }
 
+/// Logits of one query per kv head (28) against every packed key: what decoding one token costs.
+void BM_cuda_scores(benchmark::State& state) {
+  if (!have_device(state)) return;
+  const key_case c(state);
+  const device_keys dev(c, true);
+  std::vector<f16> queries(static_cast<std::size_t>(heads * head_dim));
+  for (std::size_t i = 0; i < queries.size(); ++i) queries[i] = from_float<f16>(static_cast<float>(i % 7) / 8.0f - 0.375f);
+  const device_array<f16> dq(queries);
+  device_array<float> dscores(static_cast<std::size_t>(heads * c.p.tokens));
+  device_timer timer;
+  if (!c.cpu_ok || !dev.ok() || !dq.ok() || !dscores.ok() || !timer.ok()) return state.SkipWithError("setup failed");
+  const vidkv_score_inputs<f16, device_space> in{view<const f16, 2, device_space>(dq.get(), {heads, head_dim}),
+                                                 read_only(dev.out()), {}};
+  const packed_score_outputs<device_space> out{view<float, 2, device_space>(dscores.get(), {heads, c.p.tokens})};
+  if (!time_iterations(state, timer, [&] {
+        return apply(tokred::cuda{timer.stream()}, vidkv_key_scores{c.keys}, in, out) == status::ok;
+      }))
+    return;
+  key_case host = c;
+  const vidkv_score_inputs<f16> host_in{view<const f16, 2>(queries.data(), {heads, head_dim}), read_only(host.host_keys()), {}};
+  std::vector<float> want(static_cast<std::size_t>(heads * c.p.tokens));
+  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_scores{c.keys}, c.p));
+  if (apply(cpu<>{}, vidkv_key_scores{c.keys}, host_in, packed_score_outputs<>{view<float, 2>(want.data(), {heads, c.p.tokens})},
+            workspace{ws.data(), ws.size()}) != status::ok)
+    return state.SkipWithError("the CPU logits failed");
+  const std::vector<float> got = dscores.download();
+  float largest = 1.0f, worst = 0.0f;
+  for (std::size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    largest = std::max(largest, std::fabs(want[i]));
+    worst = std::max(worst, std::fabs(got[i] - want[i]));
+  }
+  if (got.size() != want.size() || !(worst <= 1e-4f * largest)) return state.SkipWithError("logits differ from the CPU backend's");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * heads * c.p.tokens);
+}
+
 /// The CPU backend on the same chunk: what the CUDA path replaces.
 void BM_cpu_quantize(benchmark::State& state) {
   key_case c(state);
@@ -217,6 +256,7 @@ void BM_cpu_dequantize(benchmark::State& state) {
 BENCHMARK(BM_cuda_memcpy_keys)->Apply(shapes)->UseManualTime();
 BENCHMARK(BM_cuda_quantize)->Apply(shapes)->UseManualTime();
 BENCHMARK(BM_cuda_dequantize)->Apply(shapes)->UseManualTime();
+BENCHMARK(BM_cuda_scores)->Apply(shapes)->UseManualTime();
 BENCHMARK(BM_cpu_quantize)->Apply(shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cpu_dequantize)->Apply(shapes)->Unit(benchmark::kMillisecond);
 

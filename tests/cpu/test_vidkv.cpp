@@ -297,7 +297,7 @@ void quantize_keys_by_units(const vidkv_keys& k, const view<const E, 3>& x, key_
     for (index_t c = 0; c < dim; ++c) o.channels(c) = c;
   }
   const view<const std::int64_t, 1> channels = o.channels;
-  detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+  detail::with_difficult_scheme(l, [&](auto tag) {
     for (index_t u = w.difficult_units(); u-- > 0;)
       detail::vidkv_difficult_quantize<decltype(tag)::value>(w, x, channels, o.difficult, u);
   });
@@ -316,7 +316,7 @@ std::vector<Eout> dequantize_keys_by_units(const vidkv_keys& k, bool vidkv_dequa
   const view<Eout, 3> out(y.data(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1});
   const vidkv_key_layout l = vidkv_key_layout_of(k, p.head_dim);
   const detail::vidkv_key_plan w{l, k.round_each_op, vidkv_dequant, p.heads, p.tokens};
-  detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+  detail::with_difficult_scheme(l, [&](auto tag) {
     for (index_t u = w.difficult_units(); u-- > 0;)
       detail::vidkv_difficult_dequantize<decltype(tag)::value>(w, in.in(), out, u);
   });

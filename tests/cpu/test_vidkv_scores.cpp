@@ -10,6 +10,7 @@
 
 #include <tokred/cpu/vidkv.hpp>
 #include <tokred/cpu/vidkv_scores.hpp>
+#include <tokred/policy/vidkv_units.hpp>
 #include <tokred/tokred.hpp>
 
 #include "reference/vidkv_ref.hpp"
@@ -98,8 +99,33 @@ std::vector<E> random_queries(index_t q_heads, index_t dim, std::uint64_t seed) 
   return queries;
 }
 
+/// The logits as the CUDA backend computes them, its per-thread bodies run on the host: per
+/// query head its two queries (vidkv_score_query), then one key at a time (vidkv_logit).
+template <class E>
+std::vector<float> scores_by_units(const vidkv_key_scores& p, const vidkv_score_inputs<E>& in, index_t tokens) {
+  const kv_problem prob = detail::vidkv_score_problem(p, in);
+  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+  const detail::vidkv_key_plan w{l, false, p.vidkv_dequant, prob.heads, prob.tokens};
+  std::vector<double> cos_rows(static_cast<std::size_t>(l.easy) + 1), sin_rows(cos_rows.size());
+  detail::fill_twiddle_rows(cos_rows.data(), sin_rows.data(), l.easy);
+  const index_t q_heads = in.queries.extent(0), width = l.difficult + 2 * l.easy, per_kv = q_heads / prob.heads;
+  std::vector<float> staged(static_cast<std::size_t>(width) + 1), scores(static_cast<std::size_t>(q_heads * tokens));
+  for (index_t h = 0; h < q_heads; ++h) {
+    for (index_t i = 0; i < width && prob.tokens > 0; ++i)
+      staged[static_cast<std::size_t>(i)] =
+          detail::vidkv_score_query(cos_rows.data(), sin_rows.data(), l, in.queries, in.keys.channels, h, i);
+    detail::with_difficult_scheme(l, [&](auto tag) {
+      for (index_t t = 0; t < tokens; ++t)
+        scores[static_cast<std::size_t>(h * tokens + t)] =
+            detail::vidkv_logit<decltype(tag)::value>(w, staged.data(), in, h, h / per_kv, prob.tokens, t);
+    });
+  }
+  return scores;
+}
+
 /// Logits from packed keys against the dequantize-then-dot oracle, for P packed and R residual
-/// tokens; 1, 2 and 3 shares give the same bits.
+/// tokens; 1, 2 and 3 shares give the same bits; the CUDA backend's per-thread bodies stay within
+/// the same bound.
 template <class E>
 void check_scores(const vidkv_keys& k, bool vidkv, index_t q_heads, index_t kv_heads, index_t packed,
                   index_t residual, index_t dim, kv_layout how) {
@@ -127,8 +153,10 @@ void check_scores(const vidkv_keys& k, bool vidkv, index_t q_heads, index_t kv_h
   const vidkv_key_scores p{k, vidkv};
   const vidkv_score_inputs<E> in{q, kb.in(), tokens_of(keys.cache, packed, residual)};
   const std::vector<float> one = run_scores(p, in, tokens, 1);
-  CHECK(within(one, reference_logits(k, q, kb.in(), packed, view<const float, 3>(seen_view))));
+  const logits_oracle oracle = reference_logits(k, q, kb.in(), packed, view<const float, 3>(seen_view));
+  CHECK(within(one, oracle));
   for (int nth : {2, 3}) CHECK(same_bytes(run_scores(p, in, tokens, nth), one));
+  CHECK(within(scores_by_units(p, in, tokens), oracle));
 }
 
 }  // namespace

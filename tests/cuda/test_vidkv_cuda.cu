@@ -1,5 +1,5 @@
-// tests/cuda/test_vidkv_cuda.cu — the CUDA backends of vidkv_key_quantize and
-// vidkv_key_dequantize against the CPU backend.
+// tests/cuda/test_vidkv_cuda.cu — the CUDA backends of vidkv_key_quantize, vidkv_key_dequantize
+// and vidkv_key_scores against the CPU backend.
 //
 // Checked, for every key setting (mixed 1, 1.01, 1.25, 1.5, 1.75, 2 bits; uniform 1.58, 2, 4)
 // on fp32/fp16/bf16 chunks in the cells, strided and reversed layouts of
@@ -10,6 +10,8 @@
 //                backend's, the sentinels of what is not written included
 //   dequantize   keys to the chunk's type and to fp32, with and without vidkv_dequant, into
 //                padded rows: bit for bit the CPU backend's, padding untouched
+//   scores       every key setting, both dequantization modes, grouped-query heads, a residual,
+//                two key tiles, residual only: within 1e-4 of the CPU backend's largest logit
 //   bad input    the CPU backend's statuses, nothing launched, nothing written; more easy
 //                channels than vidkv_max_easy is invalid_parameter on CUDA
 // plus a CUDA-graph capture and replay of a quantize and a dequantize. The same per-thread bodies
@@ -18,6 +20,7 @@
 // 60) and "N passed, M failed".
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -210,6 +213,70 @@ void check_chunks() {
   check_chunk(e, false, "many rows");
 }
 
+/// Logits of `q_heads` query heads over P packed keys (quantized by the CPU backend) and R
+/// residual keys, on both backends: within 1e-4 of the largest (the sums' order differs).
+template <class E>
+void check_scores(const vidkv_keys& k, bool vidkv_dequant, index_t q_heads, index_t kv_heads, index_t packed,
+                  index_t residual, index_t dim) {
+  const std::string what = "scores " + describe(k) + (vidkv_dequant ? " vidkv_dequant " : " ") + element_name<E>() +
+                           " P " + str(packed) + " R " + str(residual) + " Q " + str(q_heads) + "/" + str(kv_heads);
+  const index_t tokens = packed + residual;
+  kv_cache<E> keys = make_cache<E>(kv_heads, tokens, dim, kv_layout::contiguous);
+  fill(keys.cache, static_cast<std::uint64_t>(packed * 13 + dim));
+  const kv_problem prob{kv_heads, packed, dim};
+  packed_keys<E> host(k, prob);
+  if (packed > 0) {
+    std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, prob));
+    if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<E>{tokens_of(keys.cache, 0, packed)}, host.out(),
+              workspace{ws.data(), ws.size()}) != status::ok) {
+      check(false, what + ": CPU quantize failed");
+      return;
+    }
+  }
+  std::vector<E> queries(static_cast<std::size_t>(q_heads * dim));
+  for (std::size_t i = 0; i < queries.size(); ++i)
+    queries[i] = from_float<E>(static_cast<float>(static_cast<int>(i * 37 % 17) - 8) / 8.0f);
+  const vidkv_key_scores p{k, vidkv_dequant};
+  const vidkv_score_inputs<E> in{view<const E, 2>(queries.data(), {q_heads, dim}), host.in(),
+                                 tokens_of(keys.cache, packed, residual)};
+  std::vector<float> want(static_cast<std::size_t>(q_heads * tokens), -1.0f);
+  std::vector<std::byte> ws(workspace_bytes(cpu<>{}, p, prob));
+  if (apply(cpu<>{}, p, in, packed_score_outputs<>{view<float, 2>(want.data(), {q_heads, tokens})},
+            workspace{ws.data(), ws.size()}) != status::ok) {
+    check(false, what + ": CPU scores failed");
+    return;
+  }
+  const device_keys<E> dev(host);
+  const device_buffer<E> dq(queries);
+  const device_mirror<E, 3> dkeys(keys.storage, keys.cache);
+  device_buffer<float> dscores(std::vector<float>(want.size(), -1.0f));
+  const vidkv_score_inputs<E, device_space> din{
+      view<const E, 2, device_space>(dq.get(), {q_heads, dim}), dev.in(),
+      token_range(view<const E, 3, device_space>(dkeys.v), packed, residual)};
+  const status s = apply(tokred::cuda{test_stream()}, p, din,
+                         packed_score_outputs<device_space>{view<float, 2, device_space>(dscores.get(), {q_heads, tokens})});
+  check(s == status::ok, what + ": status " + to_string(s));
+  finish(what);
+  const std::vector<float> got = dscores.download();
+  double largest = 1.0, worst = 0.0;
+  for (float v : want) largest = std::max(largest, std::fabs(static_cast<double>(v)));
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::fabs(static_cast<double>(got[i]) - want[i]);
+    worst = std::max(worst, e == e ? e : 1e30);
+  }
+  check(worst <= 1e-4 * largest, what + ": logits off by " + std::to_string(worst));
+}
+
+void check_all_scores() {
+  for (const vidkv_keys& k : key_settings(false))
+    for (const bool vidkv_dequant : {false, true}) {
+      check_scores<float>(k, vidkv_dequant, 4, 2, 64, 5, 64);
+      check_scores<f16>(k, vidkv_dequant, 8, 1, 300 / 32 * 32, 0, 128);  // two key tiles
+    }
+  check_scores<bf16>({1.5, true, 32, false}, false, 6, 3, 32, 3, 48);
+  check_scores<float>({1.5, true, 32, false}, false, 2, 1, 0, 9, 64);  // residual only
+}
+
 /// A quantize and a dequantize captured into a CUDA graph and replayed twice.
 void check_graph() {
   const vidkv_keys k{1.5, true, 32, false};
@@ -299,6 +366,7 @@ void check_bad_input() {
 int main() {
   if (!have_device()) return 77;
   check_chunks();
+  check_all_scores();
   check_graph();
   check_bad_input();
   return summary();

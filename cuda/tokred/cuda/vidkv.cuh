@@ -1,4 +1,5 @@
-// tokred/cuda/vidkv.cuh — CUDA backends of vidkv_key_quantize and vidkv_key_dequantize.
+// tokred/cuda/vidkv.cuh — CUDA backends of vidkv_key_quantize, vidkv_key_dequantize and
+// vidkv_key_scores.
 //
 // Stream-ordered kernels, launch shapes fixed by the shapes alone (a CUDA graph captures them):
 //   quantize    with both difficult and easy channels, the ranking first: an extremes kernel,
@@ -14,6 +15,9 @@
 //               spectrum at that channel. `channels` is not checked first (it lives on the
 //               device): a channel outside [0, D) is skipped, so a corrupt list leaves outputs
 //               unspecified but writes nothing outside them.
+//   scores      one block per (query head, tile of 256 keys): the head's two queries — its
+//               difficult channels and Q/n, the DFT of its easy channels — staged in shared
+//               memory, then one key per thread, its parts read without dequantizing a key.
 // The per-thread bodies are those of <tokred/policy/vidkv_units.hpp>: channels, codes, scales,
 // zero points and dequantized keys are the CPU backend's bit for bit (NaN payloads aside). The
 // twiddles (cos and sin of 2π·r/n in double) are computed on the host, as the CPU backend
@@ -142,6 +146,30 @@ __global__ void __launch_bounds__(threads)
   for_each_thread_item(w.easy_items(), [&](index_t i) { vidkv_easy_dequantize(w, tw.cos, tw.sin, in, y, i); });
 }
 
+/// Keys (threads) of one scores block.
+inline constexpr int score_threads = 256;
+
+/// One block per (query head, tile of score_threads keys): the head's two queries (k + 2n
+/// floats: the difficult channels, then Q/n) staged in dynamic shared memory, then one key per
+/// thread.
+template <kv_scheme S, class E>
+__global__ void __launch_bounds__(score_threads)
+    scores_kernel(vidkv_key_plan w, const __grid_constant__ twiddle_table tw, vidkv_score_inputs<E, device_space> in,
+                  index_t packed, index_t tiles, view<float, 2, device_space> scores) {
+  extern __shared__ float staged[];  // (k + 2n,)
+  const index_t q_heads = scores.extent(0), keys = scores.extent(1), kv_heads = w.heads;
+  const index_t width = w.layout.difficult + 2 * w.layout.easy, per_kv = q_heads / kv_heads;
+  for (index_t b = blockIdx.x; b < q_heads * tiles; b += gridDim.x) {  // uniform over the block
+    const index_t h = b / tiles, t = b % tiles * score_threads + threadIdx.x;
+    __syncthreads();  // the previous block's queries are no longer read
+    if (packed > 0)
+      for (index_t i = threadIdx.x; i < width; i += blockDim.x)
+        staged[i] = vidkv_score_query(tw.cos, tw.sin, w.layout, in.queries, in.keys.channels, h, i);
+    __syncthreads();
+    if (t < keys) scores(h, t) = vidkv_logit<S>(w, staged, in, h, h / per_kv, packed, t);
+  }
+}
+
 /// Blocks for `items` threads' work.
 inline unsigned blocks_of(index_t items) noexcept { return blocks_for(items, threads); }
 
@@ -189,7 +217,7 @@ struct backend<vidkv_key_quantize, cuda> {
     const detail::vidkv_key_plan w{l, p.keys.round_each_op, false, prob.heads, prob.tokens};
     const view<const std::int64_t, 1, device_space> channels = out.channels;
     if (l.difficult > 0) {
-      detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+      detail::with_difficult_scheme(l, [&](auto tag) {
         cu::difficult_quantize_kernel<decltype(tag)::value, E>
             <<<cu::blocks_of(w.difficult_units()), cu::threads, 0, exec.stream>>>(w, in.cache, channels, out.difficult);
       });
@@ -222,7 +250,7 @@ struct backend<vidkv_key_dequantize, cuda> {
     if (detail::packed_keys_overlap(detail::used_parts(in, l), out.cache)) return status::aliasing;
     const detail::vidkv_key_plan w{l, p.keys.round_each_op, p.vidkv_dequant, prob.heads, prob.tokens};
     if (l.difficult > 0) {
-      detail::with_scheme(l.difficult_format.scheme, [&](auto tag) {
+      detail::with_difficult_scheme(l, [&](auto tag) {
         cu::difficult_dequantize_kernel<decltype(tag)::value, E, Eout>
             <<<cu::blocks_of(w.difficult_units()), cu::threads, 0, exec.stream>>>(w, in, out.cache);
       });
@@ -234,6 +262,37 @@ struct backend<vidkv_key_dequantize, cuda> {
       return detail::launch_status();
     }
     return status::ok;
+  }
+};
+
+/// Logits from VidKV packed keys on a CUDA stream: one launch, no workspace; fp32/fp16/bf16
+/// caches and queries of the same type, any strides; codes with inner stride 1; at most
+/// vidkv_max_easy easy channels. Each logit sums its key's products in channel order in fp32
+/// (within fp32 rounding of the dot product with the dequantized key, as on the CPU; not the
+/// CPU's bits, whose SIMD sums run in another order). `channels` is used as quantization wrote
+/// it (a corrupt list is not detected).
+template <>
+struct backend<vidkv_key_scores, cuda> {
+  static std::size_t workspace_bytes(const cuda&, const vidkv_key_scores&, const kv_problem&) { return 0; }
+
+  template <class E>
+  static status apply(const cuda& exec, const vidkv_key_scores& p, const vidkv_score_inputs<E, device_space>& in,
+                      const packed_score_outputs<device_space>& out, workspace) {
+    static_assert(is_element_v<E>, "tokred: caches are float, tokred::f16 or tokred::bf16");
+    namespace cu = detail::cuda_vidkv;
+    if (status s = detail::check_vidkv_score_call(exec, p, in, out, [] { return true; }); s != status::ok) return s;
+    const kv_problem prob = detail::vidkv_score_problem(p, in);
+    const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    const detail::vidkv_key_plan w{l, false, p.vidkv_dequant, prob.heads, prob.tokens};
+    const index_t tiles = (out.scores.extent(1) + cu::score_threads - 1) / cu::score_threads;
+    const unsigned blocks = detail::blocks_for(out.scores.extent(0) * tiles, 1);
+    const std::size_t shared = static_cast<std::size_t>(l.difficult + 2 * l.easy) * sizeof(float);
+    detail::with_difficult_scheme(l, [&](auto tag) {
+      cu::scores_kernel<decltype(tag)::value, E><<<blocks, cu::score_threads, shared, exec.stream>>>(
+          w, cu::twiddles_of(l.easy), in, prob.tokens, tiles, out.scores);
+    });
+    return detail::launch_status();
   }
 };
 

@@ -58,41 +58,15 @@ struct vidkv_score_scratch {
   }
 };
 
-/// The shape facts of a call: kv heads and packed tokens P from the part that has channels (the
-/// residual's heads when nothing is packed), head_dim from the queries.
-template <class E>
-kv_problem vidkv_score_problem(const vidkv_key_scores& p, const vidkv_score_inputs<E>& in) noexcept {
-  const index_t dim = in.queries.extent(1);
-  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, dim);
-  const uniform_packed<const E>& part = l.difficult > 0 ? in.keys.difficult : in.keys.spectral;
-  const index_t packed = part.scale.extent(1) * p.keys.group;
-  const index_t heads = part.scale.extent(0) > 0 || in.residual.extent(1) == 0 ? part.scale.extent(0) : in.residual.extent(0);
-  return {heads, packed, dim};
-}
-
-/// Every check, in the documented order.
+/// Every check, in the documented order: those of check_vidkv_score_call (the channel list
+/// validated on the host), then the workspace.
 template <class Arch, class E>
 status check_vidkv_scores(const cpu<Arch>& exec, const vidkv_key_scores& p, const vidkv_score_inputs<E>& in,
                           const packed_score_outputs<>& out, const workspace& ws) noexcept {
-  if (status s = check_exec(exec); s != status::ok) return s;
   const kv_problem prob = vidkv_score_problem(p, in);
-  const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
-  if (status s = check_score_problem(prob, q_heads, residual); s != status::ok) return s;
-  if (status s = can_implement(p, prob); s != status::ok) return s;
-  if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
-  if (q_heads % prob.heads != 0) return status::shape_mismatch;
   const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
-  if (prob.tokens > 0) {
-    if (status s = check_packed_keys(in.keys, l, prob); s != status::ok) return s;
-    if (!valid_channel_order(in.keys.channels, l.difficult)) return status::invalid_parameter;
-  }
-  // No residual: an empty view, default-constructed ones included.
-  if (status s = check_optional_view(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
-  if (status s = check_view(out.scores, {q_heads, prob.tokens + residual}); s != status::ok) return s;
-  const vidkv_packed_keys<const E> used = used_parts(in.keys, l);
-  if (overlaps_any(out.scores, in.queries, used.channels, used.difficult.codes, used.difficult.scale, used.difficult.zero,
-                   used.spectral.codes, used.spectral.scale, in.residual))
-    return status::aliasing;
+  const auto channels_ok = [&] { return valid_channel_order(in.keys.channels, l.difficult); };
+  if (status s = check_vidkv_score_call(exec, p, in, out, channels_ok); s != status::ok) return s;
   arena counter;
   vidkv_score_scratch::carve(counter, exec, l, prob.head_dim, p.keys.group);
   return check_workspace(ws, counter.used());

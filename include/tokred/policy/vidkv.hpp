@@ -450,6 +450,47 @@ status check_key_dequantize(const Exec& exec, const vidkv_key_dequantize& p, con
   return check_packed_keys(in, vidkv_key_layout_of(p.keys, prob.head_dim), prob);
 }
 
+
+/// The shape facts of a vidkv_key_scores call: kv heads and packed tokens P from the part that
+/// has channels (the residual's heads when nothing is packed), head_dim from the queries.
+template <class E, class Space>
+kv_problem vidkv_score_problem(const vidkv_key_scores& p, const vidkv_score_inputs<E, Space>& in) noexcept {
+  const index_t dim = in.queries.extent(1);
+  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, dim);
+  const uniform_packed<const E, Space>& part = l.difficult > 0 ? in.keys.difficult : in.keys.spectral;
+  const index_t packed = part.scale.extent(1) * p.keys.group;
+  const index_t heads = part.scale.extent(0) > 0 || in.residual.extent(1) == 0 ? part.scale.extent(0) : in.residual.extent(0);
+  return {heads, packed, dim};
+}
+
+/// vidkv_key_scores' checks but the workspace, in order, on any backend: exec; the problem;
+/// can_implement; the queries and Q a multiple of the kv heads; with packed keys, their views
+/// and `channels_ok()` (`invalid_parameter` when false: the CPU backend validates the list, the
+/// CUDA backend cannot read it on the host); the residual; the scores; aliasing.
+template <class Exec, class E, class Space, class ChannelsOk>
+status check_vidkv_score_call(const Exec& exec, const vidkv_key_scores& p, const vidkv_score_inputs<E, Space>& in,
+                              const packed_score_outputs<Space>& out, const ChannelsOk& channels_ok) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem prob = vidkv_score_problem(p, in);
+  const index_t q_heads = in.queries.extent(0), residual = in.residual.extent(1);
+  if (status s = check_score_problem(prob, q_heads, residual); s != status::ok) return s;
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
+  if (q_heads % prob.heads != 0) return status::shape_mismatch;
+  const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
+  if (prob.tokens > 0) {
+    if (status s = check_packed_keys(in.keys, l, prob); s != status::ok) return s;
+    if (!channels_ok()) return status::invalid_parameter;
+  }
+  // No residual: an empty view, default-constructed ones included.
+  if (status s = check_optional_view(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
+  if (status s = check_view(out.scores, {q_heads, prob.tokens + residual}); s != status::ok) return s;
+  const vidkv_packed_keys<const E, Space> used = used_parts(in.keys, l);
+  if (overlaps_any(out.scores, in.queries, used.channels, used.difficult.codes, used.difficult.scale, used.difficult.zero,
+                   used.spectral.codes, used.spectral.scale, in.residual))
+    return status::aliasing;
+  return status::ok;
+}
 }  // namespace detail
 
 /// The keys of a cache in state `state` as `vidkv_key_scores{vidkv_keys_of(config),

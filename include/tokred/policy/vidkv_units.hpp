@@ -190,6 +190,14 @@ TOKRED_HOST_DEVICE index_t channel_position(const Flag& difficult, index_t k, in
 // ---------------------------------------------------------------------------------------------
 // Units.
 
+/// Calls `f(scheme_tag<s>{})` for the scheme of a key layout's difficult part: ternary (1.58
+/// bits) or asymmetric (every other layout), so that a kernel is compiled for those two alone.
+template <class F>
+void with_difficult_scheme(const vidkv_key_layout& l, F&& f) {
+  if (l.difficult_format.scheme == kv_scheme::ternary) return f(scheme_tag<kv_scheme::ternary>{});
+  return f(scheme_tag<kv_scheme::asymmetric>{});
+}
+
 /// A chunk's key layout and rounding, for the units.
 struct vidkv_key_plan {
   vidkv_key_layout layout;
@@ -279,6 +287,55 @@ TOKRED_HOST_DEVICE void vidkv_easy_dequantize(const vidkv_key_plan& w, const dou
   if (c < 0 || c >= y.extent(2)) return;
   y(at.head, at.row, c) =
       from_float<Eout>(easy_channel_value(w, cos_rows, sin_rows, in.spectral, at.head, at.row, at.channel));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scores.
+
+/// Value i < k + 2n of query head h's two queries: i < k, the query at difficult channel
+/// `channels(i)`; then Q_m/n as interleaved reals (Re, Im), Q the DFT of the query's easy
+/// values in channel-list order, Σ_j q_j·e^(−2πi·jm/n) in double over the keys' twiddles,
+/// rounded to fp32 (Im of bins 0 and n/2 is 0: the inverse DFT reads none there).
+template <class E, class Space>
+TOKRED_HOST_DEVICE float vidkv_score_query(const double* cos_rows, const double* sin_rows, const vidkv_key_layout& l,
+                                           const view<const E, 2, Space>& queries,
+                                           const view<const std::int64_t, 1, Space>& channels, index_t h,
+                                           index_t i) noexcept {
+  const index_t k = l.difficult, n = l.easy;
+  if (i < k) return widen(queries(h, channels(i)));
+  const index_t comp = i - k, m = comp / 2;
+  const bool imag = comp % 2 != 0;
+  if (imag && (m == 0 || 2 * m == n)) return 0.0f;
+  double sum = 0.0;
+  for (index_t j = 0; j < n; ++j) {
+    const index_t r = j * m % n;
+    const double q = static_cast<double>(widen(queries(h, channels(k + j))));
+    sum = imag ? sub_rn(sum, mul_rn(q, sin_rows[r])) : add_rn(sum, mul_rn(q, cos_rows[r]));
+  }
+  return static_cast<float>(div_rn(sum, static_cast<double>(n)));
+}
+
+/// The logit of query head h (its two queries at `query`, k + 2n floats from
+/// vidkv_score_query) with key t of kv head kv: packed token t < P read part by part without
+/// dequantizing a key (a·code + b), residual token t − P as the dot product with the raw query.
+/// Summed in channel order in fp32: within fp32 rounding of the dot product with the
+/// dequantized key.
+template <kv_scheme S, class E, class Space>
+TOKRED_HOST_DEVICE float vidkv_logit(const vidkv_key_plan& w, const float* query, const vidkv_score_inputs<E, Space>& in,
+                                     index_t h, index_t kv, index_t packed, index_t t) noexcept {
+  float acc = 0.0f;
+  if (t < packed) {
+    const index_t k = w.layout.difficult, n = w.layout.easy;
+    for (index_t i = 0; i < k; ++i)
+      acc += query[i] * packed_value_at<S>(w.layout.difficult_format, false, w.vidkv_dequant, in.keys.difficult, kv, t, i);
+    for (index_t c = 0; c < 2 * n; ++c)
+      acc += query[k + c] *
+             packed_value_at<kv_scheme::sign>(w.layout.spectral_format, false, w.vidkv_dequant, in.keys.spectral, kv, t, c);
+  } else {
+    const index_t dim = in.queries.extent(1);
+    for (index_t c = 0; c < dim; ++c) acc += widen(in.queries(h, c)) * widen(in.residual(kv, t - packed, c));
+  }
+  return acc;
 }
 
 }  // namespace tokred::detail
