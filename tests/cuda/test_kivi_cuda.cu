@@ -183,30 +183,11 @@ void check_stream(const kivi& k, const kv_cache<E>& all, const std::vector<index
 }
 
 void check_streams() {
-  for (bool each_op : {false, true}) {
-    kivi k;
-    k.key_bits = 3;
-    k.value_bits = 4;
-    k.group = 32;
-    k.residual = 64;
-    k.round_each_op = each_op;
-    std::vector<index_t> decode = {100};  // a prefill, then single steps past two key flushes
-    for (int i = 0; i < 70; ++i) decode.push_back(1);
-    kv_cache<float> a = make_cache<float>(3, 300, 96, kv_layout::cells);
-    fill(a.cache, 41);
-    check_stream(k, a, decode, 192, "decode");
-    check_stream(k, a, {7, 57, 1, 63, 0, 62, 65}, 192, "chunks");  // to the last of 255
-    kv_cache<f16> b = make_cache<f16>(2, 200, 64, kv_layout::strided);
-    fill(b.cache, 42);
-    check_stream(k, b, {64, 1, 63, 1, 60}, 160, "chunks");
-    k.key_bits = 2;
-    k.value_bits = 1;
-    k.group = 64;
-    k.residual = 128;
-    kv_cache<bf16> c = make_cache<bf16>(1, 260, 128, kv_layout::reversed);
-    fill(c.cache, 43);
-    check_stream(k, c, {129, 1, 5, 118, 2}, 192, "chunks");  // to the last of 255
-  }
+  for (bool each_op : {false, true})
+    for_each_kivi_stream(each_op, [](const kivi& k, const auto& keys, const std::vector<index_t>& chunks,
+                                     index_t capacity, const std::string& label) {
+      check_stream(k, keys, chunks, capacity, label);
+    });
 }
 
 /// A decode step's append and read captured into a CUDA graph: replayed twice (an append is

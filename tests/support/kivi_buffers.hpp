@@ -6,9 +6,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <tokred/tokred.hpp>
+
+#include "support/kv_cache.hpp"
 
 namespace tokred::testing {
 
@@ -93,6 +96,36 @@ std::vector<E> values_for(const view<E, 3>& all) {
     for (index_t t = 0; t < tokens; ++t)
       for (index_t d = 0; d < dim; ++d) values(h, t, d) = from_float<E>(-to_float(all(h, t, d)) * 0.5f + 0.25f);
   return storage;
+}
+
+/// The streams the KIVI backends are compared on: `visit(config, keys, chunks, capacity, label)`
+/// for each, `keys` a kv_cache<E> of fp32, fp16 or bf16 (values: values_for). Prefills, single
+/// decode steps past two key flushes, odd chunks (an empty one among them), fills to the last
+/// token a cache holds; cells, strided and reversed layouts; 1- to 4-bit keys and values.
+template <class Visit>
+void for_each_kivi_stream(bool each_op, const Visit& visit) {
+  kivi k;
+  k.key_bits = 3;
+  k.value_bits = 4;
+  k.group = 32;
+  k.residual = 64;
+  k.round_each_op = each_op;
+  std::vector<index_t> decode = {100};  // a prefill, then single steps past two key flushes
+  for (int i = 0; i < 70; ++i) decode.push_back(1);
+  kv_cache<float> a = make_cache<float>(3, 300, 96, kv_layout::cells);
+  fill(a.cache, 41);
+  visit(k, a, decode, index_t{192}, std::string("decode"));
+  visit(k, a, std::vector<index_t>{7, 57, 1, 63, 0, 62, 65}, index_t{192}, std::string("chunks"));  // to 255 of 255
+  kv_cache<f16> b = make_cache<f16>(2, 200, 64, kv_layout::strided);
+  fill(b.cache, 42);
+  visit(k, b, std::vector<index_t>{64, 1, 63, 1, 60}, index_t{160}, std::string("chunks"));  // to 189 of 191
+  k.key_bits = 2;
+  k.value_bits = 1;
+  k.group = 64;
+  k.residual = 128;
+  kv_cache<bf16> c = make_cache<bf16>(1, 260, 128, kv_layout::reversed);
+  fill(c.cache, 43);
+  visit(k, c, std::vector<index_t>{129, 1, 5, 118, 2}, index_t{192}, std::string("chunks"));  // to 255 of 255
 }
 
 }  // namespace tokred::testing

@@ -1,9 +1,9 @@
-// tokred/core/rounded.hpp — fp32 steps rounded exactly once, the same bits on host and device
-// whatever the compiler's flags, for the host/device functions that the CUDA kernels run and
-// the CPU backends (or their tests) run beside them.
+// tokred/core/rounded.hpp — fp32 (and double) steps rounded exactly once, the same bits on host
+// and device whatever the compiler's flags, for the host/device functions that the CUDA kernels
+// run and the CPU backends (or their tests) run beside them.
 //
 // On the device: the explicitly rounded intrinsics (__fadd_rn, __fsub_rn, __fmul_rn,
-// __fdiv_rn), which nvcc never contracts into fused multiply-adds and which ignore
+// __fdiv_rn and their double forms __dadd_rn, …), which nvcc never contracts into fused multiply-adds and which ignore
 // -prec-div=false (-ftz=true, part of --use_fast_math, still flushes subnormal results to zero).
 // On the host: plain IEEE operations, the product kept out of reach of -ffp-contract=fast, which
 // g++ applies by default where the target has FMA (-march=native).
@@ -18,85 +18,59 @@
 
 namespace tokred::detail {
 
-TOKRED_HOST_DEVICE inline float add_rn(float a, float b) noexcept {
+/// A step's operands: fp32 or double.
+template <class T>
+inline constexpr bool is_rounded_operand_v = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+template <class T>
+TOKRED_HOST_DEVICE inline T add_rn(T a, T b) noexcept {
+  static_assert(is_rounded_operand_v<T>, "tokred: rounded steps take float or double");
 #if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
+  if constexpr (std::is_same_v<T, double>) return __dadd_rn(a, b);
+  else return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
 
-TOKRED_HOST_DEVICE inline float sub_rn(float a, float b) noexcept {
+template <class T>
+TOKRED_HOST_DEVICE inline T sub_rn(T a, T b) noexcept {
+  static_assert(is_rounded_operand_v<T>, "tokred: rounded steps take float or double");
 #if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
+  if constexpr (std::is_same_v<T, double>) return __dsub_rn(a, b);
+  else return __fsub_rn(a, b);
 #else
   return a - b;
 #endif
 }
 
 /// a·b rounded, never fused with an addition that follows.
-TOKRED_HOST_DEVICE inline float mul_rn(float a, float b) noexcept {
+template <class T>
+TOKRED_HOST_DEVICE inline T mul_rn(T a, T b) noexcept {
+  static_assert(is_rounded_operand_v<T>, "tokred: rounded steps take float or double");
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
+  if constexpr (std::is_same_v<T, double>) return __dmul_rn(a, b);
+  else return __fmul_rn(a, b);
 #else
-  float product = a * b;
+  T product = a * b;
 #if defined(__GNUC__) && defined(__x86_64__)
   __asm__("" : "+x"(product));  // the compiler cannot see through it, so it cannot fuse it
 #elif defined(__GNUC__) && defined(__aarch64__)
   __asm__("" : "+w"(product));
 #else
-  volatile float kept = product;
+  volatile T kept = product;
   product = kept;
 #endif
   return product;
 #endif
 }
 
-TOKRED_HOST_DEVICE inline float div_rn(float a, float b) noexcept {
+template <class T>
+TOKRED_HOST_DEVICE inline T div_rn(T a, T b) noexcept {
+  static_assert(is_rounded_operand_v<T>, "tokred: rounded steps take float or double");
 #if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-
-/// The same steps in double (the DFTs of <tokred/policy/vidkv_units.hpp>).
-TOKRED_HOST_DEVICE inline double add_rn(double a, double b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-TOKRED_HOST_DEVICE inline double sub_rn(double a, double b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-
-TOKRED_HOST_DEVICE inline double mul_rn(double a, double b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  double product = a * b;
-#if defined(__GNUC__) && defined(__x86_64__)
-  __asm__("" : "+x"(product));
-#elif defined(__GNUC__) && defined(__aarch64__)
-  __asm__("" : "+w"(product));
-#else
-  volatile double kept = product;
-  product = kept;
-#endif
-  return product;
-#endif
-}
-
-TOKRED_HOST_DEVICE inline double div_rn(double a, double b) noexcept {
-#if defined(__CUDA_ARCH__)
-  return __ddiv_rn(a, b);
+  if constexpr (std::is_same_v<T, double>) return __ddiv_rn(a, b);
+  else return __fdiv_rn(a, b);
 #else
   return a / b;
 #endif

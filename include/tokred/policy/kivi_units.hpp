@@ -31,11 +31,19 @@
 
 namespace tokred::detail {
 
-/// What one append does (see the header comment), computed on the host.
-struct kivi_append_plan {
+/// A KIVI cache's formats and shape, as the units read them.
+struct kivi_shape {
   uniform_format keys, values;  // kivi_key_format, kivi_value_format
-  bool each_op = false;
+  bool each_op = false;         // kivi::round_each_op
   index_t heads = 0, dim = 0, residual = 0;
+};
+
+constexpr kivi_shape kivi_shape_of(const kivi& k, index_t heads, index_t dim) noexcept {
+  return {kivi_key_format(k), kivi_value_format(k), k.round_each_op, heads, dim, k.residual};
+}
+
+/// What one append does (see the header comment), computed on the host.
+struct kivi_append_plan : kivi_shape {
   index_t t0 = 0, t1 = 0;  // tokens held before and after
   kivi_counts before, after;
 
@@ -62,12 +70,7 @@ struct kivi_append_plan {
 constexpr kivi_append_plan kivi_append_plan_of(const kivi& k, index_t heads, index_t dim, index_t tokens_before,
                                                index_t added) noexcept {
   kivi_append_plan w;
-  w.keys = kivi_key_format(k);
-  w.values = kivi_value_format(k);
-  w.each_op = k.round_each_op;
-  w.heads = heads;
-  w.dim = dim;
-  w.residual = k.residual;
+  static_cast<kivi_shape&>(w) = kivi_shape_of(k, heads, dim);
   w.t0 = tokens_before;
   w.t1 = tokens_before + added;
   w.before = kivi_counts_at(k, w.t0);
@@ -125,10 +128,7 @@ TOKRED_HOST_DEVICE void kivi_append_residual(const kivi_append_plan& w, const ki
 }
 
 /// What one read does, computed on the host.
-struct kivi_read_plan {
-  uniform_format keys, values;
-  bool each_op = false;
-  index_t heads = 0, dim = 0, residual = 0;
+struct kivi_read_plan : kivi_shape {
   kivi_counts held;  // where the T tokens read are
 
   TOKRED_HOST_DEVICE index_t key_units() const noexcept { return heads * held.keys_packed / keys.group * dim; }
@@ -141,12 +141,7 @@ struct kivi_read_plan {
 
 constexpr kivi_read_plan kivi_read_plan_of(const kivi& k, index_t heads, index_t dim, index_t tokens) noexcept {
   kivi_read_plan w;
-  w.keys = kivi_key_format(k);
-  w.values = kivi_value_format(k);
-  w.each_op = k.round_each_op;
-  w.heads = heads;
-  w.dim = dim;
-  w.residual = k.residual;
+  static_cast<kivi_shape&>(w) = kivi_shape_of(k, heads, dim);
   w.held = kivi_counts_at(k, tokens);
   return w;
 }
