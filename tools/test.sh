@@ -13,6 +13,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tools/install_deps.sh
 jobs="$(nproc)"
+# Each stage's wall time, so that a slower run shows where the time went.
+stage_start=$SECONDS
+stage_done() {
+  echo "tokred: $1 took $((SECONDS - stage_start)) s"
+  stage_start=$SECONDS
+}
 
 # CUDA code is compiled for one architecture here (sm_90, the H100/H200 the CUDA tests run on):
 # that it compiles is what a machine without a GPU can check, and one architecture halves nvcc's
@@ -20,10 +26,13 @@ jobs="$(nproc)"
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DTOKRED_BUILD_CPU_TESTS=OFF >/dev/null
 cmake --build build-test -j "$jobs"
+stage_done "the Release build"
 ctest --test-dir build-test -j "$jobs" --output-on-failure --no-tests=error
+stage_done "the Release tests"
 
 echo "tokred: fuzzing the file readers and the spec parser"
 bash tools/fuzz.sh
+stage_done "fuzzing"
 
 echo "tokred: the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 # -g1 (line tables only) instead of Debug's -g: the reports keep file and line, and the build
@@ -31,7 +40,9 @@ echo "tokred: the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DTOKRED_SANITIZE=ON \
   -DTOKRED_ENABLE_CUDA=OFF -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF -DTOKRED_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-sanitize -j "$jobs"
+stage_done "the sanitizer build"
 ctest --test-dir build-sanitize -j "$jobs" -L cpu --output-on-failure --no-tests=error
+stage_done "the sanitizer tests"
 
 echo "tokred: the kernels with ISA-specific code again, built with -march=native"
 # The builds above target the default architecture (SSE2 on x86-64). The widest paths of
@@ -45,3 +56,4 @@ cmake --build build-native-tests -j "$jobs" --target "${native_tests[@]}"
 for t in "${native_tests[@]}"; do
   build-native-tests/tests/"$t" >/dev/null || { echo "tokred: $t failed in the native build"; build-native-tests/tests/"$t"; exit 1; }
 done
+stage_done "the native build and tests"
