@@ -221,6 +221,34 @@ void transpose_square(float_batch<Arch>* rows) noexcept {
   }
 }
 
+/// 0, 1, 2, … in the lanes of a float batch.
+template <class Arch>
+float_batch<Arch> lane_indices() noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  alignas(64) float v[w];
+  for (index_t i = 0; i < w; ++i) v[i] = static_cast<float>(i);
+  return float_batch<Arch>::load_aligned(v);
+}
+
+/// The least lane of a batch (`Max`: the greatest), in an unspecified order: exact but for the
+/// sign of a zero and which NaN, as folds_of_rows. For the few rows where a whole fold tree is
+/// more than is needed.
+template <bool Max, class Arch>
+float lanes_extreme(const float_batch<Arch>& x) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) {
+    if constexpr (Max) return _mm512_reduce_max_ps(x);
+    else return _mm512_reduce_min_ps(x);
+  }
+#endif
+  constexpr index_t w = float_batch<Arch>::size;
+  alignas(64) float v[w];
+  x.store_aligned(v);
+  float e = v[0];
+  for (index_t i = 1; i < w; ++i) e = Max ? (e > v[i] ? e : v[i]) : (e < v[i] ? e : v[i]);
+  return e;
+}
+
 /// One level of folds_of_rows' tree: out[i] = fold(low(a, b), high(a, b)) for the pair a, b =
 /// in[2i], in[2i + 1], i < n.
 template <class Reg, class Fold, class Low, class High>

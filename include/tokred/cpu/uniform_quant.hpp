@@ -647,10 +647,20 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
         }
         lo[j] = l, hi[j] = h;
       }
-      for (index_t j = n; j < w; ++j) lo[j] = lo[n - 1], hi[j] = hi[n - 1];  // past the last token: a copy
       group_stats<Arch> st;
-      st.lo = folds_of_rows<Arch>(lo, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::min(a, b); });
-      st.hi = folds_of_rows<Arch>(hi, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::max(a, b); });
+      if (4 * n <= w) {  // a few tokens (a decode step's): each token's batch reduced on its own
+        st.lo = fb(lanes_extreme<false, Arch>(lo[n - 1]));  // the last token's in every lane, then
+        st.hi = fb(lanes_extreme<true, Arch>(hi[n - 1]));   // the others' in theirs
+        for (index_t j = 0; j + 1 < n; ++j) {
+          const auto lane = lane_indices<Arch>() == fb(static_cast<float>(j));
+          st.lo = xsimd::select(lane, fb(lanes_extreme<false, Arch>(lo[j])), st.lo);
+          st.hi = xsimd::select(lane, fb(lanes_extreme<true, Arch>(hi[j])), st.hi);
+        }
+      } else {
+        for (index_t j = n; j < w; ++j) lo[j] = lo[n - 1], hi[j] = hi[n - 1];  // past the last token: a copy
+        st.lo = folds_of_rows<Arch>(lo, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::min(a, b); });
+        st.hi = folds_of_rows<Arch>(hi, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::max(a, b); });
+      }
       const fb none(0.0f);
       const fb finite = sum - sum;  // NaN where sum is not finite
       if (xsimd::any(unordered<Arch>(finite, finite) | (st.lo == none) | (st.hi == none))) {
