@@ -306,22 +306,28 @@ void quantize_keys_by_units(const vidkv_keys& k, const view<const E, 3>& x, key_
     detail::vidkv_spectral_quantize(w, tw.cos.data(), tw.sin.data(), x, channels, o.spectral, u);
 }
 
-/// Key dequantization as the CUDA backend runs it, into (heads, tokens, head_dim) rows of Eout
-/// of stride head_dim + 3, sentinel-filled.
+/// Key dequantization as the CUDA backend runs it: every difficult unit, then every easy item,
+/// each phase in reverse order, into `y` (its tokens are the packed ones).
+template <class E, class Eout>
+void dequantize_key_units(const vidkv_keys& k, bool vidkv_dequant, const vidkv_packed_keys<const E>& in,
+                          const view<Eout, 3>& y) {
+  const vidkv_key_layout l = vidkv_key_layout_of(k, y.extent(2));
+  const detail::vidkv_key_plan w{l, k.round_each_op, vidkv_dequant, y.extent(0), y.extent(1)};
+  detail::with_difficult_scheme(l, [&](auto tag) {
+    for (index_t u = w.difficult_units(); u-- > 0;) detail::vidkv_difficult_dequantize<decltype(tag)::value>(w, in, y, u);
+  });
+  const host_twiddles tw(l.easy);
+  for (index_t i = w.easy_items(); i-- > 0;) detail::vidkv_easy_dequantize(w, tw.cos.data(), tw.sin.data(), in, y, i);
+}
+
+/// dequantize_key_units into (heads, tokens, head_dim) rows of Eout of stride head_dim + 3,
+/// sentinel-filled.
 template <class Eout, class E>
 std::vector<Eout> dequantize_keys_by_units(const vidkv_keys& k, bool vidkv_dequant, const key_buffers<E>& in,
                                            const kv_problem& p) {
   const index_t row = p.head_dim + 3;
   std::vector<Eout> y(static_cast<std::size_t>(p.heads * p.tokens * row), from_float<Eout>(-9.0f));
-  const view<Eout, 3> out(y.data(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1});
-  const vidkv_key_layout l = vidkv_key_layout_of(k, p.head_dim);
-  const detail::vidkv_key_plan w{l, k.round_each_op, vidkv_dequant, p.heads, p.tokens};
-  detail::with_difficult_scheme(l, [&](auto tag) {
-    for (index_t u = w.difficult_units(); u-- > 0;)
-      detail::vidkv_difficult_dequantize<decltype(tag)::value>(w, in.in(), out, u);
-  });
-  const host_twiddles tw(l.easy);
-  for (index_t i = w.easy_items(); i-- > 0;) detail::vidkv_easy_dequantize(w, tw.cos.data(), tw.sin.data(), in.in(), out, i);
+  dequantize_key_units(k, vidkv_dequant, in.in(), view<Eout, 3>(y.data(), {p.heads, p.tokens, p.head_dim}, {p.tokens * row, row, 1}));
   return y;
 }
 
@@ -386,6 +392,86 @@ TEST_CASE("VidKV's CUDA key units, run on the host, write exactly what the CPU b
       d.cache(0, t, ch) = from_float<f16>(t % 2 ? top : bottom);
     }
   check_key_units(d.cache, true);
+}
+
+/// vidkv_read as the CUDA backend runs it: the packed keys by the key units, then every
+/// vidkv_read_unit in reverse order, into outputs filled as cache_buffers::read fills them.
+template <class E>
+void read_by_units(const cache_buffers<E>& cache, const view<const E, 3>& k, const view<const E, 3>& v,
+                   std::vector<E>& ko, std::vector<E>& vo) {
+  const index_t heads = cache.storage.heads, dim = cache.storage.head_dim;
+  const index_t total = cache.state.packed + cache.state.residual + k.extent(1);
+  ko.assign(static_cast<std::size_t>(heads * total * dim), from_float<E>(-3.0f));
+  vo = ko;
+  const vidkv_read_inputs<E> in{cache.in(), cache.state, k, v};
+  const vidkv_read_outputs<E> out{view<E, 3>(ko.data(), {heads, total, dim}), view<E, 3>(vo.data(), {heads, total, dim})};
+  must_succeed(detail::check_vidkv_read_views(cpu<>{}, vidkv_read{cache.config}, in, out), "vidkv_read's checks");
+  if (cache.state.packed > 0)
+    dequantize_key_units(vidkv_keys_of(cache.config), cache.config.vidkv_dequant, in.cache.keys,
+                         token_range(out.keys, 0, cache.state.packed));
+  const detail::vidkv_read_plan w = detail::vidkv_read_plan_of(cache.config, in);
+  detail::with_scheme(vidkv_value_format(cache.config).scheme, [&](auto tag) {
+    for (index_t u = w.count(); u-- > 0;) detail::vidkv_read_unit<decltype(tag)::value>(w, in, out, u);
+  });
+}
+
+/// vidkv_append as the CUDA backend runs it: the quantized keys by the key units (3 extremes
+/// blocks), then every vidkv_append_unit in reverse order; the state advanced.
+template <class E>
+void append_by_units(cache_buffers<E>& cache, const view<const E, 3>& k, const view<const E, 3>& v,
+                     const view<const E, 3>& seen_k, const view<const E, 3>& seen_v) {
+  const vidkv& c = cache.config;
+  const vidkv_append_inputs<E> in{k, v, cache.state, seen_k, seen_v};
+  must_succeed(detail::check_vidkv_append(cpu<>{}, vidkv_append{c}, in, cache.out()), "vidkv_append's checks");
+  const detail::vidkv_step step = detail::vidkv_step_of(c, cache.state, k.extent(1));
+  if (step.quantizes()) quantize_keys_by_units(vidkv_keys_of(c), detail::vidkv_quantized_keys(step, in), cache.keys, 3);
+  const detail::vidkv_append_plan w = detail::vidkv_append_plan_of(c, step, cache.out());
+  const view<const E, 3> x = step.quantizes() ? detail::vidkv_quantized_values(step, in) : view<const E, 3>{};
+  detail::with_scheme(vidkv_value_format(c).scheme, [&](auto tag) {
+    for (index_t u = w.count(); u-- > 0;) detail::vidkv_append_unit<decltype(tag)::value>(w, x, in, cache.out(), u);
+  });
+  cache.state = step.after;
+}
+
+/// Streams `prefill` tokens then `steps` single tokens through two caches, one by the CPU
+/// backend and one by the units: after every step the reads and every byte of the caches agree.
+template <class E>
+void check_cache_units(const vidkv& c, index_t heads, index_t dim, index_t prefill, index_t steps, index_t capacity,
+                       kv_layout how, const std::vector<std::int64_t>& salient = {}, index_t salient_capacity = 0) {
+  INFO(element_name<E>() << " keys " << c.key_bits << (c.mixed_keys ? " mixed" : "") << " values " << c.value_bits
+                         << " R " << c.residual << " prefill " << prefill << " salient " << salient.size());
+  kv_cache<E> k = make_cache<E>(heads, prefill + steps, dim, how), v = make_cache<E>(heads, prefill + steps, dim, how);
+  fill(k.cache, 61);
+  fill(v.cache, 62);
+  cache_buffers<E> backend(c, heads, capacity, dim, salient, salient_capacity), units = backend;
+  for (index_t s = 0; s <= steps; ++s) {
+    const index_t first = s == 0 ? 0 : prefill + s - 1, n = s == 0 ? prefill : 1;
+    INFO("step " << s);
+    const view<const E, 3> nk = tokens_of(k.cache, first, n), nv = tokens_of(v.cache, first, n);
+    std::vector<E> ko, vo;
+    read_by_units(units, nk, nv, ko, vo);
+    const auto [want_k, want_v] = backend.step(nk, nv);
+    REQUIRE(same_bytes(ko, want_k));
+    REQUIRE(same_bytes(vo, want_v));
+    const index_t total = ko.size() / static_cast<std::size_t>(heads * dim);
+    append_by_units(units, nk, nv, view<const E, 3>(ko.data(), {heads, total, dim}),
+                    view<const E, 3>(vo.data(), {heads, total, dim}));
+    REQUIRE(units == backend);
+  }
+  std::vector<E> ko, vo, want_k, want_v;
+  read_by_units(units, {}, {}, ko, vo);
+  REQUIRE(backend.read({}, {}, want_k, want_v) == status::ok);
+  CHECK(same_bytes(ko, want_k));
+  CHECK(same_bytes(vo, want_v));
+}
+
+TEST_CASE("VidKV's CUDA cache units, run on the host, write exactly what the CPU backend writes", "[vidkv][units]") {
+  for_each_vidkv_stream([](auto element, const vidkv& c, index_t heads, index_t dim, index_t prefill, index_t steps,
+                           index_t capacity, kv_layout how, const std::vector<std::int64_t>& salient,
+                           index_t salient_capacity) {
+    using E = typename decltype(element)::type;
+    check_cache_units<E>(c, heads, dim, prefill, steps, capacity, how, salient, salient_capacity);
+  });
 }
 
 // --- the streaming cache ------------------------------------------------------------------------

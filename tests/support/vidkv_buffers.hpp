@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,7 +15,7 @@
 #include <tokred/tokred.hpp>
 
 #include "support/buffers.hpp"
-#include "support/catch.hpp"
+#include "support/kv_cache.hpp"
 
 namespace tokred::testing {
 
@@ -31,10 +33,10 @@ struct part_buffers {
         scale(static_cast<std::size_t>(p.heads * p.rows * p.cols), from_float<E>(-7.0f)),
         zero(scale) {}
 
-  template <class T, class W>
-  static uniform_packed<T> views(W* c, T* s, T* z, const kv_extents& ce, const kv_extents& pe) {
-    return {view<W, 3>(c, {ce.heads, ce.rows, ce.cols}), view<T, 3>(s, {pe.heads, pe.rows, pe.cols}),
-            view<T, 3>(z, {pe.heads, pe.rows, pe.cols})};
+  template <class T, class W, class Space = host_space>
+  static uniform_packed<T, Space> views(W* c, T* s, T* z, const kv_extents& ce, const kv_extents& pe) {
+    return {view<W, 3, Space>(c, {ce.heads, ce.rows, ce.cols}), view<T, 3, Space>(s, {pe.heads, pe.rows, pe.cols}),
+            view<T, 3, Space>(z, {pe.heads, pe.rows, pe.cols})};
   }
   uniform_packed<E> out() { return views<E, std::uint32_t>(codes.data(), scale.data(), zero.data(), code_extents, param_extents); }
   uniform_packed<const E> in() const {
@@ -91,6 +93,13 @@ std::vector<vidkv_keys> key_settings(index_t group) {
   return out;
 }
 
+/// Stops the test program when a call the tests rely on fails (a test that cannot go on).
+inline void must_succeed(status s, const char* what) {
+  if (s == status::ok) return;
+  std::fprintf(stderr, "tokred tests: %s returned %s\n", what, to_string(s));
+  std::abort();
+}
+
 /// A VidKV cache in sentinel-filled buffers with capacity C, and its state; with a salient list,
 /// salient storage of capacity Cs.
 template <class E>
@@ -112,6 +121,12 @@ struct cache_buffers {
     salient_values = part_buffers<E>(uniform_code_extents(sf, protected_storage), uniform_param_extents(sf, protected_storage));
     key_residual.assign(static_cast<std::size_t>(heads * c.residual * dim), from_float<E>(-5.0f));
     value_residual = key_residual;
+  }
+  /// Every byte of the cache, sentinels included, and the state.
+  bool operator==(const cache_buffers& o) const {
+    return keys == o.keys && values == o.values && salient_values == o.salient_values &&
+           same_bytes(key_residual, o.key_residual) && same_bytes(value_residual, o.value_residual) &&
+           state.packed == o.state.packed && state.residual == o.state.residual;
   }
   view<const std::int64_t, 1> salient_view() const {
     return view<const std::int64_t, 1>(salient.data(), {static_cast<index_t>(salient.size())});
@@ -155,13 +170,62 @@ struct cache_buffers {
   std::pair<std::vector<E>, std::vector<E>> step(const view<const E, 3>& k, const view<const E, 3>& v, int nth = 1) {
     const index_t total = state.packed + state.residual + k.extent(1);
     std::vector<E> kf, vf;  // each share writes its part of the same outputs
-    for (int ith = 0; ith < nth; ++ith) REQUIRE(read(k, v, kf, vf, cpu<>{ith, nth}) == status::ok);
+    for (int ith = 0; ith < nth; ++ith) must_succeed(read(k, v, kf, vf, cpu<>{ith, nth}), "vidkv_read");
     const view<const E, 3> seen_k(kf.data(), {storage.heads, total, storage.head_dim});
     const view<const E, 3> seen_v(vf.data(), {storage.heads, total, storage.head_dim});
-    for (int ith = 0; ith < nth; ++ith) REQUIRE(append(k, v, seen_k, seen_v, cpu<>{ith, nth}) == status::ok);
+    for (int ith = 0; ith < nth; ++ith) must_succeed(append(k, v, seen_k, seen_v, cpu<>{ith, nth}), "vidkv_append");
     state = vidkv_after(config, state, k.extent(1));
     return {kf, vf};
   }
 };
+
+/// An element type as a value, for generic visitors.
+template <class E>
+struct element_type {
+  using type = E;
+};
+
+/// Positions [first, first + count).
+inline std::vector<std::int64_t> positions_from(std::int64_t first, std::int64_t count) {
+  std::vector<std::int64_t> out;
+  for (std::int64_t i = 0; i < count; ++i) out.push_back(first + i);
+  return out;
+}
+
+/// The streams on which the VidKV cache's CUDA units and backend are compared with the CPU
+/// backend: `visit(element_type<E>{}, config, heads, head_dim, prefill, steps, capacity,
+/// layout, salient list, salient capacity)` streams `prefill` tokens then `steps` single ones.
+template <class Visit>
+void for_each_vidkv_stream(const Visit& visit) {
+  vidkv paper;  // keys 1.5 bits mixed, values 1.58 (ternary), salient values 2 bits, G = 32
+  paper.residual = 64;
+  // Prefill 70 → (64, 6), a flush at step 58 (→ 128); salient tokens scattered (the odd
+  // positions below 64), then in a block that joins at the flush.
+  std::vector<std::int64_t> odd;
+  for (std::int64_t t = 1; t < 64; t += 2) odd.push_back(t);
+  visit(element_type<float>{}, paper, 2, 64, 70, 60, 256, kv_layout::contiguous, std::vector<std::int64_t>{}, 0);
+  visit(element_type<float>{}, paper, 2, 64, 70, 60, 256, kv_layout::strided, odd, 64);
+  visit(element_type<f16>{}, paper, 2, 48, 70, 60, 256, kv_layout::cells, odd, 32);
+  vidkv each_op = paper;
+  each_op.round_each_op = true;
+  each_op.vidkv_dequant = true;
+  visit(element_type<bf16>{}, each_op, 3, 40, 70, 60, 256, kv_layout::reversed, positions_from(70, 32), 32);
+  // All keys through the DFT, 1-bit values, 4-bit salient ones; a prefill of whole groups.
+  vidkv one = paper;
+  one.key_bits = 1.0;
+  one.value_bits = 1.0;
+  one.salient_bits = 4;
+  one.residual = 32;
+  visit(element_type<float>{}, one, 2, 40, 64, 40, 256, kv_layout::contiguous, odd, 64);
+  // Uniform 2-bit keys and values, 8-bit salient values: every packed token salient at the
+  // prefill, none of the flush's new ones.
+  vidkv uniform;
+  uniform.key_bits = 2.0;
+  uniform.mixed_keys = false;
+  uniform.value_bits = 2.0;
+  uniform.salient_bits = 8;
+  uniform.residual = 32;
+  visit(element_type<f16>{}, uniform, 1, 33, 64, 40, 128, kv_layout::contiguous, positions_from(0, 64), 64);
+}
 
 }  // namespace tokred::testing

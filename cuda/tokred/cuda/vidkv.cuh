@@ -173,6 +173,59 @@ __global__ void __launch_bounds__(score_threads)
 /// Blocks for `items` threads' work.
 inline unsigned blocks_of(index_t items) noexcept { return blocks_for(items, threads); }
 
+/// Launches the quantization of the chunk `x` ((heads, P, D), P a multiple of G) into the first
+/// P tokens of `out`: the ranking (extremes and rank kernels), then the difficult and the
+/// spectral units. `scratch` holds the extremes of at least extreme_blocks(heads·P) blocks.
+template <class E>
+status launch_key_quantize(const cuda& exec, const vidkv_key_layout& l, bool each_op, const view<const E, 3, device_space>& x,
+                           const key_scratch& scratch, const vidkv_packed_keys<E, device_space>& out) {
+  const kv_problem prob = kv_problem_of(x);
+  const index_t blocks = extreme_blocks(prob.heads * prob.tokens);
+  if (scratch.extremes != nullptr) {
+    extremes_kernel<E><<<static_cast<unsigned>(blocks), threads, 0, exec.stream>>>(x, scratch.extremes);
+    if (status s = launch_status(); s != status::ok) return s;
+  }
+  const std::size_t shared = 2 * static_cast<std::size_t>(prob.head_dim) * sizeof(std::uint32_t);
+  rank_kernel<E><<<1, threads, shared, exec.stream>>>(scratch.extremes, blocks, prob.head_dim, l.difficult, each_op,
+                                                      out.channels);
+  if (status s = launch_status(); s != status::ok) return s;
+  const vidkv_key_plan w{l, each_op, false, prob.heads, prob.tokens};
+  const view<const std::int64_t, 1, device_space> channels = out.channels;
+  if (l.difficult > 0) {
+    with_difficult_scheme(l, [&](auto tag) {
+      difficult_quantize_kernel<decltype(tag)::value, E>
+          <<<blocks_of(w.difficult_units()), threads, 0, exec.stream>>>(w, x, channels, out.difficult);
+    });
+    if (status s = launch_status(); s != status::ok) return s;
+  }
+  if (l.easy > 0) {
+    spectral_quantize_kernel<E><<<blocks_of(w.spectral_units()), threads, 0, exec.stream>>>(w, twiddles_of(l.easy), x,
+                                                                                           channels, out.spectral);
+    return launch_status();
+  }
+  return status::ok;
+}
+
+/// Launches the dequantization of packed keys into `y` ((heads, P, D): its tokens are the
+/// packed ones read): the difficult units, then the easy items.
+template <class E, class Eout>
+status launch_key_dequantize(const cuda& exec, const vidkv_key_layout& l, bool each_op, bool vidkv_dequant,
+                             const vidkv_packed_keys<const E, device_space>& in, const view<Eout, 3, device_space>& y) {
+  const vidkv_key_plan w{l, each_op, vidkv_dequant, y.extent(0), y.extent(1)};
+  if (l.difficult > 0) {
+    with_difficult_scheme(l, [&](auto tag) {
+      difficult_dequantize_kernel<decltype(tag)::value, E, Eout>
+          <<<blocks_of(w.difficult_units()), threads, 0, exec.stream>>>(w, in, y);
+    });
+    if (status s = launch_status(); s != status::ok) return s;
+  }
+  if (l.easy > 0) {
+    easy_dequantize_kernel<E, Eout><<<blocks_of(w.easy_items()), threads, 0, exec.stream>>>(w, twiddles_of(l.easy), in, y);
+    return launch_status();
+  }
+  return status::ok;
+}
+
 }  // namespace cuda_vidkv
 }  // namespace detail
 
@@ -204,31 +257,7 @@ struct backend<vidkv_key_quantize, cuda> {
     detail::arena carver(ws);
     const cu::key_scratch scratch = cu::carve_keys(carver, l, prob);
     if (!carver.fits()) return status::workspace_too_small;
-
-    const index_t blocks = cu::extreme_blocks(prob.heads * prob.tokens);
-    if (scratch.extremes != nullptr) {
-      cu::extremes_kernel<E><<<static_cast<unsigned>(blocks), cu::threads, 0, exec.stream>>>(in.cache, scratch.extremes);
-      if (status s = detail::launch_status(); s != status::ok) return s;
-    }
-    const std::size_t shared = 2 * static_cast<std::size_t>(prob.head_dim) * sizeof(std::uint32_t);
-    cu::rank_kernel<E><<<1, cu::threads, shared, exec.stream>>>(scratch.extremes, blocks, prob.head_dim, l.difficult,
-                                                                 p.keys.round_each_op, out.channels);
-    if (status s = detail::launch_status(); s != status::ok) return s;
-    const detail::vidkv_key_plan w{l, p.keys.round_each_op, false, prob.heads, prob.tokens};
-    const view<const std::int64_t, 1, device_space> channels = out.channels;
-    if (l.difficult > 0) {
-      detail::with_difficult_scheme(l, [&](auto tag) {
-        cu::difficult_quantize_kernel<decltype(tag)::value, E>
-            <<<cu::blocks_of(w.difficult_units()), cu::threads, 0, exec.stream>>>(w, in.cache, channels, out.difficult);
-      });
-      if (status s = detail::launch_status(); s != status::ok) return s;
-    }
-    if (l.easy > 0) {
-      cu::spectral_quantize_kernel<E><<<cu::blocks_of(w.spectral_units()), cu::threads, 0, exec.stream>>>(
-          w, cu::twiddles_of(l.easy), in.cache, channels, out.spectral);
-      return detail::launch_status();
-    }
-    return status::ok;
+    return cu::launch_key_quantize(exec, l, p.keys.round_each_op, in.cache, scratch, out);
   }
 };
 
@@ -248,20 +277,7 @@ struct backend<vidkv_key_dequantize, cuda> {
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
     if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
     if (detail::packed_keys_overlap(detail::used_parts(in, l), out.cache)) return status::aliasing;
-    const detail::vidkv_key_plan w{l, p.keys.round_each_op, p.vidkv_dequant, prob.heads, prob.tokens};
-    if (l.difficult > 0) {
-      detail::with_difficult_scheme(l, [&](auto tag) {
-        cu::difficult_dequantize_kernel<decltype(tag)::value, E, Eout>
-            <<<cu::blocks_of(w.difficult_units()), cu::threads, 0, exec.stream>>>(w, in, out.cache);
-      });
-      if (status s = detail::launch_status(); s != status::ok) return s;
-    }
-    if (l.easy > 0) {
-      cu::easy_dequantize_kernel<E, Eout><<<cu::blocks_of(w.easy_items()), cu::threads, 0, exec.stream>>>(
-          w, cu::twiddles_of(l.easy), in, out.cache);
-      return detail::launch_status();
-    }
-    return status::ok;
+    return cu::launch_key_dequantize(exec, l, p.keys.round_each_op, p.vidkv_dequant, in, out.cache);
   }
 };
 

@@ -35,6 +35,7 @@
 #include "tokred/cpu/simd.hpp"
 #include "tokred/cpu/uniform_quant.hpp"
 #include "tokred/policy/vidkv.hpp"
+#include "tokred/policy/vidkv_cache_units.hpp"
 #include "tokred/policy/vidkv_units.hpp"
 
 namespace tokred {
@@ -477,129 +478,18 @@ struct backend<vidkv_key_dequantize, cpu<Arch>> {
 
 namespace detail {
 
-/// The storage problem of a cache: (heads, capacity C, head_dim), C from the values' scale rows.
-template <class E, class Space>
-kv_problem vidkv_storage(const vidkv& p, const vidkv_cache<E, Space>& c) noexcept {
-  return {c.key_residual.extent(0), c.values.scale.extent(1) * p.group, c.key_residual.extent(2)};
-}
-
-/// A state a cache of capacity C can be in: packed a multiple of G in [0, C], residual in [0, R].
-constexpr bool valid_vidkv_state(const vidkv& p, vidkv_state s, index_t capacity) noexcept {
-  return s.packed >= 0 && s.packed <= capacity && s.packed % p.group == 0 && s.residual >= 0 &&
-         s.residual <= p.residual;
-}
-
-/// Whether a salient list is usable: positions ascending without repeats, none negative.
-template <class Space>
-bool valid_salient_list(const view<const std::int64_t, 1, Space>& salient) noexcept {
-  for (index_t i = 0; i < salient.extent(0); ++i)
-    if (salient(i) < 0 || (i > 0 && salient(i) <= salient(i - 1))) return false;
-  return true;
-}
-
-/// How many listed salient positions lie below `packed` (the list is ascending).
-template <class Space>
-index_t salient_below(const view<const std::int64_t, 1, Space>& salient, index_t packed) noexcept {
-  index_t lo = 0, hi = salient.extent(0);
-  while (lo < hi) {
-    const index_t mid = lo + (hi - lo) / 2;
-    if (salient(mid) < packed) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/// The salient storage's capacity Cs (tokens) from its scale rows.
-template <class E, class Space>
-index_t salient_capacity(const vidkv& p, const vidkv_cache<E, Space>& c) noexcept {
-  return c.salient_values.scale.extent(1) * p.group;
-}
-
-/// The cache views' checks, in order: packed keys, key residual, packed values, value residual;
-/// with a salient list, the list (`invalid_parameter` unless ascending and non-negative) and the
-/// salient values over (heads, Cs, head_dim).
-template <class E, class Space>
-status check_vidkv_cache(const vidkv& p, const vidkv_cache<E, Space>& c, const kv_problem& s) noexcept {
-  if (status st = check_packed_keys(c.keys, vidkv_key_layout_of(vidkv_keys_of(p), s.head_dim), s); st != status::ok)
-    return st;
-  if (status st = check_view(c.key_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
-  if (status st = check_packed(c.values, vidkv_value_format(p), s); st != status::ok) return st;
-  if (status st = check_view(c.value_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
-  if (c.salient.extent(0) == 0) return status::ok;
-  if (status st = check_view(c.salient, {c.salient.extent(0)}); st != status::ok) return st;
-  if (!valid_salient_list(c.salient)) return status::invalid_parameter;
-  return check_packed(c.salient_values, vidkv_salient_format(p), {s.heads, salient_capacity(p, c), s.head_dim});
-}
-
-/// Whether the salient tokens among the first `packed` fit the cache: a multiple of G, within
-/// the salient storage.
-template <class E, class Space>
-bool salient_split_fits(const vidkv& p, const vidkv_cache<E, Space>& c, index_t packed) noexcept {
-  const index_t listed = salient_below(c.salient, packed);
-  return listed % p.group == 0 && listed <= salient_capacity(p, c);
-}
-
-/// Calls `f` with the cache views a configuration reads or writes (the others empty).
-template <class E, class Space, class F>
-bool with_cache_views(const vidkv& p, const vidkv_cache<E, Space>& c, const F& f) noexcept {
-  const auto k = used_parts(c.keys, vidkv_key_layout_of(vidkv_keys_of(p), c.key_residual.extent(2)));
-  const auto value_zero =
-      vidkv_value_format(p).scheme == kv_scheme::asymmetric ? c.values.zero : decltype(c.values.zero){};
-  const bool protects = c.salient.extent(0) > 0;
-  const auto salient = protects ? c.salient_values : decltype(c.salient_values){};
-  return f(k.channels, k.difficult.codes, k.difficult.scale, k.difficult.zero, k.spectral.codes, k.spectral.scale,
-           c.key_residual, c.values.codes, c.values.scale, value_zero, c.value_residual, c.salient, salient.codes,
-           salient.scale, salient.zero);
-}
-
-template <class E, class Space, class V>
-bool overlaps_cache(const vidkv& p, const vidkv_cache<E, Space>& c, const V& v) noexcept {
-  return with_cache_views(p, c, [&](const auto&... w) { return overlaps_any(v, w...); });
-}
-
-/// Whether two views of the cache overlap, or any of `vs` overlaps one of them (the inputs may
-/// overlap each other: they are only read).
-template <class E, class Space, class... Vs>
-bool vidkv_cache_overlaps(const vidkv& p, const vidkv_cache<E, Space>& c, const Vs&... vs) noexcept {
-  return with_cache_views(p, c, [](const auto&... w) { return any_overlap(w...); }) || (overlaps_cache(p, c, vs) || ...);
-}
-
-/// Where value group g of the first P packed tokens lives. Without salient tokens group g is
-/// tokens [g·G, (g + 1)·G) of `values`. With S salient positions below P, groups
-/// [0, (P − S)/G) are the other tokens in order, stored in `values`, and the next S/G groups
-/// the salient tokens in order, stored in `salient_values`: as many groups as without.
+/// Value group g of the first P packed tokens (<tokred/policy/vidkv_cache_units.hpp>): where it
+/// is stored and the cache positions of its G tokens.
 struct value_group {
-  bool salient = false;
-  index_t group = 0;                         // the group's row in its packed storage
-  index_t position[uniform_max_group] = {};  // the cache positions of its G tokens
+  value_group_slot slot;
+  index_t position[uniform_max_group] = {};
 };
 
-template <class Space>
-value_group value_group_of(const view<const std::int64_t, 1, Space>& salient, index_t listed, index_t packed,
-                           index_t G, index_t g) noexcept {
+inline value_group value_group_of(const view<const std::int64_t, 1>& salient, index_t listed, index_t packed,
+                                  index_t group, index_t g) noexcept {
   value_group v;
-  const index_t others = (packed - listed) / G;
-  if (g >= others) {
-    v.salient = true;
-    v.group = g - others;
-    for (index_t t = 0; t < G; ++t) v.position[t] = salient(v.group * G + t);
-    return v;
-  }
-  v.group = g;
-  // The k-th unlisted position is k + i, with i the number of listed positions before it: the
-  // count of listed j with salient(j) − j ≤ k (non-decreasing in j, so a binary search).
-  const index_t k = g * G;
-  index_t lo = 0, hi = listed;
-  while (lo < hi) {
-    const index_t mid = lo + (hi - lo) / 2;
-    if (salient(mid) - mid <= k) lo = mid + 1;
-    else hi = mid;
-  }
-  index_t j = lo, position = k + lo;
-  for (index_t t = 0; t < G; ++t, ++position) {
-    while (j < listed && salient(j) == position) ++j, ++position;
-    v.position[t] = position;
-  }
+  v.slot = value_group_slot_of(listed, packed, group, g);
+  for (index_t t = 0; t < group; ++t) v.position[t] = value_position(salient, listed, group, v.slot, t);
   return v;
 }
 
@@ -613,7 +503,7 @@ void quantize_value_group(const uniform_format& f, const step_rounding<Arch, E>&
     rows.stride[t] = x.stride(2);
   }
   with_scheme(f.scheme, [&](auto tag) {
-    quantize_token_unit<decltype(tag)::value, Arch>(f, rnd, rows, x.extent(2), token_group_at<E>(out, f, h, v.group));
+    quantize_token_unit<decltype(tag)::value, Arch>(f, rnd, rows, x.extent(2), token_group_at<E>(out, f, h, v.slot.row));
   });
 }
 
@@ -642,60 +532,45 @@ struct backend<vidkv_append, cpu<Arch>> {
   /// Checks, in order: exec; can_implement of the storage problem; the new tokens' views
   /// (`empty_input` for n = 0); the cache's views; `shape_mismatch` for a state outside the
   /// cache or a step that does not fit (packed past C, a residual past R, a flush of a count
-  /// that is not a multiple of G); when flushing, the seen views; aliasing; the workspace.
+  /// that is not a multiple of G, salient tokens below the packed ones that are not whole groups
+  /// within the salient storage); when flushing, the seen views; aliasing; the workspace.
   template <class E>
   static status apply(const cpu<Arch>& exec, const vidkv_append& p, const vidkv_append_inputs<E>& in,
                       const vidkv_cache<E>& cache, workspace ws) noexcept {
+    if (status s = detail::check_vidkv_append(exec, p, in, cache); s != status::ok) return s;
     const vidkv& c = p.cache;
-    if (status s = check_exec(exec); s != status::ok) return s;
-    const kv_problem storage = detail::vidkv_storage(c, cache);
-    if (status s = can_implement(p, storage); s != status::ok) return s;
-    const index_t heads = storage.heads, dim = storage.head_dim, n = in.keys.extent(1);
-    if (status s = detail::check_view(in.keys, {heads, n, dim}); s != status::ok) return s;
-    if (status s = detail::check_view(in.values, {heads, n, dim}); s != status::ok) return s;
-    if (n == 0) return status::empty_input;
-    if (status s = detail::check_vidkv_cache(c, cache, storage); s != status::ok) return s;
-    const vidkv_state before = in.state, after = vidkv_after(c, before, n);
-    const bool prefill = before.packed == 0 && before.residual == 0, flush = !prefill && vidkv_flushes(c, before);
-    if (!detail::valid_vidkv_state(c, before, storage.tokens) || after.packed > storage.tokens ||
-        after.residual > c.residual || after.packed % c.group != 0 || !detail::salient_split_fits(c, cache, after.packed))
-      return status::shape_mismatch;
-    if (flush) {
-      if (status s = detail::check_view(in.seen_keys, {heads, after.packed, dim}); s != status::ok) return s;
-      if (status s = detail::check_view(in.seen_values, {heads, after.packed, dim}); s != status::ok) return s;
-    }
-    const auto seen_keys = flush ? in.seen_keys : view<const E, 3>{};
-    const auto seen_values = flush ? in.seen_values : view<const E, 3>{};
-    if (detail::vidkv_cache_overlaps(c, cache, in.keys, in.values, seen_keys, seen_values)) return status::aliasing;
+    const index_t heads = in.keys.extent(0), dim = in.keys.extent(2);
     const vidkv_key_layout l = vidkv_key_layout_of(vidkv_keys_of(c), dim);
     detail::arena counter;
     detail::key_quantize_scratch<E>::carve(counter, exec, l);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
 
-    // What is quantized: a prefill's first n − n mod G tokens, or a flush's whole sequence.
-    const view<const E, 3> keys = flush ? seen_keys : token_range(in.keys, 0, after.packed);
-    const view<const E, 3> values = flush ? seen_values : token_range(in.values, 0, after.packed);
-    if ((prefill || flush) && after.packed > 0) {
+    const detail::vidkv_step step = detail::vidkv_step_of(c, in.state, in.keys.extent(1));
+    const index_t packed = step.after.packed;
+    if (step.quantizes()) {
+      const view<const E, 3> keys = detail::vidkv_quantized_keys(step, in), values = detail::vidkv_quantized_values(step, in);
       detail::arena a(ws);
       const auto scratch = detail::key_quantize_scratch<E>::carve(a, exec, l);
       const detail::dft_twiddles tw = detail::prepare_key_chunk(exec, l, c.round_each_op, keys, scratch, cache.keys.channels);
       const detail::step_rounding<Arch, E> rnd{c.round_each_op};
       const uniform_format vf = vidkv_value_format(c), sf = vidkv_salient_format(c);
-      const index_t listed = detail::salient_below(cache.salient, after.packed);
-      detail::for_each_group(exec, heads, after.packed / c.group, [&](index_t h, index_t g) {
+      const index_t listed = detail::salient_below(cache.salient, packed);
+      detail::for_each_group(exec, heads, packed / c.group, [&](index_t h, index_t g) {
         detail::quantize_key_group(l, rnd, keys, h, g, scratch, tw, cache.keys);
-        const detail::value_group v = detail::value_group_of(cache.salient, listed, after.packed, c.group, g);
-        detail::quantize_value_group(v.salient ? sf : vf, rnd, values, h, v, v.salient ? cache.salient_values : cache.values);
+        const detail::value_group v = detail::value_group_of(cache.salient, listed, packed, c.group, g);
+        const bool salient = v.slot.salient;
+        detail::quantize_value_group(salient ? sf : vf, rnd, values, h, v, salient ? cache.salient_values : cache.values);
       });
     }
     // What stays in full precision: a prefill's last n mod G tokens, or a decode step's tokens.
-    if (prefill) {
-      detail::copy_tokens(exec, token_range(in.keys, after.packed, after.residual), after.residual, cache.key_residual, 0);
-      detail::copy_tokens(exec, token_range(in.values, after.packed, after.residual), after.residual,
+    if (step.prefill) {
+      detail::copy_tokens(exec, token_range(in.keys, packed, step.after.residual), step.after.residual,
+                          cache.key_residual, 0);
+      detail::copy_tokens(exec, token_range(in.values, packed, step.after.residual), step.after.residual,
                           cache.value_residual, 0);
-    } else if (!flush) {
-      detail::copy_tokens(exec, in.keys, n, cache.key_residual, before.residual);
-      detail::copy_tokens(exec, in.values, n, cache.value_residual, before.residual);
+    } else if (!step.flush) {
+      detail::copy_tokens(exec, in.keys, step.incoming, cache.key_residual, step.before.residual);
+      detail::copy_tokens(exec, in.values, step.incoming, cache.value_residual, step.before.residual);
     }
     return status::ok;
   }
@@ -718,30 +593,14 @@ struct backend<vidkv_read, cpu<Arch>> {
   template <class E, class Eout>
   static status apply(const cpu<Arch>& exec, const vidkv_read& p, const vidkv_read_inputs<E>& in,
                       const vidkv_read_outputs<Eout>& out, workspace ws) noexcept {
+    if (status s = detail::check_vidkv_read_views(exec, p, in, out); s != status::ok) return s;
     const vidkv& c = p.cache;
-    if (status s = check_exec(exec); s != status::ok) return s;
-    const kv_problem storage = detail::vidkv_storage(c, in.cache);
-    if (status s = can_implement(p, storage); s != status::ok) return s;
-    if (status s = detail::check_vidkv_cache(c, in.cache, storage); s != status::ok) return s;
     const vidkv_state st = in.state;
-    if (!detail::valid_vidkv_state(c, st, storage.tokens) || !detail::salient_split_fits(c, in.cache, st.packed))
-      return status::shape_mismatch;
-    // No incoming tokens: empty views, default-constructed ones included.
-    const bool incoming = detail::requested(in.keys) || detail::requested(in.values);
-    const index_t heads = storage.heads, dim = storage.head_dim, n = incoming ? in.keys.extent(1) : 0;
-    if (status s = detail::check_optional_view(in.keys, {heads, n, dim}); s != status::ok) return s;
-    if (status s = detail::check_optional_view(in.values, {heads, n, dim}); s != status::ok) return s;
-    const index_t total = st.packed + st.residual + n;
-    if (total == 0) return status::empty_input;
-    if (status s = detail::check_view(out.keys, {heads, total, dim}); s != status::ok) return s;
-    if (status s = detail::check_view(out.values, {heads, total, dim}); s != status::ok) return s;
+    const index_t heads = out.keys.extent(0), dim = out.keys.extent(2), n = detail::vidkv_incoming(in);
     const vidkv_key_layout l = vidkv_key_layout_of(vidkv_keys_of(c), dim);
     if (st.packed > 0 && !detail::valid_channel_order(in.cache.keys.channels, l.difficult))
       return status::invalid_parameter;
-    if (may_overlap(out.keys, out.values) || detail::overlaps_cache(c, in.cache, out.keys) ||
-        detail::overlaps_cache(c, in.cache, out.values) || overlaps_any(out.keys, in.keys, in.values) ||
-        overlaps_any(out.values, in.keys, in.values))
-      return status::aliasing;
+    if (detail::vidkv_read_overlaps(c, in, out)) return status::aliasing;
     detail::arena counter;
     detail::key_dequantize_scratch::carve(counter, exec, l);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
@@ -756,13 +615,14 @@ struct backend<vidkv_read, cpu<Arch>> {
       detail::for_each_group(exec, heads, st.packed / c.group, [&](index_t h, index_t g) {
         detail::dequantize_key_group(l, c.vidkv_dequant, rnd, in.cache.keys, h, g, scratch, tw, out.keys);
         const detail::value_group v = detail::value_group_of(in.cache.salient, listed, st.packed, c.group, g);
-        const uniform_format vf = v.salient ? vidkv_salient_format(c) : vidkv_value_format(c);
+        const bool salient = v.slot.salient;
+        const uniform_format vf = salient ? vidkv_salient_format(c) : vidkv_value_format(c);
         Eout* rows[detail::uniform_max_group] = {};
         for (index_t t = 0; t < c.group; ++t) rows[t] = &out.values(h, v.position[t], 0);
         detail::with_scheme(vf.scheme, [&](auto tag) {
           detail::dequantize_token_unit<decltype(tag)::value, Arch>(
               vf, c.vidkv_dequant, rnd,
-              detail::token_group_at<const E>(v.salient ? in.cache.salient_values : in.cache.values, vf, h, v.group),
+              detail::token_group_at<const E>(salient ? in.cache.salient_values : in.cache.values, vf, h, v.slot.row),
               dim, rows, out.values.stride(2));
         });
       });

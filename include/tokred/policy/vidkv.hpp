@@ -493,6 +493,211 @@ status check_vidkv_score_call(const Exec& exec, const vidkv_key_scores& p, const
 }
 }  // namespace detail
 
+// --- the streaming cache's checks, on any backend ----------------------------------------------
+
+namespace detail {
+
+/// The storage problem of a cache: (heads, capacity C, head_dim), C from the values' scale rows.
+template <class E, class Space>
+kv_problem vidkv_storage(const vidkv& p, const vidkv_cache<E, Space>& c) noexcept {
+  return {c.key_residual.extent(0), c.values.scale.extent(1) * p.group, c.key_residual.extent(2)};
+}
+
+/// A state a cache of capacity C can be in: packed a multiple of G in [0, C], residual in [0, R].
+constexpr bool valid_vidkv_state(const vidkv& p, vidkv_state s, index_t capacity) noexcept {
+  return s.packed >= 0 && s.packed <= capacity && s.packed % p.group == 0 && s.residual >= 0 &&
+         s.residual <= p.residual;
+}
+
+/// How many listed salient positions lie below `packed` (the list is ascending): a binary
+/// search, which ends for any list.
+template <class Space>
+TOKRED_HOST_DEVICE index_t salient_below(const view<const std::int64_t, 1, Space>& salient, index_t packed) noexcept {
+  index_t lo = 0, hi = salient.extent(0);
+  while (lo < hi) {
+    const index_t mid = lo + (hi - lo) / 2;
+    if (salient(mid) < packed) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/// Whether `listed` salient tokens below the packed ones split into whole groups that fit a
+/// salient storage of `salient_groups` groups.
+TOKRED_HOST_DEVICE constexpr bool salient_split_fits(index_t listed, index_t group, index_t salient_groups) noexcept {
+  return listed % group == 0 && listed / group <= salient_groups;
+}
+
+/// Whether a salient list is usable: positions ascending without repeats, none negative.
+inline bool valid_salient_list(const view<const std::int64_t, 1>& salient) noexcept {
+  for (index_t i = 0; i < salient.extent(0); ++i)
+    if (salient(i) < 0 || (i > 0 && salient(i) <= salient(i - 1))) return false;
+  return true;
+}
+
+/// The host reads a salient list it can reach (host memory): its order, and how many of its
+/// positions lie below `packed`. A list in device memory is used as given (see
+/// <tokred/cuda/vidkv_cache.cuh>).
+template <class Space>
+bool salient_list_ok(const view<const std::int64_t, 1, Space>& salient) noexcept {
+  if constexpr (std::is_same_v<Space, host_space>) return valid_salient_list(salient);
+  else return true;
+}
+
+template <class E, class Space>
+bool salient_split_ok(const vidkv& p, const vidkv_cache<E, Space>& c, index_t packed) noexcept {
+  if constexpr (std::is_same_v<Space, host_space>)
+    return salient_split_fits(salient_below(c.salient, packed), p.group, c.salient_values.scale.extent(1));
+  else return true;
+}
+
+/// The cache views' checks, in order: packed keys, key residual, packed values, value residual;
+/// with a salient list, the list (`invalid_parameter` unless ascending and non-negative, where
+/// the host can read it) and the salient values over (heads, Cs, head_dim).
+template <class E, class Space>
+status check_vidkv_cache(const vidkv& p, const vidkv_cache<E, Space>& c, const kv_problem& s) noexcept {
+  if (status st = check_packed_keys(c.keys, vidkv_key_layout_of(vidkv_keys_of(p), s.head_dim), s); st != status::ok)
+    return st;
+  if (status st = check_view(c.key_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
+  if (status st = check_packed(c.values, vidkv_value_format(p), s); st != status::ok) return st;
+  if (status st = check_view(c.value_residual, {s.heads, p.residual, s.head_dim}); st != status::ok) return st;
+  if (c.salient.extent(0) == 0) return status::ok;
+  if (status st = check_view(c.salient, {c.salient.extent(0)}); st != status::ok) return st;
+  if (!salient_list_ok(c.salient)) return status::invalid_parameter;
+  const index_t salient_capacity = c.salient_values.scale.extent(1) * p.group;
+  return check_packed(c.salient_values, vidkv_salient_format(p), {s.heads, salient_capacity, s.head_dim});
+}
+
+/// Calls `f` with the cache views a configuration reads or writes (the others empty).
+template <class E, class Space, class F>
+bool with_cache_views(const vidkv& p, const vidkv_cache<E, Space>& c, const F& f) noexcept {
+  const auto k = used_parts(c.keys, vidkv_key_layout_of(vidkv_keys_of(p), c.key_residual.extent(2)));
+  const auto value_zero =
+      vidkv_value_format(p).scheme == kv_scheme::asymmetric ? c.values.zero : decltype(c.values.zero){};
+  const bool protects = c.salient.extent(0) > 0;
+  const auto salient = protects ? c.salient_values : decltype(c.salient_values){};
+  return f(k.channels, k.difficult.codes, k.difficult.scale, k.difficult.zero, k.spectral.codes, k.spectral.scale,
+           c.key_residual, c.values.codes, c.values.scale, value_zero, c.value_residual, c.salient, salient.codes,
+           salient.scale, salient.zero);
+}
+
+template <class E, class Space, class V>
+bool overlaps_cache(const vidkv& p, const vidkv_cache<E, Space>& c, const V& v) noexcept {
+  return with_cache_views(p, c, [&](const auto&... w) { return overlaps_any(v, w...); });
+}
+
+/// Whether two views of the cache overlap, or any of `vs` overlaps one of them (the inputs may
+/// overlap each other: they are only read).
+template <class E, class Space, class... Vs>
+bool vidkv_cache_overlaps(const vidkv& p, const vidkv_cache<E, Space>& c, const Vs&... vs) noexcept {
+  return with_cache_views(p, c, [](const auto&... w) { return any_overlap(w...); }) || (overlaps_cache(p, c, vs) || ...);
+}
+
+/// What an append of n tokens to a cache in state `before` does.
+struct vidkv_step {
+  vidkv_state before, after;
+  index_t incoming = 0;
+  bool prefill = false, flush = false;
+
+  /// Whether the step quantizes: a prefill or a flush that packs tokens.
+  constexpr bool quantizes() const noexcept { return (prefill || flush) && after.packed > 0; }
+};
+
+constexpr vidkv_step vidkv_step_of(const vidkv& p, vidkv_state before, index_t n) noexcept {
+  vidkv_step s;
+  s.before = before;
+  s.after = vidkv_after(p, before, n);
+  s.incoming = n;
+  s.prefill = before.packed == 0 && before.residual == 0;
+  s.flush = !s.prefill && vidkv_flushes(p, before);
+  return s;
+}
+
+/// vidkv_append's checks but the workspace, in order, on any backend: exec; can_implement of
+/// the storage problem; the new tokens' views (`empty_input` for n = 0); the cache's views;
+/// `shape_mismatch` for a state outside the cache or a step that does not fit (packed past C, a
+/// residual past R, a flush of a count that is not a multiple of G, salient tokens below the
+/// packed ones that are not whole groups within the salient storage — where the host can read
+/// the list); when flushing, the seen views; aliasing.
+template <class Exec, class E, class Space>
+status check_vidkv_append(const Exec& exec, const vidkv_append& p, const vidkv_append_inputs<E, Space>& in,
+                          const vidkv_cache<E, Space>& cache) noexcept {
+  const vidkv& c = p.cache;
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem storage = vidkv_storage(c, cache);
+  if (status s = can_implement(p, storage); s != status::ok) return s;
+  const index_t heads = storage.heads, dim = storage.head_dim, n = in.keys.extent(1);
+  if (status s = check_view(in.keys, {heads, n, dim}); s != status::ok) return s;
+  if (status s = check_view(in.values, {heads, n, dim}); s != status::ok) return s;
+  if (n == 0) return status::empty_input;
+  if (status s = check_vidkv_cache(c, cache, storage); s != status::ok) return s;
+  const vidkv_step step = vidkv_step_of(c, in.state, n);
+  if (!valid_vidkv_state(c, step.before, storage.tokens) || step.after.packed > storage.tokens ||
+      step.after.residual > c.residual || step.after.packed % c.group != 0 || !salient_split_ok(c, cache, step.after.packed))
+    return status::shape_mismatch;
+  if (step.flush) {
+    if (status s = check_view(in.seen_keys, {heads, step.after.packed, dim}); s != status::ok) return s;
+    if (status s = check_view(in.seen_values, {heads, step.after.packed, dim}); s != status::ok) return s;
+  }
+  const auto seen_keys = step.flush ? in.seen_keys : view<const E, 3, Space>{};
+  const auto seen_values = step.flush ? in.seen_values : view<const E, 3, Space>{};
+  return vidkv_cache_overlaps(c, cache, in.keys, in.values, seen_keys, seen_values) ? status::aliasing : status::ok;
+}
+
+/// What a step quantizes: a prefill's first n − n mod G tokens, or a flush's whole sequence
+/// (the seen views).
+template <class E, class Space>
+view<const E, 3, Space> vidkv_quantized_keys(const vidkv_step& s, const vidkv_append_inputs<E, Space>& in) noexcept {
+  return s.flush ? in.seen_keys : token_range(in.keys, 0, s.after.packed);
+}
+template <class E, class Space>
+view<const E, 3, Space> vidkv_quantized_values(const vidkv_step& s, const vidkv_append_inputs<E, Space>& in) noexcept {
+  return s.flush ? in.seen_values : token_range(in.values, 0, s.after.packed);
+}
+
+/// The incoming tokens of a read: n, 0 when both views are empty.
+template <class E, class Space>
+index_t vidkv_incoming(const vidkv_read_inputs<E, Space>& in) noexcept {
+  return requested(in.keys) || requested(in.values) ? in.keys.extent(1) : 0;
+}
+
+/// vidkv_read's checks but the channel list and the workspace, in order, on any backend: exec;
+/// can_implement of the storage problem; the cache's views; `shape_mismatch` for a state
+/// outside the cache (or, where the host can read the list, salient tokens below the packed ones
+/// that are not whole groups within the salient storage); the incoming views (both empty, or
+/// (heads, n, head_dim) each, n ≥ 0); `empty_input` when nothing is held or incoming; the outputs.
+template <class Exec, class E, class Eout, class Space>
+status check_vidkv_read_views(const Exec& exec, const vidkv_read& p, const vidkv_read_inputs<E, Space>& in,
+                              const vidkv_read_outputs<Eout, Space>& out) noexcept {
+  const vidkv& c = p.cache;
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const kv_problem storage = vidkv_storage(c, in.cache);
+  if (status s = can_implement(p, storage); s != status::ok) return s;
+  if (status s = check_vidkv_cache(c, in.cache, storage); s != status::ok) return s;
+  const vidkv_state st = in.state;
+  if (!valid_vidkv_state(c, st, storage.tokens) || !salient_split_ok(c, in.cache, st.packed))
+    return status::shape_mismatch;
+  // No incoming tokens: empty views, default-constructed ones included.
+  const index_t heads = storage.heads, dim = storage.head_dim, n = vidkv_incoming(in);
+  if (status s = check_optional_view(in.keys, {heads, n, dim}); s != status::ok) return s;
+  if (status s = check_optional_view(in.values, {heads, n, dim}); s != status::ok) return s;
+  const index_t total = st.packed + st.residual + n;
+  if (total == 0) return status::empty_input;
+  if (status s = check_view(out.keys, {heads, total, dim}); s != status::ok) return s;
+  return check_view(out.values, {heads, total, dim});
+}
+
+/// Whether a read's outputs overlap each other, the cache or the incoming tokens.
+template <class E, class Eout, class Space>
+bool vidkv_read_overlaps(const vidkv& c, const vidkv_read_inputs<E, Space>& in,
+                         const vidkv_read_outputs<Eout, Space>& out) noexcept {
+  return may_overlap(out.keys, out.values) || overlaps_cache(c, in.cache, out.keys) ||
+         overlaps_cache(c, in.cache, out.values) || overlaps_any(out.keys, in.keys, in.values) ||
+         overlaps_any(out.values, in.keys, in.values);
+}
+
+}  // namespace detail
+
 /// The keys of a cache in state `state` as `vidkv_key_scores{vidkv_keys_of(config),
 /// config.vidkv_dequant}` reads them: the packed keys and the key residual, each cut to what is
 /// held. `scores(h, j)` is then the logit of cache token j (the incoming tokens of a step are
