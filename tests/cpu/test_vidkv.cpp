@@ -633,13 +633,6 @@ TEST_CASE("streaming: every update() return equals VidKV's, through prefills and
   replay<bf16>(ternary, 1, 64, 31, 40, 128, kv_layout::cells, 1, 2);
 }
 
-/// Positions [first, first + count·step) every `step`.
-std::vector<std::int64_t> every(std::int64_t first, std::int64_t count, std::int64_t step) {
-  std::vector<std::int64_t> out;
-  for (std::int64_t i = 0; i < count; ++i) out.push_back(first + i * step);
-  return out;
-}
-
 std::vector<std::int64_t> joined(std::vector<std::int64_t> a, const std::vector<std::int64_t>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;

@@ -185,10 +185,10 @@ struct element_type {
   using type = E;
 };
 
-/// Positions [first, first + count).
-inline std::vector<std::int64_t> positions_from(std::int64_t first, std::int64_t count) {
+/// Positions [first, first + count·step) every `step`.
+inline std::vector<std::int64_t> every(std::int64_t first, std::int64_t count, std::int64_t step) {
   std::vector<std::int64_t> out;
-  for (std::int64_t i = 0; i < count; ++i) out.push_back(first + i);
+  for (std::int64_t i = 0; i < count; ++i) out.push_back(first + i * step);
   return out;
 }
 
@@ -201,15 +201,14 @@ void for_each_vidkv_stream(const Visit& visit) {
   paper.residual = 64;
   // Prefill 70 → (64, 6), a flush at step 58 (→ 128); salient tokens scattered (the odd
   // positions below 64), then in a block that joins at the flush.
-  std::vector<std::int64_t> odd;
-  for (std::int64_t t = 1; t < 64; t += 2) odd.push_back(t);
+  const std::vector<std::int64_t> odd = every(1, 32, 2);
   visit(element_type<float>{}, paper, 2, 64, 70, 60, 256, kv_layout::contiguous, std::vector<std::int64_t>{}, 0);
   visit(element_type<float>{}, paper, 2, 64, 70, 60, 256, kv_layout::strided, odd, 64);
   visit(element_type<f16>{}, paper, 2, 48, 70, 60, 256, kv_layout::cells, odd, 32);
   vidkv each_op = paper;
   each_op.round_each_op = true;
   each_op.vidkv_dequant = true;
-  visit(element_type<bf16>{}, each_op, 3, 40, 70, 60, 256, kv_layout::reversed, positions_from(70, 32), 32);
+  visit(element_type<bf16>{}, each_op, 3, 40, 70, 60, 256, kv_layout::reversed, every(70, 32, 1), 32);
   // All keys through the DFT, 1-bit values, 4-bit salient ones; a prefill of whole groups.
   vidkv one = paper;
   one.key_bits = 1.0;
@@ -225,7 +224,7 @@ void for_each_vidkv_stream(const Visit& visit) {
   uniform.value_bits = 2.0;
   uniform.salient_bits = 8;
   uniform.residual = 32;
-  visit(element_type<f16>{}, uniform, 1, 33, 64, 40, 128, kv_layout::contiguous, positions_from(0, 64), 64);
+  visit(element_type<f16>{}, uniform, 1, 33, 64, 40, 128, kv_layout::contiguous, every(0, 64, 1), 64);
 }
 
 }  // namespace tokred::testing
