@@ -124,12 +124,16 @@ void BM_scores(benchmark::State& state) {
   count_per_iteration(state, key_bytes, static_cast<std::int64_t>(q_heads * tokens));
 }
 
+/// Caches of 4096 tokens (8 MB of fp16: within this machine's 32 MB L3) and 32 768 (64 MB: in
+/// DRAM, as a long video's cache is); the formats also at 256 (512 KB: in L2).
 void memcpy_shapes(benchmark::internal::Benchmark* b) {
-  b->Arg(4096)->ArgName("tokens")->MinTime(0.1)->ComputeStatistics("min", fastest);
+  b->Arg(4096)->Arg(32768)->ArgName("tokens")->MinTime(0.1)->ComputeStatistics("min", fastest);
 }
 void formats(benchmark::internal::Benchmark* b) {
   for (int bits : {2, 4, 8})
     for (int axis : {0, 1}) b->Args({4096, bits, axis})->Args({256, bits, axis});
+  for (int bits : {2, 4})
+    for (int axis : {0, 1}) b->Args({32768, bits, axis});
   b->ArgNames({"tokens", "bits", "per_token"})->MinTime(0.1)->ComputeStatistics("min", fastest);
 }
 void ref_formats(benchmark::internal::Benchmark* b) {

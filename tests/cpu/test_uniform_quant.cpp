@@ -100,6 +100,10 @@ TEST_CASE("case table: codes, scales and values equal the oracle for every forma
     sweep<bf16>(1, 64, (c.dim + 31) / 32 * 32, how, 14);
     sweep<f16>(1, 37, (c.dim + 31) / 32 * 32, how, 15);  // along channels: a partial batch of tokens
   }
+  // Wide heads: dequantizing along tokens stages a group's parameters 256 channels at a time,
+  // so 300 channels take two chunks and a remainder; 320 are whole groups along channels.
+  sweep<f16>(1, 64, 300, kv_layout::contiguous, 16);
+  sweep<float>(1, 64, 320, kv_layout::cells, 17);
 }
 
 // --- the originals' own outputs --------------------------------------------------------------

@@ -883,40 +883,54 @@ void quantize_token_unit(const uniform_format& f, const step_rounding<Arch, E>& 
 }
 
 /// A whole packed group along tokens back to its `group` output rows (channel 0 of each, channel
-/// stride `cs`), 32 rows per block of words: two batches of channels at a time where they are
-/// whole and contiguous and the codes 2 or 4 bits wide, else a batch at a time.
+/// stride `cs`), 32 rows per block of words. Where the channels are contiguous and the codes 2 or
+/// 4 bits wide: the rows of one word row of codes (16 or 8 rows) are finished before the next
+/// ones, two batches of channels at a time (a 64-byte line of fp16 with AVX-512) across them,
+/// the parameters staged as floats once per group (a chunk of channels at a time). Writing a
+/// band of rows at a time rather than all 32 halves the time once the output is far larger than
+/// the caches, and is as fast within them. The other channels go a batch at a time.
 template <kv_scheme S, class Arch, class E, class Eout>
 void dequantize_token_unit(const uniform_format& f, bool vidkv, const step_rounding<Arch, E>& rnd,
                            const token_group_out<const E>& in, index_t dim, Eout* const* rows, index_t cs) noexcept {
   constexpr index_t w = float_batch<Arch>::size;
-  // Pairs of whole batches of contiguous channels at 2 and 4 bits: each output row gets both
-  // batches' values at once (a 64-byte line of fp16 with AVX-512).
   index_t c0 = 0;
   if (cs == 1)
     with_code_width<S>(f.bits, [&](auto bits) {
       constexpr int B = decltype(bits)::value;
       if constexpr (B != 0) {
+        using fb = float_batch<Arch>;
         using ub = u32_batch<Arch>;
         constexpr int per = 32 / B;
-        for (; c0 + 2 * w <= dim; c0 += 2 * w) {
-          group_params<Arch> g[2];
-          for (int h = 0; h < 2; ++h) {
-            g[h].scale = load_lanes<Arch>(in.scale + (c0 + h * w) * in.scale_stride, in.scale_stride, w);
+        constexpr index_t chunk = 256;  // channels whose parameters are staged at once
+        alignas(64) float scales[chunk], zeros[chunk];
+        const index_t pairs_end = dim - dim % (2 * w);
+        for (index_t base = 0; base < pairs_end; base += chunk) {
+          const index_t end = std::min(base + chunk, pairs_end);
+          for (index_t c = base; c < end; c += w) {
+            load_lanes<Arch>(in.scale + c * in.scale_stride, in.scale_stride, w).store_aligned(scales + (c - base));
             if constexpr (S == kv_scheme::asymmetric)
-              g[h].zero = load_lanes<Arch>(in.zero + (c0 + h * w) * in.zero_stride, in.zero_stride, w);
+              load_lanes<Arch>(in.zero + c * in.zero_stride, in.zero_stride, w).store_aligned(zeros + (c - base));
           }
           for (index_t k = 0; k < f.group / 32; ++k)
             for (index_t j = 0; j < B; ++j) {
-              const std::uint32_t* word = in.words + (k * B + j) * in.word_stride + c0;
-              const ub w0 = ub::load_unaligned(word), w1 = ub::load_unaligned(word + w);
-              unrolled<per>([&](auto i) TOKRED_INLINE_LAMBDA {
-                constexpr int at = decltype(i)::value;
-                Eout* row = rows[32 * k + j * per + at] + c0;
-                store_floats<Arch>(row, values_of<S, Arch, E>(B, vidkv, code_floats<Arch>(code_field<B, at, Arch>(w0)), g[0], rnd));
-                store_floats<Arch>(row + w, values_of<S, Arch, E>(B, vidkv, code_floats<Arch>(code_field<B, at, Arch>(w1)), g[1], rnd));
-              });
+              const std::uint32_t* words = in.words + (k * B + j) * in.word_stride;
+              for (index_t c = base; c < end; c += 2 * w) {
+                group_params<Arch> g[2];
+                for (int h = 0; h < 2; ++h) {
+                  g[h].scale = fb::load_aligned(scales + (c - base) + h * w);
+                  if constexpr (S == kv_scheme::asymmetric) g[h].zero = fb::load_aligned(zeros + (c - base) + h * w);
+                }
+                const ub w0 = ub::load_unaligned(words + c), w1 = ub::load_unaligned(words + c + w);
+                unrolled<per>([&](auto i) TOKRED_INLINE_LAMBDA {
+                  constexpr int at = decltype(i)::value;
+                  Eout* row = rows[32 * k + j * per + at] + c;
+                  store_floats<Arch>(row, values_of<S, Arch, E>(B, vidkv, code_floats<Arch>(code_field<B, at, Arch>(w0)), g[0], rnd));
+                  store_floats<Arch>(row + w, values_of<S, Arch, E>(B, vidkv, code_floats<Arch>(code_field<B, at, Arch>(w1)), g[1], rnd));
+                });
+              }
             }
         }
+        c0 = pairs_end;
       }
     });
   for (index_t c = c0; c < dim; c += w) {
