@@ -19,6 +19,7 @@
 #include "tokred/cuda/kivi.cuh"
 #include "tokred/cuda/vidkv.cuh"
 #include "tokred/cuda/vidkv_cache.cuh"
+#include "tokred/cuda/vidkv_salient.cuh"
 #include "tokred/cuda/attention_scores.cuh"
 #include "tokred/cuda/feature_scores.cuh"
 #include "tokred/cuda/ggml_blocks.cuh"

@@ -34,20 +34,15 @@ struct backend<vidkv_salient_tokens, cpu<Arch>> {
   /// (retained_count,); `aliasing` when they overlap; the workspace.
   static status apply(const cpu<Arch>& exec, const vidkv_salient_tokens& p, const vidkv_salient_inputs<>& in,
                       const vidkv_salient_outputs<>& out, workspace ws) {
-    if (status s = check_exec(exec); s != status::ok) return s;
-    const index_t n = in.scores.extent(0);
-    const problem prob{sequence_grid(n), 0};
-    if (status s = can_implement(p, prob); s != status::ok) return s;
-    if (status s = detail::check_view(in.scores, {n}); s != status::ok) return s;
+    if (status s = detail::check_vidkv_salient(exec, p, in, out); s != status::ok) return s;
+    const problem prob{sequence_grid(in.scores.extent(0)), 0};
     const index_t count = retained_count(p, prob);
-    if (status s = detail::check_view_or_empty(out.positions, {count}); s != status::ok) return s;
-    if (may_overlap(out.positions, in.scores)) return status::aliasing;
     if (status s = check_workspace(ws, workspace_bytes(cpu<Arch>{}, p, prob)); s != status::ok) return s;
     if (exec.ith != 0 || count == 0) return status::ok;
 
     detail::arena a(ws);
     const scratch buffers = carve(a, p, prob);
-    const index_t chosen = chosen_count(p, prob);
+    const index_t chosen = detail::vidkv_salient_chosen(p, prob);
     const selection_inputs<float> ranked{prob.grid, in.scores, {}};
     const selection_outputs<float> indices{{}, make_view(buffers.chosen, chosen), {}};
     if (status s = backend<topk, cpu<Arch>>::apply(cpu<Arch>{}, chooser(chosen), ranked, indices, buffers.selection);
@@ -63,16 +58,12 @@ struct backend<vidkv_salient_tokens, cpu<Arch>> {
     workspace selection;
   };
 
-  /// How many tokens the topk chooses: k with `vidkv_order` (the last 32 are dropped after), else k − 32.
-  static index_t chosen_count(const vidkv_salient_tokens& p, const problem& prob) noexcept {
-    return retained_count(p, prob) + (p.vidkv_order ? 32 : 0);
-  }
 
   static topk chooser(index_t chosen) noexcept { return topk{keep_budget::count(chosen)}; }
 
   static scratch carve(detail::arena& a, const vidkv_salient_tokens& p, const problem& prob) {
     scratch s;
-    const index_t chosen = chosen_count(p, prob);
+    const index_t chosen = detail::vidkv_salient_chosen(p, prob);
     s.chosen = a.take<std::int64_t>(chosen);
     const std::size_t bytes = backend<topk, cpu<Arch>>::workspace_bytes(cpu<Arch>{}, chooser(chosen), prob);
     s.selection = {a.take<std::byte>(static_cast<index_t>(bytes)), bytes};

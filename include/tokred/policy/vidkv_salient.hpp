@@ -84,4 +84,29 @@ struct vidkv_salient_outputs {
   view<std::int64_t, 1, Space> positions;  // (retained_count,)
 };
 
+namespace detail {
+
+/// How many tokens the choice ranks: k with `vidkv_order` (the last 32 are dropped after), else
+/// k − 32.
+inline index_t vidkv_salient_chosen(const vidkv_salient_tokens& p, const problem& prob) noexcept {
+  return retained_count(p, prob) + (p.vidkv_order ? 32 : 0);
+}
+
+/// vidkv_salient_tokens' checks but the workspace, in order, on any backend: exec;
+/// can_implement of the scores' length; the scores (N,); the positions (retained_count,);
+/// `aliasing` when they overlap.
+template <class Exec, class Space>
+status check_vidkv_salient(const Exec& exec, const vidkv_salient_tokens& p, const vidkv_salient_inputs<Space>& in,
+                           const vidkv_salient_outputs<Space>& out) noexcept {
+  if (status s = check_exec(exec); s != status::ok) return s;
+  const index_t n = in.scores.extent(0);
+  const problem prob{sequence_grid(n), 0};
+  if (status s = can_implement(p, prob); s != status::ok) return s;
+  if (status s = check_view(in.scores, {n}); s != status::ok) return s;
+  if (status s = check_view_or_empty(out.positions, {retained_count(p, prob)}); s != status::ok) return s;
+  return may_overlap(out.positions, in.scores) ? status::aliasing : status::ok;
+}
+
+}  // namespace detail
+
 }  // namespace tokred
