@@ -24,9 +24,14 @@
 #include <vector>
 
 #include "cuda/cuda_bench.cuh"
+#include "cuda/vidkv_device_cache.cuh"
+#include "support/vidkv_buffers.hpp"
 
 namespace tokred::bench {
 namespace {
+
+using testing::device_keys;
+using testing::key_buffers;
 
 constexpr index_t heads = 28, head_dim = 128;
 
@@ -47,89 +52,21 @@ void shapes(benchmark::internal::Benchmark* b) {
   b->ArgsProduct({{4096, 11648}, {150, 100}})->ArgNames({"tokens", "bits100"});
 }
 
-/// A chunk, its packed keys from the CPU backend, and the same storage on the device.
+/// A chunk and its packed keys from the CPU backend.
 struct key_case {
   vidkv_keys keys;
   kv_problem p;
-  vidkv_key_extents x;
   std::vector<f16> chunk;
-  std::vector<std::int64_t> channels;
-  std::vector<std::uint32_t> dcodes, scodes;
-  std::vector<f16> dscale, dzero, sscale, szero;
+  key_buffers<f16> packed;
   bool cpu_ok = false;
-
-  static std::size_t count(const kv_extents& e) { return static_cast<std::size_t>(e.heads * e.rows * e.cols); }
 
   explicit key_case(const benchmark::State& s)
       : keys{static_cast<double>(s.range(1)) / 100.0, true, 32, false}, p{heads, s.range(0), head_dim},
-        x(vidkv_packed_key_extents(keys, p)), chunk(chunk_values(p.tokens)), channels(static_cast<std::size_t>(head_dim)),
-        dcodes(count(x.difficult_codes)), scodes(count(x.spectral_codes)), dscale(count(x.difficult_params)),
-        dzero(dscale.size()), sscale(count(x.spectral_params)), szero(sscale.size()) {
-    std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{keys}, p));
-    cpu_ok = apply(cpu<>{}, vidkv_key_quantize{keys}, kv_inputs<f16>{host_chunk()}, host_keys(),
-                   workspace{ws.data(), ws.size()}) == status::ok;
+        chunk(chunk_values(p.tokens)), packed(keys, p) {
+    cpu_ok = testing::quantize_keys(keys, host_chunk(), packed) == status::ok;
   }
   view<const f16, 3> host_chunk() const { return {chunk.data(), {p.heads, p.tokens, p.head_dim}}; }
-  template <class Space, class T, class W, class I>
-  vidkv_packed_keys<T, Space> keys_over(I* ch, W* dc, T* ds, T* dz, W* sc, T* ss, T* sz) const {
-    const auto part = [](W* c, T* sc_, T* z, const kv_extents& ce, const kv_extents& pe) {
-      return uniform_packed<T, Space>{view<W, 3, Space>(c, {ce.heads, ce.rows, ce.cols}),
-                                      view<T, 3, Space>(sc_, {pe.heads, pe.rows, pe.cols}),
-                                      view<T, 3, Space>(z, {pe.heads, pe.rows, pe.cols})};
-    };
-    return {view<I, 1, Space>(ch, {head_dim}), part(dc, ds, dz, x.difficult_codes, x.difficult_params),
-            part(sc, ss, sz, x.spectral_codes, x.spectral_params)};
-  }
-  vidkv_packed_keys<f16> host_keys() {
-    return keys_over<host_space>(channels.data(), dcodes.data(), dscale.data(), dzero.data(), scodes.data(),
-                                 sscale.data(), szero.data());
-  }
   std::int64_t key_bytes() const { return p.heads * p.tokens * p.head_dim * 2; }
-};
-
-/// The packed keys on the device: uploaded from the CPU backend's (to dequantize), or the same
-/// storage filled with 0xFF bytes (to quantize into).
-struct device_keys {
-  const key_case& c;
-  device_array<std::int64_t> channels;
-  device_array<std::uint32_t> dcodes, scodes;
-  device_array<f16> dscale, dzero, sscale, szero;
-  bool filled = true;
-
-  device_keys(const key_case& k, bool upload)
-      : c(k), channels(upload ? device_array<std::int64_t>(k.channels) : device_array<std::int64_t>(k.channels.size())),
-        dcodes(upload ? device_array<std::uint32_t>(k.dcodes) : device_array<std::uint32_t>(k.dcodes.size())),
-        scodes(upload ? device_array<std::uint32_t>(k.scodes) : device_array<std::uint32_t>(k.scodes.size())),
-        dscale(upload ? device_array<f16>(k.dscale) : device_array<f16>(k.dscale.size())),
-        dzero(upload ? device_array<f16>(k.dzero) : device_array<f16>(k.dzero.size())),
-        sscale(upload ? device_array<f16>(k.sscale) : device_array<f16>(k.sscale.size())),
-        szero(upload ? device_array<f16>(k.szero) : device_array<f16>(k.szero.size())) {
-    if (!upload) {
-      const auto blank = [](const auto& d) {
-        return cudaMemset(d.get(), 0xFF, d.size() * sizeof(*d.get())) == cudaSuccess;
-      };
-      filled = blank(channels) && blank(dcodes) && blank(scodes) && blank(dscale) && blank(dzero) && blank(sscale) &&
-               blank(szero) && cudaDeviceSynchronize() == cudaSuccess;
-    }
-  }
-  bool ok() const {
-    return filled && channels.ok() && dcodes.ok() && scodes.ok() && dscale.ok() && dzero.ok() && sscale.ok() &&
-           szero.ok();
-  }
-  vidkv_packed_keys<f16, device_space> out() const {
-    return c.keys_over<device_space>(channels.get(), dcodes.get(), dscale.get(), dzero.get(), scodes.get(),
-                                     sscale.get(), szero.get());
-  }
-  /// Channels, codes, scales and zero points as the CPU backend wrote them (the spectral part has
-  /// no zero points).
-  bool matches_cpu() const {
-    const auto same = [](const auto& d, const auto& h) {
-      const auto got = d.download();
-      return got.size() == h.size() && std::memcmp(got.data(), h.data(), h.size() * sizeof(h[0])) == 0;
-    };
-    return same(channels, c.channels) && same(dcodes, c.dcodes) && same(scodes, c.scodes) &&
-           same(dscale, c.dscale) && same(dzero, c.dzero) && same(sscale, c.sscale);
-  }
 };
 
 void count(benchmark::State& state, const key_case& c) {
@@ -151,10 +88,11 @@ void BM_cuda_quantize(benchmark::State& state) {
   if (!have_device(state)) return;
   const key_case c(state);
   const device_array<f16> chunk(c.chunk);
-  const device_keys dev(c, false);
+  const key_buffers<f16> sentinels(c.keys, c.p);
+  const device_keys<f16> dev(sentinels);
   device_array<std::byte> ws(workspace_bytes(tokred::cuda{}, vidkv_key_quantize{c.keys}, c.p));
   device_timer timer;
-  if (!c.cpu_ok || !chunk.ok() || !dev.ok() || !ws.ok() || !timer.ok()) return state.SkipWithError("setup failed");
+  if (!c.cpu_ok || !chunk.ok() || !ws.ok() || !timer.ok()) return state.SkipWithError("setup failed");
   const kv_inputs<f16, device_space> in{view<const f16, 3, device_space>(chunk.get(), {c.p.heads, c.p.tokens, c.p.head_dim})};
   const vidkv_packed_keys<f16, device_space> out = dev.out();
   if (!time_iterations(state, timer, [&] {
@@ -162,17 +100,17 @@ void BM_cuda_quantize(benchmark::State& state) {
                      workspace{ws.get(), ws.size()}) == status::ok;
       }))
     return;
-  if (!dev.matches_cpu()) return state.SkipWithError("the packed keys differ from the CPU backend's");
+  if (!(dev.download() == c.packed)) return state.SkipWithError("the packed keys differ from the CPU backend's");
   count(state, c);
 }
 
 void BM_cuda_dequantize(benchmark::State& state) {
   if (!have_device(state)) return;
   const key_case c(state);
-  const device_keys dev(c, true);
+  const device_keys<f16> dev(c.packed);
   device_array<f16> y(c.chunk.size());
   device_timer timer;
-  if (!c.cpu_ok || !dev.ok() || !y.ok() || !timer.ok()) return state.SkipWithError("setup failed");
+  if (!c.cpu_ok || !y.ok() || !timer.ok()) return state.SkipWithError("setup failed");
   const vidkv_packed_keys<f16, device_space> packed = dev.out();
   const kv_outputs<f16, device_space> out{view<f16, 3, device_space>(y.get(), {c.p.heads, c.p.tokens, c.p.head_dim})};
   if (!time_iterations(state, timer, [&] {
@@ -180,9 +118,8 @@ void BM_cuda_dequantize(benchmark::State& state) {
       }))
     return;
   std::vector<f16> want(c.chunk.size());
-  key_case host = c;
   std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_dequantize{c.keys}, c.p));
-  const status s = apply(cpu<>{}, vidkv_key_dequantize{c.keys}, read_only(host.host_keys()),
+  const status s = apply(cpu<>{}, vidkv_key_dequantize{c.keys}, c.packed.in(),
                          kv_outputs<f16>{view<f16, 3>(want.data(), {c.p.heads, c.p.tokens, c.p.head_dim})},
                          workspace{ws.data(), ws.size()});
   const std::vector<f16> got = y.download();
@@ -195,22 +132,21 @@ void BM_cuda_dequantize(benchmark::State& state) {
 void BM_cuda_scores(benchmark::State& state) {
   if (!have_device(state)) return;
   const key_case c(state);
-  const device_keys dev(c, true);
+  const device_keys<f16> dev(c.packed);
   std::vector<f16> queries(static_cast<std::size_t>(heads * head_dim));
   for (std::size_t i = 0; i < queries.size(); ++i) queries[i] = from_float<f16>(static_cast<float>(i % 7) / 8.0f - 0.375f);
   const device_array<f16> dq(queries);
   device_array<float> dscores(static_cast<std::size_t>(heads * c.p.tokens));
   device_timer timer;
-  if (!c.cpu_ok || !dev.ok() || !dq.ok() || !dscores.ok() || !timer.ok()) return state.SkipWithError("setup failed");
-  const vidkv_score_inputs<f16, device_space> in{view<const f16, 2, device_space>(dq.get(), {heads, head_dim}),
-                                                 read_only(dev.out()), {}};
+  if (!c.cpu_ok || !dq.ok() || !dscores.ok() || !timer.ok()) return state.SkipWithError("setup failed");
+  const vidkv_score_inputs<f16, device_space> in{view<const f16, 2, device_space>(dq.get(), {heads, head_dim}), dev.in(),
+                                                 {}};
   const packed_score_outputs<device_space> out{view<float, 2, device_space>(dscores.get(), {heads, c.p.tokens})};
   if (!time_iterations(state, timer, [&] {
         return apply(tokred::cuda{timer.stream()}, vidkv_key_scores{c.keys}, in, out) == status::ok;
       }))
     return;
-  key_case host = c;
-  const vidkv_score_inputs<f16> host_in{view<const f16, 2>(queries.data(), {heads, head_dim}), read_only(host.host_keys()), {}};
+  const vidkv_score_inputs<f16> host_in{view<const f16, 2>(queries.data(), {heads, head_dim}), c.packed.in(), {}};
   std::vector<float> want(static_cast<std::size_t>(heads * c.p.tokens));
   std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_scores{c.keys}, c.p));
   if (apply(cpu<>{}, vidkv_key_scores{c.keys}, host_in, packed_score_outputs<>{view<float, 2>(want.data(), {heads, c.p.tokens})},
@@ -231,7 +167,7 @@ void BM_cpu_quantize(benchmark::State& state) {
   key_case c(state);
   std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{c.keys}, c.p));
   for (auto _ : state) {
-    if (apply(cpu<>{}, vidkv_key_quantize{c.keys}, kv_inputs<f16>{c.host_chunk()}, c.host_keys(),
+    if (apply(cpu<>{}, vidkv_key_quantize{c.keys}, kv_inputs<f16>{c.host_chunk()}, c.packed.out(),
               workspace{ws.data(), ws.size()}) != status::ok)
       return state.SkipWithError("the CPU backend failed");
     benchmark::ClobberMemory();
@@ -245,7 +181,7 @@ void BM_cpu_dequantize(benchmark::State& state) {
   std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_dequantize{c.keys}, c.p));
   const kv_outputs<f16> out{view<f16, 3>(y.data(), {c.p.heads, c.p.tokens, c.p.head_dim})};
   for (auto _ : state) {
-    if (apply(cpu<>{}, vidkv_key_dequantize{c.keys}, read_only(c.host_keys()), out, workspace{ws.data(), ws.size()}) !=
+    if (apply(cpu<>{}, vidkv_key_dequantize{c.keys}, c.packed.in(), out, workspace{ws.data(), ws.size()}) !=
         status::ok)
       return state.SkipWithError("the CPU backend failed");
     benchmark::ClobberMemory();

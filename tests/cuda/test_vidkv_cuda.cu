@@ -31,111 +31,30 @@
 
 #include "cuda/device_buffers.cuh"
 #include "cuda/harness.cuh"
+#include "cuda/vidkv_device_cache.cuh"
 #include "support/kv_cache.hpp"
+#include "support/vidkv_buffers.hpp"
 
 namespace {
 
 using namespace tokred;
 using namespace tokred::testing;
 
-/// Packed keys of a chunk in sentinel-filled host buffers, and views of them in either space.
-template <class E>
-struct packed_keys {
-  vidkv_key_extents x;
-  std::vector<std::int64_t> channels;
-  std::vector<std::uint32_t> difficult_codes, spectral_codes;
-  std::vector<E> difficult_scale, difficult_zero, spectral_scale, spectral_zero;
-
-  static std::size_t count(const kv_extents& e) { return static_cast<std::size_t>(e.heads * e.rows * e.cols); }
-
-  packed_keys(const vidkv_keys& k, const kv_problem& p)
-      : x(vidkv_packed_key_extents(k, p)), channels(static_cast<std::size_t>(p.head_dim), -1),
-        difficult_codes(count(x.difficult_codes), 0xA5A5A5A5u), spectral_codes(count(x.spectral_codes), 0xA5A5A5A5u),
-        difficult_scale(count(x.difficult_params), from_float<E>(-7.0f)), difficult_zero(difficult_scale),
-        spectral_scale(count(x.spectral_params), from_float<E>(-7.0f)), spectral_zero(spectral_scale) {}
-
-  template <class Space, class T, class W, class I>
-  vidkv_packed_keys<T, Space> views(I* ch, W* dc, T* ds, T* dz, W* sc, T* ss, T* sz) const {
-    const auto part = [](W* c, T* s, T* z, const kv_extents& ce, const kv_extents& pe) {
-      return uniform_packed<T, Space>{view<W, 3, Space>(c, {ce.heads, ce.rows, ce.cols}),
-                                      view<T, 3, Space>(s, {pe.heads, pe.rows, pe.cols}),
-                                      view<T, 3, Space>(z, {pe.heads, pe.rows, pe.cols})};
-    };
-    return {view<I, 1, Space>(ch, {static_cast<index_t>(channels.size())}),
-            part(dc, ds, dz, x.difficult_codes, x.difficult_params), part(sc, ss, sz, x.spectral_codes, x.spectral_params)};
-  }
-  vidkv_packed_keys<E> out() {
-    return views<host_space>(channels.data(), difficult_codes.data(), difficult_scale.data(), difficult_zero.data(),
-                             spectral_codes.data(), spectral_scale.data(), spectral_zero.data());
-  }
-  vidkv_packed_keys<const E> in() const {
-    return views<host_space>(channels.data(), difficult_codes.data(), difficult_scale.data(), difficult_zero.data(),
-                             spectral_codes.data(), spectral_scale.data(), spectral_zero.data());
-  }
-  bool same_bytes(const packed_keys& o) const {
-    const auto same = [](const auto& a, const auto& b) {
-      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
-    };
-    return same(channels, o.channels) && same(difficult_codes, o.difficult_codes) &&
-           same(spectral_codes, o.spectral_codes) && same(difficult_scale, o.difficult_scale) &&
-           same(difficult_zero, o.difficult_zero) && same(spectral_scale, o.spectral_scale) &&
-           same(spectral_zero, o.spectral_zero);
-  }
-};
-
-/// The same packed keys on the device.
-template <class E>
-struct device_keys {
-  const packed_keys<E>& layout;
-  device_buffer<std::int64_t> channels;
-  device_buffer<std::uint32_t> difficult_codes, spectral_codes;
-  device_buffer<E> difficult_scale, difficult_zero, spectral_scale, spectral_zero;
-
-  explicit device_keys(const packed_keys<E>& h)
-      : layout(h), channels(h.channels), difficult_codes(h.difficult_codes), spectral_codes(h.spectral_codes),
-        difficult_scale(h.difficult_scale), difficult_zero(h.difficult_zero), spectral_scale(h.spectral_scale),
-        spectral_zero(h.spectral_zero) {}
-
-  vidkv_packed_keys<E, device_space> out() const {
-    return layout.template views<device_space>(channels.get(), difficult_codes.get(), difficult_scale.get(),
-                                               difficult_zero.get(), spectral_codes.get(), spectral_scale.get(),
-                                               spectral_zero.get());
-  }
-  vidkv_packed_keys<const E, device_space> in() const { return read_only(out()); }
-  packed_keys<E> download() const {
-    packed_keys<E> h = layout;
-    h.channels = channels.download();
-    h.difficult_codes = difficult_codes.download();
-    h.spectral_codes = spectral_codes.download();
-    h.difficult_scale = difficult_scale.download();
-    h.difficult_zero = difficult_zero.download();
-    h.spectral_scale = spectral_scale.download();
-    h.spectral_zero = spectral_zero.download();
-    return h;
-  }
-};
-
-std::string describe(const vidkv_keys& k) {
-  return std::string(k.mixed ? "mixed " : "uniform ") + std::to_string(k.bits) + (k.round_each_op ? " each-op" : "");
-}
-
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
-/// The key settings every chunk runs: mixed 1, 1.01 (VidKV's 32-channel floor), 1.25, 1.5, 1.75,
-/// 2 bits and uniform 1.58, 2, 4; groups of 32.
-std::vector<vidkv_keys> key_settings(bool each_op) {
-  std::vector<vidkv_keys> out;
-  for (double bits : {1.0, 1.01, 1.25, 1.5, 1.75, 2.0}) out.push_back({bits, true, 32, each_op});
-  for (double bits : {1.58, 2.0, 4.0}) out.push_back({bits, false, 32, each_op});
+/// The key settings every chunk runs (key_settings, groups of 32), with or without round_each_op.
+std::vector<vidkv_keys> settings_with(bool each_op) {
+  std::vector<vidkv_keys> out = key_settings(32);
+  for (vidkv_keys& k : out) k.round_each_op = each_op;
   return out;
 }
 
 /// Dequantizes `host` packed keys on both backends into padded rows (stride D + 3) of Eout.
 template <class Eout, class E>
-void check_dequantize(const vidkv_keys& k, bool vidkv_dequant, const packed_keys<E>& host, const device_keys<E>& dev,
+void check_dequantize(const vidkv_keys& k, bool vidkv_dequant, const key_buffers<E>& host, const device_keys<E>& dev,
                       const kv_problem& p, const std::string& what) {
   const index_t row = p.head_dim + 3;
   const std::vector<Eout> sentinel(static_cast<std::size_t>(p.heads * p.tokens * row), from_float<Eout>(-9.0f));
@@ -161,10 +80,10 @@ template <class E>
 void check_chunk(const kv_cache<E>& host, bool each_op, const std::string& label) {
   const kv_problem p{host.cache.extent(0), host.cache.extent(1), host.cache.extent(2)};
   const device_mirror<E, 3> chunk(host.storage, host.cache);
-  for (const vidkv_keys& k : key_settings(each_op)) {
+  for (const vidkv_keys& k : settings_with(each_op)) {
     if (can_implement(vidkv_key_quantize{k}, p) != status::ok) continue;
     const std::string what = label + " " + element_name<E>() + " " + describe(k);
-    packed_keys<E> want(k, p), got(k, p);
+    key_buffers<E> want(k, p), got(k, p);
     std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, p));
     if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<E>{view<const E, 3>(host.cache)}, want.out(),
               workspace{ws.data(), ws.size()}) != status::ok) {
@@ -178,7 +97,7 @@ void check_chunk(const kv_cache<E>& host, bool each_op, const std::string& label
                            workspace{dws.get(), dws.size()});
     check(s == status::ok, what + ": quantize status " + to_string(s));
     finish(what + " quantize");
-    check(dev.download().same_bytes(want), what + ": packed keys differ from the CPU backend's");
+    check(dev.download() == want, what + ": packed keys differ from the CPU backend's");
     const device_keys<E> packed(want);
     for (const bool vidkv_dequant : {false, true}) {
       check_dequantize<E>(k, vidkv_dequant, want, packed, p, what);
@@ -224,7 +143,7 @@ void check_scores(const vidkv_keys& k, bool vidkv_dequant, index_t q_heads, inde
   kv_cache<E> keys = make_cache<E>(kv_heads, tokens, dim, kv_layout::contiguous);
   fill(keys.cache, static_cast<std::uint64_t>(packed * 13 + dim));
   const kv_problem prob{kv_heads, packed, dim};
-  packed_keys<E> host(k, prob);
+  key_buffers<E> host(k, prob);
   if (packed > 0) {
     std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, prob));
     if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<E>{tokens_of(keys.cache, 0, packed)}, host.out(),
@@ -268,7 +187,7 @@ void check_scores(const vidkv_keys& k, bool vidkv_dequant, index_t q_heads, inde
 }
 
 void check_all_scores() {
-  for (const vidkv_keys& k : key_settings(false))
+  for (const vidkv_keys& k : settings_with(false))
     for (const bool vidkv_dequant : {false, true}) {
       check_scores<float>(k, vidkv_dequant, 4, 2, 64, 5, 64);
       check_scores<f16>(k, vidkv_dequant, 8, 1, 300 / 32 * 32, 0, 128);  // two key tiles
@@ -283,7 +202,7 @@ void check_graph() {
   kv_cache<f16> host = make_cache<f16>(2, 64, 128, kv_layout::contiguous);
   fill(host.cache, 9);
   const kv_problem p{2, 64, 128};
-  packed_keys<f16> want(k, p);
+  key_buffers<f16> want(k, p);
   std::vector<std::byte> ws(workspace_bytes(cpu<>{}, vidkv_key_quantize{k}, p));
   if (apply(cpu<>{}, vidkv_key_quantize{k}, kv_inputs<f16>{view<const f16, 3>(host.cache)}, want.out(),
             workspace{ws.data(), ws.size()}) != status::ok) {
@@ -298,7 +217,7 @@ void check_graph() {
     return;
   }
   const device_mirror<f16, 3> chunk(host.storage, host.cache);
-  packed_keys<f16> sentinels(k, p);
+  key_buffers<f16> sentinels(k, p);
   const device_keys<f16> dev(sentinels);
   const tokred::cuda exec{test_stream()};
   device_buffer<std::byte> dws(workspace_bytes(exec, vidkv_key_quantize{k}, p));
@@ -311,7 +230,7 @@ void check_graph() {
               kv_outputs<f16, device_space>{view<f16, 3, device_space>(out.get(), {2, 64, 128})})};
   });
   if (!replayed) return;
-  check(dev.download().same_bytes(want), "graph: the packed keys differ from the CPU backend's");
+  check(dev.download() == want, "graph: the packed keys differ from the CPU backend's");
   check(same_bits(out.download(), keys), "graph: the keys differ from the CPU backend's");
 }
 
@@ -323,7 +242,7 @@ void check_bad_input() {
   const device_mirror<float, 3> chunk(host.storage, host.cache);
   const tokred::cuda exec{test_stream()};
   const vidkv_keys k{1.5, true, 32, false};
-  packed_keys<float> sentinels(k, p);
+  key_buffers<float> sentinels(k, p);
   const device_keys<float> dev(sentinels);
   device_buffer<std::byte> dws(workspace_bytes(exec, vidkv_key_quantize{k}, p) + 1);
   const auto quantize = [&](const vidkv_keys& keys, const view<const float, 3, device_space>& x, std::size_t bytes) {
@@ -343,7 +262,7 @@ void check_bad_input() {
   const vidkv_keys all_easy{1.0, true, 32, false};
   kv_cache<float> w = make_cache<float>(1, 32, 257, kv_layout::contiguous);
   const device_mirror<float, 3> wide_chunk(w.storage, w.cache);
-  packed_keys<float> wide_keys(all_easy, wide);
+  key_buffers<float> wide_keys(all_easy, wide);
   const device_keys<float> wide_dev(wide_keys);
   const status too_wide = apply(exec, vidkv_key_quantize{all_easy}, kv_inputs<float, device_space>{wide_chunk.v},
                                 wide_dev.out(), workspace{dws.get(), bytes});
@@ -353,7 +272,7 @@ void check_bad_input() {
                                    kv_outputs<float, device_space>{view<float, 3, device_space>(out.get(), {2, 40, 64})});
   check(dequantized == status::invalid_parameter, std::string("bad dequantize (40 tokens): ") + to_string(dequantized));
   finish("bad input");
-  check(dev.download().same_bytes(sentinels) && wide_dev.download().same_bytes(wide_keys),
+  check(dev.download() == sentinels && wide_dev.download() == wide_keys,
         "bad input: packed keys were written");
   const std::vector<float> untouched = out.download();
   bool all = true;

@@ -86,7 +86,7 @@ inline std::string describe(const vidkv_keys& k) {
 
 /// The key settings every case runs: mixed 1, 1.01 (VidKV's 32-channel floor), 1.25, 1.5, 1.75, 2
 /// bits and uniform 1.58, 2, 4.
-std::vector<vidkv_keys> key_settings(index_t group) {
+inline std::vector<vidkv_keys> key_settings(index_t group) {
   std::vector<vidkv_keys> out;
   for (double bits : {1.0, 1.01, 1.25, 1.5, 1.75, 2.0}) out.push_back({bits, true, group, false});  // 1.01: 32 channels
   for (double bits : {1.58, 2.0, 4.0}) out.push_back({bits, false, group, false});

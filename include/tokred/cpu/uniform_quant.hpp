@@ -902,7 +902,8 @@ void dequantize_token_unit(const uniform_format& f, bool vidkv, const step_round
         using ub = u32_batch<Arch>;
         constexpr int per = 32 / B;
         constexpr index_t chunk = 256;  // channels whose parameters are staged at once
-        alignas(64) float scales[chunk], zeros[chunk];
+        alignas(64) float scales[chunk];
+        [[maybe_unused]] alignas(64) float zeros[chunk];  // asymmetric schemes only
         const index_t pairs_end = dim - dim % (2 * w);
         for (index_t base = 0; base < pairs_end; base += chunk) {
           const index_t end = std::min(base + chunk, pairs_end);
