@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -173,6 +174,65 @@ TEST_CASE("the oracle's DFT is the textbook DFT, and its inverse undoes it", "[v
   }
 }
 
+
+TEST_CASE("the inverse DFT's mirrored channels are the direct sums, signed zeros included", "[vidkv]") {
+  constexpr index_t group = 32;
+  const auto identical = [](auto a, auto b) {
+    static_assert(std::is_same_v<decltype(a), decltype(b)>);
+    return std::memcmp(&a, &b, sizeof a) == 0;
+  };
+  // The backend writes channel n − j from channel j's sums; the oracle sums every channel.
+  const auto check = [&](index_t n, const std::vector<std::vector<double>>& spectra) {
+    INFO("n = " << n);
+    std::vector<double> cos(static_cast<std::size_t>(n)), sin(cos.size());
+    const detail::dft_twiddles tw = detail::fill_twiddles(cos.data(), sin.data(), n);
+    const ref::twiddle_table want_tw(n);
+    for (index_t r = 0; r < n; ++r) {
+      const auto at = static_cast<std::size_t>(r), mirror = static_cast<std::size_t>((n - r) % n);
+      CHECK(identical(cos[at], want_tw.cos[at]));
+      CHECK(identical(sin[at], want_tw.sin[at]));
+      CHECK(identical(cos[mirror], cos[at]));
+      if (2 * r == n) CHECK(identical(sin[at], 0.0));
+      else if (r > 0) CHECK(identical(sin[mirror], -sin[at]));
+    }
+    // Component-major spectra (Re X_m in row 2m, Im X_m in row 2m + 1), folded as the backend does.
+    std::vector<float> spectral(static_cast<std::size_t>(2 * n * group));
+    for (index_t t = 0; t < group; ++t)
+      for (index_t c = 0; c < 2 * n; ++c)
+        spectral[static_cast<std::size_t>(c * group + t)] =
+            static_cast<float>(spectra[static_cast<std::size_t>(t) % spectra.size()][static_cast<std::size_t>(c)]);
+    struct alignas(64) line { double v[8]; };  // the transform loads whole batches of tokens
+    std::vector<line> folded(static_cast<std::size_t>(n * group / 8));
+    double* f = folded.front().v;
+    detail::fold_spectrum(detail::dft_fold(n), spectral.data(), group, f);
+    std::vector<float> got(static_cast<std::size_t>(n * group), 1.0f);
+    detail::inverse_dft<compile_time_arch>(tw, f, group, [&](index_t j, index_t t, float v) {
+      got[static_cast<std::size_t>(t * n + j)] = v;
+    });
+    for (index_t t = 0; t < group; ++t) {
+      std::vector<double> s(static_cast<std::size_t>(2 * n));
+      for (index_t c = 0; c < 2 * n; ++c) s[static_cast<std::size_t>(c)] = spectral[static_cast<std::size_t>(c * group + t)];
+      const std::vector<double> want = ref::real_idft(s);
+      for (index_t j = 0; j < n; ++j) {
+        INFO("token " << t << ", channel " << j);
+        CHECK(identical(got[static_cast<std::size_t>(t * n + j)], static_cast<float>(want[static_cast<std::size_t>(j)])));
+      }
+    }
+  };
+  for (index_t n : {1, 2, 3, 8, 15, 32, 33, 64, 128}) {
+    rng r(static_cast<std::uint64_t>(100 + n));
+    std::vector<std::vector<double>> spectra(group, std::vector<double>(static_cast<std::size_t>(2 * n)));
+    for (auto& s : spectra)
+      for (double& v : s) v = r.uniform() - 0.5;
+    check(n, spectra);
+  }
+  // n = 8, channel 1: every product of its cos sum is −0 (R_0 = R_1 = R_2 = R_6 = R_7 = −0 meet
+  // positive cosines, R_3 = R_5 = R_4 = +0 negative ones) and its sin sum is +0, so channel 1 and
+  // channel 7 are both −0 / 8 = −0; c + s in place of c − (0 − s) would give channel 7 +0.
+  std::vector<double> zeros(16, 0.0);
+  for (index_t m : {0, 1, 2, 6, 7}) zeros[static_cast<std::size_t>(2 * m)] = -0.0;
+  check(8, {zeros});
+}
 TEST_CASE("bins 0 and n/2 are real: their imaginary codes are 1 and their scales 0", "[vidkv]") {
   // 64 channels, 32 easy (n even): Im X_0 and Im X_16 are components 1 and 33. A sum of
   // ±x·sin(π) would leave ±1e−16 there and code about half of them 0.

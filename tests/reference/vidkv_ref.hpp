@@ -40,14 +40,24 @@ inline double product(double a, double b) {
   return p;
 }
 
-/// cos and sin of 2π·r/n for r < n, the angle as (2π·r)/n.
+/// cos and sin of 2π·r/n for r < n: std::cos and std::sin of the angle (2π·r)/n below π, −1 and 0
+/// at π, and past π the values at 2π minus the angle, cos unchanged and sin negated.
 struct twiddle_table {
   std::vector<double> cos, sin;
-  explicit twiddle_table(index_t n) {
+  explicit twiddle_table(index_t n) : cos(static_cast<std::size_t>(n)), sin(static_cast<std::size_t>(n)) {
     for (index_t r = 0; r < n; ++r) {
-      const double angle = 2.0 * 3.14159265358979323846 * static_cast<double>(r) / static_cast<double>(n);
-      cos.push_back(std::cos(angle));
-      sin.push_back(std::sin(angle));
+      const auto at = static_cast<std::size_t>(r), mirror = static_cast<std::size_t>(n - r);
+      if (2 * r < n) {
+        const double angle = 2.0 * 3.14159265358979323846 * static_cast<double>(r) / static_cast<double>(n);
+        cos[at] = std::cos(angle);
+        sin[at] = std::sin(angle);
+      } else if (2 * r == n) {
+        cos[at] = -1.0;
+        sin[at] = 0.0;
+      } else {
+        cos[at] = cos[mirror];
+        sin[at] = -sin[mirror];
+      }
     }
   }
 };

@@ -154,21 +154,33 @@ void forward_dft(const dft_twiddles& tw, const double* folded, index_t group, fl
 /// cos(2π·jm/n) + R_(n/2)·cos(πj)) − Σ_m (I_m − I_(n−m))·sin(2π·jm/n)) / n, m = 1 … h in order
 /// (Im X_0 and Im X_(n/2) meet sin = 0). `store(j, t, v)` receives easy channel j of token t,
 /// rounded to fp32.
+///
+/// Channels j and n − j share their sums: the twiddles are symmetric to the bit (cos[n − r] =
+/// cos[r], sin[n − r] = −sin[r]), so channel n − j's cos sum is c itself and its sin sum is s
+/// negated, or +0 where s is (a sum that cancels rounds to +0 either way). Both channels come from
+/// one pass: y_j = (c − s)/n and y_(n−j) = (c − (0 − s))/n, the bits of the direct sums.
 template <class Arch, class Store>
 void inverse_dft(const dft_twiddles& tw, const double* folded, index_t group, const Store& store) noexcept {
   using db = double_batch<Arch>;
   constexpr index_t w = db::size, pass = dft_batches * w;
   const dft_fold f(tw.n);
   const index_t n = tw.n;
-  const db count(static_cast<double>(n));
-  alignas(64) double y[pass];
-  for (index_t j = 0; j < n; ++j)
+  const db count(static_cast<double>(n)), zero(0.0);
+  alignas(64) double y[pass], y_mirror[pass];
+  for (index_t j = 0; 2 * j <= n; ++j) {
+    const bool mirrored = j > 0 && 2 * j < n;
     for (index_t b0 = 0; b0 < group; b0 += pass) {
       db c_sum[dft_batches], s_sum[dft_batches];
       folded_sums<Arch>(tw, f, folded, group, j, b0, c_sum, s_sum);
-      for (index_t i = 0; i < dft_batches; ++i) ((c_sum[i] - s_sum[i]) / count).store_aligned(y + i * w);
+      for (index_t i = 0; i < dft_batches; ++i) {
+        ((c_sum[i] - s_sum[i]) / count).store_aligned(y + i * w);
+        ((c_sum[i] - (zero - s_sum[i])) / count).store_aligned(y_mirror + i * w);
+      }
       for (index_t t = 0; t < pass; ++t) store(j, b0 + t, static_cast<float>(y[t]));
+      if (mirrored)
+        for (index_t t = 0; t < pass; ++t) store(n - j, b0 + t, static_cast<float>(y_mirror[t]));
     }
+  }
 }
 
 /// Folds a group's dequantized spectrum ((2n, G) floats, component-major: Re X_m in row 2m,
@@ -234,6 +246,7 @@ struct key_quantize_scratch {
   double* cos = nullptr;          // (n,)
   double* sin = nullptr;          // (n,)
   E* gathered = nullptr;          // (G, k): the difficult channels of a group's tokens
+  float* row = nullptr;           // (D,): one token's keys widened to fp32 (16-bit E)
   double* easy = nullptr;         // (n, G): the easy channels, channel-major
   double* folded = nullptr;       // (n, G): the same, folded (dft_fold)
   float* spectrum = nullptr;      // (G, 2n): the spectra in fp32
@@ -257,6 +270,7 @@ struct key_quantize_scratch {
       if (n > 0) {
         s.cos = b.take<double>(n);
         s.sin = b.take<double>(n);
+        if constexpr (!std::is_same_v<E, float>) s.row = b.take<float>(dim);
         s.easy = b.take<double>(n * group);
         s.folded = b.take<double>(n * group);
         s.spectrum = b.take<float>(group * 2 * n);
@@ -284,6 +298,7 @@ struct key_dequantize_scratch {
   float* difficult = nullptr;  // (G, k): a group's difficult channels, before the scatter
   float* spectral = nullptr;   // (2n, G): the dequantized spectrum, component-major
   double* folded = nullptr;    // (n, G): the same, folded (dft_fold)
+  float* rows = nullptr;       // (G, D): the group's keys in fp32, in channel order
 
   template <class Arch>
   static key_dequantize_scratch carve(arena& a, const cpu<Arch>& exec, const vidkv_key_layout& l) {
@@ -296,6 +311,7 @@ struct key_dequantize_scratch {
         s.sin = b.take<double>(n);
         s.spectral = b.take<float>(2 * n * group);
         s.folded = b.take<double>(n * group);
+        s.rows = b.take<float>(group * (k + n));
       }
       return s;
     });
@@ -342,8 +358,13 @@ void quantize_key_group(const vidkv_key_layout& l, const step_rounding<Arch, E>&
     });
   }
   if (n > 0) {
-    for (index_t t = 0; t < group; ++t)
-      for (index_t j = 0; j < n; ++j) s.easy[j * group + t] = static_cast<double>(to_float(x(h, t0 + t, order[k + j])));
+    for (index_t t = 0; t < group; ++t) {
+      const float* wide = s.row;  // the token's keys in fp32: 16-bit rows are widened with SIMD first
+      index_t stride = 1;
+      if constexpr (std::is_same_v<E, float>) wide = &x(h, t0 + t, 0), stride = x.stride(2);
+      else copy_row<Arch>(&x(h, t0 + t, 0), x.stride(2), s.row, 1, k + n);
+      for (index_t j = 0; j < n; ++j) s.easy[j * group + t] = static_cast<double>(wide[order[k + j] * stride]);
+    }
     fold_values(dft_fold(n), s.easy, group, s.folded);
     forward_dft<Arch>(tw, s.folded, group, s.spectrum);
     const E* stored;
@@ -367,7 +388,7 @@ template <class Arch, class E, class Eout>
 void dequantize_key_group(const vidkv_key_layout& l, bool vidkv_dequant, const step_rounding<Arch, E>& rnd,
                           const vidkv_packed_keys<const E>& in, index_t h, index_t g, const key_dequantize_scratch& s,
                           const dft_twiddles& tw, const view<Eout, 3>& y) noexcept {
-  const index_t group = l.difficult_format.group, t0 = g * group, k = l.difficult, n = l.easy;
+  const index_t group = l.difficult_format.group, t0 = g * group, k = l.difficult, n = l.easy, dim = k + n;
   if (k > 0) {
     const uniform_format& f = l.difficult_format;
     const token_group_out<const E> at = token_group_at<const E>(in.difficult, f, h, g);
@@ -384,7 +405,7 @@ void dequantize_key_group(const vidkv_key_layout& l, bool vidkv_dequant, const s
         dequantize_token_unit<decltype(tag)::value, Arch>(f, vidkv_dequant, rnd, at, k, rows, 1);
       });
       for (index_t t = 0; t < group; ++t)
-        for (index_t j = 0; j < k; ++j) y(h, t0 + t, in.channels(j)) = from_float<Eout>(s.difficult[t * k + j]);
+        for (index_t j = 0; j < k; ++j) s.rows[t * dim + in.channels(j)] = s.difficult[t * k + j];
     }
   }
   if (n > 0) {
@@ -394,9 +415,9 @@ void dequantize_key_group(const vidkv_key_layout& l, bool vidkv_dequant, const s
     dequantize_token_unit<kv_scheme::sign, Arch>(f, vidkv_dequant, rnd, token_group_at<const E>(in.spectral, f, h, g),
                                                 2 * n, rows, group);
     fold_spectrum(dft_fold(n), s.spectral, group, s.folded);
-    inverse_dft<Arch>(tw, s.folded, group, [&](index_t j, index_t t, float v) {
-      y(h, t0 + t, in.channels(k + j)) = from_float<Eout>(v);
-    });
+    inverse_dft<Arch>(tw, s.folded, group, [&](index_t j, index_t t, float v) { s.rows[t * dim + in.channels(k + j)] = v; });
+    // The fp32 rows, assembled in channel order, go out a row at a time (converted with SIMD).
+    for (index_t t = 0; t < group; ++t) copy_row<Arch>(s.rows + t * dim, 1, &y(h, t0 + t, 0), y.stride(2), dim);
   }
 }
 

@@ -50,12 +50,23 @@ inline constexpr index_t vidkv_max_easy = 256;
 // ---------------------------------------------------------------------------------------------
 // The DFT.
 
-/// cos and sin of 2π·r/n for r < n, in double (the angle as (2π·r)/n), on the host.
+/// cos and sin of 2π·r/n for r < n, in double, on the host: std::cos and std::sin of the angle
+/// (2π·r)/n for 2r < n; cos π = −1 and sin π = 0 (n even); the rest from cos(2π − a) = cos a and
+/// sin(2π − a) = −sin a. So cos[n − r] = cos[r] and sin[n − r] = −sin[r] to the bit, and the
+/// inverse DFT's channels j and n − j are made of the same products.
 inline void fill_twiddle_rows(double* cos_rows, double* sin_rows, index_t n) noexcept {
-  for (index_t r = 0; r < n; ++r) {
+  for (index_t r = 0; 2 * r < n; ++r) {
     const double angle = 2.0 * 3.14159265358979323846 * static_cast<double>(r) / static_cast<double>(n);
     cos_rows[r] = std::cos(angle);
     sin_rows[r] = std::sin(angle);
+  }
+  if (n % 2 == 0 && n > 0) {
+    cos_rows[n / 2] = -1.0;
+    sin_rows[n / 2] = 0.0;
+  }
+  for (index_t r = n / 2 + 1; r < n; ++r) {
+    cos_rows[r] = cos_rows[n - r];
+    sin_rows[r] = -sin_rows[n - r];
   }
 }
 
