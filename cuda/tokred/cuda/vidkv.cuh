@@ -11,8 +11,8 @@
 //               token group, spectral component) computes that component of each token of the
 //               group (its easy channels' real DFT, O(n) in double) and sign-quantizes them.
 //   dequantize  one thread per (head, token group, difficult channel), and one per (head,
-//               token, easy channel), which evaluates the inverse DFT of the token's dequantized
-//               spectrum at that channel. `channels` is not checked first (it lives on the
+//               token, easy channels j and n − j), which evaluates the inverse DFT of the token's
+//               dequantized spectrum at both channels from one set of sums. `channels` is not checked first (it lives on the
 //               device): a channel outside [0, D) is skipped, so a corrupt list leaves outputs
 //               unspecified but writes nothing outside them.
 //   scores      one block per (query head, tile of 256 keys): the head's two queries — its

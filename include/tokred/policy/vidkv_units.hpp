@@ -19,8 +19,8 @@
 //               to fp32 and to the element type, sign-quantized along tokens
 // Dequantizing:
 //   difficult   one unit per (head, token group, difficult channel), into its channel
-//   easy        one item per (head, token, easy channel): the inverse DFT of the token's
-//               dequantized spectrum at that channel (easy_channel_value)
+//   easy        one item per (head, token, easy channels j and n − j): the inverse DFT of the
+//               token's dequantized spectrum at both, from one set of sums (easy_channel_values)
 //
 // The DFT sums follow the CPU backend's folded form (cos even and sin odd about n/2): row 0,
 // the pair sums v_j + v_(n−j) and differences v_j − v_(n−j) for 0 < j < n − j, and v_(n/2) for n
@@ -222,7 +222,9 @@ struct vidkv_key_plan {
   TOKRED_HOST_DEVICE index_t spectral_units() const noexcept {
     return heads * tokens / layout.spectral_format.group * 2 * layout.easy;
   }
-  TOKRED_HOST_DEVICE index_t easy_items() const noexcept { return heads * tokens * layout.easy; }
+  /// One item per (head, token, easy channel pair j and n − j, j = 0 … ⌊n/2⌋).
+  TOKRED_HOST_DEVICE index_t easy_pairs() const noexcept { return layout.easy > 0 ? layout.easy / 2 + 1 : 0; }
+  TOKRED_HOST_DEVICE index_t easy_items() const noexcept { return heads * tokens * easy_pairs(); }
 };
 
 /// Quantizes difficult unit u (< difficult_units()): channel `channels(j)` of one head's token
@@ -270,12 +272,18 @@ TOKRED_HOST_DEVICE void vidkv_difficult_dequantize(const vidkv_key_plan& w,
                         [&](index_t t, index_t, float v) { y(at.head, t, c) = from_float<Eout>(v); });
 }
 
-/// The value of easy channel j of token t of head h: Re of the inverse DFT of the token's
-/// dequantized spectrum, ((c − s) / n) in double, rounded to fp32.
+/// Easy channels j and n − j (j ≤ n − j) of token t of head h: Re of the inverse DFT of the
+/// token's dequantized spectrum, rounded to fp32. The twiddles are symmetric to the bit, so
+/// channel n − j has channel j's cos sum c and its sin sum s negated (+0 where s is +0):
+/// y_j = (c − s)/n and y_(n−j) = (c − (0 − s))/n in double, the bits of the direct sums.
+struct easy_channel_pair {
+  float first, second;
+};
 template <class E, class Space>
-TOKRED_HOST_DEVICE float easy_channel_value(const vidkv_key_plan& w, const double* cos_rows, const double* sin_rows,
-                                            const uniform_packed<const E, Space>& spectral, index_t h, index_t t,
-                                            index_t j) noexcept {
+TOKRED_HOST_DEVICE easy_channel_pair easy_channel_values(const vidkv_key_plan& w, const double* cos_rows,
+                                                         const double* sin_rows,
+                                                         const uniform_packed<const E, Space>& spectral, index_t h,
+                                                         index_t t, index_t j) noexcept {
   const uniform_format& f = w.layout.spectral_format;
   const index_t n = w.layout.easy;
   const auto component = [&](index_t comp) {
@@ -283,21 +291,27 @@ TOKRED_HOST_DEVICE float easy_channel_value(const vidkv_key_plan& w, const doubl
   };
   const auto rows = fold_rows(
       n, [&](index_t m) { return component(2 * m); }, [&](index_t m) { return component(2 * m + 1); });
-  return static_cast<float>(
-      div_rn(sub_rn(folded_cos_sum(cos_rows, rows, j), folded_sin_sum(sin_rows, rows, j)), static_cast<double>(n)));
+  const double c = folded_cos_sum(cos_rows, rows, j), s = folded_sin_sum(sin_rows, rows, j);
+  const double count = static_cast<double>(n);
+  return {static_cast<float>(div_rn(sub_rn(c, s), count)), static_cast<float>(div_rn(sub_rn(c, sub_rn(0.0, s)), count))};
 }
 
-/// Dequantizes easy item i (< easy_items()): one (head, token, easy channel) of `y`; a channel
-/// outside [0, D) is skipped.
+/// Dequantizes easy item i (< easy_items()): channels j and (0 < j < n − j) n − j of one
+/// (head, token) of `y`; a channel outside [0, D) is skipped.
 template <class E, class Eout, class Space>
 TOKRED_HOST_DEVICE void vidkv_easy_dequantize(const vidkv_key_plan& w, const double* cos_rows, const double* sin_rows,
                                               const vidkv_packed_keys<const E, Space>& in,
                                               const view<Eout, 3, Space>& y, index_t i) noexcept {
-  const row_item at = row_item_at(i, w.tokens, w.layout.easy);
-  const std::int64_t c = in.channels(w.layout.difficult + at.channel);
-  if (c < 0 || c >= y.extent(2)) return;
-  y(at.head, at.row, c) =
-      from_float<Eout>(easy_channel_value(w, cos_rows, sin_rows, in.spectral, at.head, at.row, at.channel));
+  const index_t n = w.layout.easy;
+  const row_item at = row_item_at(i, w.tokens, w.easy_pairs());
+  const index_t j = at.channel;
+  const easy_channel_pair v = easy_channel_values(w, cos_rows, sin_rows, in.spectral, at.head, at.row, j);
+  const auto store = [&](index_t easy, float value) {
+    const std::int64_t c = in.channels(w.layout.difficult + easy);
+    if (c >= 0 && c < y.extent(2)) y(at.head, at.row, c) = from_float<Eout>(value);
+  };
+  store(j, v.first);
+  if (j > 0 && 2 * j < n) store(n - j, v.second);
 }
 
 // ---------------------------------------------------------------------------------------------
