@@ -623,8 +623,26 @@ TEST_CASE("when VidKV flushes: residual + 1 ≥ R, never with an empty residual"
   CHECK(!vidkv_flushes(c, {128, 0}));
 }
 
+/// Whether a step's read is the previous step's read followed by the step's incoming tokens,
+/// bit for bit: what an engine that keeps the previous read relies on when an append packs nothing.
+template <class E>
+bool extends(const std::vector<E>& read, const std::vector<E>& previous, const view<const E, 3>& incoming) {
+  const index_t heads = incoming.extent(0), n = incoming.extent(1), dim = incoming.extent(2);
+  const index_t before = static_cast<index_t>(previous.size()) / (heads * dim), total = before + n;
+  if (static_cast<index_t>(read.size()) != heads * total * dim) return false;
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t t = 0; t < total; ++t)
+      for (index_t d = 0; d < dim; ++d) {
+        const E got = read[static_cast<std::size_t>((h * total + t) * dim + d)];
+        const E want = t < before ? previous[static_cast<std::size_t>((h * before + t) * dim + d)] : incoming(h, t - before, d);
+        if (bits_of(got) != bits_of(want)) return false;
+      }
+  return true;
+}
+
 /// Streams `prefill` tokens then `steps` single tokens through the cache and checks, at every
-/// step, that vidkv_read returns exactly what VidKV's update returns (replayed by the oracle).
+/// step, that vidkv_read returns exactly what VidKV's update returns (replayed by the oracle),
+/// and that after an append that packs nothing the next read extends the previous one.
 template <class E>
 void replay(const vidkv& c, index_t heads, index_t dim, index_t prefill, index_t steps, index_t capacity,
             kv_layout how, int nth, int want_flushes, const std::vector<std::int64_t>& salient = {},
@@ -637,18 +655,29 @@ void replay(const vidkv& c, index_t heads, index_t dim, index_t prefill, index_t
   fill(v.cache, 52);
   ref::cache_replay<E> oracle(c, heads, dim, salient);
   cache_buffers<E> cache(c, heads, capacity, dim, salient, salient_capacity);
-  int flushes = 0;
+  int flushes = 0, extended = 0;
+  std::vector<E> last_k, last_v;
+  bool packed_nothing = false;  // the last append left `packed` as it was
   for (index_t s = 0; s <= steps; ++s) {
     const index_t first = s == 0 ? 0 : prefill + s - 1, n = s == 0 ? prefill : 1;
     INFO("step " << s);
     const auto [want_k, want_v] = oracle.update(tensor_of(tokens_of(k.cache, first, n)), tensor_of(tokens_of(v.cache, first, n)));
     const index_t packed_before = cache.state.packed;
-    const auto [got_k, got_v] = cache.step(tokens_of(k.cache, first, n), tokens_of(v.cache, first, n), nth);
+    auto [got_k, got_v] = cache.step(tokens_of(k.cache, first, n), tokens_of(v.cache, first, n), nth);
     const bool same = same_bits(got_k, want_k.v) && same_bits(got_v, want_v.v);
     CHECK(same);
     if (!same) return;
+    if (packed_nothing) {
+      CHECK(extends(got_k, last_k, tokens_of(k.cache, first, n)));
+      CHECK(extends(got_v, last_v, tokens_of(v.cache, first, n)));
+      ++extended;
+    }
     flushes += s > 0 && cache.state.packed != packed_before;
+    packed_nothing = cache.state.packed == packed_before;
+    last_k = std::move(got_k);
+    last_v = std::move(got_v);
   }
+  CHECK(extended > 0);
   CHECK(flushes == want_flushes);
   // After the last step the cache reads back as the oracle holds it.
   std::vector<E> ko, vo;
