@@ -83,34 +83,63 @@ int main() {
   // One VidKV `update` per call: vidkv_read gives the keys and values attention sees (the packed
   // tokens dequantized, the residual, the incoming tokens), then vidkv_append stores the incoming
   // tokens — and, at a flush, re-quantizes those very outputs, as VidKV re-quantizes what it
-  // returned. The engine keeps the state {packed, residual}.
+  // returned. The engine keeps the state {packed, residual} and the read's outputs, with room
+  // for every token: after an append that packed nothing, the next read would be the same rows
+  // plus the incoming tokens, so only those are copied in.
   tokred::vidkv_state state;
   std::vector<std::byte> scratch(std::max(tokred::workspace_bytes(tokred::cpu{}, tokred::vidkv_read{config}, storage),
                                           tokred::workspace_bytes(tokred::cpu{}, tokred::vidkv_append{config}, storage)));
   const tokred::workspace ws{scratch.data(), scratch.size()};
   std::vector<float> seen_keys(heads * total * head_dim), seen_values(seen_keys.size());
+  const auto all_seen_keys = tokred::make_view(seen_keys.data(), heads, total, head_dim);  // head h at h·total rows
+  const auto all_seen_values = tokred::make_view(seen_values.data(), heads, total, head_dim);
   tokred::status s = tokred::status::ok;
+  bool packed_changed = true;  // nothing read yet
+  tokred::index_t full_reads = 0;
   for (tokred::index_t t = 0; t < total && s == tokred::status::ok;) {
     const tokred::index_t n = t == 0 ? prompt : 1;  // the prompt, then one token per step
     const tokred::index_t held = state.packed + state.residual + n;
-    const auto k = tokred::make_view(seen_keys.data(), heads, held, head_dim);  // (heads, held, head_dim)
-    const auto v = tokred::make_view(seen_values.data(), heads, held, head_dim);
+    const auto k = tokred::token_range(all_seen_keys, 0, held);  // (heads, held, head_dim)
+    const auto v = tokred::token_range(all_seen_values, 0, held);
     const auto new_keys = tokred::token_range(all_keys, t, n), new_values = tokred::token_range(all_values, t, n);
-    s = tokred::apply(tokred::cpu{}, tokred::vidkv_read{config},
-                      tokred::vidkv_read_inputs<float>{tokred::read_only(cache), state, new_keys, new_values},
-                      tokred::vidkv_read_outputs<float>{k, v}, ws);
+    if (packed_changed) {
+      s = tokred::apply(tokred::cpu{}, tokred::vidkv_read{config},
+                        tokred::vidkv_read_inputs<float>{tokred::read_only(cache), state, new_keys, new_values},
+                        tokred::vidkv_read_outputs<float>{k, v}, ws);
+      ++full_reads;
+    } else {
+      for (tokred::index_t h = 0; h < heads; ++h) {
+        std::copy_n(&new_keys(h, 0, 0), n * head_dim, &k(h, held - n, 0));
+        std::copy_n(&new_values(h, 0, 0), n * head_dim, &v(h, held - n, 0));
+      }
+    }
     // ... attention of this step's queries over k and v ...
     if (s == tokred::status::ok)
       s = tokred::apply(tokred::cpu{}, tokred::vidkv_append{config},
                         tokred::vidkv_append_inputs<float>{new_keys, new_values, state, k, v}, cache, ws);
-    state = tokred::vidkv_after(config, state, n);
+    const tokred::vidkv_state next = tokred::vidkv_after(config, state, n);
+    packed_changed = next.packed != state.packed;
+    state = next;
     t += n;
   }
   // The prefill packed 96 tokens and kept 4; the residual reached 127 after 123 steps, and the
-  // 124th re-quantized all 224 tokens; the last 76 steps are in the residual.
+  // 124th re-quantized all 224 tokens; the last 76 steps are in the residual. Three full reads:
+  // the prefill's, the first step's and the step after the flush.
   // example-end vidkv-decode
   check(s == tokred::status::ok, "prefill and decode");
   check(state.packed == 224 && state.residual == 76, "state after 300 tokens");
+  check(full_reads == 3, "three full reads");
+  {  // What the engine kept is what a full read returns now.
+    std::vector<float> read_keys(seen_keys.size()), read_values(seen_values.size());
+    const auto none = tokred::token_range(tokred::view<const float, 3>(all_keys), 0, 0);
+    s = tokred::apply(tokred::cpu{}, tokred::vidkv_read{config},
+                      tokred::vidkv_read_inputs<float>{tokred::read_only(cache), state, none, none},
+                      tokred::vidkv_read_outputs<float>{view_of(read_keys, {heads, total, head_dim}),
+                                                        view_of(read_values, {heads, total, head_dim})},
+                      ws);
+    check(s == tokred::status::ok && read_keys == seen_keys && read_values == seen_values,
+          "the kept rows equal a full read");
+  }
 
   // example-begin vidkv-scores
   // Attention logits straight from the cache: q·k for its 300 keys without dequantizing one.
