@@ -17,7 +17,8 @@
 //
 // Workspace per share: the ranking (three rows of head_dim floats, head_dim keys and indices),
 // the twiddles (2n doubles) and one group's gathered rows, easy values (plain and folded) and
-// spectra.
+// spectra; one token's keys widened to fp32 (quantizing 16-bit keys) or the group's dequantized
+// rows in fp32 (dequantizing), which leave a row at a time.
 #pragma once
 
 #include <algorithm>
