@@ -51,9 +51,6 @@
 namespace tokred {
 namespace detail {
 
-/// The largest group, in values: the word rows of one group fit a stack array.
-inline constexpr index_t uniform_max_group = 256;
-
 /// Rounds every lane to storage type E and back (exact for float). Widening as load_operands
 /// does is exact here: the narrowing leaves no signalling NaN to quiet.
 template <class Arch, class E>

@@ -170,9 +170,12 @@ struct packed_score_outputs {
 
 namespace detail {
 
+/// The largest group, in values: one group's values or word rows fit a stack array.
+inline constexpr index_t uniform_max_group = 256;
+
 /// The format's own domain: bits, group, and the schemes' constraints.
 constexpr bool valid_uniform_format(const uniform_format& f) noexcept {
-  if (f.bits < 1 || f.bits > 8 || f.group < 32 || f.group > 256 || f.group % 32 != 0) return false;
+  if (f.bits < 1 || f.bits > 8 || f.group < 32 || f.group > uniform_max_group || f.group % 32 != 0) return false;
   switch (f.scheme) {
     case kv_scheme::asymmetric: return true;
     case kv_scheme::symmetric: return f.bits >= 2;

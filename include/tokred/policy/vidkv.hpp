@@ -312,7 +312,7 @@ struct vidkv_append_inputs {
 
 namespace detail {
 
-constexpr bool valid_group(index_t g) noexcept { return g >= 32 && g <= 256 && g % 32 == 0; }
+constexpr bool valid_group(index_t g) noexcept { return g >= 32 && g <= uniform_max_group && g % 32 == 0; }
 
 constexpr bool valid_vidkv_keys(const vidkv_keys& k, index_t head_dim) noexcept {
   if (!valid_group(k.group)) return false;

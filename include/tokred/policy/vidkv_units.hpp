@@ -16,7 +16,8 @@
 //               over that channel (quantize_unit_from)
 //   spectral    one unit per (head, token group, spectral component): the group's components,
 //               each one token's real DFT over its easy channels (spectral_component), rounded
-//               to fp32 and to the element type, sign-quantized along tokens
+//               to fp32 and to the element type, computed once into the unit's stack and
+//               sign-quantized along tokens (quantize_unit_staged)
 // Dequantizing:
 //   difficult   one unit per (head, token group, difficult channel), into its channel
 //   easy        one item per (head, token, easy channels j and n − j): the inverse DFT of the
@@ -249,7 +250,7 @@ TOKRED_HOST_DEVICE void vidkv_spectral_quantize(const vidkv_key_plan& w, const d
   const uniform_format& f = w.layout.spectral_format;
   const index_t k = w.layout.difficult, n = w.layout.easy;
   const uniform_unit at = uniform_unit_at(f, kv_problem{w.heads, w.tokens, 2 * n}, u);
-  quantize_unit_from<kv_scheme::sign>(
+  quantize_unit_staged<kv_scheme::sign>(  // each component an O(n) sum: computed once per token
       f, w.each_op,
       [&](index_t t, index_t comp) {
         const auto value = [&](index_t j) { return static_cast<double>(widen(x(at.head, t, channels(k + j)))); };
