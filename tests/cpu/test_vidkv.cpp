@@ -211,11 +211,13 @@ TEST_CASE("the inverse DFT's mirrored channels are the direct sums, signed zeros
     });
     for (index_t t = 0; t < group; ++t) {
       std::vector<double> s(static_cast<std::size_t>(2 * n));
-      for (index_t c = 0; c < 2 * n; ++c) s[static_cast<std::size_t>(c)] = spectral[static_cast<std::size_t>(c * group + t)];
+      for (index_t c = 0; c < 2 * n; ++c)
+        s[static_cast<std::size_t>(c)] = spectral[static_cast<std::size_t>(c * group + t)];
       const std::vector<double> want = ref::real_idft(s);
       for (index_t j = 0; j < n; ++j) {
         INFO("token " << t << ", channel " << j);
-        CHECK(identical(got[static_cast<std::size_t>(t * n + j)], static_cast<float>(want[static_cast<std::size_t>(j)])));
+        const float want_j = static_cast<float>(want[static_cast<std::size_t>(j)]);
+        CHECK(identical(got[static_cast<std::size_t>(t * n + j)], want_j));
       }
     }
   };
@@ -634,7 +636,8 @@ bool extends(const std::vector<E>& read, const std::vector<E>& previous, const v
     for (index_t t = 0; t < total; ++t)
       for (index_t d = 0; d < dim; ++d) {
         const E got = read[static_cast<std::size_t>((h * total + t) * dim + d)];
-        const E want = t < before ? previous[static_cast<std::size_t>((h * before + t) * dim + d)] : incoming(h, t - before, d);
+        const E want =
+            t < before ? previous[static_cast<std::size_t>((h * before + t) * dim + d)] : incoming(h, t - before, d);
         if (bits_of(got) != bits_of(want)) return false;
       }
   return true;

@@ -9,12 +9,12 @@
 //               and writes `channels` (otherwise it writes 0 … D − 1). Then one thread per
 //               (head, token group, difficult channel) quantizes it, and one thread per (head,
 //               token group, spectral component) computes that component of each token of the
-//               group (its easy channels' real DFT, O(n) in double) and sign-quantizes them.
+//               group once (its easy channels' real DFT, O(n) in double) and sign-quantizes them.
 //   dequantize  one thread per (head, token group, difficult channel), and one per (head,
 //               token, easy channels j and n − j), which evaluates the inverse DFT of the token's
-//               dequantized spectrum at both channels from one set of sums. `channels` is not checked first (it lives on the
-//               device): a channel outside [0, D) is skipped, so a corrupt list leaves outputs
-//               unspecified but writes nothing outside them.
+//               dequantized spectrum at both channels from one set of sums. `channels` is not
+//               checked first (it lives on the device): a channel outside [0, D) is skipped, so
+//               a corrupt list leaves outputs unspecified but writes nothing outside them.
 //   scores      one block per (query head, tile of 256 keys): the head's two queries — its
 //               difficult channels and Q/n, the DFT of its easy channels — staged in shared
 //               memory, then one key per thread, its parts read without dequantizing a key.

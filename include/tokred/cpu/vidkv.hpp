@@ -416,7 +416,8 @@ void dequantize_key_group(const vidkv_key_layout& l, bool vidkv_dequant, const s
     dequantize_token_unit<kv_scheme::sign, Arch>(f, vidkv_dequant, rnd, token_group_at<const E>(in.spectral, f, h, g),
                                                 2 * n, rows, group);
     fold_spectrum(dft_fold(n), s.spectral, group, s.folded);
-    inverse_dft<Arch>(tw, s.folded, group, [&](index_t j, index_t t, float v) { s.rows[t * dim + in.channels(k + j)] = v; });
+    inverse_dft<Arch>(tw, s.folded, group,
+                      [&](index_t j, index_t t, float v) { s.rows[t * dim + in.channels(k + j)] = v; });
     // The fp32 rows, assembled in channel order, go out a row at a time (converted with SIMD).
     for (index_t t = 0; t < group; ++t) copy_row<Arch>(s.rows + t * dim, 1, &y(h, t0 + t, 0), y.stride(2), dim);
   }

@@ -254,7 +254,8 @@ TOKRED_HOST_DEVICE void quantize_unit_staged(const uniform_format& f, bool each_
                                              const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
   const unit_place at = place_of(f, u);
   float staged[uniform_max_group];
-  for (index_t e = 0; e < f.group; ++e) staged[e] = source(at.token + e * at.token_step, at.channel + e * at.channel_step);
+  for (index_t e = 0; e < f.group; ++e)
+    staged[e] = source(at.token + e * at.token_step, at.channel + e * at.channel_step);
   quantize_unit_from<S>(
       f, each_op,
       [&](index_t t, index_t c) { return staged[(t - at.token) * at.token_step + (c - at.channel) * at.channel_step]; },

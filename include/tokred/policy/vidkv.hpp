@@ -22,7 +22,8 @@
 // DFT arithmetic (the same bits on every ISA and share count): twiddles cos and sin of
 // 2π·r/n (r = jm mod n) in double, symmetric to the bit (cos[n − r] = cos[r], sin[n − r] =
 // −sin[r], sin[n/2] = 0; see fill_twiddle_rows); the sums run over the pairs (j, n − j),
-// 0 < j < n − j, since cos is even and sin odd about n/2 — Re X_m = x_0 + Σ (x_j + x_(n−j))·cos + x_(n/2)·cos(πm),
+// 0 < j < n − j, since cos is even and sin odd about n/2 —
+// Re X_m = x_0 + Σ (x_j + x_(n−j))·cos + x_(n/2)·cos(πm),
 // Im X_m = −Σ (x_j − x_(n−j))·sin — in index order, each product rounded on its own (never
 // fused). Bins 0 … ⌊n/2⌋ are computed and bin n − m is the conjugate of bin m, as torch's
 // real-input FFT fills it; the imaginary parts of bin 0 and (n even) bin n/2 are +0, exactly as

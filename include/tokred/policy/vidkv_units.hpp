@@ -294,7 +294,8 @@ TOKRED_HOST_DEVICE easy_channel_pair easy_channel_values(const vidkv_key_plan& w
       n, [&](index_t m) { return component(2 * m); }, [&](index_t m) { return component(2 * m + 1); });
   const double c = folded_cos_sum(cos_rows, rows, j), s = folded_sin_sum(sin_rows, rows, j);
   const double count = static_cast<double>(n);
-  return {static_cast<float>(div_rn(sub_rn(c, s), count)), static_cast<float>(div_rn(sub_rn(c, sub_rn(0.0, s)), count))};
+  return {static_cast<float>(div_rn(sub_rn(c, s), count)),
+          static_cast<float>(div_rn(sub_rn(c, sub_rn(0.0, s)), count))};
 }
 
 /// Dequantizes easy item i (< easy_items()): channels j and (0 < j < n − j) n − j of one
