@@ -167,19 +167,17 @@ void inverse_dft(const dft_twiddles& tw, const double* folded, index_t group, co
   const dft_fold f(tw.n);
   const index_t n = tw.n;
   const db count(static_cast<double>(n)), zero(0.0);
-  alignas(64) double y[pass], y_mirror[pass];
+  alignas(64) double y[pass];
   for (index_t j = 0; 2 * j <= n; ++j) {
     const bool mirrored = j > 0 && 2 * j < n;
     for (index_t b0 = 0; b0 < group; b0 += pass) {
       db c_sum[dft_batches], s_sum[dft_batches];
       folded_sums<Arch>(tw, f, folded, group, j, b0, c_sum, s_sum);
-      for (index_t i = 0; i < dft_batches; ++i) {
-        ((c_sum[i] - s_sum[i]) / count).store_aligned(y + i * w);
-        ((c_sum[i] - (zero - s_sum[i])) / count).store_aligned(y_mirror + i * w);
-      }
+      for (index_t i = 0; i < dft_batches; ++i) ((c_sum[i] - s_sum[i]) / count).store_aligned(y + i * w);
       for (index_t t = 0; t < pass; ++t) store(j, b0 + t, static_cast<float>(y[t]));
-      if (mirrored)
-        for (index_t t = 0; t < pass; ++t) store(n - j, b0 + t, static_cast<float>(y_mirror[t]));
+      if (!mirrored) continue;
+      for (index_t i = 0; i < dft_batches; ++i) ((c_sum[i] - (zero - s_sum[i])) / count).store_aligned(y + i * w);
+      for (index_t t = 0; t < pass; ++t) store(n - j, b0 + t, static_cast<float>(y[t]));
     }
   }
 }

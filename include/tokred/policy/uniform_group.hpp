@@ -214,6 +214,9 @@ TOKRED_HOST_DEVICE constexpr row_item row_item_at(index_t i, index_t rows, index
 struct unit_place {
   index_t token, channel, token_step, channel_step;
   index_t word_row, word_col, word_row_step, word_col_step;
+
+  TOKRED_HOST_DEVICE constexpr index_t token_of(index_t e) const noexcept { return token + e * token_step; }
+  TOKRED_HOST_DEVICE constexpr index_t channel_of(index_t e) const noexcept { return channel + e * channel_step; }
 };
 
 TOKRED_HOST_DEVICE constexpr unit_place place_of(const uniform_format& f, const uniform_unit& u) noexcept {
@@ -222,14 +225,12 @@ TOKRED_HOST_DEVICE constexpr unit_place place_of(const uniform_format& f, const 
   return {u.outer, u.inner * f.group, 0, 1, u.outer, u.inner * f.group * f.bits / 32, 0, 1};
 }
 
-/// Quantizes one group into `out`: statistics in group order, then the codes, each word written
-/// once. `source(token, channel)` is the group's value at that place of the cache, widened to
-/// fp32 (a streaming cache reads some tokens from its residual, others from the new ones).
-template <kv_scheme S, class E, class Space, class Source>
-TOKRED_HOST_DEVICE void quantize_unit_from(const uniform_format& f, bool each_op, const Source& source,
-                                           const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
-  const unit_place at = place_of(f, u);
-  const auto value = [&](index_t e) { return source(at.token + e * at.token_step, at.channel + e * at.channel_step); };
+/// Quantizes one group into `out` from `value(e)`, its e-th value in group order (fp32), placed
+/// at `at`: statistics in group order, then the codes, each word written once.
+template <kv_scheme S, class E, class Space, class Value>
+TOKRED_HOST_DEVICE void quantize_group_values(const uniform_format& f, bool each_op, const Value& value,
+                                              const uniform_packed<E, Space>& out, const uniform_unit& u,
+                                              const unit_place& at) noexcept {
   group_moments m;
   for (index_t e = 0; e < f.group; ++e) m.add(value(e));
   const group_scale g = scale_of<S, E>(f, m, each_op);
@@ -247,6 +248,17 @@ TOKRED_HOST_DEVICE void quantize_unit_from(const uniform_format& f, bool each_op
   }
 }
 
+/// Quantizes one group into `out`. `source(token, channel)` is the group's value at that place
+/// of the cache, widened to fp32 (a streaming cache reads some tokens from its residual, others
+/// from the new ones); it is read twice per value, once by each pass.
+template <kv_scheme S, class E, class Space, class Source>
+TOKRED_HOST_DEVICE void quantize_unit_from(const uniform_format& f, bool each_op, const Source& source,
+                                           const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
+  const unit_place at = place_of(f, u);
+  const auto value = [&](index_t e) { return source(at.token_of(e), at.channel_of(e)); };
+  quantize_group_values<S>(f, each_op, value, out, u, at);
+}
+
 /// quantize_unit_from for a source that costs more than a load (a DFT sum, say): each value is
 /// computed once, in group order, into a stack array that both passes then read.
 template <kv_scheme S, class E, class Space, class Source>
@@ -254,12 +266,8 @@ TOKRED_HOST_DEVICE void quantize_unit_staged(const uniform_format& f, bool each_
                                              const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
   const unit_place at = place_of(f, u);
   float staged[uniform_max_group];
-  for (index_t e = 0; e < f.group; ++e)
-    staged[e] = source(at.token + e * at.token_step, at.channel + e * at.channel_step);
-  quantize_unit_from<S>(
-      f, each_op,
-      [&](index_t t, index_t c) { return staged[(t - at.token) * at.token_step + (c - at.channel) * at.channel_step]; },
-      out, u);
+  for (index_t e = 0; e < f.group; ++e) staged[e] = source(at.token_of(e), at.channel_of(e));
+  quantize_group_values<S>(f, each_op, [&](index_t e) { return staged[e]; }, out, u, at);
 }
 
 /// Quantizes one group of `x` into `out` (quantize_unit_from over x's head u.head).
@@ -289,7 +297,7 @@ TOKRED_HOST_DEVICE void dequantize_unit_to(const uniform_format& f, bool each_op
   const std::uint32_t* words = &in.codes(u.head, at.word_row, at.word_col);
   const index_t word_stride = at.word_row_step * in.codes.stride(1) + at.word_col_step * in.codes.stride(2);
   for (index_t e = 0; e < f.group; ++e)
-    sink(at.token + e * at.token_step, at.channel + e * at.channel_step,
+    sink(at.token_of(e), at.channel_of(e),
          value_of<S, E>(f.bits, vidkv, code_at(words, word_stride, e, f.bits), g, each_op));
 }
 
