@@ -22,9 +22,12 @@ stage_done() {
 
 # CUDA code is compiled for one architecture here (sm_90, the H100/H200 the CUDA tests run on):
 # that it compiles is what a machine without a GPU can check, and one architecture halves nvcc's
-# time. A normal build compiles for sm_80 and sm_90.
+# time. A normal build compiles for sm_80 and sm_90. The host half of each .cu file (test
+# harnesses and oracles that run only where there is a GPU) is compiled at -O1: nvcc's -O sets the
+# host compiler's level only, so the device code is optimised as in any build, and the host
+# compiles take half the time (test_vidkv_cache_cuda.cu: 41 s -> 20 s of its 66 s).
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DTOKRED_BUILD_CPU_TESTS=OFF >/dev/null
+  -DCMAKE_CUDA_FLAGS_RELEASE="-O1 -DNDEBUG" -DTOKRED_BUILD_CPU_TESTS=OFF >/dev/null
 cmake --build build-test -j "$jobs"
 stage_done "the Release build"
 ctest --test-dir build-test -j "$jobs" --output-on-failure --no-tests=error

@@ -21,7 +21,14 @@
 /// Forces inlining of a small helper that sits in an innermost loop, where g++ would otherwise
 /// leave it out of line (it did for the bf16 loads of the DCT and the code extraction of the
 /// uniform dequantizer: a call per batch of lanes).
-#if defined(__GNUC__)
+///
+/// Defining TOKRED_NO_FORCE_INLINE leaves those helpers plain `inline`, for builds that trade speed
+/// for compile time: the sanitizer build of tokred's tests compiles its quantizer tests in about
+/// 40 % less time this way (test_kivi: 98 s -> 58 s) and runs them about 25 % slower. Results do not
+/// change; only where the compiler inlines does.
+#if defined(TOKRED_NO_FORCE_INLINE)
+#define TOKRED_FORCE_INLINE inline
+#elif defined(__GNUC__)
 #define TOKRED_FORCE_INLINE inline __attribute__((always_inline))
 #elif defined(_MSC_VER)
 #define TOKRED_FORCE_INLINE __forceinline
@@ -30,7 +37,7 @@
 #endif
 
 /// The same for a lambda passed to such a helper, written after its parameter list.
-#if defined(__GNUC__)
+#if defined(__GNUC__) && !defined(TOKRED_NO_FORCE_INLINE)
 #define TOKRED_INLINE_LAMBDA __attribute__((always_inline))
 #else
 #define TOKRED_INLINE_LAMBDA
