@@ -8,8 +8,10 @@
 //               workspace; one block merges those ranges in order per channel, ranks the keys
 //               and writes `channels` (otherwise it writes 0 … D − 1). Then one thread per
 //               (head, token group, difficult channel) quantizes it, and one thread per (head,
-//               token group, spectral component) computes that component of each token of the
-//               group once (its easy channels' real DFT, O(n) in double) and sign-quantizes them.
+//               token group, Re or Im of bin m ≤ n/2) computes that part of each token's spectrum
+//               once (its easy channels' real DFT, O(n) in double) and sign-quantizes it into
+//               component 2m (+1 for Im) and into bin n − m's, the conjugate, where that is
+//               another bin.
 //   dequantize  one thread per (head, token group, difficult channel), and one per (head,
 //               token, easy channels j and n − j), which evaluates the inverse DFT of the token's
 //               dequantized spectrum at both channels from one set of sums. `channels` is not

@@ -259,17 +259,6 @@ TOKRED_HOST_DEVICE void quantize_unit_from(const uniform_format& f, bool each_op
   quantize_group_values<S>(f, each_op, value, out, u, at);
 }
 
-/// quantize_unit_from for a source that costs more than a load (a DFT sum, say): each value is
-/// computed once, in group order, into a stack array that both passes then read.
-template <kv_scheme S, class E, class Space, class Source>
-TOKRED_HOST_DEVICE void quantize_unit_staged(const uniform_format& f, bool each_op, const Source& source,
-                                             const uniform_packed<E, Space>& out, const uniform_unit& u) noexcept {
-  const unit_place at = place_of(f, u);
-  float staged[uniform_max_group];
-  for (index_t e = 0; e < f.group; ++e) staged[e] = source(at.token_of(e), at.channel_of(e));
-  quantize_group_values<S>(f, each_op, [&](index_t e) { return staged[e]; }, out, u, at);
-}
-
 /// Quantizes one group of `x` into `out` (quantize_unit_from over x's head u.head).
 template <kv_scheme S, class E, class Space>
 TOKRED_HOST_DEVICE void quantize_unit(const uniform_format& f, bool each_op, const view<const E, 3, Space>& x,

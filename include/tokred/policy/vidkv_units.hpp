@@ -14,10 +14,12 @@
 //               ascending, then the easy ones ascending (channel_position)
 //   difficult   one unit per (head, token group, difficult channel): the uniform group kernel
 //               over that channel (quantize_unit_from)
-//   spectral    one unit per (head, token group, spectral component): the group's components,
-//               each one token's real DFT over its easy channels (spectral_component), rounded
-//               to fp32 and to the element type, computed once into the unit's stack and
-//               sign-quantized along tokens (quantize_unit_staged)
+//   spectral    one unit per (head, token group, part of bin m ≤ n/2: Re or Im): the group's
+//               values of that part, each one token's real DFT over its easy channels
+//               (spectral_component) rounded to fp32, computed once into the unit's stack, then
+//               rounded to the element type and sign-quantized along tokens into component
+//               2m (+1 for Im) and, for 0 < m < n/2, into the mirrored component of bin n − m
+//               (the same values, negated for Im): each DFT sum is formed once
 // Dequantizing:
 //   difficult   one unit per (head, token group, difficult channel), into its channel
 //   easy        one item per (head, token, easy channels j and n − j): the inverse DFT of the
@@ -220,10 +222,11 @@ struct vidkv_key_plan {
   TOKRED_HOST_DEVICE index_t difficult_units() const noexcept {
     return heads * tokens / layout.difficult_format.group * layout.difficult;
   }
+  /// One unit per (head, token group, Re or Im of bin m = 0 … ⌊n/2⌋).
   TOKRED_HOST_DEVICE index_t spectral_units() const noexcept {
-    return heads * tokens / layout.spectral_format.group * 2 * layout.easy;
+    return heads * tokens / layout.spectral_format.group * 2 * easy_pairs();
   }
-  /// One item per (head, token, easy channel pair j and n − j, j = 0 … ⌊n/2⌋).
+  /// Bins 0 … ⌊n/2⌋ of the forward DFT, and easy channel pairs j and n − j of the inverse.
   TOKRED_HOST_DEVICE index_t easy_pairs() const noexcept { return layout.easy > 0 ? layout.easy / 2 + 1 : 0; }
   TOKRED_HOST_DEVICE index_t easy_items() const noexcept { return heads * tokens * easy_pairs(); }
 };
@@ -240,8 +243,11 @@ TOKRED_HOST_DEVICE void vidkv_difficult_quantize(const vidkv_key_plan& w, const 
       f, w.each_op, [&](index_t t, index_t j) { return widen(x(at.head, t, channels(j))); }, out, at);
 }
 
-/// Quantizes spectral unit u (< spectral_units()): component `comp` of one head's token group,
-/// each token's component from its easy channels `channels(k + j)`.
+/// Quantizes spectral unit u (< spectral_units()): part `re_im` (0 Re, 1 Im) of bin m ≤ n/2 of
+/// one head's token group, each token's value from its easy channels `channels(k + j)`, into
+/// component 2m + re_im and, where bin n − m is another bin, into component 2(n − m) + re_im: the
+/// conjugate, so the same values for Re and their negations for Im (spectral_component's, bit
+/// for bit: each rounds to the element type after the negation).
 template <class E, class Space>
 TOKRED_HOST_DEVICE void vidkv_spectral_quantize(const vidkv_key_plan& w, const double* cos_rows,
                                                 const double* sin_rows, const view<const E, 3, Space>& x,
@@ -249,14 +255,23 @@ TOKRED_HOST_DEVICE void vidkv_spectral_quantize(const vidkv_key_plan& w, const d
                                                 const uniform_packed<E, Space>& out, index_t u) noexcept {
   const uniform_format& f = w.layout.spectral_format;
   const index_t k = w.layout.difficult, n = w.layout.easy;
-  const uniform_unit at = uniform_unit_at(f, kv_problem{w.heads, w.tokens, 2 * n}, u);
-  quantize_unit_staged<kv_scheme::sign>(  // each component an O(n) sum: computed once per token
-      f, w.each_op,
-      [&](index_t t, index_t comp) {
-        const auto value = [&](index_t j) { return static_cast<double>(widen(x(at.head, t, channels(k + j)))); };
-        return stored_as<E>(spectral_component(cos_rows, sin_rows, fold_rows(n, value, value), comp));
-      },
-      out, at);
+  const uniform_unit part = uniform_unit_at(f, kv_problem{w.heads, w.tokens, 2 * w.easy_pairs()}, u);
+  const index_t m = part.inner / 2, re_im = part.inner % 2;
+  const uniform_unit lower{part.head, part.outer, 2 * m + re_im};
+  const unit_place at = place_of(f, lower);
+  float staged[uniform_max_group];  // each an O(n) sum: computed once per token
+  for (index_t e = 0; e < f.group; ++e) {
+    const index_t t = at.token_of(e);
+    const auto value = [&](index_t j) { return static_cast<double>(widen(x(part.head, t, channels(k + j)))); };
+    staged[e] = spectral_component(cos_rows, sin_rows, fold_rows(n, value, value), lower.inner);
+  }
+  quantize_group_values<kv_scheme::sign>(f, w.each_op, [&](index_t e) { return stored_as<E>(staged[e]); }, out,
+                                         lower, at);
+  if (m == 0 || 2 * m == n) return;
+  const uniform_unit mirror{part.head, part.outer, 2 * (n - m) + re_im};
+  quantize_group_values<kv_scheme::sign>(
+      f, w.each_op, [&](index_t e) { return stored_as<E>(re_im == 0 ? staged[e] : -staged[e]); }, out, mirror,
+      place_of(f, mirror));
 }
 
 /// Dequantizes difficult unit u into its channel of `y`; a channel outside [0, D) is skipped
