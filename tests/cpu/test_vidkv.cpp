@@ -527,6 +527,50 @@ void check_cache_units(const vidkv& c, index_t heads, index_t dim, index_t prefi
   CHECK(same_bytes(vo, want_v));
 }
 
+TEST_CASE("value_positions: each group's tokens in cache order, and no read past a corrupt list", "[vidkv][units]") {
+  const index_t packed = 256, group = 32;
+  rng r(77);
+  for (index_t listed : {0, 32, 64, 96, 224}) {
+    INFO(listed << " listed");
+    // `listed` distinct positions below P, ascending; the unlisted ones in order after them.
+    std::vector<char> is_listed(static_cast<std::size_t>(packed), 0);
+    for (index_t chosen = 0; chosen < listed;) {
+      char& flag = is_listed[static_cast<std::size_t>(r.next() % packed)];
+      chosen += flag == 0;
+      flag = 1;
+    }
+    std::vector<std::int64_t> salient, order;
+    for (index_t p = 0; p < packed; ++p) (is_listed[static_cast<std::size_t>(p)] ? salient : order).push_back(p);
+    order.insert(order.end(), salient.begin(), salient.end());  // groups of unlisted, then listed tokens
+    const auto list = make_view(static_cast<const std::int64_t*>(salient.data()), listed);
+    for (index_t g = 0; g < packed / group; ++g) {
+      index_t positions[detail::uniform_max_group];
+      detail::value_positions(list, listed, group, detail::value_group_slot_of(listed, packed, group, g), positions);
+      for (index_t t = 0; t < group; ++t) CHECK(positions[t] == order[static_cast<std::size_t>(g * group + t)]);
+    }
+  }
+  // A device list is not checked: descending, repeated, negative or huge entries give positions
+  // the units bound-check. The walk reads only the list's `listed` entries (the sanitizers watch
+  // the exact-size buffer) and never steps back; a listed group takes the entries as they are.
+  const index_t listed = 64;
+  for (int kind = 0; kind < 4; ++kind) {
+    INFO("corrupt list " << kind);
+    std::vector<std::int64_t> corrupt(static_cast<std::size_t>(listed));
+    for (index_t i = 0; i < listed; ++i)
+      corrupt[static_cast<std::size_t>(i)] = kind == 0 ? packed - 1 - i : kind == 1 ? 7 : kind == 2 ? -5 - i : (1ll << 40) + i;
+    const auto list = make_view(static_cast<const std::int64_t*>(corrupt.data()), listed);
+    for (index_t g = 0; g < packed / group; ++g) {
+      const detail::value_group_slot slot = detail::value_group_slot_of(listed, packed, group, g);
+      index_t positions[detail::uniform_max_group];
+      detail::value_positions(list, listed, group, slot, positions);
+      for (index_t t = 0; t < group; ++t) {
+        if (slot.salient) CHECK(positions[t] == corrupt[static_cast<std::size_t>(slot.row * group + t)]);
+        else if (t > 0) CHECK(positions[t] > positions[t - 1]);
+      }
+    }
+  }
+}
+
 TEST_CASE("VidKV's CUDA cache units, run on the host, write exactly what the CPU backend writes", "[vidkv][units]") {
   for_each_vidkv_stream([](auto element, const vidkv& c, index_t heads, index_t dim, index_t prefill, index_t steps,
                            index_t capacity, kv_layout how, const std::vector<std::int64_t>& salient,

@@ -510,7 +510,7 @@ inline value_group value_group_of(const view<const std::int64_t, 1>& salient, in
                                   index_t group, index_t g) noexcept {
   value_group v;
   v.slot = value_group_slot_of(listed, packed, group, g);
-  for (index_t t = 0; t < group; ++t) v.position[t] = value_position(salient, listed, group, v.slot, t);
+  value_positions(salient, listed, group, v.slot, v.position);
   return v;
 }
 

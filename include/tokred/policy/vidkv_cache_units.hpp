@@ -19,7 +19,8 @@
 // `values`; the next S/G groups hold the listed tokens in order and are rows g − (P − S)/G of
 // `salient_values`. Token t of an unlisted group is the k-th unlisted position, k = g·G + t,
 // which is k + i with i the listed positions before it: the count of listed j with
-// salient(j) − j ≤ k, a binary search (value_position).
+// salient(j) − j ≤ k, a binary search for the group's first token and a walk on from there for
+// the others (value_positions), once per unit.
 //
 // A read of a cache holding P packed tokens and R residual ones, n incoming: the value units
 // dequantize the groups into their positions, then one item per value copies the residual rows
@@ -59,19 +60,29 @@ TOKRED_HOST_DEVICE constexpr value_group_slot value_group_slot_of(index_t listed
   return g >= others ? value_group_slot{true, g - others} : value_group_slot{false, g};
 }
 
-/// The cache position of token t of the group in `slot` (listed: the salient positions below P).
+/// The cache positions of the `group` tokens of the group in `slot` into `positions` (listed:
+/// the salient positions below P). An unlisted group's first token is found by a binary search,
+/// the rest by walking on from there: the count of listed j with salient(j) − j ≤ k only grows
+/// with k. A list that is not ascending gives positions the callers bound-check, never a read
+/// outside its first `listed` entries.
 template <class Space>
-TOKRED_HOST_DEVICE index_t value_position(const view<const std::int64_t, 1, Space>& salient, index_t listed,
-                                          index_t group, const value_group_slot& slot, index_t t) noexcept {
-  if (slot.salient) return salient(slot.row * group + t);
-  const index_t k = slot.row * group + t;
+TOKRED_HOST_DEVICE void value_positions(const view<const std::int64_t, 1, Space>& salient, index_t listed,
+                                        index_t group, const value_group_slot& slot, index_t* positions) noexcept {
+  const index_t first = slot.row * group;
+  if (slot.salient) {
+    for (index_t t = 0; t < group; ++t) positions[t] = salient(first + t);
+    return;
+  }
   index_t lo = 0, hi = listed;
   while (lo < hi) {
     const index_t mid = lo + (hi - lo) / 2;
-    if (salient(mid) - mid <= k) lo = mid + 1;
+    if (salient(mid) - mid <= first) lo = mid + 1;
     else hi = mid;
   }
-  return k + lo;
+  for (index_t t = 0; t < group; ++t) {
+    while (lo < listed && salient(lo) - lo <= first + t) ++lo;
+    positions[t] = first + t + lo;
+  }
 }
 
 /// What a step does to the values and the full-precision rows, computed on the host.
@@ -105,7 +116,9 @@ TOKRED_HOST_DEVICE void with_value_group(const vidkv_values_plan& w, const view<
   const index_t group = w.values.group, listed = salient_below(salient, w.packed);
   if (!salient_split_fits(listed, group, w.salient_groups)) return;
   const value_group_slot slot = value_group_slot_of(listed, w.packed, group, at.outer);
-  f(slot, [&](index_t t) { return value_position(salient, listed, group, slot, t); });
+  index_t positions[uniform_max_group];
+  value_positions(salient, listed, group, slot, positions);
+  f(slot, [&](index_t t) { return positions[t]; });
 }
 
 /// Quantizes value unit u of the P tokens `x` (their values, (heads, P, head_dim)) into the
