@@ -527,7 +527,7 @@ void check_cache_units(const vidkv& c, index_t heads, index_t dim, index_t prefi
   CHECK(same_bytes(vo, want_v));
 }
 
-TEST_CASE("value_positions: each group's tokens in cache order, and no read past a corrupt list", "[vidkv][units]") {
+TEST_CASE("value_position_walk: each group's tokens in cache order, in any order asked, and no read past a corrupt list", "[vidkv][units]") {
   const index_t packed = 256, group = 32;
   rng r(77);
   for (index_t listed : {0, 32, 64, 96, 224}) {
@@ -547,6 +547,10 @@ TEST_CASE("value_positions: each group's tokens in cache order, and no read past
       index_t positions[detail::uniform_max_group];
       detail::value_positions(list, listed, group, detail::value_group_slot_of(listed, packed, group, g), positions);
       for (index_t t = 0; t < group; ++t) CHECK(positions[t] == order[static_cast<std::size_t>(g * group + t)]);
+      // The walk asked out of order: passes that start over, and steps back to any token.
+      detail::value_position_walk<host_space> walk(list, listed, group,
+                                                   detail::value_group_slot_of(listed, packed, group, g));
+      for (index_t t : {0, 1, 31, 0, 5, 3, 17, 16, 31, 30, 2}) CHECK(walk(t) == order[static_cast<std::size_t>(g * group + t)]);
     }
   }
   // A device list is not checked: descending, repeated, negative or huge entries give positions

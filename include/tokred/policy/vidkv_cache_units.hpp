@@ -20,7 +20,7 @@
 // `salient_values`. Token t of an unlisted group is the k-th unlisted position, k = g·G + t,
 // which is k + i with i the listed positions before it: the count of listed j with
 // salient(j) − j ≤ k, a binary search for the group's first token and a walk on from there for
-// the others (value_positions), once per unit.
+// the others (value_position_walk), as each pass over the group reads them.
 //
 // A read of a cache holding P packed tokens and R residual ones, n incoming: the value units
 // dequantize the groups into their positions, then one item per value copies the residual rows
@@ -60,29 +60,53 @@ TOKRED_HOST_DEVICE constexpr value_group_slot value_group_slot_of(index_t listed
   return g >= others ? value_group_slot{true, g - others} : value_group_slot{false, g};
 }
 
-/// The cache positions of the `group` tokens of the group in `slot` into `positions` (listed:
-/// the salient positions below P). An unlisted group's first token is found by a binary search,
-/// the rest by walking on from there: the count of listed j with salient(j) − j ≤ k only grows
-/// with k. A list that is not ascending gives positions the callers bound-check, never a read
-/// outside its first `listed` entries.
+/// The cache positions of the tokens of the group in `slot` (listed: the salient positions
+/// below P), asked for token by token. Token t of an unlisted group is position k + i, k = first
+/// + t, with i the count of listed j with salient(j) − j ≤ k: a count that only grows with k,
+/// found for the group's first token by a binary search and for later ones by walking on from
+/// the last token asked for; a token before that (a pass starting over) walks on from the first
+/// token's count. A few indices, no array: a GPU thread keeps them in registers. A list that is
+/// not ascending gives positions the callers bound-check, never a read outside its first
+/// `listed` entries.
+template <class Space>
+class value_position_walk {
+ public:
+  TOKRED_HOST_DEVICE value_position_walk(const view<const std::int64_t, 1, Space>& salient, index_t listed,
+                                         index_t group, const value_group_slot& slot) noexcept
+      : salient_(salient), listed_(listed), first_(slot.row * group), listed_group_(slot.salient) {
+    if (listed_group_) return;
+    index_t lo = 0, hi = listed;
+    while (lo < hi) {
+      const index_t mid = lo + (hi - lo) / 2;
+      if (salient(mid) - mid <= first_) lo = mid + 1;
+      else hi = mid;
+    }
+    first_count_ = count_ = lo;
+  }
+
+  /// The cache position of token t of the group.
+  TOKRED_HOST_DEVICE index_t operator()(index_t t) noexcept {
+    if (listed_group_) return salient_(first_ + t);
+    if (t < last_) count_ = first_count_;
+    last_ = t;
+    while (count_ < listed_ && salient_(count_) - count_ <= first_ + t) ++count_;
+    return first_ + t + count_;
+  }
+
+ private:
+  view<const std::int64_t, 1, Space> salient_;
+  index_t listed_, first_;
+  bool listed_group_;
+  index_t first_count_ = 0, count_ = 0, last_ = 0;
+};
+
+/// The cache positions of the `group` tokens of the group in `slot` into `positions`
+/// (value_position_walk).
 template <class Space>
 TOKRED_HOST_DEVICE void value_positions(const view<const std::int64_t, 1, Space>& salient, index_t listed,
                                         index_t group, const value_group_slot& slot, index_t* positions) noexcept {
-  const index_t first = slot.row * group;
-  if (slot.salient) {
-    for (index_t t = 0; t < group; ++t) positions[t] = salient(first + t);
-    return;
-  }
-  index_t lo = 0, hi = listed;
-  while (lo < hi) {
-    const index_t mid = lo + (hi - lo) / 2;
-    if (salient(mid) - mid <= first) lo = mid + 1;
-    else hi = mid;
-  }
-  for (index_t t = 0; t < group; ++t) {
-    while (lo < listed && salient(lo) - lo <= first + t) ++lo;
-    positions[t] = first + t + lo;
-  }
+  value_position_walk<Space> walk(salient, listed, group, slot);
+  for (index_t t = 0; t < group; ++t) positions[t] = walk(t);
 }
 
 /// What a step does to the values and the full-precision rows, computed on the host.
@@ -107,18 +131,17 @@ inline vidkv_values_plan vidkv_values_plan_of(const vidkv& c, const kv_problem& 
           storage.head_dim, packed, salient_groups};
 }
 
-/// Calls `f(slot, listed, position)` for the value group of unit `at`, `position(t)` giving
-/// its token t's cache position; nothing when the salient tokens below P are not whole groups
-/// within the salient storage.
+/// Calls `f(slot, position)` for the value group of unit `at`, `position(t)` giving its token
+/// t's cache position (cheapest with t ascending, pass after pass); nothing when the salient
+/// tokens below P are not whole groups within the salient storage.
 template <class Space, class F>
 TOKRED_HOST_DEVICE void with_value_group(const vidkv_values_plan& w, const view<const std::int64_t, 1, Space>& salient,
                                          const uniform_unit& at, const F& f) noexcept {
   const index_t group = w.values.group, listed = salient_below(salient, w.packed);
   if (!salient_split_fits(listed, group, w.salient_groups)) return;
   const value_group_slot slot = value_group_slot_of(listed, w.packed, group, at.outer);
-  index_t positions[uniform_max_group];
-  value_positions(salient, listed, group, slot, positions);
-  f(slot, [&](index_t t) { return positions[t]; });
+  value_position_walk<Space> walk(salient, listed, group, slot);
+  f(slot, [&](index_t t) { return walk(t); });
 }
 
 /// Quantizes value unit u of the P tokens `x` (their values, (heads, P, head_dim)) into the
