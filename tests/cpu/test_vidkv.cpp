@@ -174,7 +174,6 @@ TEST_CASE("the oracle's DFT is the textbook DFT, and its inverse undoes it", "[v
   }
 }
 
-
 TEST_CASE("the inverse DFT's mirrored channels are the direct sums, signed zeros included", "[vidkv]") {
   constexpr index_t group = 32;
   const auto identical = [](auto a, auto b) {
@@ -235,6 +234,7 @@ TEST_CASE("the inverse DFT's mirrored channels are the direct sums, signed zeros
   for (index_t m : {0, 1, 2, 6, 7}) zeros[static_cast<std::size_t>(2 * m)] = -0.0;
   check(8, {zeros});
 }
+
 TEST_CASE("bins 0 and n/2 are real: their imaginary codes are 1 and their scales 0", "[vidkv]") {
   // 64 channels, 32 easy (n even): Im X_0 and Im X_16 are components 1 and 33. A sum of
   // ±x·sin(π) would leave ±1e−16 there and code about half of them 0.
@@ -544,12 +544,12 @@ TEST_CASE("value_position_walk: each group's tokens in cache order, in any order
     order.insert(order.end(), salient.begin(), salient.end());  // groups of unlisted, then listed tokens
     const auto list = make_view(static_cast<const std::int64_t*>(salient.data()), listed);
     for (index_t g = 0; g < packed / group; ++g) {
+      const detail::value_group_slot slot = detail::value_group_slot_of(listed, packed, group, g);
       index_t positions[detail::uniform_max_group];
-      detail::value_positions(list, listed, group, detail::value_group_slot_of(listed, packed, group, g), positions);
+      detail::value_positions(list, listed, group, slot, positions);
       for (index_t t = 0; t < group; ++t) CHECK(positions[t] == order[static_cast<std::size_t>(g * group + t)]);
       // The walk asked out of order: passes that start over, and steps back to any token.
-      detail::value_position_walk<host_space> walk(list, listed, group,
-                                                   detail::value_group_slot_of(listed, packed, group, g));
+      detail::value_position_walk<host_space> walk(list, listed, group, slot);
       for (index_t t : {0, 1, 31, 0, 5, 3, 17, 16, 31, 30, 2}) CHECK(walk(t) == order[static_cast<std::size_t>(g * group + t)]);
     }
   }

@@ -126,8 +126,7 @@ void forward_dft(const dft_twiddles& tw, const double* folded, index_t group, fl
   const index_t n = tw.n, width = 2 * n;
   alignas(64) double re[pass], im[pass];
   for (index_t m = 0; 2 * m <= n; ++m) {
-    const bool real_bin = m == 0 || 2 * m == n;  // the input is real: Im X is exactly 0 there
-    const bool mirrored = m > 0 && 2 * m < n;
+    const bool real_bin = f.real_bin(m);  // the input is real: Im X is exactly 0 there; no mirror
     for (index_t b0 = 0; b0 < group; b0 += pass) {
       db c_sum[dft_batches], s_sum[dft_batches];
       folded_sums<Arch>(tw, f, folded, group, m, b0, c_sum, s_sum);
@@ -140,7 +139,7 @@ void forward_dft(const dft_twiddles& tw, const double* folded, index_t group, fl
         const float a = static_cast<float>(re[t]), b = real_bin ? 0.0f : static_cast<float>(im[t]);
         row[2 * m] = a;
         row[2 * m + 1] = b;
-        if (mirrored) {
+        if (!real_bin) {
           row[2 * (n - m)] = a;
           row[2 * (n - m) + 1] = -b;
         }
@@ -169,7 +168,7 @@ void inverse_dft(const dft_twiddles& tw, const double* folded, index_t group, co
   const db count(static_cast<double>(n)), zero(0.0);
   alignas(64) double y[pass];
   for (index_t j = 0; 2 * j <= n; ++j) {
-    const bool mirrored = j > 0 && 2 * j < n;
+    const bool mirrored = !f.real_bin(j);
     for (index_t b0 = 0; b0 < group; b0 += pass) {
       db c_sum[dft_batches], s_sum[dft_batches];
       folded_sums<Arch>(tw, f, folded, group, j, b0, c_sum, s_sum);

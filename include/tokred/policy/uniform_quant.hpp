@@ -173,9 +173,12 @@ namespace detail {
 /// The largest group, in values: one group's values or word rows fit a stack array.
 inline constexpr index_t uniform_max_group = 256;
 
+/// A group size the quantizers take: a multiple of 32 in [32, uniform_max_group].
+constexpr bool valid_uniform_group(index_t g) noexcept { return g >= 32 && g <= uniform_max_group && g % 32 == 0; }
+
 /// The format's own domain: bits, group, and the schemes' constraints.
 constexpr bool valid_uniform_format(const uniform_format& f) noexcept {
-  if (f.bits < 1 || f.bits > 8 || f.group < 32 || f.group > uniform_max_group || f.group % 32 != 0) return false;
+  if (f.bits < 1 || f.bits > 8 || !valid_uniform_group(f.group)) return false;
   switch (f.scheme) {
     case kv_scheme::asymmetric: return true;
     case kv_scheme::symmetric: return f.bits >= 2;

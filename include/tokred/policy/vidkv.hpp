@@ -313,10 +313,8 @@ struct vidkv_append_inputs {
 
 namespace detail {
 
-constexpr bool valid_group(index_t g) noexcept { return g >= 32 && g <= uniform_max_group && g % 32 == 0; }
-
 constexpr bool valid_vidkv_keys(const vidkv_keys& k, index_t head_dim) noexcept {
-  if (!valid_group(k.group)) return false;
+  if (!valid_uniform_group(k.group)) return false;
   if (k.mixed) return k.bits >= 1.0 && k.bits <= 2.0 && vidkv_difficult_channels(k.bits, head_dim) <= head_dim;
   return vidkv_channel_format(k.bits, k.group).bits != 0;
 }
@@ -511,17 +509,23 @@ constexpr bool valid_vidkv_state(const vidkv& p, vidkv_state s, index_t capacity
          s.residual <= p.residual;
 }
 
-/// How many listed salient positions lie below `packed` (the list is ascending): a binary
-/// search, which ends for any list.
-template <class Space>
-TOKRED_HOST_DEVICE index_t salient_below(const view<const std::int64_t, 1, Space>& salient, index_t packed) noexcept {
-  index_t lo = 0, hi = salient.extent(0);
+/// How many of i = 0 … n − 1 hold `pred(i)` before the first that does not (pred true, then
+/// false): a binary search, which ends, reading only i < n, whatever pred is.
+template <class Pred>
+TOKRED_HOST_DEVICE index_t leading_count(index_t n, const Pred& pred) noexcept {
+  index_t lo = 0, hi = n;
   while (lo < hi) {
     const index_t mid = lo + (hi - lo) / 2;
-    if (salient(mid) < packed) lo = mid + 1;
+    if (pred(mid)) lo = mid + 1;
     else hi = mid;
   }
   return lo;
+}
+
+/// How many listed salient positions lie below `packed` (the list is ascending).
+template <class Space>
+TOKRED_HOST_DEVICE index_t salient_below(const view<const std::int64_t, 1, Space>& salient, index_t packed) noexcept {
+  return leading_count(salient.extent(0), [&](index_t i) { return salient(i) < packed; });
 }
 
 /// Whether `listed` salient tokens below the packed ones split into whole groups that fit a

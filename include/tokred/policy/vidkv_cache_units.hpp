@@ -75,13 +75,7 @@ class value_position_walk {
                                          index_t group, const value_group_slot& slot) noexcept
       : salient_(salient), listed_(listed), first_(slot.row * group), listed_group_(slot.salient) {
     if (listed_group_) return;
-    index_t lo = 0, hi = listed;
-    while (lo < hi) {
-      const index_t mid = lo + (hi - lo) / 2;
-      if (salient(mid) - mid <= first_) lo = mid + 1;
-      else hi = mid;
-    }
-    first_count_ = count_ = lo;
+    first_count_ = count_ = leading_count(listed, [&](index_t j) { return salient(j) - j <= first_; });
   }
 
   /// The cache position of token t of the group.

@@ -83,6 +83,9 @@ struct dft_fold {
   TOKRED_HOST_DEVICE constexpr index_t sum(index_t j) const noexcept { return j; }  // j in [0, h]
   TOKRED_HOST_DEVICE constexpr index_t middle() const noexcept { return h + 1; }    // n even
   TOKRED_HOST_DEVICE constexpr index_t difference(index_t j) const noexcept { return h + e + j; }  // j in [1, h]
+  /// Bin (or channel) m < n is 0 or n/2: the transform of real values has Im X_m = +0 there,
+  /// and for m ≤ n/2 exactly these are their own mirror n − m (mod n).
+  TOKRED_HOST_DEVICE constexpr bool real_bin(index_t m) const noexcept { return m == 0 || 2 * m == n; }
 };
 
 /// One token's folded rows, formed on demand: sums and the middle from `re(j)`, differences
@@ -142,7 +145,7 @@ TOKRED_HOST_DEVICE float spectral_component(const double* cos_rows, const double
   const bool lower = 2 * bin <= n;
   const index_t m = lower ? bin : n - bin;
   if (comp % 2 == 0) return static_cast<float>(folded_cos_sum(cos_rows, rows, m));
-  if (m == 0 || 2 * m == n) return 0.0f;
+  if (rows.f.real_bin(m)) return 0.0f;
   const float b = static_cast<float>(-folded_sin_sum(sin_rows, rows, m));
   return lower ? b : -b;
 }
@@ -267,7 +270,7 @@ TOKRED_HOST_DEVICE void vidkv_spectral_quantize(const vidkv_key_plan& w, const d
   }
   quantize_group_values<kv_scheme::sign>(f, w.each_op, [&](index_t e) { return stored_as<E>(staged[e]); }, out,
                                          lower, at);
-  if (m == 0 || 2 * m == n) return;
+  if (dft_fold(n).real_bin(m)) return;
   const uniform_unit mirror{part.head, part.outer, 2 * (n - m) + re_im};
   quantize_group_values<kv_scheme::sign>(
       f, w.each_op, [&](index_t e) { return stored_as<E>(re_im == 0 ? staged[e] : -staged[e]); }, out, mirror,
@@ -328,7 +331,7 @@ TOKRED_HOST_DEVICE void vidkv_easy_dequantize(const vidkv_key_plan& w, const dou
     if (c >= 0 && c < y.extent(2)) y(at.head, at.row, c) = from_float<Eout>(value);
   };
   store(j, v.first);
-  if (j > 0 && 2 * j < n) store(n - j, v.second);
+  if (!dft_fold(n).real_bin(j)) store(n - j, v.second);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,7 +350,7 @@ TOKRED_HOST_DEVICE float vidkv_score_query(const double* cos_rows, const double*
   if (i < k) return widen(queries(h, channels(i)));
   const index_t comp = i - k, m = comp / 2;
   const bool imag = comp % 2 != 0;
-  if (imag && (m == 0 || 2 * m == n)) return 0.0f;
+  if (imag && dft_fold(n).real_bin(m)) return 0.0f;
   double sum = 0.0;
   for (index_t j = 0; j < n; ++j) {
     const index_t r = j * m % n;
