@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <new>
 #include <tuple>
 #include <utility>
@@ -127,13 +128,17 @@ view<const E, 2> token_rows(index_t n, index_t dim) {
   return it->second.rows;  // (tokens, dim)
 }
 
-/// Times one `apply(cpu<>{}, policy, in, out, ws)` per iteration; false, with the benchmark's
-/// error set, when a call fails.
+/// The share of one call a benchmark's thread runs: the whole call on one thread; with
+/// `->Threads(n)`, share `thread_index()` of n, as an engine's pool of n threads runs it.
+inline cpu<> share_of(const benchmark::State& state) { return cpu<>{state.thread_index(), state.threads()}; }
+
+/// Times one `apply(share_of(state), policy, in, out, ws)` per iteration; false, with the
+/// benchmark's error set, when a call fails.
 template <class Policy, class In, class Out>
 bool time_apply(benchmark::State& state, const Policy& policy, const In& in, const Out& out,
                 workspace ws = {}) {
   for (auto _ : state) {
-    if (const status s = apply(cpu<>{}, policy, in, out, ws); s != status::ok) {
+    if (const status s = apply(share_of(state), policy, in, out, ws); s != status::ok) {
       state.SkipWithError(to_string(s));
       return false;
     }
@@ -184,8 +189,11 @@ inline double fma_peak() {
 
 /// A contiguous `(heads, tokens, head_dim)` KV cache of uniform values in [−2, 2), one per shape
 /// and element type, made once, starting on a cache line as an engine's cache does.
+/// Safe to call from the threads of a multi-threaded benchmark.
 template <class E>
 const aligned_buffer<E>& kv_values(index_t heads, index_t tokens, index_t head_dim) {
+  static std::mutex made;
+  const std::lock_guard<std::mutex> lock(made);
   static std::map<std::tuple<index_t, index_t, index_t>, aligned_buffer<E>> cache;
   auto [it, fresh] = cache.try_emplace({heads, tokens, head_dim});
   if (fresh) {
@@ -202,15 +210,19 @@ inline void count_per_iteration(benchmark::State& state, std::int64_t bytes, std
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * items);
 }
 
-/// Times one memcpy of a contiguous buffer per iteration; counts both copies' bytes.
+/// Times one memcpy of a contiguous buffer per iteration (with `->Threads(n)`, each thread its
+/// share of the buffer); counts both copies' bytes.
 template <class E>
 void time_memcpy(benchmark::State& state, const aligned_buffer<E>& x) {
-  aligned_buffer<E> copy(x.size());
+  const auto size = static_cast<index_t>(x.size());
+  const index_t begin = detail::share_begin(size, state.thread_index(), state.threads()),
+                end = detail::share_begin(size, state.thread_index() + 1, state.threads());
+  aligned_buffer<E> copy(static_cast<std::size_t>(end - begin));
   for (auto _ : state) {
-    std::memcpy(copy.data(), x.data(), x.size() * sizeof(E));
+    std::memcpy(copy.data(), x.data() + begin, copy.size() * sizeof(E));
     benchmark::ClobberMemory();
   }
-  count_per_iteration(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
+  count_per_iteration(state, 2 * (end - begin) * static_cast<std::int64_t>(sizeof(E)), end - begin);
 }
 
 /// Times one memcpy of the contiguous `rows` per iteration: the floor of any pass over them.

@@ -4,8 +4,14 @@
 //
 // Shape: (heads, tokens, head_dim) = (8, tokens, 128), contiguous, fp16, bf16 or fp32, every
 // buffer starting on a cache line. Bytes processed = float bytes read + packed bytes written
-// (quantize) or the reverse (dequantize); memcpy counts the cache twice. Scores: 32 query heads over 8 kv heads (grouped-query attention), one query each, keys
-// either packed (4 or 2 bits) or fp16 (the same call with every key in the residual).
+// (quantize) or the reverse (dequantize); memcpy counts the cache twice. Scores: 32 query heads
+// over 8 kv heads (grouped-query attention), one query each, keys either packed (4 or 2 bits) or
+// fp16 (the same call with every key in the residual).
+//
+// Two more baselines: the code arithmetic alone (what an exact quantizer must do per value once
+// its group's parameters are known, on data in L1: the compute floor, next to memcpy's bandwidth
+// floor), and both cores (`threads:2`: each thread runs its share of the same call, as an
+// engine's pool would, against a memcpy of the same threads each copying its share).
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -66,7 +72,9 @@ void BM_quantize(benchmark::State& state) {
   packed<E> out(f, tokens);
   if (!time_apply(state, uniform_quantize{f}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)}, out.views))
     return;
-  count_per_iteration(state, static_cast<std::int64_t>(x.size() * sizeof(E)) + out.bytes(), static_cast<std::int64_t>(x.size()));
+  const std::int64_t shares = state.threads();
+  count_per_iteration(state, (static_cast<std::int64_t>(x.size() * sizeof(E)) + out.bytes()) / shares,
+                      static_cast<std::int64_t>(x.size()) / shares);
 }
 
 template <class E>
@@ -82,7 +90,34 @@ void BM_dequantize(benchmark::State& state) {
   if (!time_apply(state, uniform_dequantize{f}, read_only(in.views),
                   kv_outputs<E>{make_view(y.data(), heads, tokens, head_dim)}))
     return;
-  count_per_iteration(state, static_cast<std::int64_t>(y.size() * sizeof(E)) + in.bytes(), static_cast<std::int64_t>(y.size()));
+  const std::int64_t shares = state.threads();
+  count_per_iteration(state, (static_cast<std::int64_t>(y.size() * sizeof(E)) + in.bytes()) / shares,
+                      static_cast<std::int64_t>(y.size()) / shares);
+}
+
+/// The compute floor of an exact asymmetric quantizer here: the arithmetic every value needs
+/// once its group's parameters are known (widen, subtract the minimum, divide by the scale, clamp,
+/// round, shift into its word: the quantizer's own code_block), over 32 token rows × 128 channels
+/// already in L1, with no statistics, parameters, second read or layout. Values per second.
+template <class E, int Bits>
+void BM_code_arithmetic(benchmark::State& state) {
+  using Arch = compile_time_arch;
+  using fb = detail::float_batch<Arch>;
+  constexpr index_t w = fb::size, rows = 32;
+  const E* x = cache_of<E>(256).data();
+  detail::group_params<Arch> g;
+  g.scale = fb(0.25f), g.zero = fb(-2.0f);
+  const detail::step_rounding<Arch, E> rnd{};
+  aligned_buffer<std::uint32_t> words(static_cast<std::size_t>(Bits * head_dim));
+  for (auto _ : state) {
+    for (index_t c = 0; c < head_dim; c += w)
+      detail::code_block<Bits, kv_scheme::asymmetric, Arch, E>(
+          [&](index_t i) TOKRED_INLINE_LAMBDA { return detail::load_operands<Arch>(x + i * head_dim + c); }, g, rnd,
+          words.data() + c, head_dim, 1, w, Bits);
+    benchmark::DoNotOptimize(words.data());
+    benchmark::ClobberMemory();
+  }
+  count_per_iteration(state, rows * head_dim * static_cast<std::int64_t>(sizeof(E)), rows * head_dim);
 }
 
 /// The scalar oracle: quantize and dequantize one value at a time (fp32 cache).
@@ -136,6 +171,13 @@ void formats(benchmark::internal::Benchmark* b) {
     for (int axis : {0, 1}) b->Args({32768, bits, axis});
   b->ArgNames({"tokens", "bits", "per_token"})->MinTime(0.1)->ComputeStatistics("min", fastest);
 }
+/// Both cores: each thread runs its share of every call (threads:2; compare items per second,
+/// which Google Benchmark sums over the threads, not the time column).
+void both_cores(benchmark::internal::Benchmark* b) {
+  for (int bits : {2, 4})
+    for (int axis : {0, 1}) b->Args({4096, bits, axis});
+  b->ArgNames({"tokens", "bits", "per_token"})->Threads(2)->UseRealTime()->MinTime(0.1);
+}
 void ref_formats(benchmark::internal::Benchmark* b) {
   b->Args({512, 2, 0})->ArgNames({"tokens", "bits", "per_token"})->MinTime(0.1)->ComputeStatistics("min", fastest);
 }
@@ -153,6 +195,11 @@ BENCHMARK_TEMPLATE(BM_quantize, float)->Apply(formats);
 BENCHMARK_TEMPLATE(BM_dequantize, f16)->Apply(formats);
 BENCHMARK_TEMPLATE(BM_dequantize, bf16)->Apply(formats);
 BENCHMARK_TEMPLATE(BM_dequantize, float)->Apply(formats);
+BENCHMARK_TEMPLATE(BM_code_arithmetic, f16, 2)->MinTime(0.1);
+BENCHMARK_TEMPLATE(BM_code_arithmetic, f16, 4)->MinTime(0.1);
+BENCHMARK_TEMPLATE(BM_memcpy_cache, f16)->Arg(4096)->ArgName("tokens")->Threads(2)->UseRealTime()->MinTime(0.1);
+BENCHMARK_TEMPLATE(BM_quantize, f16)->Apply(both_cores);
+BENCHMARK_TEMPLATE(BM_dequantize, f16)->Apply(both_cores);
 BENCHMARK(BM_roundtrip_ref)->Apply(ref_formats);
 BENCHMARK(BM_scores)->Apply(score_shapes);
 
