@@ -248,6 +248,49 @@ TOKRED_HOST_DEVICE void quantize_group_values(const uniform_format& f, bool each
   }
 }
 
+/// A second group of the same values (`negated`: of their negations), for quantize_sign_group.
+struct sign_copy {
+  uniform_unit unit;
+  unit_place at;
+  bool negated;
+};
+
+/// quantize_group_values<kv_scheme::sign> in one pass, each value read once, for values too
+/// dear to form twice or to hold (VidKV's DFT sums): a sign code is the value's sign and depends
+/// on the group only through whether it is finite (a group holding a NaN or an infinity codes
+/// every value 0), so each word goes out as it fills and all are cleared after if the group is
+/// not finite. `copy`, when given, receives the same group of the values or of their negations
+/// (the same Σ|x|, finiteness and scale).
+template <class E, class Space, class Value>
+TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_op, const Value& value,
+                                            const uniform_packed<E, Space>& out, const uniform_unit& u,
+                                            const unit_place& at, const sign_copy* copy = nullptr) noexcept {
+  const auto word_of = [&](const unit_place& p, index_t j) -> std::uint32_t& {
+    return out.codes(u.head, p.word_row + j * p.word_row_step, p.word_col + j * p.word_col_step);
+  };
+  group_moments m;
+  std::uint32_t word = 0, copy_word = 0;
+  for (index_t e = 0; e < f.group; ++e) {  // f.group: a multiple of 32, one code bit per value
+    const float x = value(e);
+    m.add(x);
+    word |= (x >= 0.0f ? 1u : 0u) << (e % 32);
+    if (copy) copy_word |= ((copy->negated ? -x : x) >= 0.0f ? 1u : 0u) << (e % 32);
+    if (e % 32 == 31) {
+      word_of(at, e / 32) = word;
+      if (copy) word_of(copy->at, e / 32) = copy_word;
+      word = copy_word = 0;
+    }
+  }
+  const E scale = from_float<E>(scale_of<kv_scheme::sign, E>(f, m, each_op).scale);
+  out.scale(u.head, u.outer, u.inner) = scale;
+  if (copy) out.scale(u.head, copy->unit.outer, copy->unit.inner) = scale;
+  if (!m.bad) return;
+  for (index_t j = 0; j < f.group / 32; ++j) {
+    word_of(at, j) = 0u;
+    if (copy) word_of(copy->at, j) = 0u;
+  }
+}
+
 /// Quantizes one group into `out`. `source(token, channel)` is the group's value at that place
 /// of the cache, widened to fp32 (a streaming cache reads some tokens from its residual, others
 /// from the new ones); it is read twice per value, once by each pass.

@@ -250,7 +250,8 @@ TOKRED_HOST_DEVICE void vidkv_difficult_quantize(const vidkv_key_plan& w, const 
 /// one head's token group, each token's value from its easy channels `channels(k + j)`, into
 /// component 2m + re_im and, where bin n − m is another bin, into component 2(n − m) + re_im: the
 /// conjugate, so the same values for Re and their negations for Im (spectral_component's, bit
-/// for bit: each rounds to the element type after the negation).
+/// for bit: each rounds to the element type after the negation). One pass over the group forms
+/// each token's sum once and codes both groups (quantize_sign_group): nothing staged.
 template <class E, class Space>
 TOKRED_HOST_DEVICE void vidkv_spectral_quantize(const vidkv_key_plan& w, const double* cos_rows,
                                                 const double* sin_rows, const view<const E, 3, Space>& x,
@@ -262,19 +263,17 @@ TOKRED_HOST_DEVICE void vidkv_spectral_quantize(const vidkv_key_plan& w, const d
   const index_t m = part.inner / 2, re_im = part.inner % 2;
   const uniform_unit lower{part.head, part.outer, 2 * m + re_im};
   const unit_place at = place_of(f, lower);
-  float staged[uniform_max_group];  // each an O(n) sum: computed once per token
-  for (index_t e = 0; e < f.group; ++e) {
+  const auto component = [&](index_t e) {  // an O(n) sum: formed once per token
     const index_t t = at.token_of(e);
     const auto value = [&](index_t j) { return static_cast<double>(widen(x(part.head, t, channels(k + j)))); };
-    staged[e] = spectral_component(cos_rows, sin_rows, fold_rows(n, value, value), lower.inner);
-  }
-  quantize_group_values<kv_scheme::sign>(f, w.each_op, [&](index_t e) { return stored_as<E>(staged[e]); }, out,
-                                         lower, at);
-  if (dft_fold(n).real_bin(m)) return;
+    return stored_as<E>(spectral_component(cos_rows, sin_rows, fold_rows(n, value, value), lower.inner));
+  };
+  if (dft_fold(n).real_bin(m)) return quantize_sign_group(f, w.each_op, component, out, lower, at);
+  // Rounding to E is symmetric, so the mirror's Im values (each rounded after the negation) are
+  // the negations of the rounded ones.
   const uniform_unit mirror{part.head, part.outer, 2 * (n - m) + re_im};
-  quantize_group_values<kv_scheme::sign>(
-      f, w.each_op, [&](index_t e) { return stored_as<E>(re_im == 0 ? staged[e] : -staged[e]); }, out, mirror,
-      place_of(f, mirror));
+  const sign_copy conjugate{mirror, place_of(f, mirror), re_im == 1};
+  quantize_sign_group(f, w.each_op, component, out, lower, at, &conjugate);
 }
 
 /// Dequantizes difficult unit u into its channel of `y`; a channel outside [0, D) is skipped
