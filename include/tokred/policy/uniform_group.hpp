@@ -265,8 +265,8 @@ template <class E, class Space, class Value>
 TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_op, const Value& value,
                                             const uniform_packed<E, Space>& out, const uniform_unit& u,
                                             const unit_place& at, const sign_copy* copy = nullptr) noexcept {
-  const auto word_of = [&](const unit_place& p, index_t j) -> std::uint32_t& {
-    return out.codes(u.head, p.word_row + j * p.word_row_step, p.word_col + j * p.word_col_step);
+  const auto word_of = [&](const uniform_unit& g, const unit_place& p, index_t j) -> std::uint32_t& {
+    return out.codes(g.head, p.word_row + j * p.word_row_step, p.word_col + j * p.word_col_step);
   };
   group_moments m;
   std::uint32_t word = 0, copy_word = 0;
@@ -276,18 +276,18 @@ TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_o
     word |= (x >= 0.0f ? 1u : 0u) << (e % 32);
     if (copy) copy_word |= ((copy->negated ? -x : x) >= 0.0f ? 1u : 0u) << (e % 32);
     if (e % 32 == 31) {
-      word_of(at, e / 32) = word;
-      if (copy) word_of(copy->at, e / 32) = copy_word;
+      word_of(u, at, e / 32) = word;
+      if (copy) word_of(copy->unit, copy->at, e / 32) = copy_word;
       word = copy_word = 0;
     }
   }
   const E scale = from_float<E>(scale_of<kv_scheme::sign, E>(f, m, each_op).scale);
   out.scale(u.head, u.outer, u.inner) = scale;
-  if (copy) out.scale(u.head, copy->unit.outer, copy->unit.inner) = scale;
+  if (copy) out.scale(copy->unit.head, copy->unit.outer, copy->unit.inner) = scale;
   if (!m.bad) return;
   for (index_t j = 0; j < f.group / 32; ++j) {
-    word_of(at, j) = 0u;
-    if (copy) word_of(copy->at, j) = 0u;
+    word_of(u, at, j) = 0u;
+    if (copy) word_of(copy->unit, copy->at, j) = 0u;
   }
 }
 
