@@ -149,10 +149,12 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   // picks' rows read from their copies.
   const row_copies<E> pick_rows(s.pick_rows, dim);
   const auto advance = [&](index_t i, index_t up_to) {
-    // Four picks a pass while the dot products dominate (a token that falls below the runner-up
-    // wastes the picks applied past that point); a batch once the orthogonalisations do (`from`
-    // dependent steps of a few cycles each against dim/16 multiply-adds of 16 lanes).
-    const index_t from = s.applied[i], batch = 64 * from > dim ? lanes : std::min<index_t>(4, lanes);
+    // Eight picks a pass while the dot products dominate (a token that falls below the runner-up
+    // wastes the picks applied past that point, but each pass reads its row from memory once: 8
+    // against 4 measured 1.1 - 1.2x faster from 2304 rows of 4096 on, the same at 576); a batch
+    // once the orthogonalisations do (`from` dependent steps of a few cycles each against dim/16
+    // multiply-adds of 16 lanes).
+    const index_t from = s.applied[i], batch = 64 * from > dim ? lanes : std::min<index_t>(8, lanes);
     const index_t count = std::min<index_t>(batch, up_to - from);
     float dots[lanes];
     set.template pairs<pair_op::dot>(i, pick_rows.at(from), pick_rows.stride, count, dots);
