@@ -268,13 +268,15 @@ TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_o
   const auto word_of = [&](const uniform_unit& g, const unit_place& p, index_t j) -> std::uint32_t& {
     return out.codes(g.head, p.word_row + j * p.word_row_step, p.word_col + j * p.word_col_step);
   };
+  // Codes as a finite group's (a scale of 0: a sign code reads no more of it).
+  const auto code = [&](float x) { return code_of<kv_scheme::sign, E>(1, x, group_scale{}, each_op); };
   group_moments m;
   std::uint32_t word = 0, copy_word = 0;
   for (index_t e = 0; e < f.group; ++e) {  // f.group: a multiple of 32, one code bit per value
     const float x = value(e);
     m.add(x);
-    word |= (x >= 0.0f ? 1u : 0u) << (e % 32);
-    if (copy) copy_word |= ((copy->negated ? -x : x) >= 0.0f ? 1u : 0u) << (e % 32);
+    word |= code(x) << (e % 32);
+    if (copy) copy_word |= code(copy->negated ? -x : x) << (e % 32);
     if (e % 32 == 31) {
       word_of(u, at, e / 32) = word;
       if (copy) word_of(copy->unit, copy->at, e / 32) = copy_word;
