@@ -23,6 +23,7 @@
 
 #include "tokred/core/contract.hpp"
 #include "tokred/core/grid.hpp"
+#include "tokred/core/rounded.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 #include "tokred/policy/grid_reduce.hpp"
@@ -129,19 +130,12 @@ struct thumbnail_layout {
 
 namespace detail {
 
-/// float32 `a·b + c` rounded once (torch_fma) or with the product rounded first (torch_plain).
-/// On the host the separately rounded form goes through double, where the product of two floats
-/// is exact and a sum of two floats rounds to the same float as float addition would, so no
-/// compiler contraction can fuse it behind our back. On the device the explicitly rounded
-/// intrinsics say the same, and nvcc never contracts them whatever its -fmad flag.
+/// float32 `a·b + c` rounded once (torch_fma) or with the product rounded first (torch_plain),
+/// whatever the compiler contracts (<tokred/core/rounded.hpp>'s steps). Not through double:
+/// g++ 12 narrows a product and a sum of floats taken in double back to float arithmetic and then
+/// fuses them where the target has FMA (-march=native), which made torch_plain torch_fma.
 TOKRED_HOST_DEVICE inline float f32_mul_add(float a, float b, float c, bool fused) noexcept {
-#if defined(__CUDA_ARCH__)
-  return fused ? __fmaf_rn(a, b, c) : __fadd_rn(__fmul_rn(a, b), c);
-#else
-  if (fused) return std::fma(a, b, c);
-  const auto product = static_cast<float>(static_cast<double>(a) * static_cast<double>(b));
-  return static_cast<float>(static_cast<double>(product) + static_cast<double>(c));
-#endif
+  return fused ? chain_step<true>(a, b, c) : chain_step<false>(a, b, c);
 }
 
 /// Element i of torch's CPU float32 `linspace(start, end, steps)` (torch >= 2.0's scalar kernel:
@@ -151,11 +145,7 @@ TOKRED_HOST_DEVICE inline float torch_linspace_f32(index_t start, index_t end, i
   const auto s = static_cast<float>(start);
   const auto e = static_cast<float>(end);
   if (steps == 1) return s;
-#if defined(__CUDA_ARCH__)
-  const float step = __fdiv_rn(__fsub_rn(e, s), static_cast<float>(steps - 1));  // IEEE, any flags
-#else
-  const float step = (e - s) / static_cast<float>(steps - 1);
-#endif
+  const float step = div_rn(sub_rn(e, s), static_cast<float>(steps - 1));  // IEEE, any flags
   if (i < steps / 2) return f32_mul_add(step, static_cast<float>(i), s, fused);
   return f32_mul_add(-step, static_cast<float>(steps - 1 - i), e, fused);
 }
