@@ -52,7 +52,8 @@ echo "tokred: the kernels with ISA-specific code again, built with -march=native
 # tokred/cpu/simd.hpp (AVX-512 conversions and reductions, fused multiply-adds, F16C) compile
 # only where the build targets them: these test programs run them on this machine's own ISA.
 native_tests=(test_element test_feature_scores test_uniform_quant test_kivi test_vidkv_scores test_kv_blocks
-              test_selection test_tome test_tome_steps test_visionzip test_visionzip_replay test_diversity test_dpp)
+              test_selection test_tome test_tome_steps test_visionzip test_visionzip_replay test_diversity test_dpp
+              test_video_layout test_positions_mrope)
 cmake -S . -B build-native-tests -G Ninja -DCMAKE_BUILD_TYPE=Release -DTOKRED_NATIVE=ON -DTOKRED_ENABLE_CUDA=OFF \
   -DTOKRED_BUILD_BENCH=OFF -DTOKRED_BUILD_EXAMPLES=OFF -DTOKRED_BUILD_TOOLS=OFF >/dev/null
 cmake --build build-native-tests -j "$jobs" --target "${native_tests[@]}"
