@@ -217,6 +217,11 @@ struct unit_place {
 
   TOKRED_HOST_DEVICE constexpr index_t token_of(index_t e) const noexcept { return token + e * token_step; }
   TOKRED_HOST_DEVICE constexpr index_t channel_of(index_t e) const noexcept { return channel + e * channel_step; }
+  /// Word j of the unit's codes in `codes` (heads, rows, columns) of head `head`.
+  template <class Codes>
+  TOKRED_HOST_DEVICE auto& word(const Codes& codes, index_t head, index_t j) const noexcept {
+    return codes(head, word_row + j * word_row_step, word_col + j * word_col_step);
+  }
 };
 
 TOKRED_HOST_DEVICE constexpr unit_place place_of(const uniform_format& f, const uniform_unit& u) noexcept {
@@ -242,7 +247,7 @@ TOKRED_HOST_DEVICE void quantize_group_values(const uniform_format& f, bool each
     const std::uint32_t q = code_of<S, E>(f.bits, value(e), g, each_op);
     word |= q << slot.shift;
     if (slot.shift + f.bits >= 32) {  // the word is complete
-      out.codes(u.head, at.word_row + slot.word * at.word_row_step, at.word_col + slot.word * at.word_col_step) = word;
+      at.word(out.codes, u.head, slot.word) = word;
       word = slot.spills ? q >> (32 - slot.shift) : 0u;
     }
   }
@@ -265,9 +270,6 @@ template <class E, class Space, class Value>
 TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_op, const Value& value,
                                             const uniform_packed<E, Space>& out, const uniform_unit& u,
                                             const unit_place& at, const sign_copy* copy = nullptr) noexcept {
-  const auto word_of = [&](const uniform_unit& g, const unit_place& p, index_t j) -> std::uint32_t& {
-    return out.codes(g.head, p.word_row + j * p.word_row_step, p.word_col + j * p.word_col_step);
-  };
   // Codes as a finite group's (a scale of 0: a sign code reads no more of it).
   const auto code = [&](float x) { return code_of<kv_scheme::sign, E>(1, x, group_scale{}, each_op); };
   group_moments m;
@@ -278,8 +280,8 @@ TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_o
     word |= code(x) << (e % 32);
     if (copy) copy_word |= code(copy->negated ? -x : x) << (e % 32);
     if (e % 32 == 31) {
-      word_of(u, at, e / 32) = word;
-      if (copy) word_of(copy->unit, copy->at, e / 32) = copy_word;
+      at.word(out.codes, u.head, e / 32) = word;
+      if (copy) copy->at.word(out.codes, copy->unit.head, e / 32) = copy_word;
       word = copy_word = 0;
     }
   }
@@ -288,8 +290,8 @@ TOKRED_HOST_DEVICE void quantize_sign_group(const uniform_format& f, bool each_o
   if (copy) out.scale(copy->unit.head, copy->unit.outer, copy->unit.inner) = scale;
   if (!m.bad) return;
   for (index_t j = 0; j < f.group / 32; ++j) {
-    word_of(u, at, j) = 0u;
-    if (copy) word_of(copy->unit, copy->at, j) = 0u;
+    at.word(out.codes, u.head, j) = 0u;
+    if (copy) copy->at.word(out.codes, copy->unit.head, j) = 0u;
   }
 }
 
@@ -328,7 +330,7 @@ TOKRED_HOST_DEVICE void dequantize_unit_to(const uniform_format& f, bool each_op
                                            const Sink& sink) noexcept {
   const unit_place at = place_of(f, u);
   const group_scale g = scale_at<S>(in, u);
-  const std::uint32_t* words = &in.codes(u.head, at.word_row, at.word_col);
+  const std::uint32_t* words = &at.word(in.codes, u.head, 0);
   const index_t word_stride = at.word_row_step * in.codes.stride(1) + at.word_col_step * in.codes.stride(2);
   for (index_t e = 0; e < f.group; ++e)
     sink(at.token_of(e), at.channel_of(e),
@@ -351,7 +353,7 @@ TOKRED_HOST_DEVICE inline float packed_value_at(const uniform_format& f, bool ea
                                                 index_t c) noexcept {
   const uniform_unit u{h, t / f.group, c};
   const unit_place at = place_of(f, u);
-  const std::uint32_t* words = &in.codes(h, at.word_row, at.word_col);
+  const std::uint32_t* words = &at.word(in.codes, h, 0);
   return value_of<S, E>(f.bits, vidkv, code_at(words, in.codes.stride(1), t % f.group, f.bits), scale_at<S>(in, u),
                         each_op);
 }
