@@ -204,10 +204,12 @@ const aligned_buffer<E>& kv_values(index_t heads, index_t tokens, index_t head_d
   return it->second;
 }
 
-/// Sets the bytes and items processed per iteration.
+/// Sets the bytes and items one call processes per iteration; with `->Threads(n)` each thread
+/// counts its share, 1/n of them (Google Benchmark sums the threads' counts).
 inline void count_per_iteration(benchmark::State& state, std::int64_t bytes, std::int64_t items) {
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * bytes);
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * items);
+  const std::int64_t shares = state.threads();
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * bytes / shares);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * items / shares);
 }
 
 /// Times one memcpy of a contiguous buffer per iteration (with `->Threads(n)`, each thread its
@@ -222,7 +224,7 @@ void time_memcpy(benchmark::State& state, const aligned_buffer<E>& x) {
     std::memcpy(copy.data(), x.data() + begin, copy.size() * sizeof(E));
     benchmark::ClobberMemory();
   }
-  count_per_iteration(state, 2 * (end - begin) * static_cast<std::int64_t>(sizeof(E)), end - begin);
+  count_per_iteration(state, static_cast<std::int64_t>(2 * x.size() * sizeof(E)), static_cast<std::int64_t>(x.size()));
 }
 
 /// Times one memcpy of the contiguous `rows` per iteration: the floor of any pass over them.

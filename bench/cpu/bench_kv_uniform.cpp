@@ -72,9 +72,7 @@ void BM_quantize(benchmark::State& state) {
   packed<E> out(f, tokens);
   if (!time_apply(state, uniform_quantize{f}, kv_inputs<E>{make_view(x.data(), heads, tokens, head_dim)}, out.views))
     return;
-  const std::int64_t shares = state.threads();
-  count_per_iteration(state, (static_cast<std::int64_t>(x.size() * sizeof(E)) + out.bytes()) / shares,
-                      static_cast<std::int64_t>(x.size()) / shares);
+  count_per_iteration(state, static_cast<std::int64_t>(x.size() * sizeof(E)) + out.bytes(), static_cast<std::int64_t>(x.size()));
 }
 
 template <class E>
@@ -90,9 +88,7 @@ void BM_dequantize(benchmark::State& state) {
   if (!time_apply(state, uniform_dequantize{f}, read_only(in.views),
                   kv_outputs<E>{make_view(y.data(), heads, tokens, head_dim)}))
     return;
-  const std::int64_t shares = state.threads();
-  count_per_iteration(state, (static_cast<std::int64_t>(y.size() * sizeof(E)) + in.bytes()) / shares,
-                      static_cast<std::int64_t>(y.size()) / shares);
+  count_per_iteration(state, static_cast<std::int64_t>(y.size() * sizeof(E)) + in.bytes(), static_cast<std::int64_t>(y.size()));
 }
 
 /// The compute floor of an exact asymmetric quantizer here: the arithmetic every value needs
