@@ -34,6 +34,32 @@ std::uint16_t bf16_oracle(float x) {
   return static_cast<std::uint16_t>(((down >> 16) & 1u) ? up >> 16 : down >> 16);
 }
 
+/// The value of fp16 bits by the format's definition (NaN patterns give NaN).
+double f16_value(std::uint16_t h) {
+  const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
+  const double magnitude = e == 0 ? std::ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : std::ldexp(1024 + m, e - 25);
+  return (h & 0x8000u) ? -magnitude : magnitude;
+}
+
+/// fp16 oracle for non-NaN x: of the two fp16 magnitudes around |x| (in double; the infinity
+/// pattern 0x7C00 stands at 2^16, the step after the largest finite half), the nearer one, ties
+/// to even, with x's sign.
+std::uint16_t f16_oracle(float x) {
+  const double a = std::fabs(static_cast<double>(x));
+  const auto magnitude = [](std::uint32_t h) { return h == 0x7C00u ? 65536.0 : f16_value(static_cast<std::uint16_t>(h)); };
+  std::uint32_t down = 0, past = 0x7C01u;  // the largest pattern ≤ 0x7C00 whose magnitude is ≤ a
+  while (past - down > 1) {
+    const std::uint32_t mid = (down + past) / 2;
+    (magnitude(mid) <= a ? down : past) = mid;
+  }
+  std::uint32_t h = down;
+  if (down < 0x7C00u) {
+    const double below = a - magnitude(down), above = magnitude(down + 1) - a;
+    if (above < below || (above == below && (down & 1u))) h = down + 1;
+  }
+  return static_cast<std::uint16_t>(h | (std::signbit(x) ? 0x8000u : 0u));
+}
+
 /// Every 2^k-th fp32 bit pattern plus the neighbourhoods of the interesting boundaries.
 std::vector<std::uint32_t> sample_patterns() {
   std::vector<std::uint32_t> p;
@@ -53,27 +79,27 @@ std::vector<std::uint32_t> sample_patterns() {
 
 }  // namespace
 
-TEST_CASE("fp16 narrowing matches the compiler's _Float16 on sampled and edge patterns", "[element]") {
+TEST_CASE("fp16 narrowing rounds to nearest even on sampled and edge patterns", "[element]") {
   std::size_t mismatches = 0;
   for (std::uint32_t u : sample_patterns()) {
     const float x = from_bits(u);
-    const _Float16 h = static_cast<_Float16>(x);
-    std::uint16_t want;
-    std::memcpy(&want, &h, 2);
     const std::uint16_t got = from_float<f16>(x).bits;
-    if (std::isnan(x)) mismatches += !((got & 0x7C00u) == 0x7C00u && (got & 0x3FFu) && (got & 0x8000u) == (want & 0x8000u));
-    else mismatches += got != want;
+    if (std::isnan(x)) mismatches += !((got & 0x7C00u) == 0x7C00u && (got & 0x3FFu) && (got & 0x8000u) == (u >> 31 << 15));
+    else mismatches += got != f16_oracle(x);
   }
   CHECK(mismatches == 0);
+  CHECK(from_float<f16>(65519.996f).bits == 0x7BFF);                    // below the midpoint to 2^16
+  CHECK(from_float<f16>(65520.0f).bits == 0x7C00);                      // the midpoint: to even, inf
+  CHECK(from_float<f16>(std::ldexp(1.0f, -25)).bits == 0x0000);         // half the smallest step: to even, 0
+  CHECK(from_float<f16>(std::ldexp(3.0f, -25)).bits == 0x0002);         // 1.5 steps: to even, 2
+  CHECK(from_float<f16>(-std::ldexp(1.0f, -26)).bits == 0x8000);        // −0 keeps its sign
 }
 
 TEST_CASE("fp16 widening is exact for all 65536 patterns and round-trips", "[element]") {
   std::size_t mismatches = 0;
   for (std::uint32_t b = 0; b < 65536; ++b) {
     const std::uint16_t bits = static_cast<std::uint16_t>(b);
-    _Float16 h;
-    std::memcpy(&h, &bits, 2);
-    const float want = static_cast<float>(h);
+    const float want = static_cast<float>(f16_value(bits));
     const float got = to_float(f16{bits});
     if (std::isnan(want)) mismatches += !std::isnan(got);
     else mismatches += detail::float_bits(got) != detail::float_bits(want);

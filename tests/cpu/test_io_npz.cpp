@@ -58,11 +58,11 @@ struct archive {
 
 /// Offsets of fields inside a local header and a central record.
 namespace local_field {
-constexpr std::size_t flags = 6, method = 8, crc = 14, compressed = 18, size = 22, name_length = 26, extra_length = 28;
+constexpr std::size_t flags = 6, method = 8, crc = 14, compressed = 18, size = 22, extra_length = 28;
 }
 namespace central_field {
 constexpr std::size_t flags = 8, method = 10, crc = 16, compressed = 20, size = 24, name_length = 28,
-                      extra_length = 30, disk = 34, offset = 42;
+                      disk = 34, offset = 42;
 }
 
 /// A zip archive of `members`. With `zip64`, every central record saturates its sizes and offset

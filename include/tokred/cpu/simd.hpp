@@ -578,7 +578,7 @@ template <class Arch>
 void narrow_f16_hardware([[maybe_unused]] f16* p, [[maybe_unused]] const float_batch<Arch>& x) noexcept {
   static_assert(has_hardware_f16<Arch>(), "tokred: no fp16 conversion instruction for this architecture");
   [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();
-  constexpr int nearest = 0;  // imm8 0: round to nearest even, whatever MXCSR says
+  [[maybe_unused]] constexpr int nearest = 0;  // imm8 0: round to nearest even, whatever MXCSR says
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512)
     return _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(x, nearest));
