@@ -257,6 +257,35 @@ TEST_CASE("products are rounded before the add, whatever the compiler fuses", "[
   }
 }
 
+TEST_CASE("q8_0 codes are roundf's at and beside every half-integer, and 0 outside int8", "[kv_blocks][rounding]") {
+  // round_code is truncation plus a carry, not roundf: every x·id within 3 ulps of each n + 1/2
+  // in [-128.5, 127.5], and values outside int8 and NaN, against roundf itself.
+  int differing = 0, checked = 0;
+  for (int n = -129; n <= 128; ++n)
+    for (int ulps = -3; ulps <= 3; ++ulps) {
+      const float v = nudged(static_cast<float>(n) + 0.5f, ulps);
+      const int want = v > -128.5f && v < 127.5f ? static_cast<int>(std::round(v)) : 0;
+      differing += detail::round_code(v) != want, ++checked;
+    }
+  for (float v : {0.0f, -0.0f, 0.49999997f, -0.49999997f, 1e-30f, 200.0f, -1e9f, INFINITY, -INFINITY, NAN}) {
+    const int want = v > -128.5f && v < 127.5f ? static_cast<int>(std::round(v)) : 0;
+    differing += detail::round_code(v) != want, ++checked;
+  }
+  CHECK(checked == 258 * 7 + 10);
+  CHECK(differing == 0);
+
+  // Through the quantizer: a block whose amax is 127 (so d = 1, id = 1) holding every half-integer
+  // tie of int8 it can, and its neighbours, byte for byte with the oracle.
+  std::vector<float> x;
+  for (int b = 0; b < 24; ++b) {
+    x.push_back(b % 2 ? -127.0f : 127.0f);
+    for (int j = 1; j < 32; ++j) x.push_back(nudged(static_cast<float>((b * 31 + j) % 254 - 127) + 0.5f, b % 3 - 1));
+  }
+  packed out(1, 3, ggml_row_bytes(ggml_type::q8_0, 256));
+  REQUIRE(quantize(view<const float, 3>(x.data(), {1, 3, 256}), out, ggml_type::q8_0) == status::ok);
+  CHECK(out.bytes == ref::quantize_row(ggml_type::q8_0, x.data(), static_cast<index_t>(x.size())));
+}
+
 // --- round trip within the documented error ---------------------------------------------------
 
 /// The documented bound on |x − deq(q(x))| for one block: the rounding step plus the fp16

@@ -78,18 +78,25 @@ TOKRED_HOST_DEVICE inline float magnitude(float x) noexcept {
 #endif
 }
 
-/// C's `(int8_t)(v)` / `(uint8_t)(v)` for v ≥ 0 (truncation toward zero), 0 where C is undefined.
-TOKRED_HOST_DEVICE inline int truncate_code(float v) noexcept {
-  return v >= 0.0f && v < 256.0f ? static_cast<int>(v) : 0;
+/// v where `keep` holds, else +0, by masking its bits. Where a select feeds a conversion, g++
+/// turns it into a branch around the conversion, and a loop of it then does not vectorise.
+TOKRED_HOST_DEVICE inline float kept_or_zero(float v, bool keep) noexcept {
+  return bits_float(float_bits(v) & (0u - static_cast<std::uint32_t>(keep)));
 }
 
-/// `roundf(v)` as an int8 code (half away from zero), 0 where the C conversion is undefined.
+/// C's `(int8_t)(v)` / `(uint8_t)(v)` for v ≥ 0 (truncation toward zero), 0 where C is undefined.
+TOKRED_HOST_DEVICE inline int truncate_code(float v) noexcept {
+  return static_cast<int>(kept_or_zero(v, (v >= 0.0f) & (v < 256.0f)));
+}
+
+/// `roundf(v)` as an int8 code (half away from zero), 0 where the C conversion is undefined
+/// (NaN too). Truncation plus a carry: v − trunc(v) is exact (Sterbenz), so the carry is
+/// roundf's, and a loop of it vectorises, where g++ calls roundf once per value.
 TOKRED_HOST_DEVICE inline int round_code(float v) noexcept {
-#if defined(__CUDA_ARCH__)
-  return v > -128.5f && v < 127.5f ? static_cast<int>(roundf(v)) : 0;
-#else
-  return v > -128.5f && v < 127.5f ? static_cast<int>(std::round(v)) : 0;
-#endif
+  const float w = kept_or_zero(v, (v > -128.5f) & (v < 127.5f));
+  const int whole = static_cast<int>(w);
+  const float rest = w - static_cast<float>(whole);
+  return whole + (rest >= 0.5f) - (rest <= -0.5f);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,23 +130,33 @@ TOKRED_HOST_DEVICE constexpr float iq4nl_level(int i) noexcept {
 // ---------------------------------------------------------------------------------------------
 // One block.
 
-/// True when one of the 32 values is NaN or ±inf (x − x is 0 exactly for finite x).
+/// True when one of the 32 values is NaN or ±inf: its exponent bits all set. An integer OR
+/// over the block vectorises; a float sum of x − x is a chain the compiler keeps in order.
 TOKRED_HOST_DEVICE inline bool block_non_finite(const float* x) noexcept {
-  float acc = 0.0f;
-  for (int j = 0; j < 32; ++j) acc += x[j] - x[j];
-  return acc != acc;
+  std::uint32_t any = 0;
+  for (int j = 0; j < 32; ++j) any |= (float_bits(x[j]) & 0x7F800000u) == 0x7F800000u;
+  return any != 0;
 }
 
-/// The value of largest magnitude, the first of equals (q4_0, q5_0, iq4_nl).
+/// The largest |x[j]| of a finite block: the largest of the magnitudes' bit patterns, which are
+/// ordered as their values are. An integer maximum vectorises; g++ keeps a float one in order.
+TOKRED_HOST_DEVICE inline float block_amax(const float* x) noexcept {
+  std::uint32_t largest = 0;
+  for (int j = 0; j < 32; ++j) {
+    const std::uint32_t bits = float_bits(x[j]) & 0x7FFFFFFFu;
+    largest = largest > bits ? largest : bits;
+  }
+  return bits_float(largest);
+}
+
+/// The value of largest magnitude, the first of equals, and +0 for a block of zeros (q4_0,
+/// q5_0, iq4_nl: ggml keeps the first value whose magnitude beats the largest so far, from 0).
 TOKRED_HOST_DEVICE inline float signed_absmax(const float* x, float& amax) noexcept {
-  float max = 0.0f;
-  amax = 0.0f;
+  amax = block_amax(x);
+  if (amax == 0.0f) return 0.0f;
   for (int j = 0; j < 32; ++j)
-    if (amax < magnitude(x[j])) {
-      amax = magnitude(x[j]);
-      max = x[j];
-    }
-  return max;
+    if (magnitude(x[j]) == amax) return x[j];
+  return 0.0f;  // not reached: amax is one of the magnitudes
 }
 
 /// Packs 32 codes of at most 4 bits: element i low nibble, element i + 16 high nibble.
@@ -155,8 +172,7 @@ TOKRED_HOST_DEVICE inline std::uint32_t high_bits(const int* q) noexcept {
 }
 
 TOKRED_HOST_DEVICE inline void quantize_q8_0(const float* x, std::uint8_t* out) noexcept {
-  float amax = 0.0f;
-  for (int j = 0; j < 32; ++j) amax = amax > magnitude(x[j]) ? amax : magnitude(x[j]);
+  const float amax = block_amax(x);
   const float d = div_rn(amax, 127.0f);
   const float id = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
   store_f16(out, d);
@@ -238,12 +254,8 @@ TOKRED_HOST_DEVICE inline void iq4nl_codes(const float (&v)[32], int (&q)[32]) n
 /// iq4_nl as llama.cpp writes the KV cache (`quantize_row_iq4_nl_ref`, no scale search): codes
 /// from d0 = v / −127, then the weighted least-squares scale Σ w·K·x / Σ w·K², w = x².
 TOKRED_HOST_DEVICE inline void quantize_iq4_nl(const float* x, std::uint8_t* out) noexcept {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < 32; ++j)
-    if (magnitude(x[j]) > amax) {
-      amax = magnitude(x[j]);
-      max = x[j];
-    }
+  float amax;
+  const float max = signed_absmax(x, amax);
   if (amax < 1e-15f) {  // ggml's GROUP_MAX_EPS
     store_f16(out, 0.0f);
     for (int i = 0; i < 16; ++i) out[2 + i] = 0x88;
