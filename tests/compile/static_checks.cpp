@@ -114,13 +114,11 @@ static_assert(tokred::element_name<float>()[2] == '3' &&
               tokred::element_name<const f16>()[0] == 'f' &&
               tokred::element_name<bf16>()[0] == 'b');
 
-// The bit conversions are constant expressions, so host and device share them exactly.
+// The narrowing bit conversions are constant expressions, so host and device share them exactly.
 static_assert(tokred::detail::f32_bits_to_f16_bits(0x3F800000u) == 0x3C00u);  // 1.0
 static_assert(tokred::detail::f32_bits_to_f16_bits(0x477FE000u) == 0x7BFFu);  // 65504, largest
 static_assert(tokred::detail::f32_bits_to_f16_bits(0x477FF000u) == 0x7C00u);  // 65520 -> inf
 static_assert(tokred::detail::f32_bits_to_f16_bits(0x33800000u) == 0x0001u);  // 2^-24, smallest
-static_assert(tokred::detail::f16_bits_to_f32_bits(0x0001u) == 0x33800000u);
-static_assert(tokred::detail::f16_bits_to_f32_bits(0xFC00u) == 0xFF800000u);   // -inf
 static_assert(tokred::detail::f32_bits_to_bf16_bits(0x3F808000u) == 0x3F80u);  // tie -> even
 static_assert(tokred::detail::f32_bits_to_bf16_bits(0x3F818000u) == 0x3F82u);  // tie -> even
 static_assert(tokred::detail::f32_bits_to_bf16_bits(0x7F800001u) == 0x7FC0u);  // NaN stays NaN

@@ -70,23 +70,6 @@ TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_f16_bits(std::uint32_t x)
   return static_cast<std::uint16_t>(sign | rounded);
 }
 
-TOKRED_HOST_DEVICE constexpr std::uint32_t f16_bits_to_f32_bits(std::uint16_t h) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exponent = (h >> 10) & 0x1Fu;
-  std::uint32_t mantissa = h & 0x3FFu;
-  if (exponent == 0x1Fu) return sign | 0x7F800000u | (mantissa << 13);  // inf / NaN
-  if (exponent == 0u) {
-    if (mantissa == 0u) return sign;
-    exponent = 113u;  // subnormal: normalise, one exponent step per shift
-    while ((mantissa & 0x400u) == 0u) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    return sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
-  }
-  return sign | ((exponent + 112u) << 23) | (mantissa << 13);
-}
-
 TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_bf16_bits(std::uint32_t x) noexcept {
   if ((x & 0x7FFFFFFFu) > 0x7F800000u)  // NaN: quiet it, keep sign and top payload
     return static_cast<std::uint16_t>((x >> 16) | 0x0040u);
@@ -97,8 +80,16 @@ TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_bf16_bits(std::uint32_t x
 
 /// Widens a stored element to fp32 (exact for all three types).
 TOKRED_HOST_DEVICE inline float to_float(float x) noexcept { return x; }
+/// fp16: normal halves rebias their exponent, inf and NaN keep their payload, and subnormals
+/// are their mantissa times 2^-24 (exact in fp32). The cases are picked by masks, not branches,
+/// so that loops of it vectorise.
 TOKRED_HOST_DEVICE inline float to_float(f16 x) noexcept {
-  return detail::bits_float(detail::f16_bits_to_f32_bits(x.bits));
+  const std::uint32_t magnitude = x.bits & 0x7FFFu, sign = static_cast<std::uint32_t>(x.bits & 0x8000u) << 16;
+  const std::uint32_t special = 0u - static_cast<std::uint32_t>(magnitude >= 0x7C00u);
+  const std::uint32_t subnormal = 0u - static_cast<std::uint32_t>(magnitude < 0x0400u);
+  const std::uint32_t rebiased = (magnitude << 13) + (112u << 23) + (special & (112u << 23));
+  const std::uint32_t scaled = detail::float_bits(static_cast<float>(static_cast<std::int32_t>(magnitude)) * 0x1p-24f);
+  return detail::bits_float(sign | (rebiased & ~subnormal) | (scaled & subnormal));
 }
 TOKRED_HOST_DEVICE inline float to_float(bf16 x) noexcept {
   return detail::bits_float(static_cast<std::uint32_t>(x.bits) << 16);

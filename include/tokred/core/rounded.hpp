@@ -123,9 +123,8 @@ TOKRED_HOST_DEVICE inline std::int32_t round_to_int(float x) noexcept {
 }
 
 /// A stored element widened to fp32, the same bits as `to_float`. On the device fp16 takes the
-/// hardware conversion for finite values (exact) and, for inf and NaN, the bit formula of
-/// `f16_bits_to_f32_bits` (payload kept): the integer path's subnormal loop is not inlined, and
-/// its call made every fp16 kernel spill.
+/// hardware conversion for finite values (exact) and, for inf and NaN, to_float's formula
+/// (payload kept).
 template <class E>
 TOKRED_HOST_DEVICE inline float widen(E x) noexcept {
 #if defined(__CUDA_ARCH__)
