@@ -451,6 +451,31 @@ TEST_CASE("hadamard: orthonormal, its own inverse, equal to the matrix definitio
   }
 }
 
+TEST_CASE("hadamard: the butterflies' fp32 sums in span order, bit for bit", "[kv_blocks][hadamard]") {
+  // The transform fuses spans 1 and 2; its bits must stay those of the plain span-by-span
+  // butterfly in fp32, which rotated blocks and the CUDA units share.
+  rng g(7);
+  for (index_t block : {32, 64, 128, 256}) {
+    INFO("block " << block);
+    std::vector<float> x(static_cast<std::size_t>(block)), want;
+    for (float& v : x) v = static_cast<float>(g.uniform() * 8.0 - 4.0);
+    want = x;
+    for (index_t span = 1; span < block; span *= 2)
+      for (index_t i = 0; i < block; i += 2 * span)
+        for (index_t j = i; j < i + span; ++j) {
+          const float a = want[static_cast<std::size_t>(j)], b = want[static_cast<std::size_t>(j + span)];
+          want[static_cast<std::size_t>(j)] = a + b;
+          want[static_cast<std::size_t>(j + span)] = a - b;
+        }
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(block)));
+    for (float& v : want) v *= scale;
+    detail::hadamard_transform(x.data(), block);
+    bool same = true;
+    for (std::size_t i = 0; i < x.size(); ++i) same = same && bits_of(x[i]) == bits_of(want[i]);
+    CHECK(same);
+  }
+}
+
 TEST_CASE("hadamard: automatic block, in place, fp16 and thread shares", "[kv_blocks][hadamard]") {
   CHECK(detail::hadamard_block_for(0, 128) == 128);
   CHECK(detail::hadamard_block_for(0, 192) == 64);

@@ -361,11 +361,20 @@ TOKRED_HOST_DEVICE inline float hadamard_scale(index_t n) noexcept {
   return static_cast<float>(1.0 / ::sqrt(static_cast<double>(n)));
 }
 
-/// In place: x ← (H/√n)·x for n a power of two, H Sylvester's Hadamard matrix in natural order.
-/// Butterfly spans 1, 2, 4, …, n/2; each pair (a, b) becomes (a + b, a − b). The scaled values
-/// are products: a caller that adds to them passes the array through keep_rounded first.
+/// In place: x ← (H/√n)·x for n a power of two ≥ 4, H Sylvester's Hadamard matrix in natural
+/// order. Butterfly spans 1, 2, 4, …, n/2; each pair (a, b) becomes (a + b, a − b). Spans 1 and 2
+/// run together on each group of four (the same sums in the same order: loops of one or two
+/// butterflies do not vectorise). The scaled values are products: a caller that adds to them
+/// passes the array through keep_rounded first.
 TOKRED_HOST_DEVICE inline void hadamard_transform(float* x, index_t n) noexcept {
-  for (index_t span = 1; span < n; span *= 2)
+  for (index_t g = 0; g < n; g += 4) {
+    const float s0 = x[g] + x[g + 1], d0 = x[g] - x[g + 1], s1 = x[g + 2] + x[g + 3], d1 = x[g + 2] - x[g + 3];
+    x[g] = s0 + s1;
+    x[g + 1] = d0 + d1;
+    x[g + 2] = s0 - s1;
+    x[g + 3] = d0 - d1;
+  }
+  for (index_t span = 4; span < n; span *= 2)
     for (index_t i = 0; i < n; i += 2 * span)
       for (index_t j = i; j < i + span; ++j) {
         const float a = x[j], b = x[j + span];
