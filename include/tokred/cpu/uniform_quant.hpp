@@ -519,7 +519,7 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     const group_params<Arch> g = params_of<S, Arch, E>(f, st, rnd);
     store_lanes<Arch>(scale + b * w * ss, ss, lanes(b), g.scale);
     if constexpr (S == kv_scheme::asymmetric) store_lanes<Arch>(zero + b * w * zs, zs, lanes(b), g.zero);
-    with_code_width<S>(f.bits, [&](auto bits) TOKRED_INLINE_LAMBDA {
+    with_code_width<S>(f.bits, [&](auto bits) {
       for (index_t k = 0; k < f.group / 32; ++k)
         code_block<decltype(bits)::value, S, Arch, E>([&](index_t i) TOKRED_INLINE_LAMBDA { return value(32 * k + i); },
                                                       g, rnd, words + k * bits * ws + b * w * wl, ws, wl, lanes(b), bits);
