@@ -81,7 +81,7 @@ TOKRED_HOST_DEVICE inline float magnitude(float x) noexcept {
 /// v where `keep` holds, else +0, by masking its bits. Where a select feeds a conversion, g++
 /// turns it into a branch around the conversion, and a loop of it then does not vectorise.
 TOKRED_HOST_DEVICE inline float kept_or_zero(float v, bool keep) noexcept {
-  return bits_float(float_bits(v) & (0u - static_cast<std::uint32_t>(keep)));
+  return bits_float(float_bits(v) & mask_of(keep));
 }
 
 /// C's `(int8_t)(v)` / `(uint8_t)(v)` for v ≥ 0 (truncation toward zero), 0 where C is undefined.
