@@ -130,16 +130,10 @@ TOKRED_HOST_DEVICE constexpr float iq4nl_level(int i) noexcept {
 // ---------------------------------------------------------------------------------------------
 // One block.
 
-/// True when one of the 32 values is NaN or ±inf: its exponent bits all set. An integer OR
-/// over the block vectorises; a float sum of x − x is a chain the compiler keeps in order.
-TOKRED_HOST_DEVICE inline bool block_non_finite(const float* x) noexcept {
-  std::uint32_t any = 0;
-  for (int j = 0; j < 32; ++j) any |= (float_bits(x[j]) & 0x7F800000u) == 0x7F800000u;
-  return any != 0;
-}
-
-/// The largest |x[j]| of a finite block: the largest of the magnitudes' bit patterns, which are
-/// ordered as their values are. An integer maximum vectorises; g++ keeps a float one in order.
+/// The largest |x[j]| of the block: the largest of the magnitudes' bit patterns, which are
+/// ordered as their values are, so NaN's patterns lie above +inf's and a block holding NaN or
+/// ±inf gives one of them (see finite_magnitude). An integer maximum vectorises; g++ keeps a
+/// float one in order.
 TOKRED_HOST_DEVICE inline float block_amax(const float* x) noexcept {
   std::uint32_t largest = 0;
   for (int j = 0; j < 32; ++j) {
@@ -149,10 +143,13 @@ TOKRED_HOST_DEVICE inline float block_amax(const float* x) noexcept {
   return bits_float(largest);
 }
 
-/// The value of largest magnitude, the first of equals, and +0 for a block of zeros (q4_0,
-/// q5_0, iq4_nl: ggml keeps the first value whose magnitude beats the largest so far, from 0).
-TOKRED_HOST_DEVICE inline float signed_absmax(const float* x, float& amax) noexcept {
-  amax = block_amax(x);
+/// Whether a block's block_amax is finite, that is, whether every value of the block is.
+TOKRED_HOST_DEVICE inline bool finite_magnitude(float amax) noexcept { return float_bits(amax) < 0x7F800000u; }
+
+/// The value of largest magnitude `amax` (the block's block_amax), the first of equals, and +0
+/// for a block of zeros (q4_0, q5_0, iq4_nl: ggml keeps the first value whose magnitude beats
+/// the largest so far, from 0).
+TOKRED_HOST_DEVICE inline float signed_absmax(const float* x, float amax) noexcept {
   if (amax == 0.0f) return 0.0f;
   for (int j = 0; j < 32; ++j)
     if (magnitude(x[j]) == amax) return x[j];
@@ -171,8 +168,7 @@ TOKRED_HOST_DEVICE inline std::uint32_t high_bits(const int* q) noexcept {
   return qh;
 }
 
-TOKRED_HOST_DEVICE inline void quantize_q8_0(const float* x, std::uint8_t* out) noexcept {
-  const float amax = block_amax(x);
+TOKRED_HOST_DEVICE inline void quantize_q8_0(const float* x, float amax, std::uint8_t* out) noexcept {
   const float d = div_rn(amax, 127.0f);
   const float id = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
   store_f16(out, d);
@@ -181,8 +177,7 @@ TOKRED_HOST_DEVICE inline void quantize_q8_0(const float* x, std::uint8_t* out) 
 
 /// q4_0 (levels 16, offset 8) and q5_0 (levels 32, offset 16).
 template <int Levels>
-TOKRED_HOST_DEVICE void quantize_symmetric(const float* x, std::uint8_t* out) noexcept {
-  float amax;
+TOKRED_HOST_DEVICE void quantize_symmetric(const float* x, float amax, std::uint8_t* out) noexcept {
   const float max = signed_absmax(x, amax);
   const float d = div_rn(max, static_cast<float>(-Levels / 2));
   const float id = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
@@ -253,8 +248,7 @@ TOKRED_HOST_DEVICE inline void iq4nl_codes(const float (&v)[32], int (&q)[32]) n
 
 /// iq4_nl as llama.cpp writes the KV cache (`quantize_row_iq4_nl_ref`, no scale search): codes
 /// from d0 = v / −127, then the weighted least-squares scale Σ w·K·x / Σ w·K², w = x².
-TOKRED_HOST_DEVICE inline void quantize_iq4_nl(const float* x, std::uint8_t* out) noexcept {
-  float amax;
+TOKRED_HOST_DEVICE inline void quantize_iq4_nl(const float* x, float amax, std::uint8_t* out) noexcept {
   const float max = signed_absmax(x, amax);
   if (amax < 1e-15f) {  // ggml's GROUP_MAX_EPS
     store_f16(out, 0.0f);
@@ -295,14 +289,15 @@ TOKRED_HOST_DEVICE inline void quantize_non_finite(ggml_type type, std::uint8_t*
 }
 
 TOKRED_HOST_DEVICE inline void quantize_block(ggml_type type, const float* x, std::uint8_t* out) noexcept {
-  if (block_non_finite(x)) return quantize_non_finite(type, out);
+  const float amax = block_amax(x);  // one pass: the finiteness check and the scale's input
+  if (!finite_magnitude(amax)) return quantize_non_finite(type, out);
   switch (type) {
-    case ggml_type::q8_0: return quantize_q8_0(x, out);
-    case ggml_type::q4_0: return quantize_symmetric<16>(x, out);
+    case ggml_type::q8_0: return quantize_q8_0(x, amax, out);
+    case ggml_type::q4_0: return quantize_symmetric<16>(x, amax, out);
     case ggml_type::q4_1: return quantize_affine<16>(x, out);
-    case ggml_type::q5_0: return quantize_symmetric<32>(x, out);
+    case ggml_type::q5_0: return quantize_symmetric<32>(x, amax, out);
     case ggml_type::q5_1: return quantize_affine<32>(x, out);
-    case ggml_type::iq4_nl: return quantize_iq4_nl(x, out);
+    case ggml_type::iq4_nl: return quantize_iq4_nl(x, amax, out);
   }
 }
 
