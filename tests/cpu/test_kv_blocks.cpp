@@ -259,18 +259,15 @@ TEST_CASE("products are rounded before the add, whatever the compiler fuses", "[
 
 TEST_CASE("q8_0 codes are roundf's at and beside every half-integer, and 0 outside int8", "[kv_blocks][rounding]") {
   // round_code is truncation plus a carry, not roundf: every x·id within 3 ulps of each n + 1/2
-  // in [-128.5, 127.5], and values outside int8 and NaN, against roundf itself.
+  // from -128.5 to 128.5, and values outside int8 and NaN, against roundf itself.
   int differing = 0, checked = 0;
-  for (int n = -129; n <= 128; ++n)
-    for (int ulps = -3; ulps <= 3; ++ulps) {
-      const float v = nudged(static_cast<float>(n) + 0.5f, ulps);
-      const int want = v > -128.5f && v < 127.5f ? static_cast<int>(std::round(v)) : 0;
-      differing += detail::round_code(v) != want, ++checked;
-    }
-  for (float v : {0.0f, -0.0f, 0.49999997f, -0.49999997f, 1e-30f, 200.0f, -1e9f, INFINITY, -INFINITY, NAN}) {
+  const auto check = [&](float v) {
     const int want = v > -128.5f && v < 127.5f ? static_cast<int>(std::round(v)) : 0;
     differing += detail::round_code(v) != want, ++checked;
-  }
+  };
+  for (int n = -129; n <= 128; ++n)
+    for (int ulps = -3; ulps <= 3; ++ulps) check(nudged(static_cast<float>(n) + 0.5f, ulps));
+  for (float v : {0.0f, -0.0f, 0.49999997f, -0.49999997f, 1e-30f, 200.0f, -1e9f, INFINITY, -INFINITY, NAN}) check(v);
   CHECK(checked == 258 * 7 + 10);
   CHECK(differing == 0);
 
