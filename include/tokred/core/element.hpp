@@ -1,7 +1,8 @@
 // tokred/core/element.hpp — storage element types and their exact conversions to and from fp32.
 //
 // tokred stores tokens as fp32, fp16 or bf16 and always computes in fp32. The conversions are
-// integer-only, so host, device and every ISA produce the same bits: fp32 -> fp16/bf16 rounds to
+// exact bit manipulations (and one correctly rounded fp32 addition for subnormal halves), so host,
+// device and every ISA produce the same bits: fp32 -> fp16/bf16 rounds to
 // nearest, ties to even; subnormals, infinities and NaN (kept quiet, sign and top payload bits
 // preserved) are handled exactly as IEEE 754 and `torch.Tensor.to` do.
 #pragma once
@@ -52,37 +53,26 @@ TOKRED_HOST_DEVICE constexpr std::uint32_t mask_of(bool b) noexcept { return 0u 
 
 /// fp32 bits to fp16 bits, to nearest even: NaN stays NaN (quiet bit forced, top payload bits
 /// kept); from 65520, halfway past the largest half (65504), to inf; normal halves rebias the
-/// exponent and round the 13 low bits; subnormals count units of 2^-24, the dropped bits rounded
-/// to even (which may carry into the normals); below 2^-25 to zero.
+/// exponent and round the 13 low bits (adding 0xFFF and the kept part's lowest bit carries exactly
+/// when the dropped bits are past half, or half with an odd kept part); subnormal and zero halves
+/// come from one fp32 addition of 0.5, whose ulp (2^-24) is the smallest half's, so the adder
+/// rounds them to nearest even, carrying into the smallest normal where it should (F. Giesen's
+/// conversion; fp32 subnormal inputs give 0 whether or not the FPU reads them as zero).
 ///
-/// Two bodies, the same bits (checked for all 2^32 inputs). Where lanes shift by counts of their
-/// own (AVX2 and up) every case is computed and the result picked by masks, so that loops of it
-/// vectorise (ggml dequantization to fp16: 2×). Elsewhere the cases branch: the masks would run
-/// as scalar code there, three times slower.
-TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_f16_bits(std::uint32_t x) noexcept {
+/// Every case is computed and the result picked by masks, with no shift by a count of the lane's
+/// own: loops of it vectorise for every ISA, SSE2 included (ggml dequantization to fp16).
+/// The subnormal case assumes the default rounding mode, as all of tokred's fp32 arithmetic does.
+TOKRED_HOST_DEVICE inline std::uint16_t f32_bits_to_f16_bits(std::uint32_t x) noexcept {
   const std::uint32_t sign = (x & 0x80000000u) >> 16;
   const std::uint32_t ax = x & 0x7FFFFFFFu;
-  const std::uint32_t exponent = ax >> 23;
-  const auto nan = [&] { return 0x7E00u | ((ax >> 13) & 0x3FFu); };
-  const auto normal = [&] { return (ax + 0xC8000FFFu + ((ax >> 13) & 1u)) >> 13; };
-  const auto subnormal = [&] {  // for exponents 102 ..= 112; clamped to that range
-    const std::uint32_t shift = 126u - (exponent < 102u ? 102u : exponent > 112u ? 112u : exponent);  // 14 ..= 24
-    const std::uint32_t mantissa = (ax & 0x7FFFFFu) | 0x800000u;
-    const std::uint32_t rounded = mantissa >> shift, rest = mantissa & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-    return rounded + ((rest > half) | ((rest == half) & rounded));
-  };
-#if defined(__AVX2__) && !defined(__CUDA_ARCH__)
+  const std::uint32_t nan = 0x7E00u | ((ax >> 13) & 0x3FFu);
+  const std::uint32_t normal = (ax + 0xC8000FFFu + ((ax >> 13) & 1u)) >> 13;
+  constexpr std::uint32_t one_half = 126u << 23;
+  const std::uint32_t subnormal = float_bits(bits_float(ax) + bits_float(one_half)) - one_half;
   const std::uint32_t is_nan = mask_of(ax > 0x7F800000u), is_inf = mask_of(ax >= 0x477FF000u);
-  const std::uint32_t is_normal = mask_of(ax >= 0x38800000u), is_zero = mask_of(exponent < 102u);
-  const std::uint32_t finite = (normal() & is_normal) | (subnormal() & ~is_normal & ~is_zero);
-  return static_cast<std::uint16_t>(sign | (nan() & is_nan) | (0x7C00u & is_inf & ~is_nan) | (finite & ~is_inf));
-#else
-  if (ax > 0x7F800000u) return static_cast<std::uint16_t>(sign | nan());
-  if (ax >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);
-  if (ax >= 0x38800000u) return static_cast<std::uint16_t>(sign | normal());
-  if (exponent < 102u) return static_cast<std::uint16_t>(sign);
-  return static_cast<std::uint16_t>(sign | subnormal());
-#endif
+  const std::uint32_t is_normal = mask_of(ax >= 0x38800000u);
+  const std::uint32_t finite = (normal & is_normal) | (subnormal & ~is_normal);
+  return static_cast<std::uint16_t>(sign | (nan & is_nan) | (0x7C00u & is_inf & ~is_nan) | (finite & ~is_inf));
 }
 
 TOKRED_HOST_DEVICE constexpr std::uint16_t f32_bits_to_bf16_bits(std::uint32_t x) noexcept {
