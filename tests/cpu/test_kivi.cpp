@@ -378,7 +378,7 @@ void check_scores(const uniform_format& f, bool vidkv, index_t q_heads, index_t 
   CHECK(std::memcmp(got.data(), one.data(), got.size() * sizeof(float)) == 0);
   double worst = 0.0;
   for (std::size_t i = 0; i < got.size(); ++i)
-    worst = std::fmax(worst, std::fabs(got[i] - want[i]) / (magnitude[i] * 2e-6 + 1e-12));
+    worst = worse(worst, std::fabs(got[i] - want[i]) / (magnitude[i] * 2e-6 + 1e-12));
   CHECK(worst <= 1.0);  // fp32 rounding of the sums
 }
 

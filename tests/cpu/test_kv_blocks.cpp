@@ -293,7 +293,7 @@ double error_bound(ggml_type type, const ref::block_result& r, const float* x) {
   const double d = std::fabs(static_cast<double>(r.d));
   const double dd = std::fabs(static_cast<double>(r.d) - static_cast<double>(ref::half_value(d16)));
   double amax = 0.0;
-  for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(static_cast<double>(x[j])));
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(static_cast<double>(x[j])));
   const double slack = amax * 1e-6 + 1e-30;
   double dm = 0.0;
   if (type == ggml_type::q4_1 || type == ggml_type::q5_1) {
@@ -329,7 +329,7 @@ TEST_CASE("every format round-trips within its documented error", "[kv_blocks]")
       const double bound = error_bound(type, r, x);
       for (int j = 0; j < 32; ++j) {
         const double e = std::fabs(static_cast<double>(x[j]) - static_cast<double>(y[static_cast<std::size_t>(i + j)]));
-        worst = std::fmax(worst, e / (bound > 0 ? bound : 1.0));
+        worst = worse(worst, e / (bound > 0 ? bound : 1.0));
         if (e > bound) ++violations;
       }
     }
@@ -433,12 +433,12 @@ TEST_CASE("hadamard: orthonormal, its own inverse, equal to the matrix definitio
             nx += static_cast<double>(x[u]) * x[u];
             ny += static_cast<double>(y[u]) * y[u];
           }
-          if (nx > 0) worst_norm = std::fmax(worst_norm, std::fabs(std::sqrt(ny / nx) - 1.0));
+          if (nx > 0) worst_norm = worse(worst_norm, std::fabs(std::sqrt(ny / nx) - 1.0));
           const double scale = std::sqrt(nx) + 1e-30;
           for (index_t j = b; j < b + block; ++j) {
             const auto u = static_cast<std::size_t>(j);
-            worst_inverse = std::fmax(worst_inverse, std::fabs(static_cast<double>(z[u]) - x[u]) / scale);
-            worst_def = std::fmax(worst_def, std::fabs(static_cast<double>(y[u]) - want[u]) / scale);
+            worst_inverse = worse(worst_inverse, std::fabs(static_cast<double>(z[u]) - x[u]) / scale);
+            worst_def = worse(worst_def, std::fabs(static_cast<double>(y[u]) - want[u]) / scale);
           }
         }
       }

@@ -282,7 +282,7 @@ TEST_CASE("min-max and absmax formats round-trip within half a step", "[uniform_
           const double x = k.cache(h, t, d), e = std::fabs(x - back[static_cast<std::size_t>((h * 128 + t) * 96 + d)]);
           // Half a step, plus the fp32 roundings of x − z, of the scale, of q·s and of q·s + z.
           const double rounding = 2.4e-7 * (std::fabs(x) + std::fabs(z) + std::ldexp(s, f.bits));
-          worst = std::fmax(worst, e / (0.5 * s + rounding + 1e-30));
+          worst = worse(worst, e / (0.5 * s + rounding + 1e-30));
         }
     CHECK(worst <= 1.0);
   }

@@ -16,6 +16,11 @@
 
 namespace tokred::testing {
 
+/// The larger of a running worst error and a new one, a NaN winning: a NaN error fails its bound
+/// where std::fmax would drop it. (g++ 12 for AArch64 also fails, with an internal error, to
+/// vectorise fmax reductions of doubles widened from floats.)
+inline double worse(double worst, double error) { return error > worst || std::isnan(error) ? error : worst; }
+
 /// The rounding of one stored output value of type E (relative), for comparisons with doubles.
 template <class E>
 double output_eps() {
