@@ -84,7 +84,7 @@ struct weights_row {
         const E* p = &weights(row, l, h, c);
         for (int b = 0; b < B; ++b) acc[b] += load_floats<Arch>(p + b * lanes);
       }
-      for (int b = 0; b < B; ++b) total[b] += mean ? acc[b] / divisor : acc[b];
+      for (int b = 0; b < B; ++b) total[b] += mean ? divide<Arch>(acc[b], divisor) : acc[b];
     }
   }
 };

@@ -227,7 +227,7 @@ void weighted_mean_row(const view<const Ein, 2>& rows,  // (tokens, dim)
       batch acc = load_operands<Arch>(&rows(members[0], c)) * batch(weight(members[0]));
       for (index_t m = 1; m < count; ++m)
         acc = multiply_add<Arch>(load_operands<Arch>(&rows(members[m], c)), batch(weight(members[m])), acc);
-      store_floats<Arch>(out + c, acc / divisor);
+      store_floats<Arch>(out + c, divide<Arch>(acc, divisor));
     }
   }
   for (; c < dim; ++c) {

@@ -83,13 +83,11 @@ float_batch<Arch> max_step(const float_batch<Arch>& m, const float_batch<Arch>& 
 }
 
 /// v > m ? v : m per lane: max_step for every v that is not NaN. On x86 one max instruction
-/// (MAXPS and its AVX forms return their second operand unless the first is greater), where
-/// max_step is two compares and a blend (SSE2 has no blend instruction: an and, an andnot and an
-/// or); elsewhere (NEON's max propagates NaN and orders ±0) the select.
+/// (lane_max), where max_step is two compares and a blend (SSE2 has no blend instruction: an
+/// and, an andnot and an or).
 template <class Arch>
 float_batch<Arch> max_unless_nan(const float_batch<Arch>& m, const float_batch<Arch>& v) noexcept {
-  if constexpr (lane_isa_of<Arch>() != lane_isa::generic) return xsimd::max(v, m);
-  else return xsimd::select(v > m, v, m);
+  return lane_max<Arch>(v, m);
 }
 
 /// True for 2, 4, 8, …: x / d then equals x · (1 / d) bit for bit (both are the exact quotient,
@@ -186,7 +184,7 @@ void reduce_pairs(const pool_box& box, const ForRows& for_rows, index_t c, Eout*
         for (int u = 0; u < Unroll; ++u) acc[u] = {acc[u].first * reciprocal, acc[u].second * reciprocal};
       } else {
         const batch divisor(d);
-        for (int u = 0; u < Unroll; ++u) acc[u] = {acc[u].first / divisor, acc[u].second / divisor};
+        for (int u = 0; u < Unroll; ++u) acc[u] = {divide<Arch>(acc[u].first, divisor), divide<Arch>(acc[u].second, divisor)};
       }
     }
     for (int u = 0; u < Unroll; ++u) store_block<Arch, paired>(dst + c + u * step, acc[u]);

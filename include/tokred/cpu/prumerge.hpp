@@ -115,7 +115,7 @@ void merged_batches(const view<const Ein, 2>& tokens,    // (tokens, dim), unit 
   }
   for (int u = 0; u < Unroll; ++u) {
     batch value = f.base >= 0 ? load_floats<Arch>(&tokens(f.base, c + u * lanes)) + acc[u] : acc[u];
-    if (f.divide) value = value / batch(f.divisor);
+    if (f.divide) value = divide<Arch>(value, batch(f.divisor));
     store_floats<Arch>(out + c + u * lanes, value);
   }
 }

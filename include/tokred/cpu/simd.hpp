@@ -48,15 +48,14 @@ enum class lane_isa { generic, sse2, avx2, avx512 };
 
 template <class Arch>
 constexpr lane_isa lane_isa_of() noexcept {
-  using A = simd_arch_t<Arch>;
 #if XSIMD_WITH_AVX512F
-  if constexpr (std::is_base_of_v<xsimd::avx512f, A>) return lane_isa::avx512;
+  if constexpr (std::is_base_of_v<xsimd::avx512f, simd_arch_t<Arch>>) return lane_isa::avx512;
 #endif
 #if XSIMD_WITH_AVX2
-  if constexpr (std::is_base_of_v<xsimd::avx2, A>) return lane_isa::avx2;
+  if constexpr (std::is_base_of_v<xsimd::avx2, simd_arch_t<Arch>>) return lane_isa::avx2;
 #endif
 #if XSIMD_WITH_SSE2
-  if constexpr (std::is_base_of_v<xsimd::sse2, A>) return lane_isa::sse2;
+  if constexpr (std::is_base_of_v<xsimd::sse2, simd_arch_t<Arch>>) return lane_isa::sse2;
 #endif
   return lane_isa::generic;
 }
@@ -73,6 +72,36 @@ float_batch<Arch> multiply_add(const float_batch<Arch>& a, const float_batch<Arc
   if constexpr (lane_isa_of<Arch>() == lane_isa::avx512) return _mm512_fmadd_ps(a, b, c);
 #endif
   return xsimd::fma(a, b, c);
+}
+
+/// a / b per lane, correctly rounded on every ISA. xsimd 8.1 divides float batches on AArch64
+/// with its 32-bit NEON kernel: a reciprocal estimate and two Newton steps, up to an ulp or so
+/// off the quotient (KIVI's scales and codes, pooled means). AArch64's own vdivq_f32 is IEEE
+/// division, as divps is on x86. Every quotient of float batches in the CPU kernels goes through
+/// here, so that the scalar oracles, the tails and the CUDA bodies see the same bits (double
+/// batches divide with vdivq_f64 already).
+template <class Arch>
+float_batch<Arch> divide(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
+#if XSIMD_WITH_NEON64
+  if constexpr (std::is_base_of_v<xsimd::neon64, simd_arch_t<Arch>>) return vdivq_f32(a, b);
+  else
+#endif
+    return a / b;
+}
+
+/// a < b ? a : b and a > b ? a : b per lane: b where they are equal (+0 and −0) or either is
+/// NaN, as the scalar oracles write min and max. On x86 one instruction (MINPS and MAXPS return
+/// their second operand unless the first is less, or greater); NEON's min and max propagate NaN
+/// and order −0 below +0, so there the select.
+template <class Arch>
+float_batch<Arch> lane_min(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
+  if constexpr (lane_isa_of<Arch>() != lane_isa::generic) return xsimd::min(a, b);
+  else return xsimd::select(a < b, a, b);
+}
+template <class Arch>
+float_batch<Arch> lane_max(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
+  if constexpr (lane_isa_of<Arch>() != lane_isa::generic) return xsimd::max(a, b);
+  else return xsimd::select(a > b, a, b);
 }
 
 /// Whether `multiply_add<Arch>` rounds once: AVX-512, xsimd's fma3 architectures, and NEON where
@@ -495,7 +524,7 @@ TOKRED_FORCE_INLINE void lookup_codes32([[maybe_unused]] const std::uint32_t* co
 /// `float_batch<Arch>::size` bf16 at `p`, each zero-extended into the high half of a float lane.
 template <class Arch>
 float_batch<Arch> widen_bf16(const bf16* p) noexcept {
-  constexpr lane_isa isa = lane_isa_of<Arch>();
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();  // x86 builds only
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -620,7 +649,7 @@ u32_batch<Arch> bf16_rounded_high(const float_batch<Arch>& x) noexcept {
 template <class Arch>
 xsimd::batch_bool<float, simd_arch_t<Arch>> unordered(const float_batch<Arch>& a,
                                                       const float_batch<Arch>& b) noexcept {
-  constexpr lane_isa isa = lane_isa_of<Arch>();
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();  // x86 builds only
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512) return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
 #endif
@@ -642,7 +671,7 @@ bool any_nan(const float_batch<Arch>& a, const float_batch<Arch>& b) noexcept {
 /// Stores the high halves of the lanes of a and then b to 2·size consecutive 16-bit words.
 template <class Arch>
 void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a, const u32_batch<Arch>& b) noexcept {
-  constexpr lane_isa isa = lane_isa_of<Arch>();
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();  // x86 builds only
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(a, 16)));
@@ -675,7 +704,7 @@ void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a, const u32_bat
 /// Stores the high halves of the lanes of a to `size` consecutive 16-bit words.
 template <class Arch>
 void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a) noexcept {
-  constexpr lane_isa isa = lane_isa_of<Arch>();
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();  // x86 builds only
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(a, 16)));

@@ -89,8 +89,8 @@ struct group_stats {
   template <kv_scheme S>
   TOKRED_FORCE_INLINE void add(const float_batch<Arch>& x) noexcept {
     if constexpr (S == kv_scheme::asymmetric || S == kv_scheme::symmetric) {
-      lo = xsimd::min(lo, x);
-      hi = xsimd::max(hi, x);
+      lo = lane_min<Arch>(lo, x);
+      hi = lane_max<Arch>(hi, x);
       sum = sum + x;
     } else {
       abs_sum = abs_sum + xsimd::abs(x);
@@ -128,13 +128,13 @@ TOKRED_FORCE_INLINE group_params<Arch> params_of(const uniform_format& f, const 
   using fb = float_batch<Arch>;
   group_params<Arch> g;
   if constexpr (S == kv_scheme::asymmetric) {
-    g.scale = round_to<Arch, E>(rnd(st.hi - st.lo) / fb(static_cast<float>((1 << f.bits) - 1)));
+    g.scale = round_to<Arch, E>(divide<Arch>(rnd(st.hi - st.lo), fb(static_cast<float>((1 << f.bits) - 1))));
     g.zero = st.lo;
   } else if constexpr (S == kv_scheme::symmetric) {
-    const fb amax = xsimd::max(xsimd::abs(st.lo), xsimd::abs(st.hi));
-    g.scale = round_to<Arch, E>(amax / fb(static_cast<float>((1 << (f.bits - 1)) - 1)));
+    const fb amax = lane_max<Arch>(xsimd::abs(st.lo), xsimd::abs(st.hi));
+    g.scale = round_to<Arch, E>(divide<Arch>(amax, fb(static_cast<float>((1 << (f.bits - 1)) - 1))));
   } else {
-    g.scale = round_to<Arch, E>(st.abs_sum / fb(static_cast<float>(f.group)));
+    g.scale = round_to<Arch, E>(divide<Arch>(st.abs_sum, fb(static_cast<float>(f.group))));
   }
   const auto bad = unordered<Arch>(st.bad, st.bad);  // NaN (xsimd's != is ordered on AVX)
   const fb nan(std::numeric_limits<float>::quiet_NaN());
@@ -157,14 +157,14 @@ TOKRED_FORCE_INLINE u32_batch<Arch> codes_of(int bits, const float_batch<Arch>& 
     // x − min ≥ 0 and s ≥ 0, so only the top needs a clamp; a scale of 0 or NaN (constant and
     // non-finite groups) gives code 0.
     const fb top(static_cast<float>((1 << bits) - 1));
-    q = xsimd::min(rnd(rnd(x - g.zero) / g.scale), top);
+    q = lane_min<Arch>(rnd(divide<Arch>(rnd(x - g.zero), g.scale)), top);
     return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(xsimd::select(g.scale > zero_code, q, zero_code)));
   } else if constexpr (S == kv_scheme::symmetric) {
     // Rounded first, then offset by 2^(b−1) as integers (adding first would round the sum);
     // non-finite groups take −2^(b−1), which the offset makes code 0.
     using ib = xsimd::batch<std::int32_t, simd_arch_t<Arch>>;
     const fb m(static_cast<float>((1 << (bits - 1)) - 1)), mid(static_cast<float>(1 << (bits - 1)));
-    q = xsimd::min(xsimd::max(rnd(x / g.scale), -m), m);
+    q = lane_min<Arch>(lane_max<Arch>(rnd(divide<Arch>(x, g.scale)), -m), m);
     q = xsimd::select(g.scale == zero_code, zero_code, q);
     q = xsimd::select(unordered<Arch>(g.scale, g.scale), -mid, q);
     return xsimd::bitwise_cast<u32_batch<Arch>>(xsimd::nearbyint_as_int(q) + ib(1 << (bits - 1)));
@@ -640,7 +640,7 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
         sum = sum + l;
         for (index_t c = w; c < group; c += w) {
           const fb v = load_operands<Arch>(row + c);
-          l = xsimd::min(l, v), h = xsimd::max(h, v), sum = sum + v;
+          l = lane_min<Arch>(l, v), h = lane_max<Arch>(h, v), sum = sum + v;
         }
         lo[j] = l, hi[j] = h;
       }
@@ -655,8 +655,8 @@ void quantize_channel_lanes(const uniform_format& f, const step_rounding<Arch, E
         }
       } else {
         for (index_t j = n; j < w; ++j) lo[j] = lo[n - 1], hi[j] = hi[n - 1];  // past the last token: a copy
-        st.lo = folds_of_rows<Arch>(lo, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::min(a, b); });
-        st.hi = folds_of_rows<Arch>(hi, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return xsimd::max(a, b); });
+        st.lo = folds_of_rows<Arch>(lo, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return lane_min<Arch>(a, b); });
+        st.hi = folds_of_rows<Arch>(hi, [](const fb& a, const fb& b) TOKRED_INLINE_LAMBDA { return lane_max<Arch>(a, b); });
       }
       const fb none(0.0f);
       const fb finite = sum - sum;  // NaN where sum is not finite

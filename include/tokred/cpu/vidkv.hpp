@@ -216,8 +216,8 @@ void rank_channels(const view<const E, 3>& x, index_t k, bool round_to_e, float*
       const E* row = &x(h, t, 0);
       for (index_t c = 0; c < dim; c += w) {
         const fb v = load_lanes<Arch>(row + c * cs, cs, std::min(w, dim - c));
-        xsimd::min(fb::load_aligned(lo + c), v).store_aligned(lo + c);
-        xsimd::max(fb::load_aligned(hi + c), v).store_aligned(hi + c);
+        lane_min<Arch>(fb::load_aligned(lo + c), v).store_aligned(lo + c);
+        lane_max<Arch>(fb::load_aligned(hi + c), v).store_aligned(hi + c);
         // unordered, not v != v: xsimd 8.1 compares != ordered on AVX and AVX-512 (NaN != NaN is false).
         xsimd::select(unordered<Arch>(v, v), v, fb::load_aligned(nan_seen + c)).store_aligned(nan_seen + c);
       }

@@ -154,7 +154,8 @@ void contextual_batches(const view<const Ein, 2>& tokens,  // (rows, dim), unit 
   }
   const batch div(divisor);
   for (int u = 0; u < Unroll; ++u) {
-    const batch value = plus ? load_floats<Arch>(&tokens(t, c + u * lanes)) + acc[u] / div : acc[u] / div;
+    const batch quotient = divide<Arch>(acc[u], div);
+    const batch value = plus ? load_floats<Arch>(&tokens(t, c + u * lanes)) + quotient : quotient;
     store_floats<Arch>(out + c + u * lanes, value);
   }
 }
