@@ -2,8 +2,8 @@
 # tools/cross_test.sh — every CPU test program cross-built for AArch64 (xsimd's NEON backend) with
 # cmake/aarch64-linux-gnu.cmake, then run under qemu-user. The other builds of the suite are
 # x86-64: this is the one that compiles and checks the NEON paths (and none of the x86 ones), so
-# run it after changing cpu/simd.hpp or a kernel's per-ISA branches. About 10 minutes to build on
-# two cores and 5 to run. Installs what it needs: the cross compiler, qemu-user, and the target's
+# run it after changing cpu/simd.hpp or a kernel's per-ISA branches. About 6 minutes to build on
+# two cores and 8 to run. Installs what it needs: the cross compiler, qemu-user, and the target's
 # zlib and xsimd packages (which adds arm64 to dpkg's foreign architectures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
