@@ -114,11 +114,8 @@ static_assert(tokred::element_name<float>()[2] == '3' &&
               tokred::element_name<const f16>()[0] == 'f' &&
               tokred::element_name<bf16>()[0] == 'b');
 
-// The narrowing bit conversions are constant expressions, so host and device share them exactly.
-static_assert(tokred::detail::f32_bits_to_f16_bits(0x3F800000u) == 0x3C00u);  // 1.0
-static_assert(tokred::detail::f32_bits_to_f16_bits(0x477FE000u) == 0x7BFFu);  // 65504, largest
-static_assert(tokred::detail::f32_bits_to_f16_bits(0x477FF000u) == 0x7C00u);  // 65520 -> inf
-static_assert(tokred::detail::f32_bits_to_f16_bits(0x33800000u) == 0x0001u);  // 2^-24, smallest
+// The bf16 narrowing is a constant expression. The fp16 one is not (its subnormal case is an
+// fp32 addition on the value's bits); test_element checks it at run time on the same edges.
 static_assert(tokred::detail::f32_bits_to_bf16_bits(0x3F808000u) == 0x3F80u);  // tie -> even
 static_assert(tokred::detail::f32_bits_to_bf16_bits(0x3F818000u) == 0x3F82u);  // tie -> even
 static_assert(tokred::detail::f32_bits_to_bf16_bits(0x7F800001u) == 0x7FC0u);  // NaN stays NaN
