@@ -12,8 +12,8 @@
 //                   `sum / kT / kH / kW`, which rounds differently from one division)
 //   max, either     m starts at -inf; m = v whenever v > m or v is NaN: a NaN anywhere in the
 //                   window gives NaN (the last NaN in window order), +0 and -0 keep the first
-//                   (SIMD blocks take one x86 max per step and redo a block that met a NaN
-//                   with the exact select: see max_unless_nan)
+//                   (SIMD blocks take lane_max, one x86 max per step, and redo a block that
+//                   met a NaN with the exact select: see reduce_pairs)
 //   bilinear        (1-λh)·((1-λw)·x00 + λw·x01) + λh·((1-λw)·x10 + λw·x11) in fp32, with the
 //                   taps and λ of detail::bilinear_tap_at and torch's order of operations (see
 //                   bilinear_mix); an inf tap under a zero weight gives NaN, as in torch
@@ -80,14 +80,6 @@ inline float max_step(float m, float v) noexcept { return v > m || std::isnan(v)
 template <class Arch>
 float_batch<Arch> max_step(const float_batch<Arch>& m, const float_batch<Arch>& v) noexcept {
   return xsimd::select((v > m) || xsimd::isnan(v), v, m);
-}
-
-/// v > m ? v : m per lane: max_step for every v that is not NaN. On x86 one max instruction
-/// (lane_max), where max_step is two compares and a blend (SSE2 has no blend instruction: an
-/// and, an andnot and an or).
-template <class Arch>
-float_batch<Arch> max_unless_nan(const float_batch<Arch>& m, const float_batch<Arch>& v) noexcept {
-  return lane_max<Arch>(v, m);
 }
 
 /// True for 2, 4, 8, …: x / d then equals x · (1 / d) bit for bit (both are the exact quotient,
@@ -189,13 +181,15 @@ void reduce_pairs(const pool_box& box, const ForRows& for_rows, index_t c, Eout*
     }
     for (int u = 0; u < Unroll; ++u) store_block<Arch, paired>(dst + c + u * step, acc[u]);
   } else {
-    // The cheap step drops a NaN v where max_step keeps it; a NaN anywhere in the block (rare)
-    // sends the block through max_step again, so the result is max_step's bit for bit, and
-    // without one the maximum holds no NaN for the bf16 store to test for.
+    // The cheap step, lane_max(v, m) = v > m ? v : m (one max instruction on x86, where
+    // max_step is two compares and a blend), drops a NaN v where max_step keeps it; a NaN
+    // anywhere in the block (rare) sends the block through max_step again, so the result is
+    // max_step's bit for bit, and without one the maximum holds no NaN for the bf16 store to
+    // test for.
     xsimd::batch_bool<float, simd_arch_t<Arch>> nan_seen(false);
     fold_rows<Arch, Unroll, paired, Ein>(for_rows, c, acc, [&](const pair& m, const pair& v) {
       nan_seen = nan_seen || unordered<Arch>(v.first, v.second);
-      return pair{max_unless_nan<Arch>(m.first, v.first), max_unless_nan<Arch>(m.second, v.second)};
+      return pair{lane_max<Arch>(v.first, m.first), lane_max<Arch>(v.second, m.second)};
     });
     const bool nan = xsimd::any(nan_seen);
     if (nan) {
