@@ -419,6 +419,36 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
 #endif
 }
 
+/// Integer codes (below 2³¹, or negative ones as two's complement) as floats, exactly.
+template <class Arch>
+TOKRED_FORCE_INLINE float_batch<Arch> code_floats(const u32_batch<Arch>& q) noexcept {
+  return xsimd::to_float(xsimd::bitwise_cast<xsimd::batch<std::int32_t, simd_arch_t<Arch>>>(q));
+}
+
+/// `u32_batch<Arch>::size` bytes at `p`, each zero-extended into a lane (one x86 instruction
+/// family per architecture, as for bf16; xsimd's converting load elsewhere).
+template <class Arch>
+TOKRED_FORCE_INLINE u32_batch<Arch> widen_bytes(const std::uint8_t* p) noexcept {
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();  // x86 builds only
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512)
+    return u32_batch<Arch>(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2)
+    return u32_batch<Arch>(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) {
+    std::int32_t four;
+    std::memcpy(&four, p, sizeof four);
+    const __m128i zero = _mm_setzero_si128();
+    return u32_batch<Arch>(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(four), zero), zero));
+  }
+#endif
+  return u32_batch<Arch>::load_unaligned(p);
+}
+
 /// Whether `shift_right_lanes<Arch>` is one instruction (vpsrlvd: AVX2 and AVX-512). xsimd 8.1
 /// shifts by a batch one lane at a time on other ISAs (and on AVX-512, hence the intrinsic).
 template <class Arch>

@@ -263,11 +263,6 @@ TOKRED_FORCE_INLINE void store_word_lanes(std::uint32_t* p, index_t stride, inde
   for (index_t i = 0; i < n; ++i) p[i * stride] = lanes[i];
 }
 
-template <class Arch>
-TOKRED_FORCE_INLINE float_batch<Arch> code_floats(const u32_batch<Arch>& q) noexcept {
-  return xsimd::to_float(xsimd::bitwise_cast<xsimd::batch<std::int32_t, simd_arch_t<Arch>>>(q));
-}
-
 /// The `group` token rows of one group along tokens: channel 0 of each and its channel stride
 /// (a group may span two buffers, such as a cache's residual and the tokens being appended).
 template <class E>

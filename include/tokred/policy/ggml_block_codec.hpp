@@ -423,6 +423,12 @@ TOKRED_HOST_DEVICE constexpr ggml_unit ggml_unit_at(index_t u, index_t tokens, i
   return {kv_row_at(u / (head_dim / width), tokens), u % (head_dim / width) * width};
 }
 
+/// The first of the blocks of the unit at `at` in a (heads, tokens, bytes) block cache.
+template <class B, class Space>
+TOKRED_HOST_DEVICE B* ggml_unit_blocks(const view<B, 3, Space>& blocks, ggml_type type, const ggml_unit& at) noexcept {
+  return &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
+}
+
 /// Quantizes the unit at `at` of `x` into `blocks`: its channels widened to fp32, rotated
 /// (`rotation` > 0) and kept rounded, then one ggml block per 32 channels.
 template <bool Rotated, class E, class Space>
@@ -435,7 +441,7 @@ TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, con
     hadamard_transform(buf, rotation);
     keep_rounded(buf);  // the scaled values, before q4_1's x − min reads them
   }
-  std::uint8_t* dst = &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
+  std::uint8_t* dst = ggml_unit_blocks(blocks, type, at);
   for (index_t b = 0; b < width; b += ggml_block_elems, dst += ggml_block_bytes(type)) quantize_block(type, buf + b, dst);
 }
 
@@ -446,7 +452,7 @@ TOKRED_HOST_DEVICE void ggml_dequantize_unit(ggml_type type, index_t rotation, c
                                              const view<E, 3, Space>& y, const ggml_unit& at) noexcept {
   const index_t width = ggml_unit_channels(rotation);
   float buf[Rotated ? hadamard_max_block : ggml_block_elems];
-  const std::uint8_t* src = &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
+  const std::uint8_t* src = ggml_unit_blocks(blocks, type, at);
   for (index_t b = 0; b < width; b += ggml_block_elems, src += ggml_block_bytes(type)) dequantize_block(type, src, buf + b);
   if constexpr (Rotated) hadamard_transform(buf, rotation);
   store_channels(buf, width, &y(at.row.head, at.row.token, at.channel), y.stride(2));
