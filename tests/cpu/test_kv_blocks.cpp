@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -410,6 +411,86 @@ TEST_CASE("non-finite values: the block becomes NaN, its neighbours are untouche
 }
 
 // --- Hadamard -----------------------------------------------------------------------------------
+
+// --- rotation: the backend's SIMD rows against the codec's scalar units ------------------------
+
+/// Calls `unit(at)` for every unit of `width` channels of a (heads, tokens, dim) cache.
+template <class Unit>
+void for_each_unit(index_t heads, index_t tokens, index_t dim, index_t width, const Unit& unit) {
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t c = 0; c < dim; c += width) unit(detail::ggml_unit{detail::kv_row{h, t}, c});
+}
+
+/// Whether two caches hold the same bits everywhere (any NaN matching any NaN: which operand's
+/// payload an add passes on is the compiler's choice).
+template <class E>
+bool same_bits(const view<E, 3>& a, const view<E, 3>& b) {
+  bool same = true;
+  for (index_t h = 0; h < a.extent(0); ++h)
+    for (index_t t = 0; t < a.extent(1); ++t)
+      for (index_t d = 0; d < a.extent(2); ++d) {
+        const float x = to_float(a(h, t, d)), y = to_float(b(h, t, d));
+        same = same && (bits_of(a(h, t, d)) == bits_of(b(h, t, d)) || (std::isnan(x) && std::isnan(y)));
+      }
+  return same;
+}
+
+/// hadamard, and quantize and dequantize with rotation, against the codec's unit functions with
+/// its scalar transform (the CUDA threads' bodies), for the automatic block of `dim`.
+template <class E>
+void check_rotation_against_codec(index_t heads, index_t tokens, index_t dim, kv_layout how, bool specials) {
+  const index_t block = detail::hadamard_block_for(0, dim);
+  INFO(element_name<E>() << " dim " << dim << " block " << block << " layout " << static_cast<int>(how));
+  kv_cache<E> k = make_cache<E>(heads, tokens, dim, how);
+  fill(k.cache, static_cast<std::uint64_t>(tokens * 17 + dim));
+  if (specials) {  // one row of each head: NaN, infinities and signed zeros among the values
+    const float odd[] = {std::nanf(""), std::numeric_limits<float>::infinity(), -0.0f, 0.0f,
+                         -std::numeric_limits<float>::infinity()};
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t d = 0; d < dim; d += 3) k.cache(h, 0, d) = from_float<E>(odd[(d / 3 + h) % 5]);
+  }
+  const view<const E, 3> x(k.cache);
+
+  kv_cache<E> got = make_cache<E>(heads, tokens, dim, how), want = make_cache<E>(heads, tokens, dim, how);
+  REQUIRE(apply(cpu<>{}, hadamard{block}, kv_inputs<E>{k.cache}, kv_outputs<E>{got.cache}) == status::ok);
+  for_each_unit(heads, tokens, dim, block, [&](const detail::ggml_unit& at) { detail::hadamard_unit(block, x, want.cache, at); });
+  CHECK(same_bits(got.cache, want.cache));
+
+  for (ggml_type type : all_types) {
+    INFO(ggml_type_name(type));
+    packed fused(heads, tokens, ggml_row_bytes(type, dim)), scalar(heads, tokens, ggml_row_bytes(type, dim));
+    REQUIRE(quantize(x, fused, type, block) == status::ok);
+    for_each_unit(heads, tokens, dim, block, [&](const detail::ggml_unit& at) {
+      detail::ggml_quantize_unit<true>(type, block, x, scalar.blocks, at);
+    });
+    CHECK(fused.bytes == scalar.bytes);
+
+    const view<const std::uint8_t, 3> blocks(fused.blocks);
+    kv_cache<E> back = make_cache<E>(heads, tokens, dim, how), back_want = make_cache<E>(heads, tokens, dim, how);
+    REQUIRE(apply(cpu<>{}, ggml_dequantize{type, block}, kv_block_inputs<>{blocks}, kv_outputs<E>{back.cache}) ==
+            status::ok);
+    for_each_unit(heads, tokens, dim, block, [&](const detail::ggml_unit& at) {
+      detail::ggml_dequantize_unit<true>(type, block, blocks, back_want.cache, at);
+    });
+    CHECK(same_bits(back.cache, back_want.cache));
+  }
+}
+
+TEST_CASE("rotation: hadamard and rotated blocks equal the codec's scalar units, bit for bit", "[kv_blocks][hadamard]") {
+  const kv_layout layouts[] = {kv_layout::contiguous, kv_layout::cells, kv_layout::strided, kv_layout::reversed};
+  for (const shape_case& c : shape_cases()) {
+    INFO(c.name);
+    const index_t tokens = c.grid.tokens() > 64 ? 64 : c.grid.tokens();
+    const index_t dim = (c.dim + 31) / 32 * 32;  // blocks of 32 … 256 channels
+    const kv_layout how = layouts[static_cast<std::size_t>((tokens + c.dim) % 4)];
+    check_rotation_against_codec<float>(2, tokens, dim, how, tokens % 2 == 1);
+    check_rotation_against_codec<f16>(1, tokens, dim, layouts[static_cast<std::size_t>(tokens % 4)], false);
+    check_rotation_against_codec<bf16>(1, tokens, dim, how, true);
+  }
+  for (index_t dim : {32, 64, 128, 256, 384})
+    for (kv_layout how : layouts) check_rotation_against_codec<float>(2, 5, dim, how, true);
+}
 
 TEST_CASE("hadamard: orthonormal, its own inverse, equal to the matrix definition", "[kv_blocks][hadamard]") {
   for (index_t block : {32, 64, 128, 256}) {

@@ -18,6 +18,15 @@
 #define TOKRED_HOST_DEVICE
 #endif
 
+/// Placed before a host/device function template that calls a callable it is given: nvcc then
+/// accepts a host-only callable where the template is instantiated for host code only (a CPU
+/// backend passing its SIMD kernel to a unit function the CUDA threads also run).
+#if defined(__CUDACC__)
+#define TOKRED_CALLABLE_MAY_BE_HOST_ONLY _Pragma("nv_exec_check_disable")
+#else
+#define TOKRED_CALLABLE_MAY_BE_HOST_ONLY
+#endif
+
 /// Forces inlining of a small helper that sits in an innermost loop, where g++ would otherwise
 /// leave it out of line (it did for the bf16 loads of the DCT and the code extraction of the
 /// uniform dequantizer: a call per batch of lanes).

@@ -44,12 +44,12 @@ bool has_block_lanes(ggml_type type) noexcept {
   return type != ggml_type::iq4_nl || has_lookup16<Arch>();
 }
 
-/// The codec's dequantize_block a batch of lanes at a time, rounded to E, into the 32 contiguous
-/// values at `y`: the same integers times the same d (plus m), so the same bits (fused or not,
-/// q·d is exact). Nibble blocks hold the low nibbles of their 16 bytes, then the high ones; a
-/// batch of at most 16 lanes lies within one of the two halves.
-template <class Arch, class E>
-void dequantize_block_lanes(ggml_type type, const std::uint8_t* in, E* y) noexcept {
+/// The codec's dequantize_block a batch of lanes at a time: `put(j, values)` receives values j …
+/// j + w − 1 of the block. The same integers times the same d (plus m), so the same bits (fused
+/// or not, q·d is exact). Nibble blocks hold the low nibbles of their 16 bytes, then the high
+/// ones; a batch of at most 16 lanes lies within one of the two halves.
+template <class Arch, class Put>
+TOKRED_FORCE_INLINE void dequantize_block_lanes(ggml_type type, const std::uint8_t* in, const Put& put) noexcept {
   using fb = float_batch<Arch>;
   using ub = u32_batch<Arch>;
   constexpr index_t w = fb::size;
@@ -57,8 +57,7 @@ void dequantize_block_lanes(ggml_type type, const std::uint8_t* in, E* y) noexce
   const fb d(load_f16(in));
   if (type == ggml_type::q8_0) {
     const ub sign(0x80u);
-    for (index_t j = 0; j < 32; j += w)
-      store_floats<Arch>(y + j, code_floats<Arch>((widen_bytes<Arch>(in + 2 + j) ^ sign) - sign) * d);
+    for (index_t j = 0; j < 32; j += w) put(j, code_floats<Arch>((widen_bytes<Arch>(in + 2 + j) ^ sign) - sign) * d);
     return;
   }
   const bool five = type == ggml_type::q5_0 || type == ggml_type::q5_1, affine = type == ggml_type::q4_1 || type == ggml_type::q5_1;
@@ -70,18 +69,16 @@ void dequantize_block_lanes(ggml_type type, const std::uint8_t* in, E* y) noexce
     const ub bytes = widen_bytes<Arch>(in + at + j % 16);
     ub q = j < 16 ? ub(bytes & ub(0x0Fu)) : ub(bytes >> 4);
     if (five) q = q | xsimd::select((qh & ub::load_aligned(qh_bit_lanes_v.bit + j)) != ub(0u), ub(16u), ub(0u));
-    fb v;
     if constexpr (has_lookup16<Arch>()) {
       if (type == ggml_type::iq4_nl) {
         alignas(64) float levels[16];
         for (int i = 0; i < 16; ++i) levels[i] = iq4nl_level(i);
-        v = d * lookup16<Arch>(fb::load_aligned(levels), q);
-        store_floats<Arch>(y + j, v);
+        put(j, d * lookup16<Arch>(fb::load_aligned(levels), q));
         continue;
       }
     }
-    v = code_floats<Arch>(q - offset) * d;
-    store_floats<Arch>(y + j, affine ? fb(v + m) : v);  // q·d alone keeps a −0
+    const fb v = code_floats<Arch>(q - offset) * d;
+    put(j, affine ? fb(v + m) : v);  // q·d alone keeps a −0
   }
 }
 
@@ -101,9 +98,10 @@ struct backend<ggml_quantize, cpu<Arch>> {
     if (status s = detail::check_quantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
+    const detail::simd_rotation<Arch> rotate{rot != 0 ? detail::hadamard_scale(rot) : 1.0f};
     const auto unit = [&](auto rotated) {
       detail::for_each_ggml_unit(exec, prob, detail::ggml_unit_channels(rot), [&](const detail::ggml_unit& at) {
-        detail::ggml_quantize_unit<decltype(rotated)::value>(p.type, rot, in.cache, out.blocks, at);
+        detail::ggml_quantize_unit<decltype(rotated)::value>(p.type, rot, in.cache, out.blocks, at, rotate);
       });
     };
     if (rot != 0) unit(std::true_type{});
@@ -126,14 +124,28 @@ struct backend<ggml_dequantize, cpu<Arch>> {
     if (status s = detail::check_dequantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(out.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
-    if (rot != 0) {
+    const bool lanes = out.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type);
+    using fb = detail::float_batch<Arch>;
+    if (rot != 0 && lanes) {  // blocks into batches of lanes, rotated back into the row
+      const float scale = detail::hadamard_scale(rot);
       detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) {
-        detail::ggml_dequantize_unit<true>(p.type, rot, in.blocks, out.cache, at);
+        fb v[detail::hadamard_max_block / fb::size];
+        const std::uint8_t* src = detail::ggml_unit_blocks(in.blocks, p.type, at);
+        for (index_t b = 0; b < rot; b += ggml_block_elems, src += ggml_block_bytes(p.type))
+          detail::dequantize_block_lanes<Arch>(p.type, src, [&](index_t j, const fb& x) TOKRED_INLINE_LAMBDA { v[(b + j) / fb::size] = x; });
+        detail::hadamard_butterflies<Arch>(v, rot);
+        detail::store_scaled<Arch>(v, rot, scale, &out.cache(at.row.head, at.row.token, at.channel));
       });
-    } else if (out.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type)) {
+    } else if (rot != 0) {
+      const detail::simd_rotation<Arch> rotate{detail::hadamard_scale(rot)};
+      detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) {
+        detail::ggml_dequantize_unit<true>(p.type, rot, in.blocks, out.cache, at, rotate);
+      });
+    } else if (lanes) {
       detail::for_each_ggml_unit(exec, prob, ggml_block_elems, [&](const detail::ggml_unit& at) {
+        E* const y = &out.cache(at.row.head, at.row.token, at.channel);
         detail::dequantize_block_lanes<Arch>(p.type, detail::ggml_unit_blocks(in.blocks, p.type, at),
-                                             &out.cache(at.row.head, at.row.token, at.channel));
+                                             [y](index_t j, const fb& x) TOKRED_INLINE_LAMBDA { detail::store_floats<Arch>(y + j, x); });
       });
     } else {
       detail::for_each_ggml_unit(exec, prob, ggml_block_elems, [&](const detail::ggml_unit& at) {

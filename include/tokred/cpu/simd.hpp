@@ -763,23 +763,27 @@ void store_high_halves(std::uint16_t* p, const u32_batch<Arch>& a) noexcept {
 /// as from_float<f16> rounds them (nearest even; overflow to inf; NaN quiet with its top payload
 /// bits): normal halves rebias the exponent and round the 13 dropped bits with the carry trick of
 /// f32_bits_to_f16_bits; subnormal and zero halves come from one float addition of 2^-1 scaled
-/// magic (F. Giesen's conversion), whose rounding to nearest even is the half's.
+/// magic (F. Giesen's conversion), whose rounding to nearest even is the half's. The magnitude's
+/// pattern is below 2³¹, so its three cases are told apart by signed comparisons (one instruction
+/// each on SSE2 and AVX2, where unsigned ones take three).
 template <class Arch>
-u32_batch<Arch> f16_bits_high(const float_batch<Arch>& x) noexcept {
+TOKRED_FORCE_INLINE u32_batch<Arch> f16_bits_high(const float_batch<Arch>& x) noexcept {
   using ub = u32_batch<Arch>;
+  using ib = xsimd::batch<std::int32_t, simd_arch_t<Arch>>;
   using fb = float_batch<Arch>;
   const ub bits = xsimd::bitwise_cast<ub>(x);
   const ub sign = (bits >> 16) & ub(0x8000u);
   const ub ax = bits & ub(0x7FFFFFFFu);
+  const ib magnitude = xsimd::bitwise_cast<ib>(ax);
   const ub odd = (ax >> 13) & ub(1u);
   const ub normal = (ax + ub(0xC8000FFFu) + odd) >> 13;
   const fb denorm_magic = xsimd::bitwise_cast<fb>(ub(126u << 23));  // 0.5: the half's ulp lands on bit 0
   const ub subnormal = xsimd::bitwise_cast<ub>(xsimd::bitwise_cast<fb>(ax) + denorm_magic) - ub(126u << 23);
   const ub nan = ub(0x7E00u) | ((ax >> 13) & ub(0x3FFu));
-  ub h = xsimd::select(ax < ub(0x38800000u), subnormal, normal);
-  h = xsimd::select(ax >= ub(0x477FF000u), ub(0x7C00u), h);
-  h = xsimd::select(ax > ub(0x7F800000u), nan, h);
-  return (h | sign) << 16;
+  ib h = xsimd::select(magnitude < ib(0x38800000), xsimd::bitwise_cast<ib>(subnormal), xsimd::bitwise_cast<ib>(normal));
+  h = xsimd::select(magnitude >= ib(0x477FF000), ib(0x7C00), h);
+  h = xsimd::select(magnitude > ib(0x7F800000), xsimd::bitwise_cast<ib>(nan), h);
+  return (xsimd::bitwise_cast<ub>(h) | sign) << 16;
 }
 
 /// Stores the batches to bf16 (a's lanes first) with AVX512_BF16's vcvtneps2bf16 (one batch) or
@@ -831,7 +835,7 @@ float_batch<Arch> load_floats(const E* p) noexcept {
 
 /// Stores a batch of floats to `p` as storage type E, rounding to nearest even.
 template <class Arch, class E>
-void store_floats(E* p, const float_batch<Arch>& x) noexcept {
+TOKRED_FORCE_INLINE void store_floats(E* p, const float_batch<Arch>& x) noexcept {
   if constexpr (std::is_same_v<E, float>) {
     x.store_unaligned(p);
   } else if constexpr (std::is_same_v<E, bf16>) {

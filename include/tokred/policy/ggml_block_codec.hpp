@@ -380,6 +380,12 @@ TOKRED_HOST_DEVICE inline void hadamard_transform(float* x, index_t n) noexcept 
   for (index_t i = 0; i < n; ++i) x[i] = array_product(x[i], s);
 }
 
+/// The rotation the unit functions below apply: hadamard_transform. A backend may pass its own
+/// with the same results (the CPU's runs a batch of SIMD lanes at a time).
+struct scalar_rotation {
+  TOKRED_HOST_DEVICE void operator()(float* x, index_t n) const noexcept { hadamard_transform(x, n); }
+};
+
 /// Reads `n` channels starting at `p` (element stride `stride`) as floats.
 template <class E>
 TOKRED_HOST_DEVICE void load_channels(const E* p, index_t stride, index_t n, float* out) noexcept {
@@ -431,14 +437,16 @@ TOKRED_HOST_DEVICE B* ggml_unit_blocks(const view<B, 3, Space>& blocks, ggml_typ
 
 /// Quantizes the unit at `at` of `x` into `blocks`: its channels widened to fp32, rotated
 /// (`rotation` > 0) and kept rounded, then one ggml block per 32 channels.
-template <bool Rotated, class E, class Space>
+TOKRED_CALLABLE_MAY_BE_HOST_ONLY
+template <bool Rotated, class E, class Space, class Rotation = scalar_rotation>
 TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, const view<const E, 3, Space>& x,
-                                           const view<std::uint8_t, 3, Space>& blocks, const ggml_unit& at) noexcept {
+                                           const view<std::uint8_t, 3, Space>& blocks, const ggml_unit& at,
+                                           const Rotation& rotate = {}) noexcept {
   const index_t width = ggml_unit_channels(rotation);
   float buf[Rotated ? hadamard_max_block : ggml_block_elems];
   load_channels(&x(at.row.head, at.row.token, at.channel), x.stride(2), width, buf);
   if constexpr (Rotated) {
-    hadamard_transform(buf, rotation);
+    rotate(buf, rotation);
     keep_rounded(buf);  // the scaled values, before q4_1's x − min reads them
   }
   std::uint8_t* dst = ggml_unit_blocks(blocks, type, at);
@@ -447,25 +455,28 @@ TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, con
 
 /// Dequantizes the unit at `at` of `blocks` into `y`: one ggml block per 32 channels, rotated
 /// back (`rotation` > 0), rounded to E.
-template <bool Rotated, class E, class Space>
+TOKRED_CALLABLE_MAY_BE_HOST_ONLY
+template <bool Rotated, class E, class Space, class Rotation = scalar_rotation>
 TOKRED_HOST_DEVICE void ggml_dequantize_unit(ggml_type type, index_t rotation, const view<const std::uint8_t, 3, Space>& blocks,
-                                             const view<E, 3, Space>& y, const ggml_unit& at) noexcept {
+                                             const view<E, 3, Space>& y, const ggml_unit& at,
+                                             const Rotation& rotate = {}) noexcept {
   const index_t width = ggml_unit_channels(rotation);
   float buf[Rotated ? hadamard_max_block : ggml_block_elems];
   const std::uint8_t* src = ggml_unit_blocks(blocks, type, at);
   for (index_t b = 0; b < width; b += ggml_block_elems, src += ggml_block_bytes(type)) dequantize_block(type, src, buf + b);
-  if constexpr (Rotated) hadamard_transform(buf, rotation);
+  if constexpr (Rotated) rotate(buf, rotation);
   store_channels(buf, width, &y(at.row.head, at.row.token, at.channel), y.stride(2));
 }
 
 /// Rotates the unit at `at` (`block` channels) of `in` into `out`; the unit is read whole before
 /// it is written, so `out` may be `in` itself.
-template <class Ein, class Eout, class Space>
+TOKRED_CALLABLE_MAY_BE_HOST_ONLY
+template <class Ein, class Eout, class Space, class Rotation = scalar_rotation>
 TOKRED_HOST_DEVICE void hadamard_unit(index_t block, const view<const Ein, 3, Space>& in, const view<Eout, 3, Space>& out,
-                                      const ggml_unit& at) noexcept {
+                                      const ggml_unit& at, const Rotation& rotate = {}) noexcept {
   float buf[hadamard_max_block];
   load_channels(&in(at.row.head, at.row.token, at.channel), in.stride(2), block, buf);
-  hadamard_transform(buf, block);
+  rotate(buf, block);
   store_channels(buf, block, &out(at.row.head, at.row.token, at.channel), out.stride(2));
 }
 
