@@ -6,9 +6,11 @@
 //
 // Every share (ith of nth) owns the (head, token) rows [R·ith/nth, R·(ith+1)/nth), R =
 // heads·tokens, and runs their units — the rotation block, or one 32-channel block — through the
-// codec's unit functions, the bodies of the CUDA threads, with a float buffer on the stack. One
-// exception: blocks dequantized without rotation into contiguous channels go a batch of SIMD
-// lanes at a time (dequantize_block_lanes), straight to the output. No workspace, no allocation.
+// codec's unit functions, the bodies of the CUDA threads, with a float buffer on the stack, and
+// the rotation of <tokred/cpu/hadamard.hpp> (SIMD butterflies, the codec's bits). Blocks
+// dequantized into contiguous channels skip the units: a batch of SIMD lanes at a time
+// (dequantize_block_lanes), straight to the output or, rotated, through batches held in
+// registers. No workspace, no allocation.
 #pragma once
 
 #include <cmath>
@@ -36,6 +38,15 @@ struct qh_bit_lanes {
   }
 };
 inline constexpr qh_bit_lanes qh_bit_lanes_v{};
+
+/// iq4_nl's codebook as 16 float lanes, the table lookup16 reads.
+struct iq4nl_level_lanes {
+  alignas(64) float level[16] = {};
+  constexpr iq4nl_level_lanes() noexcept {
+    for (int i = 0; i < 16; ++i) level[i] = iq4nl_level(i);
+  }
+};
+inline constexpr iq4nl_level_lanes iq4nl_level_lanes_v{};
 
 /// Whether dequantize_block_lanes<Arch> takes blocks of `type`: all but iq4_nl, whose codebook
 /// is a 16-lane table lookup (AVX-512 only; elsewhere the codec's loop).
@@ -71,9 +82,7 @@ TOKRED_FORCE_INLINE void dequantize_block_lanes(ggml_type type, const std::uint8
     if (five) q = q | xsimd::select((qh & ub::load_aligned(qh_bit_lanes_v.bit + j)) != ub(0u), ub(16u), ub(0u));
     if constexpr (has_lookup16<Arch>()) {
       if (type == ggml_type::iq4_nl) {
-        alignas(64) float levels[16];
-        for (int i = 0; i < 16; ++i) levels[i] = iq4nl_level(i);
-        put(j, d * lookup16<Arch>(fb::load_aligned(levels), q));
+        put(j, d * lookup16<Arch>(fb::load_aligned(iq4nl_level_lanes_v.level), q));
         continue;
       }
     }

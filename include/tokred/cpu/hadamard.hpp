@@ -49,6 +49,8 @@ TOKRED_FORCE_INLINE float_batch<Arch> butterflies_in_lanes(const float_batch<Arc
   return xsimd::select(upper, partner - x, x + partner);
 }
 
+/// The stages of spans 2^S for each S given (1, 2, … up to half the batch width), in that order,
+/// on each of the `batches` batches.
 template <class Arch, std::uint32_t... S>
 TOKRED_FORCE_INLINE void butterflies_below_width(float_batch<Arch>* v, index_t batches,
                                                  std::integer_sequence<std::uint32_t, S...>) noexcept {
