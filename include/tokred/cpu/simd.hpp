@@ -608,6 +608,18 @@ constexpr bool has_hardware_f16() noexcept {
   return isa == lane_isa::avx512;
 }
 
+/// x itself, computed where it stands: under clang an empty asm statement takes the register, so
+/// no later comparison is folded into the widening it came from. (clang turns a compare of
+/// widened fp16 with a float constant into a compare of the fp16 values, which x86 without
+/// AVX512-FP16 then makes lane by lane: a scalar conversion and compare per lane.)
+template <class Register>
+TOKRED_FORCE_INLINE Register materialized(Register x) noexcept {
+#if defined(__clang__)
+  __asm__("" : "+v"(x));
+#endif
+  return x;
+}
+
 /// `float_batch<Arch>::size` fp16 at `p` through x86's conversion instruction (vcvtph2ps): the
 /// same bits as to_float(f16) for all 65536 patterns but the 1022 signalling NaNs, which it
 /// returns quiet (top mantissa bit set). Only where `has_hardware_f16<Arch>()`.
@@ -617,15 +629,15 @@ float_batch<Arch> widen_f16_hardware([[maybe_unused]] const f16* p) noexcept {
   [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512)
-    return float_batch<Arch>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+    return float_batch<Arch>(materialized(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))));
 #endif
 #if defined(__F16C__) && XSIMD_WITH_AVX2
   if constexpr (isa == lane_isa::avx2)
-    return float_batch<Arch>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    return float_batch<Arch>(materialized(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
 #endif
 #if defined(__F16C__) && XSIMD_WITH_SSE2
   if constexpr (isa == lane_isa::sse2)
-    return float_batch<Arch>(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    return float_batch<Arch>(materialized(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
 #endif
 }
 
