@@ -614,7 +614,7 @@ constexpr bool has_hardware_f16() noexcept {
 /// AVX512-FP16 then makes lane by lane: a scalar conversion and compare per lane.)
 template <class Register>
 TOKRED_FORCE_INLINE Register materialized(Register x) noexcept {
-#if defined(__clang__)
+#if defined(__clang__) && (defined(__x86_64__) || defined(__i386__))  // "v": an x86 vector register
   __asm__("" : "+v"(x));
 #endif
   return x;
