@@ -459,9 +459,9 @@ constexpr bool extremes_as_integers() noexcept {
 /// from rows.row[t] + c0, into st[0 … 3] (and their sum, finite exactly where both are, for
 /// group_stats::close). The extremes are those of group order but at a zero: −0 and +0 compare
 /// equal as floats and group order keeps the last one it met, where this takes −0 for a minimum
-/// and +0 for a maximum. Returns whether any extreme is a zero of either sign.
+/// and +0 for a maximum.
 template <class Arch, class E>
-TOKRED_FORCE_INLINE bool half_extremes(const token_rows<E>& rows, index_t group, index_t c0,
+TOKRED_FORCE_INLINE void half_extremes(const token_rows<E>& rows, index_t group, index_t c0,
                                        group_stats<Arch>* st) noexcept {
   using hb = i16_batch<Arch>;
   constexpr index_t w = float_batch<Arch>::size, h = hb::size;
@@ -475,10 +475,6 @@ TOKRED_FORCE_INLINE bool half_extremes(const token_rows<E>& rows, index_t group,
       lo[j] = xsimd::min(lo[j], y), hi[j] = xsimd::max(hi[j], y);
     }
   }
-  // ±0 are the ordered patterns 0 and −1, told apart on the integers (a test of the widened
-  // extremes would take each lane on its own in some compilers' code).
-  const auto zero = [](const hb& y) TOKRED_INLINE_LAMBDA { return (y == hb(0)) | (y == hb(-1)); };
-  const bool zero_extreme = xsimd::any(zero(lo[0]) | zero(hi[0]) | zero(lo[1]) | zero(hi[1]));
   alignas(64) E lows[2 * h], highs[2 * h];
   for (index_t j = 0; j < 2; ++j) {
     ordered_halves<Arch>(lo[j]).store_aligned(reinterpret_cast<std::int16_t*>(lows) + j * h);
@@ -488,7 +484,6 @@ TOKRED_FORCE_INLINE bool half_extremes(const token_rows<E>& rows, index_t group,
     st[i].lo = load_operands<Arch>(lows + i * w), st[i].hi = load_operands<Arch>(highs + i * w);
     st[i].sum = st[i].lo + st[i].hi;
   }
-  return zero_extreme;
 }
 
 /// Groups whose `group` values lie in the rows of `rows` (value i of lane c at rows.at(i, c)),
@@ -537,10 +532,10 @@ void quantize_token_group(const uniform_format& f, const step_rounding<Arch, E>&
     for (; first + chunk <= n / w; first += chunk) {
       group_stats<Arch> st[chunk];
       if constexpr (extremes_as_integers<S, Arch, E>()) {
-        if (half_extremes<Arch>(rows, f.group, first * w, st))
-          for (index_t i = 0; i < chunk; ++i)
-            if (xsimd::any((st[i].lo == fb(0.0f)) | (st[i].hi == fb(0.0f))))  // ±0: the sign group order keeps
-              st[i] = column_stats([&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
+        half_extremes<Arch>(rows, f.group, first * w, st);
+        for (index_t i = 0; i < chunk; ++i)
+          if (xsimd::any((st[i].lo == fb(0.0f)) | (st[i].hi == fb(0.0f))))  // ±0: the sign group order keeps
+            st[i] = column_stats([&](index_t t) TOKRED_INLINE_LAMBDA { return load_operands<Arch>(rows.row[t] + (first + i) * w); });
       } else {
         group_stats<Arch> acc[chunk];  // no address taken: a compiler can keep it in registers
         for (index_t t = 0; t < f.group; ++t)
