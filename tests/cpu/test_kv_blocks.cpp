@@ -410,17 +410,7 @@ TEST_CASE("non-finite values: the block becomes NaN, its neighbours are untouche
   }
 }
 
-// --- Hadamard -----------------------------------------------------------------------------------
-
 // --- rotation: the backend's SIMD rows against the codec's scalar units ------------------------
-
-/// Calls `unit(at)` for every unit of `width` channels of a (heads, tokens, dim) cache.
-template <class Unit>
-void for_each_unit(index_t heads, index_t tokens, index_t dim, index_t width, const Unit& unit) {
-  for (index_t h = 0; h < heads; ++h)
-    for (index_t t = 0; t < tokens; ++t)
-      for (index_t c = 0; c < dim; c += width) unit(detail::ggml_unit{detail::kv_row{h, t}, c});
-}
 
 /// Whether two caches hold the same bits everywhere (any NaN matching any NaN: which operand's
 /// payload an add passes on is the compiler's choice).
@@ -454,14 +444,15 @@ void check_rotation_against_codec(index_t heads, index_t tokens, index_t dim, kv
 
   kv_cache<E> got = make_cache<E>(heads, tokens, dim, how), want = make_cache<E>(heads, tokens, dim, how);
   REQUIRE(apply(cpu<>{}, hadamard{block}, kv_inputs<E>{k.cache}, kv_outputs<E>{got.cache}) == status::ok);
-  for_each_unit(heads, tokens, dim, block, [&](const detail::ggml_unit& at) { detail::hadamard_unit(block, x, want.cache, at); });
+  const kv_problem prob{heads, tokens, dim};
+  detail::for_each_ggml_unit(cpu<>{}, prob, block, [&](const detail::ggml_unit& at) { detail::hadamard_unit(block, x, want.cache, at); });
   CHECK(same_bits(got.cache, want.cache));
 
   for (ggml_type type : all_types) {
     INFO(ggml_type_name(type));
     packed fused(heads, tokens, ggml_row_bytes(type, dim)), scalar(heads, tokens, ggml_row_bytes(type, dim));
     REQUIRE(quantize(x, fused, type, block) == status::ok);
-    for_each_unit(heads, tokens, dim, block, [&](const detail::ggml_unit& at) {
+    detail::for_each_ggml_unit(cpu<>{}, prob, block, [&](const detail::ggml_unit& at) {
       detail::ggml_quantize_unit<true>(type, block, x, scalar.blocks, at);
     });
     CHECK(fused.bytes == scalar.bytes);
@@ -470,7 +461,7 @@ void check_rotation_against_codec(index_t heads, index_t tokens, index_t dim, kv
     kv_cache<E> back = make_cache<E>(heads, tokens, dim, how), back_want = make_cache<E>(heads, tokens, dim, how);
     REQUIRE(apply(cpu<>{}, ggml_dequantize{type, block}, kv_block_inputs<>{blocks}, kv_outputs<E>{back.cache}) ==
             status::ok);
-    for_each_unit(heads, tokens, dim, block, [&](const detail::ggml_unit& at) {
+    detail::for_each_ggml_unit(cpu<>{}, prob, block, [&](const detail::ggml_unit& at) {
       detail::ggml_dequantize_unit<true>(type, block, blocks, back_want.cache, at);
     });
     CHECK(same_bits(back.cache, back_want.cache));
@@ -491,6 +482,8 @@ TEST_CASE("rotation: hadamard and rotated blocks equal the codec's scalar units,
   for (index_t dim : {32, 64, 128, 256, 384})
     for (kv_layout how : layouts) check_rotation_against_codec<float>(2, 5, dim, how, true);
 }
+
+// --- Hadamard -----------------------------------------------------------------------------------
 
 TEST_CASE("hadamard: orthonormal, its own inverse, equal to the matrix definition", "[kv_blocks][hadamard]") {
   for (index_t block : {32, 64, 128, 256}) {
