@@ -410,6 +410,80 @@ TEST_CASE("non-finite values: the block becomes NaN, its neighbours are untouche
   }
 }
 
+// --- the CPU's SIMD block quantizer against the codec and the oracle ------------------------------
+
+/// A block of one of eight kinds, each built for a rule quantize_block_lanes keeps with lanes
+/// folded in any order: random values; the largest magnitude held by x and −x (the first decides
+/// q4_0's and q5_0's sign); values ≤ 0 and ≥ 0 with ±0 among them (the first zero decides q4_1's
+/// max or m); magnitudes so small that 1/d overflows; values so far apart that max − min does;
+/// ±0 only; one value repeated.
+void adversarial_block(rng& g, int kind, float* x) {
+  const auto at = [&] { return static_cast<int>(g.next() % 32); };
+  for (int j = 0; j < 32; ++j) x[j] = 2.0f * g.uniform();
+  switch (kind) {
+    case 1: {
+      const float a = 2.0f + std::fabs(g.uniform());
+      x[at()] = a;
+      x[at()] = -a;
+      break;
+    }
+    case 2:
+    case 3:
+      for (int j = 0; j < 32; ++j) x[j] = kind == 2 ? -std::fabs(x[j]) : std::fabs(x[j]);
+      for (int z = 0; z < 3; ++z) x[at()] = g.next() % 2 ? -0.0f : 0.0f;
+      break;
+    case 4:
+      for (int j = 0; j < 32; ++j) x[j] = std::ldexp(x[j], -125 - static_cast<int>(g.next() % 24));
+      break;
+    case 5:
+      for (int j = 0; j < 32; ++j) x[j] = std::ldexp(x[j], 127);
+      x[at()] = std::numeric_limits<float>::max();
+      x[at()] = -std::numeric_limits<float>::max();
+      break;
+    case 6:
+      for (int j = 0; j < 32; ++j) x[j] = g.next() % 2 ? -0.0f : 0.0f;
+      break;
+    case 7:
+      for (int j = 1; j < 32; ++j) x[j] = x[0];
+      break;
+    default:
+      break;
+  }
+}
+
+TEST_CASE("SIMD block quantizer: the codec's and the oracle's bytes on adversarial blocks", "[kv_blocks]") {
+  rng g(2026);
+  for (ggml_type type : all_types) {
+    INFO(ggml_type_name(type));
+    const auto bytes = static_cast<std::size_t>(ggml_block_bytes(type));
+    for (int kind = 0; kind < 8; ++kind) {
+      INFO("kind " << kind);
+      int differing = 0;  // blocks whose bytes differ from the codec's or the oracle's
+      std::vector<float> row(64 * 32);
+      for (int b = 0; b < 64; ++b) {
+        float* x = row.data() + 32 * b;
+        adversarial_block(g, kind, x);
+        std::uint8_t lanes[34], codec[34];
+        detail::simd_block_quantizer<compile_time_arch>{}(type, x, lanes);
+        detail::quantize_block(type, x, codec);
+        const std::vector<std::uint8_t> oracle = ref::quantize_block(type, x).bytes;
+        differing += std::memcmp(lanes, codec, bytes) != 0 || std::memcmp(lanes, oracle.data(), bytes) != 0;
+      }
+      CHECK(differing == 0);
+      // The same blocks through the backend: fp32 rows straight into the lanes, and strided rows
+      // through the units' buffer.
+      packed direct(2, 4, ggml_row_bytes(type, 256)), strided(2, 4, ggml_row_bytes(type, 256));
+      REQUIRE(quantize(view<const float, 3>(row.data(), {2, 4, 256}), direct, type) == status::ok);
+      std::vector<float> spread(2 * row.size());
+      for (std::size_t i = 0; i < row.size(); ++i) spread[2 * i] = row[i];
+      REQUIRE(quantize(view<const float, 3>(spread.data(), {2, 4, 256}, {4 * 256 * 2, 256 * 2, 2}), strided, type) ==
+              status::ok);
+      CHECK(direct.bytes == ref::quantize_row(type, row.data(), 64 * 32));
+      CHECK(strided.bytes == direct.bytes);
+    }
+  }
+}
+
 // --- rotation: the backend's SIMD rows against the codec's scalar units ------------------------
 
 /// Whether two caches hold the same bits everywhere (any NaN matching any NaN: which operand's

@@ -5,17 +5,20 @@
 // whatever the compiler's contraction flags.
 //
 // Every share (ith of nth) owns the (head, token) rows [R·ith/nth, R·(ith+1)/nth), R =
-// heads·tokens, and runs their units — the rotation block, or one 32-channel block — through the
-// codec's unit functions, the bodies of the CUDA threads, with a float buffer on the stack, and
-// the rotation of <tokred/cpu/hadamard.hpp> (SIMD butterflies, the codec's bits). Blocks
-// dequantized into contiguous channels skip the units: a batch of SIMD lanes at a time
-// (dequantize_block_lanes), straight to the output or, rotated, through batches held in
-// registers. No workspace, no allocation.
+// heads·tokens. Blocks run a batch of SIMD lanes at a time, with the codec's operations in its
+// order, so its bytes and values: quantize_block_lanes reads contiguous rows straight from the
+// cache; dequantize_block_lanes writes contiguous channels straight to the output or, rotated,
+// through batches held in registers. Strided rows and rotated quantization go through the
+// codec's unit functions (the bodies of the CUDA threads) with a float buffer on the stack, the
+// SIMD block quantizer and the rotation of <tokred/cpu/hadamard.hpp> (SIMD butterflies, the
+// codec's bits). iq4_nl quantizes through the codec everywhere, and dequantizes through it where
+// lookup16 is missing. No workspace, no allocation.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "tokred/core/contract.hpp"
@@ -66,18 +69,18 @@ TOKRED_FORCE_INLINE void dequantize_block_lanes(ggml_type type, const std::uint8
   constexpr index_t w = fb::size;
   static_assert(16 % w == 0, "tokred: a batch of nibble codes lies in one half of the block");
   const fb d(load_f16(in));
+  const ggml_block_fields at = ggml_fields_of(type);
   if (type == ggml_type::q8_0) {
     const ub sign(0x80u);
-    for (index_t j = 0; j < 32; j += w) put(j, code_floats<Arch>((widen_bytes<Arch>(in + 2 + j) ^ sign) - sign) * d);
+    for (index_t j = 0; j < 32; j += w) put(j, code_floats<Arch>((widen_bytes<Arch>(in + at.codes + j) ^ sign) - sign) * d);
     return;
   }
   const bool five = type == ggml_type::q5_0 || type == ggml_type::q5_1, affine = type == ggml_type::q4_1 || type == ggml_type::q5_1;
-  const index_t head = 2 + (affine ? 2 : 0), at = head + (five ? 4 : 0);  // d [m] [qh] nibbles
-  const ub qh(five ? load_u32(in + head) : 0u);
+  const ub qh(five ? load_u32(in + at.qh) : 0u);
   const fb m(affine ? load_f16(in + 2) : 0.0f);
   const ub offset(type == ggml_type::q4_0 ? 8u : type == ggml_type::q5_0 ? 16u : 0u);
   for (index_t j = 0; j < 32; j += w) {
-    const ub bytes = widen_bytes<Arch>(in + at + j % 16);
+    const ub bytes = widen_bytes<Arch>(in + at.codes + j % 16);
     ub q = j < 16 ? ub(bytes & ub(0x0Fu)) : ub(bytes >> 4);
     if (five) q = q | xsimd::select((qh & ub::load_aligned(qh_bit_lanes_v.bit + j)) != ub(0u), ub(16u), ub(0u));
     if constexpr (has_lookup16<Arch>()) {
@@ -90,6 +93,144 @@ TOKRED_FORCE_INLINE void dequantize_block_lanes(ggml_type type, const std::uint8
     put(j, affine ? fb(v + m) : v);  // q·d alone keeps a −0
   }
 }
+
+/// Whether quantize_block_lanes takes blocks of `type`: all but iq4_nl, whose least-squares
+/// scale sums its 32 products in order (the codec's loop).
+inline bool has_quantize_lanes(ggml_type type) noexcept { return type != ggml_type::iq4_nl; }
+
+/// Bit j (of 32) set where value j of the block's batches `keys` equals `key`.
+template <class Arch>
+TOKRED_FORCE_INLINE std::uint32_t block_lanes_equal(const float_batch<Arch>* keys, float key) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  std::uint32_t m = 0;
+  for (index_t k = 0; k < 32 / w; ++k) m |= lane_mask<Arch>(keys[k] == float_batch<Arch>(key)) << (k * w);
+  return m;
+}
+
+/// |value| with the sign of the first of the block's values `v` whose key equals `key` (`keys`
+/// are the values or their magnitudes): what the codec's in-order scans keep where equal values
+/// differ in sign (+0 and −0; x and −x for the largest magnitude).
+template <class Arch>
+TOKRED_FORCE_INLINE float sign_of_first(const float_batch<Arch>* keys, float key, const float_batch<Arch>* v,
+                                        float value) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  const std::uint32_t equal = block_lanes_equal<Arch>(keys, key);
+  std::uint32_t negative = 0;
+  for (index_t k = 0; k < 32 / w; ++k) negative |= sign_lanes<Arch>(v[k]) << (k * w);
+  const std::uint32_t sign = static_cast<std::uint32_t>((negative & equal & (0u - equal)) != 0) << 31;
+  return bits_float(float_bits(std::fabs(value)) | sign);  // no branch: the sign is a coin toss per block
+}
+
+/// The codec's quantize_block for every type with has_quantize_lanes, a batch of lanes at a time:
+/// the same fp32 operations on the same values, so the same bytes. The 32 values are read from
+/// `x` (widened exactly; a signalling NaN may arrive quiet, which a non-finite block's bytes do
+/// not show). Each product x·id passes through separate_product before its add, so no FMA joins
+/// them. The block's extremes are folded across lanes in any order, exact for finite values; where
+/// the codec's first-of-equals rule tells equal values apart by sign, sign_of_first finds it. The
+/// codes are narrowed to bytes in registers on x86 (code_bytes), through an array elsewhere.
+template <class Arch, class E>
+TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::uint8_t* out) noexcept {
+  using fb = float_batch<Arch>;
+  using ub = u32_batch<Arch>;
+  constexpr index_t w = fb::size, n = 32 / w;
+  static_assert(32 % w == 0, "tokred: a block is whole batches");
+  const auto store_half = [out](index_t at, float value) TOKRED_INLINE_LAMBDA {  // d, m: fp16, little-endian
+    const std::uint16_t h = f16_bits_of<Arch>(value);
+    out[at] = static_cast<std::uint8_t>(h & 0xFFu);
+    out[at + 1] = static_cast<std::uint8_t>(h >> 8);
+  };
+  const ggml_block_fields at = ggml_fields_of(type);
+  fb v[n], a[n];
+  for (index_t k = 0; k < n; ++k) v[k] = load_operands<Arch>(x + k * w), a[k] = xsimd::abs(v[k]);
+  const fb finite_max(std::numeric_limits<float>::max());
+  auto finite = a[0] <= finite_max;  // false for NaN and ±inf
+  fb largest = a[0];
+  for (index_t k = 1; k < n; ++k) {
+    finite = finite & (a[k] <= finite_max);
+    largest = xsimd::max(largest, a[k]);
+  }
+  if (!xsimd::all(finite)) return quantize_non_finite(type, out);
+  const float amax = lanes_extreme<true, Arch>(largest);
+
+  ub codes[n];
+  if (type == ggml_type::q8_0) {
+    // roundf(x·id), as round_code, by truncating x·id + copysign(½ − 2⁻²⁵, x·id): exact for
+    // |x·id| ≤ 127.5 in round-to-nearest (a fraction below ½ stays below the next integer, one
+    // of ½ or more reaches it, ½ itself by the tie to even at 1 − 2⁻²⁵). |x·id| stays within
+    // 127·(1 + 2⁻²⁰) whenever id is finite (d ≥ 2⁻¹²⁸ then keeps 21 bits or more), so no code
+    // leaves int8. Where 1/d overflows, every product is ±inf or NaN, codes the codec sets to 0,
+    // as id = 0 does here.
+    const float d = div_rn(amax, 127.0f), inverse = d != 0.0f ? div_rn(1.0f, d) : 0.0f;
+    const fb id(std::fabs(inverse) <= std::numeric_limits<float>::max() ? inverse : 0.0f);
+    store_half(0, d);
+    const fb below_half(0.5f - 0x1p-25f), sign(-0.0f);
+    for (index_t k = 0; k < n; ++k) {
+      const fb p = separate_product(v[k], id);
+      codes[k] = xsimd::bitwise_cast<ub>(xsimd::to_int(p + ((p & sign) | below_half))) & ub(0xFFu);
+    }
+  } else {
+    const bool five = type == ggml_type::q5_0 || type == ggml_type::q5_1, affine = type == ggml_type::q4_1 || type == ggml_type::q5_1;
+    const float levels = five ? 32.0f : 16.0f;
+    float d, min = 0.0f;
+    if (affine) {
+      fb lo = v[0], hi = v[0];
+      for (index_t k = 1; k < n; ++k) lo = xsimd::min(lo, v[k]), hi = xsimd::max(hi, v[k]);
+      min = lanes_extreme<false, Arch>(lo);
+      float max = lanes_extreme<true, Arch>(hi);
+      if (min == 0.0f) min = sign_of_first<Arch>(v, 0.0f, v, 0.0f);
+      if (max == 0.0f) max = sign_of_first<Arch>(v, 0.0f, v, 0.0f);
+      d = div_rn(max - min, levels - 1.0f);
+      store_half(2, min);
+    } else {
+      d = div_rn(amax != 0.0f ? sign_of_first<Arch>(a, amax, v, amax) : 0.0f, -levels / 2);
+    }
+    const fb id(d != 0.0f ? div_rn(1.0f, d) : 0.0f);
+    store_half(0, d);
+    const fb offset(affine ? 0.5f : levels / 2 + 0.5f);
+    // q5_1 keeps a code of 32 (its low five bits, 0), as ggml's (uint8_t) store does.
+    const fb top(type == ggml_type::q5_1 ? 255.0f : levels - 1.0f);
+    std::uint32_t qh = 0;
+    for (index_t k = 0; k < n; ++k) {  // truncate_code, clamped
+      const fb t = (affine ? separate_product(v[k] - fb(min), id) : separate_product(v[k], id)) + offset;
+      const fb kept = xsimd::select((t >= fb(0.0f)) & (t < fb(256.0f)), t, fb(0.0f));  // 0 where C is undefined
+      const ub code = xsimd::bitwise_cast<ub>(xsimd::to_int(xsimd::min(kept, top)));
+      qh |= sign_lanes<Arch>(xsimd::bitwise_cast<fb>(code << 27)) << (k * w);  // bit 4 of each code
+      codes[k] = code & ub(0x0Fu);
+    }
+    if (five) store_u32(out + at.qh, qh);
+  }
+#if XSIMD_WITH_SSE2
+  if constexpr (has_code_packing<Arch>()) {
+    __m128i b0, b1;
+    code_bytes<Arch>(codes, b0, b1);
+    auto* const p = reinterpret_cast<__m128i*>(out + at.codes);
+    if (type == ggml_type::q8_0) {
+      _mm_storeu_si128(p, b0);
+      _mm_storeu_si128(p + 1, b1);
+    } else {
+      _mm_storeu_si128(p, _mm_or_si128(b0, _mm_slli_epi16(b1, 4)));  // nibbles ≤ 15: no carry across bytes
+    }
+    return;
+  }
+#endif
+  alignas(64) std::uint32_t q[32];
+  for (index_t k = 0; k < n; ++k) codes[k].store_aligned(q + k * w);
+  if (type == ggml_type::q8_0) {
+    for (index_t j = 0; j < 32; ++j) out[at.codes + j] = static_cast<std::uint8_t>(q[j]);
+  } else {
+    for (index_t j = 0; j < 16; ++j) out[at.codes + j] = static_cast<std::uint8_t>(q[j] | q[j + 16] << 4);
+  }
+}
+
+/// The block quantizer the CPU passes to the codec's units: quantize_block_lanes where it takes
+/// the type, the codec's quantize_block otherwise.
+template <class Arch>
+struct simd_block_quantizer {
+  void operator()(ggml_type type, const float* x, std::uint8_t* out) const noexcept {
+    if (has_quantize_lanes(type)) quantize_block_lanes<Arch>(type, x, out);
+    else quantize_block(type, x, out);
+  }
+};
 
 }  // namespace detail
 
@@ -107,10 +248,20 @@ struct backend<ggml_quantize, cpu<Arch>> {
     if (status s = detail::check_quantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
+    if (rot == 0 && in.cache.stride(2) == 1 && detail::has_quantize_lanes(p.type)) {  // straight from the row
+      detail::for_each_ggml_unit(exec, prob, prob.head_dim, [&](const detail::ggml_unit& row) {
+        const E* x = &in.cache(row.row.head, row.row.token, 0);
+        std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, row);
+        for (index_t c = 0; c < prob.head_dim; c += ggml_block_elems, dst += ggml_block_bytes(p.type))
+          detail::quantize_block_lanes<Arch>(p.type, x + c, dst);
+      });
+      return status::ok;
+    }
     const detail::simd_rotation<Arch> rotate{rot != 0 ? detail::hadamard_scale(rot) : 1.0f};
     const auto unit = [&](auto rotated) {
       detail::for_each_ggml_unit(exec, prob, detail::ggml_unit_channels(rot), [&](const detail::ggml_unit& at) {
-        detail::ggml_quantize_unit<decltype(rotated)::value>(p.type, rot, in.cache, out.blocks, at, rotate);
+        detail::ggml_quantize_unit<decltype(rotated)::value>(p.type, rot, in.cache, out.blocks, at, rotate,
+                                                             detail::simd_block_quantizer<Arch>{});
       });
     };
     if (rot != 0) unit(std::true_type{});

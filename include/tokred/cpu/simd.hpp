@@ -278,6 +278,48 @@ float lanes_extreme(const float_batch<Arch>& x) noexcept {
   return e;
 }
 
+/// Bit i set where lane i of `b` holds (i < size): the lanes of a float comparison as an integer.
+template <class Arch>
+TOKRED_FORCE_INLINE std::uint32_t lane_mask(const xsimd::batch_bool<float, simd_arch_t<Arch>>& b) noexcept {
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512) return static_cast<__mmask16>(b);
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) return static_cast<std::uint32_t>(_mm256_movemask_ps(b));
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) return static_cast<std::uint32_t>(_mm_movemask_ps(b));
+#endif
+  constexpr index_t w = float_batch<Arch>::size;
+  alignas(64) bool v[w];
+  b.store_aligned(v);
+  std::uint32_t m = 0;
+  for (index_t i = 0; i < w; ++i) m |= static_cast<std::uint32_t>(v[i]) << i;
+  return m;
+}
+
+/// Bit i set where lane i of `x` has its sign bit set (−0 and negative NaNs too).
+template <class Arch>
+TOKRED_FORCE_INLINE std::uint32_t sign_lanes(const float_batch<Arch>& x) noexcept {
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();
+#if XSIMD_WITH_AVX512F
+  if constexpr (isa == lane_isa::avx512) return _mm512_cmplt_epi32_mask(_mm512_castps_si512(x), _mm512_setzero_si512());
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (isa == lane_isa::avx2) return static_cast<std::uint32_t>(_mm256_movemask_ps(x));
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (isa == lane_isa::sse2) return static_cast<std::uint32_t>(_mm_movemask_ps(x));
+#endif
+  constexpr index_t w = float_batch<Arch>::size;
+  alignas(64) float v[w];
+  x.store_aligned(v);
+  std::uint32_t m = 0;
+  for (index_t i = 0; i < w; ++i) m |= static_cast<std::uint32_t>(std::signbit(v[i])) << i;
+  return m;
+}
+
 /// One level of folds_of_rows' tree: out[i] = fold(low(a, b), high(a, b)) for the pair a, b =
 /// in[2i], in[2i + 1], i < n.
 template <class Reg, class Fold, class Low, class High>
@@ -345,34 +387,12 @@ constexpr bool has_code_packing() noexcept {
   return lane_isa_of<Arch>() != lane_isa::generic;
 }
 
-/// Packs 32 codes of `Bits` bits (2, 4 or 8), code i in lane i mod size of `codes[i / size]`,
-/// each below 2^Bits, into the `Bits` little-endian words of their code stream: code i at bit
-/// Bits·i (only where has_code_packing<Arch>()).
-template <int Bits, class Arch>
-TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>* codes,
-                                         [[maybe_unused]] std::uint32_t* words) noexcept {
-  static_assert(has_code_packing<Arch>(), "tokred: no vector code packing for this architecture");
-  static_assert(Bits == 2 || Bits == 4 || Bits == 8, "tokred: packs 2-, 4- and 8-bit codes");
 #if XSIMD_WITH_SSE2
+/// 32 codes (each below 256), code i in lane i mod size of `codes[i / size]`, as bytes in code
+/// order: codes 0–15 in `b0`, 16–31 in `b1` (only where has_code_packing<Arch>()).
+template <class Arch>
+TOKRED_FORCE_INLINE void code_bytes(const u32_batch<Arch>* codes, __m128i& b0, __m128i& b1) noexcept {
   constexpr lane_isa isa = lane_isa_of<Arch>();
-#if XSIMD_WITH_AVX512F && defined(__AVX512VBMI__) && defined(__AVX512BITALG__)
-  if constexpr (isa == lane_isa::avx512 && Bits == 2) {
-    // One byte permute puts codes 4k … 4k + 3 (byte 0 of their dword lanes, bytes 4i of the two
-    // batches) in bytes 0–3 of qword k; one bit gather per qword then takes their two low bits
-    // each in code order: mask bit 2i + b is bit b of code i, the 64 bits of the stream. (4- and
-    // 8-bit codes gained 0–2 % from a permute of their own; they keep the narrowing below.)
-    alignas(64) static constexpr std::uint8_t quads[64] = {
-        0,  4,  8,  12,  0, 0, 0, 0, 16, 20, 24, 28,  0, 0, 0, 0, 32, 36, 40, 44,  0, 0, 0, 0,
-        48, 52, 56, 60,  0, 0, 0, 0, 64, 68, 72, 76,  0, 0, 0, 0, 80, 84, 88, 92,  0, 0, 0, 0,
-        96, 100, 104, 108, 0, 0, 0, 0, 112, 116, 120, 124, 0, 0, 0, 0};
-    const __m512i bytes = _mm512_permutex2var_epi8(codes[0], _mm512_load_si512(quads), codes[1]);
-    const std::uint64_t stream = _mm512_bitshuffle_epi64_mask(bytes, _mm512_set1_epi64(0x1918111009080100LL));
-    std::memcpy(words, &stream, sizeof stream);
-    return;
-  }
-#endif
-  // A byte per code: codes 0–15 in b0, 16–31 in b1.
-  __m128i b0 = _mm_setzero_si128(), b1 = b0;
 #if XSIMD_WITH_AVX512F
   if constexpr (isa == lane_isa::avx512) b0 = _mm512_cvtepi32_epi8(codes[0]), b1 = _mm512_cvtepi32_epi8(codes[1]);
 #endif
@@ -393,6 +413,37 @@ TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>*
     };
     b0 = bytes(0), b1 = bytes(1);
   }
+}
+#endif
+
+/// Packs 32 codes of `Bits` bits (2, 4 or 8), code i in lane i mod size of `codes[i / size]`,
+/// each below 2^Bits, into the `Bits` little-endian words of their code stream: code i at bit
+/// Bits·i (only where has_code_packing<Arch>()).
+template <int Bits, class Arch>
+TOKRED_FORCE_INLINE void pack_code_block([[maybe_unused]] const u32_batch<Arch>* codes,
+                                         [[maybe_unused]] std::uint32_t* words) noexcept {
+  static_assert(has_code_packing<Arch>(), "tokred: no vector code packing for this architecture");
+  static_assert(Bits == 2 || Bits == 4 || Bits == 8, "tokred: packs 2-, 4- and 8-bit codes");
+#if XSIMD_WITH_SSE2
+  [[maybe_unused]] constexpr lane_isa isa = lane_isa_of<Arch>();  // the VBMI and SSSE3 forms
+#if XSIMD_WITH_AVX512F && defined(__AVX512VBMI__) && defined(__AVX512BITALG__)
+  if constexpr (isa == lane_isa::avx512 && Bits == 2) {
+    // One byte permute puts codes 4k … 4k + 3 (byte 0 of their dword lanes, bytes 4i of the two
+    // batches) in bytes 0–3 of qword k; one bit gather per qword then takes their two low bits
+    // each in code order: mask bit 2i + b is bit b of code i, the 64 bits of the stream. (4- and
+    // 8-bit codes gained 0–2 % from a permute of their own; they keep the narrowing below.)
+    alignas(64) static constexpr std::uint8_t quads[64] = {
+        0,  4,  8,  12,  0, 0, 0, 0, 16, 20, 24, 28,  0, 0, 0, 0, 32, 36, 40, 44,  0, 0, 0, 0,
+        48, 52, 56, 60,  0, 0, 0, 0, 64, 68, 72, 76,  0, 0, 0, 0, 80, 84, 88, 92,  0, 0, 0, 0,
+        96, 100, 104, 108, 0, 0, 0, 0, 112, 116, 120, 124, 0, 0, 0, 0};
+    const __m512i bytes = _mm512_permutex2var_epi8(codes[0], _mm512_load_si512(quads), codes[1]);
+    const std::uint64_t stream = _mm512_bitshuffle_epi64_mask(bytes, _mm512_set1_epi64(0x1918111009080100LL));
+    std::memcpy(words, &stream, sizeof stream);
+    return;
+  }
+#endif
+  __m128i b0, b1;  // codes 0–15, 16–31 as bytes
+  code_bytes<Arch>(codes, b0, b1);
   if constexpr (Bits == 8) {  // the bytes are the stream
     _mm_storeu_si128(reinterpret_cast<__m128i*>(words), b0);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(words + 4), b1);
@@ -618,6 +669,18 @@ TOKRED_FORCE_INLINE Register materialized(Register x) noexcept {
   __asm__("" : "+v"(x));
 #endif
   return x;
+}
+
+/// from_float<f16>(x)'s bits: one conversion instruction where the build has F16C (the same bits
+/// for every input, as narrow_f16_hardware), the integer rounding of f32_bits_to_f16_bits
+/// otherwise.
+template <class Arch>
+TOKRED_FORCE_INLINE std::uint16_t f16_bits_of(float x) noexcept {
+#if defined(__F16C__)
+  if constexpr (has_hardware_f16<Arch>())
+    return static_cast<std::uint16_t>(_mm_cvtsi128_si32(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT)));
+#endif
+  return f32_bits_to_f16_bits(float_bits(x));
 }
 
 /// `float_batch<Arch>::size` fp16 at `p` through x86's conversion instruction (vcvtph2ps): the

@@ -128,6 +128,21 @@ TOKRED_HOST_DEVICE constexpr float iq4nl_level(int i) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Block layout.
+
+/// Where the fields of a block of `type` start after its fp16 d (byte 0) and, for q4_1 and q5_1,
+/// its fp16 m (byte 2): the 32-bit qh word of q5_0 and q5_1 (bit j = bit 4 of code j) and the
+/// codes (q8_0's 32 bytes; the others' 16 bytes of nibbles, code j low and code j + 16 high).
+struct ggml_block_fields {
+  index_t qh;
+  index_t codes;
+};
+TOKRED_HOST_DEVICE constexpr ggml_block_fields ggml_fields_of(ggml_type type) noexcept {
+  const index_t head = type == ggml_type::q4_1 || type == ggml_type::q5_1 ? 4 : 2;
+  return {head, type == ggml_type::q5_0 || type == ggml_type::q5_1 ? head + 4 : head};
+}
+
+// ---------------------------------------------------------------------------------------------
 // One block.
 
 /// The largest |x[j]| of the block: the largest of the magnitudes' bit patterns, which are
@@ -191,12 +206,9 @@ TOKRED_HOST_DEVICE void quantize_symmetric(const float* x, float amax, std::uint
     const int c = truncate_code(scaled[j] + offset);
     q[j] = c < Levels - 1 ? c : Levels - 1;
   }
-  if constexpr (Levels == 32) {
-    store_u32(out + 2, high_bits(q));
-    pack_nibbles(q, out + 6);
-  } else {
-    pack_nibbles(q, out + 2);
-  }
+  constexpr ggml_block_fields at = ggml_fields_of(Levels == 32 ? ggml_type::q5_0 : ggml_type::q4_0);
+  if constexpr (Levels == 32) store_u32(out + at.qh, high_bits(q));
+  pack_nibbles(q, out + at.codes);
 }
 
 /// q4_1 (levels 16, codes clamped to 15) and q5_1 (levels 32, not clamped: a code of 32 keeps
@@ -220,12 +232,9 @@ TOKRED_HOST_DEVICE void quantize_affine(const float* x, std::uint8_t* out) noexc
     const int c = truncate_code(scaled[j] + 0.5f);
     q[j] = Levels == 16 ? (c < 15 ? c : 15) : c;
   }
-  if constexpr (Levels == 32) {
-    store_u32(out + 4, high_bits(q));
-    pack_nibbles(q, out + 8);
-  } else {
-    pack_nibbles(q, out + 4);
-  }
+  constexpr ggml_block_fields at = ggml_fields_of(Levels == 32 ? ggml_type::q5_1 : ggml_type::q4_1);
+  if constexpr (Levels == 32) store_u32(out + at.qh, high_bits(q));
+  pack_nibbles(q, out + at.codes);
 }
 
 /// ggml's best_index_int8 for each of 32 values: the nearest codebook level, the upper one on a
@@ -278,7 +287,7 @@ TOKRED_HOST_DEVICE inline void quantize_iq4_nl(const float* x, float amax, std::
     sumq2 += wqq[j];
   }
   store_f16(out, sumq2 > 0.0f ? div_rn(sumqx, sumq2) : 0.0f);
-  pack_nibbles(q, out + 2);
+  pack_nibbles(q, out + ggml_fields_of(ggml_type::iq4_nl).codes);
 }
 
 /// The documented result for a block holding NaN or ±inf: d (and m) NaN, every other byte 0.
@@ -311,35 +320,36 @@ TOKRED_HOST_DEVICE inline int nibble(const std::uint8_t* qs, int j) noexcept {
 /// bits fused or not.
 TOKRED_HOST_DEVICE inline void dequantize_block(ggml_type type, const std::uint8_t* in, float* y) noexcept {
   const float d = load_f16(in);
+  const std::uint8_t* const codes = in + ggml_fields_of(type).codes;
   switch (type) {
     case ggml_type::q8_0:
-      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(static_cast<std::int8_t>(in[2 + j])) * d;
+      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(static_cast<std::int8_t>(codes[j])) * d;
       return;
     case ggml_type::q4_0:
-      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(nibble(in + 2, j) - 8) * d;
+      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(nibble(codes, j) - 8) * d;
       return;
     case ggml_type::q5_0: {
-      const std::uint32_t qh = load_u32(in + 2);
+      const std::uint32_t qh = load_u32(in + ggml_fields_of(type).qh);
       for (int j = 0; j < 32; ++j)
-        y[j] = static_cast<float>((nibble(in + 6, j) | static_cast<int>((qh >> j) & 1u) << 4) - 16) * d;
+        y[j] = static_cast<float>((nibble(codes, j) | static_cast<int>((qh >> j) & 1u) << 4) - 16) * d;
       return;
     }
     case ggml_type::q4_1: {
       const float m = load_f16(in + 2);
-      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(nibble(in + 4, j)) * d + m;
+      for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(nibble(codes, j)) * d + m;
       return;
     }
     case ggml_type::q5_1: {
       const float m = load_f16(in + 2);
-      const std::uint32_t qh = load_u32(in + 4);
+      const std::uint32_t qh = load_u32(in + ggml_fields_of(type).qh);
       for (int j = 0; j < 32; ++j) {
-        const int q = nibble(in + 8, j) | static_cast<int>((qh >> j) & 1u) << 4;
+        const int q = nibble(codes, j) | static_cast<int>((qh >> j) & 1u) << 4;
         y[j] = static_cast<float>(q) * d + m;
       }
       return;
     }
     case ggml_type::iq4_nl:
-      for (int j = 0; j < 32; ++j) y[j] = d * iq4nl_level(nibble(in + 2, j));
+      for (int j = 0; j < 32; ++j) y[j] = d * iq4nl_level(nibble(codes, j));
       return;
   }
 }
@@ -435,13 +445,21 @@ TOKRED_HOST_DEVICE B* ggml_unit_blocks(const view<B, 3, Space>& blocks, ggml_typ
   return &blocks(at.row.head, at.row.token, at.channel / ggml_block_elems * ggml_block_bytes(type));
 }
 
+/// The block quantizer the unit functions below apply: quantize_block. A backend may pass its own
+/// with the same bytes (the CPU's runs a batch of SIMD lanes at a time).
+struct scalar_block_quantizer {
+  TOKRED_HOST_DEVICE void operator()(ggml_type type, const float* x, std::uint8_t* out) const noexcept {
+    quantize_block(type, x, out);
+  }
+};
+
 /// Quantizes the unit at `at` of `x` into `blocks`: its channels widened to fp32, rotated
 /// (`rotation` > 0) and kept rounded, then one ggml block per 32 channels.
 TOKRED_CALLABLE_MAY_BE_HOST_ONLY
-template <bool Rotated, class E, class Space, class Rotation = scalar_rotation>
+template <bool Rotated, class E, class Space, class Rotation = scalar_rotation, class Quantize = scalar_block_quantizer>
 TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, const view<const E, 3, Space>& x,
                                            const view<std::uint8_t, 3, Space>& blocks, const ggml_unit& at,
-                                           const Rotation& rotate = {}) noexcept {
+                                           const Rotation& rotate = {}, const Quantize& quantize = {}) noexcept {
   const index_t width = ggml_unit_channels(rotation);
   float buf[Rotated ? hadamard_max_block : ggml_block_elems];
   load_channels(&x(at.row.head, at.row.token, at.channel), x.stride(2), width, buf);
@@ -450,7 +468,7 @@ TOKRED_HOST_DEVICE void ggml_quantize_unit(ggml_type type, index_t rotation, con
     keep_rounded(buf);  // the scaled values, before q4_1's x − min reads them
   }
   std::uint8_t* dst = ggml_unit_blocks(blocks, type, at);
-  for (index_t b = 0; b < width; b += ggml_block_elems, dst += ggml_block_bytes(type)) quantize_block(type, buf + b, dst);
+  for (index_t b = 0; b < width; b += ggml_block_elems, dst += ggml_block_bytes(type)) quantize(type, buf + b, dst);
 }
 
 /// Dequantizes the unit at `at` of `blocks` into `y`: one ggml block per 32 channels, rotated
