@@ -412,11 +412,13 @@ TEST_CASE("non-finite values: the block becomes NaN, its neighbours are untouche
 
 // --- the CPU's SIMD block quantizer against the codec and the oracle ------------------------------
 
-/// A block of one of eight kinds, each built for a rule quantize_block_lanes keeps with lanes
+/// A block of one of nine kinds, each built for a rule quantize_block_lanes keeps with lanes
 /// folded in any order: random values; the largest magnitude held by x and −x (the first decides
 /// q4_0's and q5_0's sign); values ≤ 0 and ≥ 0 with ±0 among them (the first zero decides q4_1's
 /// max or m); magnitudes so small that 1/d overflows; values so far apart that max − min does;
-/// ±0 only; one value repeated.
+/// ±0 only; one value repeated; for iq4_nl, id·x within a few ulps of the midpoint between two
+/// levels, where rounding the product before the level search decides the level (−127·t first,
+/// so id = 1/t, inexact for t = 3·2^e).
 void adversarial_block(rng& g, int kind, float* x) {
   const auto at = [&] { return static_cast<int>(g.next() % 32); };
   for (int j = 0; j < 32; ++j) x[j] = 2.0f * g.uniform();
@@ -446,6 +448,16 @@ void adversarial_block(rng& g, int kind, float* x) {
     case 7:
       for (int j = 1; j < 32; ++j) x[j] = x[0];
       break;
+    case 8: {
+      const float t = std::ldexp(3.0f, static_cast<int>(g.next() % 9) - 4);
+      x[0] = -127.0f * t;
+      for (int j = 1; j < 32; ++j) {
+        const auto i = static_cast<std::size_t>(g.next() % 15);
+        const float midpoint = 0.5f * static_cast<float>(iq4nl_levels[i] + iq4nl_levels[i + 1]);
+        x[j] = nudged(midpoint * t, static_cast<int>(g.next() % 9) - 4);
+      }
+      break;
+    }
     default:
       break;
   }
@@ -456,7 +468,7 @@ TEST_CASE("SIMD block quantizer: the codec's and the oracle's bytes on adversari
   for (ggml_type type : all_types) {
     INFO(ggml_type_name(type));
     const auto bytes = static_cast<std::size_t>(ggml_block_bytes(type));
-    for (int kind = 0; kind < 8; ++kind) {
+    for (int kind = 0; kind < 9; ++kind) {
       INFO("kind " << kind);
       int differing = 0;  // blocks whose bytes differ from the codec's or the oracle's
       std::vector<float> row(64 * 32);

@@ -67,6 +67,10 @@ inline float rounded_mul_add(float a, float b, float c, mul_add how) {
   return how == mul_add::fused ? f32(std::fma(a, b, c)) : f32(f32(a * b) + c);
 }
 
+/// The (uint8_t) conversion of a code: truncation, 0 where C leaves it undefined (t outside
+/// [0, 256), ±inf and NaN once 1/d overflows), as tokred documents and x86 builds of ggml give.
+inline int truncated_code(float t) { return t >= 0.0f && t < 256.0f ? static_cast<int>(std::trunc(t)) : 0; }
+
 inline bool any_non_finite(const float* x) {
   for (int j = 0; j < 32; ++j)
     if (!std::isfinite(x[j])) return true;
@@ -101,7 +105,10 @@ inline block_result quantize_block(ggml_type type, const float* x, mul_add how =
       const float id = r.d != 0.0f ? f32(1.0f / r.d) : 0.0f;
       put_half(r.bytes, r.d);
       for (int j = 0; j < 32; ++j) {
-        const long c = std::lround(f32(x[j] * id));  // roundf: half away from zero
+        // roundf, half away from zero; 0 where the int8 conversion is undefined (x·id = ±inf
+        // or NaN once 1/d overflows), as tokred documents and x86 builds of ggml give.
+        const float p = f32(x[j] * id);
+        const long c = p > -128.5f && p < 127.5f ? std::lround(p) : 0;
         r.bytes.push_back(static_cast<std::uint8_t>(c & 0xFF));
       }
       return r;
@@ -113,7 +120,7 @@ inline block_result quantize_block(ggml_type type, const float* x, mul_add how =
       const float id = r.d != 0.0f ? f32(1.0f / r.d) : 0.0f;
       for (int j = 0; j < 32; ++j) {
         const float t = rounded_mul_add(x[j], id, static_cast<float>(half) + 0.5f, how);
-        const int c = static_cast<int>(std::trunc(t));
+        const int c = truncated_code(t);
         q[j] = c > 2 * half - 1 ? 2 * half - 1 : c;
       }
       put_half(r.bytes, r.d);
@@ -129,7 +136,7 @@ inline block_result quantize_block(ggml_type type, const float* x, mul_add how =
       const float id = r.d != 0.0f ? f32(1.0f / r.d) : 0.0f;
       for (int j = 0; j < 32; ++j) {
         const float t = rounded_mul_add(f32(x[j] - lo), id, 0.5f, how);
-        const int c = static_cast<int>(std::trunc(t));
+        const int c = truncated_code(t);
         // q4_1 clamps to 15; q5_1 does not clamp and keeps the low bits of its uint8 code.
         q[j] = levels == 16 ? (c > 15 ? 15 : c) : (c & 0xFF);
       }

@@ -42,17 +42,20 @@ struct qh_bit_lanes {
 };
 inline constexpr qh_bit_lanes qh_bit_lanes_v{};
 
-/// iq4_nl's codebook as 16 float lanes, the table lookup16 reads.
+/// iq4_nl's codebook as 16 float lanes, the table lookup16 reads; `search` is the same with +inf
+/// for level 15, which the search for the level below a value never picks.
 struct iq4nl_level_lanes {
   alignas(64) float level[16] = {};
+  alignas(64) float search[16] = {};
   constexpr iq4nl_level_lanes() noexcept {
-    for (int i = 0; i < 16; ++i) level[i] = iq4nl_level(i);
+    for (int i = 0; i < 16; ++i) level[i] = search[i] = iq4nl_level(i);
+    search[15] = std::numeric_limits<float>::infinity();
   }
 };
 inline constexpr iq4nl_level_lanes iq4nl_level_lanes_v{};
 
-/// Whether dequantize_block_lanes<Arch> takes blocks of `type`: all but iq4_nl, whose codebook
-/// is a 16-lane table lookup (AVX-512 only; elsewhere the codec's loop).
+/// Whether dequantize_block_lanes<Arch> and quantize_block_lanes<Arch> take blocks of `type`: all
+/// but iq4_nl, whose codebook is a 16-lane table lookup (AVX-512 only; elsewhere the codec's loops).
 template <class Arch>
 bool has_block_lanes(ggml_type type) noexcept {
   return type != ggml_type::iq4_nl || has_lookup16<Arch>();
@@ -94,10 +97,6 @@ TOKRED_FORCE_INLINE void dequantize_block_lanes(ggml_type type, const std::uint8
   }
 }
 
-/// Whether quantize_block_lanes takes blocks of `type`: all but iq4_nl, whose least-squares
-/// scale sums its 32 products in order (the codec's loop).
-inline bool has_quantize_lanes(ggml_type type) noexcept { return type != ggml_type::iq4_nl; }
-
 /// Bit j (of 32) set where value j of the block's batches `keys` equals `key`.
 template <class Arch>
 TOKRED_FORCE_INLINE std::uint32_t block_lanes_equal(const float_batch<Arch>* keys, float key) noexcept {
@@ -121,7 +120,52 @@ TOKRED_FORCE_INLINE float sign_of_first(const float_batch<Arch>* keys, float key
   return bits_float(float_bits(std::fabs(value)) | sign);  // no branch: the sign is a coin toss per block
 }
 
-/// The codec's quantize_block for every type with has_quantize_lanes, a batch of lanes at a time:
+#if XSIMD_WITH_AVX512F
+/// quantize_iq4_nl's codes and scale for the batches `v` of a block (magnitudes `a`, the largest
+/// `amax`), returning d (only where has_lookup16<Arch>()). Each id·x takes the nearest level, the
+/// upper one on a tie, as iq4nl_codes: the level below it by a binary search of the sorted
+/// codebook (four lookups), then the nearer of it and the next. The least-squares sums add the
+/// same rounded products in the codec's order, one value at a time.
+template <class Arch>
+float iq4nl_lanes(const float_batch<Arch>* v, const float_batch<Arch>* a, float amax, u32_batch<Arch>* codes) noexcept {
+  using fb = float_batch<Arch>;
+  using ub = u32_batch<Arch>;
+  constexpr index_t w = fb::size, n = 32 / w;
+  if (amax < 1e-15f) {  // ggml's GROUP_MAX_EPS: d = 0, every code 8
+    for (index_t k = 0; k < n; ++k) codes[k] = ub(8u);
+    return 0.0f;
+  }
+  const auto u32_lanes = [](const typename fb::batch_bool_type& b) TOKRED_INLINE_LAMBDA {
+    return typename ub::batch_bool_type(static_cast<__mmask16>(b));
+  };
+  const fb id(div_rn(1.0f, div_rn(sign_of_first<Arch>(a, amax, v, amax), -127.0f)));
+  const fb levels = fb::load_aligned(iq4nl_level_lanes_v.level), search = fb::load_aligned(iq4nl_level_lanes_v.search);
+  alignas(64) float wqx[32], wqq[32];
+  for (index_t k = 0; k < n; ++k) {
+    const fb s = separate_product(id, v[k]);  // rounded before the level search subtracts from it
+    ub below(0u);  // the largest i ≤ 14 with level i ≤ s (0 if none)
+    for (std::uint32_t step = 8; step != 0; step /= 2) {
+      const ub next = below + ub(step);
+      below = xsimd::select(u32_lanes(lookup16<Arch>(search, next) <= s), next, below);
+    }
+    const fb low = lookup16<Arch>(levels, below), high = lookup16<Arch>(levels, below + ub(1u));
+    const auto lower = s - low < high - s;
+    codes[k] = xsimd::select(u32_lanes(lower), below, below + ub(1u));
+    const fb level = xsimd::select(lower, low, high);
+    const fb wq = v[k] * v[k] * level;
+    separate_product(wq, v[k]).store_aligned(wqx + k * w);
+    separate_product(wq, level).store_aligned(wqq + k * w);
+  }
+  float sumqx = 0.0f, sumq2 = 0.0f;
+  for (index_t j = 0; j < 32; ++j) {
+    sumqx += wqx[j];
+    sumq2 += wqq[j];
+  }
+  return sumq2 > 0.0f ? div_rn(sumqx, sumq2) : 0.0f;
+}
+#endif
+
+/// The codec's quantize_block for every type with has_block_lanes, a batch of lanes at a time:
 /// the same fp32 operations on the same values, so the same bytes. The 32 values are read from
 /// `x` (widened exactly; a signalling NaN may arrive quiet, which a non-finite block's bytes do
 /// not show). Each product x·id passes through separate_product before its add, so no FMA joins
@@ -168,7 +212,7 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::u
       const fb p = separate_product(v[k], id);
       codes[k] = xsimd::bitwise_cast<ub>(xsimd::to_int(p + ((p & sign) | below_half))) & ub(0xFFu);
     }
-  } else {
+  } else if (type != ggml_type::iq4_nl) {
     const bool five = type == ggml_type::q5_0 || type == ggml_type::q5_1, affine = type == ggml_type::q4_1 || type == ggml_type::q5_1;
     const float levels = five ? 32.0f : 16.0f;
     float d, min = 0.0f;
@@ -198,6 +242,10 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::u
       codes[k] = code & ub(0x0Fu);
     }
     if (five) store_u32(out + at.qh, qh);
+  } else {  // iq4_nl, where has_block_lanes
+#if XSIMD_WITH_AVX512F
+    if constexpr (has_lookup16<Arch>()) store_half(0, iq4nl_lanes<Arch>(v, a, amax, codes));
+#endif
   }
 #if XSIMD_WITH_SSE2
   if constexpr (has_code_packing<Arch>()) {
@@ -227,7 +275,7 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::u
 template <class Arch>
 struct simd_block_quantizer {
   void operator()(ggml_type type, const float* x, std::uint8_t* out) const noexcept {
-    if (has_quantize_lanes(type)) quantize_block_lanes<Arch>(type, x, out);
+    if (has_block_lanes<Arch>(type)) quantize_block_lanes<Arch>(type, x, out);
     else quantize_block(type, x, out);
   }
 };
@@ -248,7 +296,7 @@ struct backend<ggml_quantize, cpu<Arch>> {
     if (status s = detail::check_quantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
-    if (rot == 0 && in.cache.stride(2) == 1 && detail::has_quantize_lanes(p.type)) {  // straight from the row
+    if (rot == 0 && in.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type)) {  // straight from the row
       detail::for_each_ggml_unit(exec, prob, prob.head_dim, [&](const detail::ggml_unit& row) {
         const E* x = &in.cache(row.row.head, row.row.token, 0);
         std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, row);
