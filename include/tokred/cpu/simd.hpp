@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -278,6 +279,14 @@ float lanes_extreme(const float_batch<Arch>& x) noexcept {
   return e;
 }
 
+/// Bit i set where `test(v[i])` holds: the generic form of lane_mask and sign_lanes, through memory.
+template <class T, std::size_t W, class Test>
+std::uint32_t bits_where(const T (&v)[W], const Test& test) noexcept {
+  std::uint32_t m = 0;
+  for (std::size_t i = 0; i < W; ++i) m |= static_cast<std::uint32_t>(test(v[i])) << i;
+  return m;
+}
+
 /// Bit i set where lane i of `b` holds (i < size): the lanes of a float comparison as an integer.
 template <class Arch>
 TOKRED_FORCE_INLINE std::uint32_t lane_mask(const xsimd::batch_bool<float, simd_arch_t<Arch>>& b) noexcept {
@@ -291,12 +300,9 @@ TOKRED_FORCE_INLINE std::uint32_t lane_mask(const xsimd::batch_bool<float, simd_
 #if XSIMD_WITH_SSE2
   if constexpr (isa == lane_isa::sse2) return static_cast<std::uint32_t>(_mm_movemask_ps(b));
 #endif
-  constexpr index_t w = float_batch<Arch>::size;
-  alignas(64) bool v[w];
+  alignas(64) bool v[float_batch<Arch>::size];
   b.store_aligned(v);
-  std::uint32_t m = 0;
-  for (index_t i = 0; i < w; ++i) m |= static_cast<std::uint32_t>(v[i]) << i;
-  return m;
+  return bits_where(v, [](bool lane) { return lane; });
 }
 
 /// Bit i set where lane i of `x` has its sign bit set (−0 and negative NaNs too).
@@ -312,12 +318,9 @@ TOKRED_FORCE_INLINE std::uint32_t sign_lanes(const float_batch<Arch>& x) noexcep
 #if XSIMD_WITH_SSE2
   if constexpr (isa == lane_isa::sse2) return static_cast<std::uint32_t>(_mm_movemask_ps(x));
 #endif
-  constexpr index_t w = float_batch<Arch>::size;
-  alignas(64) float v[w];
+  alignas(64) float v[float_batch<Arch>::size];
   x.store_aligned(v);
-  std::uint32_t m = 0;
-  for (index_t i = 0; i < w; ++i) m |= static_cast<std::uint32_t>(std::signbit(v[i])) << i;
-  return m;
+  return bits_where(v, [](float lane) { return std::signbit(lane); });
 }
 
 /// One level of folds_of_rows' tree: out[i] = fold(low(a, b), high(a, b)) for the pair a, b =
