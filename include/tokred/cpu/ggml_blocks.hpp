@@ -166,14 +166,14 @@ float iq4nl_lanes(const float_batch<Arch>* v, const float_batch<Arch>* a, float 
 #endif
 
 /// The codec's quantize_block for every type with has_block_lanes, a batch of lanes at a time:
-/// the same fp32 operations on the same values, so the same bytes. The 32 values are read from
-/// `x` (widened exactly; a signalling NaN may arrive quiet, which a non-finite block's bytes do
-/// not show). Each product x·id passes through separate_product before its add, so no FMA joins
-/// them. The block's extremes are folded across lanes in any order, exact for finite values; where
-/// the codec's first-of-equals rule tells equal values apart by sign, sign_of_first finds it. The
-/// codes are narrowed to bytes in registers on x86 (code_bytes), through an array elsewhere.
-template <class Arch, class E>
-TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::uint8_t* out) noexcept {
+/// the same fp32 operations on the same values, so the same bytes. `v` holds the block's 32
+/// values, value j in lane j mod size of v[j / size]. Each product x·id passes through
+/// separate_product before its add, so no FMA joins them. The block's extremes are folded across
+/// lanes in any order, exact for finite values; where the codec's first-of-equals rule tells equal
+/// values apart by sign, sign_of_first finds it. The codes are narrowed to bytes in registers on
+/// x86 (code_bytes), through an array elsewhere.
+template <class Arch>
+TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<Arch>* v, std::uint8_t* out) noexcept {
   using fb = float_batch<Arch>;
   using ub = u32_batch<Arch>;
   constexpr index_t w = fb::size, n = 32 / w;
@@ -184,8 +184,8 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::u
     out[at + 1] = static_cast<std::uint8_t>(h >> 8);
   };
   const ggml_block_fields at = ggml_fields_of(type);
-  fb v[n], a[n];
-  for (index_t k = 0; k < n; ++k) v[k] = load_operands<Arch>(x + k * w), a[k] = xsimd::abs(v[k]);
+  fb a[n];
+  for (index_t k = 0; k < n; ++k) a[k] = xsimd::abs(v[k]);
   const fb finite_max(std::numeric_limits<float>::max());
   auto finite = a[0] <= finite_max;  // false for NaN and ±inf
   fb largest = a[0];
@@ -270,12 +270,22 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const E* x, std::u
   }
 }
 
+/// quantize_block_lanes of the 32 values at `x`, widened exactly (a signalling NaN may arrive
+/// quiet, which a non-finite block's bytes do not show).
+template <class Arch, class E>
+TOKRED_FORCE_INLINE void quantize_block_at(ggml_type type, const E* x, std::uint8_t* out) noexcept {
+  constexpr index_t w = float_batch<Arch>::size;
+  float_batch<Arch> v[32 / w];
+  for (index_t k = 0; k < 32 / w; ++k) v[k] = load_operands<Arch>(x + k * w);
+  quantize_block_lanes<Arch>(type, v, out);
+}
+
 /// The block quantizer the CPU passes to the codec's units: quantize_block_lanes where it takes
 /// the type, the codec's quantize_block otherwise.
 template <class Arch>
 struct simd_block_quantizer {
   void operator()(ggml_type type, const float* x, std::uint8_t* out) const noexcept {
-    if (has_block_lanes<Arch>(type)) quantize_block_lanes<Arch>(type, x, out);
+    if (has_block_lanes<Arch>(type)) quantize_block_at<Arch>(type, x, out);
     else quantize_block(type, x, out);
   }
 };
@@ -296,12 +306,29 @@ struct backend<ggml_quantize, cpu<Arch>> {
     if (status s = detail::check_quantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
-    if (rot == 0 && in.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type)) {  // straight from the row
+    const bool lanes = in.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type);
+    if (rot == 0 && lanes) {  // straight from the row
       detail::for_each_ggml_unit(exec, prob, prob.head_dim, [&](const detail::ggml_unit& row) {
         const E* x = &in.cache(row.row.head, row.row.token, 0);
         std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, row);
         for (index_t c = 0; c < prob.head_dim; c += ggml_block_elems, dst += ggml_block_bytes(p.type))
-          detail::quantize_block_lanes<Arch>(p.type, x + c, dst);
+          detail::quantize_block_at<Arch>(p.type, x + c, dst);
+      });
+      return status::ok;
+    }
+    if (lanes) {  // the row's units rotated in registers, scaled and rounded, then their blocks
+      using fb = detail::float_batch<Arch>;
+      constexpr index_t w = fb::size;
+      const fb scale(detail::hadamard_scale(rot));
+      detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) {
+        fb v[detail::hadamard_max_block / w];
+        const E* x = &in.cache(at.row.head, at.row.token, at.channel);
+        for (index_t k = 0; k < rot / w; ++k) v[k] = detail::load_operands<Arch>(x + k * w);
+        detail::hadamard_butterflies<Arch>(v, rot);
+        for (index_t k = 0; k < rot / w; ++k) v[k] = detail::separate_product(v[k], scale);
+        std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, at);
+        for (index_t b = 0; b < rot; b += ggml_block_elems, dst += ggml_block_bytes(p.type))
+          detail::quantize_block_lanes<Arch>(p.type, v + b / w, dst);
       });
       return status::ok;
     }
