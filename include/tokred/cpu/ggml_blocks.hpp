@@ -308,7 +308,7 @@ struct backend<ggml_quantize, cpu<Arch>> {
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
     const bool lanes = in.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type);
     if (rot == 0 && lanes) {  // straight from the row
-      detail::for_each_ggml_unit(exec, prob, prob.head_dim, [&](const detail::ggml_unit& row) {
+      detail::for_each_ggml_unit(exec, prob, prob.head_dim, [&](const detail::ggml_unit& row) TOKRED_INLINE_LAMBDA {
         const E* x = &in.cache(row.row.head, row.row.token, 0);
         std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, row);
         for (index_t c = 0; c < prob.head_dim; c += ggml_block_elems, dst += ggml_block_bytes(p.type))
@@ -320,7 +320,7 @@ struct backend<ggml_quantize, cpu<Arch>> {
       using fb = detail::float_batch<Arch>;
       constexpr index_t w = fb::size;
       const fb scale(detail::hadamard_scale(rot));
-      detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) {
+      detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) TOKRED_INLINE_LAMBDA {
         fb v[detail::hadamard_max_block / w];
         const E* x = &in.cache(at.row.head, at.row.token, at.channel);
         for (index_t k = 0; k < rot / w; ++k) v[k] = detail::load_operands<Arch>(x + k * w);
