@@ -363,7 +363,7 @@ struct backend<ggml_dequantize, cpu<Arch>> {
     using fb = detail::float_batch<Arch>;
     if (rot != 0 && lanes) {  // blocks into batches of lanes, rotated back into the row
       const float scale = detail::hadamard_scale(rot);
-      detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) {
+      detail::for_each_ggml_unit(exec, prob, rot, [&](const detail::ggml_unit& at) TOKRED_INLINE_LAMBDA {
         fb v[detail::hadamard_max_block / fb::size];
         const std::uint8_t* src = detail::ggml_unit_blocks(in.blocks, p.type, at);
         for (index_t b = 0; b < rot; b += ggml_block_elems, src += ggml_block_bytes(p.type))
@@ -377,7 +377,7 @@ struct backend<ggml_dequantize, cpu<Arch>> {
         detail::ggml_dequantize_unit<true>(p.type, rot, in.blocks, out.cache, at, rotate);
       });
     } else if (lanes) {
-      detail::for_each_ggml_unit(exec, prob, ggml_block_elems, [&](const detail::ggml_unit& at) {
+      detail::for_each_ggml_unit(exec, prob, ggml_block_elems, [&](const detail::ggml_unit& at) TOKRED_INLINE_LAMBDA {
         E* const y = &out.cache(at.row.head, at.row.token, at.channel);
         detail::dequantize_block_lanes<Arch>(p.type, detail::ggml_unit_blocks(in.blocks, p.type, at),
                                              [y](index_t j, const fb& x) TOKRED_INLINE_LAMBDA { detail::store_floats<Arch>(y + j, x); });
