@@ -224,20 +224,45 @@ struct device_merge_outputs {
   }
 };
 
+/// Which of a merge's five outputs a call requests (a set of bits).
+enum merge_output : unsigned {
+  merged_tokens = 1, merged_source = 2, merged_positions = 4, merged_sizes = 8, merged_assign = 16,
+  every_merge_output = 31
+};
+
+/// Each output alone, and source with positions (the outputs that need no merged rows).
+inline constexpr unsigned merge_output_subsets[] = {merged_tokens, merged_source, merged_positions, merged_sizes,
+                                                    merged_assign, merged_source | merged_positions};
+
+/// `o` with the outputs outside `wanted` left unrequested (empty views).
+template <class Outputs>
+Outputs only_outputs(Outputs o, unsigned wanted) {
+  if ((wanted & merged_tokens) == 0) o.tokens = {};
+  if ((wanted & merged_source) == 0) o.source = {};
+  if ((wanted & merged_positions) == 0) o.positions = {};
+  if ((wanted & merged_sizes) == 0) o.sizes = {};
+  if ((wanted & merged_assign) == 0) o.assign = {};
+  return o;
+}
+
 /// Runs merge policy `p` (outputs into Eout) on the CPU backend `cpu<>` and on the CUDA stream
 /// with the same inputs (`rows` of them), and checks every output bit for bit. With `captured`,
-/// the CUDA call is captured into a graph and replayed (capture_and_replay) instead.
+/// the CUDA call is captured into a graph and replayed (capture_and_replay) instead. Only the
+/// outputs in `wanted` are requested from either backend; the others must keep their sentinels.
 template <class Eout, class P, class HostInputs, class DeviceInputs>
 void compare_merge_with_cpu(const P& p, const problem& prob, index_t rows, const HostInputs& host_in,
-                            const DeviceInputs& device_in, const std::string& what, bool captured = false) {
+                            const DeviceInputs& device_in, const std::string& what, bool captured = false,
+                            unsigned wanted = every_merge_output) {
   const index_t kept = retained_count(p, prob);
   merge_buffers<Eout> expected(kept, rows, prob.dim);
   host_workspace host_ws(workspace_bytes(cpu{}, p, prob));
-  check(apply(cpu{}, p, host_in, expected.outputs(), host_ws.get()) == status::ok, what + ": cpu");
+  check(apply(cpu{}, p, host_in, only_outputs(expected.outputs(), wanted), host_ws.get()) == status::ok,
+        what + ": cpu");
   const device_merge_outputs<Eout> out(merge_buffers<Eout>(kept, rows, prob.dim));
   device_buffer<std::byte> ws(workspace_bytes(tokred::cuda{}, p, prob));
   const auto enqueue = [&] {
-    return apply(tokred::cuda{test_stream()}, p, device_in, out.views(), workspace{ws.get(), ws.size()});
+    return apply(tokred::cuda{test_stream()}, p, device_in, only_outputs(out.views(), wanted),
+                 workspace{ws.get(), ws.size()});
   };
   if (captured) {
     if (!capture_and_replay([&] { return std::vector<status>{enqueue()}; })) return;

@@ -201,6 +201,16 @@ void bad_input() {
   check(out.download().untouched(), "bad input: outputs untouched");
 }
 
+/// Subsets of the outputs (merge_output_subsets), with carried sizes: the outputs left out stay
+/// untouched, the others are the CPU backend's.
+void output_subsets() {
+  const tome_case<float> tc(image_grid(12, 12), 24, layout::contiguous, 19, true);
+  for (const unsigned wanted : merge_output_subsets)
+    for (const index_t r : {0, 30})
+      compare_merge_with_cpu<float>(tome{r, 1}, problem{tc.grid, tc.dim}, tc.grid.tokens(), tc.host_inputs(true),
+                                    tc.device_inputs(true), "outputs " + str(wanted) + " r " + str(r), false, wanted);
+}
+
 /// tome captured into a graph and replayed: the CPU backend's outputs.
 void graph_capture() {
   const tome_case<f16> tc(image_grid(12, 12), 40, layout::contiguous, 11, true);
@@ -223,6 +233,7 @@ int main() {
   special_rows();
   image_sized();
   bad_input();
+  output_subsets();
   graph_capture();
   return summary();
 }

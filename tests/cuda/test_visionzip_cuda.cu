@@ -122,6 +122,15 @@ void bad_input() {
   check(out.download().untouched(), "bad input: outputs untouched");
 }
 
+/// Subsets of the outputs (merge_output_subsets): the outputs left out stay untouched, the others
+/// are the CPU backend's.
+void output_subsets() {
+  const vzip_case<float> vc(image_grid(12, 12), true, 24, 16, layout::contiguous, 23);
+  for (const unsigned wanted : merge_output_subsets)
+    compare_merge_with_cpu<float>(visionzip{14, 6}, problem{vc.grid, vc.dim}, vc.rows_n, vc.host(true),
+                                  vc.device(true), "outputs " + str(wanted), false, wanted);
+}
+
 /// visionzip captured into a graph and replayed: the CPU backend's outputs.
 void graph_capture() {
   const vzip_case<f16> vc(image_grid(12, 12), true, 40, 16, layout::contiguous, 11);
@@ -142,6 +151,7 @@ int main() {
   case_table<f16, float>();
   larger_and_special();
   bad_input();
+  output_subsets();
   graph_capture();
   return summary();
 }

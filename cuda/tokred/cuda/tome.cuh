@@ -313,6 +313,13 @@ __global__ void __launch_bounds__(item_threads)
   });
 }
 
+/// Whether the outputs read the groups' members (the merged rows and their sizes): only then does
+/// members_kernel run; source and positions need the representative alone.
+template <class Eout>
+TOKRED_HOST_DEVICE bool reads_members(const merge_outputs<Eout, device_space>& out) {
+  return requested(out.tokens) || requested(out.sizes);
+}
+
 /// The group of output slot q: its representative, then (a B token) the sources merged into it.
 struct slot_group {
   index_t rep = 0;
@@ -326,9 +333,10 @@ __global__ void __launch_bounds__(write_threads)
                  merge_outputs<Eout, device_space> out) {
   const index_t dim = in.tokens.extent(1);
   const auto weight = [&](index_t i) { return requested(in.sizes) ? in.sizes(i) : 1.0f; };
+  const bool grouped = merging && reads_members(out);
   for (index_t q = blockIdx.x; q < kept; q += gridDim.x) {
     slot_group g{merging ? s.rep[q] : q, nullptr, 0};
-    if (merging && (g.rep & 1) != 0) {
+    if (grouped && (g.rep & 1) != 0) {
       const index_t j = g.rep / 2;
       g.sources = s.members + s.offsets[j];
       g.count = s.offsets[j + 1] - s.offsets[j];
@@ -430,7 +438,7 @@ struct backend<tome, cuda> {
       cu::rank_kernel<<<detail::blocks_for(plan.candidates(), cu::item_threads), cu::item_threads, 0, exec.stream>>>(
           a, plan.s.a_protected, c.r, s.similarity, s.rank, s.order);
       cu::layout_kernel<<<1, cu::layout_threads, 0, exec.stream>>>(plan, s.partner, s.rank, s, out.assign);
-      if (detail::requested(out.tokens) || detail::requested(out.sizes))  // the groups' members
+      if (cu::reads_members(out))
         cu::members_kernel<<<detail::blocks_for(c.r, cu::item_threads), cu::item_threads, 0, exec.stream>>>(
             c.r, s.partner, s);
     } else if (detail::requested(out.assign)) {
