@@ -2,7 +2,8 @@
 // keys against the dot products of the query with vidkv_key_dequantize's fp32 keys (within the
 // fp32 bound of the folded sums) for every key setting, both dequantization modes, fp32, fp16 and
 // bf16, grouped-query heads, a residual, every layout and 1–3 shares bit for bit; the spectral
-// identity by hand; and every bad input with the scores untouched.
+// identity by hand; the CUDA units on a corrupt channel list; and every bad input with the scores
+// untouched.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -219,6 +220,31 @@ TEST_CASE("vidkv_key_scores: the spectral part by hand, one token, one easy pair
   for (const bool vidkv : {false, true}) {
     const std::vector<float> got = run_scores(vidkv_key_scores{k, vidkv}, vidkv_score_inputs<float>{make_view(q, 1, 2), kb.in(), {}}, 32, 2);
     for (float s : got) CHECK(s == 1.0f);
+  }
+}
+
+TEST_CASE("vidkv_key_scores: the CUDA units read no query outside its row from a corrupt channel list",
+          "[vidkv_scores]") {
+  // The device takes the channel list as quantization wrote it. An entry naming no channel (< 0 or
+  // >= head_dim) contributes a zero query, here the same as a valid list naming channel 5, whose
+  // query is 0; the row holds head_dim values exactly, so a read outside it fails under ASan.
+  const index_t dim = 6;
+  vidkv_key_layout l{};
+  l.difficult = 2;
+  l.easy = 4;
+  const std::vector<float> q = {0.5f, -1.25f, 2.0f, 0.75f, 3.0f, 0.0f};
+  const std::vector<std::int64_t> corrupt = {-1, dim, 0, 2, std::int64_t{1} << 40, 3};
+  const std::vector<std::int64_t> valid = {5, 5, 0, 2, 5, 3};
+  std::vector<double> cos_rows(static_cast<std::size_t>(l.easy) + 1), sin_rows(cos_rows.size());
+  detail::fill_twiddle_rows(cos_rows.data(), sin_rows.data(), l.easy);
+  const view<const float, 2> queries(q.data(), {1, dim});
+  for (index_t i = 0; i < l.difficult + 2 * l.easy; ++i) {
+    INFO("query value " << i);
+    const float got = detail::vidkv_score_query(cos_rows.data(), sin_rows.data(), l, queries,
+                                                view<const std::int64_t, 1>(corrupt.data(), {dim}), 0, i);
+    const float want = detail::vidkv_score_query(cos_rows.data(), sin_rows.data(), l, queries,
+                                                 view<const std::int64_t, 1>(valid.data(), {dim}), 0, i);
+    CHECK(std::memcmp(&got, &want, sizeof got) == 0);
   }
 }
 

@@ -24,7 +24,9 @@
 // zero points and dequantized keys are the CPU backend's bit for bit (NaN payloads aside). The
 // twiddles (cos and sin of 2π·r/n in double) are computed on the host, as the CPU backend
 // computes them, and passed to the kernels as a __grid_constant__ table: at most
-// vidkv_max_easy easy channels (invalid_parameter above).
+// vidkv_max_easy easy channels, and head_dim at most max_head_dim, the channels whose ranking
+// keys fit the 48 KB of shared memory a launch gets without an opt-in (invalid_parameter above:
+// within_device_limits).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -57,6 +59,17 @@ inline constexpr index_t rows_per_block = 64;
 inline index_t extreme_blocks(index_t rows) noexcept {
   const index_t b = (rows + rows_per_block - 1) / rows_per_block;
   return b < 1 ? 1 : b > 1024 ? 1024 : b;
+}
+
+/// The widest head the kernels take: the rank kernel stages two 32-bit keys per channel, the
+/// scores kernel k + 2n ≤ D + vidkv_max_easy floats, each within 48 KB of shared memory.
+inline constexpr index_t max_head_dim = 6144;
+static_assert(2 * max_head_dim * sizeof(std::uint32_t) <= 48 * 1024, "tokred: the rank kernel's keys");
+static_assert((max_head_dim + vidkv_max_easy) * sizeof(float) <= 48 * 1024, "tokred: the scores kernel's queries");
+
+/// Whether the kernels take key layout `l` (invalid_parameter otherwise).
+inline bool within_device_limits(const vidkv_key_layout& l) noexcept {
+  return l.easy <= vidkv_max_easy && l.difficult + l.easy <= max_head_dim;
 }
 
 /// The twiddles of an n-point DFT, n ≤ vidkv_max_easy, as a kernel parameter.
@@ -232,7 +245,7 @@ status launch_key_dequantize(const cuda& exec, const vidkv_key_layout& l, bool e
 }  // namespace detail
 
 /// VidKV key quantization on a CUDA stream: fp32, fp16 and bf16 chunks with any strides; packed
-/// codes with inner stride 1; at most vidkv_max_easy easy channels. Workspace: the channel
+/// codes with inner stride 1; within_device_limits (≤ 256 easy channels, head_dim ≤ 6144). Workspace: the channel
 /// extremes when some but not all channels are difficult (`workspace_bytes`). Checks run on the
 /// host in the CPU backend's order (nothing is launched when one fails).
 template <>
@@ -252,7 +265,7 @@ struct backend<vidkv_key_quantize, cuda> {
     if (status s = detail::check_key_quantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
-    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    if (!cu::within_device_limits(l)) return status::invalid_parameter;
     detail::arena counter;
     cu::carve_keys(counter, l, prob);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
@@ -277,7 +290,7 @@ struct backend<vidkv_key_dequantize, cuda> {
     if (status s = detail::check_key_dequantize(exec, p, in, out); s != status::ok) return s;
     const kv_problem prob = detail::kv_problem_of(out.cache);
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
-    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    if (!cu::within_device_limits(l)) return status::invalid_parameter;
     if (detail::packed_keys_overlap(detail::used_parts(in, l), out.cache)) return status::aliasing;
     return cu::launch_key_dequantize(exec, l, p.keys.round_each_op, p.vidkv_dequant, in, out.cache);
   }
@@ -285,10 +298,11 @@ struct backend<vidkv_key_dequantize, cuda> {
 
 /// Logits from VidKV packed keys on a CUDA stream: one launch, no workspace; fp32/fp16/bf16
 /// caches and queries of the same type, any strides; codes with inner stride 1; at most
-/// vidkv_max_easy easy channels. Each logit sums its key's products in channel order in fp32
-/// (within fp32 rounding of the dot product with the dequantized key, as on the CPU; not the
-/// CPU's bits, whose SIMD sums run in another order). `channels` is used as quantization wrote
-/// it (a corrupt list is not detected).
+/// vidkv_max_easy easy channels, head_dim at most max_head_dim. Each logit sums its key's
+/// products in channel order in fp32 (within fp32 rounding of the dot product with the
+/// dequantized key, as on the CPU; not the CPU's bits, whose SIMD sums run in another order).
+/// `channels` is used as quantization wrote it: a corrupt list is not detected, but an entry naming no channel reads a zero query value,
+/// never memory outside the query row.
 template <>
 struct backend<vidkv_key_scores, cuda> {
   static std::size_t workspace_bytes(const cuda&, const vidkv_key_scores&, const kv_problem&) { return 0; }
@@ -301,7 +315,7 @@ struct backend<vidkv_key_scores, cuda> {
     if (status s = detail::check_vidkv_score_call(exec, p, in, out, [] { return true; }); s != status::ok) return s;
     const kv_problem prob = detail::vidkv_score_problem(p, in);
     const vidkv_key_layout l = vidkv_key_layout_of(p.keys, prob.head_dim);
-    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    if (!cu::within_device_limits(l)) return status::invalid_parameter;
     const detail::vidkv_key_plan w{l, false, p.vidkv_dequant, prob.heads, prob.tokens};
     const index_t tiles = (out.scores.extent(1) + cu::score_threads - 1) / cu::score_threads;
     const unsigned blocks = detail::blocks_for(out.scores.extent(0) * tiles, 1);

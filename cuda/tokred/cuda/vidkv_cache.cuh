@@ -73,8 +73,8 @@ void with_value_scheme(const vidkv& c, F&& f) {
 }  // namespace detail
 
 /// VidKV append on a CUDA stream: fp32, fp16 and bf16 caches, any strides on the new tokens,
-/// the seen tokens and the residuals; packed codes with inner stride 1; at most vidkv_max_easy
-/// easy key channels. Workspace: the key quantizer's (`workspace_bytes`, from the capacity).
+/// the seen tokens and the residuals; packed codes with inner stride 1; within_device_limits (≤ 256
+/// easy key channels, head_dim ≤ 6144). Workspace: the key quantizer's (`workspace_bytes`, from the capacity).
 /// Checks run on the host in the CPU backend's order (nothing is launched when one fails),
 /// but for the device-resident salient list (see the header comment).
 template <>
@@ -95,7 +95,7 @@ struct backend<vidkv_append, cuda> {
     const vidkv& c = p.cache;
     const kv_problem storage = detail::vidkv_storage(c, cache);
     const vidkv_key_layout l = vidkv_key_layout_of(vidkv_keys_of(c), storage.head_dim);
-    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    if (!cu::within_device_limits(l)) return status::invalid_parameter;
     detail::arena counter;
     cu::carve_keys(counter, l, storage);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
@@ -123,8 +123,9 @@ struct backend<vidkv_append, cuda> {
 };
 
 /// VidKV read on a CUDA stream: any output element type and strides; no workspace; at most
-/// vidkv_max_easy easy key channels. Checks run on the host in the CPU backend's order (nothing
-/// is launched when one fails), but for the device-resident lists (see the header comment).
+/// vidkv_max_easy easy key channels, head_dim at most max_head_dim. Checks run on the host in
+/// the CPU backend's order (nothing is launched when one fails), but for the device-resident
+/// lists (see the header comment).
 template <>
 struct backend<vidkv_read, cuda> {
   static std::size_t workspace_bytes(const cuda&, const vidkv_read&, const kv_problem&) { return 0; }
@@ -138,7 +139,7 @@ struct backend<vidkv_read, cuda> {
     const vidkv& c = p.cache;
     if (detail::vidkv_read_overlaps(c, in, out)) return status::aliasing;
     const vidkv_key_layout l = vidkv_key_layout_of(vidkv_keys_of(c), out.keys.extent(2));
-    if (l.easy > detail::vidkv_max_easy) return status::invalid_parameter;
+    if (!cu::within_device_limits(l)) return status::invalid_parameter;
     if (in.state.packed > 0)
       if (status s = cu::launch_key_dequantize(exec, l, c.round_each_op, c.vidkv_dequant, in.cache.keys,
                                                token_range(out.keys, 0, in.state.packed));

@@ -340,20 +340,28 @@ TOKRED_HOST_DEVICE void vidkv_easy_dequantize(const vidkv_key_plan& w, const dou
 /// `channels(i)`; then Q_m/n as interleaved reals (Re, Im), Q the DFT of the query's easy
 /// values in channel-list order, Σ_j q_j·e^(−2πi·jm/n) in double over the keys' twiddles,
 /// rounded to fp32 (Im of bins 0 and n/2 is 0: the inverse DFT reads none there).
+/// Query head h's value at channel `c` of the keys' channel list; 0 for an entry that names no
+/// channel (a corrupt list on the device, which is not checked first: nothing is read outside
+/// the row).
+template <class E, class Space>
+TOKRED_HOST_DEVICE float query_at_channel(const view<const E, 2, Space>& queries, index_t h, std::int64_t c) noexcept {
+  return c >= 0 && c < queries.extent(1) ? widen(queries(h, c)) : 0.0f;
+}
+
 template <class E, class Space>
 TOKRED_HOST_DEVICE float vidkv_score_query(const double* cos_rows, const double* sin_rows, const vidkv_key_layout& l,
                                            const view<const E, 2, Space>& queries,
                                            const view<const std::int64_t, 1, Space>& channels, index_t h,
                                            index_t i) noexcept {
   const index_t k = l.difficult, n = l.easy;
-  if (i < k) return widen(queries(h, channels(i)));
+  if (i < k) return query_at_channel(queries, h, channels(i));
   const index_t comp = i - k, m = comp / 2;
   const bool imag = comp % 2 != 0;
   if (imag && dft_fold(n).real_bin(m)) return 0.0f;
   double sum = 0.0;
   for (index_t j = 0; j < n; ++j) {
     const index_t r = j * m % n;
-    const double q = static_cast<double>(widen(queries(h, channels(k + j))));
+    const double q = static_cast<double>(query_at_channel(queries, h, channels(k + j)));
     sum = imag ? sub_rn(sum, mul_rn(q, sin_rows[r])) : add_rn(sum, mul_rn(q, cos_rows[r]));
   }
   return static_cast<float>(div_rn(sum, static_cast<double>(n)));
