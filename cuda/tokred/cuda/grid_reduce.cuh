@@ -20,11 +20,11 @@
 // NaN payloads are not kept by arithmetic: the GPU returns its canonical NaN where an x86 CPU
 // returns the payload of an operand.
 //
-// Bilinear's taps and λ come from detail::bilinear_tap_at, shared with the CPU. Its fp32
-// `scale * (o + 0.5f) - 0.5f` is written as two roundings, but nvcc contracts it into one FMA in
-// device code (and g++ may too with -mfma): λ then differs in its last bit for about 6 % of the
-// (in, out, o) triples up to 64, and the nearest-tap `source` can flip where λ is within an ulp
-// of 0.5. Values are bit-identical to the CPU only where both sides round it alike.
+// Bilinear's taps and λ come from detail::bilinear_tap_at, shared with the CPU: the scale is a
+// correctly rounded fp32 quotient (div_rn), and the source coordinate scale·(o + ½) − ½ is formed
+// in double, where the product of a float and a half-integer below 2^28 is exact. A fused
+// multiply-add (nvcc contracts by default, g++ with -mfma) therefore rounds it as the separate
+// steps do, and λ, the taps and the nearest-tap `source` are the CPU's bits.
 #pragma once
 
 #include <cmath>
@@ -464,8 +464,7 @@ template <>
 struct backend<adaptive_pool, cuda> : detail::cuda_grid::row_reduce_backend<adaptive_pool> {};
 
 /// Bilinear resampling on a CUDA stream: no workspace, one launch; bit-identical to the CPU
-/// backend wherever both sides' `bilinear_tap_at` round the source coordinate alike (see the
-/// file comment). See `tokred::bilinear`.
+/// backend (see the file comment). See `tokred::bilinear`.
 template <>
 struct backend<bilinear, cuda> : detail::cuda_grid::row_reduce_backend<bilinear> {};
 

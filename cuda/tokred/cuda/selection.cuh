@@ -376,7 +376,7 @@ status launch_emit(const cuda& exec, const IndexOf& index_of, index_t kept, cons
                    const view<const Ein, 2, device_space>& tokens,  // (tokens, dim)
                    const selection_outputs<Eout, device_space>& out) {
   const emit_flags want{requested(out.tokens), requested(out.source), requested(out.positions)};
-  if (!want.tokens && !want.source && !want.positions) return status::ok;
+  if (kept == 0 || (!want.tokens && !want.source && !want.positions)) return status::ok;  // no launch of 0 blocks
   const index_t dim = want.tokens ? tokens.extent(1) : 0;
   const bool vectorised = want.tokens && rows_vectorisable(tokens, out.tokens);
   const index_t units = vectorised ? (dim * static_cast<index_t>(sizeof(Ein)) + 15) / 16 : dim;

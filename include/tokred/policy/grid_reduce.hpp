@@ -21,6 +21,7 @@
 #include "tokred/core/checks.hpp"
 #include "tokred/core/contract.hpp"
 #include "tokred/core/grid.hpp"
+#include "tokred/core/rounded.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
 
@@ -161,16 +162,20 @@ struct bilinear_tap {
   float lambda = 0.0f;
 };
 
+/// a / b in fp32, correctly rounded on both sides whatever nvcc's flags (div_rn).
+TOKRED_HOST_DEVICE inline float float_ratio(index_t a, index_t b) noexcept {
+  return div_rn(static_cast<float>(a), static_cast<float>(b));
+}
+
 TOKRED_HOST_DEVICE inline bilinear_tap bilinear_tap_at(index_t o, index_t in, index_t out,
                                                        bool align_corners) noexcept {
   if (in == out) return {o, o, 0.0f};
   double src;
   if (align_corners) {
-    const float scale =
-        out > 1 ? static_cast<float>(in - 1) / static_cast<float>(out - 1) : 0.0f;
+    const float scale = out > 1 ? float_ratio(in - 1, out - 1) : 0.0f;
     src = static_cast<double>(scale) * static_cast<double>(o);
   } else {
-    const float scale = static_cast<float>(in) / static_cast<float>(out);
+    const float scale = float_ratio(in, out);
     src = static_cast<double>(scale) * (static_cast<double>(o) + 0.5) - 0.5;
     if (src < 0.0) src = 0.0;
   }
@@ -247,19 +252,19 @@ TOKRED_HOST_DEVICE inline grid_meta meta_at(const bilinear& p, const token_grid&
   const bilinear_tap h = bilinear_tap_at(o.h, in.height, out.height, p.align_corners);
   const bilinear_tap w = bilinear_tap_at(o.w, in.width, out.width, p.align_corners);
   return {flat_index(in, o.t, h.lambda >= 0.5f ? h.i1 : h.i0, w.lambda >= 0.5f ? w.i1 : w.i0),
-          static_cast<float>(in.frame_tokens()) / static_cast<float>(out.frame_tokens())};
+          float_ratio(in.frame_tokens(), out.frame_tokens())};
 }
 
 /// DCT low-pass (both outputs): output index o of a transformed axis stands for the centre of
 /// the o-th of `out` equal stretches of the axis, floor((2o + 1)·in / (2·out)); size = the
 /// token ratio N / N'.
-TOKRED_HOST_DEVICE constexpr grid_meta meta_at(const dct_lowpass&, const token_grid& in,
+TOKRED_HOST_DEVICE inline grid_meta meta_at(const dct_lowpass&, const token_grid& in,
                                                const token_grid& out, index_t j) noexcept {
   const token_position o = output_cell(out, j);
   const auto centre = [](index_t i, index_t n, index_t m) { return (2 * i + 1) * n / (2 * m); };
   return {flat_index(in, centre(o.t, in.frames, out.frames), centre(o.h, in.height, out.height),
                      centre(o.w, in.width, out.width)),
-          static_cast<float>(in.tokens()) / static_cast<float>(out.tokens())};
+          float_ratio(in.tokens(), out.tokens())};
 }
 
 /// The (T', H', W') a policy produces from `grid`, and the status if it produces none.
