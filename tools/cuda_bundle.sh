@@ -10,12 +10,17 @@
 # On the GPU machine:
 #
 #   tar xf tokred-cuda.tar.gz
-#   bash tokred-cuda/run.sh [--tests-only] [RESULTS_DIR] [REGEX]
+#   bash tokred-cuda/run.sh [--tests-only | --bench-only] [--min-time S] [--filter REGEX]
+#                           [--timeout S] [RESULTS_DIR] [PROGRAM_REGEX]
 #
-# runs every test program, then (unless --tests-only) every benchmark program, whose name matches
-# REGEX (default: all), and leaves in RESULTS_DIR (default: tokred-cuda-results) each program's
-# output, each benchmark's JSON (3 repetitions, aggregates), and summary.txt. It exits 1 if a
-# test failed or if there was no device to run on (every test skipped).
+# runs every test program, then every benchmark program, whose name matches PROGRAM_REGEX
+# (default: all), each under a time limit, and leaves in RESULTS_DIR (default:
+# tokred-cuda-results) each program's output, each benchmark's JSON (3 repetitions, aggregates),
+# and summary.txt; see tools/cuda_run.sh. It exits 1 if a program failed or if there was no
+# device to run on (every test skipped).
+#
+# The build tree must hold every program: one per tests/cuda/test_*_cuda.cu (and the _fma twins
+# the build defines) and, where it builds benchmarks, one per bench/cuda/bench_*_cuda.cu.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(cd "${1:-$root/build}" && pwd)"
@@ -25,6 +30,22 @@ mapfile -t tests < <(find "$build/tests/cuda" -maxdepth 1 -type f -executable -n
 mapfile -t benches < <(find "$build/bench/cuda" -maxdepth 1 -type f -executable -name 'bench_*' 2>/dev/null | sort)
 if ((${#tests[@]} == 0)); then
   echo "tokred: no CUDA test programs in $build/tests/cuda (configure with a CUDA compiler and build first)" >&2
+  exit 1
+fi
+# Every program the sources define must be built: a bundle missing one would skip it unseen.
+missing=()
+for source in "$root"/tests/cuda/test_*_cuda.cu; do
+  name="$(basename "$source" .cu)"
+  [[ -x "$build/tests/cuda/$name" ]] || missing+=("tests/cuda/$name")
+done
+if ((${#benches[@]} > 0)); then
+  for source in "$root"/bench/cuda/bench_*_cuda.cu; do
+    name="$(basename "$source" .cu)"
+    [[ -x "$build/bench/cuda/$name" ]] || missing+=("bench/cuda/$name")
+  done
+fi
+if ((${#missing[@]} > 0)); then
+  echo "tokred: not built in $build: ${missing[*]} (cmake --build $build first)" >&2
   exit 1
 fi
 
@@ -45,55 +66,7 @@ done | sort -u | while read -r lib; do
   esac
 done
 
-cat > "$stage/tokred-cuda/run.sh" <<'RUNNER'
-#!/usr/bin/env bash
-# Runs the bundled CUDA tests, then the benchmarks; see tools/cuda_bundle.sh in tokred.
-set -uo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-benchmarks=1
-if [[ "${1:-}" == --tests-only ]]; then
-  benchmarks=0
-  shift
-fi
-out="${1:-tokred-cuda-results}"
-pattern="${2:-.}"
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-summary="$out/summary.txt"
-: > "$summary"
-passed=0 failed=0 skipped=0
-for program in "$here"/tests/*; do
-  name="$(basename "$program")"
-  [[ "$name" =~ $pattern ]] || continue
-  start=$SECONDS
-  "$program" > "$out/$name.txt" 2>&1
-  rc=$?
-  case $rc in
-    0) verdict=passed; passed=$((passed + 1)) ;;
-    77) verdict=skipped; skipped=$((skipped + 1)) ;;
-    *) verdict="FAILED (exit $rc)"; failed=$((failed + 1)) ;;
-  esac
-  echo "test  $name: $verdict, $((SECONDS - start)) s" | tee -a "$summary"
-done
-echo "tests: $passed passed, $failed failed, $skipped skipped" | tee -a "$summary"
-if ((passed + failed == 0 && skipped > 0)); then
-  echo "no CUDA device: every test skipped, no benchmark run" | tee -a "$summary"
-  exit 1
-fi
-((benchmarks)) || { ((failed == 0)); exit; }
-for program in "$here"/bench/*; do
-  name="$(basename "$program")"
-  [[ "$name" =~ $pattern ]] || continue
-  start=$SECONDS
-  "$program" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    --benchmark_out="$out/$name.json" --benchmark_out_format=json > "$out/$name.txt" 2>&1
-  rc=$?
-  verdict=done
-  ((rc == 0)) || verdict="FAILED (exit $rc)"
-  echo "bench $name: $verdict, $((SECONDS - start)) s" | tee -a "$summary"
-done
-((failed == 0))
-RUNNER
+cp "$root/tools/cuda_run.sh" "$stage/tokred-cuda/run.sh"
 chmod +x "$stage/tokred-cuda/run.sh"
 
 tar -C "$stage" -czf "$archive" tokred-cuda
