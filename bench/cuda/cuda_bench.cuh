@@ -1,11 +1,13 @@
 // bench/cuda/cuda_bench.cuh — what every CUDA benchmark shares: a stream with an event pair
 // for manual timing, the timed loop, owning device arrays, the skip when no device is present,
-// and the CPU backend's time on the same batch.
+// the CPU backend's time on the same batch, and host setup built once per case.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -142,6 +144,24 @@ bool time_cpu_images(benchmark::State& state, const Policy& policy, const proble
     benchmark::ClobberMemory();
   }
   return true;
+}
+
+/// The `T` that `make()` returns, built for `key` (a case's arguments) and kept while the same
+/// case asks again. Google Benchmark calls a benchmark function once per iteration-count probe
+/// and once per repetition, a case's calls in a row: host setup that takes seconds (a CPU
+/// prefill, a CPU quantization the device's output is checked against) then runs once per case,
+/// not once per call. The value is shared by every function that asks for a `T` with the same
+/// key: a call that changes it works on a copy.
+template <class T, class Make>
+const T& built_once(const std::vector<std::int64_t>& key, const Make& make) {
+  static std::vector<std::int64_t> last;
+  static std::optional<T> value;
+  if (!value || key != last) {
+    value.reset();
+    value.emplace(make());
+    last = key;
+  }
+  return *value;
 }
 
 /// False, with the benchmark marked as skipped, when there is no CUDA device.
