@@ -3,6 +3,7 @@
 // (llama.cpp's and vLLM's strides), in place and into separate buffers, 1–4 shares; the rows past
 // the kept count untouched; kept_sequence_rows for FastV's and PyramidDrop's sequences; and every
 // bad input, outputs untouched.
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -131,6 +132,34 @@ TEMPLATE_TEST_CASE("kv_compact matches the oracle, in place and not, every layou
           for (int nth : {1, 2, 4}) check_compaction<TestType>(heads, rows, width, token_major, nth);
 }
 
+TEST_CASE("kv_compact in place over keys and values interleaved in one buffer", "[kv_compact]") {
+  // Token-major rows [K heads × 8 | V heads × 8 ... ]: per (token, head) 8 key then 5 value
+  // channels. The two caches' byte ranges overlap, their elements do not.
+  const index_t heads = 3, rows = 17, wk = 8, wv = 5, pitch = wk + wv;
+  std::vector<float> buffer(static_cast<std::size_t>(rows * heads * pitch));
+  rng g(11);
+  for (float& x : buffer) x = g.uniform();
+  const std::array<index_t, 3> strides{pitch, heads * pitch, 1};
+  const view<float, 3> keys(buffer.data(), {heads, rows, wk}, strides), values(buffer.data() + wk, {heads, rows, wv}, strides);
+  const std::vector<float> before = buffer;
+  const view<const float, 3> keys_before(before.data(), {heads, rows, wk}, strides),
+      values_before(before.data() + wk, {heads, rows, wv}, strides);
+  for (const std::vector<std::int64_t>& keep : keep_lists(rows)) {
+    buffer = before;
+    const auto kept = static_cast<index_t>(keep.size());
+    CAPTURE(kept);
+    const auto first = [&](const view<float, 3>& v) {
+      return view<float, 3>(v.data_handle(), {heads, kept, v.extent(2)}, strides);
+    };
+    for (int ith = 1; ith >= 0; --ith)
+      REQUIRE(apply(cpu{ith, 2}, kv_compact{},
+                    kv_compact_inputs<float>{make_view(keep.data(), kept), keys, values},
+                    kv_compact_outputs<float>{first(keys), first(values)}) == status::ok);
+    CHECK(front(keys, kept) == compacted(keys_before, keep));
+    CHECK(front(values, kept) == compacted(values_before, keep));
+  }
+}
+
 TEST_CASE("kv_compact: a FastV boundary at 576 + 100 rows, keys only", "[kv_compact]") {
   const index_t heads = 4, rows = 35 + 576 + 65, width = 128;
   std::vector<std::int64_t> source;  // every other visual token
@@ -218,4 +247,20 @@ TEST_CASE("kv_compact: bad input returns its status and writes nothing", "[kv_co
   expect(status::aliasing, good, kv_compact_outputs<float>{shifted, v_out.all()});
   expect(status::aliasing, good, kv_compact_outputs<float>{make_view(v.data.data(), heads, index_t{3}, width), v_out.all()});
   expect(status::aliasing, good, kv_compact_outputs<float>{k_out.all(), k_out.all()});
+  // A compaction in place over caches that share elements: the keys' pass (or another share)
+  // would move rows the values' pass still reads. The same cache as keys and values, and values
+  // one row into the keys, with either output or both in place.
+  expect(status::aliasing, kv_compact_inputs<float>{keep_view(), k.read(), k.read()},
+         kv_compact_outputs<float>{k.first(3), k.first(3)});
+  std::vector<float> joint(static_cast<std::size_t>(heads * (rows + 1) * width), 0.5f);
+  const std::vector<float> joint_was = joint;
+  const std::array<index_t, 3> joint_strides{(rows + 1) * width, width, 1};
+  const view<float, 3> jk(joint.data(), {heads, rows, width}, joint_strides),
+      jv(joint.data() + width, {heads, rows, width}, joint_strides);
+  const auto joint_first = [&](const view<float, 3>& c) { return view<float, 3>(c.data_handle(), {heads, 3, width}, joint_strides); };
+  const kv_compact_inputs<float> joint_in{keep_view(), jk, jv};
+  expect(status::aliasing, joint_in, kv_compact_outputs<float>{joint_first(jk), joint_first(jv)});
+  expect(status::aliasing, joint_in, kv_compact_outputs<float>{joint_first(jk), v_out.all()});
+  expect(status::aliasing, joint_in, kv_compact_outputs<float>{k_out.all(), joint_first(jv)});
+  CHECK(joint == joint_was);
 }

@@ -1,6 +1,10 @@
 // tests/cpu/test_view.cpp — views (extents, strides, spans, overlap) and grid positions.
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <random>
+#include <set>
 #include <vector>
 
 #include <tokred/core/grid.hpp>
@@ -51,6 +55,61 @@ TEST_CASE("overlap is judged on the byte ranges, with any stride sign", "[view]"
   CHECK(may_overlap(backwards, b));   // touches 48 .. 60
   CHECK(may_overlap(backwards, c));
   CHECK_FALSE(may_overlap(view<float, 2>{}, a));  // empty views overlap nothing
+}
+
+/// The element offsets (from `base`) a 3-D view touches, listed one by one.
+std::set<std::ptrdiff_t> offsets_of(const view<float, 3>& v, const float* base) {
+  std::set<std::ptrdiff_t> at;
+  for (index_t i = 0; i < v.extent(0); ++i)
+    for (index_t j = 0; j < v.extent(1); ++j)
+      for (index_t k = 0; k < v.extent(2); ++k) at.insert(&v(i, j, k) - base);
+  return at;
+}
+
+TEST_CASE("share_elements: exact for views of the same strides, any sign, against the element lists", "[view]") {
+  std::vector<float> data(4096);
+  float* const mid = data.data() + 2048;
+  std::mt19937 rng(7);
+  const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int shared = 0, apart = 0;
+  for (int trial = 0; trial < 4000; ++trial) {
+    const std::array<index_t, 3> stride{pick(-40, 40), pick(-12, 12), pick(-3, 3)};
+    const auto extents = [&] { return std::array<index_t, 3>{pick(1, 4), pick(1, 6), pick(1, 5)}; };
+    const view<float, 3> a = make_strided_view(mid, extents(), stride);
+    const view<float, 3> b = make_strided_view(mid + pick(-60, 60), extents(), stride);
+    const std::set<std::ptrdiff_t> x = offsets_of(a, mid), y = offsets_of(b, mid);
+    bool common = false;
+    for (const std::ptrdiff_t o : x) common = common || y.count(o) > 0;
+    INFO("trial " << trial);
+    CHECK(share_elements(a, b) == common);
+    (common ? shared : apart) += 1;
+  }
+  CHECK(shared > 500);  // both answers well represented
+  CHECK(apart > 500);
+  // Keys and values interleaved per token, [K | V] rows: their byte ranges overlap, no element does.
+  const auto k = make_strided_view(data.data(), std::array<index_t, 3>{2, 8, 16}, std::array<index_t, 3>{16 * 32, 32, 1});
+  const auto v = make_strided_view(data.data() + 16, std::array<index_t, 3>{2, 8, 16}, std::array<index_t, 3>{16 * 32, 32, 1});
+  CHECK(may_overlap(k, v));
+  CHECK_FALSE(share_elements(k, v));
+  CHECK(share_elements(k, k));
+  // Other strides: as may_overlap.
+  const auto w = make_strided_view(data.data() + 16, std::array<index_t, 3>{2, 8, 16}, std::array<index_t, 3>{16 * 32, 32, 2});
+  CHECK(share_elements(k, w));
+}
+
+TEST_CASE("span_fits: a span in bytes that an index can count", "[view]") {
+  using a2 = std::array<index_t, 2>;
+  const index_t top = std::numeric_limits<index_t>::max();
+  CHECK(detail::span_fits(a2{4, 3}, a2{20, 1}, 4));
+  CHECK(detail::span_fits(a2{0, 3}, a2{top, top}, 4));  // empty: reaches nothing
+  CHECK_FALSE(detail::span_fits(a2{2, 2}, a2{std::numeric_limits<index_t>::min(), 1}, 1));
+  CHECK_FALSE(detail::span_fits(a2{-1, 2}, a2{1, 1}, 1));
+  // (e − 1)·|s| + 1 elements of 4 bytes: just fitting, then one element past.
+  const index_t limit = top / 4;
+  CHECK(detail::span_fits(a2{2, 1}, a2{limit - 1, 1}, 4));
+  CHECK_FALSE(detail::span_fits(a2{2, 1}, a2{limit, 1}, 4));
+  CHECK(detail::span_fits(a2{2, 1}, a2{-(limit - 1), 1}, 4));
+  CHECK_FALSE(detail::span_fits(a2{3, 2}, a2{limit / 2, 1}, 4));  // 2·(limit/2) + 1 + 1 > limit
 }
 
 TEST_CASE("grid positions are (frame, row, column)", "[grid]") {

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "tokred/core/config.hpp"
@@ -156,6 +157,36 @@ constexpr view<T, 2, Space> row_range(const view<T, 2, Space>& v, index_t first,
   return {v.data_handle() + first * v.stride(0), {count, v.extent(1)}, {v.stride(0), v.stride(1)}};
 }
 
+/// Whether a view of these extents and strides reaches no byte further than an index can count
+/// from its first element (`required_span_size` times the element size fits in index_t), so that
+/// its span and the overlap tests compute without overflow. An empty view reaches nothing.
+template <std::size_t Rank>
+constexpr bool span_fits(const std::array<index_t, Rank>& extents, const std::array<index_t, Rank>& strides,
+                         index_t element_bytes) noexcept {
+  for (const index_t n : extents)
+    if (n <= 0) return n == 0;
+  const index_t limit = std::numeric_limits<index_t>::max() / element_bytes;  // in elements
+  index_t span = 1;
+  for (std::size_t r = 0; r < Rank; ++r) {
+    if (strides[r] == std::numeric_limits<index_t>::min()) return false;
+    const index_t step = strides[r] < 0 ? -strides[r] : strides[r], more = extents[r] - 1;
+    if (more != 0 && step > (limit - span) / more) return false;
+    span += more * step;
+  }
+  return true;
+}
+
+/// span_fits for the extents and strides of `v`.
+template <class T, int Rank, class Space>
+constexpr bool span_fits(const view<T, Rank, Space>& v) noexcept {
+  std::array<index_t, static_cast<std::size_t>(Rank)> extents{}, strides{};
+  for (int r = 0; r < Rank; ++r) {
+    extents[static_cast<std::size_t>(r)] = v.extent(r);
+    strides[static_cast<std::size_t>(r)] = v.stride(r);
+  }
+  return span_fits(extents, strides, static_cast<index_t>(sizeof(T)));
+}
+
 /// The half-open byte-address interval a view touches; empty views give an empty interval.
 struct byte_interval {
   std::uintptr_t begin = 0;
@@ -187,6 +218,42 @@ bool may_overlap(const view<A, RA, Space>& a, const view<B, RB, Space>& b) noexc
   const detail::byte_interval y = detail::byte_extent(b);
   if (x.begin == x.end || y.begin == y.end) return false;
   return x.begin < y.end && y.begin < x.end;
+}
+
+/// True when `a` and `b` share an element. Exact where they have the same strides and lie a
+/// whole number of elements apart: the offsets of two elements then differ by Σ δ_r·stride_r with
+/// −(extent of b along r − 1) ≤ δ_r ≤ extent of a along r − 1, which is searched over every
+/// dimension but the longest (at most 2^22 combinations) and solved along that one. Otherwise,
+/// and past that bound, as may_overlap: any common byte range counts.
+template <class T, int Rank, class Space>
+bool share_elements(const view<T, Rank, Space>& a, const view<T, Rank, Space>& b) noexcept {
+  if (!may_overlap(a, b)) return false;
+  const auto elem = static_cast<std::intptr_t>(sizeof(T));
+  const std::intptr_t apart = reinterpret_cast<std::intptr_t>(b.data_handle()) - reinterpret_cast<std::intptr_t>(a.data_handle());
+  if (apart % elem != 0) return true;
+  int longest = 0;
+  index_t combinations = 1;
+  for (int r = 0; r < Rank; ++r) {
+    if (a.stride(r) != b.stride(r)) return true;
+    if (a.extent(r) + b.extent(r) > a.extent(longest) + b.extent(longest)) longest = r;
+  }
+  for (int r = 0; r < Rank; ++r)
+    if (r != longest && (combinations *= a.extent(r) + b.extent(r) - 1) > (index_t{1} << 22)) return true;
+  index_t delta[Rank > 0 ? Rank : 1] = {};
+  for (int r = 0; r < Rank; ++r) delta[r] = 1 - b.extent(r);
+  const index_t along = a.stride(longest), low = 1 - b.extent(longest), high = a.extent(longest) - 1;
+  for (index_t c = 0; c < combinations; ++c) {
+    index_t rest = static_cast<index_t>(apart / elem);  // what the longest dimension must make up
+    for (int r = 0; r < Rank; ++r)
+      if (r != longest) rest -= delta[r] * a.stride(r);
+    if (along == 0 ? rest == 0 : rest % along == 0 && rest / along >= low && rest / along <= high) return true;
+    for (int r = 0; r < Rank; ++r) {  // the next combination, an odometer over the other dimensions
+      if (r == longest) continue;
+      if (++delta[r] < a.extent(r)) break;
+      delta[r] = 1 - b.extent(r);
+    }
+  }
+  return false;
 }
 
 /// True when `v` may overlap any of `others`.

@@ -96,10 +96,13 @@ status check_kv_compact(const kv_compact_inputs<E, Space>& in, const kv_compact_
   if (requested(in.values)) {
     if (in.values.extent(0) != in.keys.extent(0) || in.values.extent(1) != rows) return status::shape_mismatch;
     if (status s = check_cache(in.values, out.values, kept, in); s != status::ok) return s;
-    // Two compactions in place write only their own elements (a cache whose keys and values
-    // interleave in one buffer is fine); separate outputs must not overlap.
-    const bool in_place = same_view(out.keys, in.keys) && same_view(out.values, in.values);
-    if (!in_place && may_overlap(out.keys, out.values)) return status::aliasing;
+    // A compaction in place moves rows that the other cache's pass (or another share) may still
+    // read: it needs caches that share no element. Two compactions in place then write only their
+    // own elements (a cache whose keys and values interleave in one buffer is fine); separate
+    // outputs must not overlap.
+    const bool keys_in_place = same_view(out.keys, in.keys), values_in_place = same_view(out.values, in.values);
+    if ((keys_in_place || values_in_place) && share_elements(in.keys, in.values)) return status::aliasing;
+    if (!(keys_in_place && values_in_place) && may_overlap(out.keys, out.values)) return status::aliasing;
   }
   return status::ok;
 }
