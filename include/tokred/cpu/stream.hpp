@@ -41,7 +41,7 @@ struct backend<temporal_stream, cpu<Arch>> {
   static status apply(const cpu<Arch>& exec, const temporal_stream& p, const temporal_stream_inputs<Ein>& in,
                       const counted_outputs<Eout>& out, workspace ws) {
     if (status s = check_exec(exec); s != status::ok) return s;
-    if (status s = detail::check_stream(p, in, out); s != status::ok) return s;
+    if (status s = detail::check_stream(p, in, out, exec.ith == 0); s != status::ok) return s;
     const problem prob{in.frame, in.tokens.extent(1)};
     if (status s = check_workspace(ws, workspace_bytes(cpu<Arch>{}, p, prob)); s != status::ok) return s;
     if (exec.ith != 0) return status::ok;

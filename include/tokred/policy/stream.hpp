@@ -105,16 +105,19 @@ inline count_result stream_count(const temporal_stream& p, const token_grid& fra
 }
 
 /// Every check of temporal_stream, in the documented order: parameters and frame, the frame's
-/// index, the token rows, the state, the outputs, aliasing.
+/// index, the token rows, the state, the outputs, aliasing. The frame's place in the stream is
+/// checked against `state.frames` only with `reads_frame_count`: the share that advances the
+/// count (share 0) reads it, the others may run beside that write.
 template <class Ein, class Eout, class Space>
 status check_stream(const temporal_stream& p, const temporal_stream_inputs<Ein, Space>& in,
-                    const counted_outputs<Eout, Space>& out) noexcept {
+                    const counted_outputs<Eout, Space>& out, bool reads_frame_count) noexcept {
   const count_result bound = stream_count(p, in.frame);
   if (bound.code != status::ok) return bound.code;
   const index_t n = in.frame.tokens();
   if (status s = check_view(in.state.frames, {index_t{1}}); s != status::ok) return s;
   // The next frame of the stream, with a flat index and a t that fit their outputs.
-  if (!stream_frames_fit(in.frame, in.index) || in.state.frames(0) != in.index) return status::index_out_of_range;
+  if (!stream_frames_fit(in.frame, in.index) || (reads_frame_count && in.state.frames(0) != in.index))
+    return status::index_out_of_range;
   if (status s = check_view(in.tokens, {n, in.tokens.extent(1)}); s != status::ok) return s;
   const index_t dim = in.tokens.extent(1);
   if (dim == 0) return status::empty_input;
