@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -254,6 +255,14 @@ TEST_CASE("every mismatch has its status and leaves the output untouched", "[int
   {
     tensor_on x(data.data(), {std::int64_t{1} << 40, std::int64_t{1} << 40});
     CHECK(run(x.t) == status::shape_mismatch);  // 2^80 elements
+  }
+  // Strides that reach past what an index can address, so that no span or overlap test
+  // overflows later: the most negative stride, and 3 rows 2^62 elements apart (2^65 bytes).
+  for (const std::vector<std::int64_t>& strides :
+       {std::vector<std::int64_t>{std::numeric_limits<std::int64_t>::min(), 1},
+        std::vector<std::int64_t>{std::int64_t{1} << 62, 1}}) {
+    tensor_on x(data.data(), {3, 1}, strides);
+    CHECK(run(x.t) == status::shape_mismatch);
   }
   {
     tensor_on x = fresh();

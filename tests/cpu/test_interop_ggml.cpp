@@ -192,6 +192,11 @@ TEST_CASE("every mismatch has its status and leaves the output untouched", "[int
   }
   {
     ggml_tensor t = good;
+    t.nb[1] = std::size_t{1} << 62;  // an index each, but 3 rows 2^62 bytes apart reach past one
+    CHECK(run(t) == status::shape_mismatch);
+  }
+  {
+    ggml_tensor t = good;
     t.data = nullptr;
     CHECK(run(t) == status::null_pointer);
   }

@@ -223,6 +223,18 @@ TEST_CASE("views go back to mdspans whose layout can hold them", "[interop][mdsp
                                                        std::array<index_t, 2>{2, 1});  // (4, 3)
   CHECK(to_mdspan(overlapping, s) == status::shape_mismatch);
   CHECK(untouched());
+  // Strides whose span no index can count (checked before the span is computed).
+  const view<float, 2> past_index = make_strided_view(data.data(), std::array<index_t, 2>{4, 3},
+                                                      std::array<index_t, 2>{index_t{1} << 62, 1});  // (4, 3)
+  CHECK(to_mdspan(past_index, s) == status::shape_mismatch);
+  CHECK(untouched());
+  // The span of a 16-bit index: (3, 3) rows 20000 apart span 40003 elements.
+  using tiny_strided = mini::mdspan<float, mini::extents<std::int16_t, mini::dyn, mini::dyn>, mini::layout_stride>;
+  tiny_strided ts;
+  std::vector<float> wide(40003);
+  CHECK(to_mdspan(make_strided_view(wide.data(), std::array<index_t, 2>{3, 3}, std::array<index_t, 2>{20000, 1}), ts) ==
+        status::shape_mismatch);
+  CHECK(ts.data_handle() == nullptr);
   // Equal strides are fine when the earlier dimension has extent 1.
   const view<float, 2> column = make_strided_view(data.data(), std::array<index_t, 2>{5, 1},
                                                   std::array<index_t, 2>{1, 1});  // (5, 1)

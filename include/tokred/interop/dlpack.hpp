@@ -117,6 +117,8 @@ status view_dl_tensor(const Tensor& t, view<T, Rank, Space>& out) noexcept {
     strides[ur] = t.strides != nullptr ? static_cast<index_t>(t.strides[r]) : size;  // compact
     size *= extents[ur];
   }
+  if (!detail::span_fits(extents, strides, static_cast<index_t>(sizeof(E))))
+    return status::shape_mismatch;  // strides that reach past what an index can address
   if (size == 0) {  // an empty tensor may have no storage at all
     out = view<T, Rank, Space>{nullptr, extents, strides};
     return status::ok;
@@ -143,7 +145,8 @@ status view_dl_tensor(const Tensor& t, view<T, Rank, Space>& out) noexcept {
 ///   invalid_parameter  the dtype is not `T`'s (code, bits, or lanes != 1); the device type is
 ///                      not one of `Space`'s; a versioned tensor flagged read-only, for a view of
 ///                      non-const `T`
-///   shape_mismatch     `ndim != Rank`, a negative extent, or more elements than `index_t` counts
+///   shape_mismatch     `ndim != Rank`, a negative extent, more elements than `index_t` counts,
+///                      or strides that reach further than `index_t` counts in bytes
 ///   null_pointer       `shape` is NULL, or `data` is NULL while the tensor has elements
 ///   misaligned         `data + byte_offset` is not aligned for `T`
 ///   ok                 `out` views the tensor (a tensor with no elements gives a null view with

@@ -78,6 +78,7 @@ status view_ggml_axes(const Tensor& t, const std::array<int, static_cast<std::si
     extents[static_cast<std::size_t>(r)] = static_cast<index_t>(t.ne[g]);
     strides[static_cast<std::size_t>(r)] = static_cast<index_t>(bytes) / elem;
   }
+  if (!detail::span_fits(extents, strides, elem)) return status::shape_mismatch;  // past what an index can address
   if (size != 0 && t.data == nullptr) return status::null_pointer;
   for (int r = 0; r < Rank; ++r)
     if (static_cast<std::uint64_t>(t.nb[axis[static_cast<std::size_t>(r)]]) % sizeof(T) != 0)
@@ -100,7 +101,8 @@ status view_ggml_axes(const Tensor& t, const std::array<int, static_cast<std::si
 /// Returns, in this order of checks:
 ///   invalid_parameter  `type` is not `T`'s (a quantized type, another float type, …)
 ///   shape_mismatch     a negative `ne`, an `ne[g] != 1` for a dimension g >= Rank, more
-///                      elements than `index_t` counts, or a stride beyond `index_t`
+///                      elements than `index_t` counts, a stride beyond `index_t`, or strides
+///                      that reach further than `index_t` counts in bytes
 ///   null_pointer       `data` is NULL while the tensor has elements
 ///   misaligned         a byte stride `nb[g]` (g < Rank) is not a multiple of `sizeof(T)`, or
 ///                      `data` is not aligned for `T`

@@ -171,7 +171,8 @@ status to_mdspan(const view<T, Rank, Space>& v, M& out) noexcept {
     if (n < 0 || !detail::fits_index<index>(n)) return status::shape_mismatch;
     extents[r] = static_cast<index>(n);
   }
-  if (!detail::fits_index<index>(v.required_span_size())) return status::shape_mismatch;
+  if (!detail::span_fits(v) || !detail::fits_index<index>(v.required_span_size()))
+    return status::shape_mismatch;
   const extents_type shape =
       detail::make_extents<extents_type>(extents, std::make_index_sequence<rank>{});
   auto* const data = reinterpret_cast<element*>(v.data_handle());
