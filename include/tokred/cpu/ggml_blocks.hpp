@@ -11,8 +11,8 @@
 // through batches held in registers. Strided rows and rotated quantization go through the
 // codec's unit functions (the bodies of the CUDA threads) with a float buffer on the stack, the
 // SIMD block quantizer and the rotation of <tokred/cpu/hadamard.hpp> (SIMD butterflies, the
-// codec's bits). iq4_nl quantizes through the codec everywhere, and dequantizes through it where
-// lookup16 is missing. No workspace, no allocation.
+// codec's bits). iq4_nl quantizes and dequantizes through the codec where lookup16 is missing
+// (builds without AVX-512). No workspace, no allocation.
 #pragma once
 
 #include <cmath>
@@ -121,26 +121,31 @@ TOKRED_FORCE_INLINE float sign_of_first(const float_batch<Arch>* keys, float key
 }
 
 #if XSIMD_WITH_AVX512F
-/// quantize_iq4_nl's codes and scale for the batches `v` of a block (magnitudes `a`, the largest
-/// `amax`), returning d (only where has_lookup16<Arch>()). Each id·x takes the nearest level, the
-/// upper one on a tie, as iq4nl_codes: the level below it by a binary search of the sorted
-/// codebook (four lookups), then the nearer of it and the next. The least-squares sums add the
-/// same rounded products in the codec's order, one value at a time.
+/// quantize_iq4_nl's codes for the batches `v` of a block (magnitudes `a`, the largest `amax`),
+/// and the rounded products its two least-squares sums add, value j's at `wqx[j]` and `wqq[j]`
+/// (only where has_lookup16<Arch>()). Each id·x takes the nearest level, the upper one on a tie,
+/// as iq4nl_codes: the level below it by a binary search of the sorted codebook (four lookups),
+/// then the nearer of it and the next. A block below ggml's GROUP_MAX_EPS gets code 8 and zero
+/// products, whose sums give the codec's d = 0.
 template <class Arch>
-float iq4nl_lanes(const float_batch<Arch>* v, const float_batch<Arch>* a, float amax, u32_batch<Arch>* codes) noexcept {
+void iq4nl_lanes(const float_batch<Arch>* v, const float_batch<Arch>* a, float amax, u32_batch<Arch>* codes,
+                 float* wqx, float* wqq) noexcept {
   using fb = float_batch<Arch>;
   using ub = u32_batch<Arch>;
   constexpr index_t w = fb::size, n = 32 / w;
   if (amax < 1e-15f) {  // ggml's GROUP_MAX_EPS: d = 0, every code 8
-    for (index_t k = 0; k < n; ++k) codes[k] = ub(8u);
-    return 0.0f;
+    for (index_t k = 0; k < n; ++k) {
+      codes[k] = ub(8u);
+      fb(0.0f).store_aligned(wqx + k * w);
+      fb(0.0f).store_aligned(wqq + k * w);
+    }
+    return;
   }
   const auto u32_lanes = [](const typename fb::batch_bool_type& b) TOKRED_INLINE_LAMBDA {
     return typename ub::batch_bool_type(static_cast<__mmask16>(b));
   };
   const fb id(div_rn(1.0f, div_rn(sign_of_first<Arch>(a, amax, v, amax), -127.0f)));
   const fb levels = fb::load_aligned(iq4nl_level_lanes_v.level), search = fb::load_aligned(iq4nl_level_lanes_v.search);
-  alignas(64) float wqx[32], wqq[32];
   for (index_t k = 0; k < n; ++k) {
     const fb s = separate_product(id, v[k]);  // rounded before the level search subtracts from it
     ub below(0u);  // the largest i ≤ 14 with level i ≤ s (0 if none)
@@ -156,14 +161,49 @@ float iq4nl_lanes(const float_batch<Arch>* v, const float_batch<Arch>* a, float 
     separate_product(wq, v[k]).store_aligned(wqx + k * w);
     separate_product(wq, level).store_aligned(wqq + k * w);
   }
-  float sumqx = 0.0f, sumq2 = 0.0f;
-  for (index_t j = 0; j < 32; ++j) {
-    sumqx += wqx[j];
-    sumq2 += wqq[j];
-  }
-  return sumq2 > 0.0f ? div_rn(sumqx, sumq2) : 0.0f;
 }
 #endif
+
+/// The fp16 bits of `value` at `at`, little-endian (a block's d or m).
+template <class Arch>
+TOKRED_FORCE_INLINE void store_half_le(std::uint8_t* at, float value) noexcept {
+  const std::uint16_t h = f16_bits_of<Arch>(value);
+  at[0] = static_cast<std::uint8_t>(h & 0xFFu);
+  at[1] = static_cast<std::uint8_t>(h >> 8);
+}
+
+/// iq4_nl blocks whose codes are written and whose scale d waits for its least-squares sums. Each
+/// sum adds a block's 32 products one after another, in the codec's order: a chain of dependent
+/// adds that leaves the adders idle for most of its latency. finish_iq4nl_scales runs the chains
+/// of `capacity` blocks side by side, each still in its own order, so each d is the codec's. The
+/// products are written before they are read (no initialisation: a call that quantizes no iq4_nl
+/// block pays nothing for them).
+struct iq4nl_pending_scales {
+  static constexpr index_t capacity = 8;
+  alignas(64) float wqx[capacity][32];
+  alignas(64) float wqq[capacity][32];
+  std::uint8_t* block[capacity];
+  index_t count = 0;
+};
+
+/// Writes the scale of every pending block and empties `pending`. All `capacity` chains run, so
+/// the loops have fixed bounds: slots past `count` are zeroed first and their sums not written.
+template <class Arch>
+void finish_iq4nl_scales(iq4nl_pending_scales& pending) noexcept {
+  constexpr index_t c = iq4nl_pending_scales::capacity;
+  if (pending.count == 0) return;
+  for (index_t b = pending.count; b < c; ++b)
+    for (index_t j = 0; j < 32; ++j) pending.wqx[b][j] = pending.wqq[b][j] = 0.0f;
+  float sumqx[c] = {}, sumq2[c] = {};
+  for (index_t j = 0; j < 32; ++j)
+    for (index_t b = 0; b < c; ++b) {
+      sumqx[b] += pending.wqx[b][j];
+      sumq2[b] += pending.wqq[b][j];
+    }
+  for (index_t b = 0; b < pending.count; ++b)
+    store_half_le<Arch>(pending.block[b], sumq2[b] > 0.0f ? div_rn(sumqx[b], sumq2[b]) : 0.0f);
+  pending.count = 0;
+}
 
 /// The codec's quantize_block for every type with has_block_lanes, a batch of lanes at a time:
 /// the same fp32 operations on the same values, so the same bytes. `v` holds the block's 32
@@ -172,17 +212,17 @@ float iq4nl_lanes(const float_batch<Arch>* v, const float_batch<Arch>* a, float 
 /// lanes in any order, exact for finite values; where the codec's first-of-equals rule tells equal
 /// values apart by sign, sign_of_first finds it. The codes are narrowed to bytes in registers on
 /// x86 (code_bytes), through an array elsewhere.
+///
+/// With `pending`, an iq4_nl block's d is left to finish_iq4nl_scales (called here when
+/// `pending` is full; the caller calls it after its last block); without, it is written here.
 template <class Arch>
-TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<Arch>* v, std::uint8_t* out) noexcept {
+TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<Arch>* v, std::uint8_t* out,
+                                              [[maybe_unused]] iq4nl_pending_scales* pending = nullptr) noexcept {
   using fb = float_batch<Arch>;
   using ub = u32_batch<Arch>;
   constexpr index_t w = fb::size, n = 32 / w;
   static_assert(32 % w == 0, "tokred: a block is whole batches");
-  const auto store_half = [out](index_t at, float value) TOKRED_INLINE_LAMBDA {  // d, m: fp16, little-endian
-    const std::uint16_t h = f16_bits_of<Arch>(value);
-    out[at] = static_cast<std::uint8_t>(h & 0xFFu);
-    out[at + 1] = static_cast<std::uint8_t>(h >> 8);
-  };
+  const auto store_half = [out](index_t at, float value) TOKRED_INLINE_LAMBDA { store_half_le<Arch>(out + at, value); };
   const ggml_block_fields at = ggml_fields_of(type);
   fb a[n];
   for (index_t k = 0; k < n; ++k) a[k] = xsimd::abs(v[k]);
@@ -244,7 +284,23 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<
     if (five) store_u32(out + at.qh, qh);
   } else {  // iq4_nl, where has_block_lanes
 #if XSIMD_WITH_AVX512F
-    if constexpr (has_lookup16<Arch>()) store_half(0, iq4nl_lanes<Arch>(v, a, amax, codes));
+    if constexpr (has_lookup16<Arch>()) {
+      if (pending != nullptr) {
+        if (pending->count == iq4nl_pending_scales::capacity) finish_iq4nl_scales<Arch>(*pending);
+        const index_t slot = pending->count++;
+        pending->block[slot] = out;
+        iq4nl_lanes<Arch>(v, a, amax, codes, pending->wqx[slot], pending->wqq[slot]);
+      } else {
+        alignas(64) float wqx[32], wqq[32];
+        iq4nl_lanes<Arch>(v, a, amax, codes, wqx, wqq);
+        float sumqx = 0.0f, sumq2 = 0.0f;
+        for (index_t j = 0; j < 32; ++j) {  // the codec's order
+          sumqx += wqx[j];
+          sumq2 += wqq[j];
+        }
+        store_half(0, sumq2 > 0.0f ? div_rn(sumqx, sumq2) : 0.0f);
+      }
+    }
 #endif
   }
 #if XSIMD_WITH_SSE2
@@ -273,11 +329,12 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<
 /// quantize_block_lanes of the 32 values at `x`, widened exactly (a signalling NaN may arrive
 /// quiet, which a non-finite block's bytes do not show).
 template <class Arch, class E>
-TOKRED_FORCE_INLINE void quantize_block_at(ggml_type type, const E* x, std::uint8_t* out) noexcept {
+TOKRED_FORCE_INLINE void quantize_block_at(ggml_type type, const E* x, std::uint8_t* out,
+                                           iq4nl_pending_scales* pending = nullptr) noexcept {
   constexpr index_t w = float_batch<Arch>::size;
   float_batch<Arch> v[32 / w];
   for (index_t k = 0; k < 32 / w; ++k) v[k] = load_operands<Arch>(x + k * w);
-  quantize_block_lanes<Arch>(type, v, out);
+  quantize_block_lanes<Arch>(type, v, out, pending);
 }
 
 /// The block quantizer the CPU passes to the codec's units: quantize_block_lanes where it takes
@@ -307,13 +364,16 @@ struct backend<ggml_quantize, cpu<Arch>> {
     const kv_problem prob = detail::kv_problem_of(in.cache);
     const index_t rot = p.rotation != 0 ? detail::hadamard_block_for(p.rotation, prob.head_dim) : 0;
     const bool lanes = in.cache.stride(2) == 1 && detail::has_block_lanes<Arch>(p.type);
+    detail::iq4nl_pending_scales iq4nl_scales;  // iq4_nl's d, a batch of blocks at a time
+    detail::iq4nl_pending_scales* const pending = p.type == ggml_type::iq4_nl ? &iq4nl_scales : nullptr;
     if (rot == 0 && lanes) {  // straight from the row
       detail::for_each_ggml_unit(exec, prob, prob.head_dim, [&](const detail::ggml_unit& row) TOKRED_INLINE_LAMBDA {
         const E* x = &in.cache(row.row.head, row.row.token, 0);
         std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, row);
         for (index_t c = 0; c < prob.head_dim; c += ggml_block_elems, dst += ggml_block_bytes(p.type))
-          detail::quantize_block_at<Arch>(p.type, x + c, dst);
+          detail::quantize_block_at<Arch>(p.type, x + c, dst, pending);
       });
+      detail::finish_iq4nl_scales<Arch>(iq4nl_scales);
       return status::ok;
     }
     if (lanes) {  // the row's units rotated in registers, scaled and rounded, then their blocks
@@ -328,8 +388,9 @@ struct backend<ggml_quantize, cpu<Arch>> {
         for (index_t k = 0; k < rot / w; ++k) v[k] = detail::separate_product(v[k], scale);
         std::uint8_t* dst = detail::ggml_unit_blocks(out.blocks, p.type, at);
         for (index_t b = 0; b < rot; b += ggml_block_elems, dst += ggml_block_bytes(p.type))
-          detail::quantize_block_lanes<Arch>(p.type, v + b / w, dst);
+          detail::quantize_block_lanes<Arch>(p.type, v + b / w, dst, pending);
       });
+      detail::finish_iq4nl_scales<Arch>(iq4nl_scales);
       return status::ok;
     }
     const detail::simd_rotation<Arch> rotate{rot != 0 ? detail::hadamard_scale(rot) : 1.0f};
