@@ -253,6 +253,31 @@ TEST_CASE("views go back to mdspans whose layout can hold them", "[interop][mdsp
   CHECK(t.data_handle() == nullptr);
   REQUIRE(to_mdspan(make_view(big.data(), 30000), t) == status::ok);
 
+  // A view with no elements fits every layout whatever its strides (zero, negative, or another
+  // layout's); layout_stride gets row-major strides over the extents taken as at least 1.
+  for (const auto& [extents, strides] :
+       {std::pair<std::array<index_t, 2>, std::array<index_t, 2>>{{5, 0}, {64, 1}},
+        {{0, 7}, {0, 0}}, {{0, 7}, {-7, 1}}, {{3, 0}, {1, 3}}}) {
+    INFO(extents[0] << " x " << extents[1] << ", strides " << strides[0] << ", " << strides[1]);
+    const view<float, 2> none = make_strided_view(data.data(), extents, strides);
+    right2 er;
+    left2 el;
+    strided2 es;
+    REQUIRE(to_mdspan(none, er) == status::ok);
+    REQUIRE(to_mdspan(none, el) == status::ok);
+    REQUIRE(to_mdspan(none, es) == status::ok);
+    CHECK((er.extent(0) == extents[0] && er.extent(1) == extents[1] && el.extent(0) == extents[0] &&
+           es.extent(0) == extents[0] && es.extent(1) == extents[1] && er.data_handle() == data.data()));
+    CHECK((es.stride(1) == 1 && es.stride(0) == std::max<index_t>(extents[1], 1)));
+  }
+  // …unless those strides leave the mdspan's index: (0, 200, 200) row-major needs 40000.
+  using tiny3 = mini::mdspan<float, mini::extents<std::int16_t, mini::dyn, mini::dyn, mini::dyn>, mini::layout_stride>;
+  tiny3 t3;
+  CHECK(to_mdspan(make_view(data.data(), 0, 200, 200), t3) == status::shape_mismatch);
+  CHECK(t3.data_handle() == nullptr);
+  REQUIRE(to_mdspan(make_view(data.data(), 0, 100, 200), t3) == status::ok);
+  CHECK((t3.stride(0) == 20000 && t3.stride(1) == 200 && t3.stride(2) == 1));
+
   // A view of const needs an mdspan of const.
   mini::mdspan<const float, mini::ext2, mini::layout_stride> cs;
   REQUIRE(to_mdspan(view<const float, 2>(v), cs) == status::ok);
@@ -289,6 +314,11 @@ TEST_CASE("libcu++'s cuda::std::mdspan, as host C++17", "[interop][mdspan]") {
   cs::mdspan<float, cs::extents<int, 6, 7>> back_fixed(data.data() + 50);  // (no default: all static)
   CHECK(to_mdspan(make_view(data.data(), 7, 6), back_fixed) == status::shape_mismatch);
   CHECK(to_mdspan(make_view(data.data(), 6, 7), back_fixed) == status::ok);
+  // An empty view with a zero stride (a broadcast dimension of no rows): libcu++'s layout_stride
+  // takes the row-major strides it gets.
+  const view<float, 2> none = make_strided_view(data.data(), std::array<index_t, 2>{0, 7}, std::array<index_t, 2>{0, 1});
+  REQUIRE(to_mdspan(none, back) == status::ok);
+  CHECK((back.extent(0) == 0 && back.extent(1) == 7 && back.stride(0) == 7 && back.stride(1) == 1 && back.size() == 0));
 }
 #endif
 

@@ -17,6 +17,7 @@
 // (layout_stride's preconditions) or exactly the strides of the target's fixed layout.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <limits>
@@ -137,7 +138,9 @@ auto from_mdspan(const M& m) noexcept {
 /// `M`'s layout decides what it can hold: a layout whose mapping is made from extents and
 /// strides (layout_stride) takes any view with positive strides that never reach one element
 /// twice; a fixed layout (layout_right, layout_left) takes a view whose strides are the ones it
-/// computes (strides of extent-1 dimensions are free). `M::element_type` is `T`, `const T`, or
+/// computes (strides of extent-1 dimensions are free). A view with no elements fits any layout
+/// whatever its strides; layout_stride then gets row-major strides over its extents (each taken
+/// as at least 1). `M::element_type` is `T`, `const T`, or
 /// a type of the same size and alignment (f16 as `__half`); a view of const needs a const one.
 ///
 /// Returns, in this order of checks:
@@ -176,18 +179,32 @@ status to_mdspan(const view<T, Rank, Space>& v, M& out) noexcept {
   const extents_type shape =
       detail::make_extents<extents_type>(extents, std::make_index_sequence<rank>{});
   auto* const data = reinterpret_cast<element*>(v.data_handle());
+  // A view with no elements reaches no element: any strides hold it.
+  const bool empty = v.empty();
   if constexpr (from_strides) {
     stride_array strides{};
-    for (std::size_t r = 0; r < rank; ++r) {
-      const index_t s = v.stride(static_cast<int>(r));
-      if (s < 1 || !detail::fits_index<index>(s)) return status::shape_mismatch;
-      strides[r] = static_cast<index>(s);
+    if (empty) {  // row-major over the extents, each taken as at least 1: positive and unique
+      index_t step = 1;
+      for (std::size_t r = rank; r-- > 0;) {
+        if (!detail::fits_index<index>(step)) return status::shape_mismatch;
+        strides[r] = static_cast<index>(step);
+        if (r == 0) break;
+        const index_t n = std::max<index_t>(v.extent(static_cast<int>(r)), 1);
+        if (step > std::numeric_limits<index_t>::max() / n) return status::shape_mismatch;
+        step *= n;
+      }
+    } else {
+      for (std::size_t r = 0; r < rank; ++r) {
+        const index_t s = v.stride(static_cast<int>(r));
+        if (s < 1 || !detail::fits_index<index>(s)) return status::shape_mismatch;
+        strides[r] = static_cast<index>(s);
+      }
+      if (!detail::strides_unique(v)) return status::shape_mismatch;
     }
-    if (!detail::strides_unique(v)) return status::shape_mismatch;
     out = M(data, mapping(shape, strides));
   } else {
     const mapping map(shape);
-    for (std::size_t r = 0; r < rank; ++r) {
+    for (std::size_t r = 0; r < rank && !empty; ++r) {
       const int ir = static_cast<int>(r);
       if (v.extent(ir) > 1 && static_cast<index_t>(map.stride(r)) != v.stride(ir))
         return status::shape_mismatch;
