@@ -77,6 +77,13 @@ struct has_eigen_data : std::false_type {};
 template <class X>
 struct has_eigen_data<X, std::void_t<decltype(std::declval<X&>().data())>> : std::true_type {};
 
+/// True for `Eigen::Ref<const …>`, the one Ref that may hold a copy of what it was bound to
+/// (an expression, or strides its own type cannot express).
+template <class X>
+struct is_eigen_const_ref : std::false_type {};
+template <class Plain, int Options, class Stride>
+struct is_eigen_const_ref<Eigen::Ref<const Plain, Options, Stride>> : std::true_type {};
+
 /// Checks what every Eigen argument must be, and gives its data pointer as a tokred element
 /// pointer. `data()` already carries the right const-ness: `const Scalar*` for a const object or
 /// a Map of const, `Scalar*` otherwise.
@@ -91,6 +98,9 @@ auto eigen_data(M& m) noexcept {
   static_assert(!(std::is_rvalue_reference_v<Expr&&> &&
                   std::is_base_of_v<Eigen::PlainObjectBase<X>, X>),
                 "tokred::from_eigen: a temporary Matrix would leave the view dangling");
+  static_assert(!(std::is_rvalue_reference_v<Expr&&> && is_eigen_const_ref<X>::value),
+                "tokred::from_eigen: a temporary Ref<const ...> may hold a copy that dies with "
+                "it; name the Ref first");
   using S = std::remove_pointer_t<decltype(m.data())>;
   using E = eigen_element_t<S>;
   return reinterpret_cast<E*>(m.data());
@@ -102,7 +112,9 @@ auto eigen_data(M& m) noexcept {
 /// cols)` with `stride(0)` between rows and `stride(1)` between columns (element strides).
 ///
 /// A row-major object gives `(outerStride, innerStride)`, a column-major one `(innerStride,
-/// outerStride)`. Never copies; the view is valid as long as the Eigen object's storage is.
+/// outerStride)`. Never copies; the view is valid as long as the Eigen object's storage is,
+/// which for an `Eigen::Ref<const …>` that copied its argument is the Ref's own lifetime.
+/// Temporaries that own their storage (a Matrix, a Ref<const …>) are compile errors.
 template <class Expr>
 auto from_eigen(Expr&& m) noexcept {
   using X = std::remove_cv_t<std::remove_reference_t<Expr>>;
