@@ -315,9 +315,17 @@ TEST_CASE("managed tensors unwrap, and the versioned read-only flag is honoured"
   view<const float, 2> r;
   REQUIRE(from_dlpack(versioned, r) == status::ok);  // reading is fine
   CHECK(r(2, 0) == 8.0f);
-  versioned.dl_tensor.dtype.bits = 64;  // the dtype is still checked first
+  // Read-only ranks with the dtype and the device (invalid_parameter), before the shape.
+  versioned.dl_tensor.ndim = 3;
+  CHECK(from_dlpack(versioned, w) == status::invalid_parameter);
+  CHECK(from_dlpack(versioned, r) == status::shape_mismatch);
+  versioned.dl_tensor.ndim = 2;
+  versioned.dl_tensor.dtype.bits = 64;
   CHECK(from_dlpack(versioned, w) == status::invalid_parameter);
   CHECK(from_dlpack(versioned, r) == status::invalid_parameter);
+  versioned.flags &= ~DLPACK_FLAG_BITMASK_READ_ONLY;  // writable, and still the wrong dtype
+  CHECK(from_dlpack(versioned, w) == status::invalid_parameter);
+  CHECK(same_view(w, before));
 }
 
 TEST_CASE("views are described as DLTensors and read back", "[interop][dlpack]") {

@@ -157,9 +157,9 @@ status from_dlpack(const Tensor& tensor, view<T, Rank, Space>& out) noexcept {
                 "tokred::from_dlpack: the view element must be float, f16, bf16, std::int64_t, "
                 "std::int32_t or std::uint8_t");
   if constexpr (detail::has_dl_tensor<Tensor>::value) {
+    // Read-only is an invalid_parameter as a wrong dtype or device is, so checking it first
+    // keeps the documented order of statuses.
     if constexpr (detail::has_dl_flags<Tensor>::value && !std::is_const_v<T>) {
-      if (const status s = detail::check_dl_kind<T, Space>(tensor.dl_tensor); s != status::ok)
-        return s;
       if ((static_cast<std::uint64_t>(tensor.flags) & detail::dl_flag_read_only) != 0)
         return status::invalid_parameter;
     }
