@@ -303,8 +303,8 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<
     }
 #endif
   }
+  if constexpr (has_code_packing<Arch>()) {  // x86 alone (the branch is empty elsewhere)
 #if XSIMD_WITH_SSE2
-  if constexpr (has_code_packing<Arch>()) {
     __m128i b0, b1;
     code_bytes<Arch>(codes, b0, b1);
     auto* const p = reinterpret_cast<__m128i*>(out + at.codes);
@@ -314,15 +314,15 @@ TOKRED_FORCE_INLINE void quantize_block_lanes(ggml_type type, const float_batch<
     } else {
       _mm_storeu_si128(p, _mm_or_si128(b0, _mm_slli_epi16(b1, 4)));  // nibbles ≤ 15: no carry across bytes
     }
-    return;
-  }
 #endif
-  alignas(64) std::uint32_t q[32];
-  for (index_t k = 0; k < n; ++k) codes[k].store_aligned(q + k * w);
-  if (type == ggml_type::q8_0) {
-    for (index_t j = 0; j < 32; ++j) out[at.codes + j] = static_cast<std::uint8_t>(q[j]);
   } else {
-    for (index_t j = 0; j < 16; ++j) out[at.codes + j] = static_cast<std::uint8_t>(q[j] | q[j + 16] << 4);
+    alignas(64) std::uint32_t q[32];
+    for (index_t k = 0; k < n; ++k) codes[k].store_aligned(q + k * w);
+    if (type == ggml_type::q8_0) {
+      for (index_t j = 0; j < 32; ++j) out[at.codes + j] = static_cast<std::uint8_t>(q[j]);
+    } else {
+      for (index_t j = 0; j < 16; ++j) out[at.codes + j] = static_cast<std::uint8_t>(q[j] | q[j + 16] << 4);
+    }
   }
 }
 
