@@ -16,7 +16,8 @@
 # runs every test program, then every benchmark program, whose name matches PROGRAM_REGEX
 # (default: all), each under a time limit, and leaves in RESULTS_DIR (default:
 # tokred-cuda-results) each program's output, each benchmark's JSON (3 repetitions, aggregates),
-# and summary.txt; see tools/cuda_run.sh. It exits 1 if a program failed or if there was no
+# their Markdown tables (tables.md, where python3 is found) and summary.txt; see
+# tools/cuda_run.sh. It exits 1 if a program failed or if there was no
 # device to run on (every test skipped).
 #
 # The build tree must hold every program: one per tests/cuda/test_*_cuda.cu (and the _fma twins
@@ -67,6 +68,7 @@ done | sort -u | while read -r lib; do
 done
 
 cp "$root/tools/cuda_run.sh" "$stage/tokred-cuda/run.sh"
+cp "$root/tools/bench_table.py" "$stage/tokred-cuda/bench_table.py"
 chmod +x "$stage/tokred-cuda/run.sh"
 
 tar -C "$stage" -czf "$archive" tokred-cuda

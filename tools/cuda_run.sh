@@ -14,7 +14,8 @@
 #   RESULTS_DIR      default tokred-cuda-results; summary.txt there is appended to, not replaced
 #   PROGRAM_REGEX    which programs run (default: all), matched against their names
 #
-# Benchmarks run with 3 repetitions, aggregates only. A benchmark program fails when it exits
+# Benchmarks run with 3 repetitions, aggregates only; where python3 is found, tables.md in
+# RESULTS_DIR then holds every benchmark JSON there as Markdown tables (tools/bench_table.py). A benchmark program fails when it exits
 # non-zero or when a case reports an error (a check against the CPU backend, a failed launch:
 # "error_occurred" in its JSON). Exit status: 0 when nothing failed; 1 when something failed, or
 # when every test skipped (no CUDA device; no benchmark then runs).
@@ -99,5 +100,14 @@ if ((benchmarks)); then
     ((rc == 0)) || failed=$((failed + 1))
     echo "bench $name: $verdict, $((SECONDS - start)) s" | tee -a "$summary"
   done
+  # Every benchmark JSON in RESULTS_DIR (this run's and earlier ones') as Markdown tables.
+  jsons=("$out"/*.json)
+  if ((${#jsons[@]} > 0)) && command -v python3 > /dev/null && [[ -f "$here/bench_table.py" ]]; then
+    if python3 "$here/bench_table.py" "${jsons[@]}" > "$out/tables.md"; then
+      echo "tables: $out/tables.md" | tee -a "$summary"
+    else
+      echo "tables: bench_table.py failed" | tee -a "$summary"
+    fi
+  fi
 fi
 ((failed == 0))
