@@ -10,7 +10,9 @@ bytes. The scalar reference (names matching --reference, default `_ref$|_ref<|sc
 `× ref`: its time over the case's. A case's baseline is, of those whose template arguments
 (`float`, `ggml_type::q4_0`, …) and benchmark arguments (`tokens:4096`, `dim:1024`, …) are all
 among its own, the one sharing the most with it; none where two share as much. So a baseline
-that leaves an argument out (a copy has no `rotation`) serves every value of it. Cases that
+that leaves an argument out (a copy has no `rotation`) serves every value of it. Where no
+baseline's template arguments fit, the benchmark arguments alone decide (a copy of fp16 bytes
+for a bf16 case of the same shape). Cases that
 reported an error show it in place of their figures.
 
 usage: bench_table.py [--time real|cpu] [--baseline REGEX] [--reference REGEX]
@@ -94,18 +96,20 @@ def parts(case):
 
 def partner(case, candidates):
     """The candidate computed on the case's inputs: of those whose template arguments and
-    benchmark arguments are all among the case's, the one that shares the most with it (none
-    where two share as much)."""
+    benchmark arguments are all among the case's, the one that shares the most with it; where
+    none qualifies, the same over the benchmark arguments alone (a copy of fp16 bytes serves a
+    bf16 case). None where two share as much."""
     template, args = parts(case)
-    scored = []
-    for c in candidates:
-        t, a = parts(c)
-        if t <= template and a <= args:
-            scored.append((len(t) + len(a), c))
-    scored.sort(key=lambda s: -s[0])
-    if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
-        return None
-    return scored[0][1]
+    for use_template in (True, False):
+        scored = []
+        for c in candidates:
+            t, a = parts(c)
+            if a <= args and (t <= template or not use_template):
+                scored.append((len(a) + (len(t) if use_template else 0), c))
+        if scored:
+            scored.sort(key=lambda s: -s[0])
+            return None if len(scored) > 1 and scored[0][0] == scored[1][0] else scored[0][1]
+    return None
 
 
 def time_text(ns):

@@ -84,6 +84,12 @@ class BenchTable(unittest.TestCase):
         # has extra:1 shares more.
         self.assertEqual(rows['BM_other/side:24/dim:1024/extra:1']['% of copy'], '100 %')
 
+    def test_template_arguments_give_way_where_none_fits(self):
+        rows = self.table([run('BM_copy<f16>/n:1/bits:2', 1.0), run('BM_copy<f16>/n:2/bits:2', 1.0),
+                           run('BM_q<bf16>/n:1/bits:2', 4.0), run('BM_q<f16>/n:1/bits:2', 2.0)])
+        self.assertEqual(rows['BM_q<bf16>/n:1/bits:2']['% of copy'], '25 %')
+        self.assertEqual(rows['BM_q<f16>/n:1/bits:2']['% of copy'], '50 %')
+
     def test_equal_candidates_give_no_baseline(self):
         rows = self.table([run('BM_copy/a:1', 1.0), run('BM_copy/b:2', 1.0), run('BM_f/a:1/b:2', 2.0)])
         self.assertEqual(rows['BM_f/a:1/b:2']['% of copy'], '')
