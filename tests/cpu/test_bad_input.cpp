@@ -137,6 +137,14 @@ TEST_CASE("outputs overlapping inputs or each other", "[bad_input]") {
   out = f.out.outputs();
   out.positions = view<std::int32_t, 2>(reinterpret_cast<std::int32_t*>(f.out.source.data()), {fixture::kept, 3}, {2, 1});
   CHECK(f.run(f.inputs(), out) == status::aliasing);  // positions over source
+  // An output that reaches one of its own elements twice: every kept row onto one (a broadcast),
+  // and position rows 2 apart, 3 wide.
+  out = f.out.outputs();
+  out.tokens = view<float, 2>(f.out.tokens.data(), {fixture::kept, fixture::dim}, {0, 1});
+  CHECK(f.run(f.inputs(), out) == status::aliasing);
+  out = f.out.outputs();
+  out.positions = view<std::int32_t, 2>(f.out.positions.data(), {fixture::kept, 3}, {2, 1});
+  CHECK(f.run(f.inputs(), out) == status::aliasing);
   CHECK(f.out.untouched());
 }
 

@@ -719,7 +719,9 @@ TEST_CASE("bad input: documented statuses, nothing written", "[kv_blocks][bad_in
   CHECK(q(cache, out.blocks, ggml_quantize{ggml_type::q8_0, 48}) == status::invalid_parameter);
   CHECK(q(cache, view<std::uint8_t, 3>(out.bytes.data(), {2, 4, 60})) == status::shape_mismatch);
   CHECK(q(cache, out.blocks, ggml_quantize{ggml_type::q4_0}) == status::shape_mismatch);  // 68-byte rows, q4_0 needs 36
-  CHECK(q(cache, view<std::uint8_t, 3>(out.bytes.data(), {2, 4, 68}, {0, 0, 2})) == status::shape_mismatch);
+  std::vector<std::uint8_t> wide(2 * 4 * 136);  // packed rows whose bytes are 2 apart: not a layout ggml reads
+  CHECK(q(cache, view<std::uint8_t, 3>(wide.data(), {2, 4, 68}, {4 * 136, 136, 2})) == status::shape_mismatch);
+  CHECK(q(cache, view<std::uint8_t, 3>(out.bytes.data(), {2, 4, 68}, {0, 0, 2})) == status::aliasing);  // rows on one another
   CHECK(q(view<const float, 3>(nullptr, {2, 4, 64}), out.blocks) == status::null_pointer);
   CHECK(q(cache, view<std::uint8_t, 3>(nullptr, {2, 4, 68})) == status::null_pointer);
   // Packed bytes written over the cache itself.

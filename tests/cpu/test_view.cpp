@@ -97,6 +97,40 @@ TEST_CASE("share_elements: exact for views of the same strides, any sign, agains
   CHECK(share_elements(k, w));
 }
 
+TEST_CASE("elements_distinct: exact for any strides, against the element lists", "[view]") {
+  std::vector<float> data(4096);
+  float* const mid = data.data() + 2048;
+  std::mt19937 rng(11);
+  const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int distinct = 0, repeating = 0;
+  for (int trial = 0; trial < 4000; ++trial) {
+    const std::array<index_t, 3> extents{pick(1, 4), pick(1, 6), pick(0, 5) == 0 ? 1 : pick(1, 5)};
+    // Half the trials from nested layouts' strides, half from small ones that often interleave.
+    const std::array<index_t, 3> stride = trial % 2 == 0
+                                              ? std::array<index_t, 3>{pick(-40, 40), pick(-12, 12), pick(-3, 3)}
+                                              : std::array<index_t, 3>{pick(-7, 7), pick(-7, 7), pick(-7, 7)};
+    const view<float, 3> v = make_strided_view(mid, extents, stride);
+    const bool want = static_cast<index_t>(offsets_of(v, mid).size()) == v.size();
+    INFO("trial " << trial << ": extents " << extents[0] << " " << extents[1] << " " << extents[2] << ", strides "
+                  << stride[0] << " " << stride[1] << " " << stride[2]);
+    CHECK(elements_distinct(v) == want);
+    (want ? distinct : repeating) += 1;
+  }
+  CHECK(distinct > 500);  // both answers well represented
+  CHECK(repeating > 500);
+  // Interleaved yet distinct: strides (3, 2) over extents (2, 3) reach 0 2 4 3 5 7; over (3, 4) they repeat.
+  CHECK(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{2, 3}, std::array<index_t, 2>{3, 2})));
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{3, 4}, std::array<index_t, 2>{3, 2})));  // 0·3 + 3·2 = 2·3 + 0·2
+  // Empty views, broadcast rows, and spans no index can count.
+  CHECK(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{0, 8}, std::array<index_t, 2>{0, 0})));
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{4, 8}, std::array<index_t, 2>{0, 1})));
+  CHECK(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{1, 8}, std::array<index_t, 2>{0, 1})));
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{4, 8}, std::array<index_t, 2>{index_t{1} << 61, 1})));
+  // Past the search's bound (more than 2^22 combinations off the widest dimension): as repeating.
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 3>{3000, 3000, 3000},
+                                                  std::array<index_t, 3>{7, 5, 3})));
+}
+
 TEST_CASE("span_fits: a span in bytes that an index can count", "[view]") {
   using a2 = std::array<index_t, 2>;
   const index_t top = std::numeric_limits<index_t>::max();

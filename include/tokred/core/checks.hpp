@@ -3,9 +3,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "tokred/core/config.hpp"
 #include "tokred/core/status.hpp"
+#include "tokred/core/view.hpp"
 
 namespace tokred::detail {
 
@@ -16,13 +18,17 @@ TOKRED_HOST_DEVICE constexpr bool requested(const V& v) noexcept {
 }
 
 /// Checks one requested view: `shape_mismatch` if its extents differ from `extents`, then
-/// `null_pointer` if it has no data.
+/// `null_pointer` if it has no data, then, for a view that is written (of non-const elements),
+/// `aliasing` if two of its indices reach one element (a zero stride, interleaved strides:
+/// elements_distinct), whose writes would race between shares or overwrite one another.
 template <class V, std::size_t R>
 status check_view(const V& v, const index_t (&extents)[R]) noexcept {
   static_assert(R == static_cast<std::size_t>(V::rank()), "one extent per dimension");
   for (int r = 0; r < V::rank(); ++r)
     if (v.extent(r) != extents[r]) return status::shape_mismatch;
   if (v.data_handle() == nullptr) return status::null_pointer;
+  if constexpr (!std::is_const_v<typename V::element_type>)
+    if (!elements_distinct(v)) return status::aliasing;
   return status::ok;
 }
 

@@ -11,9 +11,9 @@ enum class [[nodiscard]] status : int {
   budget_exceeds_input, ///< k is larger than the tokens it selects from
   invalid_ratio,        ///< a keep ratio outside [0, 1], or NaN
   invalid_parameter,    ///< a policy parameter outside its domain (kernel, stride, padding, size)
-  null_pointer,         ///< a view with a null data pointer and a non-zero extent
+  null_pointer,         ///< a null data pointer in an input (even an empty one) or an output with elements
   shape_mismatch,       ///< view extents disagree with the problem or with each other
-  aliasing,             ///< an output view overlaps an input view or another output
+  aliasing,             ///< an output overlaps an input or another output, or reaches an element twice
   index_out_of_range,   ///< a caller-supplied token index lies outside [0, N)
   workspace_too_small,  ///< the workspace is smaller than `workspace_bytes` asked for
   invalid_exec,         ///< the exec tag is malformed (e.g. nth < 1 or ith outside [0, nth))

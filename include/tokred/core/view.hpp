@@ -157,6 +157,17 @@ constexpr view<T, 2, Space> row_range(const view<T, 2, Space>& v, index_t first,
   return {v.data_handle() + first * v.stride(0), {count, v.extent(1)}, {v.stride(0), v.stride(1)}};
 }
 
+/// The extents and strides of `v` as arrays.
+template <class T, int Rank, class Space>
+constexpr auto extents_and_strides(const view<T, Rank, Space>& v) noexcept {
+  std::array<std::array<index_t, static_cast<std::size_t>(Rank)>, 2> es{};
+  for (int r = 0; r < Rank; ++r) {
+    es[0][static_cast<std::size_t>(r)] = v.extent(r);
+    es[1][static_cast<std::size_t>(r)] = v.stride(r);
+  }
+  return es;
+}
+
 /// Whether a view of these extents and strides reaches no byte further than an index can count
 /// from its first element (`required_span_size` times the element size fits in index_t), so that
 /// its span and the overlap tests compute without overflow. An empty view reaches nothing.
@@ -179,12 +190,8 @@ constexpr bool span_fits(const std::array<index_t, Rank>& extents, const std::ar
 /// span_fits for the extents and strides of `v`.
 template <class T, int Rank, class Space>
 constexpr bool span_fits(const view<T, Rank, Space>& v) noexcept {
-  std::array<index_t, static_cast<std::size_t>(Rank)> extents{}, strides{};
-  for (int r = 0; r < Rank; ++r) {
-    extents[static_cast<std::size_t>(r)] = v.extent(r);
-    strides[static_cast<std::size_t>(r)] = v.stride(r);
-  }
-  return span_fits(extents, strides, static_cast<index_t>(sizeof(T)));
+  const auto es = extents_and_strides(v);
+  return span_fits(es[0], es[1], static_cast<index_t>(sizeof(T)));
 }
 
 /// The half-open byte-address interval a view touches; empty views give an empty interval.
@@ -220,40 +227,111 @@ bool may_overlap(const view<A, RA, Space>& a, const view<B, RB, Space>& b) noexc
   return x.begin < y.end && y.begin < x.end;
 }
 
+namespace detail {
+
+/// Whether Σ δ_r·stride_r = target for integers low_r ≤ δ_r ≤ high_r, not all zero where
+/// `nonzero`. Every dimension but the one of the widest range is enumerated (at most 2^22
+/// combinations) and δ along that one solved for; past that bound the answer is `otherwise`.
+/// The caller keeps |Σ δ_r·stride_r| and |target| within index_t.
+template <std::size_t Rank>
+bool offset_reachable(const std::array<index_t, Rank>& low, const std::array<index_t, Rank>& high,
+                      const std::array<index_t, Rank>& stride, index_t target, bool nonzero, bool otherwise) noexcept {
+  static_assert(Rank >= 1, "offset_reachable: at least one dimension");
+  constexpr index_t limit = index_t{1} << 22;
+  std::size_t widest = 0;
+  for (std::size_t r = 1; r < Rank; ++r)
+    if (high[r] - low[r] > high[widest] - low[widest]) widest = r;
+  index_t combinations = 1;
+  for (std::size_t r = 0; r < Rank; ++r)
+    if (r != widest) {
+      const index_t values = high[r] - low[r] + 1;
+      if (values > limit / combinations) return otherwise;
+      combinations *= values;
+    }
+  std::array<index_t, Rank> delta = low;
+  const index_t along = stride[widest], first = low[widest], last = high[widest];
+  for (index_t c = 0; c < combinations; ++c) {
+    index_t rest = target;  // what δ along the widest dimension must make up
+    bool others_zero = true;
+    for (std::size_t r = 0; r < Rank; ++r)
+      if (r != widest) {
+        rest -= delta[r] * stride[r];
+        others_zero = others_zero && delta[r] == 0;
+      }
+    const bool zero_ok = !nonzero || !others_zero;  // may δ along the widest be 0?
+    if (along == 0) {  // any δ there: a nonzero one exists unless the range is {0}
+      if (rest == 0 && (zero_ok || first != 0 || last != 0)) return true;
+    } else if (rest % along == 0) {
+      const index_t d = rest / along;
+      if (d >= first && d <= last && (zero_ok || d != 0)) return true;
+    }
+    for (std::size_t r = 0; r < Rank; ++r) {  // the next combination, an odometer
+      if (r == widest) continue;
+      if (++delta[r] <= high[r]) break;
+      delta[r] = low[r];
+    }
+  }
+  return false;
+}
+
+}  // namespace detail
+
 /// True when `a` and `b` share an element. Exact where they have the same strides and lie a
 /// whole number of elements apart: the offsets of two elements then differ by Σ δ_r·stride_r with
-/// −(extent of b along r − 1) ≤ δ_r ≤ extent of a along r − 1, which is searched over every
-/// dimension but the longest (at most 2^22 combinations) and solved along that one. Otherwise,
-/// and past that bound, as may_overlap: any common byte range counts.
+/// −(extent of b along r − 1) ≤ δ_r ≤ extent of a along r − 1 (detail::offset_reachable).
+/// Otherwise, past that search's bound, and for spans near index_t's limit, as may_overlap: any
+/// common byte range counts.
 template <class T, int Rank, class Space>
 bool share_elements(const view<T, Rank, Space>& a, const view<T, Rank, Space>& b) noexcept {
   if (!may_overlap(a, b)) return false;
   const auto elem = static_cast<std::intptr_t>(sizeof(T));
   const std::intptr_t apart = reinterpret_cast<std::intptr_t>(b.data_handle()) - reinterpret_cast<std::intptr_t>(a.data_handle());
   if (apart % elem != 0) return true;
-  int longest = 0;
-  index_t combinations = 1;
-  for (int r = 0; r < Rank; ++r) {
-    if (a.stride(r) != b.stride(r)) return true;
-    if (a.extent(r) + b.extent(r) > a.extent(longest) + b.extent(longest)) longest = r;
+  const auto [ea, sa] = detail::extents_and_strides(a);
+  const auto [eb, sb] = detail::extents_and_strides(b);
+  // Spans of at most a quarter of index_t (in bytes, so in elements) keep every sum below in range.
+  if (sa != sb || !detail::span_fits(ea, sa, 4 * elem) || !detail::span_fits(eb, sb, 4 * elem)) return true;
+  std::array<index_t, static_cast<std::size_t>(Rank)> low{}, high{};
+  for (std::size_t r = 0; r < low.size(); ++r) {
+    low[r] = 1 - eb[r];
+    high[r] = ea[r] - 1;
   }
-  for (int r = 0; r < Rank; ++r)
-    if (r != longest && (combinations *= a.extent(r) + b.extent(r) - 1) > (index_t{1} << 22)) return true;
-  index_t delta[Rank > 0 ? Rank : 1] = {};
-  for (int r = 0; r < Rank; ++r) delta[r] = 1 - b.extent(r);
-  const index_t along = a.stride(longest), low = 1 - b.extent(longest), high = a.extent(longest) - 1;
-  for (index_t c = 0; c < combinations; ++c) {
-    index_t rest = static_cast<index_t>(apart / elem);  // what the longest dimension must make up
-    for (int r = 0; r < Rank; ++r)
-      if (r != longest) rest -= delta[r] * a.stride(r);
-    if (along == 0 ? rest == 0 : rest % along == 0 && rest / along >= low && rest / along <= high) return true;
-    for (int r = 0; r < Rank; ++r) {  // the next combination, an odometer over the other dimensions
-      if (r == longest) continue;
-      if (++delta[r] < a.extent(r)) break;
-      delta[r] = 1 - b.extent(r);
-    }
+  return detail::offset_reachable(low, high, sa, static_cast<index_t>(apart / elem), false, true);
+}
+
+/// True when no two indices of `v` reach one element. The usual layouts pass at once: taken by
+/// increasing |stride|, each dimension of extent above 1 steps past everything the smaller ones
+/// reach. Others (a zero stride, interleaved strides) are decided by detail::offset_reachable,
+/// exactly up to its bound and as overlapping past it, or where the span nears index_t's limit.
+template <class T, int Rank, class Space>
+bool elements_distinct(const view<T, Rank, Space>& v) noexcept {
+  constexpr auto rank = static_cast<std::size_t>(Rank);
+  if (v.empty()) return true;
+  const auto es = detail::extents_and_strides(v);
+  const auto &extents = es[0], &strides = es[1];
+  if (!detail::span_fits(extents, strides, 4 * static_cast<index_t>(sizeof(T)))) return false;
+  const auto size_of = [&](std::size_t r) { return strides[r] < 0 ? -strides[r] : strides[r]; };
+  std::array<std::size_t, rank> order{};
+  std::size_t n = 0;  // the dimensions of extent above 1 by increasing |stride| (insertion sort)
+  for (std::size_t r = 0; r < rank; ++r) {
+    if (extents[r] == 1) continue;
+    std::size_t at = n++;
+    for (; at > 0 && size_of(order[at - 1]) > size_of(r); --at) order[at] = order[at - 1];
+    order[at] = r;
   }
-  return false;
+  index_t reach = 0;  // the largest offset the dimensions before reach
+  bool nested = true;
+  for (std::size_t i = 0; i < n && nested; ++i) {
+    nested = size_of(order[i]) > reach;
+    reach += size_of(order[i]) * (extents[order[i]] - 1);
+  }
+  if (nested) return true;
+  std::array<index_t, rank> low{}, high{};
+  for (std::size_t r = 0; r < rank; ++r) {
+    low[r] = 1 - extents[r];
+    high[r] = extents[r] - 1;
+  }
+  return !detail::offset_reachable(low, high, strides, 0, true, true);
 }
 
 /// True when `v` may overlap any of `others`.
