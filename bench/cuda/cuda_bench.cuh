@@ -149,9 +149,13 @@ bool time_cpu_images(benchmark::State& state, const Policy& policy, const proble
 /// The `T` that `make()` returns, built for `key` (a case's arguments) and kept while the same
 /// case asks again. Google Benchmark calls a benchmark function once per iteration-count probe
 /// and once per repetition, a case's calls in a row: host setup that takes seconds (a CPU
-/// prefill, a CPU quantization the device's output is checked against) then runs once per case,
-/// not once per call. The value is shared by every function that asks for a `T` with the same
-/// key: a call that changes it works on a copy.
+/// prefill, a CPU quantization the device's output is checked against, a double oracle) then
+/// runs once per case, not once per call. One value is kept per call site (each `make` lambda,
+/// in each instantiation of a template, is a type of its own): a function that several
+/// benchmarks share makes them share it. A call that changes the value works on a copy.
+///
+/// The checks after timing use it as well (`built_once<bool>`): every call of a case leaves the
+/// same result, so the first call's verdict holds for the rest.
 template <class T, class Make>
 const T& built_once(const std::vector<std::int64_t>& key, const Make& make) {
   static std::vector<std::int64_t> last;
