@@ -2,6 +2,7 @@
 // case table (every element type) for a stream of three chunks sharing one memory, the same bits
 // and one memory update for 1–3 shares, the documented results for NaN and zero rows, and every
 // bad input with the scores and the memory untouched.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -203,6 +204,18 @@ TEST_CASE("gaussian_redundancy: bad input leaves the scores and the memory untou
   CHECK(run(p, {grid, tokens, overlapping}, out, space) == status::aliasing);
 
   CHECK(run(p, good, out, workspace{ws.data(), ws.size() - 1}) == status::workspace_too_small);
+
+  // A workspace over the memory or the tokens: its scratch would overwrite them before the
+  // memory moves on. One buffer holds both, so a missed check stays inside it.
+  {
+    std::vector<double> pool(ws.size() / sizeof(double) + 1, 5.0);
+    redundancy_memory<> pooled = m.view();
+    pooled.sums = make_view(pool.data(), 4);
+    CHECK(run(p, {grid, tokens, pooled}, out, workspace{pool.data(), ws.size()}) == status::aliasing);
+    CHECK(run(p, {grid, make_view<const float>(reinterpret_cast<const float*>(pool.data()), n, dim), m.view()}, out,
+              workspace{pool.data(), ws.size()}) == status::aliasing);
+    CHECK(std::all_of(pool.begin(), pool.end(), [](double v) { return v == 5.0; }));
+  }
 
   // A negative count: share 0 refuses it; the other shares never read the memory.
   m.chunks = -1;

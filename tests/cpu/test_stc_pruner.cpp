@@ -4,6 +4,7 @@
 // stream's terms and the memory moved on exactly as the two-step form moves it; shares other than 0
 // write nothing; every bad input returns its status and leaves the outputs and the memory
 // untouched. The original's own outputs are in test_golden_stc.cpp.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -220,6 +221,25 @@ TEST_CASE("stc_pruner: bad input returns its status and touches nothing", "[stc]
     o.tokens = make_view(x.data(), kept, dim);  // kept rows over the chunk
     CHECK(apply(cpu{}, p, in, o, ws.get()) == status::aliasing);
     CHECK(out.untouched());
+  }
+  {
+    // A workspace over the memory: its scores would overwrite the sums before they move on. The
+    // sums lie inside one buffer with the workspace, so a missed check stays inside it.
+    std::vector<double> pool(ws.bytes.size() / sizeof(double) + 1, 5.0);
+    stc_pruner_inputs<float> in = good();
+    in.memory.sums = make_view(pool.data() + 1, 4);
+    expect(status::aliasing, p, in, kept, workspace{pool.data(), ws.bytes.size()});
+    CHECK(std::all_of(pool.begin(), pool.end(), [](double v) { return v == 5.0; }));
+  }
+  {
+    // An output over the workspace: the selection would refuse it only after the memory moved on.
+    std::vector<std::int64_t> pool(ws.bytes.size() / sizeof(std::int64_t) + 1, 5);
+    selection_buffers<float> out(kept, dim);
+    selection_outputs<float> o = out.outputs();
+    o.source = make_view(pool.data(), kept);
+    CHECK(apply(cpu{}, p, good(), o, workspace{pool.data(), ws.bytes.size()}) == status::aliasing);
+    CHECK(out.untouched());
+    CHECK(m == before);
   }
   {
     stc_pruner_inputs<float> in = good();

@@ -269,6 +269,14 @@ TEST_CASE("temporal_stream: bad input returns its status and touches nothing", "
     expect(status::aliasing, p, in);
   }
   expect(status::shape_mismatch, p, frame1(), 5);  // outputs smaller than the bound
+  {
+    // Scratch inside the state or the frame's rows: the scores would overwrite them mid-call.
+    const std::size_t need = ws.bytes.size();
+    REQUIRE(need <= sizeof(float) * static_cast<std::size_t>(hw * dim));
+    expect(status::aliasing, p, frame1(), 6, workspace{state.previous.data(), need});
+    expect(status::aliasing, p, frame1(), 6, workspace{state.norms.data(), need});
+    expect(status::aliasing, p, frame1(), 6, workspace{x.data() + hw * dim, need});
+  }
   expect(status::workspace_too_small, temporal_stream::evs(keep_budget::count(2)), frame1(), 2, workspace{ws.bytes.data(), 1});
   {
     counted_buffers<float> out(hw, dim);

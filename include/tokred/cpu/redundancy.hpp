@@ -160,8 +160,12 @@ struct backend<gaussian_redundancy, cpu<Arch>> {
     if (status s = check_exec(exec); s != status::ok) return s;
     if (status s = detail::check_redundancy(p, in, out); s != status::ok) return s;
     const index_t dim = in.tokens.extent(1), width = redundancy_channels(p, dim);
-    if (status s = check_workspace(ws, workspace_bytes(exec, p, problem{in.grid, dim})); s != status::ok)
-      return s;
+    const std::size_t need = workspace_bytes(exec, p, problem{in.grid, dim});
+    if (status s = check_workspace(ws, need); s != status::ok) return s;
+    // The scratch is written before the memory is: one that overlaps a view would corrupt it.
+    if (detail::workspace_overlaps<host_space>(ws, need, in.tokens, in.memory.sums, in.memory.chunks,
+                                               in.memory.channels, out.scores))
+      return status::aliasing;
     if (exec.ith != 0) return status::ok;
     if (in.memory.chunks(0) < 0) return status::invalid_parameter;
     detail::arena carver(ws);

@@ -42,7 +42,12 @@ struct backend<stc_pruner, cpu<Arch>> {
     if (status s = check_exec(exec); s != status::ok) return s;
     if (status s = detail::check_stc_pruner(p, in, out); s != status::ok) return s;
     const problem prob{in.chunk, in.tokens.extent(1)};
-    if (status s = check_workspace(ws, workspace_bytes(cpu<Arch>{}, p, prob)); s != status::ok) return s;
+    const std::size_t need = workspace_bytes(cpu<Arch>{}, p, prob);
+    if (status s = check_workspace(ws, need); s != status::ok) return s;
+    // The scores in the scratch are written before the memory is: it must overlap no view.
+    if (detail::workspace_overlaps<host_space>(ws, need, in.tokens, in.memory.sums, in.memory.chunks,
+                                               in.memory.channels, out.tokens, out.source, out.positions))
+      return status::aliasing;
     if (exec.ith != 0) return status::ok;
 
     detail::arena a(ws);
@@ -55,8 +60,8 @@ struct backend<stc_pruner, cpu<Arch>> {
         s != status::ok)
       return s;
 
-    // The selection's checks passed above (its scores live in the workspace, which no output may
-    // share): it returns ok.
+    // The selection's checks passed above (its scores live in the workspace, which overlaps no
+    // output): it returns ok.
     const topk per_frame{p.keep, scope::per_frame};
     const selection_inputs<Ein> ranked{in.chunk, view<const float, 1>(scores), in.tokens};
     if (status s = backend<topk, cpu<Arch>>::apply(cpu<Arch>{}, per_frame, ranked, out, buffers.steps); s != status::ok)

@@ -43,7 +43,12 @@ struct backend<temporal_stream, cpu<Arch>> {
     if (status s = check_exec(exec); s != status::ok) return s;
     if (status s = detail::check_stream(p, in, out, exec.ith == 0); s != status::ok) return s;
     const problem prob{in.frame, in.tokens.extent(1)};
-    if (status s = check_workspace(ws, workspace_bytes(cpu<Arch>{}, p, prob)); s != status::ok) return s;
+    const std::size_t need = workspace_bytes(cpu<Arch>{}, p, prob);
+    if (status s = check_workspace(ws, need); s != status::ok) return s;
+    // The scratch is written before the state moves on: one that overlaps a view would corrupt it.
+    if (detail::workspace_overlaps<host_space>(ws, need, in.tokens, in.state.previous, in.state.norms, in.state.frames,
+                                               out.tokens, out.source, out.positions, out.count))
+      return status::aliasing;
     if (exec.ith != 0) return status::ok;
 
     detail::arena a(ws);
@@ -54,15 +59,18 @@ struct backend<temporal_stream, cpu<Arch>> {
 
     // The frame's selection in its own terms (slots 0 … H·W − 1, t = 0), then in the stream's.
     const selection_inputs<Ein> frame{in.frame, view<const float, 1>(scores), in.tokens};
+    // The checks above are the selection's own (the frame, the outputs, and the scores in a
+    // workspace that overlaps neither), so it returns ok; a status it gives is passed on.
     index_t kept = 0;
     if (p.by == temporal_stream::rule::threshold) {
       const threshold rule{p.tau, threshold::keep::at_most};
-      (void)backend<threshold, cpu<Arch>>::apply(cpu<Arch>{}, rule, frame, out, {});
+      if (status s = backend<threshold, cpu<Arch>>::apply(cpu<Arch>{}, rule, frame, out, {}); s != status::ok) return s;
       kept = static_cast<index_t>(out.count(0));
     } else {
       const topk rule{p.keep, scope::global};
       const selection_outputs<Eout>& rows = out;
-      (void)backend<topk, cpu<Arch>>::apply(cpu<Arch>{}, rule, frame, rows, buffers.selection);
+      if (status s = backend<topk, cpu<Arch>>::apply(cpu<Arch>{}, rule, frame, rows, buffers.selection); s != status::ok)
+        return s;
       kept = retained_count(p, prob);
       out.count(0) = kept;
     }
