@@ -981,6 +981,15 @@ TEST_CASE("bad input: cache append and read statuses, cache and outputs untouche
               ws.get()) == status::aliasing);
   CHECK(append(c, one_k, one_v, cache.state, {}, {}, {}, workspace{ws.bytes.data(), ws.bytes.size() / 2}) ==
         status::workspace_too_small);
+  // A workspace over the cache (a step that writes no scratch: nothing past the residual is
+  // touched), or over the tokens a flush re-quantizes (one buffer holds both): the scratch is
+  // written while the cache is.
+  CHECK(append(c, one_k, one_v, cache.state, {}, {}, {}, workspace{cache.key_residual.data(), ws.bytes.size()}) ==
+        status::aliasing);
+  std::vector<float> wide(std::max(seen.size(), ws.bytes.size() / sizeof(float) + 1), 0.0f);
+  const view<const float, 3> wide_seen(wide.data(), {heads, 64, dim});
+  CHECK(append(c, one_k, one_v, {0, 63}, wide_seen, seen_view, {}, workspace{wide.data(), ws.bytes.size()}) ==
+        status::aliasing);
   CHECK(unchanged());
 
   // Read: the outputs are checked before anything is written.

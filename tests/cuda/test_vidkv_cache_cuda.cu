@@ -199,6 +199,12 @@ void check_bad_input() {
                                 workspace{ws.get(), ws.size() - 1});
   check(ws.size() > 0 && short_ws == status::workspace_too_small,
         std::string("bad append (a workspace one byte short): ") + to_string(short_ws));
+  // A workspace over the tokens a prefill quantizes (addresses only: nothing is written).
+  const status scratch_over_tokens =
+      apply(tokred::cuda{test_stream()}, vidkv_append{c}, vidkv_append_inputs<float, device_space>{prefill, prefill, {}, {}, {}},
+            dev.out(), workspace{const_cast<float*>(prefill.data_handle()), ws.size()});
+  check(scratch_over_tokens == status::aliasing,
+        std::string("bad append (a workspace over the tokens): ") + to_string(scratch_over_tokens));
   // A flush without the seen tokens.
   append(c, 70, 1, {64, 63}, "a flush without the seen tokens");
   read_rows<float> rows(heads, 10, dim, 0);

@@ -99,6 +99,7 @@ struct backend<vidkv_append, cuda> {
     detail::arena counter;
     cu::carve_keys(counter, l, storage);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
+    if (detail::vidkv_append_scratch_overlaps(c, in, cache, ws, counter.used())) return status::aliasing;
     detail::arena carver(ws);
     const cu::key_scratch scratch = cu::carve_keys(carver, l, storage);
     if (!carver.fits()) return status::workspace_too_small;

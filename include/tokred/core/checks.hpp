@@ -22,14 +22,19 @@ TOKRED_HOST_DEVICE constexpr bool requested(const V& v) noexcept {
 /// `null_pointer` if it has no data, then, for a view that is written (of non-const elements),
 /// `aliasing` if two of its indices reach one element (a zero stride, interleaved strides:
 /// elements_distinct), whose writes would race between shares or overwrite one another.
+/// The first `need` bytes of `ws` as a view, for the overlap tests (empty when nothing is needed).
+template <class Space>
+view<const std::byte, 1, Space> scratch_view(workspace ws, std::size_t need) noexcept {
+  if (need == 0 || ws.data == nullptr) return {};
+  return {static_cast<const std::byte*>(ws.data), {static_cast<index_t>(need)}, {1}};
+}
+
 /// True when the first `need` bytes of `ws` may overlap one of `views` (all in `Space`). Writing
 /// that scratch would then change an input, an output or a state mid-call. Checked where the
 /// damage would outlive the call (a stream's state).
 template <class Space, class... Vs>
 bool workspace_overlaps(workspace ws, std::size_t need, const Vs&... views) noexcept {
-  if (need == 0 || ws.data == nullptr) return false;
-  const view<const std::byte, 1, Space> scratch{static_cast<const std::byte*>(ws.data), {static_cast<index_t>(need)}, {1}};
-  return overlaps_any(scratch, views...);
+  return overlaps_any(scratch_view<Space>(ws, need), views...);
 }
 
 template <class V, std::size_t R>

@@ -553,7 +553,8 @@ struct backend<vidkv_append, cpu<Arch>> {
   /// (`empty_input` for n = 0); the cache's views; `shape_mismatch` for a state outside the
   /// cache or a step that does not fit (packed past C, a residual past R, a flush of a count
   /// that is not a multiple of G, salient tokens below the packed ones that are not whole groups
-  /// within the salient storage); when flushing, the seen views; aliasing; the workspace.
+  /// within the salient storage); when flushing, the seen views; aliasing; the workspace, then
+  /// `aliasing` for a workspace that overlaps the cache or the tokens it reads.
   template <class E>
   static status apply(const cpu<Arch>& exec, const vidkv_append& p, const vidkv_append_inputs<E>& in,
                       const vidkv_cache<E>& cache, workspace ws) noexcept {
@@ -564,6 +565,7 @@ struct backend<vidkv_append, cpu<Arch>> {
     detail::arena counter;
     detail::key_quantize_scratch<E>::carve(counter, exec, l);
     if (status s = check_workspace(ws, counter.used()); s != status::ok) return s;
+    if (detail::vidkv_append_scratch_overlaps(c, in, cache, ws, counter.used())) return status::aliasing;
 
     const detail::vidkv_step step = detail::vidkv_step_of(c, in.state, in.keys.extent(1));
     const index_t packed = step.after.packed;

@@ -599,6 +599,15 @@ bool vidkv_cache_overlaps(const vidkv& p, const vidkv_cache<E, Space>& c, const 
   return with_cache_views(p, c, [](const auto&... w) { return any_overlap(w...); }) || (overlaps_cache(p, c, vs) || ...);
 }
 
+/// Whether the first `need` bytes of an append's workspace overlap the cache or the tokens the
+/// append reads: the scratch is written while the cache is.
+template <class E, class Space>
+bool vidkv_append_scratch_overlaps(const vidkv& p, const vidkv_append_inputs<E, Space>& in,
+                                   const vidkv_cache<E, Space>& cache, workspace ws, std::size_t need) noexcept {
+  const auto scratch = scratch_view<Space>(ws, need);
+  return overlaps_cache(p, cache, scratch) || overlaps_any(scratch, in.keys, in.values, in.seen_keys, in.seen_values);
+}
+
 /// What an append of n tokens to a cache in state `before` does.
 struct vidkv_step {
   vidkv_state before, after;
