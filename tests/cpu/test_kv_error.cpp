@@ -150,6 +150,13 @@ TEST_CASE("hand-computed: two tokens, head_dim 4", "[kv_error]") {
   // Scale 2: logits (0, 4), KL = ln 2 + 4e⁴/(1 + e⁴) − ln(1 + e⁴).
   REQUIRE(attention_kl(queries, keys, keys_hat, kl, 2.0f) == status::ok);
   CHECK(close(kl.mean, 0.6030524127937698));
+  // Inputs of non-const elements are only read: a query broadcast over three rows (stride 0) is
+  // three equal rows, not aliasing.
+  float q_mut[4] = {2, 0, 0, 0};
+  const view<float, 3> repeated(q_mut, {1, 3, 4}, {12, 0, 1});
+  attention_kl_stats three;
+  REQUIRE(attention_kl(repeated, keys, keys_hat, three, 2.0f) == status::ok);
+  CHECK(three.mean == kl.mean);
 }
 
 TEST_CASE("scale 0 means 1/sqrt(head_dim)", "[kv_error]") {

@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include <tokred/core/checks.hpp>
 #include <tokred/core/grid.hpp>
 #include <tokred/core/view.hpp>
 
@@ -95,6 +96,9 @@ TEST_CASE("share_elements: exact for views of the same strides, any sign, agains
   // Other strides: as may_overlap.
   const auto w = make_strided_view(data.data() + 16, std::array<index_t, 3>{2, 8, 16}, std::array<index_t, 3>{16 * 32, 32, 2});
   CHECK(share_elements(k, w));
+  // A zero stride of any extent moves nothing: a view shares its elements with itself.
+  const auto flat = make_strided_view(data.data(), std::array<index_t, 2>{3, (index_t{1} << 62) + 2}, std::array<index_t, 2>{1, 0});
+  CHECK(share_elements(flat, flat));
 }
 
 TEST_CASE("elements_distinct: exact for any strides, against the element lists", "[view]") {
@@ -126,6 +130,16 @@ TEST_CASE("elements_distinct: exact for any strides, against the element lists",
   CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{4, 8}, std::array<index_t, 2>{0, 1})));
   CHECK(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{1, 8}, std::array<index_t, 2>{0, 1})));
   CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{4, 8}, std::array<index_t, 2>{index_t{1} << 61, 1})));
+  // Zero strides of extents no search could count; one index along a dimension of any stride;
+  // two dimensions of equal |stride|.
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{3, (index_t{1} << 62) + 2}, std::array<index_t, 2>{1, 0})));
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{1, (index_t{1} << 62) + 2}, std::array<index_t, 2>{5, 0})));
+  CHECK(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{1, 8}, std::array<index_t, 2>{std::numeric_limits<index_t>::min(), 1})));
+  CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 2>{2, 3}, std::array<index_t, 2>{-4, 4})));
+  // A view that is only read may repeat elements: check_view tests that only of written views.
+  const view<float, 2> broadcast = make_strided_view(mid, std::array<index_t, 2>{4, 8}, std::array<index_t, 2>{0, 1});
+  CHECK(tokred::detail::check_view(broadcast, {4, 8}) == status::aliasing);
+  CHECK(tokred::detail::check_view(tokred::detail::read_only(broadcast), {4, 8}) == status::ok);
   // Past the search's bound (more than 2^22 combinations off the widest dimension): as repeating.
   CHECK_FALSE(elements_distinct(make_strided_view(mid, std::array<index_t, 3>{3000, 3000, 3000},
                                                   std::array<index_t, 3>{7, 5, 3})));

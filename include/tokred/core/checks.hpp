@@ -18,10 +18,6 @@ TOKRED_HOST_DEVICE constexpr bool requested(const V& v) noexcept {
   return v.data_handle() != nullptr || !v.empty();
 }
 
-/// Checks one requested view: `shape_mismatch` if its extents differ from `extents`, then
-/// `null_pointer` if it has no data, then, for a view that is written (of non-const elements),
-/// `aliasing` if two of its indices reach one element (a zero stride, interleaved strides:
-/// elements_distinct), whose writes would race between shares or overwrite one another.
 /// The first `need` bytes of `ws` as a view, for the overlap tests (empty when nothing is needed).
 template <class Space>
 view<const std::byte, 1, Space> scratch_view(workspace ws, std::size_t need) noexcept {
@@ -37,6 +33,11 @@ bool workspace_overlaps(workspace ws, std::size_t need, const Vs&... views) noex
   return overlaps_any(scratch_view<Space>(ws, need), views...);
 }
 
+/// Checks one requested view: `shape_mismatch` if its extents differ from `extents`, then
+/// `null_pointer` if it has no data, then, for a view of non-const elements (one the caller
+/// writes; pass a view that is only read through read_only), `aliasing` if two of its indices
+/// reach one element (a zero stride, interleaved strides: elements_distinct), whose writes would
+/// race between shares or overwrite one another.
 template <class V, std::size_t R>
 status check_view(const V& v, const index_t (&extents)[R]) noexcept {
   static_assert(R == static_cast<std::size_t>(V::rank()), "one extent per dimension");

@@ -179,9 +179,11 @@ constexpr bool span_fits(const std::array<index_t, Rank>& extents, const std::ar
   const index_t limit = std::numeric_limits<index_t>::max() / element_bytes;  // in elements
   index_t span = 1;
   for (std::size_t r = 0; r < Rank; ++r) {
+    const index_t more = extents[r] - 1;
+    if (more == 0) continue;  // one index: any stride
     if (strides[r] == std::numeric_limits<index_t>::min()) return false;
-    const index_t step = strides[r] < 0 ? -strides[r] : strides[r], more = extents[r] - 1;
-    if (more != 0 && step > (limit - span) / more) return false;
+    const index_t step = strides[r] < 0 ? -strides[r] : strides[r];
+    if (step > (limit - span) / more) return false;
     span += more * step;
   }
   return true;
@@ -192,6 +194,12 @@ template <class T, int Rank, class Space>
 constexpr bool span_fits(const view<T, Rank, Space>& v) noexcept {
   const auto es = extents_and_strides(v);
   return span_fits(es[0], es[1], static_cast<index_t>(sizeof(T)));
+}
+
+/// `v` as a view of const elements: for the checks of a view that is only read.
+template <class T, int Rank, class Space>
+constexpr view<const T, Rank, Space> read_only(const view<T, Rank, Space>& v) noexcept {
+  return v;
 }
 
 /// The half-open byte-address interval a view touches; empty views give an empty interval.
@@ -292,17 +300,18 @@ bool share_elements(const view<T, Rank, Space>& a, const view<T, Rank, Space>& b
   // Spans of at most a quarter of index_t (in bytes, so in elements) keep every sum below in range.
   if (sa != sb || !detail::span_fits(ea, sa, 4 * elem) || !detail::span_fits(eb, sb, 4 * elem)) return true;
   std::array<index_t, static_cast<std::size_t>(Rank)> low{}, high{};
-  for (std::size_t r = 0; r < low.size(); ++r) {
-    low[r] = 1 - eb[r];
-    high[r] = ea[r] - 1;
+  for (std::size_t r = 0; r < low.size(); ++r) {  // a zero stride moves nothing: δ = 0 there
+    low[r] = sa[r] == 0 ? 0 : 1 - eb[r];
+    high[r] = sa[r] == 0 ? 0 : ea[r] - 1;
   }
   return detail::offset_reachable(low, high, sa, static_cast<index_t>(apart / elem), false, true);
 }
 
 /// True when no two indices of `v` reach one element. The usual layouts pass at once: taken by
 /// increasing |stride|, each dimension of extent above 1 steps past everything the smaller ones
-/// reach. Others (a zero stride, interleaved strides) are decided by detail::offset_reachable,
-/// exactly up to its bound and as overlapping past it, or where the span nears index_t's limit.
+/// reach. A zero stride or two equal |strides| (of extents above 1) repeat at once. Other
+/// interleaved strides are decided by detail::offset_reachable, exactly up to its bound and as
+/// repeating past it, or where the span nears index_t's limit.
 template <class T, int Rank, class Space>
 bool elements_distinct(const view<T, Rank, Space>& v) noexcept {
   constexpr auto rank = static_cast<std::size_t>(Rank);
@@ -319,6 +328,9 @@ bool elements_distinct(const view<T, Rank, Space>& v) noexcept {
     for (; at > 0 && size_of(order[at - 1]) > size_of(r); --at) order[at] = order[at - 1];
     order[at] = r;
   }
+  index_t previous = 0;  // a zero stride, or two equal |strides| (δ = ±1 along both), repeat
+  for (std::size_t i = 0; i < n; previous = size_of(order[i++]))
+    if (size_of(order[i]) == previous) return false;
   index_t reach = 0;  // the largest offset the dimensions before reach
   bool nested = true;
   for (std::size_t i = 0; i < n && nested; ++i) {

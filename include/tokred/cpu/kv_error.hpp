@@ -73,8 +73,8 @@ template <class R, class Q>
 status check_kv_error(const view<R, 3>& reference, const view<Q, 3>& reconstructed) noexcept {
   const kv_problem p = kv_problem_of(reference);
   if (status s = check_kv_problem(p); s != status::ok) return s;
-  if (status s = check_view(reference, {p.heads, p.tokens, p.head_dim}); s != status::ok) return s;
-  return check_view(reconstructed, {p.heads, p.tokens, p.head_dim});
+  if (status s = check_view(read_only(reference), {p.heads, p.tokens, p.head_dim}); s != status::ok) return s;
+  return check_view(read_only(reconstructed), {p.heads, p.tokens, p.head_dim});
 }
 
 /// The checks of `attention_kl`, in its documented order.
@@ -88,9 +88,9 @@ status check_attention_kl(const view<Q, 3>& queries, const view<K, 3>& keys,
   if (q_heads < 0 || n_queries < 0 || queries.extent(2) != p.head_dim || q_heads % p.heads != 0)
     return status::shape_mismatch;
   if (q_heads == 0 || n_queries == 0) return status::empty_input;
-  if (status s = check_view(keys, {p.heads, p.tokens, p.head_dim}); s != status::ok) return s;
-  if (status s = check_view(keys_hat, {p.heads, p.tokens, p.head_dim}); s != status::ok) return s;
-  return check_view(queries, {q_heads, n_queries, p.head_dim});
+  if (status s = check_view(read_only(keys), {p.heads, p.tokens, p.head_dim}); s != status::ok) return s;
+  if (status s = check_view(read_only(keys_hat), {p.heads, p.tokens, p.head_dim}); s != status::ok) return s;
+  return check_view(read_only(queries), {q_heads, n_queries, p.head_dim});
 }
 
 /// KL(P‖P̂) of one row from its unscaled dot products d_i = q·k_i, d̂_i = q·k̂_i, scale σ:

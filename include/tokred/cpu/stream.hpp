@@ -60,7 +60,8 @@ struct backend<temporal_stream, cpu<Arch>> {
     // The frame's selection in its own terms (slots 0 … H·W − 1, t = 0), then in the stream's.
     const selection_inputs<Ein> frame{in.frame, view<const float, 1>(scores), in.tokens};
     // The checks above are the selection's own (the frame, the outputs, and the scores in a
-    // workspace that overlaps neither), so it returns ok; a status it gives is passed on.
+    // workspace that overlaps neither), so it returns ok. Were it to fail, its status is passed
+    // on, with the state's rows and norms already moved on and `frames` not.
     index_t kept = 0;
     if (p.by == temporal_stream::rule::threshold) {
       const threshold rule{p.tau, threshold::keep::at_most};

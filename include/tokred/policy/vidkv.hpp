@@ -599,14 +599,6 @@ bool vidkv_cache_overlaps(const vidkv& p, const vidkv_cache<E, Space>& c, const 
   return with_cache_views(p, c, [](const auto&... w) { return any_overlap(w...); }) || (overlaps_cache(p, c, vs) || ...);
 }
 
-/// Whether the first `need` bytes of an append's workspace overlap the cache or the tokens the
-/// append reads: the scratch is written while the cache is.
-template <class E, class Space>
-bool vidkv_append_scratch_overlaps(const vidkv& p, const vidkv_append_inputs<E, Space>& in,
-                                   const vidkv_cache<E, Space>& cache, workspace ws, std::size_t need) noexcept {
-  const auto scratch = scratch_view<Space>(ws, need);
-  return overlaps_cache(p, cache, scratch) || overlaps_any(scratch, in.keys, in.values, in.seen_keys, in.seen_values);
-}
 
 /// What an append of n tokens to a cache in state `before` does.
 struct vidkv_step {
@@ -657,6 +649,17 @@ status check_vidkv_append(const Exec& exec, const vidkv_append& p, const vidkv_a
   const auto seen_keys = step.flush ? in.seen_keys : view<const E, 3, Space>{};
   const auto seen_values = step.flush ? in.seen_values : view<const E, 3, Space>{};
   return vidkv_cache_overlaps(c, cache, in.keys, in.values, seen_keys, seen_values) ? status::aliasing : status::ok;
+}
+
+/// Whether the first `need` bytes of an append's workspace overlap the cache or the tokens the
+/// step reads (the seen views only when it flushes): the scratch is written while the cache is.
+template <class E, class Space>
+bool vidkv_append_scratch_overlaps(const vidkv& p, const vidkv_append_inputs<E, Space>& in,
+                                   const vidkv_cache<E, Space>& cache, workspace ws, std::size_t need) noexcept {
+  const auto scratch = scratch_view<Space>(ws, need);
+  const bool flush = vidkv_step_of(p, in.state, in.keys.extent(1)).flush;
+  return overlaps_cache(p, cache, scratch) || overlaps_any(scratch, in.keys, in.values) ||
+         (flush && overlaps_any(scratch, in.seen_keys, in.seen_values));
 }
 
 /// What a step quantizes: a prefill's first n − n mod G tokens, or a flush's whole sequence
