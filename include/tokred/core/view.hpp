@@ -86,7 +86,12 @@ class view {
     for (std::size_t r = 0; r < dims; ++r) n *= extents_[r];
     return n;
   }
-  TOKRED_HOST_DEVICE constexpr bool empty() const noexcept { return size() == 0; }
+  /// Whether an extent is 0 (the product of the extents is not formed: it may not fit index_t).
+  TOKRED_HOST_DEVICE constexpr bool empty() const noexcept {
+    for (std::size_t r = 0; r < dims; ++r)
+      if (extents_[r] == 0) return true;
+    return false;
+  }
 
   /// One more than the largest element offset reachable from `data_handle()` in the direction
   /// of each stride's sign, i.e. the number of elements the view touches end to end.
