@@ -67,11 +67,21 @@ std::set<std::ptrdiff_t> offsets_of(const view<float, 3>& v, const float* base) 
   return at;
 }
 
-TEST_CASE("share_elements: exact for views of the same strides, any sign, against the element lists", "[view]") {
-  std::vector<float> data(4096);
+/// The random-layout tests' buffer, its middle (where views of negative strides start) and their
+/// small random integers.
+struct random_layouts {
+  std::vector<float> data = std::vector<float>(4096);
   float* const mid = data.data() + 2048;
-  std::mt19937 rng(7);
-  const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::mt19937 rng;
+  explicit random_layouts(unsigned seed) : rng(seed) {}
+  int pick(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+};
+
+TEST_CASE("share_elements: exact for views of the same strides, any sign, against the element lists", "[view]") {
+  random_layouts r(7);
+  const auto pick = [&](int lo, int hi) { return r.pick(lo, hi); };
+  std::vector<float>& data = r.data;
+  float* const mid = r.mid;
   int shared = 0, apart = 0;
   for (int trial = 0; trial < 4000; ++trial) {
     const std::array<index_t, 3> stride{pick(-40, 40), pick(-12, 12), pick(-3, 3)};
@@ -102,10 +112,9 @@ TEST_CASE("share_elements: exact for views of the same strides, any sign, agains
 }
 
 TEST_CASE("elements_distinct: exact for any strides, against the element lists", "[view]") {
-  std::vector<float> data(4096);
-  float* const mid = data.data() + 2048;
-  std::mt19937 rng(11);
-  const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  random_layouts r(11);
+  const auto pick = [&](int lo, int hi) { return r.pick(lo, hi); };
+  float* const mid = r.mid;
   int distinct = 0, repeating = 0;
   for (int trial = 0; trial < 4000; ++trial) {
     const std::array<index_t, 3> extents{pick(1, 4), pick(1, 6), pick(0, 5) == 0 ? 1 : pick(1, 5)};
