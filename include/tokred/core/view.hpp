@@ -188,7 +188,8 @@ constexpr bool span_fits(const std::array<index_t, Rank>& extents, const std::ar
     if (more == 0) continue;  // one index: any stride
     if (strides[r] == std::numeric_limits<index_t>::min()) return false;
     const index_t step = strides[r] < 0 ? -strides[r] : strides[r];
-    if (step > (limit - span) / more) return false;
+    constexpr index_t small = index_t{1} << 31;  // below it the product fits: no division needed
+    if (step < small && more < small ? more * step > limit - span : step > (limit - span) / more) return false;
     span += more * step;
   }
   return true;
@@ -228,16 +229,18 @@ byte_interval byte_extent(const view<T, Rank, Space>& v) noexcept {
           base + static_cast<std::uintptr_t>((hi + 1) * elem)};
 }
 
+/// Whether two byte intervals share a byte (an empty one shares none).
+constexpr bool intervals_meet(const byte_interval& x, const byte_interval& y) noexcept {
+  return x.begin != x.end && y.begin != y.end && x.begin < y.end && y.begin < x.end;
+}
+
 }  // namespace detail
 
 /// True when the address ranges of `a` and `b` intersect. Conservative: two views interleaved
 /// without sharing an element (e.g. even and odd columns of one buffer) are also reported.
 template <class A, int RA, class B, int RB, class Space>
 bool may_overlap(const view<A, RA, Space>& a, const view<B, RB, Space>& b) noexcept {
-  const detail::byte_interval x = detail::byte_extent(a);
-  const detail::byte_interval y = detail::byte_extent(b);
-  if (x.begin == x.end || y.begin == y.end) return false;
-  return x.begin < y.end && y.begin < x.end;
+  return detail::intervals_meet(detail::byte_extent(a), detail::byte_extent(b));
 }
 
 namespace detail {
@@ -351,21 +354,28 @@ bool elements_distinct(const view<T, Rank, Space>& v) noexcept {
   return !detail::offset_reachable(low, high, strides, 0, true, true);
 }
 
-/// True when `v` may overlap any of `others`.
+/// True when `v` may overlap any of `others` (views of one memory space). `v`'s interval is
+/// computed once.
 template <class V, class... Vs>
 bool overlaps_any(const V& v, const Vs&... others) noexcept {
-  return (may_overlap(v, others) || ...);
+  static_assert((std::is_same_v<typename V::space_type, typename Vs::space_type> && ...),
+                "tokred: overlap tests compare views of one memory space");
+  const detail::byte_interval x = detail::byte_extent(v);
+  return (detail::intervals_meet(x, detail::byte_extent(others)) || ...);
 }
 
 /// True when any two of `views` may overlap. Empty views overlap nothing, so an optional output
 /// left empty needs no special case.
 template <class V, class... Vs>
 bool any_overlap(const V& first, const Vs&... rest) noexcept {
-  if constexpr (sizeof...(Vs) == 0) {
-    return false;
-  } else {
-    return overlaps_any(first, rest...) || any_overlap(rest...);
-  }
+  static_assert((std::is_same_v<typename V::space_type, typename Vs::space_type> && ...),
+                "tokred: overlap tests compare views of one memory space");
+  const detail::byte_interval x[] = {detail::byte_extent(first), detail::byte_extent(rest)...};  // each once
+  constexpr std::size_t n = 1 + sizeof...(Vs);
+  for (std::size_t i = 0; i + 1 < n; ++i)
+    for (std::size_t j = i + 1; j < n; ++j)
+      if (detail::intervals_meet(x[i], x[j])) return true;
+  return false;
 }
 
 }  // namespace tokred
