@@ -289,11 +289,19 @@ TEST_CASE("every mismatch has its status and leaves the output untouched", "[int
     x.t.dtype = {kDLInt, 32, 1};
     CHECK(run(x.t) == status::invalid_parameter);
   }
-  // An empty tensor needs no storage.
+  // An empty tensor needs no storage; one that has storage keeps its pointer.
   tensor_on empty(nullptr, {0, 8});
   view<float, 2> e = sentinel;
   REQUIRE(from_dlpack(empty.t, e) == status::ok);
   CHECK((e.data_handle() == nullptr && e.extent(0) == 0 && e.extent(1) == 8 && e.empty()));
+  tensor_on stored(data.data(), {24, 0});
+  stored.t.byte_offset = 2 * sizeof(float);
+  REQUIRE(from_dlpack(stored.t, e) == status::ok);
+  CHECK((e.data_handle() == data.data() + 2 && e.extent(0) == 24 && e.extent(1) == 0 && e.empty()));
+  // Any stride along a dimension of one index, even one no index could negate.
+  tensor_on single(data.data(), {1, 4}, {std::numeric_limits<std::int64_t>::min(), 1});
+  REQUIRE(from_dlpack(single.t, e) == status::ok);
+  CHECK((e.required_span_size() == 4 && &e(0, 3) == data.data() + 3));
 }
 
 TEST_CASE("managed tensors unwrap, and the versioned read-only flag is honoured", "[interop][dlpack]") {
@@ -326,6 +334,13 @@ TEST_CASE("managed tensors unwrap, and the versioned read-only flag is honoured"
   versioned.flags &= ~DLPACK_FLAG_BITMASK_READ_ONLY;  // writable, and still the wrong dtype
   CHECK(from_dlpack(versioned, w) == status::invalid_parameter);
   CHECK(same_view(w, before));
+  // Another major version may lay its fields out otherwise: none is read.
+  versioned.dl_tensor.dtype.bits = 32;
+  REQUIRE(from_dlpack(versioned, w) == status::ok);
+  versioned.version.major = 2;
+  view<const float, 2> r2;
+  CHECK(from_dlpack(versioned, r2) == status::invalid_parameter);
+  CHECK(r2.data_handle() == nullptr);
 }
 
 TEST_CASE("views are described as DLTensors and read back", "[interop][dlpack]") {

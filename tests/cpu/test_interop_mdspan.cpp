@@ -42,13 +42,25 @@ struct extents {
   I extent(rank_type r) const { return e[r]; }
 };
 
+/// How many layout_right / layout_left mappings were made from extents whose product leaves
+/// index_type: the standard's precondition, which the adapter must never break.
+inline int broken_mapping_preconditions = 0;
+
+template <class X>
+void note_product_fits(const X& x) {
+  long double product = 1;
+  for (std::size_t r = 0; r < X::rank(); ++r) product *= static_cast<long double>(x.extent(r));
+  if (product > static_cast<long double>(std::numeric_limits<typename X::index_type>::max()))
+    ++broken_mapping_preconditions;
+}
+
 struct layout_right {
   template <class X>
   struct mapping {
     using index_type = typename X::index_type;
     X ext;
     mapping() = default;
-    explicit mapping(const X& x) : ext(x) {}
+    explicit mapping(const X& x) : ext(x) { note_product_fits(x); }
     index_type stride(std::size_t r) const {
       index_type s = 1;
       for (std::size_t q = r + 1; q < X::rank(); ++q) s *= ext.extent(q);
@@ -63,7 +75,7 @@ struct layout_left {
     using index_type = typename X::index_type;
     X ext;
     mapping() = default;
-    explicit mapping(const X& x) : ext(x) {}
+    explicit mapping(const X& x) : ext(x) { note_product_fits(x); }
     index_type stride(std::size_t r) const {
       index_type s = 1;
       for (std::size_t q = 0; q < r; ++q) s *= ext.extent(q);
@@ -252,6 +264,16 @@ TEST_CASE("views go back to mdspans whose layout can hold them", "[interop][mdsp
   CHECK(to_mdspan(make_view(big.data(), 40000), t) == status::shape_mismatch);
   CHECK(t.data_handle() == nullptr);
   REQUIRE(to_mdspan(make_view(big.data(), 30000), t) == status::ok);
+  // A broadcast view of 300 × 300 elements: each extent fits a 16-bit index, their product does
+  // not, so no fixed mapping may be made of them.
+  using tiny_right = mini::mdspan<float, mini::extents<std::int16_t, mini::dyn, mini::dyn>>;
+  using tiny_left = mini::mdspan<float, mini::extents<std::int16_t, mini::dyn, mini::dyn>, mini::layout_left>;
+  const view<float, 2> repeated = make_strided_view(data.data(), std::array<index_t, 2>{300, 300}, std::array<index_t, 2>{0, 0});
+  tiny_right tr;
+  tiny_left tl;
+  CHECK(to_mdspan(repeated, tr) == status::shape_mismatch);
+  CHECK(to_mdspan(repeated, tl) == status::shape_mismatch);
+  CHECK(mini::broken_mapping_preconditions == 0);
 
   // A view with no elements fits every layout whatever its strides (zero, negative, or another
   // layout's); layout_stride gets row-major strides over the extents taken as at least 1.

@@ -98,8 +98,8 @@ class view {
   TOKRED_HOST_DEVICE constexpr index_t required_span_size() const noexcept {
     if (empty()) return 0;
     index_t span = 1;
-    for (std::size_t r = 0; r < dims; ++r)
-      span += (extents_[r] - 1) * (strides_[r] < 0 ? -strides_[r] : strides_[r]);
+    for (std::size_t r = 0; r < dims; ++r)  // one index reaches nothing along its dimension
+      if (extents_[r] > 1) span += (extents_[r] - 1) * (strides_[r] < 0 ? -strides_[r] : strides_[r]);
     return span;
   }
 

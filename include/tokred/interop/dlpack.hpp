@@ -82,6 +82,15 @@ struct has_dl_tensor<M, std::void_t<decltype(std::declval<const M&>().dl_tensor)
     : std::true_type {};
 
 template <class M, class = void>
+struct has_dl_version : std::false_type {};
+template <class M>
+struct has_dl_version<M, std::void_t<decltype(std::declval<const M&>().version.major)>> : std::true_type {};
+
+/// The DLPack major version whose DLManagedTensorVersioned layout this header reads; a tensor of
+/// another major version may lay out its other fields differently.
+inline constexpr std::uint32_t dl_major_version = 1;
+
+template <class M, class = void>
 struct has_dl_flags : std::false_type {};
 template <class M>
 struct has_dl_flags<M, std::void_t<decltype(std::declval<const M&>().flags)>> : std::true_type {};
@@ -119,11 +128,11 @@ status view_dl_tensor(const Tensor& t, view<T, Rank, Space>& out) noexcept {
   }
   if (!detail::span_fits(extents, strides, static_cast<index_t>(sizeof(E))))
     return status::shape_mismatch;  // strides that reach past what an index can address
-  if (size == 0) {  // an empty tensor may have no storage at all
-    out = view<T, Rank, Space>{nullptr, extents, strides};
+  if (t.data == nullptr) {
+    if (size != 0) return status::null_pointer;
+    out = view<T, Rank, Space>{nullptr, extents, strides};  // an empty tensor without storage
     return status::ok;
   }
-  if (t.data == nullptr) return status::null_pointer;
   unsigned char* const first = static_cast<unsigned char*>(t.data) + t.byte_offset;
   if (reinterpret_cast<std::uintptr_t>(first) % alignof(E) != 0) return status::misaligned;
   out = view<T, Rank, Space>{reinterpret_cast<T*>(first), extents, strides};
@@ -142,21 +151,25 @@ status view_dl_tensor(const Tensor& t, view<T, Rank, Space>& out) noexcept {
 /// The view's data pointer is `data + byte_offset`; NULL strides mean compact row-major.
 ///
 /// Returns, in this order of checks:
-///   invalid_parameter  the dtype is not `T`'s (code, bits, or lanes != 1); the device type is
-///                      not one of `Space`'s; a versioned tensor flagged read-only, for a view of
-///                      non-const `T`
+///   invalid_parameter  a versioned tensor of a major version other than 1 (its other fields are
+///                      not read); the dtype is not `T`'s (code, bits, or lanes != 1); the device
+///                      type is not one of `Space`'s; a versioned tensor flagged read-only, for a
+///                      view of non-const `T`
 ///   shape_mismatch     `ndim != Rank`, a negative extent, more elements than `index_t` counts,
 ///                      or strides that reach further than `index_t` counts in bytes
 ///   null_pointer       `shape` is NULL, or `data` is NULL while the tensor has elements
 ///   misaligned         `data + byte_offset` is not aligned for `T`
-///   ok                 `out` views the tensor (a tensor with no elements gives a null view with
-///                      its extents)
+///   ok                 `out` views the tensor (a tensor with no elements and NULL `data` gives a
+///                      null view with its extents; one with storage keeps `data + byte_offset`)
 template <class Tensor, class T, int Rank, class Space>
 status from_dlpack(const Tensor& tensor, view<T, Rank, Space>& out) noexcept {
   static_assert(detail::has_dl_dtype<T>,
                 "tokred::from_dlpack: the view element must be float, f16, bf16, std::int64_t, "
                 "std::int32_t or std::uint8_t");
   if constexpr (detail::has_dl_tensor<Tensor>::value) {
+    if constexpr (detail::has_dl_version<Tensor>::value) {
+      if (static_cast<std::uint32_t>(tensor.version.major) != detail::dl_major_version) return status::invalid_parameter;
+    }
     // Read-only is an invalid_parameter as a wrong dtype or device is, so checking it first
     // keeps the documented order of statuses.
     if constexpr (detail::has_dl_flags<Tensor>::value && !std::is_const_v<T>) {

@@ -109,7 +109,8 @@ bool strides_unique(const view<T, Rank, Space>& v) noexcept {
 /// layout that says it is not always strided is a compile error) and whose accessor hands out
 /// plain pointers (default_accessor). `As` (default: the mdspan's element type) reads the
 /// elements as another type of the same size and alignment, e.g. `__half` as `tokred::f16`.
-/// Never copies and never fails: mdspan strides are non-negative and fit `index_t`.
+/// Never copies and never fails. The view's first element is `data_handle()`: a custom strided
+/// layout must map index (0, …, 0) to offset 0, as the standard layouts do.
 template <class Space = host_space, class As = void, class M>
 auto from_mdspan(const M& m) noexcept {
   constexpr int rank = static_cast<int>(M::rank());
@@ -203,6 +204,17 @@ status to_mdspan(const view<T, Rank, Space>& v, M& out) noexcept {
     }
     out = M(data, mapping(shape, strides));
   } else {
+    // The mapping's constructor requires the product of the extents to fit `index` (it does for
+    // any view whose strides are the mapping's; a broadcast view may exceed it).
+    if (!empty) {
+      index_t product = 1;
+      for (std::size_t r = 0; r < rank; ++r) {
+        const index_t n = v.extent(static_cast<int>(r));
+        if (product > std::numeric_limits<index_t>::max() / n) return status::shape_mismatch;
+        product *= n;
+      }
+      if (!detail::fits_index<index>(product)) return status::shape_mismatch;
+    }
     const mapping map(shape);
     for (std::size_t r = 0; r < rank && !empty; ++r) {
       const int ir = static_cast<int>(r);
