@@ -127,8 +127,8 @@ int main() {
   const std::vector<float> encoder_out = encode(chunk.grid);  // what mtmd_get_output_embd returns
 
   // example-begin reduce
-  // Step 3, after mtmd_encode_chunk: reduce the encoder's rows into the batch buffer. Here on one
-  // thread; cpu<>{ith, nth} splits the same call over the engine's threads.
+  // Step 3, after mtmd_encode_chunk: reduce the encoder's rows into the batch buffer. A pipeline
+  // runs on one thread (cpu<>{0, 1}); an engine's threads take different images or frames.
   tokred::pipeline_inputs<float> in;
   in.grid = chunk.grid;
   in.tokens = tokred::make_view(encoder_out.data(), chunk.grid.tokens(), n_embd);  // (tokens, n_embd)

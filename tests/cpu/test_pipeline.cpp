@@ -615,4 +615,26 @@ TEST_CASE("pipeline: bad input gets a status and leaves every output untouched",
   REQUIRE(can_implement(chain, problem{token_grid{}, dim}) == status::empty_input);
   REQUIRE(can_implement(chain, problem{grid, 0}) == status::empty_input);
   REQUIRE(can_implement(make_pipeline(tome_share{1.5, 0}), prob) == status::invalid_ratio);
+
+  // Stages that may leave outputs standing for no original (size 0) before ToMe, which refuses
+  // such sizes: refused from the shapes alone.
+  CHECK(can_implement(make_pipeline(bilinear{16, 16}, tome{4}), prob) == status::invalid_parameter);
+  CHECK(can_implement(make_pipeline(bilinear{16, 16}, topk{keep_budget::count(4)}, tome_share{0.5, 0}), prob) ==
+        status::invalid_parameter);
+  CHECK(can_implement(make_pipeline(bilinear{4, 4}, tome{4}), prob) == status::ok);
+  CHECK(can_implement(make_pipeline(bilinear{16, 16}, topk{keep_budget::count(4)}), prob) == status::ok);
+  divprune repeating{keep_budget::count(8)};
+  repeating.allow_repeats = true;
+  CHECK(can_implement(make_pipeline(repeating, tome{2}), prob) == status::invalid_parameter);
+  CHECK(can_implement(make_pipeline(divprune{keep_budget::count(8)}, tome{2}), prob) == status::ok);
+  {
+    chain_buffers<float> out(60, n, dim);
+    const auto upsampled = make_pipeline(bilinear{16, 16}, tome{196});
+    REQUIRE(run(upsampled, in, out) == status::invalid_parameter);
+    REQUIRE(out.untouched());
+  }
+  // A stage of more rows than an index can address: refused before any size is formed.
+  const auto huge = make_pipeline(bilinear{index_t{1} << 31, index_t{1} << 31}, tome{1});
+  CHECK(can_implement(huge, problem{grid, 4096}) == status::shape_mismatch);
+  CHECK(workspace_bytes(cpu<>{}, huge, problem{grid, 4096}) == 0);
 }

@@ -53,6 +53,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -301,16 +302,43 @@ struct chain_shape {
   bool reads_query = false;
 };
 
+/// Whether a stage that maps `in` to `s` may leave an output that stands for no original (a
+/// carried size of 0): a grid stage that enlarges an axis (its ⌊x·out/in⌋ cells skip some
+/// outputs), or divprune with the original's repeated picks (the repeats' earlier slots).
+template <class P>
+bool may_leave_empty_outputs(const P& p, const token_grid& in, const stage_shape& s) noexcept {
+  if constexpr (is_grid_stage_v<P> || std::is_same_v<P, dct_share>) {
+    return s.grid.frames > in.frames || s.grid.height > in.height || s.grid.width > in.width;
+  } else if constexpr (std::is_same_v<P, divprune>) {
+    return p.allow_repeats;
+  } else {
+    return false;
+  }
+}
+
 template <class Chain, class OnStage>
 chain_shape walk_chain(const Chain& chain, const problem& prob, OnStage&& on_stage) {
   chain_shape out{status::ok, 0, prob.grid.tokens(), prob.grid, false, false};
   if (!prob.grid.valid()) return {status::shape_mismatch, 0, 0, {}, false, false};
   if (prob.grid.tokens() == 0) return {status::empty_input, 0, 0, {}, false, false};
   problem at = prob;
+  bool empty_outputs = false;  // whether an earlier stage may leave outputs of size 0
   for (std::size_t i = 0; i < chain.stage_count(); ++i) {
     stage_shape s;
-    chain.visit(i, [&](const auto& stage) { s = stage_output(stage, at); });
+    chain.visit(i, [&](const auto& stage) {
+      using P = std::decay_t<decltype(stage)>;
+      // ToMe weighs tokens by their carried sizes and refuses a size of 0.
+      if ((std::is_same_v<P, tome> || std::is_same_v<P, tome_share>) && empty_outputs) {
+        s = failed_stage(status::invalid_parameter);
+        return;
+      }
+      s = stage_output(stage, at);
+      if (s.code == status::ok) empty_outputs = empty_outputs || may_leave_empty_outputs(stage, at.grid, s);
+    });
     if (s.code != status::ok) return {s.code, i, 0, {}, false, false};
+    // Every stage's rows are kept as kept · dim floats, addressed by an index.
+    if (s.kept > std::numeric_limits<index_t>::max() / prob.dim / static_cast<index_t>(sizeof(float)))
+      return {status::shape_mismatch, i, 0, {}, false, false};
     on_stage(i, at, s);
     out.reads_scores = out.reads_scores || s.reads_scores;
     out.reads_query = out.reads_query || s.reads_query;
