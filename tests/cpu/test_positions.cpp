@@ -1,6 +1,7 @@
 // tests/cpu/test_positions.cpp — sequence_positions: FastV's original ids and PyramidDrop's
 // contiguous renumbering of kept tokens, and its bad inputs.
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <tokred/policy/positions.hpp>
@@ -42,4 +43,17 @@ TEST_CASE("sequence_positions rejects bad views and writes nothing", "[positions
   CHECK(both == std::vector<std::int64_t>{1, 2, 3, 4});
   CHECK(sequence_positions(view<const std::int64_t, 1>{}, 9, position_ids::original, view<std::int64_t, 1>{}) ==
         status::ok);
+  // Ids past std::int64_t: refused before any is written; the last one that fits is written.
+  constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+  CHECK(sequence_positions(make_view(source.data(), 3), most - 6, position_ids::original, make_view(ids.data(), 3)) ==
+        status::index_out_of_range);
+  CHECK(sequence_positions(make_view(source.data(), 3), most - 1, position_ids::contiguous, make_view(ids.data(), 3)) ==
+        status::index_out_of_range);
+  const std::vector<std::int64_t> below = {-3, 0};
+  CHECK(sequence_positions(make_view(below.data(), 2), std::numeric_limits<std::int64_t>::min() + 2,
+                           position_ids::original, make_view(ids.data(), 2)) == status::index_out_of_range);
+  CHECK(ids == std::vector<std::int64_t>(3, -1));
+  REQUIRE(sequence_positions(make_view(source.data(), 3), most - 7, position_ids::original, make_view(ids.data(), 3)) ==
+          status::ok);
+  CHECK(ids == std::vector<std::int64_t>{most - 2, most - 1, most});
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "tokred/core/checks.hpp"
 #include "tokred/core/status.hpp"
@@ -27,7 +28,8 @@ enum class position_ids {
 /// Writes the position id of each kept token to `ids` (kept,) from `source` (kept,); with
 /// `contiguous` only the length of `source` is read. Returns `shape_mismatch` when the extents
 /// differ, `null_pointer` for a view with no data and a non-zero extent, `aliasing` when `ids`
-/// overlaps `source`, and then writes nothing. Nothing kept is `ok`.
+/// overlaps `source`, `index_out_of_range` when an id would leave std::int64_t, and then writes
+/// nothing. Nothing kept is `ok`.
 inline status sequence_positions(const view<const std::int64_t, 1>& source, std::int64_t first,
                                  position_ids mode, const view<std::int64_t, 1>& ids) noexcept {
   const index_t kept = source.extent(0);
@@ -37,8 +39,13 @@ inline status sequence_positions(const view<const std::int64_t, 1>& source, std:
   if (mode == position_ids::original)
     if (status s = detail::check_view(source, {kept}); s != status::ok) return s;
   if (may_overlap(ids, source)) return status::aliasing;
-  for (index_t j = 0; j < kept; ++j)
-    ids(j) = first + (mode == position_ids::original ? source(j) : static_cast<std::int64_t>(j));
+  const auto offset = [&](index_t j) { return mode == position_ids::original ? source(j) : static_cast<std::int64_t>(j); };
+  constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max(), least = std::numeric_limits<std::int64_t>::min();
+  for (index_t j = 0; j < kept; ++j) {  // every id fits before any is written
+    const std::int64_t o = offset(j);
+    if (o > 0 ? first > most - o : first < least - o) return status::index_out_of_range;
+  }
+  for (index_t j = 0; j < kept; ++j) ids(j) = first + offset(j);
   return status::ok;
 }
 
