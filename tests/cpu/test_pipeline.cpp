@@ -521,8 +521,10 @@ TEST_CASE("pipeline: a visionzip stage's bad parameters and shapes get their sta
 }
 
 TEST_CASE("pipeline: grid stages assign every input to the cell that covers it", "[pipeline]") {
-  // Width 7, kernel 3, stride 2, padding 1: windows [-1, 2), [1, 4), [3, 6), [5, 8) with centres
-  // 0, 2, 4, 6; tokens between two centres go to the lower window.
+  // Width 7, kernel 3, stride 2, padding 1: windows [0, 2), [1, 4), [3, 6), [5, 7) once the
+  // padding is clipped, middles (the sources) 0, 2, 4, 5. Token 5 lies in the last two windows
+  // and is the last one's source, so it goes there; tokens 1 and 3 lie midway between two
+  // middles and go to the lower window.
   const token_grid in = image_grid(1, 7);
   pool p;
   p.kernel = {1, 1, 3};
@@ -530,7 +532,7 @@ TEST_CASE("pipeline: grid stages assign every input to the cell that covers it",
   p.padding = {0, 0, 1};
   const token_grid out = output_grid(p, in);
   REQUIRE(same_grid(out, image_grid(1, 4)));
-  const std::int64_t want[] = {0, 0, 1, 1, 2, 2, 3};
+  const std::int64_t want[] = {0, 0, 1, 1, 2, 3, 3};
   for (index_t i = 0; i < 7; ++i) REQUIRE(detail::stage_cell(p, in, out, i) == want[i]);
 
   // Floor mode cuts the last column of 27 off: its tokens are dropped.
@@ -539,24 +541,120 @@ TEST_CASE("pipeline: grid stages assign every input to the cell that covers it",
   REQUIRE(detail::stage_cell(pool{}, wide, output_grid(pool{}, wide), 26) == -1);
   REQUIRE(detail::stage_cell(pool{}, wide, output_grid(pool{}, wide), 27 + 24) == 12);
 
-  // Adaptive 5 -> 3 and bilinear 5 -> 2: equal stretches floor(x·out/in).
+  // Adaptive 5 -> 3: bins [0, 2), [1, 4), [3, 5), middles 0, 2, 3; token 3 is the last bin's.
+  // Bilinear 5 -> 2: nearest taps 1 and 3; token 2 is midway and goes to the lower.
   const token_grid five = image_grid(1, 5);
   const adaptive_pool ap{pool_kind::average, {1, 1, 3}};
-  const std::int64_t want_adaptive[] = {0, 0, 1, 1, 2};
+  const std::int64_t want_adaptive[] = {0, 0, 1, 2, 2};
   for (index_t i = 0; i < 5; ++i) REQUIRE(detail::stage_cell(ap, five, output_grid(ap, five), i) == want_adaptive[i]);
   const bilinear bl{1, 2, false};
   const std::int64_t want_bilinear[] = {0, 0, 0, 1, 1};
   for (index_t i = 0; i < 5; ++i) REQUIRE(detail::stage_cell(bl, five, output_grid(bl, five), i) == want_bilinear[i]);
+  // DCT 5 -> 4: stretch centres 0, 1, 3, 4.
+  const dct_lowpass dct{{1, 1, 4}};
+  const std::int64_t want_dct[] = {0, 1, 1, 2, 3};
+  for (index_t i = 0; i < 5; ++i) REQUIRE(detail::stage_cell(dct, five, output_grid(dct, five), i) == want_dct[i]);
 
-  // The sizes of a chain are the originals per cell: 2, 2, 2, 1 for the overlapping pool.
+  // The sizes of a chain are the originals per cell, and each output gets its own source.
   const token_matrix<float> m = make_tokens<float>(7, 4, layout::contiguous, 1);
   pipeline_inputs<float> pin;
   pin.grid = in;
   pin.tokens = m.rows;
   chain_buffers<float> o(4, 7, 4);
   REQUIRE(run(make_pipeline(p), pin, o) == status::ok);
-  REQUIRE(o.sizes == std::vector<float>{2.0f, 2.0f, 2.0f, 1.0f});
-  REQUIRE(o.assign == std::vector<std::int64_t>{0, 0, 1, 1, 2, 2, 3});
+  REQUIRE(o.sizes == std::vector<float>{2.0f, 2.0f, 1.0f, 2.0f});
+  REQUIRE(o.assign == std::vector<std::int64_t>{0, 0, 1, 1, 2, 3, 3});
+  require_chain_invariants(o);
+}
+
+/// One axis of a grid stage by brute force: of the outputs o that take x in, the first whose
+/// representative is nearest; −1 when none does.
+template <class Holds, class Rep>
+index_t brute_cell(index_t x, index_t out, const Holds& holds, const Rep& rep) {
+  index_t best = -1, gap = 0;
+  for (index_t o = 0; o < out; ++o) {
+    if (!holds(o)) continue;
+    const index_t d = rep(o) > x ? rep(o) - x : x - rep(o);
+    if (best < 0 || d < gap) {
+      best = o;
+      gap = d;
+    }
+  }
+  return best;
+}
+
+/// A grid stage's cells against the brute force on every token, and, run as a chain, every
+/// output whose source no other output shares is assigned that source.
+template <class P, class Holds, class Rep>
+void require_grid_stage_assign(const P& p, const token_grid& in, const Holds& holds, const Rep& rep) {
+  const token_grid out = output_grid(p, in);
+  REQUIRE(out.tokens() > 0);
+  const index_t ext_in[3] = {in.frames, in.height, in.width}, ext_out[3] = {out.frames, out.height, out.width};
+  for (index_t i = 0; i < in.tokens(); ++i) {
+    const token_position x = in.position(i);
+    const index_t at[3] = {x.t, x.h, x.w};
+    index_t cell[3];
+    for (int a = 0; a < 3; ++a)
+      cell[a] = brute_cell(at[a], ext_out[a], [&](index_t o) { return holds(a, o, at[a], ext_in[a], ext_out[a]); },
+                           [&](index_t o) { return rep(a, o, ext_in[a], ext_out[a]); });
+    const index_t want = cell[0] < 0 || cell[1] < 0 || cell[2] < 0 ? -1 : detail::flat_index(out, cell[0], cell[1], cell[2]);
+    REQUIRE(detail::stage_cell(p, in, out, i) == want);
+  }
+  const index_t dim = 3;
+  const token_matrix<float> m = make_tokens<float>(in.tokens(), dim, layout::contiguous, 5);
+  pipeline_inputs<float> pin;
+  pin.grid = in;
+  pin.tokens = m.rows;
+  chain_buffers<float> o(out.tokens(), in.tokens(), dim);
+  REQUIRE(run(make_pipeline(p), pin, o) == status::ok);
+  const auto kept = std::count_if(o.assign.begin(), o.assign.end(), [](std::int64_t a) { return a >= 0; });
+  REQUIRE(std::accumulate(o.sizes.begin(), o.sizes.end(), 0.0) == static_cast<double>(kept));
+  for (std::size_t j = 0; j < o.source.size(); ++j)
+    if (std::count(o.source.begin(), o.source.end(), o.source[j]) == 1)
+      REQUIRE(o.assign[static_cast<std::size_t>(o.source[j])] == static_cast<std::int64_t>(j));
+}
+
+TEST_CASE("pipeline: a grid stage assigns each input to the nearest representative of the cells holding it", "[pipeline]") {
+  rng r(91);
+  const auto pick = [&r](index_t lo, index_t hi) { return lo + static_cast<index_t>(r.next() % static_cast<std::uint64_t>(hi - lo + 1)); };
+  const auto holds_all = [](int, index_t, index_t, index_t, index_t) { return true; };
+  for (int round = 0; round < 300; ++round) {
+    const token_grid in{pick(1, 3), pick(1, 11), pick(1, 11)};
+    CAPTURE(round, in.frames, in.height, in.width);
+    {
+      pool p;
+      p.kernel = {pick(1, std::min<index_t>(in.frames, 2)), pick(1, std::min<index_t>(in.height, 4)), pick(1, std::min<index_t>(in.width, 4))};
+      p.stride = {pick(1, 2), pick(1, 3), pick(1, 3)};
+      p.padding = {pick(0, p.kernel.t / 2), pick(0, p.kernel.h / 2), pick(0, p.kernel.w / 2)};
+      p.ceil_mode = r.next() % 2 == 1;
+      const auto param = [](const extent3& e, int a) { return a == 0 ? e.t : a == 1 ? e.h : e.w; };
+      const auto window = [&](int a, index_t o, index_t n) {
+        return detail::pool_window_at(o, n, param(p.kernel, a), param(p.stride, a), param(p.padding, a)).tokens;
+      };
+      if (detail::reduced_grid(p, in).code == status::ok)
+        require_grid_stage_assign(
+            p, in, [&](int a, index_t o, index_t x, index_t n, index_t) { const auto w = window(a, o, n); return w.begin <= x && x < w.end; },
+            [&](int a, index_t o, index_t n, index_t) { return detail::middle(window(a, o, n)); });
+    }
+    {
+      const adaptive_pool ap{pool_kind::max, {pick(1, in.frames + 1), pick(1, in.height + 3), pick(1, in.width + 3)}};
+      require_grid_stage_assign(
+          ap, in,
+          [](int, index_t o, index_t x, index_t n, index_t m) { const auto b = detail::adaptive_bin(o, n, m); return b.begin <= x && x < b.end; },
+          [](int, index_t o, index_t n, index_t m) { return detail::middle(detail::adaptive_bin(o, n, m)); });
+    }
+    {
+      const bilinear bl{pick(1, in.height + 3), pick(1, in.width + 3), r.next() % 2 == 1};
+      require_grid_stage_assign(bl, in, holds_all, [&](int a, index_t o, index_t n, index_t m) {
+        return a == 0 ? o : detail::bilinear_nearest_tap(o, n, m, bl.align_corners);
+      });
+    }
+    {
+      const dct_lowpass dct{{in.frames, pick(1, in.height), pick(1, in.width)}};
+      require_grid_stage_assign(dct, in, holds_all,
+                                [](int, index_t o, index_t n, index_t m) { return detail::stretch_centre(o, n, m); });
+    }
+  }
 }
 
 TEST_CASE("pipeline: bad input gets a status and leaves every output untouched", "[pipeline]") {

@@ -244,26 +244,37 @@ TOKRED_HOST_DEVICE constexpr grid_meta meta_at(const adaptive_pool&, const token
           static_cast<float>((t.end - t.begin) * (h.end - h.begin) * (w.end - w.begin))};
 }
 
-/// Bilinear: the nearest of the four taps (the second of two on a tie, lambda = 0.5); size =
-/// the area ratio H·W / (H'·W') (below 1 when upsampling).
+/// Bilinear, along one axis: the nearest of output index o's two taps (the second on a tie,
+/// lambda = 0.5). Nondecreasing in o.
+TOKRED_HOST_DEVICE inline index_t bilinear_nearest_tap(index_t o, index_t in, index_t out,
+                                                       bool align_corners) noexcept {
+  const bilinear_tap tap = bilinear_tap_at(o, in, out, align_corners);
+  return tap.lambda >= 0.5f ? tap.i1 : tap.i0;
+}
+
+/// Bilinear: the nearest of the four taps; size = the area ratio H·W / (H'·W') (below 1 when
+/// upsampling).
 TOKRED_HOST_DEVICE inline grid_meta meta_at(const bilinear& p, const token_grid& in,
                                             const token_grid& out, index_t j) noexcept {
   const token_position o = output_cell(out, j);
-  const bilinear_tap h = bilinear_tap_at(o.h, in.height, out.height, p.align_corners);
-  const bilinear_tap w = bilinear_tap_at(o.w, in.width, out.width, p.align_corners);
-  return {flat_index(in, o.t, h.lambda >= 0.5f ? h.i1 : h.i0, w.lambda >= 0.5f ? w.i1 : w.i0),
+  return {flat_index(in, o.t, bilinear_nearest_tap(o.h, in.height, out.height, p.align_corners),
+                     bilinear_nearest_tap(o.w, in.width, out.width, p.align_corners)),
           float_ratio(in.frame_tokens(), out.frame_tokens())};
 }
 
-/// DCT low-pass (both outputs): output index o of a transformed axis stands for the centre of
-/// the o-th of `out` equal stretches of the axis, floor((2o + 1)·in / (2·out)); size = the
-/// token ratio N / N'.
+/// The DCT low-pass, along one axis: output index o stands for the centre of the o-th of `out`
+/// equal stretches of `in` indices, floor((2o + 1)·in / (2·out)). Nondecreasing in o; o itself
+/// on an axis kept whole.
+TOKRED_HOST_DEVICE constexpr index_t stretch_centre(index_t o, index_t in, index_t out) noexcept {
+  return (2 * o + 1) * in / (2 * out);
+}
+
+/// DCT low-pass (both outputs): the stretch centre along each axis; size = the token ratio N / N'.
 TOKRED_HOST_DEVICE inline grid_meta meta_at(const dct_lowpass&, const token_grid& in,
                                                const token_grid& out, index_t j) noexcept {
   const token_position o = output_cell(out, j);
-  const auto centre = [](index_t i, index_t n, index_t m) { return (2 * i + 1) * n / (2 * m); };
-  return {flat_index(in, centre(o.t, in.frames, out.frames), centre(o.h, in.height, out.height),
-                     centre(o.w, in.width, out.width)),
+  return {flat_index(in, stretch_centre(o.t, in.frames, out.frames), stretch_centre(o.h, in.height, out.height),
+                     stretch_centre(o.w, in.width, out.width)),
           float_ratio(in.tokens(), out.tokens())};
 }
 

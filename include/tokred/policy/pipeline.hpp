@@ -35,8 +35,9 @@
 //                          `assign` is that slot (0 for an upsampled cell that no original maps to)
 //   assign    (tokens,)    for every original token, its output slot, or −1 if a stage dropped it
 // Every stage's own assignment composes into `assign`: a selection maps a kept token to its slot
-// and drops the rest; a merge maps as it merged; a grid reducer maps each input token to the one
-// output cell that covers it (`stage_cell`), so pooling's floor mode drops the cut-off border.
+// and drops the rest; a merge maps as it merged; a grid reducer maps each input token to the
+// output cell, of those that take it in, whose representative token is nearest (`stage_cell`), so
+// an output is assigned its own source and pooling's floor mode drops the cut-off border.
 // Sizes therefore always sum to the originals not dropped. ToMe inside a chain weighs its averages
 // by these sizes, as repeated ToMe layers do.
 //
@@ -51,6 +52,7 @@
 // the chain count the originals they stand for.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -240,47 +242,67 @@ stage_shape stage_output_scored(const P&, const problem&) noexcept {
   return failed_stage(status::invalid_parameter);
 }
 
-/// Index of the output cell whose stretch of the axis holds input coordinate x: floor(x·out/in).
-constexpr index_t stretch_cell(index_t x, index_t in, index_t out) noexcept { return x * out / in; }
-
-/// The pooling window along one axis that covers coordinate x: of the windows holding x, the one
-/// whose centre o·s − p + (k − 1)/2 is nearest, ties to the lower; −1 when none holds x (the
-/// border a floor mode cuts off). Window o covers [o·s − p, o·s − p + k).
-constexpr index_t pool_cell_along(index_t x, index_t k, index_t s, index_t p, index_t out) noexcept {
-  const index_t reach = x + p - k;  // window o holds x iff reach < o·s <= x + p
-  const index_t lo = reach < 0 ? 0 : reach / s + 1;
-  index_t hi = (x + p) / s;
-  if (hi > out - 1) hi = out - 1;
-  index_t best = -1, best_gap = 0;
-  for (index_t o = lo; o <= hi; ++o) {  // at most ⌈k/s⌉ windows; distances doubled to stay whole
-    const index_t gap = 2 * (x + p) - (k - 1) - 2 * o * s;
-    const index_t abs_gap = gap < 0 ? -gap : gap;
-    if (best < 0 || abs_gap < best_gap) {
-      best = o;
-      best_gap = abs_gap;
+/// Of the output indices o in [lo, hi] along one axis, the lowest whose representative rep(o)
+/// is nearest to input index x; −1 when the range is empty. `rep` must be nondecreasing in o (every
+/// grid reducer's is): two binary searches, O(log(hi − lo + 1)) calls of `rep`.
+template <class Rep>
+index_t nearest_representative(index_t x, index_t lo, index_t hi, const Rep& rep) noexcept {
+  if (lo > hi) return -1;
+  const auto first_reaching = [&rep](index_t a, index_t b, index_t v) {  // first o in [a, b] with rep(o) >= v, or b + 1
+    ++b;
+    while (a < b) {
+      const index_t m = a + (b - a) / 2;
+      if (rep(m) < v) a = m + 1;
+      else b = m;
     }
-  }
-  return best;
+    return a;
+  };
+  const index_t above = first_reaching(lo, hi, x);
+  if (above == lo) return lo;
+  const index_t below = rep(above - 1);  // < x
+  if (above <= hi && rep(above) - x < x - below) return above;
+  return first_reaching(lo, above - 1, below);  // ties go to the lower: the first of that representative
 }
 
-/// The output cell of a grid reducer that covers input token i (the `assign` of a grid stage),
-/// or −1 when no cell does. Pooling: the window holding it whose centre is nearest. Adaptive pooling, bilinear and
-/// the DCT low-pass: the cell whose equal stretch of each axis holds it, floor(x·out/in) — a
-/// partition of the input (inside the adaptive bin, and the DCT's own size rule).
+/// The output index along one axis that input index x goes to (the `assign` of a grid stage):
+/// of the cells that take x in, the one whose representative (the `source` of the stage, per
+/// axis) is nearest, ties to the lower; −1 when none takes it in (the border a pooling floor mode
+/// cuts off). So every output whose representative no other output shares is assigned its own
+/// source. Pooling: the windows holding x, [o·s − p, o·s − p + k) ∋ x; adaptive pooling: the bins
+/// holding x; bilinear and the DCT: every output (each reads every input of its axis or its
+/// neighbourhood).
+template <class P>
+index_t cell_along(const P& p, int axis, index_t x, index_t in, index_t out) noexcept {
+  if constexpr (std::is_same_v<P, pool>) {
+    const index_t k = axis == 0 ? p.kernel.t : axis == 1 ? p.kernel.h : p.kernel.w;
+    const index_t s = axis == 0 ? p.stride.t : axis == 1 ? p.stride.h : p.stride.w;
+    const index_t pad = axis == 0 ? p.padding.t : axis == 1 ? p.padding.h : p.padding.w;
+    const index_t reach = x + pad - k;  // window o holds x iff reach < o·s <= x + pad
+    const index_t lo = reach < 0 ? 0 : reach / s + 1;
+    const index_t hi = std::min((x + pad) / s, out - 1);
+    return nearest_representative(x, lo, hi, [&](index_t o) { return middle(pool_window_at(o, in, k, s, pad).tokens); });
+  } else if constexpr (std::is_same_v<P, adaptive_pool>) {
+    // Bin o = [⌊o·in/out⌋, ⌈(o+1)·in/out⌉) holds x iff ⌊x·out/in⌋ <= o < (x+1)·out/in.
+    const index_t hi = std::min(((x + 1) * out + in - 1) / in - 1, out - 1);
+    return nearest_representative(x, x * out / in, hi, [&](index_t o) { return middle(adaptive_bin(o, in, out)); });
+  } else if constexpr (std::is_same_v<P, bilinear>) {
+    if (axis == 0) return x;  // frames are resampled one by one
+    return nearest_representative(x, 0, out - 1, [&](index_t o) { return bilinear_nearest_tap(o, in, out, p.align_corners); });
+  } else {
+    static_assert(std::is_same_v<P, dct_lowpass>, "tokred: cell_along takes a grid stage");
+    return nearest_representative(x, 0, out - 1, [&](index_t o) { return stretch_centre(o, in, out); });
+  }
+}
+
+/// The output cell of a grid stage that input token i goes to (its `assign`), or −1: the
+/// `cell_along` of each axis.
 template <class P>
 index_t stage_cell(const P& p, const token_grid& in, const token_grid& out, index_t i) noexcept {
   const token_position x = in.position(i);
-  index_t t, h, w;
-  if constexpr (std::is_same_v<P, pool>) {
-    t = pool_cell_along(x.t, p.kernel.t, p.stride.t, p.padding.t, out.frames);
-    h = pool_cell_along(x.h, p.kernel.h, p.stride.h, p.padding.h, out.height);
-    w = pool_cell_along(x.w, p.kernel.w, p.stride.w, p.padding.w, out.width);
-    if (t < 0 || h < 0 || w < 0) return -1;
-  } else {
-    t = stretch_cell(x.t, in.frames, out.frames);
-    h = stretch_cell(x.h, in.height, out.height);
-    w = stretch_cell(x.w, in.width, out.width);
-  }
+  const index_t t = cell_along(p, 0, x.t, in.frames, out.frames);
+  const index_t h = cell_along(p, 1, x.h, in.height, out.height);
+  const index_t w = cell_along(p, 2, x.w, in.width, out.width);
+  if (t < 0 || h < 0 || w < 0) return -1;
   return flat_index(out, t, h, w);
 }
 
