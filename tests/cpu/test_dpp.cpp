@@ -48,9 +48,12 @@ void check_against_oracle(const cdpruner& p, const shape_case& c, relevance_from
   std::vector<std::int64_t> kept = got.picks;
   for (index_t group = 0; group < g.groups; ++group) {
     const index_t first = group * g.group_tokens, middle = g.group_tokens / 2;
-    if (p.split)  // the first half's picks come first, and from the first half
+    if (p.split) {  // the first half's picks come first, and from the first half; the rest from the second
       CHECK(std::all_of(kept.begin() + group * k, kept.begin() + group * k + k / 2,
                         [&](std::int64_t i) { return i >= first && i < first + middle; }));
+      CHECK(std::all_of(kept.begin() + group * k + k / 2, kept.begin() + (group + 1) * k,
+                        [&](std::int64_t i) { return i >= first + middle && i < first + g.group_tokens; }));
+    }
     std::sort(kept.begin() + group * k, kept.begin() + (group + 1) * k);
   }
   CHECK(got.source == kept);
@@ -199,7 +202,39 @@ TEST_CASE("cdpruner's lazy greedy gives the eager greedy's picks, pivots and coe
   }
 }
 
+TEST_CASE("cdpruner: a NaN relevance is picked last and leaves the min-max bounds to the others, wherever it sits",
+          "[dpp]") {
+  // Its gain is NaN, read as -FLT_MAX: no other token's kernel entry involves it until it is
+  // picked, so the picks are those of the tokens without it. Before, the CPU took the bounds by
+  // std::minmax_element, whose answer with a NaN depends on where it sits.
+  const index_t n = 6, dim = 3;
+  const token_matrix<float> rows = continuous_rows<float>(n, dim, layout::contiguous, 8);
+  const std::vector<float> base = {0.1f, 0.9f, 0.2f, 0.8f, 0.3f, 0.7f};
+  for (const dpp_kernel kernel : {dpp_kernel::openvino, dpp_kernel::original}) {
+    for (index_t nan_at = 0; nan_at < n; ++nan_at) {
+      INFO("kernel " << static_cast<int>(kernel) << " NaN at " << nan_at);
+      std::vector<float> scores = base, others_scores, others_rows;
+      scores[static_cast<std::size_t>(nan_at)] = std::numeric_limits<float>::quiet_NaN();
+      for (index_t i = 0; i < n; ++i) {
+        if (i == nan_at) continue;
+        others_scores.push_back(base[static_cast<std::size_t>(i)]);
+        for (index_t d = 0; d < dim; ++d) others_rows.push_back(rows.rows(i, d));
+      }
+      cdpruner p{keep_budget::count(3)};
+      p.kernel = kernel;
+      diversity_inputs<float> in{sequence_grid(n), rows.rows, {}, make_view(scores.data(), n), {}};
+      const diversity_buffers<float> got = run_shares<float, float>(p, in, dim);
+      diversity_inputs<float> without{sequence_grid(n - 1), make_view(static_cast<const float*>(others_rows.data()), n - 1, dim),
+                                      {}, make_view(others_scores.data(), n - 1), {}};
+      std::vector<std::int64_t> want = run_shares<float, float>(p, without, dim).picks;
+      for (std::int64_t& i : want) i += i >= nan_at;
+      CHECK(got.picks == want);
+    }
+  }
+}
+
 TEST_CASE("the DPP oracle reproduces OpenVINO's own test vector", "[dpp]") {
+  // Checks the oracle the other cases compare with, not the library.
   // tests/cpp/test_cdpruner_dpp.cpp of openvinotoolkit/openvino.genai: k = 1 -> {1}, k = 3 -> 1, 0, 3.
   const ref::dpp_kernel_matrix kernel{4, {.8, .3, .1, .2, .3, .9, .4, .1, .1, .4, .7, .5, .2, .1, .5, .6}};
   CHECK(ref::dpp_picks(kernel, 1) == std::vector<std::int64_t>{1});

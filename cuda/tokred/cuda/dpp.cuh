@@ -22,8 +22,7 @@
 // gains agree within fp32 rounding and picks are the CPU's except on near-ties; as for the CPU,
 // every pick is certified against the greedy MAP by definition (tests/cpu/test_dpp_replay.cpp
 // replays this algorithm on the host, and the GPU test requires the replay's picks exactly).
-// One difference: the relevance's minimum and maximum ignore NaN here, while the CPU backend
-// takes them in std::minmax_element's order.
+// The relevance's minimum and maximum ignore NaN on both (`relevance_bounds`).
 //
 // Cost per DPP of n tokens keeping k: O(n·D) to prepare, O(n·Q·D) for relevance from Q query
 // rows, O(k·n·(D + k)) for the steps; memory O(n·k) for the coefficients.
@@ -165,21 +164,14 @@ __global__ void __launch_bounds__(threads) relevance_kernel(dpp_runs<E> r, scrat
   for (index_t u = blockIdx.x; u < r.runs(); u += gridDim.x) {  // uniform per block
     if (r.picks(u) == 0) continue;  // the first half of a split group of one token keeps none
     const index_t g = r.group(u), base = g * r.n + r.first(u), len = r.length(u);
-    float low = positive_infinity(), high = -positive_infinity();  // NaN ignored
-    for (index_t t = threadIdx.x; t < len; t += threads) {
-      const float m = s.relevance[base + t];
-      low = m < low ? m : low;
-      high = m > high ? m : high;
-    }
-    low_of[threadIdx.x] = low;
-    high_of[threadIdx.x] = high;
+    relevance_bounds bounds;
+    for (index_t t = threadIdx.x; t < len; t += threads) bounds.add(s.relevance[base + t]);
+    low_of[threadIdx.x] = bounds.low;
+    high_of[threadIdx.x] = bounds.high;
     if (threadIdx.x == 0) best = 0ull;
     __syncthreads();
-    for (int w = 0; w < threads; ++w) {
-      low = low_of[w] < low ? low_of[w] : low;
-      high = high_of[w] > high ? high_of[w] : high;
-    }
-    const float range = sub_rn(high, low);
+    for (int w = 0; w < threads; ++w) bounds.merge({low_of[w], high_of[w]});
+    const float low = bounds.low, range = sub_rn(bounds.high, bounds.low);
     unsigned long long mine = 0ull;
     for (index_t t = threadIdx.x; t < len; t += threads) {
       const index_t i = base + t;

@@ -96,8 +96,9 @@ void dpp_greedy(const cdpruner& p, const view<const E, 2>& rows,  // (n, dim)
   }
   if (p.kernel == dpp_kernel::original)
     for (index_t i = 0; i < n; ++i) r[i] = -r[i];
-  const auto [lo, hi] = std::minmax_element(r, r + n);
-  const float low = *lo, range = sub_rn(*hi, *lo);
+  relevance_bounds bounds;
+  for (index_t i = 0; i < n; ++i) bounds.add(r[i]);
+  const float low = bounds.low, range = sub_rn(bounds.high, bounds.low);
   const bool openvino = p.kernel == dpp_kernel::openvino;
   for (index_t i = 0; i < n; ++i) r[i] = dpp_relevance(openvino, r[i], low, range);
 

@@ -71,6 +71,21 @@ inline constexpr float dpp_epsilon = 1e-6f;
 /// 1/sqrt(‖x‖² + ε): a row's (or a query's) normalisation.
 TOKRED_HOST_DEVICE inline float dpp_scale(float sq) noexcept { return div_rn(1.0f, sqrt_rn(add_rn(sq, dpp_epsilon))); }
 
+/// The smallest and largest raw relevance of a group, NaN ignored (+inf and −inf while no number
+/// has been added): the bounds of the min-max rule, whatever the order of the values.
+struct relevance_bounds {
+  float low = positive_infinity(), high = -positive_infinity();
+  TOKRED_HOST_DEVICE void add(float m) noexcept {  // NaN compares false and is ignored
+    low = m < low ? m : low;
+    high = m > high ? m : high;
+  }
+  /// Adds the bounds another part of the group kept.
+  TOKRED_HOST_DEVICE void merge(const relevance_bounds& other) noexcept {
+    add(other.low);
+    add(other.high);
+  }
+};
+
 /// r from the raw relevance m by the kernel's min-max rule over the group (`low` its minimum,
 /// `range` its maximum minus `low`).
 TOKRED_HOST_DEVICE inline float dpp_relevance(bool openvino, float m, float low, float range) noexcept {
