@@ -432,6 +432,40 @@ TEST_CASE("divprune: a zero row is at distance 1 from every row; a NaN row ranks
   }
 }
 
+TEST_CASE("divprune, importance_diversity: a row of squared norm below FLT_MIN counts as a zero row",
+          "[diversity]") {
+  // Two rows of norm ~1e-20: their scales (1e20 each) multiplied past FLT_MAX, and their
+  // distances came out -inf (to itself) and NaN (0 · inf). Now each is a zero row. A row above
+  // the bound is normalised as any other.
+  const index_t n = 6, dim = 2;
+  const token_matrix<float> rows = continuous_rows<float>(n, dim, layout::contiguous, 14);
+  const auto with = [&](float scale) {
+    std::vector<float> x;
+    for (index_t i = 0; i < n; ++i)
+      for (index_t d = 0; d < dim; ++d) x.push_back(rows.rows(i, d) * (i == 1 || i == 4 ? scale : 1.0f));
+    return x;
+  };
+  const std::vector<float> tiny = with(1e-20f), zero = with(0.0f);
+  const std::vector<float> scores = {1.0f, 0.5f, 0.75f, 0.25f, 1.0f, 0.5f};
+  const auto picks = [&](const auto& policy, const std::vector<float>& x) {
+    const diversity_inputs<float> in{sequence_grid(n), make_view(x.data(), n, dim), {}, make_view(scores.data(), n), {}};
+    return run_shares<float, float>(policy, in, dim).picks;
+  };
+  for (const index_t k : {2, 4, 6}) {
+    INFO("k " << k);
+    CHECK(picks(divprune{keep_budget::count(k)}, tiny) == picks(divprune{keep_budget::count(k)}, zero));
+    CHECK(picks(importance_diversity{keep_budget::count(k)}, tiny) == picks(importance_diversity{keep_budget::count(k)}, zero));
+  }
+  // Row 0 of norm 2^-62 (squared 2^-124, every product exact): the distances of the unit row.
+  const std::vector<float> small = {0x1p-62f, 0.0f, 0.8f, 0.6f, 0.0f, 1.0f, -0.6f, 0.8f};
+  const std::vector<float> unit = {1.0f, 0.0f, 0.8f, 0.6f, 0.0f, 1.0f, -0.6f, 0.8f};
+  const auto picks4 = [&](const std::vector<float>& x) {
+    const diversity_inputs<float> in{sequence_grid(4), make_view(x.data(), 4, 2), {}, {}, {}};
+    return run_shares<float, float>(divprune{keep_budget::count(3)}, in, 2).picks;
+  };
+  CHECK(picks4(small) == picks4(unit));
+}
+
 TEST_CASE("diversity: one token, all tokens, features narrower than the rows", "[diversity]") {
   const token_matrix<float> rows = continuous_rows<float>(24, 12, layout::contiguous, 9);
   const diversity_inputs<float> one{sequence_grid(1), make_view(&rows.rows(0, 0), 1, 12), {}, {}, {}};

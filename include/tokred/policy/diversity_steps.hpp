@@ -17,12 +17,18 @@ enum class distance_kind {
   squared_euclidean,  ///< ‖x_i − x_j‖² (ranks as the Euclidean distance does)
 };
 
-/// Row i's scale from its squared norm `sq`: 1/‖x_i‖ (cosine; 0 for a zero row) or 1
-/// (Euclidean), and NaN when `sq` is not finite: such a row is at distance NaN from everything.
+/// The smallest squared norm of a row that cosine distances normalise, FLT_MIN (‖x‖ ≈ 1.08e−19):
+/// below it two rows' scales could multiply past FLT_MAX (a distance of −inf, or NaN from 0·inf),
+/// and the squared norm has lost its precision to subnormals anyway.
+inline constexpr float smallest_normalised_sq = 0x1p-126f;
+
+/// Row i's scale from its squared norm `sq`: 1/‖x_i‖ (cosine; 0 for a zero row, and for a row
+/// whose squared norm is below FLT_MIN, which counts as one) or 1 (Euclidean), and NaN when `sq`
+/// is not finite: such a row is at distance NaN from everything.
 template <distance_kind Kind>
 TOKRED_HOST_DEVICE inline float maxmin_scale(float sq) noexcept {
   if (!(abs_bits(sq) < positive_infinity())) return quiet_nan();
-  if constexpr (Kind == distance_kind::cosine) return sq > 0.0f ? div_rn(1.0f, sqrt_rn(sq)) : 0.0f;
+  if constexpr (Kind == distance_kind::cosine) return sq >= smallest_normalised_sq ? div_rn(1.0f, sqrt_rn(sq)) : 0.0f;
   else return 1.0f;
 }
 
