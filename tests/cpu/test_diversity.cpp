@@ -528,6 +528,22 @@ TEST_CASE("diversity: bad input leaves every output untouched", "[diversity][bad
   CHECK(out.untouched());
 }
 
+TEST_CASE("importance_diversity: a weight-0 token scores 0 after a first pick whose row is not finite",
+          "[diversity]") {
+  // Token 0 (the most important) has an infinite element: every distance to it is NaN, so the
+  // others' nearest distances stay +inf after it. Token 3 (weight 0) scored 0·inf = NaN there,
+  // and the lazy greedy kept that stale NaN key, which ranks below everything, after the next
+  // pick made its score 0: token 2 (a NaN row, always NaN) was picked before it.
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float x[4 * 2] = {inf, 0, 1, 0, nan, 1, 0.6f, 0.8f};
+  const float w[4] = {1.0f, 0.5f, 0.5f, 0.0f};
+  const diversity_inputs<float> in{sequence_grid(4), make_view(x, 4, 2), {}, make_view(w, 4), {}};
+  CHECK(run_shares<float, float>(importance_diversity{keep_budget::count(3)}, in, 2).picks ==
+        std::vector<std::int64_t>{0, 1, 3});
+  CHECK(detail::weighted_distance(0.0f, inf) == 0.0f);
+  CHECK(detail::weighted_distance(0.5f, inf) == inf);
+}
+
 TEST_CASE("importance_diversity: a NaN score ranks last", "[diversity]") {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float x[3 * 2] = {1, 0, 0, 1, 1, 1};

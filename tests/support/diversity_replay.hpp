@@ -117,7 +117,7 @@ std::vector<std::int64_t> replay_maxmin(const P& p, const diversity_inputs<E>& i
         if (was_picked && !repeats) continue;
         float score = detail::quiet_nan();
         if (valid(j))
-          score = std::is_same_v<P, importance_diversity> ? detail::mul_rn(in.scores(g * n + j), near) : near;
+          score = std::is_same_v<P, importance_diversity> ? detail::weighted_distance(in.scores(g * n + j), near) : near;
         best = std::max(best, detail::rank_key(score, j));
       }
       local.push_back(detail::rank_key_index(best));

@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(threads)
       if (j == p) s.picked[i] = 1;
       if (picked && !allow_repeats) continue;
       const bool valid = s.scale[i] == s.scale[i];
-      const float score = !valid ? quiet_nan() : Weighted ? mul_rn(scores(i), nearest) : nearest;
+      const float score = !valid ? quiet_nan() : Weighted ? weighted_distance(scores(i), nearest) : nearest;
       const unsigned long long key = rank_key(score, j);
       mine = key > mine ? key : mine;
     }

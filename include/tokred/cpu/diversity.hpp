@@ -362,7 +362,7 @@ void greedy_maxmin(const Distances& d, index_t first, index_t k, bool allow_repe
   pick_rows.store(0, d.rows.rows, first);
 
   const auto score = [&](index_t j) {
-    return d.valid(j) ? weight(j) * s.nearest[j] : std::numeric_limits<float>::quiet_NaN();
+    return d.valid(j) ? weighted_distance(weight(j), s.nearest[j]) : std::numeric_limits<float>::quiet_NaN();
   };
   d.sweep(first, [&](index_t j, float x) {
     s.nearest[j] = std::isnan(x) ? std::numeric_limits<float>::infinity() : x;

@@ -41,6 +41,15 @@ TOKRED_HOST_DEVICE inline float maxmin_distance(float raw, float scale_i, float 
   else return product;  // scale is 1, or NaN for a non-finite row
 }
 
+/// importance_diversity's score of a candidate: its weight times its distance to the nearest
+/// pick, except that a weight of 0 scores 0 even while that distance is +inf (no pick yet at a
+/// number's distance: after a first pick whose row is not finite). 0·inf would be NaN, which
+/// ranks last and would rise to 0 at the next valid pick; a score never rises as picks are added,
+/// which the CPU's lazy greedy relies on.
+TOKRED_HOST_DEVICE inline float weighted_distance(float weight, float nearest) noexcept {
+  return weight == 0.0f ? 0.0f : mul_rn(weight, nearest);
+}
+
 /// The two smallest distances seen so far in one column: the second is DivPrune's score. NaN
 /// is ignored; the result depends only on the multiset of values added, not on their order.
 /// The index offsets of a token's grid neighbours that divprune's first pick compares first,
