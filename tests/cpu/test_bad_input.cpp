@@ -87,6 +87,21 @@ TEST_CASE("zero tokens and malformed grids", "[bad_input]") {
   CHECK(f.run(f.inputs(), f.out.outputs()) == status::shape_mismatch);
   CHECK(f.out.untouched());
   CHECK(can_implement(uniform{keep_budget::count(1)}, problem{token_grid{1, 0, 9}, 4}) == status::empty_input);
+  // More tokens than index_t counts: T·H·W would overflow (it wrapped to 0 or went negative).
+  const index_t big = index_t{1} << 40;
+  for (const token_grid g : {token_grid{3, index_t{1} << 62, 1}, token_grid{big, 4096, 4096}, token_grid{1, index_t{1} << 32, index_t{1} << 32}}) {
+    CHECK_FALSE(g.valid());
+    for (const scope within : {scope::global, scope::per_frame}) {
+      CHECK(can_implement(topk{keep_budget::count(1), within}, problem{g, 4}) == status::shape_mismatch);
+      CHECK(retained_count(divprune{keep_budget::count(1), within}, problem{g, 4}) == 0);
+    }
+    f.grid = g;
+    CHECK(f.run(f.inputs(), f.out.outputs()) == status::shape_mismatch);
+    CHECK(f.out.untouched());
+  }
+  CHECK(token_grid{1, index_t{1} << 31, index_t{1} << 31}.valid());
+  CHECK_FALSE(token_grid{0, index_t{1} << 62, index_t{1} << 62}.valid());  // no frame, but H·W overflows
+  CHECK(token_grid{index_t{1} << 62, 0, index_t{1} << 62}.valid());        // every product is 0
 }
 
 TEST_CASE("null pointers with a non-zero extent", "[bad_input]") {

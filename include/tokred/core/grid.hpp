@@ -25,11 +25,15 @@ struct token_grid {
 
   /// Tokens per frame, H·W.
   TOKRED_HOST_DEVICE constexpr index_t frame_tokens() const noexcept { return height * width; }
-  /// All tokens, T·H·W.
+  /// All tokens, T·H·W (for a `valid()` grid).
   TOKRED_HOST_DEVICE constexpr index_t tokens() const noexcept { return frames * height * width; }
-  /// False for negative extents (the only malformed grid; a zero extent is an empty problem).
+  /// False for a negative extent or for more tokens than `index_t` counts (H·W or T·H·W would
+  /// overflow); a zero extent is valid, an empty problem.
   TOKRED_HOST_DEVICE constexpr bool valid() const noexcept {
-    return frames >= 0 && height >= 0 && width >= 0;
+    if (frames < 0 || height < 0 || width < 0) return false;
+    if (height == 0 || width == 0) return true;  // every product is 0
+    constexpr index_t most = PTRDIFF_MAX;
+    return height <= most / width && frames <= most / (height * width);
   }
 
   /// The `(t, h, w)` of flat token index `i`; `0 <= i < tokens()`.

@@ -514,16 +514,12 @@ struct cpu_diversity {
     const selection_groups g = groups_of(p.within, in.grid);
     const index_t kept_total = diversity_count(p, in.grid).count;
     const index_t group_kept = kept_total / g.groups;
-    const index_t j0 = share_begin(kept_total, exec.ith, exec.nth);
-    const index_t j1 = share_begin(kept_total, exec.ith + 1, exec.nth);
-    for (index_t group = j0 / group_kept; group * group_kept < j1; ++group) {
-      const index_t first = group * g.group_tokens;
-      const index_t row0 = group * group_kept;
-      diversity_group<Ein> one{row_range(rows, first, g.group_tokens), {}, {},
+    for_each_owned_group(kept_total, group_kept, g.group_tokens, exec.ith, exec.nth, [&](const owned_group& at) {
+      diversity_group<Ein> one{row_range(rows, at.first, g.group_tokens), {}, {},
                                first_pick_neighbours(in.grid, g.group_tokens)};
       if (reads_query<P>(in)) one.query = in.query;
       if (reads_scores<P>(in))
-        one.scores = view<const float, 1>(&in.scores(first), {g.group_tokens}, {in.scores.stride(0)});
+        one.scores = view<const float, 1>(&in.scores(at.first), {g.group_tokens}, {in.scores.stride(0)});
       // The copy pays only where fp16 widens in software: the pair kernels take the conversion
       // instruction where the build has one.
       if constexpr (std::is_same_v<Ein, f16> && !has_hardware_f16<Arch>()) {
@@ -536,13 +532,12 @@ struct cpu_diversity {
       } else {
         selector::select(p, one, group_kept, mine.select);
       }
-      const index_t lo = std::max(j0, row0), hi = std::min(j1, row0 + group_kept);
       if (requested(out.picks))
-        for (index_t j = lo; j < hi; ++j) out.picks(j) = first + mine.select.picks[j - row0];
+        for (index_t j = at.lo; j < at.hi; ++j) out.picks(j) = at.first + mine.select.picks[j - at.row0];
       const selection_outputs<Eout>& base = out;
-      emit_rows<Arch>([&](index_t j) -> index_t { return first + mine.select.kept[j - row0]; }, lo, hi,
+      emit_rows<Arch>([&](index_t j) -> index_t { return at.first + mine.select.kept[j - at.row0]; }, at.lo, at.hi,
                       in.grid, in.tokens, base);
-    }
+    });
     return status::ok;
   }
 };

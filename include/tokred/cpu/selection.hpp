@@ -82,6 +82,26 @@ void emit_rows(const IndexOf& index_of, index_t j0, index_t j1, const token_grid
   }
 }
 
+/// One group of a selection as a share meets it: the flat index of its token 0, its first
+/// output row, and the output rows [lo, hi) the share writes.
+struct owned_group {
+  index_t first = 0, row0 = 0, lo = 0, hi = 0;
+};
+
+/// Calls f(owned_group) for each group whose output rows meet share `ith` of `nth`'s rows of the
+/// `kept_total` (groups of `group_tokens` tokens keeping `group_kept` each, in order). A share
+/// that owns no row selects nothing.
+template <class F>
+void for_each_owned_group(index_t kept_total, index_t group_kept, index_t group_tokens, int ith, int nth,
+                          const F& f) {
+  const index_t j0 = share_begin(kept_total, ith, nth), j1 = share_begin(kept_total, ith + 1, nth);
+  if (j0 == j1) return;
+  for (index_t group = j0 / group_kept; group * group_kept < j1; ++group) {
+    const index_t row0 = group * group_kept;
+    f(owned_group{group * group_tokens, row0, std::max(j0, row0), std::min(j1, row0 + group_kept)});
+  }
+}
+
 /// The scratch one share needs to select one group.
 struct selection_scratch {
   std::uint32_t* keys = nullptr;  // (group_tokens,)
@@ -128,25 +148,20 @@ struct cpu_budgeted_selection {
     const selection_groups g = groups_of(p.within, in.grid);
     const index_t kept_total = selection_count(p.keep, p.within, in.grid).count;
     const index_t group_kept = kept_total / g.groups;
-    const index_t j0 = share_begin(kept_total, exec.ith, exec.nth);
-    const index_t j1 = share_begin(kept_total, exec.ith + 1, exec.nth);
-    for (index_t group = j0 / group_kept; group * group_kept < j1; ++group) {
-      const index_t first = group * g.group_tokens;  // flat index of the group's token 0
-      const index_t row0 = group * group_kept;       // its first output row
+    for_each_owned_group(kept_total, group_kept, g.group_tokens, exec.ith, exec.nth, [&](const owned_group& at) {
       if constexpr (std::is_same_v<Policy, topk>) {
-        const auto key_of = [&](index_t i) { return score_key(float_bits(in.scores(first + i))); };
-        select_largest(key_of, g.group_tokens, group_kept, first, scratch.keys, scratch.kept);
+        const auto key_of = [&](index_t i) { return score_key(float_bits(in.scores(at.first + i))); };
+        select_largest(key_of, g.group_tokens, group_kept, at.first, scratch.keys, scratch.kept);
       } else if constexpr (std::is_same_v<Policy, random_subset>) {
-        const auto key_of = [&](index_t i) { return random_key(p.seed, first + i); };
-        select_largest(key_of, g.group_tokens, group_kept, first, scratch.keys, scratch.kept);
+        const auto key_of = [&](index_t i) { return random_key(p.seed, at.first + i); };
+        select_largest(key_of, g.group_tokens, group_kept, at.first, scratch.keys, scratch.kept);
       }
       const auto index_of = [&](index_t j) -> index_t {
-        if constexpr (ranks) return scratch.kept[j - row0];
-        else return first + uniform_pick(j - row0, group_kept, g.group_tokens);
+        if constexpr (ranks) return scratch.kept[j - at.row0];
+        else return at.first + uniform_pick(j - at.row0, group_kept, g.group_tokens);
       };
-      emit_rows<Arch>(index_of, std::max(j0, row0), std::min(j1, row0 + group_kept), in.grid,
-                      in.tokens, out);
-    }
+      emit_rows<Arch>(index_of, at.lo, at.hi, in.grid, in.tokens, out);
+    });
     return status::ok;
   }
 };

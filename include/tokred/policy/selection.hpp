@@ -124,6 +124,7 @@ inline status check_group_grid(const token_grid& grid, index_t group_tokens) noe
 /// The exact kept count of a budgeted selection, or why there is none.
 inline count_result selection_count(const keep_budget& keep, scope within,
                                     const token_grid& grid) noexcept {
+  if (!grid.valid()) return {status::shape_mismatch, 0};  // before the groups count its tokens
   const selection_groups g = groups_of(within, grid);
   if (status s = check_group_grid(grid, g.group_tokens); s != status::ok) return {s, 0};
   const count_result per_group = kept_count(keep, g.group_tokens);
