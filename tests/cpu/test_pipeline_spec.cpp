@@ -96,11 +96,24 @@ TEST_CASE("pipeline spec: stages parse to their policies with the documented def
   REQUIRE(t.select.keep.mode == rounding::ceil);
   REQUIRE(t.select.within == scope::per_frame);
 
+  // r: an integer is a count, a real number a share in [0, 1] (1.0 merges all ToMe allows, as
+  // tome_share{1.0} does in a typed chain; 1 is the count 1).
+  const spec_result whole = parse_pipeline("tome(r=1.0)");
+  REQUIRE(whole.ok());
+  REQUIRE(stage_as<tome_share>(whole, 0).share == 1.0);
+  REQUIRE(whole.pipeline.spec() == "tome(r=1.0, protect=0)");
+  REQUIRE(retained_count(whole.pipeline, problem{image_grid(4, 4), 8}) == 8);
+  REQUIRE(stage_as<tome>(parse_pipeline("tome(r=1)"), 0).r == 1);
+  REQUIRE_FALSE(parse_pipeline("tome(r=1.5)").ok());
   REQUIRE(stage_as<tome>(parse_pipeline("tome(40, protect=1)"), 0).r == 40);
   REQUIRE(stage_as<tome>(parse_pipeline("tome(40, protect=1)"), 0).protect == 1);
   REQUIRE(stage_as<dct_share>(parse_pipeline("dct"), 0).ratio == 0.6666666666666666);
   REQUIRE(stage_as<dct_lowpass>(parse_pipeline("dct(keep=4x12x12, axes=spatiotemporal)"), 0).keep.h == 12);
   REQUIRE(stage_as<random_subset>(parse_pipeline("random(keep=10, seed=42)"), 0).seed == 42);
+  REQUIRE(stage_as<random_subset>(parse_pipeline("random(keep=10, seed=18446744073709551615)"), 0).seed ==
+          ~std::uint64_t{0});
+  REQUIRE_FALSE(parse_pipeline("random(keep=10, seed=-1)").ok());
+  REQUIRE_FALSE(parse_pipeline("random(keep=10, seed=18446744073709551616)").ok());
   REQUIRE(stage_as<cdpruner>(parse_pipeline("cdpruner(keep=0.1, weight=0.25, split=true)"), 0).relevance_weight == 0.25f);
   REQUIRE(stage_as<bilinear>(parse_pipeline("bilinear(14x14)"), 0).height == 14);
   REQUIRE(stage_as<adaptive_pool>(parse_pipeline("adaptive(16x12x12)"), 0).size.t == 16);
@@ -237,7 +250,7 @@ TEST_CASE("pipeline spec: each bad spec gets one precise error", "[pipeline][spe
   require_error("topk(keep=8, within=video)", "parameter 'within' of topk: 'video' is not global or frame", 20);
   require_error("topk(keep=8, score=cls)",
                 "parameter 'score' of topk: 'cls' is not input, norm, query or temporal", 19);
-  require_error("tome(r=-1)", "parameter 'r' of tome: '-1' is not a count >= 0 or a share in [0, 1)", 7);
+  require_error("tome(r=-1)", "parameter 'r' of tome: '-1' is not a count >= 0 or a share in [0, 1]", 7);
   require_error("cdpruner(keep=8, weight=2)", "parameter 'weight' of cdpruner: '2' is not a number in [0, 1]", 24);
   require_error("pool(2x2x2x2)", "parameter 'kernel' of pool: '2x2x2x2' is not a size HxW or TxHxW", 5);
   require_error("pool(0x2)", "parameter 'kernel' of pool: '0x2' is not a size HxW or TxHxW", 5);

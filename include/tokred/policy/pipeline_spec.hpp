@@ -143,7 +143,8 @@ struct stage_build {
 inline std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 /// Value parsers. Each returns false when the text is not of its form.
-inline bool parse_int(std::string_view s, index_t& out) {
+template <class Int>
+bool parse_int(std::string_view s, Int& out) {  // an unsigned Int takes no sign
   if (s.empty()) return false;
   const char* end = s.data() + s.size();
   const auto r = std::from_chars(s.data(), end, out);
@@ -314,9 +315,7 @@ inline stage_build build_random(const spec_args& a) {
   random_subset p;
   stage_build fail;
   if (!read_selection(a, p, fail)) return fail;
-  index_t seed = 0;
-  if (!parse_int(a.text("seed"), seed) || seed < 0) return bad_value(a, "seed", "an integer >= 0");
-  p.seed = static_cast<std::uint64_t>(seed);
+  if (!parse_int(a.text("seed"), p.seed)) return bad_value(a, "seed", "an integer in [0, 2^64)");
   return {p, {}, 0};
 }
 
@@ -364,11 +363,11 @@ inline stage_build build_tome(const spec_args& a) {
   index_t r = 0;
   double share = 0.0;
   if (parse_int(a.text("r"), r)) {
-    if (r < 0) return bad_value(a, "r", "a count >= 0 or a share in [0, 1)");
+    if (r < 0) return bad_value(a, "r", "a count >= 0 or a share in [0, 1]");
     return {tome{r, protect}, {}, 0};
   }
-  if (!parse_real(a.text("r"), share) || !(share >= 0.0 && share < 1.0))
-    return bad_value(a, "r", "a count >= 0 or a share in [0, 1)");
+  if (!parse_real(a.text("r"), share) || !(share >= 0.0 && share <= 1.0))
+    return bad_value(a, "r", "a count >= 0 or a share in [0, 1]");
   return {tome_share{share, protect}, {}, 0};
 }
 
@@ -448,7 +447,7 @@ inline const std::vector<stage_entry>& stage_entries() {
        build_cdpruner},
       {{"tome", "bipartite soft matching: merge r tokens, size-weighted averages", "N - min(r, (N - protect) / 2)",
         "ToMe (arXiv 2210.09461)",
-        {{"r", "", "tokens merged: a count (40) or a share of the stage's tokens (0.25)"},
+        {{"r", "", "tokens merged: a count (40) or a share in [0, 1] of the stage's tokens (0.25)"},
          {"protect", "0", "leading tokens that never merge (class token: 1)"}}},
        build_tome},
       {{"visionzip", "the top-scoring tokens kept, the rest merged into contextual tokens by cosine",
