@@ -423,6 +423,23 @@ TEST_CASE("scores over a KIVI cache: packed keys, then the residual", "[packed_s
             2.0 * std::fabs(cache.key_zero[static_cast<std::size_t>(((h / 2) * 3 + t / 32) * 64 + d)]) *
             std::fabs(queries[static_cast<std::size_t>(h * 64 + d)]);
   for (std::size_t i = 0; i < scores.size(); ++i) CHECK(std::fabs(scores[i] - want[i]) <= 2e-6 * magnitude[i] + 1e-12);
+
+  // Either part alone, the other a default-constructed view: the packed keys' 64 columns, or
+  // the residual's 26 with the kv heads taken from the residual.
+  packed_score_inputs<float> packed_only = in, residual_only = in;
+  packed_only.residual = {};
+  residual_only.keys = {};
+  std::vector<float> part(4 * 64, -1.0f);
+  REQUIRE(apply(cpu<>{}, p, packed_only, packed_score_outputs<>{make_view(part.data(), 4, 64)},
+                workspace{ws.data(), ws.size()}) == status::ok);
+  for (index_t h = 0; h < 4; ++h)
+    for (index_t t = 0; t < 64; ++t) CHECK(part[static_cast<std::size_t>(h * 64 + t)] == scores[static_cast<std::size_t>(h * 90 + t)]);
+  part.assign(4 * 26, -1.0f);
+  REQUIRE(apply(cpu<>{}, p, residual_only, packed_score_outputs<>{make_view(part.data(), 4, 26)},
+                workspace{ws.data(), ws.size()}) == status::ok);
+  for (index_t h = 0; h < 4; ++h)
+    for (index_t t = 0; t < 26; ++t)
+      CHECK(part[static_cast<std::size_t>(h * 26 + t)] == scores[static_cast<std::size_t>(h * 90 + 64 + t)]);
 }
 
 // --- bad input ----------------------------------------------------------------------------------
@@ -487,6 +504,8 @@ TEST_CASE("bad input: append, read and scores refuse and write nothing", "[kivi]
   CHECK(score(in2, make_view(scores.data(), 2, 10), ws.size() - 1) == status::workspace_too_small);
   CHECK(score(in2, make_view(scores.data(), 2, 9), ws.size()) == status::shape_mismatch);
   CHECK(score(in2, view<float, 2>(queries.data(), {2, 10}), ws.size()) == status::aliasing);
+  CHECK(apply(cpu<>{}, p, in2, packed_score_outputs<>{make_view(scores.data(), 2, 10)}, workspace{nullptr, ws.size()}) ==
+        status::null_pointer);
   CHECK(apply(cpu<>{}, packed_key_scores{{2, 32, kv_group_axis::channels}}, in2,
               packed_score_outputs<>{make_view(scores.data(), 2, 10)}, workspace{ws.data(), ws.size()}) ==
         status::invalid_parameter);

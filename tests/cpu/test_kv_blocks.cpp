@@ -736,6 +736,12 @@ TEST_CASE("bad input: documented statuses, nothing written", "[kv_blocks][bad_in
   CHECK(dq(view<const std::uint8_t, 3>(out.bytes.data(), {2, 3, 68}), make_view(y.data(), 2, 4, 64)) == status::shape_mismatch);
   CHECK(dq(view<const std::uint8_t, 3>(reinterpret_cast<const std::uint8_t*>(y.data()), {2, 4, 68}),
            make_view(y.data(), 2, 4, 64)) == status::aliasing);
+  // The float view is checked before the packed one, as ggml_quantize checks its cache first: a
+  // null packed view and an output that repeats an element (zero token stride) is the output's
+  // aliasing.
+  CHECK(dq(view<const std::uint8_t, 3>(nullptr, {2, 4, 68}), view<float, 3>(y.data(), {2, 4, 64}, {256, 0, 1})) ==
+        status::aliasing);
+  CHECK(dq(view<const std::uint8_t, 3>(nullptr, {2, 4, 68}), view<float, 3>(nullptr, {2, 4, 64})) == status::null_pointer);
   for (float v : y) REQUIRE(v == -5.0f);
 
   std::vector<float> h(2 * 4 * 64);

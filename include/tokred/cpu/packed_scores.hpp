@@ -187,7 +187,7 @@ status check_packed_scores(const cpu<Arch>& exec, const packed_key_scores& p, co
   if (status s = check_packed_score_call(exec, p, in, out); s != status::ok) return s;
   arena counter;
   packed_score_scratch::carve(counter, exec, in.queries.extent(1), p.format.group);
-  return ws.bytes >= counter.used() ? status::ok : status::workspace_too_small;
+  return check_workspace(ws, counter.used());
 }
 
 }  // namespace detail

@@ -266,9 +266,9 @@ status check_dequantize(const Exec& exec, const ggml_dequantize& p,
   if (status s = check_exec(exec); s != status::ok) return s;
   const kv_problem prob = kv_problem_of(out.cache);
   if (status s = can_implement(p, prob); s != status::ok) return s;
-  if (status s = check_blocks(in.blocks, prob, p.type); s != status::ok) return s;
   if (status s = check_view(out.cache, {prob.heads, prob.tokens, prob.head_dim}); s != status::ok)
     return s;
+  if (status s = check_blocks(in.blocks, prob, p.type); s != status::ok) return s;
   return may_overlap(in.blocks, out.cache) ? status::aliasing : status::ok;
 }
 

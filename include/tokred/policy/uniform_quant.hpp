@@ -252,11 +252,14 @@ constexpr status can_implement(const packed_key_scores& p, const kv_problem& pro
 
 namespace detail {
 
-/// The shape facts of a packed score call: kv heads, packed tokens P (scale rows × group) and
-/// head_dim from the queries.
+/// The shape facts of a packed score call: kv heads (the residual's when nothing is packed and
+/// the packed views have no heads, default-constructed ones included), packed tokens P (scale
+/// rows × group) and head_dim from the queries.
 template <class E, class Space>
 kv_problem packed_score_problem(const packed_key_scores& p, const packed_score_inputs<E, Space>& in) noexcept {
-  return {in.keys.scale.extent(0), in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
+  const index_t heads = in.keys.scale.extent(0) > 0 || in.residual.extent(1) == 0 ? in.keys.scale.extent(0)
+                                                                                  : in.residual.extent(0);
+  return {heads, in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
 }
 
 /// The shape facts every logits call checks first: `shape_mismatch` for a negative extent,
@@ -279,8 +282,10 @@ status check_packed_score_call(const Exec& exec, const packed_key_scores& p, con
   if (status s = can_implement(p, prob); s != status::ok) return s;
   if (status s = check_view(in.queries, {q_heads, prob.head_dim}); s != status::ok) return s;
   if (q_heads % prob.heads != 0) return status::shape_mismatch;
-  if (status s = check_packed(in.keys, p.format, prob); s != status::ok) return s;
-  if (status s = check_view_or_empty(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
+  if (prob.tokens > 0)  // nothing packed: the packed views are not read
+    if (status s = check_packed(in.keys, p.format, prob); s != status::ok) return s;
+  // No residual: an empty view, default-constructed ones included.
+  if (status s = check_optional_view(in.residual, {prob.heads, residual, prob.head_dim}); s != status::ok) return s;
   if (status s = check_view(out.scores, {q_heads, prob.tokens + residual}); s != status::ok) return s;
   if (overlaps_any(out.scores, in.queries, in.keys.codes, in.keys.scale, in.keys.zero, in.residual))
     return status::aliasing;
