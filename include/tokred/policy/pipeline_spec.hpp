@@ -68,7 +68,8 @@ inline index_t retained_count(const any_pipeline& p, const problem& prob) {
 inline status can_implement(const any_pipeline& p, const problem& prob) {
   return p.stages.empty() ? status::invalid_parameter : detail::chain_output(p, prob).code;
 }
-/// The first stage that cannot run on `prob` (meaningful when `can_implement` fails).
+/// The first stage that cannot run on `prob` (meaningful when `can_implement` fails): 0 also
+/// when the input grid itself is malformed or empty, which no stage can run on.
 inline std::size_t failing_stage(const any_pipeline& p, const problem& prob) {
   return detail::chain_output(p, prob).failed_stage;
 }
