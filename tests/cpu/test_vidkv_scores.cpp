@@ -29,7 +29,8 @@ template <class E>
 std::vector<float> run_scores(const vidkv_key_scores& p, const vidkv_score_inputs<E>& in, index_t tokens, int nth) {
   const index_t q_heads = in.queries.extent(0);
   std::vector<float> scores(static_cast<std::size_t>(q_heads * tokens), -1.0f);
-  const kv_problem prob{in.residual.extent(0), tokens - in.residual.extent(1), in.queries.extent(1)};
+  const kv_problem prob = detail::vidkv_score_problem(p, in);  // kv heads from the packed keys when there is no residual
+  REQUIRE(prob.tokens + in.residual.extent(1) == tokens);
   for (int ith = 0; ith < nth; ++ith) {
     host_workspace ws(workspace_bytes(cpu<>{ith, nth}, p, prob));
     REQUIRE(apply(cpu<>{ith, nth}, p, in, packed_score_outputs<>{make_view(scores.data(), q_heads, tokens)}, ws.get()) ==

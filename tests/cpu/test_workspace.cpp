@@ -48,3 +48,35 @@ TEST_CASE("workspace sizes follow the policy and the thread split", "[workspace]
   CHECK(workspace_bytes(cpu{}, gather{}, prob) == 0);
   CHECK(workspace_bytes(cpu{}, topk{keep_budget::count(0)}, prob) == 0);  // invalid: nothing to size
 }
+
+TEST_CASE("a count too large for size_t saturates; a carve never runs past the buffer", "[workspace]") {
+  detail::arena counter;
+  counter.take<float>(PTRDIFF_MAX);  // 4 · (2^63 − 1) bytes: past size_t
+  CHECK(counter.saturated());
+  CHECK(counter.used() == SIZE_MAX);
+  counter.take<float>(8);  // stays saturated
+  CHECK(counter.used() == SIZE_MAX);
+
+  detail::arena product;
+  product.take<float>(index_t{1} << 40, index_t{1} << 40);  // the product itself overflows
+  CHECK(product.saturated());
+  detail::arena fits;
+  fits.take<float>(3, 5, 7);
+  fits.take<double>(-4, 2);  // a negative count takes nothing
+  CHECK(fits.used() == 3 * 5 * 7 * sizeof(float) + 2 * (detail::arena::alignment - 1));
+  detail::arena nested;
+  nested.take_bytes(SIZE_MAX);
+  CHECK(nested.saturated());
+
+  // A carve whose count ran past its capacity by the padding it counted still refuses the next
+  // buffer (capacity − used must not wrap).
+  std::vector<std::byte> buffer(256);
+  std::byte* line = buffer.data() + (64 - reinterpret_cast<std::uintptr_t>(buffer.data()) % 64) % 64;
+  detail::arena carver(workspace{line, 100});
+  CHECK(carver.take<std::byte>(90) != nullptr);
+  CHECK(carver.take<std::byte>(1) == nullptr);
+  CHECK_FALSE(carver.fits());
+  detail::arena huge(workspace{buffer.data(), buffer.size()});
+  CHECK(huge.take<float>(PTRDIFF_MAX) == nullptr);
+  CHECK_FALSE(huge.fits());
+}

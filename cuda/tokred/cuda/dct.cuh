@@ -286,7 +286,7 @@ struct dct_scratch {
 inline dct_scratch carve_dct(arena& a, const dct_schedule& s, index_t dim) noexcept {
   dct_scratch scratch;
   if (dim <= 0) return scratch;
-  for (int i = 0; i < s.count; ++i) scratch.matrix[i] = a.take<float>(s.pass[i].k * s.pass[i].n);
+  for (int i = 0; i < s.count; ++i) scratch.matrix[i] = a.take<float>(s.pass[i].k, s.pass[i].n);
   for (int i = 0; i + 1 < s.count; ++i)
     scratch.between[i] = a.take<float>(s.tokens_after[i] * dct_pitch(dim));
   return scratch;

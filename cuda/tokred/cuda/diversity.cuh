@@ -97,8 +97,8 @@ struct scratch {
     s.nearest = ar.take<float>(tokens);
     s.picked = ar.take<std::uint32_t>(tokens);
     s.bound = ar.take<unsigned long long>(tokens);
-    s.keys = ar.take<unsigned long long>(groups * k);
-    s.kept = ar.take<std::int64_t>(groups * k);
+    s.keys = ar.take<unsigned long long>(groups, k);
+    s.kept = ar.take<std::int64_t>(groups, k);
     return s;
   }
 };

@@ -95,9 +95,9 @@ struct scratch {
     s.relevance = ar.take<float>(tokens);
     s.gain = ar.take<float>(tokens);
     s.picked = ar.take<std::uint32_t>(tokens);
-    s.coefficients = ar.take<float>(tokens * k);
-    s.keys = ar.take<unsigned long long>(groups * k);
-    s.kept = ar.take<std::int64_t>(groups * k);
+    s.coefficients = ar.take<float>(tokens, k);
+    s.keys = ar.take<unsigned long long>(groups, k);
+    s.kept = ar.take<std::int64_t>(groups, k);
     return s;
   }
 };

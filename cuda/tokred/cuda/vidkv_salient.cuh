@@ -82,7 +82,7 @@ struct backend<vidkv_salient_tokens, cuda> {
     const index_t chosen = detail::vidkv_salient_chosen(p, prob);
     s.chosen = a.take<std::int64_t>(chosen);
     const std::size_t bytes = backend<topk, cuda>::workspace_bytes(exec, chooser(chosen), prob);
-    s.selection = {a.take<std::byte>(static_cast<index_t>(bytes)), bytes};
+    s.selection = {a.take_bytes(bytes), bytes};
     return s;
   }
 };

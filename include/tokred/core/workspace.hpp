@@ -30,6 +30,19 @@ constexpr status check_workspace(workspace ws, std::size_t need) noexcept {
 
 namespace detail {
 
+/// ⌈n / m⌉ for n ≥ 0 and m ≥ 1, without forming n + m − 1 (which overflows near the largest n).
+constexpr index_t ceil_div(index_t n, index_t m) noexcept { return n / m + (n % m != 0); }
+
+/// a · b for counts a, b ≥ 0 (a negative one counts as 0), saturating at the largest index_t:
+/// the size of a problem too large for any buffer, where the product would overflow.
+constexpr index_t saturating_product(index_t a, index_t b) noexcept {
+  if (a <= 0 || b <= 0) return 0;
+  return a > PTRDIFF_MAX / b ? PTRDIFF_MAX : a * b;
+}
+
+/// n ≥ 0 rounded up to a multiple of m ≥ 1, saturating as `saturating_product` does.
+constexpr index_t saturating_round_up(index_t n, index_t m) noexcept { return saturating_product(ceil_div(n, m), m); }
+
 /// Bump allocator over a workspace with a count-only mode (null base).
 class arena {
  public:
@@ -44,19 +57,43 @@ class arena {
 
   /// Reserves `count` objects of type T. In counting mode returns null; in carving mode returns
   /// null once the buffer is exhausted (then `fits()` is false and the caller must not proceed).
+  /// A size past what `std::size_t` counts saturates at `most`: no buffer holds it (see
+  /// `saturated()`).
   template <class T>
   T* take(index_t count) noexcept {
-    const std::size_t bytes = static_cast<std::size_t>(count < 0 ? 0 : count) * sizeof(T);
+    return take_objects<T>(count < 0 ? 0 : static_cast<std::size_t>(count));
+  }
+  /// Reserves count · more… objects of type T: the product saturates as the size does, so a
+  /// problem too large to count asks for a workspace no buffer holds instead of wrapping.
+  template <class T, class... More>
+  T* take(index_t count, More... more) noexcept {
+    std::size_t n = count < 0 ? 0 : static_cast<std::size_t>(count);
+    for (const index_t m : {static_cast<index_t>(more)...}) {
+      const std::size_t f = m < 0 ? 0 : static_cast<std::size_t>(m);
+      n = f != 0 && n > most / f ? most : n * f;
+    }
+    return take_objects<T>(n);
+  }
+  /// Reserves `bytes` bytes: another workspace nested in this one (a size_t, which may be
+  /// saturated).
+  std::byte* take_bytes(std::size_t bytes) noexcept { return take_objects<std::byte>(bytes); }
+
+ private:
+  template <class T>
+  T* take_objects(std::size_t n) noexcept {
+    const bool countless = n > (most - alignment) / sizeof(T);
+    const std::size_t bytes = countless ? 0 : n * sizeof(T);
     if (!base_) {
       // The worst-case alignment padding is counted for every buffer, so a carve of any base
       // address never needs more than the count.
-      used_ += bytes + alignment - 1;
+      used_ = countless || used_ > most - (bytes + alignment - 1) ? most : used_ + bytes + alignment - 1;
       return nullptr;
     }
     const auto address = reinterpret_cast<std::uintptr_t>(base_) + used_;
     const std::size_t pad = (alignment - address % alignment) % alignment;
     const std::size_t need = pad + bytes;
-    if (used_ + need > capacity_) {
+    // used_ may pass capacity_ by the padding it counted: capacity_ − used_ must not wrap.
+    if (countless || used_ > capacity_ || need > capacity_ - used_) {
       overflow_ = true;
       used_ = capacity_;
       return nullptr;
@@ -66,13 +103,18 @@ class arena {
     return p;
   }
 
-  /// Bytes reserved so far (in counting mode: the size the caller must provide).
+ public:
+  /// Bytes reserved so far (in counting mode: the size the caller must provide; `most` once
+  /// saturated).
   constexpr std::size_t used() const noexcept { return used_; }
+  /// True once a count reached `most`: a problem too large for any buffer.
+  constexpr bool saturated() const noexcept { return used_ == most; }
   /// False once a carve ran past the caller's buffer.
   constexpr bool fits() const noexcept { return !overflow_; }
   constexpr bool counting() const noexcept { return base_ == nullptr; }
 
  private:
+  static constexpr std::size_t most = SIZE_MAX;
   std::byte* base_ = nullptr;
   std::size_t capacity_ = 0;
   std::size_t used_ = 0;

@@ -39,7 +39,7 @@ struct aim_scratch {
     aim_scratch s;
     s.merge = tome_scratch::carve<Arch>(ar, n);
     for (int b = 0; b < 2; ++b) {
-      s.rows[b] = ar.take<float>(n * dim);
+      s.rows[b] = ar.take<float>(n, dim);
       s.source[b] = ar.take<std::int64_t>(n);
       s.sizes[b] = ar.take<float>(n);
     }

@@ -146,10 +146,10 @@ struct fused_scratch {
   static fused_scratch carve(arena& a, index_t n, index_t head_dim) {
     constexpr index_t lanes = static_cast<index_t>(float_batch<Arch>::size);
     fused_scratch s;
-    s.span_stride = (n + lanes - 1) / lanes * lanes;
+    s.span_stride = saturating_round_up(n, lanes);
     // Room for fp32 queries; f16 and bf16 use half of it.
-    s.queries = a.take<std::byte>(fused_rows_per_pass * head_dim * static_cast<index_t>(sizeof(float)));
-    s.span = a.take<float>(fused_rows_per_pass * s.span_stride);
+    s.queries = a.take<std::byte>(fused_rows_per_pass, head_dim, static_cast<index_t>(sizeof(float)));
+    s.span = a.take<float>(fused_rows_per_pass, s.span_stride);
     s.total = a.take<float>(n);
     return s;
   }

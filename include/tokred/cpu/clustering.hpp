@@ -66,7 +66,7 @@ struct dpc_scratch {
 
   static dpc_scratch carve(arena& ar, index_t n, index_t clusters, index_t dim) {
     dpc_scratch s;
-    s.dist = ar.take<float>(n * n);
+    s.dist = ar.take<float>(n, n);
     s.row = ar.take<float>(n);
     s.density = ar.take<float>(n);
     s.score = ar.take<float>(n);

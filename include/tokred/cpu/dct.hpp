@@ -188,7 +188,7 @@ dct_plan plan_dct(const dct_lowpass& p, const token_grid& grid, index_t dim) noe
   plan.chunk = tuning::max_chunk;
   while (plan.chunk > tuning::min_chunk && plan.chunk * plan.unit_floats() > tuning::unit_budget)
     plan.chunk /= 2;
-  plan.chunks = dim > 0 ? (dim + plan.chunk - 1) / plan.chunk : 0;
+  plan.chunks = dim > 0 ? ceil_div(dim, plan.chunk) : 0;
   plan.widest = round_up(std::min(dim, plan.chunk), tuning::tile_width);
   return plan;
 }
@@ -709,7 +709,7 @@ struct cpu_dct {
           slice.even[x] = a.take<float>(ax.even_rows() * ax.even_depth() * copies);
           slice.odd[x] = a.take<float>(ax.odd_rows() * ax.half() * copies);
         } else {
-          slice.dense[x] = a.take<float>(ax.out * ax.in);
+          slice.dense[x] = a.take<float>(ax.out, ax.in);
         }
       }
       slice.cosines = a.take<double>(cosines);

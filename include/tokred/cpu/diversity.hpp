@@ -473,7 +473,7 @@ struct cpu_diversity {
     const index_t group_kept = diversity_count(p, grid).count / (g.groups ? g.groups : 1);
     return carve_shares(a, ith, nth, [&](arena& s) {
       scratch mine{selector::carve(s, p, g.group_tokens, group_kept, dim), nullptr};
-      if (widens_once(p)) mine.widened = s.take<float>(g.group_tokens * dim);
+      if (widens_once(p)) mine.widened = s.take<float>(g.group_tokens, dim);
       return mine;
     });
   }
@@ -481,7 +481,7 @@ struct cpu_diversity {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const P& p, const problem& prob) {
     if (can_implement(p, prob) != status::ok || check_exec(exec) != status::ok) return 0;
     arena counter;
-    carve(counter, p, prob.grid, prob.dim, 0, exec.nth);
+    carve(counter, p, prob.grid, std::max<index_t>(prob.dim, 0), 0, exec.nth);  // a negative dim sizes no row
     return counter.used();
   }
 

@@ -54,7 +54,7 @@ struct dpp_scratch {
     s.gain = a.take<float>(n);
     s.applied = a.take<std::int32_t>(n);
     s.heap = a.take<std::uint64_t>(n);
-    s.coefficients = a.take<float>(n * k);
+    s.coefficients = a.take<float>(n, k);
     s.pick_coefficients = a.take<float>(k * k + pick_lanes);
     s.pivot = a.take<float>(k);
     s.picks = a.take<index_t>(k);

@@ -41,7 +41,7 @@ namespace tokred {
 namespace detail {
 
 /// The most frames one share of `frames` split `nth` ways owns.
-constexpr index_t dycoke_share_frames(index_t frames, int nth) noexcept { return (frames + nth - 1) / nth; }
+constexpr index_t dycoke_share_frames(index_t frames, int nth) noexcept { return ceil_div(frames, nth); }
 
 /// The scratch of one share, sized for the most frames a share owns (`span`).
 struct dycoke_scratch {
@@ -51,8 +51,8 @@ struct dycoke_scratch {
 
   static dycoke_scratch carve(arena& a, index_t n, index_t span) {
     dycoke_scratch s;
-    s.keys = a.take<std::uint64_t>(span * n);
-    s.squares = a.take<float>(span * temporal_block_max);
+    s.keys = a.take<std::uint64_t>(span, n);
+    s.squares = a.take<float>(span, temporal_block_max);
     s.first = a.take<index_t>(span);
     return s;
   }

@@ -82,7 +82,7 @@ struct holitom_scratch {
     s.statics = ar.take<index_t>(hw);
     s.dynamics = ar.take<index_t>(hw);
     s.frames = ar.take<index_t>(t);
-    s.means = ar.take<float>(hw * dim);
+    s.means = ar.take<float>(hw, dim);
     s.still_clusters = dpc_scratch::carve(ar, hw, hw, dim);
     s.still_slot = ar.take<index_t>(hw);
     s.keys = ar.take<std::uint32_t>(hw);
@@ -90,7 +90,7 @@ struct holitom_scratch {
     s.dynamic_slot = ar.take<index_t>(hw);
     if (contextual) {
       s.others = ar.take<index_t>(hw);
-      s.gathered = ar.take<float>(hw * dim);
+      s.gathered = ar.take<float>(hw, dim);
       s.context_clusters = dpc_scratch::carve(ar, hw, hw, dim);
       s.context_slot = ar.take<index_t>(hw);
     }

@@ -57,8 +57,8 @@ struct holitom_inner_scratch {
     s.ranked = ar.take<std::int64_t>(kept);
     s.slot = ar.take<index_t>(n);
     s.others = ar.take<std::int64_t>(rest);
-    s.kept_rows = ar.take<float>(kept * dim);
-    s.other_rows = ar.take<float>(rest * dim);
+    s.kept_rows = ar.take<float>(kept, dim);
+    s.other_rows = ar.take<float>(rest, dim);
     s.kept_norm = ar.take<float>(kept);
     s.other_norm = ar.take<float>(rest);
     s.best = ar.take<float>(rest);

@@ -59,9 +59,9 @@ struct product_scratch {
     const index_t mc = padded_to(std::min(a_rows, product_mc), tile::mr);
     const index_t nc = padded_to(std::min(b_rows, product_nc), tile::nr);
     product_scratch s;
-    s.a_panels = ar.take<float>(mc * product_kc);
-    s.b_panels = ar.take<float>(nc * product_kc);
-    s.c_tiles = ar.take<float>(mc * nc);
+    s.a_panels = ar.take<float>(mc, product_kc);
+    s.b_panels = ar.take<float>(nc, product_kc);
+    s.c_tiles = ar.take<float>(mc, nc);
     return s;
   }
 };

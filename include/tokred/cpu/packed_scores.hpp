@@ -34,8 +34,7 @@ namespace detail {
 /// `dim` fp32 values rounded up to whole batches of the architecture.
 template <class Arch>
 constexpr index_t padded_lanes(index_t dim) noexcept {
-  constexpr index_t width = float_batch<Arch>::size;
-  return (dim + width - 1) / width * width;
+  return saturating_round_up(dim, float_batch<Arch>::size);
 }
 
 /// Query heads sharing one kv head are scored together, up to this many at a time: a group's
@@ -57,7 +56,7 @@ struct packed_score_scratch {
       packed_score_scratch s;
       for (float*& q : s.query) q = b.take<float>(padded);
       s.scaled = b.take<float>(padded);
-      s.tile = b.take<float>(group * padded);
+      s.tile = b.take<float>(group, padded);
       return s;
     });
   }
@@ -197,6 +196,7 @@ status check_packed_scores(const cpu<Arch>& exec, const packed_key_scores& p, co
 template <class Arch>
 struct backend<packed_key_scores, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const packed_key_scores& p, const kv_problem& prob) noexcept {
+    if (can_implement(p, prob) != status::ok) return 0;
     detail::arena counter;
     detail::packed_score_scratch::carve(counter, exec, prob.head_dim,
                                         detail::valid_uniform_format(p.format) ? p.format.group : 0);

@@ -189,7 +189,7 @@ chain_scratch carve_chain(arena& a, const Chain& chain, const problem& prob) {
   s.local_source = a.take<std::int64_t>(max_kept);
   s.local_assign = a.take<std::int64_t>(max_in);
   s.assign = a.take<std::int64_t>(prob.grid.tokens());
-  s.stage_ws = a.take<std::byte>(static_cast<index_t>(max_ws));
+  s.stage_ws = a.take_bytes(max_ws);
   s.stage_ws_bytes = max_ws;
   return s;
 }

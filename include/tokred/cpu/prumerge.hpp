@@ -49,7 +49,7 @@ struct prumerge_scratch {
   static prumerge_scratch carve(arena& ar, index_t n) {
     prumerge_scratch s;
     s.scale = ar.take<float>(n);
-    s.cosine = ar.take<float>(prumerge_group * n);
+    s.cosine = ar.take<float>(prumerge_group, n);
     s.keys = ar.take<std::uint32_t>(n);
     s.members = ar.take<std::int64_t>(n);
     return s;

@@ -56,7 +56,7 @@ struct redundancy_scratch {
     s.square = a.take<double>(dim);
     s.memory = a.take<float>(width);
     s.frame_mean = a.take<float>(width);
-    s.rows = a.take<float>(tokens * width);
+    s.rows = a.take<float>(tokens, width);
     return s;
   }
 };

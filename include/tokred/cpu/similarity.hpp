@@ -23,6 +23,7 @@
 #include "tokred/core/element.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
+#include "tokred/core/workspace.hpp"
 #include "tokred/cpu/simd.hpp"
 
 namespace tokred::detail {
@@ -250,7 +251,7 @@ struct row_copies {
   /// Elements from one copy to the next: `dim` rounded up to whole cache lines.
   static constexpr index_t stride_for(index_t dim) noexcept {
     constexpr index_t per_line = 64 / static_cast<index_t>(sizeof(E));
-    return (dim + per_line - 1) / per_line * per_line;
+    return saturating_round_up(dim, per_line);
   }
 
   row_copies(void* buffer, index_t dim) noexcept : data(static_cast<E*>(buffer)), stride(stride_for(dim)) {}
@@ -265,7 +266,8 @@ struct row_copies {
 /// Bytes that hold `copies` rows of `dim` elements as `row_copies` packs them, for every element
 /// type (the workspace is sized before the element type is known).
 constexpr index_t row_copies_bytes(index_t copies, index_t dim) noexcept {
-  return copies * row_copies<float>::stride_for(dim) * static_cast<index_t>(sizeof(float));
+  return saturating_product(saturating_product(copies, row_copies<float>::stride_for(dim)),
+                            static_cast<index_t>(sizeof(float)));
 }
 
 }  // namespace tokred::detail

@@ -73,7 +73,7 @@ struct backend<stc_cacher, cpu<Arch>> {
     s.scores = a.take<float>(prob.grid.tokens());
     const topk least_similar{detail::stc_recompute_budget(p), scope::per_frame};
     const std::size_t bytes = backend<topk, cpu<Arch>>::workspace_bytes(cpu<Arch>{}, least_similar, prob);
-    s.selection = {a.take<std::byte>(static_cast<index_t>(bytes)), bytes};
+    s.selection = {a.take_bytes(bytes), bytes};
     return s;
   }
 };

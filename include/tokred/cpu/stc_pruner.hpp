@@ -88,7 +88,7 @@ struct backend<stc_pruner, cpu<Arch>> {
     const std::size_t bytes = std::max(
         backend<gaussian_redundancy, cpu<Arch>>::workspace_bytes(cpu<Arch>{}, p.score, prob),
         backend<topk, cpu<Arch>>::workspace_bytes(cpu<Arch>{}, topk{p.keep, scope::per_frame}, prob));
-    s.steps = {a.take<std::byte>(static_cast<index_t>(bytes)), bytes};
+    s.steps = {a.take_bytes(bytes), bytes};
     return s;
   }
 };

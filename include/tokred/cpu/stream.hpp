@@ -98,7 +98,7 @@ struct backend<temporal_stream, cpu<Arch>> {
     if (p.by == temporal_stream::rule::per_frame_topk) {
       const topk rule{p.keep, scope::global};
       const std::size_t bytes = backend<topk, cpu<Arch>>::workspace_bytes(cpu<Arch>{}, rule, prob);
-      s.selection = {a.take<std::byte>(static_cast<index_t>(bytes)), bytes};
+      s.selection = {a.take_bytes(bytes), bytes};
     }
     return s;
   }

@@ -262,17 +262,17 @@ struct key_quantize_scratch {
         s.hi = b.take<float>(padded);
         s.nan_seen = b.take<float>(padded);
         s.keys = b.take<std::uint32_t>(dim);
-        s.gathered = b.take<E>(group * k);
+        s.gathered = b.take<E>(group, k);
       }
       s.order = b.take<std::int64_t>(dim);
       if (n > 0) {
         s.cos = b.take<double>(n);
         s.sin = b.take<double>(n);
         if constexpr (!std::is_same_v<E, float>) s.row = b.take<float>(dim);
-        s.easy = b.take<double>(n * group);
-        s.folded = b.take<double>(n * group);
-        s.spectrum = b.take<float>(group * 2 * n);
-        if constexpr (!std::is_same_v<E, float>) s.stored = b.take<E>(group * 2 * n);
+        s.easy = b.take<double>(n, group);
+        s.folded = b.take<double>(n, group);
+        s.spectrum = b.take<float>(group, 2, n);
+        if constexpr (!std::is_same_v<E, float>) s.stored = b.take<E>(group, 2, n);
       }
       return s;
     });
@@ -303,13 +303,13 @@ struct key_dequantize_scratch {
     const index_t k = l.difficult, n = l.easy, group = l.difficult_format.group;
     return carve_shares(a, exec.ith, exec.nth, [&](arena& b) {
       key_dequantize_scratch s;
-      if (k > 0 && n > 0) s.difficult = b.take<float>(group * k);
+      if (k > 0 && n > 0) s.difficult = b.take<float>(group, k);
       if (n > 0) {
         s.cos = b.take<double>(n);
         s.sin = b.take<double>(n);
-        s.spectral = b.take<float>(2 * n * group);
-        s.folded = b.take<double>(n * group);
-        s.rows = b.take<float>(group * (k + n));
+        s.spectral = b.take<float>(2, n, group);
+        s.folded = b.take<double>(n, group);
+        s.rows = b.take<float>(group, k + n);
       }
       return s;
     });
@@ -435,6 +435,7 @@ void for_each_group(const cpu<Arch>& exec, index_t heads, index_t groups, const 
 template <class Arch>
 struct backend<vidkv_key_quantize, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_key_quantize& p, const kv_problem& prob) noexcept {
+    if (can_implement(p, prob) != status::ok) return 0;
     return detail::key_quantize_bytes(exec, vidkv_key_layout_of(p.keys, prob.head_dim));
   }
 
@@ -465,6 +466,7 @@ struct backend<vidkv_key_quantize, cpu<Arch>> {
 template <class Arch>
 struct backend<vidkv_key_dequantize, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_key_dequantize& p, const kv_problem& prob) noexcept {
+    if (can_implement(p, prob) != status::ok) return 0;
     detail::arena a;
     detail::key_dequantize_scratch::carve(a, exec, vidkv_key_layout_of(p.keys, prob.head_dim));
     return a.used();
@@ -546,6 +548,7 @@ void copy_tokens(const cpu<Arch>& exec, const view<Ein, 3>& from, index_t count,
 template <class Arch>
 struct backend<vidkv_append, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_append& p, const kv_problem& storage) noexcept {
+    if (can_implement(p, storage) != status::ok) return 0;
     return detail::key_quantize_bytes(exec, vidkv_key_layout_of(vidkv_keys_of(p.cache), storage.head_dim));
   }
 
@@ -602,6 +605,7 @@ struct backend<vidkv_append, cpu<Arch>> {
 template <class Arch>
 struct backend<vidkv_read, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_read& p, const kv_problem& storage) noexcept {
+    if (can_implement(p, storage) != status::ok) return 0;
     detail::arena a;
     detail::key_dequantize_scratch::carve(a, exec, vidkv_key_layout_of(vidkv_keys_of(p.cache), storage.head_dim));
     return a.used();

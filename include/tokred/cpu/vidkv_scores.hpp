@@ -50,7 +50,7 @@ struct vidkv_score_scratch {
       for (float*& d : s.difficult) d = b.take<float>(padded_lanes<Arch>(l.difficult));
       for (float*& q : s.spectral) q = b.take<float>(padded_lanes<Arch>(2 * l.easy));
       s.scaled = b.take<float>(widest);
-      s.tile = b.take<float>(group * widest);
+      s.tile = b.take<float>(group, widest);
       s.cos = b.take<double>(l.easy);
       s.sin = b.take<double>(l.easy);
       return s;
@@ -95,6 +95,7 @@ inline void spectral_query(const float* q, const dft_twiddles& tw, float* out) n
 template <class Arch>
 struct backend<vidkv_key_scores, cpu<Arch>> {
   static std::size_t workspace_bytes(const cpu<Arch>& exec, const vidkv_key_scores& p, const kv_problem& prob) noexcept {
+    if (can_implement(p, prob) != status::ok) return 0;
     detail::arena counter;
     const bool valid = detail::valid_vidkv_keys(p.keys, prob.head_dim);
     detail::vidkv_score_scratch::carve(counter, exec, vidkv_key_layout_of(p.keys, valid ? prob.head_dim : 0),

@@ -63,7 +63,7 @@ constexpr index_t aim_step_r(index_t n, index_t m, index_t s) noexcept {
 /// then the grid (`shape_mismatch`, `empty_input`, a frame above 2³¹ − 1 tokens).
 inline count_result aim_frame_count(const aim& p, const token_grid& grid) noexcept {
   if (p.steps < 1 || p.steps > 30) return {status::invalid_parameter, 0};
-  if (status s = check_group_grid(grid, grid.frame_tokens()); s != status::ok) return {s, 0};
+  if (status s = check_group_grid(grid, scope::per_frame); s != status::ok) return {s, 0};
   const index_t n = grid.frame_tokens();
   index_t m = n;
   for (index_t s = 1; s <= p.steps; ++s) m -= aim_step_r(n, m, s);

@@ -121,7 +121,7 @@ namespace detail {
 inline count_result dycoke_count(const dycoke& p, const token_grid& grid) noexcept {
   if (!(p.merging_ratio >= 0.0 && p.merging_ratio <= 1.0)) return {status::invalid_ratio, 0};
   if (p.order != merge_order::original && p.order != merge_order::by_position) return {status::invalid_parameter, 0};
-  if (status s = check_group_grid(grid, grid.frame_tokens()); s != status::ok) return {s, 0};
+  if (status s = check_group_grid(grid, scope::per_frame); s != status::ok) return {s, 0};
   if (grid.frames < 2) return {status::invalid_budget, 0};
   const index_t n = grid.frame_tokens(), pairs = grid.frames / 2;
   const index_t groups = grid.frames > 4 ? (grid.frames - 4 + 3) / 4 : 0;  // i = 0, 4, … < T − 4

@@ -171,7 +171,7 @@ inline sparsity_result check_framefusion_problem(const framefusion& p, const tok
   if (!(p.threshold > -2.0f) || std::isnan(p.ratio_lower_bound) || !known) return {status::invalid_parameter};
   const sparsity_result bound = framefusion_sparsity(p);
   if (bound.code != status::ok) return bound;
-  if (status s = check_group_grid(grid, grid.tokens()); s != status::ok) return {s};
+  if (status s = check_group_grid(grid, scope::global); s != status::ok) return {s};
   return bound;
 }
 
@@ -241,7 +241,7 @@ sparsity_result check_framefusion(const framefusion& p, const framefusion_inputs
 template <class E, class Space>
 status check_framefusion_similarity(const framefusion_inputs<E, Space>& in,
                                     const framefusion_similarity_outputs<Space>& out) noexcept {
-  if (status s = check_group_grid(in.grid, in.grid.tokens()); s != status::ok) return s;
+  if (status s = check_group_grid(in.grid, scope::global); s != status::ok) return s;
   if (status s = check_framefusion_rows(in); s != status::ok) return s;
   if (status s = check_view(out.similarity, {framefusion_rows(in)}); s != status::ok) return s;
   return overlaps_any(out.similarity, compared_rows(in), in.source) ? status::aliasing : status::ok;
@@ -265,7 +265,7 @@ inline status can_implement(const framefusion& p, const problem& prob) noexcept 
 
 /// `ok`, or why framefusion_similarity cannot run on this grid (`shape_mismatch`, `empty_input`).
 inline status can_implement(const framefusion_similarity&, const problem& prob) noexcept {
-  return detail::check_group_grid(prob.grid, prob.grid.tokens());
+  return detail::check_group_grid(prob.grid, scope::global);
 }
 
 }  // namespace tokred

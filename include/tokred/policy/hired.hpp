@@ -103,7 +103,7 @@ inline hired_split hired_budgets(const hired& p, const token_grid& grid) noexcep
 /// sub-crop budgets are floors of shares of sub_total (their running sum is also capped there,
 /// which float32 shares could otherwise pass above 2^22 tokens).
 inline count_result hired_count(const hired& p, const token_grid& grid) noexcept {
-  if (status s = check_group_grid(grid, grid.frame_tokens()); s != status::ok) return {s, 0};
+  if (status s = check_group_grid(grid, scope::per_frame); s != status::ok) return {s, 0};
   if (!(p.budget >= 0.0 && p.budget <= 1.0) || !(p.alpha >= 0.0 && p.alpha <= 1.0))
     return {status::invalid_ratio, 0};
   if (p.crop_rows < 1 || p.crop_cols < 1 || p.crop_rows * p.crop_cols != grid.frames - 1)

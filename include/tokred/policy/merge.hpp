@@ -173,7 +173,7 @@ struct merge_count {
 
 /// The grid of a merge: one group of N tokens, whose indices are 32-bit inside the CPU kernels.
 inline status check_merge_grid(const token_grid& grid) noexcept {
-  return check_group_grid(grid, grid.tokens());
+  return check_group_grid(grid, scope::global);
 }
 
 inline merge_count tome_count(const tome& p, const token_grid& grid) noexcept {

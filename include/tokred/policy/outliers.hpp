@@ -72,7 +72,7 @@ constexpr index_t outlier_bound(const iqr_outliers& p, index_t n) noexcept {
 }
 
 inline count_result outlier_count(const iqr_outliers& p, const token_grid& grid) noexcept {
-  if (status s = check_group_grid(grid, grid.tokens()); s != status::ok) return {s, 0};
+  if (status s = check_group_grid(grid, scope::global); s != status::ok) return {s, 0};
   return {status::ok, outlier_bound(p, grid.tokens())};
 }
 

@@ -31,7 +31,7 @@ namespace detail {
 
 /// The kept count of top_rows: rows per frame times W times T, or why there is none.
 inline count_result row_count(const top_rows& p, const token_grid& grid) noexcept {
-  if (status s = check_group_grid(grid, grid.frame_tokens()); s != status::ok) return {s, 0};
+  if (status s = check_group_grid(grid, scope::per_frame); s != status::ok) return {s, 0};
   const count_result rows = kept_count(p.keep, grid.height);
   if (rows.code != status::ok) return rows;
   return {status::ok, rows.count * grid.width * grid.frames};

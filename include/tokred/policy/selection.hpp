@@ -113,20 +113,22 @@ constexpr selection_groups groups_of(scope within, const token_grid& grid) noexc
 /// The group size tokred supports: token indices are 32-bit inside the selection kernels.
 inline constexpr index_t max_group_tokens = std::numeric_limits<std::int32_t>::max();
 
-/// The grid of a selection whose largest group holds `group_tokens`: `shape_mismatch` for a
-/// malformed grid, `empty_input` for N = 0, `shape_mismatch` for a group above 2³¹ − 1 tokens.
-inline status check_group_grid(const token_grid& grid, index_t group_tokens) noexcept {
+/// The grid of a selection whose groups are all its tokens (`scope::global`) or each frame's,
+/// plus `extra` rows (a [CLS] row): `shape_mismatch` for a malformed grid (`token_grid::valid`),
+/// `empty_input` for N = 0, `shape_mismatch` for a group above 2³¹ − 1 rows. The group is
+/// counted only once the grid is known to be valid.
+inline status check_group_grid(const token_grid& grid, scope within, index_t extra = 0) noexcept {
   if (!grid.valid()) return status::shape_mismatch;
   if (grid.tokens() == 0) return status::empty_input;
-  return group_tokens > max_group_tokens ? status::shape_mismatch : status::ok;
+  const index_t group = within == scope::per_frame ? grid.frame_tokens() : grid.tokens();
+  return group > max_group_tokens - extra ? status::shape_mismatch : status::ok;
 }
 
 /// The exact kept count of a budgeted selection, or why there is none.
 inline count_result selection_count(const keep_budget& keep, scope within,
                                     const token_grid& grid) noexcept {
-  if (!grid.valid()) return {status::shape_mismatch, 0};  // before the groups count its tokens
+  if (status s = check_group_grid(grid, within); s != status::ok) return {s, 0};
   const selection_groups g = groups_of(within, grid);
-  if (status s = check_group_grid(grid, g.group_tokens); s != status::ok) return {s, 0};
   const count_result per_group = kept_count(keep, g.group_tokens);
   if (per_group.code != status::ok) return per_group;
   return {status::ok, per_group.count * g.groups};

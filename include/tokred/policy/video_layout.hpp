@@ -281,6 +281,7 @@ inline thumbnail_layout layout_of(const thumbnail_sampling& p, const token_grid&
   const bool thumb_first = p.order == thumbnail_order::thumbnail_first;
   l.thumbnail_offset = thumb_first ? 0 : l.sampled_count;
   l.sampled_offset = thumb_first ? l.thumbnail_count : 0;
+  if (l.sampled_count > PTRDIFF_MAX - l.thumbnail_count) return fail(status::shape_mismatch);  // rows past index_t
   l.count = l.sampled_count + l.thumbnail_count;
   return l;
 }

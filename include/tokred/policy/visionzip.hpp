@@ -94,7 +94,7 @@ inline visionzip_shape visionzip_count(const visionzip& p, const token_grid& gri
   const index_t cls = p.cls_token ? 1 : 0;
   const bool known = p.merge == contextual_merge::target_plus_mean || p.merge == contextual_merge::group_mean;
   if (p.dominant < cls || p.contextual < 0 || !known) return {status::invalid_parameter};
-  if (status s = check_group_grid(grid, grid.tokens() + cls); s != status::ok) return {s};
+  if (status s = check_group_grid(grid, scope::global, cls); s != status::ok) return {s};
   const index_t rows = grid.tokens() + cls;
   if (p.dominant == 0 && p.contextual == 0) return {status::invalid_budget};
   if (p.dominant > rows || p.contextual > rows - p.dominant) return {status::budget_exceeds_input};  // no overflow
