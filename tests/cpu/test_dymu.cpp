@@ -338,9 +338,19 @@ TEST_CASE("dymu_batch_threshold: the first unmerged edge of the batch, clamped a
   REQUIRE(dymu_batch_threshold(view<const float, 2>(wide, {2, 3}, {6, 2}), 2, theta) == status::ok);
   CHECK(theta == 0.2f);
 
+  // r ≥ a_tokens: every edge merges; the original takes the lowest edge (its index clamped to
+  // the last), then clamps it to >= 0.
+  const float row[3] = {0.9f, 0.2f, 0.7f};
+  for (const index_t r : {3, 4, 1000}) {
+    theta = -5;
+    REQUIRE(dymu_batch_threshold(view<const float, 2>(row, {1, 3}, {3, 1}), r, theta) == status::ok);
+    CHECK(theta == 0.2f);
+    REQUIRE(dymu_batch_threshold(view<const float, 2>(wide, {2, 3}, {6, 2}), r, theta) == status::ok);
+    CHECK(detail::float_bits(theta) == detail::float_bits(0.0f));  // -0.3 clamped
+  }
+
   // Statuses; θ is left alone.
   theta = 42;
-  CHECK(dymu_batch_threshold(view<const float, 2>(wide, {2, 3}, {6, 2}), 3, theta) == status::budget_exceeds_input);
   CHECK(dymu_batch_threshold(view<const float, 2>(wide, {2, 3}, {6, 2}), -1, theta) == status::invalid_parameter);
   CHECK(dymu_batch_threshold(view<const float, 2>(nullptr, {2, 3}, {3, 1}), 1, theta) == status::null_pointer);
   CHECK(dymu_batch_threshold(view<const float, 2>(wide, {0, 3}, {3, 1}), 1, theta) == status::empty_input);

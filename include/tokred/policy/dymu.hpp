@@ -110,9 +110,10 @@ inline status can_implement(const dymu& p, const problem& prob) noexcept {
 /// the score of the first edge left unmerged, the (r·images + 1)-th highest (NaN ranking below
 /// every number), clamped to ≥ 0: a NaN or negative score there gives 0 (+0 for −0).
 ///
+/// When r ≥ a_tokens no edge is left unmerged, and the threshold is the lowest edge's score,
+/// clamped as above (the original's `j = rb if rb < len(edge_idx) else len(edge_idx) − 1`).
 /// Writes θ to `theta` and returns `ok`; otherwise leaves it and returns `empty_input` (no
-/// entries), `null_pointer`, `invalid_parameter` (r < 0) or `budget_exceeds_input`
-/// (r·images ≥ images·a_tokens: no edge is left unmerged; the original fails indexing there).
+/// entries), `null_pointer` or `invalid_parameter` (r < 0).
 /// Pass the r the layer merges per image after tome's clamp (`effective_r`). O(images·a) per
 /// byte of the key, 4 passes; no allocation (256 counts on the stack).
 inline status dymu_batch_threshold(const view<const float, 2>& best,  // (images, a_tokens)
@@ -121,11 +122,10 @@ inline status dymu_batch_threshold(const view<const float, 2>& best,  // (images
   if (images == 0 || a == 0) return status::empty_input;
   if (best.data_handle() == nullptr) return status::null_pointer;
   if (r < 0) return status::invalid_parameter;
-  if (r >= a) return status::budget_exceeds_input;
-  // The (r·images + 1)-th largest rank key (NaN lowest), a byte at a time from the top: among the
-  // keys that share the bytes found so far, count each value of the next byte, and walk down from
-  // 255 to the byte where the rank falls.
-  index_t rank = r * images + 1;  // ≤ images·a: among the keys sharing the prefix
+  // The (r·images + 1)-th largest rank key (NaN lowest), or the lowest when r ≥ a, a byte at a
+  // time from the top: among the keys that share the bytes found so far, count each value of the
+  // next byte, and walk down from 255 to the byte where the rank falls.
+  index_t rank = r < a ? r * images + 1 : images * a;  // ≤ images·a: among the keys sharing the prefix
   std::uint32_t key = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
     const std::uint32_t decided = shift == 24 ? 0u : ~std::uint32_t{0} << (shift + 8);
