@@ -73,7 +73,7 @@ double mass_error(const view<const Ein, 2>& x, const std::vector<float>& sizes, 
     }
     for (index_t q = 0; q < got.kept; ++q)
       out_sum += got.sizes[static_cast<std::size_t>(q)] * to_float(got.tokens[static_cast<std::size_t>(q * got.dim + col)]);
-    worst = std::max(worst, std::abs(out_sum - in_sum) / std::max(in_abs, 1.0));
+    worst = worse(worst, std::abs(out_sum - in_sum) / std::max(in_abs, 1.0));
   }
   return worst;
 }
@@ -203,7 +203,7 @@ TEST_CASE("dpc_knn: a fixed case of the original's definition", "[dpc_knn]") {
     const auto& want = how == cluster_merge::blend ? blend : mean;
     double worst = 0;
     for (int q = 0; q < 3; ++q)
-      for (int c = 0; c < 4; ++c) worst = std::max(worst, std::abs(got.tokens[static_cast<std::size_t>(q * 4 + c)] - want[q][c]));
+      for (int c = 0; c < 4; ++c) worst = worse(worst, std::abs(got.tokens[static_cast<std::size_t>(q * 4 + c)] - want[q][c]));
     CHECK(worst <= 1e-6);
   }
   CHECK(run_dpc<float, float>(dpc_knn{3, 3}, in, 4).source == centers);  // k = 3 either way

@@ -297,7 +297,7 @@ TEST_CASE("Fourier-VLM compress(): 24 x 24 -> 12 x 12, C = 64, fp16", "[dct][gol
     const std::vector<float> want = tokens32.values;  // (kept, dim)
     double worst = 0.0;
     for (std::size_t i = 0; i < want.size(); ++i)
-      worst = std::max(worst, std::abs(static_cast<double>(out.tokens[i]) - want[i]));
+      worst = worse(worst, std::abs(static_cast<double>(out.tokens[i]) - want[i]));
     CHECK(worst <= 1e-5);  // README: 1e-4; upstream itself is 4.6e-6 from float64 SciPy
     const std::vector<double> exact = ref::dct_lowpass(p, grid, in.tokens);  // what SciPy computes
     double error = 0.0;
@@ -328,7 +328,7 @@ TEST_CASE("Fourier-VLM compress(): 24 x 24 -> 12 x 12, C = 64, fp16", "[dct][gol
     double worst = 0.0;
     for (index_t c = 0; c < dim; ++c)
       for (index_t j = 0; j < kept; ++j)
-        worst = std::max(worst, std::abs(static_cast<double>(out.tokens[static_cast<std::size_t>(j * dim + c)]) -
+        worst = worse(worst, std::abs(static_cast<double>(out.tokens[static_cast<std::size_t>(j * dim + c)]) -
                                          want[static_cast<std::size_t>(c * kept + j)]));
     CHECK(worst <= 1e-5);  // README: 1e-4
   }
@@ -380,7 +380,7 @@ TEST_CASE("a grid band-limited to the kept block comes back as gain x its sample
   for (index_t j = 0; j < kh * kw; ++j)
     for (index_t c = 0; c < dim; ++c) {
       const double want = 3.0 * x[static_cast<std::size_t>(out.source[static_cast<std::size_t>(j)] * dim + c)];
-      worst = std::max(worst, std::abs(out.tokens[static_cast<std::size_t>(j * dim + c)] - want));
+      worst = worse(worst, std::abs(out.tokens[static_cast<std::size_t>(j * dim + c)] - want));
       scale = std::max(scale, std::abs(want));
     }
   CHECK(worst <= 1e-5 * scale);

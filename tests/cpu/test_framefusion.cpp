@@ -271,7 +271,7 @@ void check_golden(const std::string& name, std::int32_t want_phase) {
                       : q < prefix + got.count ? got.tokens[static_cast<std::size_t>((q - prefix) * dim + c)]
                                                : x[static_cast<std::size_t>((kept[k]) * dim + c)];
       const float e = want[k * static_cast<std::size_t>(dim) + static_cast<std::size_t>(c)];
-      worst = std::max(worst, std::abs(static_cast<double>(g) - e) / std::max(1.0, std::abs(static_cast<double>(e))));
+      worst = worse(worst, std::abs(static_cast<double>(g) - e) / std::max(1.0, std::abs(static_cast<double>(e))));
     }
   }
   INFO("largest relative difference " << worst);

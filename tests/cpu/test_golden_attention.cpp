@@ -31,7 +31,7 @@ double worst_relative(const std::vector<float>& got, const std::vector<float>& w
   REQUIRE(got.size() == want.size());
   double worst = 0.0;
   for (std::size_t j = 0; j < got.size(); ++j)
-    worst = std::max(worst, std::fabs(static_cast<double>(got[j]) - want[j]) / std::fabs(static_cast<double>(want[j])));
+    worst = testing::worse(worst, std::fabs(static_cast<double>(got[j]) - want[j]) / std::fabs(static_cast<double>(want[j])));
   return worst;
 }
 

@@ -83,7 +83,7 @@ void check_stc(const std::string& name, index_t side) {
     const std::vector<float> want = chunk_of(scores, c, static_cast<std::size_t>(rows));
     double worst = 0.0;
     for (std::size_t i = 0; i < s.size(); ++i)
-      worst = std::max(worst, std::fabs(-static_cast<double>(s[i]) - want[i]));
+      worst = worse(worst, std::fabs(-static_cast<double>(s[i]) - want[i]));
     CHECK(worst <= 2e-6);
 
     // The k lowest per frame, ascending within the frame: the original's indices and rows.

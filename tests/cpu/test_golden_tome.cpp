@@ -151,7 +151,7 @@ void check_case(const std::string& name) {
   const std::vector<float> want = tokens.as<float>();
   REQUIRE(want.size() == state.tokens.size());
   double worst = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(want[i] - state.tokens[i])));
+  for (std::size_t i = 0; i < want.size(); ++i) worst = testing::worse(worst, static_cast<double>(std::abs(want[i] - state.tokens[i])));
   INFO("largest difference " << worst);
   CHECK(worst <= 1e-5);
 }

@@ -127,7 +127,7 @@ void check_evs(const std::string& name) {
   double worst = 0.0;
   for (std::size_t i = 0; i < dis.size(); ++i) {
     if (static_cast<index_t>(i) < hw) CHECK(dis[i] == 255.0f);
-    worst = std::max(worst, std::fabs(static_cast<double>(dis[i]) - want[i]));
+    worst = worse(worst, std::fabs(static_cast<double>(dis[i]) - want[i]));
   }
   CHECK(worst <= ref::cosine_tolerance(v.dim));
 
@@ -181,7 +181,7 @@ void check_dtd(const std::string& name, double similarity_tolerance) {
       CHECK(sim[static_cast<std::size_t>(i)] == -std::numeric_limits<float>::infinity());
       continue;
     }
-    worst = std::max(worst, std::fabs(static_cast<double>(sim[static_cast<std::size_t>(i)]) -
+    worst = worse(worst, std::fabs(static_cast<double>(sim[static_cast<std::size_t>(i)]) -
                                       want[static_cast<std::size_t>(i - hw)]));
   }
   CHECK(worst <= similarity_tolerance);

@@ -342,7 +342,7 @@ TEST_CASE("holitom: group mean keeps the mass, unmerge restores every kept slot"
       for (index_t i = 0; i < n; ++i) in_sum += x.rows(i, col), in_abs += std::abs(x.rows(i, col));
       for (index_t j = 0; j < count; ++j)
         out_sum += static_cast<double>(got.sizes[static_cast<std::size_t>(j)]) * got.tokens[static_cast<std::size_t>(j * dim + col)];
-      worst = std::max(worst, std::abs(out_sum - in_sum) / std::max(in_abs, 1.0));
+      worst = worse(worst, std::abs(out_sum - in_sum) / std::max(in_abs, 1.0));
     }
     CHECK(worst < 1e-6);
 

@@ -256,7 +256,7 @@ double golden_max_error(const std::string& name, const Policy& policy, const tok
   REQUIRE(got.size() == want.size());
   double worst = 0.0;
   for (std::size_t i = 0; i < got.size(); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - static_cast<double>(want[i])));
+    worst = worse(worst, std::fabs(static_cast<double>(got[i]) - static_cast<double>(want[i])));
   return worst;
 }
 

@@ -148,8 +148,8 @@ void check_against_oracle(const prumerge_merge& p, const shape_case& c, bool sep
     const double mth = cos[static_cast<std::size_t>(want.back())];
     for (std::size_t t = 0; t < near.back().size(); ++t) {
       const double v = cos[static_cast<std::size_t>(near.back()[t])];
-      worst_shortfall = std::max(worst_shortfall, mth - v);
-      if (t > 0) worst_disorder = std::max(worst_disorder, v - cos[static_cast<std::size_t>(near.back()[t - 1])]);
+      worst_shortfall = worse(worst_shortfall, mth - v);
+      if (t > 0) worst_disorder = worse(worst_disorder, v - cos[static_cast<std::size_t>(near.back()[t - 1])]);
     }
   }
   REQUIRE(bad_list == 0);
@@ -252,7 +252,7 @@ void check_golden(const std::string& name, const iqr_outliers& selection) {
   REQUIRE(want.size() == got.tokens.size());
   double worst = 0;
   for (std::size_t v = 0; v < want.size(); ++v)
-    worst = std::max(worst, std::abs(static_cast<double>(want[v]) - got.tokens[v]) /
+    worst = worse(worst, std::abs(static_cast<double>(want[v]) - got.tokens[v]) /
                                 std::max(1.0, std::abs(static_cast<double>(want[v]))));
   INFO("largest relative difference " << worst);
   CHECK(worst <= 1e-5);

@@ -48,7 +48,7 @@ double worst_error(const std::vector<float>& got, const std::vector<double>& wan
   REQUIRE(got.size() == want.size());
   double worst = 0.0;
   for (std::size_t i = 0; i < got.size(); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
+    worst = worse(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
   return worst;
 }
 

@@ -159,7 +159,7 @@ TEST_CASE("the oracle's DFT is the textbook DFT, and its inverse undoes it", "[v
     const std::vector<std::complex<double>> want = ref::textbook_dft(x);
     double worst = 0.0, back_worst = 0.0;
     for (index_t m = 0; m < n; ++m) {
-      worst = std::max(worst, std::abs(std::complex<double>(s[static_cast<std::size_t>(2 * m)],
+      worst = worse(worst, std::abs(std::complex<double>(s[static_cast<std::size_t>(2 * m)],
                                                             s[static_cast<std::size_t>(2 * m + 1)]) -
                                        want[static_cast<std::size_t>(m)]));
     }

@@ -144,7 +144,7 @@ void check_against_oracle(const visionzip& p, const shape_case& c, bool separate
     double best = -std::numeric_limits<double>::infinity();
     for (double v : cos)
       if (!std::isnan(v)) best = std::max(best, v);
-    worst_shortfall = std::max(worst_shortfall, best - cos[static_cast<std::size_t>(joined)]);
+    worst_shortfall = worse(worst_shortfall, best - cos[static_cast<std::size_t>(joined)]);
   }
   REQUIRE(outside == 0);         // every remaining row joins a contextual slot
   CHECK(target_elsewhere == 0);  // a target joins its own slot
@@ -259,7 +259,7 @@ void check_golden(const std::string& name) {
   REQUIRE(want.size() == got.tokens.size());
   double worst = 0;
   for (std::size_t i = 0; i < want.size(); ++i)
-    worst = std::max(worst, std::abs(static_cast<double>(want[i]) - got.tokens[i]) / std::max(1.0, std::abs(static_cast<double>(want[i]))));
+    worst = worse(worst, std::abs(static_cast<double>(want[i]) - got.tokens[i]) / std::max(1.0, std::abs(static_cast<double>(want[i]))));
   INFO("largest relative difference " << worst);
   CHECK(worst <= 1e-5);
   check_invariants(p, got);
