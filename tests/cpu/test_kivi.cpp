@@ -461,6 +461,7 @@ TEST_CASE("bad input: append, read and scores refuse and write nothing", "[kivi]
   CHECK(cache.append(tokens_of(all.cache, 0, 96), tokens_of(all.cache, 0, 96), 0) == status::shape_mismatch);  // full
   CHECK(cache.append(keys, keys, 90) == status::shape_mismatch);
   CHECK(cache.append(keys, keys, -1) == status::shape_mismatch);
+  CHECK(cache.append(keys, keys, INT64_MAX) == status::shape_mismatch);  // T + n overflowed, wrapped and passed
   CHECK(cache.append(keys, tokens_of(all.cache, 0, 9), 0) == status::shape_mismatch);
   CHECK(cache.append(keys, keys, 0, cpu<>{1, 1}) == status::invalid_exec);
   CHECK(cache.append(keys, view<const float, 3>(cache.key_residual.data(), {2, 10, 64}), 0) == status::aliasing);

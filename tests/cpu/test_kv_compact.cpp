@@ -193,6 +193,10 @@ TEST_CASE("kept_sequence_rows: bad input writes nothing", "[kv_compact][bad-inpu
   CHECK(kept_sequence_rows(src, -1, 4, 7, out) == status::shape_mismatch);  // negative start
   CHECK(kept_sequence_rows(src, 2, 4, 8, out) == status::shape_mismatch);   // rows of another length
   CHECK(kept_sequence_rows(src, 2, 3, 6, out) == status::index_out_of_range);  // source 3 outside a span of 3
+  // Extreme lengths are shape_mismatch without an overflowing difference or sum (UBSan).
+  CHECK(kept_sequence_rows(src, 0, 1, INT64_MIN, out) == status::shape_mismatch);
+  CHECK(kept_sequence_rows(src, 0, 0, INT64_MAX, out) == status::shape_mismatch);
+  CHECK(kept_sequence_rows(src, INT64_MAX, 4, 7, out) == status::shape_mismatch);
   const std::int64_t unsorted[3] = {0, 3, 2};
   CHECK(kept_sequence_rows(make_view(unsorted, 3), 2, 4, 7, out) == status::index_out_of_range);
   CHECK(kept_sequence_rows(make_view(static_cast<const std::int64_t*>(nullptr), 3), 2, 4, 7, out) ==

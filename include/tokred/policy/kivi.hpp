@@ -216,7 +216,7 @@ status check_append(const Exec& exec, const kivi_append& p, const kivi_append_in
   if (status s = check_view(in.keys, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
   if (status s = check_view(in.values, {storage.heads, added.tokens, storage.head_dim}); s != status::ok) return s;
   if (status s = check_kivi_cache(p.cache, cache, storage); s != status::ok) return s;
-  if (in.tokens_before < 0 || in.tokens_before + added.tokens > kivi_max_tokens(p.cache, storage.tokens))
+  if (in.tokens_before < 0 || in.tokens_before > kivi_max_tokens(p.cache, storage.tokens) - added.tokens)  // no sum to overflow
     return status::shape_mismatch;
   if (kivi_cache_overlaps(cache) || overlaps_cache(in.keys, cache) || overlaps_cache(in.values, cache))
     return status::aliasing;

@@ -122,10 +122,12 @@ status check_kv_compact(const kv_compact_inputs<E, Space>& in, const kv_compact_
 inline status kept_sequence_rows(const view<const std::int64_t, 1>& source, std::int64_t span_start,
                                  std::int64_t span_length, std::int64_t sequence_length,
                                  const view<std::int64_t, 1>& rows) noexcept {
-  if (span_start < 0 || span_length < 0 || span_start > sequence_length - span_length)
+  // The differences and sums below stay within index_t: no overflow.
+  if (sequence_length < 0 || span_start < 0 || span_length < 0 || span_length > sequence_length ||
+      span_start > sequence_length - span_length)
     return status::shape_mismatch;
   const index_t kept = source.extent(0), after = sequence_length - span_start - span_length;
-  if (kept < 0 || rows.extent(0) != span_start + kept + after) return status::shape_mismatch;
+  if (kept < 0 || rows.extent(0) - kept != span_start + after) return status::shape_mismatch;
   if (status s = detail::check_view_or_empty(rows, {rows.extent(0)}); s != status::ok) return s;
   if (status s = detail::check_view_or_empty(source, {kept}); s != status::ok) return s;
   if (status s = detail::check_ascending_below(source, span_length); s != status::ok) return s;

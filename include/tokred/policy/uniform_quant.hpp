@@ -83,8 +83,10 @@ struct uniform_format {
 ///
 /// Documented results: a group holding NaN or ±inf gets scale and zero NaN and codes 0 (it
 /// dequantizes to NaN); a constant group (`max = min`, or all zero for the absmax and mean
-/// schemes) gets scale 0 and codes 0 (`symmetric`: the middle code), and dequantizes exactly to
-/// its value, where KIVI divides by zero. A finite scale that overflows fp16 is stored as inf.
+/// schemes) gets scale 0 and codes 0 (`symmetric`: the middle code; `sign` and `ternary`: code
+/// 1), and dequantizes exactly to its value, where KIVI divides by zero. A finite group whose
+/// scale overflows the element type (an fp16 range past 65504 at 1 bit, an fp32 range past
+/// FLT_MAX) stores an infinite scale and dequantizes to NaN (0·inf), as KIVI's arithmetic does.
 struct uniform_quantize {
   uniform_format format;
   bool round_each_op = false;  ///< compatibility: round every step to the element type (PyTorch fp16/bf16)

@@ -172,7 +172,10 @@ struct vidkv_key_dequantize {
 /// read the same way with `Q/n` as the query (computed once per query head, in double, rounded
 /// to fp32; `Im Q` of bins 0 and n/2 is 0, as the inverse DFT ignores those imaginary parts).
 /// Equal to the dot product of the query with vidkv_key_dequantize's fp32 keys within fp32
-/// rounding (not bit-identical: neither the keys nor their spectra are rounded).
+/// rounding (not bit-identical: neither the keys nor their spectra are rounded). With
+/// `vidkv_keys::round_each_op`, vidkv_key_dequantize rounds every step to the element type and
+/// the scores do not: they then differ by that rounding of the keys (up to ~5e-3 of Σ|q·k̂| for
+/// fp16 and bf16 keys).
 struct vidkv_key_scores {
   vidkv_keys keys;
   bool vidkv_dequant = false;  ///< compatibility: as vidkv_key_dequantize::vidkv_dequant
