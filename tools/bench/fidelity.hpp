@@ -15,9 +15,10 @@
 //
 // KV fidelity: a table of KV-cache schemes (llama.cpp's block types, KIVI, VidKV, and the fp32
 // and fp16 caches they are compared with), each run on an item's tokens used as both the keys
-// and the values: kv_prepare sizes the buffers, kv_round_trip quantizes and dequantizes (the
-// call the bench times: no allocation), kv_measure reports the key and value errors and the
-// attention KL divergence.
+// and the values: kv_prepare sizes the buffers, kv_stage hands the tokens over (KIVI and VidKV:
+// rounded to fp16 once, outside the timing), kv_cache_round_trip quantizes and dequantizes (the
+// call the bench times: no allocation; kv_round_trip is both), kv_measure reports the key and
+// value errors and the attention KL divergence.
 //
 // Host code for the benchmark harness, not part of the library headers: it allocates, it is
 // single-threaded, and it uses Eigen's GEMM for every O(N·K·D) product (N = 4624, K = 1156,
@@ -703,6 +704,7 @@ struct kv_buffers {
   std::vector<f16> key_residual, value_residual;           // KIVI, VidKV: (R, D) each
   index_t capacity = 0;                                    // KIVI, VidKV: packed tokens the storage holds
   std::vector<std::byte> scratch;                          // VidKV's workspace
+  bool staged = false;                                     // KIVI, VidKV: kv_stage filled half_keys
 };
 
 /// KV fidelity of one scheme on one item: the element error of the keys and the values read
@@ -835,10 +837,10 @@ inline status round_trip_ggml(const view<const float, 2>& x, kv_buffers& b) noex
   return s;
 }
 
-inline status round_trip_kivi(const view<const float, 2>& x, kv_buffers& b) noexcept {
+/// KIVI's round trip of the fp16 tokens `kv_stage` left in b.half_keys.
+inline status round_trip_kivi(kv_buffers& b) noexcept {
   const tokred::kivi& k = b.codec.kivi;
   const index_t n = b.tokens, d = b.dim;
-  narrow(x, b.half_keys);
   const kivi_cache<f16> cache{b.packed_keys.get(), cache_of(b.key_residual, k.residual, d), b.packed_values.get(),
                               cache_of(b.value_residual, k.residual, d)};
   const view<const f16, 3> tokens = cache_of(b.half_keys, n, d);
@@ -849,10 +851,10 @@ inline status round_trip_kivi(const view<const float, 2>& x, kv_buffers& b) noex
   return s;
 }
 
-inline status round_trip_vidkv(const view<const float, 2>& x, kv_buffers& b) noexcept {
+/// VidKV's round trip of the fp16 tokens `kv_stage` left in b.half_keys.
+inline status round_trip_vidkv(kv_buffers& b) noexcept {
   const tokred::vidkv& v = b.codec.vidkv;
   const index_t n = b.tokens, d = b.dim;
-  narrow(x, b.half_keys);
   const vidkv_cache<f16> cache{{view<std::int64_t, 1>(b.channels.data(), {d}), b.packed_keys.get(), b.spectral.get()},
                                cache_of(b.key_residual, v.residual, d),
                                b.packed_values.get(),
@@ -927,20 +929,37 @@ inline status kv_prepare(const kv_codec& codec, index_t tokens, index_t dim, kv_
   return status::ok;
 }
 
-/// Writes X as the keys and the values of a cache of `b.codec` and reads both back into
-/// `b.keys` and `b.values` ((N, D) row-major each): the call the bench times. Allocates nothing
-/// and throws nothing; `x` may have any strides.
+/// Hands X to the cache as the model would hold it, once per item and outside the timed call:
+/// KIVI and VidKV receive fp16 tokens (their PyTorch code runs in the model's fp16), so X is
+/// rounded to fp16 into `b.half_keys` here. The other kinds read X itself in
+/// `kv_cache_round_trip` (the f16 cache's rounding is its write), so this only checks X.
+/// Allocates nothing; `x` may have any strides. Returns `ok`, or the checks of `kv_round_trip`.
+inline status kv_stage(const view<const float, 2>& x,  // (N, D)
+                       kv_buffers& b) noexcept {
+  if (!b.skipped.empty() || b.keys.empty()) return status::invalid_parameter;
+  if (status s = tokred::detail::check_view(x, {b.tokens, b.dim}); s != status::ok) return s;
+  if (b.codec.kind == kv_kind::kivi || b.codec.kind == kv_kind::vidkv) {
+    detail::narrow(x, b.half_keys);
+    b.staged = true;
+  }
+  return status::ok;
+}
+
+/// The call the bench times: writes the tokens as the keys and the values of a cache of
+/// `b.codec` and reads both back into `b.keys` and `b.values` ((N, D) row-major each). Allocates
+/// nothing and throws nothing; `x` may have any strides.
 ///
 /// Per kind: f32 copies X twice; f16 rounds it to fp16 and back, once for the keys and once for
 /// the values; ggml quantizes and dequantizes it twice (keys, values: the same work a cache
-/// write and read does); KIVI and VidKV round it to fp16 once (the model's tokens), append it to
-/// an empty cache as one prefill and read the cache back.
+/// write and read does); KIVI and VidKV append the fp16 tokens `kv_stage` left (X must be the
+/// one staged) to an empty cache as one prefill and read the cache back.
 ///
 /// Returns `ok`; `invalid_parameter` when `b` was not prepared (kv_prepare failed or was not
-/// called); `shape_mismatch` when x is not (b.tokens, b.dim); `null_pointer` for no data; or a
-/// status of the library call that failed (none is expected once prepared).
-inline status kv_round_trip(const view<const float, 2>& x,  // (N, D)
-                            kv_buffers& b) noexcept {
+/// called) or, for KIVI and VidKV, not staged; `shape_mismatch` when x is not (b.tokens, b.dim);
+/// `null_pointer` for no data; or a status of the library call that failed (none is expected
+/// once prepared).
+inline status kv_cache_round_trip(const view<const float, 2>& x,  // (N, D)
+                                  kv_buffers& b) noexcept {
   if (!b.skipped.empty() || b.keys.empty()) return status::invalid_parameter;
   if (status s = tokred::detail::check_view(x, {b.tokens, b.dim}); s != status::ok) return s;
   switch (b.codec.kind) {
@@ -957,10 +976,23 @@ inline status kv_round_trip(const view<const float, 2>& x,  // (N, D)
       detail::widen(b.half_values, b.values);
       return status::ok;
     case kv_kind::ggml: return detail::round_trip_ggml(x, b);
-    case kv_kind::kivi: return detail::round_trip_kivi(x, b);
-    case kv_kind::vidkv: return detail::round_trip_vidkv(x, b);
+    case kv_kind::kivi: return b.staged ? detail::round_trip_kivi(b) : status::invalid_parameter;
+    case kv_kind::vidkv: return b.staged ? detail::round_trip_vidkv(b) : status::invalid_parameter;
   }
   return status::invalid_parameter;
+}
+
+/// `kv_stage` then `kv_cache_round_trip`: the whole write and read of X, for callers that do
+/// not time it (KIVI and VidKV round X to fp16 once, then append and read). Allocates nothing
+/// and throws nothing; `x` may have any strides.
+///
+/// Returns `ok`; `invalid_parameter` when `b` was not prepared (kv_prepare failed or was not
+/// called); `shape_mismatch` when x is not (b.tokens, b.dim); `null_pointer` for no data; or a
+/// status of the library call that failed (none is expected once prepared).
+inline status kv_round_trip(const view<const float, 2>& x,  // (N, D)
+                            kv_buffers& b) noexcept {
+  if (status s = kv_stage(x, b); s != status::ok) return s;
+  return kv_cache_round_trip(x, b);
 }
 
 /// KV fidelity of the keys and values `kv_round_trip` left in `b` against X (see kv_fidelity).

@@ -8,7 +8,9 @@
 //   PATH.safetensors:NAME         tensor NAME of a .safetensors file
 //   PATH.npz, PATH.safetensors    the only array / tensor there is (an error lists the names
 //                                 when there are several)
-// The spec is split at the first ".npz:" or ".safetensors:", so NAME may itself hold colons.
+// The spec is split at the first ".npz:" or ".safetensors:", so NAME may itself hold colons. A
+// caller that lists the files itself (`tokred bench`) builds a tensor_spec and splits no text, so
+// a directory named like "x.npz:y" is no member name there.
 // Needs zlib (link ZLIB::ZLIB) for .npz.
 #pragma once
 
@@ -49,13 +51,28 @@ inline bool ends_with(std::string_view s, std::string_view suffix) {
 
 }  // namespace detail
 
-/// A spec split into its file, its kind and the member name (`named` when a ':' gave one).
+/// A tensor's file, its kind and the member name (`named` when one was given).
 struct tensor_spec {
   std::string path, name;
   enum class kind { npy, npz, safetensors } format = kind::npy;
   bool named = false;
+
+  /// The spec as the user writes it: PATH, or PATH:NAME.
+  std::string text() const { return named ? path + ":" + name : path; }
 };
 
+/// The kind of tensor file `path` names, by its extension (.npy, .npz, .safetensors): the one
+/// place the program tells file types apart. False for any other name.
+inline bool file_kind(std::string_view path, tensor_spec::kind& out) {
+  if (detail::ends_with(path, ".npy")) return out = tensor_spec::kind::npy, true;
+  if (detail::ends_with(path, ".npz")) return out = tensor_spec::kind::npz, true;
+  if (detail::ends_with(path, ".safetensors")) return out = tensor_spec::kind::safetensors, true;
+  return false;
+}
+
+/// Splits a spec (see the file comment) into `out`: at the first ".npz:" or ".safetensors:",
+/// else the whole spec is a path of a kind `file_kind` knows. Returns an error message, empty on
+/// success (`out` untouched on failure).
 inline std::string split_tensor_spec(const std::string& spec, tensor_spec& out) {
   tensor_spec s;
   const std::size_t npz = spec.find(".npz:"), st = spec.find(".safetensors:");
@@ -67,13 +84,7 @@ inline std::string split_tensor_spec(const std::string& spec, tensor_spec& out) 
     s.format = is_npz ? tensor_spec::kind::npz : tensor_spec::kind::safetensors;
     s.named = true;
     if (s.name.empty()) return spec + ": empty name after ':'";
-  } else if (detail::ends_with(spec, ".npz")) {
-    s.path = spec;
-    s.format = tensor_spec::kind::npz;
-  } else if (detail::ends_with(spec, ".safetensors")) {
-    s.path = spec;
-    s.format = tensor_spec::kind::safetensors;
-  } else if (detail::ends_with(spec, ".npy")) {
+  } else if (file_kind(spec, s.format)) {
     s.path = spec;
   } else if (spec.find(".npy:") != std::string::npos) {
     return spec + ": a .npy file holds one array; name a member only of .npz or .safetensors";
@@ -121,9 +132,8 @@ inline std::string only_member(const std::string& path, const std::vector<std::s
 /// Loads the tensor `spec` names (see the file comment) into `out` (untouched on failure).
 /// Returns an empty string on success, or one line naming the file and the problem. Accepted
 /// dtypes: .npy/.npz <f4 <f2 <i8 <i4; .safetensors F32 F16 BF16 I64 I32.
-inline std::string load_tensor(const std::string& spec, host_tensor& out) {
-  tensor_spec s;
-  if (std::string e = split_tensor_spec(spec, s); !e.empty()) return e;
+inline std::string load_tensor(const tensor_spec& spec, host_tensor& out) {
+  tensor_spec s = spec;
   host_tensor t;
   if (s.format == tensor_spec::kind::safetensors) {
     if (!s.named) {
@@ -162,6 +172,13 @@ inline std::string load_tensor(const std::string& spec, host_tensor& out) {
   }
   out = std::move(t);
   return {};
+}
+
+/// `load_tensor` of the spec written as text (split by `split_tensor_spec`).
+inline std::string load_tensor(const std::string& spec, host_tensor& out) {
+  tensor_spec s;
+  if (std::string e = split_tensor_spec(spec, s); !e.empty()) return e;
+  return load_tensor(s, out);
 }
 
 /// Converts a float tensor (f32, f16 or bf16) to fp32, exactly, into `out` (untouched on

@@ -3,16 +3,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <memory>
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <tokred/core/config.hpp>
 #include <tokred/policy/pipeline_spec.hpp>
@@ -43,30 +47,50 @@ namespace {
 const std::vector<std::string> report_files = {"report.md",      "results.json", "results.csv", "kv.csv",
                                                "plot_report.py", "fidelity.png", "latency.png"};
 
-/// The inputs in `dir`: every .npy, and every member of each .npz and .safetensors, by name.
-std::string find_inputs(const std::string& dir, std::vector<std::string>& specs) {
+/// The inputs in `dir`: every .npy, and every member of each .npz and .safetensors, by name. The
+/// files are told apart by `io::file_kind`, as `tokred run` tells them apart, and handed on
+/// split (no spec text is parsed again).
+std::string find_inputs(const std::string& dir, std::vector<io::tensor_spec>& specs) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return fmt::format("--data {}: not a directory", dir);
-  std::vector<std::string> files;
+  std::vector<io::tensor_spec> files;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string ext = it->path().extension().string();
-    if (it->is_regular_file() && (ext == ".npy" || ext == ".npz" || ext == ".safetensors"))
-      files.push_back(it->path().string());
+    io::tensor_spec f;
+    f.path = it->path().string();
+    if (it->is_regular_file() && io::file_kind(f.path, f.format)) files.push_back(f);
   }
   if (ec) return fmt::format("--data {}: {}", dir, ec.message());
-  std::sort(files.begin(), files.end());
-  for (const std::string& f : files) {
-    if (f.size() > 4 && f.compare(f.size() - 4, 4, ".npy") == 0) {
+  std::sort(files.begin(), files.end(),
+            [](const io::tensor_spec& a, const io::tensor_spec& b) { return a.path < b.path; });
+  for (const io::tensor_spec& f : files) {
+    if (f.format == io::tensor_spec::kind::npy) {
       specs.push_back(f);
       continue;
     }
     std::vector<std::string> names;
-    const bool npz = f.compare(f.size() - 4, 4, ".npz") == 0;
-    if (std::string e = npz ? io::list_npz(f, names) : io::list_safetensors(f, names); !e.empty()) return e;
-    for (const std::string& n : names) specs.push_back(f + ":" + n);
+    const bool npz = f.format == io::tensor_spec::kind::npz;
+    if (std::string e = npz ? io::list_npz(f.path, names) : io::list_safetensors(f.path, names); !e.empty()) return e;
+    for (const std::string& n : names) {
+      io::tensor_spec member = f;
+      member.name = n;
+      member.named = true;
+      specs.push_back(member);
+    }
   }
   if (specs.empty()) return fmt::format("--data {}: no .npy, .npz or .safetensors inputs", dir);
+  return {};
+}
+
+/// Refuses two inputs of one name (a.npy beside a.npz:x cannot clash, a.npz:x beside
+/// a.safetensors:x can): the report, the plots and --scores find inputs by name.
+std::string unique_names(const std::vector<token_input>& inputs) {
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (inputs[i].name == inputs[j].name)
+        return fmt::format("--data: {} and {} are both named '{}'; rename one (the report and --scores name inputs "
+                           "by file stem and member)",
+                           inputs[j].spec, inputs[i].spec, inputs[i].name);
   return {};
 }
 
@@ -98,8 +122,20 @@ std::string shell_quoted(const std::string& s) {
   return q + "'";
 }
 
-/// Writes the plotting script into `dir` and runs it; fills `plots` or `note`.
+const char* const plot_files[] = {"fidelity.png", "latency.png"};
+
+/// Writes the plotting script into `dir` and runs it; fills `plots` or `note`. A previous run's
+/// plots are removed first, so the directory never shows figures of other results.
 void draw_plots(const bench_options& opt, const std::string& dir, bench_report& report) {
+  for (const char* f : plot_files)
+    if (std::string e = remove_owned(dir + "/" + f); !e.empty()) {
+      report.plot_note = fmt::format("No plots: a previous run's plot could not be removed ({}).", e);
+      return;
+    }
+  if (opt.no_plots) {
+    report.plot_note = "No plots (--no-plots).";
+    return;
+  }
   const std::string script = dir + "/plot_report.py";
   if (std::string e = write_text(script, plot_script); !e.empty()) {
     report.plot_note = e;
@@ -109,7 +145,7 @@ void draw_plots(const bench_options& opt, const std::string& dir, bench_report& 
   const std::string command =
       fmt::format("{} {} {} >/dev/null 2>&1", shell_quoted(python), shell_quoted(script), shell_quoted(dir));
   if (std::system(command.c_str()) == 0) {
-    report.plots = {"fidelity.png", "latency.png"};
+    report.plots.assign(std::begin(plot_files), std::end(plot_files));
     return;
   }
   report.plot_note = fmt::format(
@@ -147,9 +183,18 @@ std::string make_method(const bench_method& m, double budget, const token_input&
 }
 
 /// The fidelity of one reduction against its item (whose originals' attention is computed once).
-fidelity_figures measure(const bench::item_reference& item, const token_input& in, const reduction& r) {
-  const bench::reduced_tokens y{make_view(r.tokens.data(), r.kept, in.dim),
-                                make_view(r.assign.data(), in.grid.tokens()), make_view(r.sizes.data(), r.kept)};
+/// `gain` divides the outputs first (the DCT's √(N/N'); 1 for every other method).
+fidelity_figures measure(const bench::item_reference& item, const token_input& in, const reduction& r, double gain) {
+  std::vector<float> unscaled;
+  const float* tokens = r.tokens.data();
+  if (gain != 1.0) {
+    unscaled.resize(r.tokens.size());
+    std::transform(r.tokens.begin(), r.tokens.end(), unscaled.begin(),
+                   [gain](float v) { return static_cast<float>(static_cast<double>(v) / gain); });
+    tokens = unscaled.data();
+  }
+  const bench::reduced_tokens y{make_view(tokens, r.kept, in.dim), make_view(r.assign.data(), in.grid.tokens()),
+                                make_view(r.sizes.data(), r.kept)};
   bench::fidelity_stats f;
   if (bench::token_fidelity(item, y, f) != status::ok) {
     const double nan = bench::detail::nan;
@@ -159,36 +204,90 @@ fidelity_figures measure(const bench::item_reference& item, const token_input& i
           f.coverage.relative};
 }
 
+/// The methods to run: those named (every one when none is), and the baselines always.
+std::string choose_methods(const std::vector<std::string>& names, std::vector<const bench_method*>& out) {
+  for (const std::string& name : names)
+    if (std::none_of(bench_methods().begin(), bench_methods().end(),
+                     [&](const bench_method& m) { return name == m.name; })) {
+      std::string known;
+      for (const bench_method& m : bench_methods()) known += (known.empty() ? "" : ", ") + std::string(m.name);
+      return fmt::format("--methods: unknown method '{}' (known: {})", name, known);
+    }
+  for (const bench_method& m : bench_methods())
+    if (names.empty() || std::string(m.family) == "baseline" ||
+        std::find(names.begin(), names.end(), m.name) != names.end())
+      out.push_back(&m);
+  return {};
+}
+
+/// One method at one budget on one input: binds, times and measures it into `row`; a note in
+/// the row when it does not run.
+void run_method(const bench_method& m, double budget, const token_input& in, const side_inputs& side, element compute,
+                const method_context& ctx, const bench::item_reference& reference, const bench_options& opt,
+                bench_item& item, bench_row& row) {
+  std::unique_ptr<reducer> r;
+  if (std::string why = make_method(m, budget, in, side, compute, ctx, r, row.spec); !why.empty()) {
+    row.note = why;
+    row.spec.clear();
+    return;
+  }
+  if (item.memcpy_us == 0)
+    item.memcpy_us =
+        time_memcpy(r->input_data(), r->input_bytes(), opt.warmup, opt.repetitions, opt.max_time).median_us;
+  status s = status::ok;
+  row.time = time_calls([&] { return (s = r->apply()) == status::ok; }, opt.warmup, opt.repetitions, opt.max_time);
+  if (s != status::ok) {
+    row.note = fmt::format("apply failed: {}", to_string(s));
+    row.spec.clear();
+    return;
+  }
+  reduction out;
+  r->collect(out);
+  row.kept = out.kept;
+  if (out.kept == 0) {  // no output to measure: its figures would be NaN
+    row.note = "kept no token";
+    return;
+  }
+  row.memcpy_us = item.memcpy_us;
+  const double gain = m.unit_gain ? std::sqrt(static_cast<double>(in.grid.tokens()) / static_cast<double>(out.kept))
+                                  : 1.0;
+  row.fidelity = measure(reference, in, out, gain);
+}
+
 }  // namespace
 
 int bench_command(const bench_options& opt) {
   for (double b : opt.budgets)
     if (!(b > 0 && b < 1) || ratio_text(b).empty())
       return fail(fmt::format("--budgets: {} is not a fraction in (0, 1) with at most six decimals", b));
+  std::vector<double> budgets;  // each once, in the order given
+  for (double b : opt.budgets)
+    if (std::find(budgets.begin(), budgets.end(), b) == budgets.end()) budgets.push_back(b);
   if (opt.repetitions < 1 || opt.warmup < 0 || !(opt.max_time >= 0))
     return fail("--repetitions must be >= 1, --warmup and --max-time >= 0");
   element fixed = element::f32;
   if (opt.dtype != "auto" && !parse_element(opt.dtype, fixed))
     return fail(fmt::format("--dtype '{}': expected auto, f32, f16 or bf16", opt.dtype));
+  std::optional<token_grid> grid;
+  if (!opt.grid.empty()) {
+    token_grid g;
+    if (std::string e = parse_grid(opt.grid, g); !e.empty()) return fail(e);
+    grid = g;
+  }
+  namespace fs = std::filesystem;
+  if (std::error_code ec; !opt.scores.empty() && !fs::is_directory(opt.scores, ec))
+    return fail(fmt::format("--scores {}: not a directory (it holds <item>.npy per input)", opt.scores));
 
   std::vector<const bench_method*> methods;
-  for (const bench_method& m : bench_methods())
-    if (opt.methods.empty() || std::find(opt.methods.begin(), opt.methods.end(), m.name) != opt.methods.end())
-      methods.push_back(&m);
-  for (const std::string& name : opt.methods)
-    if (std::none_of(bench_methods().begin(), bench_methods().end(),
-                     [&](const bench_method& m) { return name == m.name; })) {
-      std::string known;
-      for (const bench_method& m : bench_methods()) known += (known.empty() ? "" : ", ") + std::string(m.name);
-      return fail(fmt::format("--methods: unknown method '{}' (known: {})", name, known));
-    }
+  if (std::string e = choose_methods(opt.methods, methods); !e.empty()) return fail(e);
 
   const std::string data = opt.data.empty() ? std::string(TOKRED_SAMPLE_DIR) : opt.data;
-  std::vector<std::string> specs;
+  std::vector<io::tensor_spec> specs;
   if (std::string e = find_inputs(data, specs); !e.empty()) return fail(e);
   std::vector<token_input> inputs(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i)
-    if (std::string e = load_tokens(specs[i], std::nullopt, inputs[i]); !e.empty()) return fail(e);
+    if (std::string e = load_tokens(specs[i], grid, inputs[i]); !e.empty()) return fail(e);
+  if (std::string e = unique_names(inputs); !e.empty()) return fail(e);
   std::vector<float> given_query;
   index_t given_rows = 0;
   if (!opt.query.empty()) {
@@ -203,18 +302,19 @@ int bench_command(const bench_options& opt) {
   bench_report report;
   report.tokred_version = fmt::format("{}.{}.{}", TOKRED_VERSION_MAJOR, TOKRED_VERSION_MINOR, TOKRED_VERSION_PATCH);
   report.compute_dtype = opt.dtype;
-  report.budgets = opt.budgets;
+  report.budgets = budgets;
   report.repetitions = opt.repetitions;
   report.warmup = opt.warmup;
   report.max_time = opt.max_time;
   report.seed = opt.seed;
   std::size_t runs = 0;
   for (const bench_method* m : methods) {
-    report.methods.push_back({m->name, m->family, m->paper, m->ranks_by_score, m->own_count});
-    runs += budgets_of(m->own_count, opt.budgets).size();
+    report.methods.push_back({m->name, m->family, m->paper, m->ranks_by_score, m->own_count, m->unit_gain});
+    runs += budgets_of(m->own_count, budgets).size();
   }
 
   const std::size_t schemes = opt.kv ? std::size(bench::kv_codecs) : 0;
+  std::size_t scored = 0;  // inputs with a --scores file
   progress bar(inputs.size() * (runs + schemes), !opt.quiet);
   for (const token_input& in : inputs) {
     const element compute = opt.dtype == "auto" ? in.stored : fixed;
@@ -224,16 +324,24 @@ int bench_command(const bench_options& opt) {
     item.dtype = name_of(in.stored);
     item.grid = in.grid;
     item.dim = in.dim;
-    item.scorer = "token L2 norm";
     side_inputs side;
+    // Every score-ranked method reads these scores as the caller's (score=input), made here
+    // once, outside every method's timing: the caller's file, or the token norms (timed apart).
     std::vector<float> scores, queries;
     const std::string score_file = opt.scores.empty() ? "" : opt.scores + "/" + in.name + ".npy";
-    const bool caller_scores = !score_file.empty() && std::filesystem::exists(score_file);
+    const bool caller_scores = !score_file.empty() && fs::exists(score_file);
     if (caller_scores) {
       if (std::string e = load_scores(score_file, in.grid.tokens(), scores); !e.empty()) return fail(e);
       item.scorer = fmt::format("`{}`", score_file);
+      ++scored;
     } else {
-      scores = norm_scores(in);  // for stages that read the caller's scores
+      norm_scorer norms(in);
+      status s = status::ok;
+      item.score_us = time_calls([&] { return (s = norms()) == status::ok; }, opt.warmup, opt.repetitions,
+                                 opt.max_time).median_us;
+      if (s != status::ok) return fail(fmt::format("{}: the token norms failed: {}", in.name, to_string(s)));
+      scores = norms.scores();
+      item.scorer = "token L2 norm";
     }
     const method_context ctx{caller_scores, opt.seed};
     side.scores = &scores;
@@ -249,7 +357,7 @@ int bench_command(const bench_options& opt) {
                               : fmt::format("{} evenly spaced input tokens", side.query_rows);
 
     for (const bench_method* m : methods)
-      for (double budget : budgets_of(m->own_count, opt.budgets)) {
+      for (double budget : budgets_of(m->own_count, budgets)) {
         bar.step(fmt::format("{} on {} at {}", m->name, in.name, m->own_count ? "its own count" : ratio_text(budget)));
         bench_row row;
         row.item = in.name;
@@ -258,48 +366,47 @@ int bench_command(const bench_options& opt) {
         row.budget = budget;
         row.frames = in.grid.frames;
         row.tokens_in = in.grid.tokens();
-        std::unique_ptr<reducer> r;
-        if (std::string why = make_method(*m, budget, in, side, compute, ctx, r, row.spec); !why.empty()) {
-          row.note = why;
+        try {
+          run_method(*m, budget, in, side, compute, ctx, reference, opt, item, row);
+        } catch (const std::bad_alloc&) {  // one method too large for this machine: the others still run
           row.spec.clear();
-          report.rows.push_back(row);
-          continue;
+          row.note = "out of memory";
+          row.kept = 0;
+          row.time = {};
+          row.fidelity = {};
         }
-        if (item.memcpy_us == 0) item.memcpy_us = time_memcpy(r->input_data(), r->input_bytes(), opt.warmup, opt.repetitions, opt.max_time).median_us;
-        status s = status::ok;
-        row.time = time_calls([&] { return (s = r->apply()) == status::ok; }, opt.warmup, opt.repetitions,
-                              opt.max_time);
-        if (s != status::ok) {
-          row.note = fmt::format("apply failed: {}", to_string(s));
-          row.spec.clear();
-          report.rows.push_back(row);
-          continue;
-        }
-        reduction out;
-        r->collect(out);
-        row.kept = out.kept;
-        row.memcpy_us = item.memcpy_us;
-        row.fidelity = measure(reference, in, out);
         report.rows.push_back(row);
       }
     for (std::size_t c = 0; c < schemes; ++c) {
       const bench::kv_codec& codec = bench::kv_codecs[c];
       bar.step(fmt::format("{} on {}", codec.name, in.name));
-      report.kv.push_back(measure_kv(codec, in, queries, side.query_rows, opt.warmup, opt.repetitions, opt.max_time));
+      try {
+        report.kv.push_back(measure_kv(codec, in, queries, side.query_rows, opt.warmup, opt.repetitions, opt.max_time));
+      } catch (const std::bad_alloc&) {
+        kv_row row;
+        row.item = in.name;
+        row.scheme = codec.name;
+        row.note = "out of memory";
+        report.kv.push_back(row);
+      }
     }
     report.items.push_back(item);
+  }
+  if (!opt.scores.empty() && scored == 0) {
+    std::vector<std::string> names;
+    for (const bench_item& it : report.items) names.push_back(it.name + ".npy");
+    fmt::print(stderr, "tokred: warning: --scores {}: no file matched an input (expected {}); every input is "
+                       "ranked by its token L2 norm\n",
+               opt.scores, fmt::join(names, ", "));
   }
 
   // The plotting script reads results.csv and kv.csv; the Markdown shows what it drew.
   for (const auto& [name, text] : {std::pair<const char*, std::string>{"results.csv", report_csv(report)},
                                    {"kv.csv", kv_csv(report)}})
     if (std::string e = write_text(opt.out + "/" + name, text); !e.empty()) return fail(e);
-  if (opt.no_plots)
-    report.plot_note = "No plots (--no-plots).";
-  else
-    draw_plots(opt, opt.out, report);
+  draw_plots(opt, opt.out, report);
   for (const auto& [name, text] : {std::pair<const char*, std::string>{"report.md", report_markdown(report)},
-                                   {"results.json", report_json(report).dump(2) + "\n"}})
+                                   {"results.json", json_text(report_json(report))}})
     if (std::string e = write_text(opt.out + "/" + name, text); !e.empty()) return fail(e);
   if (!opt.quiet) fmt::print("{}\n", summary_table(report));
   fmt::print("report: {}/report.md ({} inputs, {} methods, {} budgets)\n", opt.out, report.items.size(),

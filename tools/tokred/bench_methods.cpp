@@ -17,10 +17,33 @@ std::string ratio_text(double budget) {
   return s == "0.0" || s == "1.0" ? std::string{} : s;
 }
 
-const char* score_name(const method_context& ctx) { return ctx.caller_scores ? "input" : "norm"; }
+const char* score_name(const method_context& ctx) {
+  return ctx.caller_scores ? "input (--scores)" : "input (token L2 norm)";
+}
 
 index_t kept_side(index_t side, double budget) {
   return std::max<index_t>(1, static_cast<index_t>(std::lround(static_cast<double>(side) * std::sqrt(budget))));
+}
+
+kept_extent kept_grid(index_t height, index_t width, double budget) {
+  const double target = budget * static_cast<double>(height) * static_cast<double>(width);
+  const double aspect = static_cast<double>(height) / static_cast<double>(width);
+  const double centre = static_cast<double>(height) * std::sqrt(budget);
+  kept_extent best{0, 0};
+  double best_gap = 0, best_skew = 0;
+  const auto low = std::max<index_t>(1, static_cast<index_t>(std::floor(centre)) - 1);
+  const auto high = std::min<index_t>(height, static_cast<index_t>(std::ceil(centre)) + 1);
+  for (index_t h = low; h <= high; ++h) {
+    const auto w = std::clamp<index_t>(static_cast<index_t>(std::lround(target / static_cast<double>(h))), 1, width);
+    const double gap = std::fabs(static_cast<double>(h) * static_cast<double>(w) - target);
+    const double skew = std::fabs(std::log(static_cast<double>(h) / static_cast<double>(w) / aspect));
+    if (best.height == 0 || gap < best_gap || (gap == best_gap && skew < best_skew - 1e-9)) {
+      best = {h, w};
+      best_gap = gap;
+      best_skew = skew;
+    }
+  }
+  return best;
 }
 
 namespace {
@@ -36,29 +59,34 @@ std::string random_spec(double b, const token_grid&, const method_context& ctx, 
 std::string uniform_spec(double b, const token_grid&, const method_context&, std::string&) {
   return keep_spec("uniform", b);
 }
-std::string downsample_spec(double b, const token_grid& g, const method_context&, std::string& why) {
-  if (g.height == 1) return why = "the input has no 2-D grid", std::string{};
-  return fmt::format("adaptive(size={}x{}x{}, mode=avg)", g.frames, kept_side(g.height, b), kept_side(g.width, b));
+std::string downsample_spec(double b, const token_grid& g, const method_context&, std::string&) {
+  const kept_extent k = kept_grid(g.height, g.width, b);
+  return fmt::format("adaptive(size={}x{}x{}, mode=avg)", g.frames, k.height, k.width);
 }
-std::string bilinear_spec(double b, const token_grid& g, const method_context&, std::string& why) {
-  if (g.height == 1) return why = "the input has no 2-D grid", std::string{};
-  return fmt::format("bilinear(size={}x{})", kept_side(g.height, b), kept_side(g.width, b));
+std::string bilinear_spec(double b, const token_grid& g, const method_context&, std::string&) {
+  const kept_extent k = kept_grid(g.height, g.width, b);
+  return fmt::format("bilinear(size={}x{})", k.height, k.width);
 }
-std::string dct_spec(double b, const token_grid& g, const method_context&, std::string& why) {
-  if (g.height == 1) return why = "the input has no 2-D grid", std::string{};
-  return fmt::format("dct(keep={})", ratio_text(std::sqrt(b)));
+/// The kept block of the same extents as downsample's (Fourier-VLM states a side ratio; the
+/// block that ratio names is the same kind of cut).
+std::string dct_spec(double b, const token_grid& g, const method_context&, std::string&) {
+  const kept_extent k = kept_grid(g.height, g.width, b);
+  return fmt::format("dct(keep={}x{}x{})", g.frames, k.height, k.width);
 }
 /// torch's pooling with a fixed window of about 1/budget tokens: kh = round(1/sqrt(budget)) rows by
-/// kw = round(1/(budget·kh)) columns (0.5: 1×2, 0.25: 2×2, 0.1: 3×3, 0.05: 4×5), floor mode.
+/// kw = round(1/(budget·kh)) columns (0.5: 1×2, 0.25: 2×2, 0.1: 3×3, 0.05: 4×5), floor mode; on a
+/// grid of one row, 1 × round(1/budget).
 std::string pool_spec(double b, const token_grid& g, const method_context&, std::string& why) {
-  if (g.height == 1) return why = "the input has no 2-D grid", std::string{};
-  const auto kh = std::max<long>(1, std::lround(1.0 / std::sqrt(b)));
+  // A grid of one row pools along it: a 1 x round(1/budget) window.
+  const auto kh = g.height == 1 ? 1L : std::max<long>(1, std::lround(1.0 / std::sqrt(b)));
   const auto kw = std::max<long>(1, std::lround(1.0 / (b * static_cast<double>(kh))));
   if (kh > g.height || kw > g.width) return why = fmt::format("a {}x{} window exceeds the grid", kh, kw), std::string{};
   return fmt::format("pool(kernel={}x{})", kh, kw);
 }
-std::string topk_spec(double b, const token_grid&, const method_context& ctx, std::string&) {
-  return keep_spec("topk", b, fmt::format(", score={}", score_name(ctx)).c_str());
+/// The score-ranked methods all read the bench's scores (the caller's, or the token norms the
+/// bench computes once before timing): score=input.
+std::string topk_spec(double b, const token_grid&, const method_context&, std::string&) {
+  return keep_spec("topk", b, ", score=input");
 }
 std::string relevance_spec(double b, const token_grid&, const method_context&, std::string&) {
   return keep_spec("topk", b, ", score=query");
@@ -67,8 +95,8 @@ std::string temporal_spec(double b, const token_grid& g, const method_context&, 
   if (g.frames < 2) return why = "needs a video (T >= 2)", std::string{};
   return keep_spec("topk", b, ", score=temporal");
 }
-std::string importance_spec(double b, const token_grid&, const method_context& ctx, std::string&) {
-  return keep_spec("importance", b, fmt::format(", score={}", score_name(ctx)).c_str());
+std::string importance_spec(double b, const token_grid&, const method_context&, std::string&) {
+  return keep_spec("importance", b, ", score=input");
 }
 std::string divprune_spec(double b, const token_grid&, const method_context&, std::string&) {
   return keep_spec("divprune", b);
@@ -80,12 +108,15 @@ std::string cdpruner_spec(double b, const token_grid&, const method_context&, st
   return keep_spec("cdpruner", b);
 }
 /// VisionZip's counts split as its defaults do, 54 dominant to 10 contextual; it reads the
-/// caller's scores as the [CLS] attention (the bench passes the L2 norms when it has none).
+/// caller's scores as the [CLS] attention (the bench passes the L2 norms when it has none). The
+/// contextual tokens are group means: the original's target-plus-mean merge adds a group's mean
+/// to its target, about twice a token's norm, which the fidelity metrics (outputs against the
+/// originals, no projector after them) would score as error though it is a scale.
 std::string visionzip_spec(double b, const token_grid& g, const method_context&, std::string& why) {
   const auto total = static_cast<index_t>(std::lround(b * static_cast<double>(g.tokens())));
   if (total < 1) return why = "the budget keeps no token", std::string{};
   const auto dominant = std::max<index_t>(1, static_cast<index_t>(std::lround(total * 54.0 / 64.0)));
-  return fmt::format("visionzip(dominant={}, contextual={})", dominant, total - dominant);
+  return fmt::format("visionzip(dominant={}, contextual={}, merge=group_mean)", dominant, total - dominant);
 }
 /// ToMe merges at most half of what reaches a stage, so smaller budgets chain stages of equal
 /// shares: m = ceil(log2(1 / budget)) stages, each keeping budget^(1/m) of its input.
@@ -103,10 +134,11 @@ const std::vector<bench_method>& bench_methods() {
   static const std::vector<bench_method> methods = {
       {"random", "baseline", "a seeded random subset", false, random_spec, nullptr, false},
       {"uniform", "baseline", "evenly spaced tokens", false, uniform_spec, nullptr, false},
-      {"downsample", "baseline", "average pooling to the kept grid", false, downsample_spec, nullptr, false},
+      {"downsample", "baseline", "average pooling to the kept grid (along the row on a 1-row grid)", false,
+       downsample_spec, nullptr, false},
       {"pool", "pooling", "LLaVA-OneVision get_2dPool (arXiv 2408.03326)", false, pool_spec, nullptr, false},
       {"bilinear", "pooling", "bilinear resampling (LLaVA-style projector)", false, bilinear_spec, nullptr, false},
-      {"dct", "pooling", "Fourier-VLM (arXiv 2508.06038)", false, dct_spec, nullptr, false},
+      {"dct", "pooling", "Fourier-VLM (arXiv 2508.06038)", false, dct_spec, nullptr, false, true},
       {"topk", "pruning", "FastV / FasterVLM (arXiv 2403.06764, 2412.01818)", true, topk_spec, nullptr, false},
       {"relevance", "pruning", "cosine relevance to the queries (Free Video-LLM, arXiv 2410.10441)", false,
        relevance_spec, nullptr, false},
@@ -125,7 +157,8 @@ const std::vector<bench_method>& bench_methods() {
       {"importance", "diversity", "importance-weighted DivPrune", true, importance_spec, nullptr, false},
       {"cdpruner", "diversity", "CDPruner (arXiv 2506.10967)", false, cdpruner_spec, nullptr, false},
       {"tome", "merging", "ToMe (arXiv 2210.09461)", false, tome_spec, nullptr, false},
-      {"visionzip", "merging", "VisionZip (arXiv 2412.04467)", true, visionzip_spec, nullptr, false},
+      {"visionzip", "merging", "VisionZip (arXiv 2412.04467), contextual tokens as group means", true,
+       visionzip_spec, nullptr, false},
       {"framefusion", "merging", "FrameFusion (arXiv 2501.01986)", true, nullptr, make_framefusion, false},
       {"slowfast", "layout", "SlowFast-LLaVA (arXiv 2407.15841)", false, nullptr, make_slowfast, false},
       {"thumbnail", "layout", "TS-LLaVA (arXiv 2411.11066)", false, nullptr, make_thumbnail, false},

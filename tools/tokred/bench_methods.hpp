@@ -37,22 +37,35 @@ struct bench_method {
   const char* name;
   const char* family;  ///< baseline, pooling, pruning, diversity, merging, layout
   const char* paper;
-  bool ranks_by_score;  ///< reads a score: the caller's, else the tokens' L2 norm
+  bool ranks_by_score;  ///< reads the bench's score: the caller's, else the tokens' L2 norm (made before timing)
   spec_maker spec;      ///< the spec, or null for a runner
   runner_maker runner = nullptr;
   /// The method decides its own count from the data (PruMerge's outliers, DTD's threshold): it runs
   /// once per input at its original's parameters, its row's budget is 0 ("own").
   bool own_count = false;
+  /// The outputs carry the DCT's √(N/N') gain (the inverse runs orthonormal at the kept size):
+  /// the fidelity metrics read them divided by it, so they measure the low-pass, not the scale.
+  bool unit_gain = false;
 };
 
 /// Every method, baselines first.
 const std::vector<bench_method>& bench_methods();
 
-/// The ranking score a method reads, as a spec names it: "input" (the caller's) or "norm".
+/// The ranking score every score-ranked method reads, for the report: always the bench's scores
+/// (score=input), the caller's or the token norms computed once per input before timing.
 const char* score_name(const method_context& ctx);
 
 /// The side a fraction `budget` of a grid's area keeps of `side`: round(side · √budget), ≥ 1.
 index_t kept_side(index_t side, double budget);
+
+struct kept_extent {
+  index_t height, width;
+};
+/// The grid the pooling baselines reduce an H × W frame to: the (h, w) with h·w nearest
+/// budget·H·W (h within one of H·√budget, w = round(budget·H·W / h) ≤ W), the aspect nearest
+/// H : W among equals (then the lower h). So they keep about what random and uniform keep (17 × 17 at 0.25: 8 × 9 =
+/// 72 tokens, where round(17·0.5)² = 81 kept 0.280), and a 1-row grid pools along the row.
+kept_extent kept_grid(index_t height, index_t width, double budget);
 
 /// `budget` as a spec ratio: decimal, with a point, at most six decimals ("0.25"); "" if it would
 /// round to 0 or 1.

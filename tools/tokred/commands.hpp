@@ -30,6 +30,7 @@ struct bench_options {
   std::vector<double> budgets{0.5, 0.25, 0.1, 0.05};
   std::string scores;                  ///< optional directory: <item>.npy scores per input
   std::string query;                   ///< optional: (M, D) query rows for every input
+  std::string grid;                    ///< optional: T,H,W of every input (as run's --grid)
   std::string out = "tokred-report";
   std::string dtype = "auto";
   std::string python;                  ///< the interpreter drawing the plots; "" = the configured one
@@ -48,5 +49,12 @@ int bench_command(const bench_options& opt);
 
 /// Prints "tokred: <message>" on stderr and returns 1.
 int fail(const std::string& message);
+
+/// JSON text for a file: names from the file system need not be UTF-8, so invalid bytes are
+/// written as U+FFFD instead of throwing.
+template <class Json>
+std::string json_text(const Json& j) {
+  return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
 
 }  // namespace tokred::cli

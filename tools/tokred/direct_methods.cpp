@@ -418,6 +418,13 @@ std::string make_fopru(double budget, const token_input& in, const side_inputs& 
   const top_rows p{keep_budget::ratio(budget, rounding::floor)};
   if (round_by(budget * static_cast<double>(in.grid.height), rounding::floor) < 1)
     return fmt::format("keeps no patch row: floor({} × {}) = 0", in.grid.height, ratio_text(budget));
+  // The stand-in attention map holds T·(H·W)² floats: refused past the cap, never allocated.
+  const double map_bytes = static_cast<double>(in.grid.frames) * static_cast<double>(in.grid.frame_tokens()) *
+                           static_cast<double>(in.grid.frame_tokens()) * sizeof(float);
+  if (map_bytes > static_cast<double>(fopru_map_cap_bytes))
+    return fmt::format("its stand-in attention map, T·(H·W)² floats, would take {:.1f} GiB (the bench's cap is "
+                       "{} GiB)",
+                       map_bytes / (1u << 30), fopru_map_cap_bytes >> 30);
   description = fmt::format(
       "attention_significance() on softmax(X Xᵀ/√D) per frame | top_rows(keep={} of the rows)", ratio_text(budget));
   return select<false, fopru_score>(p, in, side, e, out);

@@ -6,6 +6,7 @@
 // the bench times and measures every method the same way.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,9 @@ runner_function make_fastv;
 /// map, then each frame's best patch rows. The map stands in for the encoder's: the softmax of the
 /// frame's own scaled dot products (one head), computed before timing as an encoder would hand it.
 runner_function make_fopru;
+/// The largest stand-in attention map fopru makes, T·(H·W)² floats: 1 GiB (one frame of 16384
+/// tokens). A larger one is refused with a note rather than allocated.
+inline constexpr std::size_t fopru_map_cap_bytes = std::size_t{1} << 30;
 /// FrameFusion: one merge layer of same-slot temporal chains under the compute budget `budget`,
 /// then the most important chains (the ranking score of their heads) down to the budget.
 runner_function make_framefusion;

@@ -49,18 +49,15 @@ index_t square_side(std::int64_t n) {
   return side * side == n ? static_cast<index_t>(side) : 0;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + (shape.size() == 1 ? ",)" : ")");
-}
+using io::detail::shape_text;
 
 /// Reads `spec` and converts it to float32; `what` names the input in messages.
-std::string load_floats(const std::string& spec, const char* what, io::host_tensor& tensor,
+std::string load_floats(const io::tensor_spec& spec, const char* what, io::host_tensor& tensor,
                         std::vector<float>& values) {
   if (std::string e = io::load_tensor(spec, tensor); !e.empty()) return fmt::format("{}: {}", what, e);
   if (tensor.dtype != "f32" && tensor.dtype != "f16" && tensor.dtype != "bf16")
-    return fmt::format("{}: {} holds {} values; float32, float16 or bfloat16 expected", what, spec, tensor.dtype);
+    return fmt::format("{}: {} holds {} values; float32, float16 or bfloat16 expected", what, spec.text(),
+                       tensor.dtype);
   if (std::string e = io::to_float32(tensor, values); !e.empty()) return fmt::format("{}: {}", what, e);
   return {};
 }
@@ -97,7 +94,18 @@ std::string infer_grid(const std::vector<std::int64_t>& shape, const std::option
   return {};
 }
 
+std::string load_floats(const std::string& spec, const char* what, io::host_tensor& tensor,
+                        std::vector<float>& values) {
+  io::tensor_spec parts;
+  if (std::string e = io::split_tensor_spec(spec, parts); !e.empty()) return fmt::format("{}: {}", what, e);
+  return load_floats(parts, what, tensor, values);
+}
+
 }  // namespace
+
+std::string grid_text(const token_grid& g, const char* times) {
+  return fmt::format("{}{}{}{}{}", g.frames, times, g.height, times, g.width);
+}
 
 std::string parse_grid(const std::string& text, token_grid& out) {
   std::vector<index_t> extents;
@@ -118,28 +126,34 @@ std::string parse_grid(const std::string& text, token_grid& out) {
   return {};
 }
 
-std::string load_tokens(const std::string& spec, const std::optional<token_grid>& grid, token_input& out) {
+std::string load_tokens(const io::tensor_spec& spec, const std::optional<token_grid>& grid, token_input& out) {
   io::host_tensor tensor;
   token_input in;
+  const std::string text = spec.text();
   if (std::string e = load_floats(spec, "input", tensor, in.tokens); !e.empty()) return e;
   const auto& shape = tensor.shape;
   if (shape.size() < 2 || shape.size() > 4)
-    return fmt::format("input: {} is shaped {}; expected (N, D), (T, N, D) or (T, H, W, D)", spec,
+    return fmt::format("input: {} is shaped {}; expected (N, D), (T, N, D) or (T, H, W, D)", text,
                        shape_text(shape));
   for (auto e : shape)
-    if (e == 0) return fmt::format("input: {} is empty {}", spec, shape_text(shape));
+    if (e == 0) return fmt::format("input: {} is empty {}", text, shape_text(shape));
   if (shape.back() > std::numeric_limits<std::int32_t>::max())
-    return fmt::format("input: {} rows of {} values are wider than tokred indexes", spec, shape.back());
-  if (std::string e = infer_grid(shape, grid, in.grid); !e.empty()) return "input: " + e;
+    return fmt::format("input: {} rows of {} values are wider than tokred indexes", text, shape.back());
+  if (std::string e = infer_grid(shape, grid, in.grid); !e.empty()) return fmt::format("input: {}: {}", text, e);
   in.dim = static_cast<index_t>(shape.back());
   in.shape = shape;
-  in.spec = spec;
+  in.spec = text;
   parse_element(tensor.dtype, in.stored);
-  io::tensor_spec parts;
-  if (std::string e = io::split_tensor_spec(spec, parts); !e.empty()) return "input: " + e;
-  in.name = parts.named ? parts.name : std::filesystem::path(parts.path).stem().string();
+  const std::string stem = std::filesystem::path(spec.path).stem().string();
+  in.name = spec.named ? stem + ":" + spec.name : stem;
   out = std::move(in);
   return {};
+}
+
+std::string load_tokens(const std::string& spec, const std::optional<token_grid>& grid, token_input& out) {
+  io::tensor_spec parts;
+  if (std::string e = io::split_tensor_spec(spec, parts); !e.empty()) return "input: " + e;
+  return load_tokens(parts, grid, out);
 }
 
 std::string load_scores(const std::string& spec, index_t tokens, std::vector<float>& out) {

@@ -51,7 +51,7 @@ nlohmann::json as_json(const std::vector<stage_info>& catalog) {
 int list_command(const list_options& opt) {
   const std::vector<stage_info> catalog = pipeline_catalog();
   if (opt.json)
-    fmt::print("{}\n", as_json(catalog).dump(2));
+    fmt::print("{}", json_text(as_json(catalog)));
   else
     print_text(catalog);
   return 0;

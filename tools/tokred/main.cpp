@@ -3,8 +3,10 @@
 //
 //   tokred list [--json]
 //   tokred run --pipeline SPEC --input X.npy [--scores S.npy] [--query Q.npy] [--grid T,H,W] --out DIR
-//   tokred bench [--data DIR] [--methods a,b] [--budgets 0.5,0.25,0.1,0.05] [--out DIR]
+//   tokred bench [--data DIR] [--methods a,b] [--budgets 0.5,0.25,0.1,0.05] [--grid T,H,W] [--out DIR]
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--budgets", bench.budgets, "fractions of the tokens kept")->delimiter(',');
   bench_cmd->add_option("--scores", bench.scores, "a directory of <item>.npy scores (default: token L2 norm)");
   bench_cmd->add_option("--query", bench.query, "query rows (M, D) for every input (default: original tokens)");
+  bench_cmd->add_option("--grid", bench.grid, "T,H,W of every input when the shape does not say (as run's --grid)");
   bench_cmd->add_option("--out", bench.out, "report directory");
   bench_cmd->add_option("--dtype", bench.dtype, "compute type: auto (the input's), f32, f16 or bf16");
   bench_cmd->add_option("--repetitions", bench.repetitions, "timed runs per measurement");
@@ -72,7 +75,15 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "tokred: {}\n", e.what());
     return 2;
   }
-  if (*list_cmd) return list_command(list);
-  if (*run_cmd) return run_command(run);
-  return bench_command(bench);
+  // Every error a command expects is a message and exit code 1; anything else that escapes (out
+  // of memory, a library exception) is reported the same way instead of aborting.
+  try {
+    if (*list_cmd) return list_command(list);
+    if (*run_cmd) return run_command(run);
+    return bench_command(bench);
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory");
+  } catch (const std::exception& e) {
+    return fail(fmt::format("internal error: {}", e.what()));
+  }
 }

@@ -3,9 +3,10 @@
     python3 plot_report.py REPORT_DIR
 
 fidelity.png: attention error and reconstruction error against the fraction of tokens kept, one
-line per method (the mean over the inputs at each budget; baselines dashed), images and videos
-apart. latency.png: the median time of one apply against the fraction kept, with the mean memcpy
-of the inputs, images and videos apart.
+line per method (the mean at each budget over the inputs where every method of that budget ran,
+as the report's summary; baselines dashed), images and videos apart. latency.png: the median
+time of one apply against the fraction kept, with the mean memcpy of the inputs, images and
+videos apart.
 """
 import csv
 import os
@@ -27,11 +28,25 @@ def read_rows(path):
         return [r for r in csv.DictReader(f) if not r["note"]]
 
 
+def common_items(rows):
+    """{budget: the items on which every method that ran at that budget ran}, as the report's
+    summary averages them: every method's mean at a budget is over the same inputs."""
+    ran = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        ran[float(r["budget"])][r["method"]].add(r["item"])
+    return {budget: set.intersection(*by_method.values()) for budget, by_method in ran.items()}
+
+
 def mean_by_method(rows, column):
-    """{method: [(mean kept fraction, mean value)] by budget, budgets descending}."""
+    """{method: [(mean kept fraction, mean value)] by budget, budgets descending}, over the items
+    common to the budget's methods (over each method's own items where none is common)."""
+    common = common_items(rows)
     acc = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        acc[r["method"]][float(r["budget"])].append((float(r["kept_fraction"]), float(r[column])))
+        budget = float(r["budget"])
+        if common[budget] and r["item"] not in common[budget]:
+            continue
+        acc[r["method"]][budget].append((float(r["kept_fraction"]), float(r[column])))
     out = {}
     for method, by_budget in acc.items():
         points = []

@@ -12,8 +12,6 @@ namespace tokred::cli {
 
 namespace {
 
-std::string grid_text(const token_grid& g) { return fmt::format("{}x{}x{}", g.frames, g.height, g.width); }
-
 /// Why `p` cannot run on `prob`: the stage, the grid that reaches it and the status.
 std::string cannot_run(const any_pipeline& p, const problem& prob, status why) {
   if (p.stages.empty()) return "the pipeline has no stage";
@@ -99,16 +97,22 @@ std::string make_reducer(const any_pipeline& p, const token_input& in, const sid
   return {};
 }
 
+norm_scorer::norm_scorer(const token_input& in)
+    : in_(in), scores_(static_cast<std::size_t>(in.grid.tokens())),
+      workspace_(workspace_bytes(cpu<>{}, token_norm{}, problem{in.grid, in.dim})) {}
+
+status norm_scorer::operator()() {
+  const index_t n = in_.grid.tokens();
+  const feature_score_inputs<float> inputs{in_.grid, make_view(in_.tokens.data(), n, in_.dim), {}};
+  return tokred::apply(cpu<>{}, token_norm{}, inputs, score_outputs<>{make_view(scores_.data(), n)},
+                       {workspace_.data(), workspace_.size()});
+}
+
 std::vector<float> norm_scores(const token_input& in) {
-  const problem prob{in.grid, in.dim};
-  std::vector<float> scores(static_cast<std::size_t>(in.grid.tokens()));
-  const feature_score_inputs<float> inputs{in.grid, make_view(in.tokens.data(), in.grid.tokens(), in.dim), {}};
-  std::vector<std::byte> workspace(workspace_bytes(cpu<>{}, token_norm{}, prob));
-  const status s = tokred::apply(cpu<>{}, token_norm{}, inputs,
-                                 score_outputs<>{make_view(scores.data(), in.grid.tokens())},
-                                 {workspace.data(), workspace.size()});
-  if (s != status::ok) std::fill(scores.begin(), scores.end(), 0.0f);  // unreachable: the input is checked
-  return scores;
+  norm_scorer score(in);
+  if (score() != status::ok)  // unreachable: the input is checked
+    return std::vector<float>(static_cast<std::size_t>(in.grid.tokens()), 0.0f);
+  return score.scores();
 }
 
 }  // namespace tokred::cli

@@ -6,15 +6,20 @@
 
 #include <fmt/format.h>
 
+#include "tokred/features.hpp"
+
 namespace tokred::cli {
 
 namespace {
 
-/// Means over the items where a method ran at one budget.
+/// One method at one budget over a group of inputs: how many it ran on, and its means over the
+/// inputs every method that ran at that budget ran on (see `summarize`).
 struct method_summary {
   std::string method, family;
   double budget = 0;
   int ran = 0, items = 0;
+  int averaged = 0;     ///< the inputs the means are over
+  bool shared = true;   ///< false: no input had every method, the means are over its own `ran`
   double kept = 0, rel_l2 = 0, mean_cos = 0, attention = 0, coverage_rel = 0, median_us = 0, memcpy_multiple = 0;
 };
 
@@ -36,30 +41,73 @@ std::string budget_label(double budget) {
   return budget == 0 ? std::string("own") : fmt::format("{}", budget);
 }
 
+/// The rows of `group` at `budget`, by method and item.
+using row_index = std::map<std::pair<std::string, std::string>, const bench_row*>;
+
+/// The inputs of `group` on which every method that ran on any of them ran, from the `rows` of
+/// one budget: the common set the summary averages over, so every method's means at that budget
+/// are over the same inputs.
+std::vector<std::string> common_items(const bench_report& r, const item_group& group, const row_index& rows) {
+  std::vector<std::string> ran_somewhere;
+  for (const method_entry& m : r.methods)
+    for (const bench_item& it : r.items) {
+      const auto found = rows.find({m.name, it.name});
+      if (found != rows.end() && found->second->ran()) {
+        ran_somewhere.push_back(m.name);
+        break;
+      }
+    }
+  std::vector<std::string> common;
+  for (const bench_item& it : r.items) {
+    if ((it.grid.frames > 1) != group.video) continue;
+    if (std::all_of(ran_somewhere.begin(), ran_somewhere.end(), [&](const std::string& m) {
+          const auto found = rows.find({m, it.name});
+          return found != rows.end() && found->second->ran();
+        }))
+      common.push_back(it.name);
+  }
+  return common;
+}
+
 std::vector<method_summary> summarize(const bench_report& r, const item_group& group) {
+  // Each budget (0: the methods deciding their own count) has its own common set.
+  std::map<double, row_index> by_budget;
+  for (const bench_row& row : r.rows)
+    if (group.holds(row)) by_budget[row.budget][{row.method, row.item}] = &row;
+  std::map<double, std::vector<std::string>> common;
+  for (const auto& [budget, rows] : by_budget) common[budget] = common_items(r, group, rows);
+
   std::vector<method_summary> out;
   for (const method_entry& m : r.methods) {
     const std::size_t first = out.size();
     for (double b : budgets_of(m.own_count, r.budgets)) {
       method_summary s{m.name, m.family, b};
-      for (const bench_row& row : r.rows) {
-        if (row.method != m.name || row.budget != b || !group.holds(row)) continue;
+      const auto at = by_budget.find(b);
+      if (at == by_budget.end()) continue;
+      const std::vector<std::string>& shared = common[b];
+      for (const auto& [key, row] : at->second) {
+        if (key.first != m.name) continue;
         ++s.items;
-        if (!row.ran()) continue;
-        ++s.ran;
-        s.kept += row.kept_fraction();
-        s.rel_l2 += row.fidelity.rel_l2;
-        s.mean_cos += row.fidelity.mean_cos;
-        s.attention += row.fidelity.attention;
-        s.coverage_rel += row.fidelity.coverage_rel;
-        s.median_us += row.time.median_us;
-        s.memcpy_multiple += row.memcpy_multiple();
+        s.ran += row->ran() ? 1 : 0;
       }
       if (s.items == 0) continue;
-      if (s.ran > 0)
+      s.shared = !shared.empty();
+      for (const auto& [key, row] : at->second) {
+        if (key.first != m.name || !row->ran()) continue;
+        if (s.shared && std::find(shared.begin(), shared.end(), key.second) == shared.end()) continue;
+        ++s.averaged;
+        s.kept += row->kept_fraction();
+        s.rel_l2 += row->fidelity.rel_l2;
+        s.mean_cos += row->fidelity.mean_cos;
+        s.attention += row->fidelity.attention;
+        s.coverage_rel += row->fidelity.coverage_rel;
+        s.median_us += row->time.median_us;
+        s.memcpy_multiple += row->memcpy_multiple();
+      }
+      if (s.averaged > 0)
         for (double* v : {&s.kept, &s.rel_l2, &s.mean_cos, &s.attention, &s.coverage_rel, &s.median_us,
                           &s.memcpy_multiple})
-          *v /= s.ran;
+          *v /= s.averaged;
       out.push_back(s);
     }
     // A method that ran at no budget gets one row.
@@ -72,7 +120,10 @@ std::vector<method_summary> summarize(const bench_report& r, const item_group& g
   return out;
 }
 
-std::string grid_text(const token_grid& g) { return fmt::format("{}×{}×{}", g.frames, g.height, g.width); }
+/// The note under a summary when some means are not over a common set.
+bool any_unshared(const std::vector<method_summary>& rows) {
+  return std::any_of(rows.begin(), rows.end(), [](const method_summary& s) { return s.ran > 0 && !s.shared; });
+}
 
 /// A CSV field: quoted when it holds a comma, a quote or a newline.
 std::string csv_field(const std::string& s) {
@@ -100,7 +151,8 @@ const char* metric_notes =
 const char* policies_elsewhere =
     "\n### Policies measured elsewhere\n\n"
     "- `gather` ends every selection above; `token_norm` is the ranking score when no `--scores` are given "
-    "(topk, importance, visionzip, prumerge); `query_relevance` ranks `relevance`; `temporal_similarity` "
+    "(topk, importance, visionzip, prumerge, prumerge+, framefusion), made once per input before timing (the "
+    "inputs table's *score µs*); `query_relevance` ranks `relevance`; `temporal_similarity` "
     "ranks `temporal` (EVS) and `dtd`; `framefusion_similarity` is part of `framefusion`; `tome_match`, "
     "`log_size_bias`, `unmerge` and `compose_assign` are parts of `tome`.\n"
     "- `attention_score` computes fastv's score from stored attention weights, which the data do not carry; "
@@ -150,35 +202,49 @@ std::string report_markdown(const bench_report& r) {
       "tokred {} · compute type: {} · up to {} timed runs after up to {} warm-up runs{}, one thread · seed {} · "
       "budgets {}\n\n",
       r.tokred_version, r.compute_dtype == "auto" ? "as stored" : r.compute_dtype, r.repetitions, r.warmup,
-      r.max_time > 0 ? fmt::format(" (at least 3, {} s of runs at most per measurement)", r.max_time) : "", r.seed,
+      r.max_time > 0 ? fmt::format(" (at least {}, {} s of runs at most per measurement)",
+                                   std::min(r.repetitions, min_timed_runs), r.max_time)
+                     : "",
+      r.seed,
       fmt::join(r.budgets, ", "));
-  md += "Random, uniform and downsample (average pooling) are the baselines every method should beat.\n\n";
+  md += "Random, uniform and downsample (average pooling) are the baselines every method should beat; they run in "
+        "every bench, whichever `--methods` are named.\n\n";
 
-  md += "## Inputs\n\n| item | file | grid (T×H×W) | tokens | dim | stored | ranking score | queries | memcpy µs |\n"
-        "|---|---|---|---:|---:|---|---|---|---:|\n";
+  md += "## Inputs\n\n| item | file | grid (T×H×W) | tokens | dim | stored | ranking score | score µs | queries | "
+        "memcpy µs |\n|---|---|---|---:|---:|---|---|---:|---|---:|\n";
   for (const bench_item& it : r.items)
-    md += fmt::format("| {} | `{}` | {} | {} | {} | {} | {} | {} | {:.1f} |\n", it.name, it.spec,
-                      grid_text(it.grid), it.grid.tokens(), it.dim, it.dtype, it.scorer, it.queries, it.memcpy_us);
+    md += fmt::format("| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.1f} |\n", it.name, it.spec,
+                      grid_text(it.grid, "×"), it.grid.tokens(), it.dim, it.dtype, it.scorer,
+                      it.score_us > 0 ? fmt::format("{:.1f}", it.score_us) : std::string("—"), it.queries,
+                      it.memcpy_us);
+  md += "\nThe ranking score is made once per input before any method is timed, and every score-ranked method "
+        "(topk, importance, visionzip, prumerge, prumerge+, framefusion) reads it as the caller's (`score=input`), so "
+        "none of their times includes it; *score µs* is what the token norms cost on their own (fp32, one thread).\n";
 
   for (const item_group& g : item_groups) {
     const std::vector<method_summary> rows = summarize(r, g);
     if (rows.empty()) continue;
     md += fmt::format(
-        "\n## Summary: {} (means over the inputs)\n\n"
+        "\n## Summary: {}\n\n"
+        "Means over the n inputs on which every method that ran at that budget ran, so the rows of one budget "
+        "average the same inputs (*ran* counts the inputs each method ran on).\n\n"
         "| method | family | budget | kept | recon. rel. L2 | mean cos | attention error | coverage | "
-        "median µs | × memcpy | inputs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "median µs | × memcpy | n | ran |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         g.title);
     for (const method_summary& s : rows) {
       if (s.ran == 0) {
-        md += fmt::format("| {} | {} | {} | — | — | — | — | — | — | — | 0 of {} |\n", s.method, s.family,
+        md += fmt::format("| {} | {} | {} | — | — | — | — | — | — | — | 0 | 0 of {} |\n", s.method, s.family,
                           budget_label(s.budget), s.items);
         continue;
       }
       md += fmt::format(
-          "| {} | {} | {} | {:.3f} | {:.4f} | {:.4f} | {:.4f} | {:.3f} | {:.1f} | {:.1f} | {} of {} |\n", s.method,
-          s.family, budget_label(s.budget), s.kept, s.rel_l2, s.mean_cos, s.attention, s.coverage_rel, s.median_us,
-          s.memcpy_multiple, s.ran, s.items);
+          "| {} | {} | {} | {:.3f} | {:.4f} | {:.4f} | {:.4f} | {:.3f} | {:.1f} | {:.1f} | {}{} | {} of {} |\n",
+          s.method, s.family, budget_label(s.budget), s.kept, s.rel_l2, s.mean_cos, s.attention, s.coverage_rel,
+          s.median_us, s.memcpy_multiple, s.averaged, s.shared ? "" : "*", s.ran, s.items);
     }
+    if (any_unshared(rows))
+      md += "\n\\* No input had every method of that budget: the means are over the inputs this method ran on, "
+            "and are not comparable with the other rows.\n";
   }
 
   if (!r.plots.empty()) {
@@ -216,6 +282,15 @@ std::string report_markdown(const bench_report& r) {
                       spec);
   }
 
+  md += "\n`dct`'s outputs carry its documented √(N/N') gain (Fourier-VLM's inverse DCT is orthonormal at the kept "
+        "size, so a constant comes back √(N/N') times larger; the model's projector was trained on that scale). "
+        "The metrics compare outputs with the originals directly, so they read `dct`'s outputs divided by "
+        "√(N/N'): its figures measure the low-pass, not the scale; its timing includes the gain. `visionzip` runs "
+        "with `merge=group_mean`: the original's target-plus-mean merge adds a group's mean to its target, about "
+        "twice a token's norm, which the metrics would score the same way.\n";
+  md += "\nRandom and uniform keep ⌊b·N⌋ tokens; downsample, bilinear and dct reduce each frame to the grid whose "
+        "token count is nearest b·H·W (a 1-row grid along the row); pool uses LLaVA-OneVision's fixed windows, so "
+        "its kept fraction differs: compare methods at their *kept* column (the plots' x axis).\n";
   md += "\nMethods marked *own* in the budget column decide their count from the data (PruMerge's outliers, "
         "DTD's threshold): they run once per input at their original's parameters, and the kept column shows "
         "what they chose.\n";
@@ -237,7 +312,8 @@ nlohmann::ordered_json report_json(const bench_report& r) {
                        {"family", m.family},
                        {"source", m.paper},
                        {"ranks_by_score", m.ranks_by_score},
-                       {"own_count", m.own_count}});
+                       {"own_count", m.own_count},
+                       {"measured_without_gain", m.unit_gain}});
   for (const bench_item& it : r.items)
     items.push_back({{"name", it.name},
                      {"file", it.spec},
@@ -247,6 +323,7 @@ nlohmann::ordered_json report_json(const bench_report& r) {
                      {"scorer", it.scorer},
                      {"queries", it.queries},
                      {"query_rows", it.query_rows},
+                     {"score_us", it.score_us},
                      {"memcpy_us", it.memcpy_us}});
   for (const bench_row& row : r.rows) {
     nlohmann::ordered_json j = {{"item", row.item},     {"frames", row.frames}, {"method", row.method},
@@ -333,18 +410,20 @@ std::string summary_table(const bench_report& r) {
   for (const item_group& g : item_groups) {
     const std::vector<method_summary> rows = summarize(r, g);
     if (rows.empty()) continue;
-    t += fmt::format("{}{} (means over the inputs)\n", t.empty() ? "" : "\n", g.title);
-    t += fmt::format("{:<11} {:>6} {:>6} {:>9} {:>9} {:>9} {:>10} {:>9}\n", "method", "budget", "kept", "recon L2",
-                     "attn err", "coverage", "median us", "x memcpy");
+    t += fmt::format("{}{} (means over the n inputs where every method of the budget ran)\n", t.empty() ? "" : "\n",
+                     g.title);
+    t += fmt::format("{:<11} {:>6} {:>6} {:>9} {:>9} {:>9} {:>10} {:>9} {:>4}\n", "method", "budget", "kept",
+                     "recon L2", "attn err", "coverage", "median us", "x memcpy", "n");
     for (const method_summary& s : rows) {
       if (s.ran == 0) {
         t += fmt::format("{:<11} {:>6} {:>6}\n", s.method, budget_label(s.budget), "n/a");
         continue;
       }
-      t += fmt::format("{:<11} {:>6} {:>6.3f} {:>9.4f} {:>9.4f} {:>9.3f} {:>10.1f} {:>9.1f}\n", s.method,
-                       budget_label(s.budget),
-                       s.kept, s.rel_l2, s.attention, s.coverage_rel, s.median_us, s.memcpy_multiple);
+      t += fmt::format("{:<11} {:>6} {:>6.3f} {:>9.4f} {:>9.4f} {:>9.3f} {:>10.1f} {:>9.1f} {:>4}\n", s.method,
+                       budget_label(s.budget), s.kept, s.rel_l2, s.attention, s.coverage_rel, s.median_us,
+                       s.memcpy_multiple, fmt::format("{}{}", s.averaged, s.shared ? "" : "*"));
     }
+    if (any_unshared(rows)) t += "* no input had every method of that budget: means over this method's own inputs\n";
   }
   return t;
 }

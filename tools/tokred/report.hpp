@@ -20,10 +20,11 @@ struct bench_item {
   std::string dtype;    ///< as stored
   token_grid grid;
   index_t dim = 0;
-  std::string scorer;   ///< what score-ranked methods read: "--scores <file>" or "token L2 norm"
+  std::string scorer;   ///< what score-ranked methods read: "`<file>`" (--scores) or "token L2 norm"
   std::string queries;  ///< what the attention metric and cdpruner use as queries
   index_t query_rows = 0;
   double memcpy_us = 0;  ///< median memcpy of the token rows (the compute type's bytes)
+  double score_us = 0;   ///< median time of the token norms, timed apart from every method (0: the caller's scores)
 };
 
 /// How well the reduced tokens stand for the originals (see bench/fidelity.hpp).
@@ -65,6 +66,7 @@ struct method_entry {
   std::string name, family, paper;
   bool ranks_by_score = false;
   bool own_count = false;  ///< decides its count from the data: one row per item, budget 0
+  bool unit_gain = false;  ///< its outputs are measured divided by the DCT's √(N/N') gain
 };
 
 struct bench_report {

@@ -106,7 +106,7 @@ int run_command(const run_options& opt) {
       {"output_grid", grid_json(out.grid)},
       {"time_us", {{"median", t.median_us}, {"p90", t.p90_us}, {"repetitions", t.repetitions}, {"threads", 1}}},
       {"files", run_files}};
-  if (std::string e = write_text(opt.out + "/meta.json", meta.dump(2) + "\n"); !e.empty()) return fail(e);
+  if (std::string e = write_text(opt.out + "/meta.json", json_text(meta)); !e.empty()) return fail(e);
   fmt::print("{} -> {} tokens ({:.1f} %) in {:.1f} us (median of {}): {}\n", in.grid.tokens(), out.kept,
              100.0 * static_cast<double>(out.kept) / static_cast<double>(in.grid.tokens()), t.median_us,
              t.repetitions, opt.out);

@@ -22,9 +22,11 @@ import numpy as np
 TOKRED, SAMPLE = sys.argv[1], sys.argv[2]
 ASTRONAUT = os.path.join(SAMPLE, "astronaut_mixed5.npy")
 failures = []
+checks = [0]
 
 
 def check(cond, what):
+    checks[0] += 1
     if not cond:
         failures.append(what)
         print("FAIL:", what)
@@ -283,6 +285,9 @@ def test_bench(tmp):
     check(any("note" in r for r in temporal if r["item"] == "image"), "temporal does not run on an image")
     check(bench_numbers(os.path.join(first, "results.csv")) == bench_numbers(os.path.join(second, "results.csv")),
           "the same seed gives the same figures")
+    kv = {r["scheme"]: r for r in results["kv"] if r["item"] == "image"}
+    check(all("note" not in kv[s] and kv[s]["median_us"] > 0 for s in ("kivi-4", "kivi-2", "vidkv-2", "vidkv-1.5")),
+          "KIVI and VidKV are timed on the tokens staged in fp16 beforehand")
     md = open(os.path.join(first, "report.md")).read()
     check("## Summary" in md and "| random |" in md and "| uniform |" in md and "| downsample |" in md,
           "the report has the baselines in its summary")
@@ -294,6 +299,174 @@ def test_bench(tmp):
         check("No plots" in md, "the report says why it has no plots")
 
 
+def bench_quick(data, out, *extra):
+    """A fast bench: one timed run, no warm-up, no KV table, no plots."""
+    return tokred("bench", "--data", data, "--out", out, "--repetitions", "1", "--warmup", "0", "--no-kv",
+                  "--no-plots", "--quiet", *extra)
+
+
+def results_of(out):
+    return json.load(open(os.path.join(out, "results.json")))
+
+
+def rows_of(results, method, item=None, budget=None):
+    return [r for r in results["results"] if r["method"] == method and (item is None or r["item"] == item)
+            and (budget is None or r["budget"] == budget)]
+
+
+def test_bench_fidelity_terms(tmp):
+    """dct is measured without its sqrt(N/N') gain, visionzip with group means; score-ranked methods
+    read the bench's precomputed scores; the pooling baselines keep what random keeps."""
+    data = os.path.join(tmp, "fid_data")
+    os.makedirs(data)
+    x = np.load(ASTRONAUT)
+    np.save(os.path.join(data, "image.npy"), x)
+    out = os.path.join(tmp, "fid_report")
+    p = bench_quick(data, out, "--budgets", "0.25,0.25", "--methods", "dct,visionzip,topk,importance,pool")
+    check(p.returncode == 0, f"fidelity bench exit {p.returncode}: {p.stderr.strip()}")
+    res = results_of(out)
+    check(res["budgets"] == [0.25], f"repeated budgets counted once: {res['budgets']}")
+    check({m["name"] for m in res["methods"]} == {"random", "uniform", "downsample", "dct", "visionzip", "topk",
+                                                    "importance", "pool"}, "the baselines join any --methods")
+    dct = rows_of(res, "dct")[0]
+    check(dct["spec"].startswith("dct(keep=1x8x9"), f"dct keeps the grid nearest the budget: {dct['spec']}")
+    # Recompute dct's reconstruction error from `tokred run` with its outputs divided by sqrt(N/K).
+    run_out = os.path.join(tmp, "fid_dct")
+    run_ok(run_out, "--pipeline", dct["spec"], "--input", ASTRONAUT)
+    o, _ = load_outputs(run_out)
+    flat = x.reshape(289, 768).astype(np.float64)
+    gain = np.sqrt(289 / o["tokens"].shape[0])
+    check(np.all(o["assign"] >= 0), "dct assigns every original")
+    recon = o["tokens"].astype(np.float64)[o["assign"]] / gain
+    want = np.linalg.norm(flat - recon) / np.linalg.norm(flat)
+    check(abs(dct["recon_rel_l2"] - want) < 1e-4 * want,
+          f"dct's reconstruction is measured after dividing by its gain: {dct['recon_rel_l2']} vs {want}")
+    rnd = rows_of(res, "random")[0]
+    check(dct["recon_rel_l2"] < rnd["recon_rel_l2"], "dct (gain removed) reconstructs better than random")
+    vz = rows_of(res, "visionzip")[0]
+    check("merge=group_mean" in vz["spec"], f"visionzip's contextual tokens are group means: {vz['spec']}")
+    check(vz["recon_rel_l2"] < rnd["recon_rel_l2"], "visionzip (group means) reconstructs better than random")
+    for m in ("topk", "importance"):
+        check("score=input" in rows_of(res, m)[0]["spec"], f"{m} reads the bench's precomputed scores")
+    check(res["items"][0]["score_us"] > 0, "the token norms are timed on their own")
+    for m in ("downsample", "dct"):
+        check(rows_of(res, m)[0]["kept"] == rnd["kept"] == 72, f"{m} keeps what random keeps (72 of 289)")
+    md = open(os.path.join(out, "report.md")).read()
+    check("divided by" in md and "group_mean" in md, "the report says how dct and visionzip are measured")
+
+
+def test_bench_inputs(tmp):
+    """1-row grids, --grid, item names, common summary sets, --scores, kept-nothing and size caps."""
+    x = np.load(ASTRONAUT).reshape(289, 768)
+    data = os.path.join(tmp, "in_data")
+    os.makedirs(data)
+    np.save(os.path.join(data, "image.npy"), x.reshape(1, 17, 17, 768))
+    np.save(os.path.join(data, "flat.npy"), x[:288].astype(np.float32))  # 288 is no square: a 1 x 288 grid
+    out = os.path.join(tmp, "in_report")
+    p = bench_quick(data, out, "--budgets", "0.25,0.1", "--methods", "fopru,pool,bilinear")
+    check(p.returncode == 0, f"1-row bench exit {p.returncode}: {p.stderr.strip()}")
+    res = results_of(out)
+    down = rows_of(res, "downsample", "flat", 0.25)[0]
+    check("note" not in down and down["spec"] == "adaptive(size=1x1x72, mode=avg)",
+          f"downsample pools along the row of a 1-row grid: {down}")
+    check("note" not in rows_of(res, "pool", "flat", 0.25)[0], "pool runs along the row of a 1-row grid")
+    check("note" in rows_of(res, "fopru", "flat", 0.1)[0] and "note" not in rows_of(res, "fopru", "image", 0.1)[0],
+          "fopru runs on the image only at 0.1")
+    md = open(os.path.join(out, "report.md")).read()
+    # At 0.1 fopru ran on one of the two images, so every mean at 0.1 is over that one input.
+    check(re.search(r"\| random \| baseline \| 0\.1 \|[^\n]*\| 1 \| 2 of 2 \|", md) is not None,
+          "the summary averages every method over the inputs where all of them ran, and says n")
+    # --grid gives the (N, D) input its 2-D grid.
+    grid_data = os.path.join(tmp, "grid_data")
+    os.makedirs(grid_data)
+    np.save(os.path.join(grid_data, "flat.npy"), x[:288].astype(np.float32))
+    p = bench_quick(grid_data, os.path.join(tmp, "grid_report"), "--budgets", "0.25", "--grid", "1,16,18",
+                    "--methods", "random")
+    check(p.returncode == 0, f"bench --grid exit {p.returncode}: {p.stderr.strip()}")
+    down = rows_of(results_of(os.path.join(tmp, "grid_report")), "downsample")[0]
+    check(down["spec"] == "adaptive(size=1x8x9, mode=avg)", f"bench --grid gives a 2-D grid: {down['spec']}")
+    # Archive members are named stem:member; a clash between two files is refused.
+    npz_data = os.path.join(tmp, "npz_data")
+    os.makedirs(npz_data)
+    np.savez(os.path.join(npz_data, "a.npz"), features=x[:64])
+    np.savez(os.path.join(npz_data, "b.npz"), features=x[64:128])
+    p = bench_quick(npz_data, os.path.join(tmp, "npz_report"), "--budgets", "0.5", "--methods", "random")
+    check(p.returncode == 0, f"two archives exit {p.returncode}: {p.stderr.strip()}")
+    names = [it["name"] for it in results_of(os.path.join(tmp, "npz_report"))["items"]]
+    check(names == ["a:features", "b:features"], f"archive members are named stem:member: {names}")
+    write_safetensors(os.path.join(npz_data, "a.safetensors"), "features", x[:64].astype(np.float32), "F32")
+    p = bench_quick(npz_data, os.path.join(tmp, "npz_report2"), "--budgets", "0.5")
+    check(p.returncode == 1 and "a:features" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+          f"two inputs of one name are refused: {p.stderr!r}")
+    # --scores: a missing directory fails; one matching no input warns; constant scores leave
+    # PruMerge no outlier, a row that kept nothing and is out of the means.
+    p = bench_quick(data, os.path.join(tmp, "sc0"), "--scores", os.path.join(tmp, "no_such_dir"))
+    check(p.returncode == 1 and "no_such_dir" in p.stderr, f"a missing --scores directory fails: {p.stderr!r}")
+    scores = os.path.join(tmp, "scores")
+    os.makedirs(scores)
+    p = bench_quick(data, os.path.join(tmp, "sc1"), "--scores", scores, "--budgets", "0.5", "--methods", "topk")
+    check(p.returncode == 0 and "warning" in p.stderr and "image.npy" in p.stderr,
+          f"--scores matching no input warns: {p.stderr!r}")
+    np.save(os.path.join(scores, "image.npy"), np.ones(289, np.float32))
+    p = bench_quick(data, os.path.join(tmp, "sc2"), "--scores", scores, "--budgets", "0.5", "--methods", "prumerge")
+    check(p.returncode == 0 and "warning" not in p.stderr, f"--scores bench exit {p.returncode}: {p.stderr!r}")
+    res = results_of(os.path.join(tmp, "sc2"))
+    pm = rows_of(res, "prumerge", "image")[0]
+    check(pm.get("note") == "kept no token", f"a method keeping no token has a note, not NaN figures: {pm}")
+    md = open(os.path.join(tmp, "sc2", "report.md")).read()
+    check("kept no token" in md and "nan" not in md.lower(), "the report says it kept no token, and has no NaN")
+    # fopru's stand-in attention map of a 16512-token frame (1.1 GiB) is refused with a note.
+    big = os.path.join(tmp, "big_data")
+    os.makedirs(big)
+    np.save(os.path.join(big, "big.npy"), np.random.default_rng(0).standard_normal((1, 128, 129, 4), np.float32))
+    p = bench_quick(big, os.path.join(tmp, "big_report"), "--budgets", "0.5", "--methods", "fopru")
+    check(p.returncode == 0, f"big bench exit {p.returncode}: {p.stderr.strip()}")
+    fopru = rows_of(results_of(os.path.join(tmp, "big_report")), "fopru")[0]
+    check("GiB" in fopru.get("note", ""), f"fopru's map past the cap is a note: {fopru}")
+
+
+def test_bench_files(tmp):
+    """Names that are not UTF-8, links in the output directory, stale plots, at least 3 runs."""
+    data = os.path.join(tmp, "utf_data")
+    os.makedirs(data)
+    x = np.load(ASTRONAUT)
+    odd = os.path.join(os.fsencode(data), b"caf\xe9.npy")
+    with open(odd, "wb") as f:
+        np.save(f, x)
+    out = os.path.join(tmp, "utf_report")
+    p = subprocess.run([TOKRED, "bench", "--data", data, "--out", out, "--budgets", "0.5", "--methods", "random",
+                        "--repetitions", "3", "--warmup", "0", "--max-time", "0.000001", "--no-kv", "--quiet"],
+                       capture_output=True)
+    check(p.returncode == 0, f"bench on a non-UTF-8 file name exit {p.returncode}: {p.stderr!r}")
+    res = json.loads(open(os.path.join(out, "results.json"), "rb").read().decode("utf-8"))
+    check(res["items"][0]["name"] == "caf\ufffd", f"an invalid byte is written as U+FFFD: {res['items'][0]['name']}")
+    check(all(r["repetitions"] == 3 for r in res["results"] if "note" not in r),
+          "--max-time never cuts a measurement below three runs")
+    run_out = os.path.join(tmp, "utf_run")
+    p = subprocess.run([TOKRED, "run", "--pipeline", "topk(keep=0.25, score=norm)", "--input", odd, "--out", run_out],
+                       capture_output=True)
+    check(p.returncode == 0 and json.load(open(os.path.join(run_out, "meta.json")))["tokens_out"] == 72,
+          f"run on a non-UTF-8 file name exit {p.returncode}: {p.stderr!r}")
+    # A previous run's plots do not survive a --no-plots rerun.
+    open(os.path.join(out, "fidelity.png"), "wb").write(b"stale")
+    p = tokred("bench", "--data", data, "--out", out, "--budgets", "0.5", "--methods", "random", "--repetitions", "1",
+               "--no-kv", "--no-plots", "--quiet")
+    check(p.returncode == 0 and not os.path.exists(os.path.join(out, "fidelity.png")),
+          f"a --no-plots rerun removes the old plots ({p.returncode}: {p.stderr.strip()})")
+    # An owned name that is a symbolic link is refused, and its target survives.
+    target = os.path.join(tmp, "precious.txt")
+    open(target, "w").write("keep me")
+    linked = os.path.join(tmp, "linked_out")
+    os.makedirs(linked)
+    os.symlink(target, os.path.join(linked, "results.csv"))
+    p = tokred("bench", "--data", data, "--out", linked, "--budgets", "0.5", "--methods", "random", "--no-kv",
+               "--no-plots", "--quiet")
+    check(p.returncode == 1 and "results.csv" in p.stderr and open(target).read() == "keep me",
+          f"a link named like an output is refused: {p.stderr!r}")
+    p = tokred("run", "--pipeline", "topk(keep=0.25, score=norm)", "--input", ASTRONAUT, "--out", linked)
+    check(p.returncode == 1 and open(target).read() == "keep me", "run refuses it too")
+
+
 with tempfile.TemporaryDirectory() as tmp:
     test_list()
     test_run_topk(tmp)
@@ -301,6 +474,9 @@ with tempfile.TemporaryDirectory() as tmp:
     test_formats(tmp)
     test_errors(tmp)
     test_bench(tmp)
+    test_bench_fidelity_terms(tmp)
+    test_bench_inputs(tmp)
+    test_bench_files(tmp)
 
-print(f"{len(failures)} failure(s)")
+print(f"{checks[0]} checks, {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)

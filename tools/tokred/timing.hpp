@@ -29,11 +29,14 @@ inline timing summarize(std::vector<double> samples) {
   return t;
 }
 
+/// The timed runs a bound on the time never cuts below (fewer only when `repetitions` is fewer).
+inline constexpr int min_timed_runs = 3;
+
 /// Runs `call` up to `warmup` times untimed, then up to `repetitions` times timed one by one.
 /// A positive `max_seconds` bounds the slow cases: warm-up stops once it has taken half of it,
-/// and the timed runs stop once they have taken all of it and at least three ran (or one, when
-/// that one alone took longer). `call` returns false to stop (a failed run); the samples so far
-/// are kept.
+/// and the timed runs stop once they have taken all of it and at least `min_timed_runs` ran
+/// (so a run slower than the bound still gets three samples). `call` returns false to stop (a
+/// failed run); the samples so far are kept.
 template <class Call>
 timing time_calls(Call&& call, int warmup, int repetitions, double max_seconds = 0) {
   using clock = std::chrono::steady_clock;
@@ -47,7 +50,7 @@ timing time_calls(Call&& call, int warmup, int repetitions, double max_seconds =
     if (bounded && seconds_since(warm_start) > 0.5 * max_seconds) break;
   }
   std::vector<double> samples;
-  samples.reserve(static_cast<std::size_t>(std::max(repetitions, 0)));
+  samples.reserve(static_cast<std::size_t>(std::clamp(repetitions, 0, 4096)));  // grows past that if it must
   double spent = 0;
   for (int i = 0; i < repetitions; ++i) {
     const auto start = clock::now();
@@ -56,7 +59,7 @@ timing time_calls(Call&& call, int warmup, int repetitions, double max_seconds =
     samples.push_back(us);
     spent += us * 1e-6;
     if (!ok) break;
-    if (bounded && spent > max_seconds && (samples.size() >= 3 || us * 1e-6 > max_seconds)) break;
+    if (bounded && spent > max_seconds && samples.size() >= static_cast<std::size_t>(min_timed_runs)) break;
   }
   return summarize(std::move(samples));
 }
