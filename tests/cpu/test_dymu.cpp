@@ -14,6 +14,7 @@
 #include <tokred/cpu/dymu.hpp>
 
 #include "reference/dymu_ref.hpp"
+#include "reference/tome_ref.hpp"
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
 #include "support/catch.hpp"
@@ -110,6 +111,33 @@ bool same_as_tome(const dymu_buffers<E>& d, const merge_buffers<E>& t) {
          rest(d.positions, 3 * k, std::int32_t{-777}) && rest(d.sizes, k, -1.0f);
 }
 
+/// dymu's outputs against tome{merged} where ToMe allows that many, else (every unprotected A
+/// token merged, N − protect odd) against the oracle's merge of `merged` tokens on the library's
+/// own matching: assign, source and sizes exact, rows within the output type's rounding.
+template <class Ein, class Eout>
+bool same_as_merge(const dymu_buffers<Eout>& d, index_t merged, index_t protect, merge_order order,
+                   const merge_inputs<Ein>& in, index_t dim, const match_buffers& m) {
+  const index_t n = in.grid.tokens();
+  if (merged <= effective_r(tome{n, protect}, n))
+    return same_as_tome(d, run_tome<Ein, Eout>(tome{merged, protect, order}, in, dim));
+  ref::carried carried;
+  if (in.sizes.data_handle() != nullptr)
+    for (index_t i = 0; i < n; ++i) carried.sizes.push_back(in.sizes(i));
+  const ref::tome_result want = ref::merge_from(tome{merged, protect, order}, in.grid, in.tokens, carried,
+                                                ref::rank_candidates(m.similarity, protect), m.partner, merged);
+  if (d.count != n - merged || d.assign != want.assign) return false;
+  for (index_t q = 0; q < n - merged; ++q) {
+    const std::size_t uq = static_cast<std::size_t>(q);
+    if (d.source[uq] != want.source[uq] || static_cast<double>(d.sizes[uq]) != want.sizes[uq]) return false;
+    for (index_t c = 0; c < dim; ++c) {
+      const double got = to_float(d.tokens[static_cast<std::size_t>(q * dim + c)]);
+      const double expected = want.tokens[static_cast<std::size_t>(q * dim + c)];
+      if (!(std::fabs(got - expected) <= 1e-2 * std::max(1.0, std::fabs(expected)))) return false;
+    }
+  }
+  return true;
+}
+
 /// The sorted unprotected similarities: descending, NaN last.
 std::vector<float> ranked(const match_buffers& m, index_t protect) {
   std::vector<float> s;
@@ -157,13 +185,12 @@ void check_against_tome(const shape_case& c, index_t r, index_t protect, merge_o
   ++compared;
   const dymu p{theta, protect, 0, order};
   const index_t merged = ref::dymu_merged(m.similarity, theta, n, protect, 0);
-  const index_t room = n > protect ? (n - protect) / 2 : 0;
-  CHECK(merged == std::min({r, room, static_cast<index_t>(sorted.size())}));
+  const bool pairs = (n > protect ? (n - protect) / 2 : 0) > 0;  // else nothing merges
+  CHECK(merged == (pairs ? std::min(r, static_cast<index_t>(sorted.size())) : 0));
 
-  const merge_buffers<Eout> want = run_tome<Ein, Eout>(tome{merged, protect, order}, in, c.dim);
   const dymu_buffers<Eout> got = run_dymu<Ein, Eout>(p, in, c.dim, 1);
   CHECK(got.count == n - merged);
-  CHECK(same_as_tome(got, want));
+  CHECK(same_as_merge<Ein, Eout>(got, merged, protect, order, in, c.dim, m));
   for (int nth : {2, 3}) {
     INFO("nth " << nth);
     CHECK(run_dymu<Ein, Eout>(p, in, c.dim, nth).same_bits(got));
@@ -178,8 +205,8 @@ void check_against_tome(const shape_case& c, index_t r, index_t protect, merge_o
     const dymu capped{-inf, protect, r / 2, order};
     const dymu_buffers<Eout> cap = run_dymu<Ein, Eout>(capped, in, c.dim, 2);
     const index_t r_cap = ref::dymu_merged(m.similarity, -inf, n, protect, r / 2);
-    CHECK(r_cap == std::min(r / 2, room));
-    CHECK(same_as_tome(cap, run_tome<Ein, Eout>(tome{r_cap, protect, order}, in, c.dim)));
+    CHECK(r_cap == (pairs ? std::min(r / 2, static_cast<index_t>(sorted.size())) : 0));
+    CHECK(same_as_merge<Ein, Eout>(cap, r_cap, protect, order, in, c.dim, m));
   }
 }
 
@@ -228,10 +255,38 @@ TEST_CASE("dymu: the count follows the oracle at every threshold, strict at ties
         const index_t merged = ref::dymu_merged(m.similarity, theta, 81, protect, max_r);
         const dymu_buffers<float> got = run_dymu<float, float>(p, in, 12, 1);
         CHECK(got.count == 81 - merged);
-        CHECK(same_as_tome(got, run_tome<float, float>(tome{merged, protect}, in, 12)));
+        CHECK(same_as_merge<float, float>(got, merged, protect, merge_order::original, in, 12, m));
       }
     }
   }
+}
+
+TEST_CASE("dymu: with N − protect odd every unprotected A token may merge, as the original", "[dymu]") {
+  // DyMU's inference count is not clamped to (t − protected) // 2 (MikeWangWZHL/dymu,
+  // batch_level_bipartite_soft_matching with specified_threshold): three equal tokens, A = {0, 2},
+  // B = {1}, both A tokens pass and one token comes out, their mean; tome{} stops at one merge.
+  const float x[3 * 2] = {1.0f, 2.0f, 1.0f, 2.0f, 1.0f, 2.0f};
+  merge_inputs<float> three{};
+  three.grid = sequence_grid(3);
+  three.tokens = make_view<const float>(x, 3, 2);
+  const dymu_buffers<float> one = run_dymu<float, float>(dymu{0.5f, 0, 0}, three, 2, 2);
+  CHECK(one.count == 1);
+  CHECK(one.assign == std::vector<std::int64_t>{0, 0, 0});
+  CHECK(one.sizes[0] == 3.0f);
+  CHECK((one.tokens[0] == 1.0f && one.tokens[1] == 2.0f));
+  CHECK(run_tome<float, float>(tome{2, 0}, three, 2).kept == 2);
+
+  // SigLIP's 27 × 27 without a class token: θ = −inf passes all 365 A tokens; 364 come out.
+  const token_matrix<float> rows = continuous_rows<float>(729, 8, layout::contiguous, 3);
+  merge_inputs<float> siglip{};
+  siglip.grid = image_grid(27, 27);
+  siglip.tokens = rows.rows;
+  const dymu_buffers<float> all = run_dymu<float, float>(dymu{-inf, 0, 0}, siglip, 8, 3);
+  CHECK(all.count == 729 - 365);
+  CHECK(same_as_merge<float, float>(all, 365, 0, merge_order::original, siglip, 8, run_match(0, siglip, 1)));
+  // max_r still caps it, and a class token leaves ToMe's room.
+  CHECK(run_dymu<float, float>(dymu{-inf, 0, 100}, siglip, 8, 1).count == 729 - 100);
+  CHECK(run_dymu<float, float>(dymu{-inf, 1, 0}, siglip, 8, 1).count == 729 - 364);
 }
 
 TEST_CASE("dymu: equal similarities all pass or none does; max_r keeps the lowest A tokens", "[dymu]") {

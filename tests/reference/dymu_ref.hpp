@@ -21,10 +21,8 @@ index_t dymu_merged(const std::vector<T>& best, double theta, index_t n, index_t
   index_t above = 0;
   for (std::size_t k = 0; k < best.size(); ++k)
     if (2 * static_cast<index_t>(k) >= protect && static_cast<double>(best[k]) > theta) ++above;
-  const index_t room = n > protect ? (n - protect) / 2 : 0;
-  index_t r = std::min(above, room);
-  if (max_r > 0) r = std::min(r, max_r);
-  return r;
+  if ((n > protect ? (n - protect) / 2 : 0) == 0) return 0;  // no pair: the original returns early
+  return max_r > 0 ? std::min(above, max_r) : above;  // not clamped to (n − protect) / 2, as the original
 }
 
 /// DToMe's batch threshold: every image's A-token scores in one list, sorted descending with NaN

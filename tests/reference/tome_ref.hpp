@@ -100,13 +100,14 @@ struct carried {
 };
 
 /// tome's outputs for given decisions: `ranked` = the unprotected A tokens in rank order (the
-/// first r merge), `partner` = the B partner of each A token.
+/// first r merge), `partner` = the B partner of each A token. r is tome's `effective_r`, or
+/// `given_r` when given (dymu may merge every unprotected A token).
 template <class E>
 tome_result merge_from(const tome& p, const token_grid& grid, const view<const E, 2>& tokens,
                        const carried& in, const std::vector<std::int64_t>& ranked,
-                       const std::vector<std::int64_t>& partner) {
+                       const std::vector<std::int64_t>& partner, index_t given_r = -1) {
   const index_t n = grid.tokens();
-  const index_t r = effective_r(p, n);
+  const index_t r = given_r >= 0 ? given_r : effective_r(p, n);
   std::vector<bool> merged(static_cast<std::size_t>(n), false);
   for (index_t q = 0; q < r; ++q) merged[static_cast<std::size_t>(2 * ranked[static_cast<std::size_t>(q)])] = true;
 

@@ -2,7 +2,7 @@
 // and the second.
 //
 //   1. match    tome's matching (`detail::tome_matching`), or the given tome_match result;
-//   2. count    r = the unprotected A tokens strictly above θ, clamped (`detail::dymu_r`), O(N);
+//   2. count    r = the unprotected A tokens strictly above θ, capped by max_r (`detail::dymu_r`), O(N);
 //   3. merge    tome's ranking, layout and write for tome{r, protect, order} (`detail::tome_merge`).
 //
 // Shares: as tome's. Every share runs steps 1–3 in full and writes only its own slots

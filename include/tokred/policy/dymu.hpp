@@ -31,13 +31,16 @@ namespace tokred {
 /// `specified_threshold`): ToMe's bipartite matching (`tome`), then
 ///
 ///   r = #{unprotected A tokens whose best similarity > θ}      (strict; NaN never passes)
-///   r_eff = min(r, ⌊(N − protect) / 2⌋, max_r if max_r > 0)
+///   r_eff = min(r, max_r if max_r > 0), and 0 when N − protect < 2 (no pair to merge)
 ///
-/// and exactly tome{r_eff, protect, order}: the same size-weighted merge, protected tokens,
-/// output order (input order when r_eff = 0), source, positions, sizes and assign, bit for bit.
-/// The r_eff merged tokens are the first r_eff of tome's ranking (similarity descending, lower A
-/// index on ties), which are exactly those above θ unless a clamp cuts them. N − r_eff tokens
-/// come out; the outputs are sized by N.
+/// and tome's merge of r_eff tokens: the same size-weighted merge, protected tokens, output order
+/// (input order when r_eff = 0), source, positions, sizes and assign, bit for bit
+/// (tome{r_eff, protect, order} itself whenever r_eff is within ToMe's ⌊(N − protect)/2⌋). As the
+/// original, the count over θ is not clamped to that: with N − protect odd every unprotected A
+/// token may merge, one more than tome{} allows (SigLIP's 729 tokens without a class token: 365
+/// merge, 364 come out). The r_eff merged tokens are the first r_eff of tome's ranking
+/// (similarity descending, lower A index on ties), which are exactly those above θ unless max_r
+/// cuts them. N − r_eff tokens come out; the outputs are sized by N.
 ///
 /// θ is a layer's calibrated threshold (`dymu_batch_threshold`, `dymu_running_threshold`). The
 /// default 1 is the original's uncalibrated value: cosines are at most 1, so in effect nothing
@@ -60,13 +63,14 @@ inline status check_dymu_problem(const dymu& p, const token_grid& grid) noexcept
 }
 
 /// dymu's r_eff from the best similarity of every A token (`best(k)`, k < a_tokens(N)): the
-/// unprotected ones strictly above θ, clamped.
+/// unprotected ones strictly above θ, capped by max_r; 0 when no pair can merge (the original's
+/// early return for ⌊(N − protect)/2⌋ = 0).
 template <class Best>
 index_t dymu_r(const dymu& p, index_t n, const Best& best) noexcept {
+  if (effective_r(tome{n, p.protect}, n) == 0) return 0;
   const bipartite_split s = split_of(n, p.protect);
   index_t r = 0;
   for (index_t k = s.a_protected; k < s.a; ++k) r += best(k) > p.theta;
-  r = effective_r(tome{r, p.protect}, n);
   return p.max_r > 0 ? std::min(r, p.max_r) : r;
 }
 
