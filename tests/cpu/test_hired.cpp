@@ -124,6 +124,9 @@ TEST_CASE("hired rejects bad input and writes nothing", "[hired][bad_input]") {
   CHECK(can_implement(hired{0.2, NAN, 2, 2}, problem{grid, 0}) == status::invalid_ratio);
   CHECK(can_implement(hired{0.2, 0.5, 1, 3}, problem{grid, 0}) == status::invalid_parameter);
   CHECK(can_implement(hired{0.2, 0.5, 0, 4}, problem{grid, 0}) == status::invalid_parameter);
+  // A partition whose rows · cols overflows (2^62 · 4 wraps to 0 = T − 1 on one frame): no product.
+  CHECK(can_implement(hired{0.2, 0.5, index_t{1} << 62, 4}, problem{token_grid{1, 4, 4}, 0}) == status::invalid_parameter);
+  CHECK(can_implement(hired{0.2, 0.5, index_t{1} << 62, 4}, problem{grid, 0}) == status::invalid_parameter);
   CHECK(can_implement(hired::original(1, 2), problem{token_grid{3, 5, 7}, 0}) == status::invalid_parameter);
   CHECK(can_implement(hired{0.01, 0.5, 2, 2}, problem{grid, 0}) == status::invalid_budget);  // int(80 · 0.01) = 0
   CHECK(can_implement(hired{0.2, 0.5, 1, 1}, problem{token_grid{1, 4, 4}, 0}) == status::invalid_parameter);

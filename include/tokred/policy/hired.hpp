@@ -89,7 +89,10 @@ struct hired_split {
 
 inline hired_split hired_budgets(const hired& p, const token_grid& grid) noexcept {
   const index_t per = grid.frame_tokens();
-  const auto total = static_cast<index_t>(static_cast<double>(grid.tokens()) * p.budget);
+  // budget ∈ [0, 1] (checked first): the product is at most the token count, which rounds up to
+  // 2^63 in double near the largest index_t; keep it whole there instead of casting 2^63.
+  const double share = static_cast<double>(grid.tokens()) * p.budget;
+  const index_t total = share >= static_cast<double>(PTRDIFF_MAX) ? grid.tokens() : static_cast<index_t>(share);
   hired_split s;
   s.full = static_cast<index_t>(static_cast<double>(total) * p.alpha);
   if (s.full > per) s.full = per;
@@ -106,7 +109,8 @@ inline count_result hired_count(const hired& p, const token_grid& grid) noexcept
   if (status s = check_group_grid(grid, scope::per_frame); s != status::ok) return {s, 0};
   if (!(p.budget >= 0.0 && p.budget <= 1.0) || !(p.alpha >= 0.0 && p.alpha <= 1.0))
     return {status::invalid_ratio, 0};
-  if (p.crop_rows < 1 || p.crop_cols < 1 || p.crop_rows * p.crop_cols != grid.frames - 1)
+  if (p.crop_rows < 1 || p.crop_cols < 1 || (grid.frames - 1) % p.crop_cols != 0 ||
+      p.crop_rows != (grid.frames - 1) / p.crop_cols)  // rows · cols = T − 1, without the product
     return {status::invalid_parameter, 0};
   if (p.map == partition_map::row_bands && grid.frame_tokens() % (grid.frames - 1) != 0)
     return {status::invalid_parameter, 0};

@@ -254,14 +254,18 @@ constexpr status can_implement(const packed_key_scores& p, const kv_problem& pro
 
 namespace detail {
 
-/// The shape facts of a packed score call: kv heads (the residual's when nothing is packed and
-/// the packed views have no heads, default-constructed ones included), packed tokens P (scale
+/// The kv heads of a score call: the packed part's (its scale view's), or the residual's when
+/// the packed views have no heads (nothing packed; default-constructed views included).
+template <class Scale, class Residual>
+index_t score_kv_heads(const Scale& scale, const Residual& residual) noexcept {
+  return scale.extent(0) > 0 || residual.extent(1) == 0 ? scale.extent(0) : residual.extent(0);
+}
+
+/// The shape facts of a packed score call: kv heads (`score_kv_heads`), packed tokens P (scale
 /// rows × group) and head_dim from the queries.
 template <class E, class Space>
 kv_problem packed_score_problem(const packed_key_scores& p, const packed_score_inputs<E, Space>& in) noexcept {
-  const index_t heads = in.keys.scale.extent(0) > 0 || in.residual.extent(1) == 0 ? in.keys.scale.extent(0)
-                                                                                  : in.residual.extent(0);
-  return {heads, in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
+  return {score_kv_heads(in.keys.scale, in.residual), in.keys.scale.extent(1) * p.format.group, in.queries.extent(1)};
 }
 
 /// The shape facts every logits call checks first: `shape_mismatch` for a negative extent,

@@ -462,8 +462,7 @@ kv_problem vidkv_score_problem(const vidkv_key_scores& p, const vidkv_score_inpu
   const vidkv_key_layout l = vidkv_key_layout_of(p.keys, dim);
   const uniform_packed<const E, Space>& part = l.difficult > 0 ? in.keys.difficult : in.keys.spectral;
   const index_t packed = part.scale.extent(1) * p.keys.group;
-  const index_t heads = part.scale.extent(0) > 0 || in.residual.extent(1) == 0 ? part.scale.extent(0) : in.residual.extent(0);
-  return {heads, packed, dim};
+  return {score_kv_heads(part.scale, in.residual), packed, dim};
 }
 
 /// vidkv_key_scores' checks but the workspace, in order, on any backend: exec; the problem;
