@@ -259,33 +259,63 @@ TEST_CASE("golden: VidKV's 1-, 1.58-, 2- and 4-bit per-channel quantizers", "[un
 
 // --- error bounds and documented results ------------------------------------------------------
 
-TEST_CASE("min-max and absmax formats round-trip within half a step", "[uniform_quant]") {
+/// Half a unit in the last place of E at |v| (fp32's rounding is in the fp32 bound itself).
+template <class E>
+double half_ulp(double v) {
+  if constexpr (std::is_same_v<E, float>) return 0.0;
+  else if constexpr (std::is_same_v<E, f16>) return std::max(std::fabs(v) * 0x1p-11, 0x1p-25);
+  else return std::fabs(v) * 0x1p-8 + 0x1p-134;
+}
+
+template <class E>
+void require_round_trip(const uniform_format& f, const view<E, 3>& cache) {
+  const index_t heads = cache.extent(0), tokens = cache.extent(1), dim = cache.extent(2);
+  const kv_problem prob{heads, tokens, dim};
+  if (can_implement(uniform_quantize{f}, prob) != status::ok) return;
+  INFO(describe(f) << " " << element_name<E>());
+  packed_buffers<E> out(f, prob);
+  REQUIRE(quantize(f, cache, out) == status::ok);
+  std::vector<E> back(static_cast<std::size_t>(heads * tokens * dim));
+  REQUIRE(dequantize(f, out, make_view(back.data(), heads, tokens, dim)) == status::ok);
+  double worst = 0.0;
+  for (index_t h = 0; h < heads; ++h)
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t d = 0; d < dim; ++d) {
+        const index_t g = f.axis == kv_group_axis::tokens ? (h * (tokens / f.group) + t / f.group) * dim + d
+                                                          : (h * tokens + t) * (dim / f.group) + d / f.group;
+        const double s = to_float(out.scale[static_cast<std::size_t>(g)]);
+        const double z = f.scheme == kv_scheme::asymmetric ? to_float(out.zero[static_cast<std::size_t>(g)]) : 0.0;
+        const double x = to_float(cache(h, t, d));
+        const double got = to_float(back[static_cast<std::size_t>((h * tokens + t) * dim + d)]);
+        // Half a step, plus the fp32 roundings of x − z, of the scale, of q·s and of q·s + z; for
+        // fp16 and bf16 the storing of the scale and the zero point in E (codes up to 2^bits − 1
+        // times the scale's) and the output's own rounding to E.
+        const double stored = std::ldexp(half_ulp<E>(s), f.bits) + half_ulp<E>(z) + half_ulp<E>(got);
+        const double rounding = 2.4e-7 * (std::fabs(x) + std::fabs(z) + std::ldexp(s, f.bits)) + stored;
+        worst = worse(worst, std::fabs(x - got) / (0.5 * s + rounding + 1e-30));
+      }
+  CHECK(worst <= 1.0);
+}
+
+TEST_CASE("min-max and absmax formats round-trip within half a step and the output's rounding", "[uniform_quant]") {
   kv_cache<float> k = make_cache<float>(2, 128, 96, kv_layout::contiguous);
+  kv_cache<f16> h = make_cache<f16>(2, 128, 96, kv_layout::strided);
+  kv_cache<bf16> b = make_cache<bf16>(2, 128, 96, kv_layout::contiguous);
   fill(k.cache, 21);
+  fill(h.cache, 22);
+  fill(b.cache, 23);
   for (const uniform_format& f : formats()) {
     if (f.scheme != kv_scheme::asymmetric && f.scheme != kv_scheme::symmetric) continue;
-    INFO(describe(f));
-    const kv_problem prob{2, 128, 96};
-    if (can_implement(uniform_quantize{f}, prob) != status::ok) continue;
-    packed_buffers<float> out(f, prob);
-    REQUIRE(quantize(f, k.cache, out) == status::ok);
-    std::vector<float> back(2 * 128 * 96);
-    REQUIRE(dequantize(f, out, make_view(back.data(), 2, 128, 96)) == status::ok);
-    double worst = 0.0;
-    for (index_t h = 0; h < 2; ++h)
-      for (index_t t = 0; t < 128; ++t)
-        for (index_t d = 0; d < 96; ++d) {
-          const index_t g = f.axis == kv_group_axis::tokens ? (h * (128 / f.group) + t / f.group) * 96 + d
-                                                            : (h * 128 + t) * (96 / f.group) + d / f.group;
-          const double s = out.scale[static_cast<std::size_t>(g)];
-          const double z = f.scheme == kv_scheme::asymmetric ? out.zero[static_cast<std::size_t>(g)] : 0.0;
-          const double x = k.cache(h, t, d), e = std::fabs(x - back[static_cast<std::size_t>((h * 128 + t) * 96 + d)]);
-          // Half a step, plus the fp32 roundings of x − z, of the scale, of q·s and of q·s + z.
-          const double rounding = 2.4e-7 * (std::fabs(x) + std::fabs(z) + std::ldexp(s, f.bits));
-          worst = worse(worst, e / (0.5 * s + rounding + 1e-30));
-        }
-    CHECK(worst <= 1.0);
+    require_round_trip<float>(f, k.cache);
+    require_round_trip<f16>(f, h.cache);
+    require_round_trip<bf16>(f, b.cache);
   }
+  // A bf16 output can land past half a step on its own rounding: {1, 1.015625, 1.03125} at
+  // 2 bits has s = 0.010417, and 1.015625 comes back as 1.0078125 (0.75 s), within the bound.
+  std::vector<bf16> three(32, from_float<bf16>(1.0f));
+  three[1] = from_float<bf16>(1.015625f);
+  three[2] = from_float<bf16>(1.03125f);
+  require_round_trip<bf16>(uniform_format{2, 32, kv_group_axis::channels}, view<bf16, 3>(three.data(), {1, 1, 32}));
 }
 
 /// `x` moved `n` units in the last place of E (away from zero for n > 0 on either sign).
