@@ -627,9 +627,8 @@ TEST_CASE("pipeline: a grid stage assigns each input to the nearest representati
       p.stride = {pick(1, 2), pick(1, 3), pick(1, 3)};
       p.padding = {pick(0, p.kernel.t / 2), pick(0, p.kernel.h / 2), pick(0, p.kernel.w / 2)};
       p.ceil_mode = r.next() % 2 == 1;
-      const auto param = [](const extent3& e, int a) { return a == 0 ? e.t : a == 1 ? e.h : e.w; };
       const auto window = [&](int a, index_t o, index_t n) {
-        return detail::pool_window_at(o, n, param(p.kernel, a), param(p.stride, a), param(p.padding, a)).tokens;
+        return detail::pool_window_at(o, n, axis_of(p.kernel, a), axis_of(p.stride, a), axis_of(p.padding, a)).tokens;
       };
       if (detail::reduced_grid(p, in).code == status::ok)
         require_grid_stage_assign(

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "tokred/core/config.hpp"
 #include "tokred/core/status.hpp"
@@ -60,6 +61,13 @@ inline double round_by(double x, rounding mode) noexcept {
     }
   }
   return down;
+}
+
+/// ⌊n · share⌋ for a count n ≥ 0 and a share in [0, 1]: Python's `int(n * share)` in double,
+/// kept at n where n itself rounds up to 2^63 in double (a cast of 2^63 is out of range).
+inline index_t floor_share(index_t n, double share) noexcept {
+  const double product = static_cast<double>(n) * share;
+  return product >= static_cast<double>(PTRDIFF_MAX) ? n : static_cast<index_t>(product);
 }
 
 /// Tokens `budget` keeps out of `n`: `invalid_ratio` for a ratio outside [0, 1] or NaN,

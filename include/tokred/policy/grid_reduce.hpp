@@ -34,6 +34,9 @@ struct extent3 {
   index_t w = 1;
 };
 
+/// Axis 0, 1 or 2 of an extent3: t, h or w.
+constexpr index_t axis_of(const extent3& e, int axis) noexcept { return axis == 0 ? e.t : axis == 1 ? e.h : e.w; }
+
 /// What a pooling window computes: the mean of its tokens, or their per-channel maximum.
 enum class pool_kind { average, max };
 

@@ -89,16 +89,13 @@ struct hired_split {
 
 inline hired_split hired_budgets(const hired& p, const token_grid& grid) noexcept {
   const index_t per = grid.frame_tokens();
-  // budget ∈ [0, 1] (checked first): the product is at most the token count, which rounds up to
-  // 2^63 in double near the largest index_t; keep it whole there instead of casting 2^63.
-  const double share = static_cast<double>(grid.tokens()) * p.budget;
-  const index_t total = share >= static_cast<double>(PTRDIFF_MAX) ? grid.tokens() : static_cast<index_t>(share);
+  const index_t total = floor_share(grid.tokens(), p.budget);  // budget and alpha in [0, 1], checked first
   hired_split s;
-  s.full = static_cast<index_t>(static_cast<double>(total) * p.alpha);
+  s.full = floor_share(total, p.alpha);
   if (s.full > per) s.full = per;
   s.sub_total = total - s.full;
   if (s.sub_total > (grid.frames - 1) * per) s.sub_total = (grid.frames - 1) * per;
-  s.marks = static_cast<index_t>(static_cast<double>(per) * (1.0 - p.alpha));
+  s.marks = floor_share(per, 1.0 - p.alpha);
   return s;
 }
 

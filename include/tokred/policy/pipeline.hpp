@@ -274,9 +274,7 @@ index_t nearest_representative(index_t x, index_t lo, index_t hi, const Rep& rep
 template <class P>
 index_t cell_along(const P& p, int axis, index_t x, index_t in, index_t out) noexcept {
   if constexpr (std::is_same_v<P, pool>) {
-    const index_t k = axis == 0 ? p.kernel.t : axis == 1 ? p.kernel.h : p.kernel.w;
-    const index_t s = axis == 0 ? p.stride.t : axis == 1 ? p.stride.h : p.stride.w;
-    const index_t pad = axis == 0 ? p.padding.t : axis == 1 ? p.padding.h : p.padding.w;
+    const index_t k = axis_of(p.kernel, axis), s = axis_of(p.stride, axis), pad = axis_of(p.padding, axis);
     const index_t reach = x + pad - k;  // window o holds x iff reach < o·s <= x + pad
     const index_t lo = reach < 0 ? 0 : reach / s + 1;
     const index_t hi = std::min((x + pad) / s, out - 1);

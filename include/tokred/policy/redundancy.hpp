@@ -20,6 +20,7 @@
 #include "tokred/core/grid.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
+#include "tokred/policy/budget.hpp"
 #include "tokred/policy/scores.hpp"
 
 namespace tokred {
@@ -76,8 +77,7 @@ namespace detail {
 /// The memory width C = int(D · ratio), or 0 for a ratio outside (0, 1] or NaN.
 constexpr index_t redundancy_width(double ratio, index_t dim) noexcept {
   if (!(ratio > 0.0 && ratio <= 1.0) || dim <= 0) return 0;
-  const double width = static_cast<double>(dim) * ratio;  // dim near 2^63 rounds up to it: keep it whole
-  return width >= static_cast<double>(PTRDIFF_MAX) ? dim : static_cast<index_t>(width);
+  return floor_share(dim, ratio);
 }
 
 /// The parameter and the grid: `invalid_ratio` for a ratio outside (0, 1] or NaN, then
