@@ -90,9 +90,6 @@ struct dct_tuning {
   static constexpr index_t min_chunk = 64, max_chunk = 256, unit_budget = 65536;
 };
 
-/// The rounded-up multiple of `m`.
-constexpr index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
-
 /// One grid axis of the low-pass: `in` tokens become `out`, and whether a pass runs.
 struct dct_axis {
   index_t in = 1;
@@ -189,7 +186,7 @@ dct_plan plan_dct(const dct_lowpass& p, const token_grid& grid, index_t dim) noe
   while (plan.chunk > tuning::min_chunk && plan.chunk * plan.unit_floats() > tuning::unit_budget)
     plan.chunk /= 2;
   plan.chunks = dim > 0 ? ceil_div(dim, plan.chunk) : 0;
-  plan.widest = round_up(std::min(dim, plan.chunk), tuning::tile_width);
+  plan.widest = saturating_round_up(std::min(dim, plan.chunk), tuning::tile_width);
   return plan;
 }
 
@@ -859,7 +856,7 @@ struct cpu_dct {
                        const view<Eout, 2>& y) noexcept {  // (kept, dim)
     const index_t chunk = unit % plan.chunks, c0 = chunk * plan.chunk;
     const index_t valid = std::min(plan.chunk, plan.dim - c0);
-    const index_t width = round_up(valid, tuning::tile_width);
+    const index_t width = saturating_round_up(valid, tuning::tile_width);
     const index_t xs = x.stride(0), ys = y.stride(0);
     const index_t hw_in = plan.in.frame_tokens(), hw_out = plan.out.frame_tokens();
     // bf16 input's channel pairs stay interleaved up to this final store.
