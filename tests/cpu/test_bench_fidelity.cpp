@@ -515,25 +515,46 @@ TEST_CASE("bad input: documented statuses, output untouched", "[bench_fidelity][
   CHECK(near[0].index == -5);
 }
 
-TEST_CASE("default queries: min(N, 256) originals at rows floor(i·N/M)", "[bench_fidelity]") {
-  const std::vector<index_t> rows = bench::default_query_rows(4624);
-  REQUIRE(rows.size() == 256);
-  CHECK(rows[0] == 0);
-  CHECK(rows[1] == 18);     // 4624/256 = 18.06
-  CHECK(rows[255] == 4605);  // 255·4624/256 = 4605.9
-  for (std::size_t i = 1; i < rows.size(); ++i) CHECK(rows[i] == static_cast<index_t>(i) * 4624 / 256);
-  const std::vector<index_t> small = bench::default_query_rows(100);
-  REQUIRE(small.size() == 100);
-  for (std::size_t i = 0; i < small.size(); ++i) CHECK(small[i] == static_cast<index_t>(i));
-  CHECK(bench::default_query_rows(0).empty());
-  CHECK(bench::default_query_rows(10, 0).empty());
-  CHECK(bench::default_query_rows(10, 4) == std::vector<index_t>{0, 2, 5, 7});
+TEST_CASE("default queries: two disjoint sets of min(N/2, 256) evenly spaced originals", "[bench_fidelity]") {
+  using bench::query_set;
+  const std::vector<index_t> metric = bench::default_query_rows(4624, query_set::metric);
+  const std::vector<index_t> ranking = bench::default_query_rows(4624, query_set::ranking);
+  REQUIRE(metric.size() == 256);
+  REQUIRE(ranking.size() == 256);
+  CHECK(metric[1] == 18);     // 2·4624/512 = 18.06
+  CHECK(ranking[0] == 9);     // 4624/512 = 9.03
+  CHECK(ranking[255] == 4614);  // 511·4624/512 = 4614.97
+  for (std::size_t i = 0; i < metric.size(); ++i) {
+    CHECK(metric[i] == static_cast<index_t>(2 * i) * 4624 / 512);
+    CHECK(ranking[i] == static_cast<index_t>(2 * i + 1) * 4624 / 512);
+  }
+  // Every N up to 3·limit: the sets interleave strictly (metric < ranking < next metric), so they
+  // are disjoint and each evenly spread, with min(N/2, limit) rows each.
+  for (index_t n = 2; n <= 3 * 8; ++n) {
+    const std::vector<index_t> m = bench::default_query_rows(n, query_set::metric, 8);
+    const std::vector<index_t> r = bench::default_query_rows(n, query_set::ranking, 8);
+    REQUIRE(m.size() == static_cast<std::size_t>(std::min<index_t>(n / 2, 8)));
+    REQUIRE(r.size() == m.size());
+    CHECK(m[0] == 0);
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      CHECK(m[i] < r[i]);
+      CHECK(r[i] < (i + 1 < m.size() ? m[i + 1] : n));
+    }
+  }
+  CHECK(bench::default_query_rows(100, query_set::metric) == bench::default_query_rows(100, query_set::metric, 50));
+  CHECK(bench::default_query_rows(1, query_set::metric) == std::vector<index_t>{0});
+  CHECK(bench::default_query_rows(1, query_set::ranking) == std::vector<index_t>{0});
+  CHECK(bench::default_query_rows(0, query_set::metric).empty());
+  CHECK(bench::default_query_rows(-3, query_set::ranking).empty());
+  CHECK(bench::default_query_rows(10, query_set::metric, 0).empty());
+  CHECK(bench::default_query_rows(10, query_set::metric, 4) == std::vector<index_t>{0, 2, 5, 7});
+  CHECK(bench::default_query_rows(10, query_set::ranking, 4) == std::vector<index_t>{1, 3, 6, 8});
 
   const matrix x = random_matrix(10, 3, 91);
-  const std::vector<float> q = bench::default_queries(x.get(), 4);
+  const std::vector<float> q = bench::default_queries(x.get(), query_set::ranking, 4);
   REQUIRE(q.size() == 12);
   for (index_t r = 0; r < 4; ++r)
-    for (index_t c = 0; c < 3; ++c) CHECK(q[static_cast<std::size_t>(r * 3 + c)] == x.at(r * 10 / 4, c));
+    for (index_t c = 0; c < 3; ++c) CHECK(q[static_cast<std::size_t>(r * 3 + c)] == x.at((2 * r + 1) * 10 / 8, c));
 }
 
 // --- KV schemes -------------------------------------------------------------------------------

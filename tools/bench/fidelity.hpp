@@ -107,9 +107,7 @@ struct fidelity_stats {
   coverage_stats coverage;
 };
 
-/// The queries the bench uses when the user gives none: M = min(N, limit) originals at evenly
-/// spaced rows ⌊i·N/M⌋, i = 0 … M − 1 (so row 0 always, and every row when N ≤ limit). Chosen
-/// without randomness so every run and every method sees the same queries.
+/// The most queries of each default set (see `default_query_rows`).
 inline constexpr index_t default_query_limit = 256;
 
 namespace detail {
@@ -582,22 +580,35 @@ inline status token_fidelity(const view<const float, 2>& x,  // (N, D)
   return status::ok;
 }
 
-/// The rows `default_queries` takes: ⌊i·N/M⌋ for i = 0 … M − 1, M = min(N, limit); empty when
-/// N ≤ 0 or limit ≤ 0.
-inline std::vector<index_t> default_query_rows(index_t tokens, index_t limit = default_query_limit) {
-  const index_t m = std::min(tokens, limit);
-  std::vector<index_t> rows(static_cast<std::size_t>(std::max<index_t>(m, 0)));
-  for (index_t i = 0; i < m; ++i) rows[static_cast<std::size_t>(i)] = i * tokens / m;
+/// The two sets of originals the bench uses as queries when the user gives none.
+enum class query_set {
+  metric,   ///< the attention metric's and the KV cache's queries
+  ranking,  ///< the queries of the methods that rank by a query (fastv, relevance, cdpruner)
+};
+
+/// The rows of a default query set: with M = min(⌊N/2⌋, limit), the metric set holds
+/// ⌊2i·N/(2M)⌋ and the ranking set ⌊(2i + 1)·N/(2M)⌋, i = 0 … M − 1: 2M evenly spaced originals
+/// dealt out alternately, distinct because the step N/(2M) is at least 1. A method ranked by
+/// queries is thus never scored on the rows it ranked with, as a prompt is not the image it
+/// selects from. Chosen without randomness so every run and every method sees the same rows.
+/// One token (N = 1) is both sets' only row; empty when N ≤ 0 or limit ≤ 0.
+inline std::vector<index_t> default_query_rows(index_t tokens, query_set set, index_t limit = default_query_limit) {
+  if (tokens <= 0 || limit <= 0) return {};
+  if (tokens == 1) return {0};
+  const index_t m = std::min(tokens / 2, limit);
+  const index_t first = set == query_set::metric ? 0 : 1;
+  std::vector<index_t> rows(static_cast<std::size_t>(m));
+  for (index_t i = 0; i < m; ++i) rows[static_cast<std::size_t>(i)] = (2 * i + first) * tokens / (2 * m);
   return rows;
 }
 
-/// The default queries of an item: its originals at `default_query_rows(N, limit)`, as an
+/// The default queries of an item: its originals at `default_query_rows(N, set, limit)`, as an
 /// (M, D) row-major array. Attention among the item's own tokens (self-attention of the encoder
 /// output) is what a reduction should preserve when no text query is given.
 inline std::vector<float> default_queries(const view<const float, 2>& x,  // (N, D)
-                                          index_t limit = default_query_limit) {
+                                          query_set set, index_t limit = default_query_limit) {
   const index_t d = x.extent(1);
-  const std::vector<index_t> rows = default_query_rows(x.extent(0), limit);
+  const std::vector<index_t> rows = default_query_rows(x.extent(0), set, limit);
   std::vector<float> q(rows.size() * static_cast<std::size_t>(std::max<index_t>(d, 0)));
   for (std::size_t r = 0; r < rows.size(); ++r)
     for (index_t c = 0; c < d; ++c) q[r * static_cast<std::size_t>(d) + static_cast<std::size_t>(c)] = x(rows[r], c);

@@ -154,17 +154,21 @@ void draw_plots(const bench_options& opt, const std::string& dir, bench_report& 
       python);
 }
 
-/// The queries of the attention metric and of cdpruner: the caller's rows, or evenly spaced
-/// originals (bench::default_queries).
-void choose_queries(const token_input& in, const std::vector<float>& given, index_t given_rows,
-                    std::vector<float>& queries, index_t& rows) {
-  if (given_rows > 0) {
-    queries = given;
-    rows = given_rows;
-    return;
-  }
-  queries = bench::default_queries(make_view(in.tokens.data(), in.grid.tokens(), in.dim));
-  rows = static_cast<index_t>(queries.size() / static_cast<std::size_t>(in.dim));
+/// The queries of the attention metric and the KV cache (`metric`), and those the query-ranked
+/// methods rank with (`ranking`): the caller's rows for both, or two disjoint sets of evenly
+/// spaced originals (bench::default_query_rows).
+struct chosen_queries {
+  std::vector<float> metric, ranking;
+  index_t metric_rows = 0, ranking_rows = 0;
+};
+
+chosen_queries choose_queries(const token_input& in, const std::vector<float>& given, index_t given_rows) {
+  if (given_rows > 0) return {given, given, given_rows, given_rows};
+  const auto x = make_view(in.tokens.data(), in.grid.tokens(), in.dim);
+  chosen_queries q{bench::default_queries(x, bench::query_set::metric), bench::default_queries(x, bench::query_set::ranking)};
+  q.metric_rows = static_cast<index_t>(q.metric.size() / static_cast<std::size_t>(in.dim));
+  q.ranking_rows = static_cast<index_t>(q.ranking.size() / static_cast<std::size_t>(in.dim));
+  return q;
 }
 
 /// Binds method `m` at `budget` to the input: its pipeline, or its own runner. Returns why it does
@@ -327,7 +331,7 @@ int bench_command(const bench_options& opt) {
     side_inputs side;
     // Every score-ranked method reads these scores as the caller's (score=input), made here
     // once, outside every method's timing: the caller's file, or the token norms (timed apart).
-    std::vector<float> scores, queries;
+    std::vector<float> scores;
     const std::string score_file = opt.scores.empty() ? "" : opt.scores + "/" + in.name + ".npy";
     const bool caller_scores = !score_file.empty() && fs::exists(score_file);
     if (caller_scores) {
@@ -345,16 +349,18 @@ int bench_command(const bench_options& opt) {
     }
     const method_context ctx{caller_scores, opt.seed};
     side.scores = &scores;
-    choose_queries(in, given_query, given_rows, queries, side.query_rows);
-    side.query = &queries;
-    item.query_rows = side.query_rows;
+    const chosen_queries queries = choose_queries(in, given_query, given_rows);
+    side.query = &queries.ranking;
+    side.query_rows = queries.ranking_rows;
+    item.query_rows = queries.metric_rows;
     bench::item_reference reference;
     if (const status s = reference.prepare(make_view(in.tokens.data(), in.grid.tokens(), in.dim),
-                                           make_view(queries.data(), side.query_rows, in.dim));
+                                           make_view(queries.metric.data(), queries.metric_rows, in.dim));
         s != status::ok)
       return fail(fmt::format("{}: the fidelity reference cannot be built: {}", in.name, to_string(s)));
     item.queries = given_rows ? fmt::format("`{}` ({} rows)", opt.query, given_rows)
-                              : fmt::format("{} evenly spaced input tokens", side.query_rows);
+                              : fmt::format("{} evenly spaced input tokens (ranking: {} others)", queries.metric_rows,
+                                            queries.ranking_rows);
 
     for (const bench_method* m : methods)
       for (double budget : budgets_of(m->own_count, budgets)) {
@@ -381,7 +387,7 @@ int bench_command(const bench_options& opt) {
       const bench::kv_codec& codec = bench::kv_codecs[c];
       bar.step(fmt::format("{} on {}", codec.name, in.name));
       try {
-        report.kv.push_back(measure_kv(codec, in, queries, side.query_rows, opt.warmup, opt.repetitions, opt.max_time));
+        report.kv.push_back(measure_kv(codec, in, queries.metric, queries.metric_rows, opt.warmup, opt.repetitions, opt.max_time));
       } catch (const std::bad_alloc&) {
         kv_row row;
         row.item = in.name;
