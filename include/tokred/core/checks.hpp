@@ -88,4 +88,13 @@ status check_row_output(const In& rows_in, index_t n, const Out& rows_out, index
   return check_view(rows_out, {kept, rows_in.extent(1)});
 }
 
+/// Whether the values of a rank-1 host view rise strictly from 0 or above: none negative, no
+/// repeats (true for an empty view). Keep lists, salient lists and layer schedules are read so.
+template <class V>
+bool ascending_nonnegative(const V& v) noexcept {
+  for (index_t i = 0; i < v.extent(0); ++i)
+    if (v(i) < 0 || (i > 0 && v(i) <= v(i - 1))) return false;
+  return true;
+}
+
 }  // namespace tokred::detail

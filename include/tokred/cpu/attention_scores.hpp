@@ -383,7 +383,7 @@ struct backend<fused_attention_score, cpu<Arch>> {
     if (!carver.fits()) return status::workspace_too_small;
 
     const float s = detail::fused_scale(p, dim);
-    std::fill(scratch.total, scratch.total + n, 0.0f);
+    for (index_t j = 0; j < n; ++j) scratch.total[j] = 0.0f;  // (std::fill: a false -Wstringop-overflow in GCC 12)
     const index_t rows = in.query.extent(0) * in.query.extent(1);  // heads ascending, queries within
     for (index_t r0 = 0; r0 < rows; r0 += detail::fused_rows_per_pass)
       detail::score_rows<Arch>(in, r0, std::min(detail::fused_rows_per_pass, rows - r0), p.first_key, s, scratch);

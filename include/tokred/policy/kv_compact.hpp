@@ -78,9 +78,8 @@ status check_cache(const view<const E, 3, Space>& in, const view<E, 3, Space>& o
 /// `index_out_of_range` unless the values of `v` rise strictly and lie in [0, limit).
 template <class Space>
 status check_ascending_below(const view<const std::int64_t, 1, Space>& v, std::int64_t limit) noexcept {
-  for (index_t j = 0; j < v.extent(0); ++j)
-    if (v(j) < (j == 0 ? 0 : v(j - 1) + 1) || v(j) >= limit) return status::index_out_of_range;
-  return status::ok;
+  const index_t n = v.extent(0);
+  return ascending_nonnegative(v) && (n == 0 || v(n - 1) < limit) ? status::ok : status::index_out_of_range;
 }
 
 /// Every check of kv_compact, in the documented order: the keep list (extent, data, order and

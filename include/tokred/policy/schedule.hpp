@@ -6,6 +6,7 @@
 // projections) and keeps `stage_count(s)` of them with topk (`stage_budget`).
 #pragma once
 
+#include "tokred/core/checks.hpp"
 #include "tokred/core/config.hpp"
 #include "tokred/core/status.hpp"
 #include "tokred/core/view.hpp"
@@ -40,8 +41,7 @@ inline status check_schedule(const pyramid_schedule& s, index_t n) noexcept {
   if (stages == 0 || n <= 0) return status::empty_input;
   if (s.layers.data_handle() == nullptr || s.ratios.data_handle() == nullptr)
     return status::null_pointer;
-  for (index_t i = 0; i < stages; ++i)
-    if (s.layers(i) < 0 || (i > 0 && s.layers(i) <= s.layers(i - 1))) return status::invalid_parameter;
+  if (!detail::ascending_nonnegative(s.layers)) return status::invalid_parameter;
   index_t before = n;
   for (index_t i = 0; i < stages; ++i) {
     const count_result c = kept_count(keep_budget::ratio(s.ratios(i), rounding::floor), n);

@@ -536,19 +536,12 @@ TOKRED_HOST_DEVICE constexpr bool salient_split_fits(index_t listed, index_t gro
   return listed % group == 0 && listed / group <= salient_groups;
 }
 
-/// Whether a salient list is usable: positions ascending without repeats, none negative.
-inline bool valid_salient_list(const view<const std::int64_t, 1>& salient) noexcept {
-  for (index_t i = 0; i < salient.extent(0); ++i)
-    if (salient(i) < 0 || (i > 0 && salient(i) <= salient(i - 1))) return false;
-  return true;
-}
-
 /// The host reads a salient list it can reach (host memory): its order, and how many of its
 /// positions lie below `packed`. A list in device memory is used as given (see
 /// <tokred/cuda/vidkv_cache.cuh>).
 template <class Space>
 bool salient_list_ok(const view<const std::int64_t, 1, Space>& salient) noexcept {
-  if constexpr (std::is_same_v<Space, host_space>) return valid_salient_list(salient);
+  if constexpr (std::is_same_v<Space, host_space>) return ascending_nonnegative(salient);
   else return true;
 }
 
