@@ -33,7 +33,8 @@ bool workspace_overlaps(workspace ws, std::size_t need, const Vs&... views) noex
   return overlaps_any(scratch_view<Space>(ws, need), views...);
 }
 
-/// Checks one requested view: `shape_mismatch` if its extents differ from `extents`, then
+/// Checks one requested view: `shape_mismatch` if its extents differ from `extents` or one is
+/// negative (a width taken from the view itself is checked so too), then
 /// `null_pointer` if it has no data, then, for a view of non-const elements (one the caller
 /// writes; pass a view that is only read through read_only), `aliasing` if two of its indices
 /// reach one element (a zero stride, interleaved strides: elements_distinct), whose writes would
@@ -42,11 +43,20 @@ template <class V, std::size_t R>
 status check_view(const V& v, const index_t (&extents)[R]) noexcept {
   static_assert(R == static_cast<std::size_t>(V::rank()), "one extent per dimension");
   for (int r = 0; r < V::rank(); ++r)
-    if (v.extent(r) != extents[r]) return status::shape_mismatch;
+    if (v.extent(r) != extents[r] || extents[r] < 0) return status::shape_mismatch;
   if (v.data_handle() == nullptr) return status::null_pointer;
   if constexpr (!std::is_const_v<typename V::element_type>)
     if (!elements_distinct(v)) return status::aliasing;
   return status::ok;
+}
+
+/// Whether some extent of a view is negative (`shape_mismatch` wherever a view's extents are read
+/// before `check_view` sees them).
+template <class V>
+constexpr bool has_negative_extent(const V& v) noexcept {
+  for (int r = 0; r < V::rank(); ++r)
+    if (v.extent(r) < 0) return true;
+  return false;
 }
 
 /// `misaligned` when a view's data pointer is not a multiple of its element type's alignment
@@ -80,10 +90,11 @@ status check_rows(const V& rows, index_t n) noexcept {
 }
 
 /// An optional output of `kept` rows copied from `n` input rows: when it is requested, the input
-/// rows (`check_rows`), then the output against (kept, their width).
+/// rows (`check_rows`), then the output against (kept, their width). Input rows of a negative
+/// extent are `shape_mismatch` even when nothing reads them.
 template <class In, class Out>
 status check_row_output(const In& rows_in, index_t n, const Out& rows_out, index_t kept) noexcept {
-  if (!requested(rows_out)) return status::ok;
+  if (!requested(rows_out)) return has_negative_extent(rows_in) ? status::shape_mismatch : status::ok;
   if (status s = check_rows(rows_in, n); s != status::ok) return s;
   return check_view(rows_out, {kept, rows_in.extent(1)});
 }

@@ -254,7 +254,7 @@ status check_attention_score(const attention_score& p, const attention_score_inp
       s != status::ok)
     return s;
   const index_t rows = in.weights.extent(0);
-  if (rows != 1 && rows != in.grid.frames) return status::shape_mismatch;
+  if ((rows != 1 && rows != in.grid.frames) || has_negative_extent(in.weights)) return status::shape_mismatch;
   if (in.weights.extent(1) == 0 || in.weights.extent(2) == 0) return status::empty_input;
   const index_t span = rows == 1 ? in.grid.tokens() : in.grid.frame_tokens();
   if (!covers_keys(in.weights.extent(3), p.first_key, span)) return status::shape_mismatch;
@@ -276,6 +276,7 @@ status check_fused_attention(const fused_attention_score& p,
     return s;
   const index_t heads = in.query.extent(1), head_dim = in.query.extent(2);
   const index_t kv_heads = in.keys.extent(0);
+  if (has_negative_extent(in.query) || has_negative_extent(in.keys)) return status::shape_mismatch;
   if (in.query.extent(0) == 0 || heads == 0 || head_dim == 0 || kv_heads == 0)
     return status::empty_input;
   if (in.keys.extent(2) != head_dim || heads % kv_heads != 0) return status::shape_mismatch;

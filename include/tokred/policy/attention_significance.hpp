@@ -95,7 +95,7 @@ status check_attention_significance(const attention_significance& p,
   if (status s = check_attention_problem(valid_significance_parameters(p), in.grid); s != status::ok)
     return s;
   const index_t maps = in.weights.extent(0);
-  if (maps != 1 && maps != in.grid.frames) return status::shape_mismatch;
+  if ((maps != 1 && maps != in.grid.frames) || has_negative_extent(in.weights)) return status::shape_mismatch;
   if (in.weights.extent(1) == 0) return status::empty_input;
   const index_t n = map_tokens(in);
   if (!covers_keys(in.weights.extent(2), p.first_query, n) || !covers_keys(in.weights.extent(3), p.first_key, n))

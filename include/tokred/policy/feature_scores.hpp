@@ -133,7 +133,7 @@ constexpr index_t feature_score_extent(const P& p, const token_grid& grid) noexc
 
 /// The shape checks that need no views: grid, token count, row width.
 inline status check_feature_problem(const token_grid& grid, index_t dim) noexcept {
-  if (!grid.valid()) return status::shape_mismatch;
+  if (!grid.valid() || dim < 0) return status::shape_mismatch;
   if (grid.tokens() == 0 || dim == 0) return status::empty_input;
   return status::ok;
 }

@@ -145,7 +145,8 @@ status check_holitom(const holitom& p, const holitom_inputs<Ein, Space>& in,
                      const holitom_outputs<Eout, Space>& out) noexcept {
   if (status s = check_holitom_problem(p, in.grid); s != status::ok) return s;
   const index_t n = in.grid.tokens(), bound = holitom_bound(p, in.grid);
-  if (status s = check_row_output(in.tokens, n, out.tokens, bound); s != status::ok) return s;
+  if (status s = check_rows(in.tokens, n); s != status::ok) return s;
+  if (status s = check_optional_view(out.tokens, {bound, in.tokens.extent(1)}); s != status::ok) return s;
   if (status s = check_view(in.attention, {n}); s != status::ok) return s;
   if (status s = check_optional_view(in.newline, {in.tokens.extent(1)}); s != status::ok) return s;
   if (status s = check_optional_view(out.source, {bound}); s != status::ok) return s;

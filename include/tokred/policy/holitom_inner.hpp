@@ -88,7 +88,8 @@ count_result check_holitom_inner(const holitom_inner& p, const holitom_inner_inp
   const count_result c = holitom_inner_count(p, n);
   if (c.code != status::ok) return c;
   const auto fail = [](status s) { return count_result{s, 0}; };
-  if (status s = check_row_output(in.tokens, n, out.tokens, c.count); s != status::ok) return fail(s);
+  if (status s = check_rows(in.tokens, n); s != status::ok) return fail(s);
+  if (status s = check_optional_view(out.tokens, {c.count, in.tokens.extent(1)}); s != status::ok) return fail(s);
   if (status s = check_view(in.attention, {n}); s != status::ok) return fail(s);
   if (status s = check_optional_view(out.source, {c.count}); s != status::ok) return fail(s);
   if (status s = check_optional_view(out.sizes, {c.count}); s != status::ok) return fail(s);

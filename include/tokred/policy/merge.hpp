@@ -189,10 +189,13 @@ view<const E, 2, Space> compared_rows(const merge_inputs<E, Space>& in) noexcept
   return requested(in.metric) ? in.metric : in.tokens;
 }
 
-/// The checks of the compared rows (both policies): (N, metric_dim), metric_dim ≥ 1.
+/// The checks of the compared rows (tome, tome_match, dpc_knn): (N, metric_dim), metric_dim ≥ 1;
+/// and `shape_mismatch` for token rows of a negative extent, whose width sizes the workspace
+/// even where a metric is compared and the tokens are not read.
 template <class E, class Space>
 status check_compared_rows(const merge_inputs<E, Space>& in) noexcept {
-  return check_rows(compared_rows(in), in.grid.tokens());
+  if (status s = check_rows(compared_rows(in), in.grid.tokens()); s != status::ok) return s;
+  return has_negative_extent(in.tokens) ? status::shape_mismatch : status::ok;
 }
 
 /// The checks of the provenance an earlier merge carried in, each optional: sizes and source

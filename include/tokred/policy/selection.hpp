@@ -201,6 +201,7 @@ status check_gather(const gather_inputs<Ein, Space>& in,
   const index_t n = in.grid.tokens();
   if (n == 0) return status::empty_input;
   const index_t kept = in.index.extent(0);
+  if (kept < 0) return status::shape_mismatch;
   if (kept == 0) return status::invalid_budget;
   if (in.index.data_handle() == nullptr) return status::null_pointer;
   return check_rows_and_outputs(in.tokens, n, {}, in.index, out, kept);
