@@ -245,6 +245,20 @@ bool may_overlap(const view<A, RA, Space>& a, const view<B, RB, Space>& b) noexc
 
 namespace detail {
 
+/// True when `a` and `b` start at one element of one type and step alike: the same first
+/// element and strides, whatever their constness and extents (an operation in place).
+template <class A, class B, int R, class Space>
+bool same_origin(const view<A, R, Space>& a, const view<B, R, Space>& b) noexcept {
+  if constexpr (!std::is_same_v<std::remove_const_t<A>, std::remove_const_t<B>>) {
+    return false;
+  } else {
+    if (static_cast<const void*>(a.data_handle()) != static_cast<const void*>(b.data_handle())) return false;
+    for (int r = 0; r < R; ++r)
+      if (a.stride(r) != b.stride(r)) return false;
+    return true;
+  }
+}
+
 /// Whether Σ δ_r·stride_r = target for integers low_r ≤ δ_r ≤ high_r, not all zero where
 /// `nonzero`. Every dimension but the one of the widest range is enumerated (at most 2^22
 /// combinations) and δ along that one solved for; past that bound the answer is `otherwise`.

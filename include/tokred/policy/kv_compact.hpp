@@ -53,13 +53,6 @@ struct kv_compact_outputs {
 
 namespace detail {
 
-/// Whether `out` is `in` itself: the same first element and strides (a compaction in place).
-template <class E, class Space>
-bool same_view(const view<E, 3, Space>& out, const view<const E, 3, Space>& in) noexcept {
-  return out.data_handle() == in.data_handle() && out.stride(0) == in.stride(0) &&
-         out.stride(1) == in.stride(1) && out.stride(2) == in.stride(2);
-}
-
 /// One cache (keys or values) and its output: extents, then the output either separate from
 /// every input or the input itself.
 template <class E, class Space>
@@ -69,7 +62,7 @@ status check_cache(const view<const E, 3, Space>& in, const view<E, 3, Space>& o
   if (status s = check_view_or_empty(in, {heads, rows, width}); s != status::ok) return s;
   if (heads == 0 || width == 0) return status::empty_input;
   if (status s = check_view_or_empty(out, {heads, kept, width}); s != status::ok) return s;
-  if (same_view(out, in)) return may_overlap(out, all.keep) ? status::aliasing : status::ok;
+  if (same_origin(out, in)) return may_overlap(out, all.keep) ? status::aliasing : status::ok;  // in place
   if (may_overlap(out, all.keep) || may_overlap(out, all.keys) || may_overlap(out, all.values))
     return status::aliasing;
   return status::ok;
@@ -99,7 +92,7 @@ status check_kv_compact(const kv_compact_inputs<E, Space>& in, const kv_compact_
     // read: it needs caches that share no element. Two compactions in place then write only their
     // own elements (a cache whose keys and values interleave in one buffer is fine); separate
     // outputs must not overlap.
-    const bool keys_in_place = same_view(out.keys, in.keys), values_in_place = same_view(out.values, in.values);
+    const bool keys_in_place = same_origin(out.keys, in.keys), values_in_place = same_origin(out.values, in.values);
     if ((keys_in_place || values_in_place) && share_elements(in.keys, in.values)) return status::aliasing;
     if (!(keys_in_place && values_in_place) && may_overlap(out.keys, out.values)) return status::aliasing;
   }
