@@ -144,8 +144,6 @@ inline void cluster_layout(const float* dist, index_t n, index_t clusters, const
   select_largest(key_of, n, clusters, 0, s.keys, s.centers);
   std::fill(s.slot, s.slot + n, index_t{-1});
   for (index_t q = 0; q < clusters; ++q) s.slot[s.centers[q]] = q;
-  std::fill(s.offsets, s.offsets + clusters + 1, index_t{1});  // each group holds its center
-  s.offsets[0] = 0;
   for (index_t i = 0; i < n; ++i) {
     if (s.slot[i] >= 0) continue;
     const float* d = dist + i * n;
@@ -154,19 +152,13 @@ inline void cluster_layout(const float* dist, index_t n, index_t clusters, const
     for (index_t q = 1; q < clusters; ++q)
       if (d[s.centers[q]] < nearest) nearest = d[s.centers[q]], best = q;
     s.slot[i] = ~best;  // a member of cluster `best`, told apart from the centers until placed
-    ++s.offsets[best + 1];
   }
-  for (index_t q = 0; q < clusters; ++q) {
-    s.offsets[q + 1] += s.offsets[q];
-    s.members[s.offsets[q]] = s.centers[q];
-    s.cursor[q] = s.offsets[q] + 1;
-  }
+  // Each center first, then its members ascending.
+  group_layout(
+      clusters, n, [&](index_t i) { return s.slot[i] < 0 ? ~s.slot[i] : index_t{-1}; }, [](index_t i) { return i; },
+      [&](index_t q) { return s.centers[q]; }, s.offsets, s.cursor, s.members);
   for (index_t i = 0; i < n; ++i)
-    if (s.slot[i] < 0) {
-      const index_t q = ~s.slot[i];
-      s.members[s.cursor[q]++] = i;
-      s.slot[i] = q;
-    }
+    if (s.slot[i] < 0) s.slot[i] = ~s.slot[i];
 }
 
 /// Step 5 for cluster q: its row from the group `members[0 … count)` (the center first), with

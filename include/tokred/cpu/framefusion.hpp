@@ -172,14 +172,11 @@ inline index_t framefusion_chains(index_t rows, const framefusion_scratch& v) no
       v.slot[r] = kept++;
     }
   }
-  std::fill(v.offsets, v.offsets + kept + 1, index_t{0});
-  for (index_t r = 0; r < rows; ++r) {
-    v.slot[r] = v.slot[v.head[r]];
-    ++v.offsets[v.slot[r] + 1];
-  }
-  for (index_t q = 0; q < kept; ++q) v.offsets[q + 1] += v.offsets[q];
-  std::copy(v.offsets, v.offsets + kept, v.cursor);
-  for (index_t r = 0; r < rows; ++r) v.groups[v.cursor[v.slot[r]]++] = r;  // head first: rows ascend
+  for (index_t r = 0; r < rows; ++r) v.slot[r] = v.slot[v.head[r]];
+  // Rows ascend in each group, so its head comes first.
+  group_layout(
+      kept, rows, [&](index_t r) { return v.slot[r]; }, [](index_t r) { return r; }, no_head, v.offsets, v.cursor,
+      v.groups);
   return kept;
 }
 

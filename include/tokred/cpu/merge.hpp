@@ -192,6 +192,29 @@ inline auto carried_weight(const view<const float, 1>& sizes) noexcept {  // (to
   return [sizes, carried](index_t i) { return carried ? sizes(i) : 1.0f; };
 }
 
+/// The group layout every merge writes its rows from, by a stable counting sort: group g's
+/// members are members[offsets[g] … offsets[g + 1]), its head first where head(g) ≥ 0, then
+/// value(i) for every item i in [0, items) with group_of(i) == g, i ascending (group_of(i) < 0
+/// leaves item i out). `offsets` holds groups + 1 entries; `cursor` (groups) ends at each group's
+/// end.
+template <class GroupOf, class Value, class Head>
+void group_layout(index_t groups, index_t items, GroupOf group_of, Value value, Head head, index_t* offsets,
+                  index_t* cursor, index_t* members) noexcept {
+  for (index_t g = 0; g <= groups; ++g) offsets[g] = 0;
+  for (index_t i = 0; i < items; ++i)
+    if (const index_t g = group_of(i); g >= 0) ++offsets[g + 1];
+  for (index_t g = 0; g < groups; ++g) {
+    cursor[g] = offsets[g];
+    if (const index_t h = head(g); h >= 0) members[cursor[g]++] = h;
+    offsets[g + 1] += cursor[g];
+  }
+  for (index_t i = 0; i < items; ++i)
+    if (const index_t g = group_of(i); g >= 0) members[cursor[g]++] = value(i);
+}
+
+/// The `head` of a group_layout whose groups have none.
+inline index_t no_head(index_t) noexcept { return -1; }
+
 /// Σ weight(members[m]) in member order: the `total` of `weighted_mean_row`.
 template <class Weight>
 float total_weight(const index_t* members, index_t count, const Weight& weight) noexcept {

@@ -194,17 +194,14 @@ inline void tome_layout(const tome& p, index_t n, index_t r, const tome_scratch&
   }
   for (index_t q = 0; q < k_out; ++q) t.slot[t.rep[q]] = q;
 
-  for (index_t j = 0; j <= s.b; ++j) t.offsets[j] = 0;
-  for (index_t q = 0; q < r; ++q) ++t.offsets[t.match.partner[rank_key_index(t.keys[q])] + 1];
-  for (index_t j = 0; j < s.b; ++j) t.offsets[j + 1] += t.offsets[j] + 1;  // + 1: the B token itself
-  for (index_t j = 0; j < s.b; ++j) {
-    t.members[t.offsets[j]] = 2 * j + 1;
-    t.cursor[j] = t.offsets[j] + 1;
-  }
-  for (index_t q = 0; q < r; ++q) {  // sources in rank order, after their B token
-    const index_t k = rank_key_index(t.keys[q]), j = t.match.partner[k];
-    t.members[t.cursor[j]++] = 2 * k;
-    t.slot[2 * k] = t.slot[2 * j + 1];
+  // Each B token first, then its sources in rank order.
+  const auto source_of = [&](index_t q) { return rank_key_index(t.keys[q]); };
+  group_layout(
+      s.b, r, [&](index_t q) { return t.match.partner[source_of(q)]; }, [&](index_t q) { return 2 * source_of(q); },
+      [](index_t j) { return 2 * j + 1; }, t.offsets, t.cursor, t.members);
+  for (index_t q = 0; q < r; ++q) {
+    const index_t k = source_of(q);
+    t.slot[2 * k] = t.slot[2 * t.match.partner[k] + 1];
   }
 }
 

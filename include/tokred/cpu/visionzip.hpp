@@ -28,6 +28,7 @@
 #include "tokred/core/contract.hpp"
 #include "tokred/core/exec.hpp"
 #include "tokred/core/workspace.hpp"
+#include "tokred/cpu/merge.hpp"
 #include "tokred/cpu/selection.hpp"
 #include "tokred/cpu/similarity.hpp"
 #include "tokred/cpu/simd.hpp"
@@ -119,19 +120,15 @@ void visionzip_assign(const visionzip& p, const view<const E, 2>& metric,  // (r
                      if (at >= 0) v.best[x] = top, v.choice[x] = y + at;
                    });
   for (index_t q = 0; q < c; ++q) v.choice[v.targets[q]] = q;  // a target joins itself
-  // Counting sort of the members by target, stable: each target's members stay in row order.
-  std::fill(v.offsets, v.offsets + c + 1, index_t{0});
-  for (index_t r = 0; r < s.remaining; ++r) {
-    const index_t row = v.remaining[r];
-    if (row != v.targets[v.choice[row]]) ++v.offsets[v.choice[row] + 1];
-  }
-  for (index_t q = 0; q < c; ++q) v.offsets[q + 1] += v.offsets[q];
-  std::copy(v.offsets, v.offsets + c, v.cursor);
-  for (index_t r = 0; r < s.remaining; ++r) {
-    const index_t row = v.remaining[r], q = v.choice[row];
-    v.slot[row] = p.dominant + q;
-    if (row != v.targets[q]) v.members[v.cursor[q]++] = row;
-  }
+  // Each target's members (itself left out) in row order.
+  group_layout(
+      c, s.remaining,
+      [&](index_t r) {
+        const index_t row = v.remaining[r], q = v.choice[row];
+        return row != v.targets[q] ? q : index_t{-1};
+      },
+      [&](index_t r) { return v.remaining[r]; }, no_head, v.offsets, v.cursor, v.members);
+  for (index_t r = 0; r < s.remaining; ++r) v.slot[v.remaining[r]] = p.dominant + v.choice[v.remaining[r]];
 }
 
 /// Floats one pass over a contextual token's members accumulates in registers (as the pooling
