@@ -142,10 +142,8 @@ packed_score_inputs<E, Space> kivi_key_scores(const kivi& p, const kivi_cache<co
                                               view<const E, 2, Space> queries, index_t tokens) noexcept {
   const kivi_counts c = kivi_counts_at(p, tokens);
   const uniform_format f = kivi_key_format(p);
-  const index_t rows = c.keys_packed * f.bits / 32, groups = c.keys_packed / (f.group > 0 ? f.group : 1);
-  return {queries,
-          {token_range(cache.keys.codes, 0, rows), token_range(cache.keys.scale, 0, groups),
-           token_range(cache.keys.zero, 0, groups)},
+  const index_t groups = c.keys_packed / (f.group > 0 ? f.group : 1);
+  return {queries, detail::packed_prefix(cache.keys, f.bits, c.keys_packed, groups),
           token_range(cache.key_residual, 0, c.keys_residual)};
 }
 

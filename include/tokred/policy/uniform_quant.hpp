@@ -132,6 +132,18 @@ constexpr uniform_packed<const E, Space> read_only(const uniform_packed<E, Space
   return {p.codes, p.scale, p.zero};
 }
 
+namespace detail {
+
+/// The first `tokens` tokens of a packed cache of `bits`-bit codes, held in `groups` groups:
+/// tokens·bits/32 code rows and `groups` scale and zero rows (what a score call reads).
+template <class E, class Space>
+constexpr uniform_packed<const E, Space> packed_prefix(const uniform_packed<const E, Space>& p, int bits,
+                                                       index_t tokens, index_t groups) noexcept {
+  return {token_range(p.codes, 0, tokens * bits / 32), token_range(p.scale, 0, groups), token_range(p.zero, 0, groups)};
+}
+
+}  // namespace detail
+
 /// The extents of a 3-D view: (heads, rows, columns).
 struct kv_extents {
   index_t heads = 0;

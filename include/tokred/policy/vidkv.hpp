@@ -720,12 +720,9 @@ vidkv_score_inputs<E, Space> vidkv_key_score_inputs(const vidkv& config, const v
                                                     view<const E, 2, Space> queries, vidkv_state state) noexcept {
   const vidkv_key_layout l = vidkv_key_layout_of(vidkv_keys_of(config), cache.key_residual.extent(2));
   const index_t groups = config.group > 0 ? state.packed / config.group : 0;
-  const auto cut = [&](const uniform_packed<const E, Space>& part, const uniform_format& f) {
-    return uniform_packed<const E, Space>{token_range(part.codes, 0, state.packed * f.bits / 32),
-                                          token_range(part.scale, 0, groups), token_range(part.zero, 0, groups)};
-  };
   return {queries,
-          {cache.keys.channels, cut(cache.keys.difficult, l.difficult_format), cut(cache.keys.spectral, l.spectral_format)},
+          {cache.keys.channels, detail::packed_prefix(cache.keys.difficult, l.difficult_format.bits, state.packed, groups),
+           detail::packed_prefix(cache.keys.spectral, l.spectral_format.bits, state.packed, groups)},
           token_range(cache.key_residual, 0, state.residual)};
 }
 
