@@ -36,6 +36,7 @@
 #include "tokred/cpu/similarity.hpp"
 #include "tokred/cpu/simd.hpp"
 #include "tokred/policy/framefusion.hpp"
+#include "tokred/policy/tome_steps.hpp"
 
 namespace tokred {
 namespace detail {
@@ -62,7 +63,7 @@ void framefusion_link(const framefusion_inputs<E>& in, index_t rows, index_t* la
 inline float framefusion_cosine(float dot, float x_sq, float y_sq) noexcept {
   const bool usable = x_sq > 0.0f && y_sq > 0.0f && std::isfinite(x_sq) && std::isfinite(y_sq);
   if (!usable) return std::numeric_limits<float>::quiet_NaN();
-  return dot * (1.0f / std::sqrt(x_sq)) * (1.0f / std::sqrt(y_sq));
+  return scaled_cosine(dot, cosine_scale_of(x_sq), cosine_scale_of(y_sq));
 }
 
 /// Step 2 for rows [r0, r1): `write(r, sim)`. ‖m_r‖² is kept in `squares` for the rows after r of

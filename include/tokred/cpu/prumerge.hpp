@@ -29,6 +29,7 @@
 #include "tokred/cpu/simd.hpp"
 #include "tokred/cpu/tome.hpp"
 #include "tokred/policy/prumerge.hpp"
+#include "tokred/policy/tome_steps.hpp"
 
 namespace tokred {
 namespace detail {
@@ -68,7 +69,7 @@ void group_cosines(const view<const E, 2>& keys,  // (tokens, key_dim)
   for (index_t j = 0; j < n; ++j) {
     float dots[prumerge_group];
     rows.template pairs<pair_op::dot>(j, ids, count, dots);
-    for (index_t m = 0; m < count; ++m) cosine[m * n + j] = dots[m] * scale[ids[m]] * scale[j];
+    for (index_t m = 0; m < count; ++m) cosine[m * n + j] = scaled_cosine(dots[m], scale[ids[m]], scale[j]);
   }
 }
 
