@@ -391,6 +391,7 @@ TEST_CASE("pyramid_schedule: int(N * r) of the original N, validated", "[attenti
   const double keep_all[] = {1.0, 1.0};
   const index_t unsorted[] = {8, 8}, negative[] = {-1, 4};
   CHECK(check_schedule({make_view(layers, 3), make_view(halving, 2)}, 576) == status::shape_mismatch);
+  CHECK(check_schedule({make_view(layers, -1), make_view(halving, -1)}, 576) == status::shape_mismatch);
   CHECK(check_schedule({}, 576) == status::empty_input);
   CHECK(check_schedule(repo, 0) == status::empty_input);
   CHECK(check_schedule({view<const index_t, 1>(nullptr, {3}), make_view(halving, 3)}, 576) == status::null_pointer);

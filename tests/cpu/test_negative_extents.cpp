@@ -334,6 +334,17 @@ TEST_CASE("negative extents: scores", "[negative][bad-input]") {
   refuses_width("token_norm: rows (24, -4)", feature_score(token_norm{}, g));
   refuses_width("query_relevance: rows (24, -4), query (2, -4)", feature_score(query_relevance{}, g));
   refuses_width("temporal_similarity: rows (24, -4)", feature_score(temporal_similarity{}, {2, 3, 4}));
+  SECTION("token_norm on no tokens: a negative width before N = 0, as can_implement reads them") {
+    const token_grid none{1, 0, 4};
+    const auto run = [&](index_t x) {
+      return apply(cpu<>{}, token_norm{}, feature_score_inputs<float>{none, in(0, opaque(x)), {}}, score_outputs<>{},
+                   ample());
+    };
+    CHECK(can_implement(token_norm{}, problem{none, -4}) == status::shape_mismatch);
+    CHECK(run(-4) == status::shape_mismatch);
+    CHECK(can_implement(token_norm{}, problem{none, 4}) == status::empty_input);
+    CHECK(run(4) == status::empty_input);
+  }
   refuses_width("gaussian_redundancy: rows (24, -4)", [](arena& a, index_t x, workspace ws) {
     const redundancy_inputs<float> ri{g, in(n, x), a.memory(redundancy_channels(gaussian_redundancy{}, x))};
     return apply(cpu<>{}, gaussian_redundancy{}, ri, score_outputs<>{a.f(n)}, ws);

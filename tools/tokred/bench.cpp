@@ -358,9 +358,10 @@ int bench_command(const bench_options& opt) {
                                            make_view(queries.metric.data(), queries.metric_rows, in.dim));
         s != status::ok)
       return fail(fmt::format("{}: the fidelity reference cannot be built: {}", in.name, to_string(s)));
-    item.queries = given_rows ? fmt::format("`{}` ({} rows)", opt.query, given_rows)
-                              : fmt::format("{} evenly spaced input tokens (ranking: {} others)", queries.metric_rows,
-                                            queries.ranking_rows);
+    item.queries = given_rows               ? fmt::format("`{}` ({} rows)", opt.query, given_rows)
+                   : in.grid.tokens() == 1 ? std::string("the one input token (the ranking's too)")
+                                            : fmt::format("{} evenly spaced input tokens (ranking: {} others)",
+                                                          queries.metric_rows, queries.ranking_rows);
 
     for (const bench_method* m : methods)
       for (double budget : budgets_of(m->own_count, budgets)) {

@@ -143,12 +143,14 @@ inline status check_feature_problem(const token_grid& grid, index_t dim) noexcep
 template <class P, class E, class Space>
 status check_feature_scores(const P& p, const feature_score_inputs<E, Space>& in,
                             const score_outputs<Space>& out) noexcept {
-  if (!in.grid.valid()) return status::shape_mismatch;
+  const bool reads_query = std::is_same_v<P, query_relevance>;
+  // A negative width before N = 0, as can_implement reads them (check_feature_problem).
+  if (!in.grid.valid() || has_negative_extent(in.tokens) || (reads_query && has_negative_extent(in.query)))
+    return status::shape_mismatch;
   const index_t n = in.grid.tokens();
   if (n == 0) return status::empty_input;
   if (status s = check_rows(in.tokens, n); s != status::ok) return s;
   const index_t dim = in.tokens.extent(1);
-  const bool reads_query = std::is_same_v<P, query_relevance>;
   if (reads_query) {
     if (in.query.extent(0) == 0) return status::empty_input;  // also a query never given
     if (status s = check_view(in.query, {in.query.extent(0), dim}); s != status::ok) return s;

@@ -136,8 +136,8 @@ inline index_t holitom_bound(const holitom& p, const token_grid& grid) noexcept 
 }
 
 /// Every check of holitom that needs no access to values, in the documented order: parameters
-/// and grid (`check_holitom_problem`), the token rows (N, dim ≥ 1) and out.tokens (bound, dim)
-/// when requested, attention (N,), newline (dim,) when given, the outputs (source, positions,
+/// and grid (`check_holitom_problem`), the token rows (N, dim ≥ 1; always read), out.tokens
+/// (bound, dim) when requested, attention (N,), newline (dim,) when given, the outputs (source, positions,
 /// sizes against the bound; assign (N,); count (1,) required; window_start (T,);
 /// retain_ratio (1,)), overlaps.
 template <class Ein, class Eout, class Space>

@@ -79,7 +79,7 @@ inline count_result holitom_inner_count(const holitom_inner& p, index_t tokens) 
 }
 
 /// Every check of holitom_inner that needs no access to values, in order: the count, the token
-/// rows (L, dim ≥ 1) and out.tokens (K, dim) when requested, attention (L,), the outputs,
+/// rows (L, dim ≥ 1; always read), out.tokens (K, dim) when requested, attention (L,), the outputs,
 /// overlaps.
 template <class Ein, class Eout, class Space>
 count_result check_holitom_inner(const holitom_inner& p, const holitom_inner_inputs<Ein, Space>& in,

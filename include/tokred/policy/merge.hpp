@@ -190,8 +190,8 @@ view<const E, 2, Space> compared_rows(const merge_inputs<E, Space>& in) noexcept
 }
 
 /// The checks of the compared rows (tome, tome_match, dpc_knn): (N, metric_dim), metric_dim ≥ 1;
-/// and `shape_mismatch` for token rows of a negative extent, whose width sizes the workspace
-/// even where a metric is compared and the tokens are not read.
+/// token rows of a negative extent are refused too where nothing reads them (tome_match, a
+/// merge beside a metric without out.tokens).
 template <class E, class Space>
 status check_compared_rows(const merge_inputs<E, Space>& in) noexcept {
   if (status s = check_rows(compared_rows(in), in.grid.tokens()); s != status::ok) return s;

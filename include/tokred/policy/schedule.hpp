@@ -31,13 +31,14 @@ struct pyramid_schedule {
 };
 
 /// `ok` if the schedule can prune `n` tokens, else the first failed check, in this order:
-/// `shape_mismatch` (the two lists differ in length), `empty_input` (no stage, or `n <= 0`),
-/// `null_pointer` (a list without data), `invalid_parameter` (a negative layer, or layers not
-/// strictly ascending), then per stage: `invalid_ratio` (outside [0, 1], or NaN), `invalid_budget`
-/// (the count floors to 0), `budget_exceeds_input` (more tokens than the previous stage left).
+/// `shape_mismatch` (the two lists differ in length, or have a negative one), `empty_input` (no
+/// stage, or `n <= 0`), `null_pointer` (a list without data), `invalid_parameter` (a negative
+/// layer, or layers not strictly ascending), then per stage: `invalid_ratio` (outside [0, 1], or
+/// NaN), `invalid_budget` (the count floors to 0), `budget_exceeds_input` (more tokens than the
+/// previous stage left).
 inline status check_schedule(const pyramid_schedule& s, index_t n) noexcept {
   const index_t stages = s.layers.extent(0);
-  if (s.ratios.extent(0) != stages) return status::shape_mismatch;
+  if (s.ratios.extent(0) != stages || stages < 0) return status::shape_mismatch;
   if (stages == 0 || n <= 0) return status::empty_input;
   if (s.layers.data_handle() == nullptr || s.ratios.data_handle() == nullptr)
     return status::null_pointer;
