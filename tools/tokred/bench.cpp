@@ -353,6 +353,7 @@ int bench_command(const bench_options& opt) {
     side.query = &queries.ranking;
     side.query_rows = queries.ranking_rows;
     item.query_rows = queries.metric_rows;
+    item.ranking_query_rows = queries.ranking_rows;
     bench::item_reference reference;
     if (const status s = reference.prepare(make_view(in.tokens.data(), in.grid.tokens(), in.dim),
                                            make_view(queries.metric.data(), queries.metric_rows, in.dim));

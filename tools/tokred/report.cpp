@@ -323,6 +323,7 @@ nlohmann::ordered_json report_json(const bench_report& r) {
                      {"scorer", it.scorer},
                      {"queries", it.queries},
                      {"query_rows", it.query_rows},
+                     {"ranking_query_rows", it.ranking_query_rows},
                      {"score_us", it.score_us},
                      {"memcpy_us", it.memcpy_us}});
   for (const bench_row& row : r.rows) {

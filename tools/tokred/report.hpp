@@ -22,7 +22,8 @@ struct bench_item {
   index_t dim = 0;
   std::string scorer;   ///< what score-ranked methods read: "`<file>`" (--scores) or "token L2 norm"
   std::string queries;  ///< the attention metric's queries, and those the query-ranked methods rank with
-  index_t query_rows = 0;  ///< the metric's
+  index_t query_rows = 0;          ///< the metric's
+  index_t ranking_query_rows = 0;  ///< the query-ranked methods'
   double memcpy_us = 0;  ///< median memcpy of the token rows (the compute type's bytes)
   double score_us = 0;   ///< median time of the token norms, timed apart from every method (0: the caller's scores)
 };

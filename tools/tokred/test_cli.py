@@ -281,6 +281,10 @@ def test_bench(tmp):
     check(all(np.isfinite([r["attention_rel_err"], r["recon_rel_l2"], r["coverage_rel"]]).all()
               and r["attention_rel_err"] >= 0 and r["recon_rel_l2"] >= 0 and -1 <= r["recon_mean_cos"] <= 1
               for r in ran), "fidelity figures finite and in range")
+    items = {it["name"]: it for it in results["items"]}
+    check(items["image"]["query_rows"] == items["image"]["ranking_query_rows"] == 144
+          and items["clip"]["query_rows"] == items["clip"]["ranking_query_rows"] == 256,
+          "the metric and the query-ranked methods each have min(N/2, 256) default queries")
     temporal = [r for r in results["results"] if r["method"] == "temporal"]
     check(any("note" in r for r in temporal if r["item"] == "image"), "temporal does not run on an image")
     check(bench_numbers(os.path.join(first, "results.csv")) == bench_numbers(os.path.join(second, "results.csv")),
