@@ -158,17 +158,17 @@ void draw_plots(const bench_options& opt, const std::string& dir, bench_report& 
 /// methods rank with (`ranking`): the caller's rows for both, or two disjoint sets of evenly
 /// spaced originals (bench::default_query_rows).
 struct chosen_queries {
-  std::vector<float> metric, ranking;
-  index_t metric_rows = 0, ranking_rows = 0;
+  std::vector<float> metric, ranking;  // (rows, dim) row-major each
+  index_t dim = 1;
+  index_t metric_rows() const { return static_cast<index_t>(metric.size()) / dim; }
+  index_t ranking_rows() const { return static_cast<index_t>(ranking.size()) / dim; }
 };
 
 chosen_queries choose_queries(const token_input& in, const std::vector<float>& given, index_t given_rows) {
-  if (given_rows > 0) return {given, given, given_rows, given_rows};
+  if (given_rows > 0) return {given, given, in.dim};
   const auto x = make_view(in.tokens.data(), in.grid.tokens(), in.dim);
-  chosen_queries q{bench::default_queries(x, bench::query_set::metric), bench::default_queries(x, bench::query_set::ranking)};
-  q.metric_rows = static_cast<index_t>(q.metric.size() / static_cast<std::size_t>(in.dim));
-  q.ranking_rows = static_cast<index_t>(q.ranking.size() / static_cast<std::size_t>(in.dim));
-  return q;
+  return {bench::default_queries(x, bench::query_set::metric), bench::default_queries(x, bench::query_set::ranking),
+          in.dim};
 }
 
 /// Binds method `m` at `budget` to the input: its pipeline, or its own runner. Returns why it does
@@ -351,18 +351,18 @@ int bench_command(const bench_options& opt) {
     side.scores = &scores;
     const chosen_queries queries = choose_queries(in, given_query, given_rows);
     side.query = &queries.ranking;
-    side.query_rows = queries.ranking_rows;
-    item.query_rows = queries.metric_rows;
-    item.ranking_query_rows = queries.ranking_rows;
+    side.query_rows = queries.ranking_rows();
+    item.query_rows = queries.metric_rows();
+    item.ranking_query_rows = queries.ranking_rows();
     bench::item_reference reference;
     if (const status s = reference.prepare(make_view(in.tokens.data(), in.grid.tokens(), in.dim),
-                                           make_view(queries.metric.data(), queries.metric_rows, in.dim));
+                                           make_view(queries.metric.data(), queries.metric_rows(), in.dim));
         s != status::ok)
       return fail(fmt::format("{}: the fidelity reference cannot be built: {}", in.name, to_string(s)));
     item.queries = given_rows               ? fmt::format("`{}` ({} rows)", opt.query, given_rows)
                    : in.grid.tokens() == 1 ? std::string("the one input token (the ranking's too)")
                                             : fmt::format("{} evenly spaced input tokens (ranking: {} others)",
-                                                          queries.metric_rows, queries.ranking_rows);
+                                                          queries.metric_rows(), queries.ranking_rows());
 
     for (const bench_method* m : methods)
       for (double budget : budgets_of(m->own_count, budgets)) {
@@ -389,7 +389,7 @@ int bench_command(const bench_options& opt) {
       const bench::kv_codec& codec = bench::kv_codecs[c];
       bar.step(fmt::format("{} on {}", codec.name, in.name));
       try {
-        report.kv.push_back(measure_kv(codec, in, queries.metric, queries.metric_rows, opt.warmup, opt.repetitions, opt.max_time));
+        report.kv.push_back(measure_kv(codec, in, queries.metric, queries.metric_rows(), opt.warmup, opt.repetitions, opt.max_time));
       } catch (const std::bad_alloc&) {
         kv_row row;
         row.item = in.name;
